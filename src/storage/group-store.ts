@@ -1,0 +1,206 @@
+/**
+ * One Raft group's slice of the shared RocksDB: its log mirror (the
+ * {@link MemoryStorage} the core reads synchronously), its durable applied index
+ * and its state machine data.
+ */
+import { assert } from "../raft/assert.ts";
+import { SnapshotOutOfDateError, type MemoryStorage } from "../raft/memory-storage.ts";
+import type { ConfState, GroupId, LogIndex, Ready, Snapshot } from "../raft/types.ts";
+import {
+  encodeCounter,
+  encodeEntryBody,
+  encodeHardState,
+  encodeLogPosition,
+  encodeSnapshotMetadata,
+} from "./codec.ts";
+import type { EngineContext } from "./engine-context.ts";
+import { prefixEnd, type GroupKeys } from "./keys.ts";
+import { openRecord, sealRecord } from "./records.ts";
+import { asBuffer, type RawBatchOp } from "./rocksdb-promises.ts";
+
+/** One change to a group's state machine data. */
+export type KvWrite = { readonly key: Uint8Array; readonly value: Uint8Array } | { readonly key: Uint8Array; readonly delete: true };
+
+/** The write batch of one step and what to change in memory once it is durable. */
+export interface PlannedWrite {
+  readonly ops: RawBatchOp[];
+  /** Updates the mirror; called only after `ops` were written. */
+  readonly commit: () => void;
+}
+
+/**
+ * A group's durable state. Obtain one from `StorageEngine.openGroup`; pass
+ * {@link log} to the Raft core as its storage. All writes go through the engine
+ * (`persistReadies`, `apply`) or the methods here, which keep the mirror and the
+ * disk in step.
+ *
+ * After a restart, if `appliedIndex < log.snapshot().metadata.index`, the node
+ * crashed between persisting a leader's snapshot and restoring the state machine
+ * from it: restore from `log.snapshot().data` (see {@link restoreStateMachine})
+ * before applying anything.
+ */
+export class GroupStore {
+  /** The durable applied index: as loaded, then as last written by apply or restore. */
+  appliedIndex: LogIndex;
+  private closed = false;
+
+  /** @internal Built by the engine only. */
+  constructor(
+    private readonly context: EngineContext,
+    private readonly keys: GroupKeys,
+    /** The uncompacted log, hard state and latest snapshot, mirrored in memory. */
+    readonly log: MemoryStorage,
+    appliedIndex: LogIndex,
+  ) {
+    this.appliedIndex = appliedIndex;
+  }
+
+  get groupId(): GroupId {
+    return this.keys.groupId;
+  }
+
+  private put(key: Uint8Array, payload: Uint8Array): RawBatchOp {
+    return { type: "put", key: asBuffer(key), value: sealRecord(key, payload) };
+  }
+
+  private deleteEntries(ops: RawBatchOp[], from: LogIndex, to: LogIndex): void {
+    for (let index = from; index <= to; index++) ops.push({ type: "del", key: asBuffer(this.keys.logEntry(index)) });
+  }
+
+  /** @internal Marks the store unusable once the engine closed or dropped it. */
+  markClosed(): void {
+    this.closed = true;
+  }
+
+  private checkOpen(): void {
+    assert(!this.closed, `group ${this.groupId} is closed`);
+  }
+
+  /**
+   * @internal Plans step 1 of handling `ready`: its snapshot (replacing the whole
+   * log), its entries (replacing stored entries from the first new index on) and
+   * its hard state. Must run inside the log queue, so the mirror is current.
+   */
+  planPersist(ready: Ready): PlannedWrite {
+    this.checkOpen();
+    const ops: RawBatchOp[] = [];
+    let firstIndex = this.log.firstIndex();
+    let lastIndex = this.log.lastIndex();
+    const snapshot = ready.snapshot;
+    if (snapshot !== null) {
+      const storedIndex = this.log.snapshot().metadata.index;
+      if (snapshot.metadata.index <= storedIndex && storedIndex > 0) {
+        throw new SnapshotOutOfDateError(snapshot.metadata.index, storedIndex);
+      }
+      this.planSnapshotRecords(ops, snapshot);
+      ops.push(this.put(this.keys.logStart, encodeLogPosition(snapshot.metadata)));
+      this.deleteEntries(ops, firstIndex, lastIndex);
+      firstIndex = snapshot.metadata.index + 1;
+      lastIndex = snapshot.metadata.index;
+    }
+    const kept = ready.entries.filter((entry) => entry.index >= firstIndex);
+    if (kept.length > 0) {
+      const start = kept[0]!.index;
+      assert(start <= lastIndex + 1, `group ${this.groupId}: append at ${start} leaves a gap after ${lastIndex}`);
+      kept.forEach((entry, i) => {
+        assert(entry.index === start + i, `group ${this.groupId}: entries not contiguous at ${entry.index}`);
+        ops.push(this.put(this.keys.logEntry(entry.index), encodeEntryBody(entry)));
+      });
+      this.deleteEntries(ops, start + kept.length, lastIndex);
+    }
+    if (ready.hardState !== null) ops.push(this.put(this.keys.hardState, encodeHardState(ready.hardState)));
+    const commit = (): void => {
+      if (snapshot !== null) this.log.applySnapshot(snapshot);
+      this.log.append(kept);
+      if (ready.hardState !== null) this.log.setHardState(ready.hardState);
+    };
+    return { ops, commit };
+  }
+
+  private planSnapshotRecords(ops: RawBatchOp[], snapshot: Snapshot): void {
+    ops.push(this.put(this.keys.snapshotMetadata, encodeSnapshotMetadata(snapshot.metadata)));
+    ops.push(this.put(this.keys.snapshotData, snapshot.data));
+  }
+
+  /** @internal Plans the state machine writes and applied index of one apply step. */
+  planApply(appliedIndex: LogIndex, writes: readonly KvWrite[]): PlannedWrite {
+    this.checkOpen();
+    assert(appliedIndex >= this.appliedIndex, `group ${this.groupId}: applied index goes back from ${this.appliedIndex} to ${appliedIndex}`);
+    const ops: RawBatchOp[] = [];
+    for (const write of writes) {
+      const key = this.keys.stateMachine(write.key);
+      ops.push("delete" in write ? { type: "del", key: asBuffer(key) } : this.put(key, write.value));
+    }
+    ops.push(this.put(this.keys.appliedIndex, encodeCounter(appliedIndex)));
+    return { ops, commit: () => (this.appliedIndex = appliedIndex) };
+  }
+
+  /** The state machine value under `key`, checked; throws CorruptionError if it fails its checksum. */
+  async get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    this.checkOpen();
+    const fullKey = this.keys.stateMachine(key);
+    const value = await this.context.db.get(fullKey);
+    return value === undefined ? undefined : openRecord(fullKey, value);
+  }
+
+  /**
+   * State machine pairs whose key starts with `prefix`, in key order, at most
+   * `limit` of them (all when omitted). Each value is checked as it is read.
+   */
+  async *scan(prefix: Uint8Array, limit?: number): AsyncGenerator<[Uint8Array, Uint8Array]> {
+    this.checkOpen();
+    const start = this.keys.stateMachine(prefix);
+    const end = prefixEnd(start);
+    const skip = this.keys.stateMachinePrefix.length;
+    for await (const [key, value] of this.context.db.iterate(start, end, limit ?? -1)) {
+      yield [new Uint8Array(key.buffer, key.byteOffset + skip, key.length - skip), openRecord(key, value)];
+    }
+  }
+
+  /**
+   * Records a snapshot of the application state at `index` (already applied,
+   * with `confState` from the core's `confState()`), then compacts the log up to
+   * `index - keepEntries` so followers slightly behind can still catch up from
+   * the log. Not synced: losing it in a crash loses nothing the log cannot redo.
+   */
+  createSnapshot(index: LogIndex, confState: ConfState, data: Uint8Array, keepEntries = 0): Promise<Snapshot> {
+    assert(Number.isSafeInteger(keepEntries) && keepEntries >= 0, `keepEntries must be >= 0, got ${keepEntries}`);
+    return this.context.logQueue.run(async () => {
+      this.checkOpen();
+      const storedIndex = this.log.snapshot().metadata.index;
+      if (index <= storedIndex) throw new SnapshotOutOfDateError(index, storedIndex);
+      assert(index <= this.log.lastIndex(), `group ${this.groupId}: snapshot at ${index} beyond last index ${this.log.lastIndex()}`);
+      const snapshot: Snapshot = { metadata: { index, term: this.log.term(index), confState }, data };
+      const ops: RawBatchOp[] = [];
+      this.planSnapshotRecords(ops, snapshot);
+      const compactIndex = index - keepEntries;
+      const firstIndex = this.log.firstIndex();
+      if (compactIndex >= firstIndex) {
+        ops.push(this.put(this.keys.logStart, encodeLogPosition({ index: compactIndex, term: this.log.term(compactIndex) })));
+        this.deleteEntries(ops, firstIndex, compactIndex);
+      }
+      await this.context.write(ops, false);
+      this.log.createSnapshot(index, confState, data);
+      this.log.compact(compactIndex);
+      return this.log.snapshot();
+    });
+  }
+
+  /**
+   * Replaces the whole state machine with `pairs` and sets the applied index,
+   * in one batch: used when installing a leader's snapshot. Synced, since the
+   * log before `appliedIndex` may already be gone.
+   */
+  restoreStateMachine(pairs: ReadonlyArray<readonly [Uint8Array, Uint8Array]>, appliedIndex: LogIndex): Promise<void> {
+    return this.context.stateQueue.run(async () => {
+      this.checkOpen();
+      const ops: RawBatchOp[] = [];
+      const prefix = this.keys.stateMachinePrefix;
+      for await (const [key] of this.context.db.iterate(prefix, prefixEnd(prefix))) ops.push({ type: "del", key });
+      for (const [key, value] of pairs) ops.push(this.put(this.keys.stateMachine(key), value));
+      ops.push(this.put(this.keys.appliedIndex, encodeCounter(appliedIndex)));
+      await this.context.write(ops, true);
+      this.appliedIndex = appliedIndex;
+    });
+  }
+}

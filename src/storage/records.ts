@@ -1,0 +1,74 @@
+/**
+ * Checksummed records: every value the engine stores is
+ * `crc32c(key | payload)` as 4 bytes big-endian, followed by the payload.
+ * Covering the key means a payload copied or moved to another key fails its
+ * check too. A failed check raises {@link CorruptionError}: the engine never
+ * serves data it cannot vouch for.
+ */
+import { crc32cFinish, crc32cInit, crc32cUpdate } from "./crc32c.ts";
+import { describeKey } from "./keys.ts";
+
+/** Bytes of the checksum in front of every payload. */
+export const checksumBytes = 4;
+
+/**
+ * Thrown when a stored record fails its checksum, does not decode, or the
+ * records of a group contradict each other (a gap in the log, an unknown key).
+ * The node must stop: restore the data directory from a backup, or wipe it and
+ * let the homeserver rejoin its groups through snapshots.
+ */
+export class CorruptionError extends Error {
+  constructor(
+    /** What is corrupt, e.g. `group "c1" log entry 17 (key 0x...)`. */
+    readonly location: string,
+    /** Why it is considered corrupt. */
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `storage corruption in ${location}: ${reason}. Refusing to serve data from this store; ` +
+        `restore the data directory from a backup, or wipe it so the homeserver rejoins through a snapshot`,
+      options,
+    );
+    this.name = "CorruptionError";
+  }
+}
+
+function checksumOf(key: Uint8Array, payload: Uint8Array): number {
+  return crc32cFinish(crc32cUpdate(crc32cUpdate(crc32cInit, key), payload));
+}
+
+/** The stored value for `payload` under `key`. */
+export function sealRecord(key: Uint8Array, payload: Uint8Array): Buffer {
+  const value = Buffer.allocUnsafe(checksumBytes + payload.length);
+  value.writeUInt32BE(checksumOf(key, payload), 0);
+  value.set(payload, checksumBytes);
+  return value;
+}
+
+/** The payload of a stored value, after checking it; throws {@link CorruptionError} on mismatch. */
+export function openRecord(key: Uint8Array, value: Uint8Array): Uint8Array {
+  if (value.length < checksumBytes) {
+    throw new CorruptionError(describeKey(key), `record of ${value.length} bytes is shorter than its checksum`);
+  }
+  const stored = new DataView(value.buffer, value.byteOffset, checksumBytes).getUint32(0, false);
+  const payload = new Uint8Array(value.buffer, value.byteOffset + checksumBytes, value.length - checksumBytes);
+  const computed = checksumOf(key, payload);
+  if (stored !== computed) {
+    throw new CorruptionError(
+      describeKey(key),
+      `checksum mismatch (stored 0x${stored.toString(16).padStart(8, "0")}, computed 0x${computed.toString(16).padStart(8, "0")})`,
+    );
+  }
+  return payload;
+}
+
+/** Runs a decoder on a checked payload, turning a decode failure into {@link CorruptionError}. */
+export function decodeRecord<T>(key: Uint8Array, payload: Uint8Array, decode: (payload: Uint8Array) => T): T {
+  try {
+    return decode(payload);
+  } catch (error: unknown) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new CorruptionError(describeKey(key), `record does not decode (${reason})`, { cause: error });
+  }
+}

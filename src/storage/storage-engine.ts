@@ -1,0 +1,245 @@
+/**
+ * The RocksDB storage engine of a homeserver: one database shared by all of
+ * its Raft groups (key layout in keys.ts). It persists each Ready before the
+ * node sends the messages that depend on it, many groups' Readies in one synced
+ * batch, and applies state machine changes with their applied index atomically,
+ * so a crash at any point recovers exactly.
+ */
+import { mkdir } from "node:fs/promises";
+import { performance } from "node:perf_hooks";
+import { assert } from "../raft/assert.ts";
+import { emptyHardState, type ConfState, emptyConfState, type GroupId, type LogIndex, type Ready } from "../raft/types.ts";
+import { decodeCounter, encodeCounter, encodeHardState, encodeLogPosition, encodeSnapshotMetadata } from "./codec.ts";
+import type { EngineContext } from "./engine-context.ts";
+import { loadGroup } from "./group-loader.ts";
+import { GroupStore, type KvWrite, type PlannedWrite } from "./group-store.ts";
+import { describeKey, formatVersionKey, groupRegistryKey, groupRegistryPrefix, GroupKeys, parseKey, prefixEnd } from "./keys.ts";
+import { CorruptionError, decodeRecord, openRecord, sealRecord } from "./records.ts";
+import { asBuffer, RawDb, type RawBatchOp } from "./rocksdb-promises.ts";
+import { SerialQueue } from "./serial-queue.ts";
+
+export { CorruptionError } from "./records.ts";
+export { GroupStore, type KvWrite } from "./group-store.ts";
+
+/** The on-disk format this code writes and reads. */
+export const formatVersion = 1;
+
+/** Options of {@link StorageEngine.open}. */
+export interface StorageEngineOptions {
+  /**
+   * Whether writes that must be durable are fsynced (default true). Turn off
+   * only in tests and benchmarks: without it a power loss can lose
+   * acknowledged writes (a process crash cannot: RocksDB's WAL is in the page cache).
+   */
+  readonly sync?: boolean;
+  /** Called with the duration of every synced batch write, for the fsync latency histogram. */
+  readonly onSyncLatency?: (latencyMs: number) => void;
+}
+
+/** Thrown when the data directory holds a format this version cannot read. */
+export class UnsupportedFormatError extends Error {
+  constructor(readonly location: string, readonly version: number) {
+    super(`the data directory ${location} holds storage format ${version}; this epochd reads format ${formatVersion}`);
+    this.name = "UnsupportedFormatError";
+  }
+}
+
+/** Counters of the engine's writes since it opened. */
+export interface StorageEngineStats {
+  readonly batches: number;
+  readonly syncedBatches: number;
+}
+
+/** A RocksDB database holding the logs and state machines of many Raft groups. */
+export class StorageEngine {
+  private readonly groups = new Map<GroupId, GroupStore>();
+  private readonly context: EngineContext;
+  private failure: unknown = undefined;
+  private closed = false;
+  private batches = 0;
+  private syncedBatches = 0;
+
+  private constructor(private readonly db: RawDb, private readonly options: StorageEngineOptions) {
+    this.context = {
+      db,
+      logQueue: new SerialQueue(),
+      stateQueue: new SerialQueue(),
+      write: (ops, sync) => this.write(ops, sync),
+    };
+  }
+
+  /**
+   * Opens (creating if needed) the engine in directory `dir`. Fails if another
+   * process holds it, or if it holds another storage format.
+   */
+  static async open(dir: string, options: StorageEngineOptions = {}): Promise<StorageEngine> {
+    await mkdir(dir, { recursive: true });
+    const db = await RawDb.open(dir);
+    try {
+      await checkFormat(db);
+    } catch (error: unknown) {
+      await db.close();
+      throw error;
+    }
+    return new StorageEngine(db, options);
+  }
+
+  /** Statistics of the writes made so far. */
+  stats(): StorageEngineStats {
+    return { batches: this.batches, syncedBatches: this.syncedBatches };
+  }
+
+  private async write(ops: RawBatchOp[], sync: boolean): Promise<void> {
+    if (this.failure !== undefined) throw this.failure;
+    assert(!this.closed, "storage engine is closed");
+    const synced = sync && this.options.sync !== false;
+    const start = performance.now();
+    try {
+      await this.db.batch(ops, synced);
+    } catch (error: unknown) {
+      this.failure = new Error(`storage write failed; the engine accepts no more writes`, { cause: error });
+      throw this.failure;
+    }
+    this.batches++;
+    if (synced) {
+      this.syncedBatches++;
+      this.options.onSyncLatency?.(performance.now() - start);
+    }
+  }
+
+  /** The ids of all groups stored, in byte order of their UTF-8 encoding. */
+  async listGroups(): Promise<GroupId[]> {
+    const ids: GroupId[] = [];
+    for await (const [key, value] of this.db.iterate(groupRegistryPrefix, prefixEnd(groupRegistryPrefix))) {
+      openRecord(key, value);
+      const parsed = parseKey(key);
+      if (parsed.space !== "engine" || parsed.groupId === undefined) {
+        throw new CorruptionError(describeKey(key), "unexpected key in the group registry");
+      }
+      ids.push(parsed.groupId);
+    }
+    return ids;
+  }
+
+  /**
+   * Loads group `groupId` (creating it, with `bootstrap` as its initial
+   * membership, if it does not exist): hard state, snapshot and the whole
+   * uncompacted log go into the mirror the core reads. Every record of the
+   * group, state machine data included, is checked; any mismatch throws
+   * {@link CorruptionError}. `bootstrap` is ignored for an existing group.
+   */
+  async openGroup(groupId: GroupId, bootstrap: ConfState = emptyConfState): Promise<GroupStore> {
+    assert(!this.closed, "storage engine is closed");
+    assert(!this.groups.has(groupId), `group ${groupId} is already open`);
+    const keys = new GroupKeys(groupId);
+    const registryKey = groupRegistryKey(groupId);
+    const registered = await this.db.get(registryKey);
+    let group: GroupStore;
+    if (registered === undefined) {
+      await this.context.logQueue.run(() => this.write(createGroupOps(keys, registryKey, bootstrap), true));
+      const { mirror } = await loadGroup(this.db, keys);
+      group = new GroupStore(this.context, keys, mirror, 0);
+    } else {
+      openRecord(registryKey, registered);
+      const loaded = await loadGroup(this.db, keys);
+      group = new GroupStore(this.context, keys, loaded.mirror, loaded.appliedIndex);
+    }
+    assert(!this.groups.has(groupId), `group ${groupId} was opened twice concurrently`);
+    this.groups.set(groupId, group);
+    return group;
+  }
+
+  /**
+   * Persists step 1 of many groups' Readies in ONE write batch, synced when any
+   * of them must sync: per group its snapshot, entries and hard state. Then
+   * updates each group's mirror so the core sees them. Call before sending the
+   * Readies' messages. Each group at most once per call.
+   */
+  persistReadies(items: ReadonlyArray<{ readonly group: GroupStore; readonly ready: Ready }>): Promise<void> {
+    const seen = new Set<GroupId>();
+    for (const { group } of items) {
+      assert(!seen.has(group.groupId), `group ${group.groupId} appears twice in one persistReadies`);
+      seen.add(group.groupId);
+    }
+    return this.context.logQueue.run(async () => {
+      const plans: PlannedWrite[] = items.map(({ group, ready }) => group.planPersist(ready));
+      const mustSync = items.some(({ ready }) => ready.mustSync);
+      await this.write(plans.flatMap((plan) => plan.ops), mustSync);
+      for (const plan of plans) plan.commit();
+    });
+  }
+
+  /**
+   * Writes the state machine changes and applied index of one or more groups
+   * in one batch. Not synced: after a crash the log replays what was lost,
+   * and the applied index always matches the data it was written with.
+   */
+  apply(items: ReadonlyArray<{ readonly group: GroupStore; readonly appliedIndex: LogIndex; readonly writes: readonly KvWrite[] }>): Promise<void> {
+    return this.context.stateQueue.run(async () => {
+      const plans = items.map(({ group, appliedIndex, writes }) => group.planApply(appliedIndex, writes));
+      await this.write(plans.flatMap((plan) => plan.ops), false);
+      for (const plan of plans) plan.commit();
+    });
+  }
+
+  /**
+   * Deletes every record of group `groupId` (for a homeserver removed from the
+   * group), in one synced batch. Closes the group's store if it is open.
+   */
+  async dropGroup(groupId: GroupId): Promise<void> {
+    const keys = new GroupKeys(groupId);
+    await this.context.logQueue.run(() =>
+      this.context.stateQueue.run(async () => {
+        const ops: RawBatchOp[] = [{ type: "del", key: asBuffer(groupRegistryKey(groupId)) }];
+        for await (const [key] of this.db.iterate(keys.prefix, prefixEnd(keys.prefix))) ops.push({ type: "del", key });
+        await this.write(ops, true);
+        this.groups.get(groupId)?.markClosed();
+        this.groups.delete(groupId);
+      }),
+    );
+  }
+
+  /** RocksDB's estimate of the bytes the engine stores, for metrics. */
+  approximateBytes(): Promise<number> {
+    return this.db.approximateSize(Uint8Array.of(0x00), Uint8Array.of(0xff));
+  }
+
+  /** Waits for queued writes, then closes the database. Group stores become unusable. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.context.logQueue.drain();
+    await this.context.stateQueue.drain();
+    this.closed = true;
+    for (const group of this.groups.values()) group.markClosed();
+    this.groups.clear();
+    await this.db.close();
+  }
+}
+
+function createGroupOps(keys: GroupKeys, registryKey: Uint8Array, bootstrap: ConfState): RawBatchOp[] {
+  const put = (key: Uint8Array, payload: Uint8Array): RawBatchOp => ({ type: "put", key: asBuffer(key), value: sealRecord(key, payload) });
+  const origin = { index: 0, term: 0 };
+  return [
+    put(registryKey, new Uint8Array(0)),
+    put(keys.hardState, encodeHardState(emptyHardState)),
+    put(keys.snapshotMetadata, encodeSnapshotMetadata({ ...origin, confState: bootstrap })),
+    put(keys.snapshotData, new Uint8Array(0)),
+    put(keys.logStart, encodeLogPosition(origin)),
+    put(keys.appliedIndex, encodeCounter(0)),
+  ];
+}
+
+/** Writes the format version into an empty database, or checks the one stored. */
+async function checkFormat(db: RawDb): Promise<void> {
+  const stored = await db.get(formatVersionKey);
+  if (stored === undefined) {
+    for await (const [key] of db.iterate(Uint8Array.of(0x00), undefined, 1)) {
+      throw new CorruptionError(describeKey(key), "the database has records but no format version record");
+    }
+    const version = encodeCounter(formatVersion);
+    await db.batch([{ type: "put", key: asBuffer(formatVersionKey), value: sealRecord(formatVersionKey, version) }], true);
+    return;
+  }
+  const version = decodeRecord(formatVersionKey, openRecord(formatVersionKey, stored), (bytes) => decodeCounter(bytes, "format version"));
+  if (version !== formatVersion) throw new UnsupportedFormatError(db.location, version);
+}
