@@ -1,0 +1,17 @@
+/**
+ * `npm run bench -- <name> [options]`: runs the benchmark in bench/<name>.ts,
+ * which prints a table and writes the same numbers as JSON under bench/results/.
+ */
+const benches: Record<string, string> = {
+  sim: "./sim-bench.ts",
+  raft: "./raft-bench.ts",
+};
+
+const [name, ...args] = process.argv.slice(2);
+const path = name === undefined ? undefined : benches[name];
+if (path === undefined) {
+  console.error(`usage: npm run bench -- <${Object.keys(benches).join("|")}> [options]`);
+  process.exit(2);
+}
+const bench = (await import(path)) as { run: (args: string[]) => Promise<void> };
+await bench.run(args);

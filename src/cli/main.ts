@@ -1,0 +1,39 @@
+/**
+ * The `epochd` command line: one subcommand per file, loaded on demand so that
+ * `epochd sim` does not pay for gRPC and RocksDB, and `epochd start` does not
+ * pay for the simulator.
+ */
+
+/** A subcommand: parses its own arguments and resolves to a process exit code. */
+export type Command = (args: string[]) => Promise<number>;
+
+const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  sim: {
+    summary: "run the deterministic Raft cluster simulator under faults",
+    load: async () => (await import("./sim-command.ts")).simCommand,
+  },
+};
+
+function usage(): string {
+  const lines = ["usage: epochd <command> [options]", "", "commands:"];
+  for (const [name, { summary }] of Object.entries(commands)) {
+    lines.push(`  ${name.padEnd(10)} ${summary}`);
+  }
+  lines.push("", "Run `epochd <command> --help` for a command's options.");
+  return lines.join("\n");
+}
+
+/** Runs the command named by `argv[0]` and returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    console.log(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (command === undefined) {
+    console.error(`epochd: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  return (await command.load())(rest);
+}

@@ -1,0 +1,773 @@
+import { assert } from "./assert.ts";
+import { applyConfChange, decodeConfChange, encodeConfChange } from "./conf-change.ts";
+import { entryBytes } from "./memory-storage.ts";
+import { Progress } from "./progress.ts";
+import { JointQuorum, VoteResult } from "./quorum.ts";
+import { RaftLog } from "./raft-log.ts";
+import { ReadOnlyQueue } from "./read-only.ts";
+import {
+  EntryType,
+  MessageType,
+  Role,
+  message,
+  type ConfChange,
+  type ConfState,
+  type Entry,
+  type GroupId,
+  type LogIndex,
+  type LogStorage,
+  type Message,
+  type NodeId,
+  type ReadState,
+  type Snapshot,
+  type Term,
+} from "./types.ts";
+
+/** Settings of one Raft node. See {@link defaultRaftConfig} for working values. */
+export interface RaftConfig {
+  readonly id: NodeId;
+  readonly groupId: GroupId;
+  readonly storage: LogStorage;
+  /** Ticks without hearing from a leader before a follower campaigns; randomized in [T, 2T). */
+  readonly electionTimeoutTicks: number;
+  /** Ticks between a leader's heartbeats. Must be well below the election timeout. */
+  readonly heartbeatTicks: number;
+  /** Seeded source of randomness in [0, 1); the core never calls Math.random. */
+  readonly random: () => number;
+  /** Ask "could I win?" before raising the term, so a rejoining node cannot disrupt a healthy leader. */
+  readonly preVote: boolean;
+  /** A leader steps down after an election timeout without hearing from a quorum; followers then ignore votes while they hear a leader. */
+  readonly checkQuorum: boolean;
+  /** Most entry bytes per Append message (at least one entry is always sent). */
+  readonly maxMessageBytes: number;
+  /** Most Append messages in flight to one follower in replicate state. */
+  readonly maxInflightMessages: number;
+  /** The leader refuses proposals while more than this many entry bytes are uncommitted; 0 for no limit. */
+  readonly maxUncommittedBytes: number;
+  /** Most entry bytes handed out for applying in one Ready (at least one entry). */
+  readonly maxCommittedBytesPerReady: number;
+  /** The index the state machine has applied, when restarting. */
+  readonly applied: LogIndex;
+  /** Observer for role changes and similar notable events (logging, metrics, simulator checks). */
+  readonly onEvent?: (event: RaftEvent) => void;
+}
+
+/** Returns a configuration with the defaults epochd runs with. */
+export function defaultRaftConfig(id: NodeId, groupId: GroupId, storage: LogStorage, random: () => number): RaftConfig {
+  return {
+    id,
+    groupId,
+    storage,
+    random,
+    electionTimeoutTicks: 10,
+    heartbeatTicks: 1,
+    preVote: true,
+    checkQuorum: true,
+    maxMessageBytes: 1 << 20,
+    maxInflightMessages: 256,
+    maxUncommittedBytes: 64 << 20,
+    maxCommittedBytesPerReady: 64 << 20,
+    applied: 0,
+  };
+}
+
+/** Notable changes, reported through {@link RaftConfig.onEvent}. */
+export type RaftEvent =
+  | { kind: "became-leader" | "became-follower" | "became-candidate" | "became-pre-candidate"; term: Term; leader: NodeId }
+  | { kind: "conf-change-applied"; confState: ConfState; index: LogIndex }
+  | { kind: "snapshot-restored"; index: LogIndex; term: Term };
+
+/** Why a proposal was refused; `leader` names the leader to retry with ("" if unknown). */
+export type ProposalResult =
+  | { ok: true; index: LogIndex; term: Term }
+  | { ok: false; reason: "not-leader" | "leadership-transfer" | "conf-change-pending" | "overloaded"; leader: NodeId };
+
+const transferContext = new TextEncoder().encode("transfer");
+
+type Campaign = "pre-election" | "election" | "transfer";
+
+/**
+ * One node of one Raft group: a pure state machine. Inputs only change memory;
+ * outputs (messages, entries to persist, entries to apply) are collected for
+ * {@link RawNode} to hand out as a Ready.
+ */
+export class Raft {
+  readonly id: NodeId;
+  readonly groupId: GroupId;
+  readonly log: RaftLog;
+  term: Term = 0;
+  vote: NodeId = "";
+  lead: NodeId = "";
+  role: Role = Role.Follower;
+  /** Membership as of the applied index. */
+  confState: ConfState;
+  quorum: JointQuorum;
+  /** Replication progress of every member; maintained on the leader. */
+  readonly progress = new Map<NodeId, Progress>();
+  /** Outbox; drained by each Ready. */
+  messages: Message[] = [];
+  readStates: ReadState[] = [];
+
+  readonly config: RaftConfig;
+  private votes = new Map<NodeId, boolean>();
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  /** The node leadership is being handed to, or "". */
+  private leadTransferee: NodeId = "";
+  /** Index of the latest conf change proposed by this leader; no other until it is applied. */
+  private pendingConfIndex: LogIndex = 0;
+  private uncommittedBytes = 0;
+  private readonly readOnly = new ReadOnlyQueue();
+  /** Read requests received before this leader committed an entry of its term. */
+  private pendingReadIndex: Message[] = [];
+
+  constructor(config: RaftConfig) {
+    assert(config.electionTimeoutTicks > config.heartbeatTicks, "electionTimeoutTicks must exceed heartbeatTicks");
+    assert(config.heartbeatTicks > 0 && config.maxInflightMessages > 0, "heartbeatTicks and maxInflightMessages must be positive");
+    assert(config.id.length > 0, "node id must be non-empty");
+    this.config = config;
+    this.id = config.id;
+    this.groupId = config.groupId;
+    const { hardState, confState } = config.storage.initialState();
+    this.log = new RaftLog(config.storage, hardState.commit, config.applied);
+    this.term = hardState.term;
+    this.vote = hardState.vote;
+    this.confState = confState;
+    this.quorum = quorumOf(confState);
+    this.replayAppliedConfChanges();
+    this.becomeFollower(this.term, "");
+  }
+
+  /** Rebuilds the membership from conf changes between the stored snapshot and the applied index. */
+  private replayAppliedConfChanges(): void {
+    const from = this.log.firstIndex();
+    for (let index = from; index <= this.log.applied; index++) {
+      const entry = this.log.slice(index, index + 1, Number.MAX_SAFE_INTEGER)?.[0];
+      if (entry?.type === EntryType.ConfChange) this.applyConfChangeEntry(entry);
+    }
+  }
+
+  private emit(event: RaftEvent): void {
+    this.config.onEvent?.(event);
+  }
+
+  /** Whether this node may campaign: it is a voter of the current configuration. */
+  promotable(): boolean {
+    return this.quorum.has(this.id);
+  }
+
+  // ---- role transitions -------------------------------------------------------------------------
+
+  private reset(term: Term): void {
+    if (this.term !== term) {
+      this.term = term;
+      this.vote = "";
+    }
+    this.lead = "";
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.randomizedElectionTimeout =
+      this.config.electionTimeoutTicks + Math.floor(this.config.random() * this.config.electionTimeoutTicks);
+    this.leadTransferee = "";
+    this.votes = new Map();
+    this.pendingConfIndex = 0;
+    this.uncommittedBytes = 0;
+    this.readOnly.clear();
+    this.pendingReadIndex = [];
+    this.resetProgress();
+  }
+
+  private resetProgress(): void {
+    this.progress.clear();
+    const next = this.log.lastIndex() + 1;
+    const learners = new Set([...this.confState.learners, ...this.confState.learnersNext]);
+    for (const id of [...this.quorum.ids(), ...learners]) {
+      const progress = new Progress(next, this.config.maxInflightMessages, !this.quorum.has(id), true);
+      if (id === this.id) progress.match = this.log.lastIndex();
+      this.progress.set(id, progress);
+    }
+  }
+
+  becomeFollower(term: Term, lead: NodeId): void {
+    this.reset(term);
+    this.lead = lead;
+    this.role = Role.Follower;
+    this.emit({ kind: "became-follower", term, leader: lead });
+  }
+
+  private becomePreCandidate(): void {
+    assert(this.role !== Role.Leader, "a leader cannot become a pre-candidate");
+    // Neither the term nor the vote changes: a pre-election is harmless to lose.
+    this.votes = new Map();
+    this.lead = "";
+    this.role = Role.PreCandidate;
+    this.emit({ kind: "became-pre-candidate", term: this.term, leader: "" });
+  }
+
+  private becomeCandidate(): void {
+    assert(this.role !== Role.Leader, "a leader cannot become a candidate");
+    this.reset(this.term + 1);
+    this.vote = this.id;
+    this.role = Role.Candidate;
+    this.emit({ kind: "became-candidate", term: this.term, leader: "" });
+  }
+
+  private becomeLeader(): void {
+    assert(this.role === Role.Candidate, "only a candidate becomes leader");
+    this.reset(this.term);
+    this.lead = this.id;
+    this.role = Role.Leader;
+    this.progress.get(this.id)?.becomeReplicate();
+    // Conf changes in the uncommitted tail may be pending: allow no new one until they apply.
+    this.pendingConfIndex = this.log.lastIndex();
+    // An empty entry of the new term: committing it commits every earlier entry.
+    this.appendEntries([{ term: this.term, index: 0, type: EntryType.Normal, data: new Uint8Array(0) }]);
+    this.emit({ kind: "became-leader", term: this.term, leader: this.id });
+  }
+
+  // ---- clock ------------------------------------------------------------------------------------
+
+  /** Advances the logical clock by one tick. */
+  tick(): void {
+    if (this.role === Role.Leader) this.tickLeader();
+    else this.tickElection();
+  }
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.hup(this.config.preVote ? "pre-election" : "election");
+    }
+  }
+
+  private tickLeader(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.config.electionTimeoutTicks) {
+      this.electionElapsed = 0;
+      if (this.config.checkQuorum && !this.quorumActive()) {
+        this.becomeFollower(this.term, "");
+        return;
+      }
+      this.leadTransferee = "";
+      this.maybeLeaveJoint();
+    }
+    if (this.heartbeatElapsed >= this.config.heartbeatTicks) {
+      this.heartbeatElapsed = 0;
+      this.broadcastHeartbeat(this.readOnly.lastContext());
+    }
+  }
+
+  /** Whether a quorum was heard from since the last check; clears the marks for the next round. */
+  private quorumActive(): boolean {
+    const active = this.quorum.voteResult((id) => (id === this.id ? true : this.progress.get(id)?.recentActive)) === VoteResult.Won;
+    for (const [id, progress] of this.progress) progress.recentActive = id === this.id;
+    return active;
+  }
+
+  // ---- elections ---------------------------------------------------------------------------------
+
+  /** Starts an election (or a pre-election) if this node may. */
+  hup(campaign: Campaign): void {
+    if (this.role === Role.Leader || !this.promotable()) return;
+    if (this.hasUnappliedConfChanges()) return;
+    this.campaign(campaign);
+  }
+
+  private hasUnappliedConfChanges(): boolean {
+    if (this.log.committed <= this.log.applied) return false;
+    const entries = this.log.slice(this.log.applied + 1, this.log.committed + 1, Number.MAX_SAFE_INTEGER) ?? [];
+    return entries.some((entry) => entry.type === EntryType.ConfChange);
+  }
+
+  private campaign(campaign: Campaign): void {
+    let voteTerm: Term;
+    let type: MessageType;
+    if (campaign === "pre-election") {
+      this.becomePreCandidate();
+      voteTerm = this.term + 1;
+      type = MessageType.PreVote;
+    } else {
+      this.becomeCandidate();
+      voteTerm = this.term;
+      type = MessageType.Vote;
+    }
+    if (this.poll(this.id, true) === VoteResult.Won) {
+      this.winElection(campaign);
+      return;
+    }
+    const context = campaign === "transfer" ? transferContext : new Uint8Array(0);
+    for (const id of this.quorum.ids()) {
+      if (id === this.id) continue;
+      this.send({ type, to: id, term: voteTerm, index: this.log.lastIndex(), logTerm: this.log.lastTerm(), context });
+    }
+  }
+
+  private winElection(campaign: Campaign): void {
+    if (campaign === "pre-election") {
+      this.campaign("election");
+    } else {
+      this.becomeLeader();
+      this.broadcastAppend();
+    }
+  }
+
+  private poll(id: NodeId, granted: boolean): VoteResult {
+    if (!this.votes.has(id)) this.votes.set(id, granted);
+    return this.quorum.voteResult((voter) => this.votes.get(voter));
+  }
+
+  private handleVoteRequest(m: Message): void {
+    const preVote = m.type === MessageType.PreVote;
+    const canVote = this.vote === m.from || (this.vote === "" && this.lead === "") || (preVote && m.term > this.term);
+    const responseType = preVote ? MessageType.PreVoteResponse : MessageType.VoteResponse;
+    if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
+      // A granted pre-vote carries the term it was asked for, so the pre-candidate counts it.
+      this.send({ type: responseType, to: m.from, term: m.term, reject: false });
+      if (!preVote) {
+        this.electionElapsed = 0;
+        this.vote = m.from;
+      }
+    } else {
+      this.send({ type: responseType, to: m.from, term: this.term, reject: true });
+    }
+  }
+
+  private handleVoteResponse(m: Message): void {
+    const expected = this.role === Role.PreCandidate ? MessageType.PreVoteResponse : MessageType.VoteResponse;
+    if (m.type !== expected) return;
+    const result = this.poll(m.from, !m.reject);
+    if (result === VoteResult.Won) this.winElection(this.role === Role.PreCandidate ? "pre-election" : "election");
+    else if (result === VoteResult.Lost) this.becomeFollower(this.term, "");
+  }
+
+  // ---- message handling --------------------------------------------------------------------------
+
+  /** Handles a message from another node of this group. */
+  step(m: Message): void {
+    if (m.groupId !== this.groupId || m.to !== this.id || m.from === this.id || m.from === "") return;
+    if (!this.stepTerm(m)) return;
+    switch (m.type) {
+      case MessageType.Vote:
+      case MessageType.PreVote:
+        this.handleVoteRequest(m);
+        return;
+      default:
+        break;
+    }
+    if (this.role === Role.Leader) this.stepLeader(m);
+    else if (this.role === Role.Follower) this.stepFollower(m);
+    else this.stepCandidate(m);
+  }
+
+  /** Applies the term rules; returns whether the message should be handled further. */
+  private stepTerm(m: Message): boolean {
+    if (m.term > this.term) {
+      const isVoteRequest = m.type === MessageType.Vote || m.type === MessageType.PreVote;
+      if (isVoteRequest) {
+        const forced = bytesEqual(m.context, transferContext);
+        const inLease = this.config.checkQuorum && this.lead !== "" && this.electionElapsed < this.config.electionTimeoutTicks;
+        // Heard from a leader recently: a vote request must be a disrupting node. Ignore it.
+        if (!forced && inLease) return false;
+      }
+      if (m.type === MessageType.PreVote) return true;
+      if (m.type === MessageType.PreVoteResponse && !m.reject) return true;
+      const fromLeader = m.type === MessageType.Append || m.type === MessageType.Heartbeat || m.type === MessageType.Snapshot;
+      this.becomeFollower(m.term, fromLeader ? m.from : "");
+      return true;
+    }
+    if (m.term < this.term) {
+      if ((this.config.checkQuorum || this.config.preVote) && (m.type === MessageType.Heartbeat || m.type === MessageType.Append)) {
+        // A stale leader cut off by a partition: tell it the term so it steps down.
+        this.send({ type: MessageType.AppendResponse, to: m.from, term: this.term });
+      } else if (m.type === MessageType.PreVote) {
+        this.send({ type: MessageType.PreVoteResponse, to: m.from, term: this.term, reject: true });
+      }
+      return false;
+    }
+    return true;
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case MessageType.Append:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleAppend(m);
+        return;
+      case MessageType.Heartbeat:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleHeartbeat(m);
+        return;
+      case MessageType.Snapshot:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleSnapshot(m);
+        return;
+      case MessageType.TimeoutNow:
+        this.hup("transfer");
+        return;
+      case MessageType.ReadIndexResponse:
+        this.readStates.push({ index: m.index, context: m.context });
+        return;
+      default:
+        return;
+    }
+  }
+
+  private stepCandidate(m: Message): void {
+    switch (m.type) {
+      case MessageType.Append:
+      case MessageType.Heartbeat:
+      case MessageType.Snapshot:
+        // Someone won this term.
+        this.becomeFollower(m.term, m.from);
+        this.stepFollower(m);
+        return;
+      case MessageType.VoteResponse:
+      case MessageType.PreVoteResponse:
+        this.handleVoteResponse(m);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private handleAppend(m: Message): void {
+    if (m.index < this.log.committed) {
+      this.send({ type: MessageType.AppendResponse, to: m.from, index: this.log.committed });
+      return;
+    }
+    const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
+    if (lastNew !== undefined) {
+      this.send({ type: MessageType.AppendResponse, to: m.from, index: lastNew });
+      return;
+    }
+    const hint = this.log.findConflictByTerm(Math.min(m.index, this.log.lastIndex()), m.logTerm);
+    this.send({
+      type: MessageType.AppendResponse,
+      to: m.from,
+      index: m.index,
+      reject: true,
+      rejectHint: hint.index,
+      rejectHintTerm: hint.term,
+    });
+  }
+
+  private handleHeartbeat(m: Message): void {
+    // The leader sends at most what this follower matches, so it is committed here too.
+    this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+    this.send({ type: MessageType.HeartbeatResponse, to: m.from, context: m.context });
+  }
+
+  private handleSnapshot(m: Message): void {
+    const snapshot = m.snapshot;
+    if (snapshot !== null && this.restore(snapshot)) {
+      this.send({ type: MessageType.AppendResponse, to: m.from, index: this.log.lastIndex() });
+    } else {
+      this.send({ type: MessageType.AppendResponse, to: m.from, index: this.log.committed });
+    }
+  }
+
+  /** Installs a leader's snapshot if it brings news; returns whether it did. */
+  private restore(snapshot: Snapshot): boolean {
+    const { index, term, confState } = snapshot.metadata;
+    if (index <= this.log.committed) return false;
+    if (this.log.matchTerm(index, term)) {
+      // Our log already has the snapshot's last entry: keep the entries after it.
+      this.log.commitTo(index);
+      return false;
+    }
+    this.log.restore(snapshot);
+    this.confState = confState;
+    this.quorum = quorumOf(confState);
+    this.resetProgress();
+    this.emit({ kind: "snapshot-restored", index, term });
+    return true;
+  }
+
+  // ---- leader ------------------------------------------------------------------------------------
+
+  private stepLeader(m: Message): void {
+    const progress = this.progress.get(m.from);
+    switch (m.type) {
+      case MessageType.ReadIndex:
+        this.handleReadIndex(m);
+        return;
+      case MessageType.AppendResponse:
+        if (progress !== undefined) this.handleAppendResponse(m, progress);
+        return;
+      case MessageType.HeartbeatResponse:
+        if (progress !== undefined) this.handleHeartbeatResponse(m, progress);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private handleAppendResponse(m: Message, progress: Progress): void {
+    progress.recentActive = true;
+    if (m.reject) {
+      let probeHint = m.rejectHint;
+      if (m.rejectHintTerm > 0) probeHint = this.log.findConflictByTerm(m.rejectHint, m.rejectHintTerm).index;
+      if (progress.maybeDecrTo(m.index, probeHint)) {
+        if (progress.state === "replicate") progress.becomeProbe();
+        this.sendAppend(m.from, true);
+      }
+      return;
+    }
+    const wasPaused = progress.isPaused();
+    const updated = progress.maybeUpdate(m.index);
+    // A probe answered at the known match also ends probing.
+    if (!updated && !(progress.state === "probe" && progress.match === m.index)) return;
+    if (progress.state === "probe") progress.becomeReplicate();
+    else if (progress.state === "snapshot" && progress.match >= progress.pendingSnapshot) {
+      progress.becomeProbe();
+      progress.becomeReplicate();
+    } else if (progress.state === "replicate") progress.freeInflightsUpTo(m.index);
+
+    if (this.maybeCommit()) this.broadcastAppend();
+    else if (wasPaused) this.sendAppend(m.from, true);
+    // Keep the pipeline full.
+    for (let sent = 0; sent < this.config.maxInflightMessages && this.sendAppend(m.from, false); sent++);
+    if (m.from === this.leadTransferee && progress.match === this.log.lastIndex()) {
+      this.send({ type: MessageType.TimeoutNow, to: m.from });
+    }
+  }
+
+  private handleHeartbeatResponse(m: Message, progress: Progress): void {
+    progress.recentActive = true;
+    progress.probeSent = false;
+    if (progress.state === "replicate" && progress.isPaused()) progress.freeFirstInflight();
+    if (progress.match < this.log.lastIndex()) this.sendAppend(m.from, true);
+    if (m.context.byteLength === 0) return;
+    const released = this.readOnly.acknowledge(m.context, m.from, (acks) => this.quorum.voteResult((id) => (acks.has(id) ? true : undefined)) === VoteResult.Won);
+    for (const request of released) this.answerRead(request.from, request.index, request.context);
+  }
+
+  /** Moves the commit index to what a quorum stores, but only by counting an entry of this term. */
+  private maybeCommit(): boolean {
+    const index = this.quorum.committedIndex((id) => this.progress.get(id)?.match);
+    if (index <= this.log.committed || this.log.term(index) !== this.term) return false;
+    this.log.commitTo(index);
+    this.releasePendingReads();
+    return true;
+  }
+
+  /** Sends an Append (or a snapshot) to `to` if its progress allows; returns whether it sent. */
+  private sendAppend(to: NodeId, sendIfEmpty: boolean): boolean {
+    const progress = this.progress.get(to);
+    if (progress === undefined || to === this.id || progress.isPaused()) return false;
+    const prevIndex = progress.next - 1;
+    const prevTerm = this.log.term(prevIndex);
+    const lastIndex = this.log.lastIndex();
+    const entries = prevTerm === undefined ? undefined : this.log.slice(progress.next, lastIndex + 1, this.config.maxMessageBytes);
+    if (prevTerm === undefined || entries === undefined) return this.sendSnapshot(to, progress);
+    if (entries.length === 0 && !sendIfEmpty) return false;
+    this.send({ type: MessageType.Append, to, index: prevIndex, logTerm: prevTerm, entries, commit: this.log.committed });
+    progress.sentEntries(entries.length, prevIndex + entries.length);
+    return true;
+  }
+
+  private sendSnapshot(to: NodeId, progress: Progress): boolean {
+    if (!progress.recentActive) return false;
+    const snapshot = this.log.snapshot();
+    if (snapshot.metadata.index === 0) return false;
+    this.send({ type: MessageType.Snapshot, to, snapshot });
+    progress.becomeSnapshot(snapshot.metadata.index);
+    return true;
+  }
+
+  private broadcastAppend(): void {
+    for (const id of this.progress.keys()) if (id !== this.id) this.sendAppend(id, true);
+  }
+
+  private broadcastHeartbeat(context: Uint8Array): void {
+    for (const [id, progress] of this.progress) {
+      if (id === this.id) continue;
+      const commit = Math.min(progress.match, this.log.committed);
+      this.send({ type: MessageType.Heartbeat, to: id, commit, context });
+    }
+  }
+
+  /** Appends entries to the leader's log, assigning their term and index. */
+  private appendEntries(entries: Entry[]): { index: LogIndex; term: Term } {
+    let index = this.log.lastIndex();
+    const stamped = entries.map((entry) => ({ ...entry, term: this.term, index: ++index }));
+    const last = this.log.append(stamped);
+    this.progress.get(this.id)?.maybeUpdate(last);
+    this.maybeCommit();
+    return { index: last, term: this.term };
+  }
+
+  // ---- proposals ---------------------------------------------------------------------------------
+
+  /** Proposes application data; only a leader accepts. */
+  propose(data: Uint8Array): ProposalResult {
+    return this.proposeEntry({ term: 0, index: 0, type: EntryType.Normal, data });
+  }
+
+  /** Proposes a membership change; one at a time, and only if it applies to the current configuration. */
+  proposeConfChange(change: ConfChange): ProposalResult {
+    if (this.role === Role.Leader && this.pendingConfIndex > this.log.applied) {
+      return { ok: false, reason: "conf-change-pending", leader: this.lead };
+    }
+    if (this.role === Role.Leader && !applyConfChange(this.confState, change).ok) {
+      return { ok: false, reason: "conf-change-pending", leader: this.lead };
+    }
+    const result = this.proposeEntry({ term: 0, index: 0, type: EntryType.ConfChange, data: encodeConfChange(change) });
+    if (result.ok) this.pendingConfIndex = result.index;
+    return result;
+  }
+
+  private proposeEntry(entry: Entry): ProposalResult {
+    if (this.role !== Role.Leader) return { ok: false, reason: "not-leader", leader: this.lead };
+    if (this.leadTransferee !== "") return { ok: false, reason: "leadership-transfer", leader: this.lead };
+    const bytes = entryBytes(entry);
+    const limit = this.config.maxUncommittedBytes;
+    if (limit > 0 && this.uncommittedBytes > 0 && this.uncommittedBytes + bytes > limit) {
+      return { ok: false, reason: "overloaded", leader: this.lead };
+    }
+    this.uncommittedBytes += bytes;
+    const result = this.appendEntries([entry]);
+    this.broadcastAppend();
+    return { ok: true, ...result };
+  }
+
+  /** Hands leadership to `to` once it has caught up; proposals are refused meanwhile. */
+  transferLeadership(to: NodeId): void {
+    if (this.role !== Role.Leader) return;
+    if (to === this.id || !this.quorum.has(to) || this.leadTransferee === to) return;
+    this.leadTransferee = to;
+    this.electionElapsed = 0;
+    const progress = this.progress.get(to);
+    if (progress !== undefined && progress.match === this.log.lastIndex()) {
+      this.send({ type: MessageType.TimeoutNow, to });
+    } else {
+      this.sendAppend(to, true);
+    }
+  }
+
+  // ---- linearizable reads ------------------------------------------------------------------------
+
+  /** Requests a read index; the answer comes as a ReadState once the leader confirms its leadership. */
+  readIndex(context: Uint8Array): void {
+    const request = message({ type: MessageType.ReadIndex, groupId: this.groupId, from: this.id, to: this.id, term: this.term, context });
+    if (this.role === Role.Leader) this.handleReadIndex(request);
+    else if (this.lead !== "") this.send({ type: MessageType.ReadIndex, to: this.lead, context });
+  }
+
+  private handleReadIndex(m: Message): void {
+    if (this.quorum.incoming.size === 1 && this.quorum.outgoing.size <= 1 && this.quorum.has(this.id)) {
+      this.answerRead(m.from, this.log.committed, m.context);
+      return;
+    }
+    if (this.log.term(this.log.committed) !== this.term) {
+      // The commit index is not known to be current until an entry of this term commits.
+      if (this.pendingReadIndex.length < 4096) this.pendingReadIndex.push(m);
+      return;
+    }
+    this.readOnly.add(this.log.committed, m.from, m.context, this.id);
+    this.broadcastHeartbeat(m.context);
+  }
+
+  private releasePendingReads(): void {
+    if (this.pendingReadIndex.length === 0 || this.log.term(this.log.committed) !== this.term) return;
+    const pending = this.pendingReadIndex;
+    this.pendingReadIndex = [];
+    for (const m of pending) this.handleReadIndex(m);
+  }
+
+  private answerRead(from: NodeId, index: LogIndex, context: Uint8Array): void {
+    if (from === this.id) this.readStates.push({ index, context });
+    else this.send({ type: MessageType.ReadIndexResponse, to: from, index, context });
+  }
+
+  // ---- applying and membership -------------------------------------------------------------------
+
+  /** Called once committed entries up to `index` are applied; conf changes among them take effect. */
+  appliedTo(index: LogIndex, entries: readonly Entry[]): void {
+    for (const entry of entries) {
+      if (entry.type === EntryType.ConfChange) this.applyConfChangeEntry(entry);
+      if (this.role === Role.Leader) this.uncommittedBytes = Math.max(0, this.uncommittedBytes - entryBytes(entry));
+    }
+    this.log.appliedTo(index);
+    this.maybeLeaveJoint();
+  }
+
+  /** A leader leaves a joint configuration as soon as entering it is applied. */
+  private maybeLeaveJoint(): void {
+    if (this.role === Role.Leader && this.quorum.isJoint() && this.pendingConfIndex <= this.log.applied) {
+      this.proposeConfChange({ steps: [], leaveJoint: true });
+    }
+  }
+
+  private applyConfChangeEntry(entry: Entry): void {
+    let change: ConfChange;
+    try {
+      change = decodeConfChange(entry.data);
+    } catch {
+      return; // A malformed change applies as a no-op, identically everywhere.
+    }
+    const outcome = applyConfChange(this.confState, change);
+    if (!outcome.ok) return;
+    this.switchToConfig(outcome.confState);
+    this.emit({ kind: "conf-change-applied", confState: outcome.confState, index: entry.index });
+  }
+
+  private switchToConfig(confState: ConfState): void {
+    this.confState = confState;
+    this.quorum = quorumOf(confState);
+    const members = new Set([...this.quorum.ids(), ...confState.learners, ...confState.learnersNext]);
+    for (const id of this.progress.keys()) if (!members.has(id)) this.progress.delete(id);
+    for (const id of members) {
+      const existing = this.progress.get(id);
+      if (existing !== undefined) existing.isLearner = !this.quorum.has(id);
+      else this.progress.set(id, new Progress(this.log.lastIndex() + 1, this.config.maxInflightMessages, !this.quorum.has(id), true));
+    }
+    if (this.role !== Role.Leader) return;
+    if (!this.quorum.has(this.id)) {
+      // Removed or demoted: stop leading; the remaining voters elect a new leader.
+      this.becomeFollower(this.term, "");
+      return;
+    }
+    if (this.leadTransferee !== "" && !this.quorum.has(this.leadTransferee)) this.leadTransferee = "";
+    if (this.maybeCommit()) this.broadcastAppend();
+    else for (const id of members) if (id !== this.id) this.sendAppend(id, false);
+  }
+
+  // ---- outbox ------------------------------------------------------------------------------------
+
+  private send(fields: Partial<Message> & Pick<Message, "type" | "to">): void {
+    this.messages.push(message({ groupId: this.groupId, from: this.id, term: this.term, ...fields }));
+  }
+
+  /** Called when the transport failed to reach `id`: stop pipelining until it answers again. */
+  reportUnreachable(id: NodeId): void {
+    const progress = this.progress.get(id);
+    if (this.role === Role.Leader && progress?.state === "replicate") progress.becomeProbe();
+  }
+
+  /** Called when sending a snapshot to `id` finished; on failure the leader probes again later. */
+  reportSnapshot(id: NodeId, ok: boolean): void {
+    const progress = this.progress.get(id);
+    if (this.role !== Role.Leader || progress?.state !== "snapshot") return;
+    if (!ok) progress.pendingSnapshot = 0;
+    progress.becomeProbe();
+    // Wait for a heartbeat response before probing again.
+    progress.probeSent = true;
+  }
+}
+
+function quorumOf(confState: ConfState): JointQuorum {
+  return new JointQuorum(new Set(confState.voters), new Set(confState.votersOutgoing));
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

@@ -1,0 +1,199 @@
+import { assert } from "./assert.ts";
+import { Raft, type ProposalResult, type RaftConfig } from "./raft.ts";
+import type { ReplicationState } from "./progress.ts";
+import {
+  Role,
+  type ConfChange,
+  type ConfState,
+  type GroupId,
+  type HardState,
+  type LogIndex,
+  type Message,
+  type NodeId,
+  type Ready,
+  type SoftState,
+  type Term,
+} from "./types.ts";
+
+export { defaultRaftConfig, type ProposalResult, type RaftConfig, type RaftEvent } from "./raft.ts";
+
+/** The leader's view of one member's replication. */
+export interface ProgressStatus {
+  readonly match: LogIndex;
+  readonly next: LogIndex;
+  readonly state: ReplicationState;
+  readonly learner: boolean;
+}
+
+/** A snapshot of a node's state, for operators and tests. */
+export interface RaftStatus {
+  readonly id: NodeId;
+  readonly groupId: GroupId;
+  readonly term: Term;
+  readonly vote: NodeId;
+  readonly commit: LogIndex;
+  readonly applied: LogIndex;
+  readonly role: Role;
+  readonly leader: NodeId;
+  readonly lastIndex: LogIndex;
+  readonly confState: ConfState;
+  /** Filled on the leader only. */
+  readonly progress: ReadonlyMap<NodeId, ProgressStatus>;
+}
+
+/**
+ * The Raft core's interface to the world, in the style of etcd's RawNode:
+ * inputs (`tick`, `step`, `propose`, ...) change memory only, and `ready()`
+ * hands out what to persist, send and apply, acknowledged by `advance()`.
+ * Single-threaded and synchronous; `step` may be called while a Ready is
+ * being handled, but `ready()` again only after `advance()`.
+ */
+export class RawNode {
+  private readonly raft: Raft;
+  private prevSoftState: SoftState;
+  private prevHardState: HardState;
+  private outstanding: Ready | null = null;
+
+  constructor(config: RaftConfig) {
+    this.raft = new Raft(config);
+    this.prevSoftState = this.softState();
+    this.prevHardState = config.storage.initialState().hardState;
+  }
+
+  tick(): void {
+    this.raft.tick();
+  }
+
+  step(message: Message): void {
+    this.raft.step(message);
+  }
+
+  /** Starts an election now (a pre-election first when PreVote is on). */
+  campaign(): void {
+    this.raft.hup("pre-election");
+  }
+
+  propose(data: Uint8Array): ProposalResult {
+    return this.raft.propose(data);
+  }
+
+  proposeConfChange(change: ConfChange): ProposalResult {
+    return this.raft.proposeConfChange(change);
+  }
+
+  transferLeadership(to: NodeId): void {
+    this.raft.transferLeadership(to);
+  }
+
+  readIndex(context: Uint8Array): void {
+    this.raft.readIndex(context);
+  }
+
+  reportUnreachable(id: NodeId): void {
+    this.raft.reportUnreachable(id);
+  }
+
+  reportSnapshot(id: NodeId, ok: boolean): void {
+    this.raft.reportSnapshot(id, ok);
+  }
+
+  /** Membership as of the applied index: what a snapshot taken now must record. */
+  confState(): ConfState {
+    return this.raft.confState;
+  }
+
+  private softState(): SoftState {
+    return { leader: this.raft.lead, role: this.raft.role };
+  }
+
+  private hardState(): HardState {
+    return { term: this.raft.term, vote: this.raft.vote, commit: this.raft.log.committed };
+  }
+
+  /** Whether `ready()` has anything to hand out. False while a Ready is outstanding. */
+  hasReady(): boolean {
+    if (this.outstanding !== null) return false;
+    const raft = this.raft;
+    const soft = this.prevSoftState;
+    const hard = this.prevHardState;
+    return (
+      raft.messages.length > 0 ||
+      raft.readStates.length > 0 ||
+      raft.log.unstable.entries.length > 0 ||
+      raft.log.unstable.snapshot !== null ||
+      raft.log.committed > raft.log.applied ||
+      raft.lead !== soft.leader ||
+      raft.role !== soft.role ||
+      raft.term !== hard.term ||
+      raft.vote !== hard.vote ||
+      raft.log.committed !== hard.commit
+    );
+  }
+
+  /** Collects the pending work. Handle it as the {@link Ready} contract says, then call `advance()`. */
+  ready(): Ready {
+    assert(this.outstanding === null, "ready() called again before advance()");
+    const raft = this.raft;
+    const soft = this.softState();
+    const hard = this.hardState();
+    const prev = this.prevHardState;
+    const hardChanged = hard.term !== prev.term || hard.vote !== prev.vote || hard.commit !== prev.commit;
+    const entries = raft.log.unstable.entries.slice();
+    const snapshot = raft.log.unstable.snapshot;
+    const ready: Ready = {
+      softState: soft.leader !== this.prevSoftState.leader || soft.role !== this.prevSoftState.role ? soft : null,
+      hardState: hardChanged ? hard : null,
+      entries,
+      snapshot,
+      committedEntries: raft.log.nextCommittedEntries(raft.config.maxCommittedBytesPerReady),
+      messages: raft.messages,
+      readStates: raft.readStates,
+      mustSync: hard.term !== prev.term || hard.vote !== prev.vote || entries.length > 0 || snapshot !== null,
+    };
+    raft.messages = [];
+    raft.readStates = [];
+    this.outstanding = ready;
+    return ready;
+  }
+
+  /** Acknowledges the outstanding Ready: it was persisted, sent and applied. */
+  advance(): void {
+    const ready = this.outstanding;
+    assert(ready !== null, "advance() without an outstanding ready()");
+    this.outstanding = null;
+    const log = this.raft.log;
+    if (ready.softState !== null) this.prevSoftState = ready.softState;
+    if (ready.hardState !== null) this.prevHardState = ready.hardState;
+    const lastEntry = ready.entries[ready.entries.length - 1];
+    if (lastEntry !== undefined) log.stableTo(lastEntry.index, lastEntry.term);
+    if (ready.snapshot !== null) {
+      log.stableSnapTo(ready.snapshot.metadata.index);
+      if (ready.snapshot.metadata.index > log.applied) this.raft.appliedTo(ready.snapshot.metadata.index, []);
+    }
+    const lastCommitted = ready.committedEntries[ready.committedEntries.length - 1];
+    if (lastCommitted !== undefined && lastCommitted.index > log.applied) {
+      this.raft.appliedTo(lastCommitted.index, ready.committedEntries);
+    }
+  }
+
+  status(): RaftStatus {
+    const raft = this.raft;
+    const progress = new Map<NodeId, ProgressStatus>();
+    if (raft.role === Role.Leader) {
+      for (const [id, p] of raft.progress) progress.set(id, { match: p.match, next: p.next, state: p.state, learner: p.isLearner });
+    }
+    return {
+      id: raft.id,
+      groupId: raft.groupId,
+      term: raft.term,
+      vote: raft.vote,
+      commit: raft.log.committed,
+      applied: raft.log.applied,
+      role: raft.role,
+      leader: raft.lead,
+      lastIndex: raft.log.lastIndex(),
+      confState: raft.confState,
+      progress,
+    };
+  }
+}

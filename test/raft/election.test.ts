@@ -1,0 +1,111 @@
+import { describe, expect, it } from "vitest";
+import { MemoryStorage } from "../../src/raft/memory-storage.ts";
+import { MessageType, Role, message } from "../../src/raft/types.ts";
+import { TestCluster } from "./harness.ts";
+
+describe("leader election", () => {
+  it("elects exactly one leader among three nodes by ticking", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.tickAll(40);
+    expect(c.leaders()).toHaveLength(1);
+    const leader = c.get(c.leaders()[0]!).node.status();
+    for (const t of c.nodes.values()) expect(t.node.status().leader).toBe(leader.id);
+    // PreVote: the successful pre-election does not burn a term.
+    expect(leader.term).toBe(1);
+  });
+
+  it("a single voter elects itself at once", () => {
+    const c = new TestCluster(["a"]);
+    c.elect("a");
+    expect(c.leaders()).toEqual(["a"]);
+  });
+
+  it("PreVote: an isolated node does not raise its term, and rejoining does not disrupt the leader", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    const term = c.get("a").node.status().term;
+    c.isolate("c");
+    c.tickAll(100);
+    expect(c.get("c").node.status().term).toBe(term);
+    c.heal();
+    c.tickAll(30);
+    expect(c.leaders()).toEqual(["a"]);
+    expect(c.get("a").node.status().term).toBe(term);
+  });
+
+  it("without PreVote an isolated node's term climbs (the problem PreVote solves)", () => {
+    const c = new TestCluster(["a", "b", "c"], { preVote: false, checkQuorum: false });
+    c.elect("a");
+    c.isolate("c");
+    c.tickAll(100);
+    expect(c.get("c").node.status().term).toBeGreaterThan(c.get("a").node.status().term);
+  });
+
+  it("CheckQuorum: a leader cut off from the quorum steps down", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.isolate("a");
+    c.tickAll(25);
+    expect(c.get("a").node.status().role).not.toBe(Role.Leader);
+    expect(c.leaders().filter((id) => id !== "a")).toHaveLength(1);
+  });
+
+  it("CheckQuorum lease: followers ignore a vote request while they hear from a leader", () => {
+    const c = new TestCluster(["a", "b", "c"], { preVote: false });
+    c.elect("a");
+    const term = c.get("a").node.status().term;
+    c.get("b").node.step(message({ type: MessageType.Vote, groupId: "g", from: "c", to: "b", term: term + 5, index: 100, logTerm: term + 4 }));
+    expect(c.get("b").node.status().term).toBe(term);
+  });
+
+  it("refuses to vote for a candidate whose log is behind", () => {
+    const c = new TestCluster(["a", "b", "c"], { checkQuorum: false });
+    c.elect("a");
+    c.isolate("c");
+    c.get("a").node.propose(new Uint8Array([1]));
+    c.stabilize();
+    c.heal();
+    // c has a shorter log: it cannot win, even with a higher term.
+    c.filter = (m) => !(m.from === "a" && m.type !== MessageType.VoteResponse && m.type !== MessageType.PreVoteResponse);
+    c.elect("c");
+    expect(c.get("c").node.status().role).not.toBe(Role.Leader);
+  });
+
+  it("grants at most one vote per term, and the vote is in the hard state of the Ready that answers", () => {
+    const storage = new MemoryStorage({ voters: ["a", "b", "c"], votersOutgoing: [], learners: [], learnersNext: [] });
+    const c = new TestCluster(["a", "b", "c"], { preVote: false, checkQuorum: false });
+    void storage;
+    const b = c.get("b").node;
+    b.step(message({ type: MessageType.Vote, groupId: "g", from: "a", to: "b", term: 1 }));
+    b.step(message({ type: MessageType.Vote, groupId: "g", from: "c", to: "b", term: 1 }));
+    const ready = b.ready();
+    const answers = ready.messages.filter((m) => m.type === MessageType.VoteResponse);
+    expect(answers.map((m) => [m.to, m.reject])).toEqual([
+      ["a", false],
+      ["c", true],
+    ]);
+    expect(ready.hardState).toEqual({ term: 1, vote: "a", commit: 0 });
+    expect(ready.mustSync).toBe(true);
+  });
+
+  it("a restarted node remembers its term and vote", () => {
+    const c = new TestCluster(["a", "b", "c"], { preVote: false, checkQuorum: false });
+    c.get("b").node.step(message({ type: MessageType.Vote, groupId: "g", from: "a", to: "b", term: 3 }));
+    c.processReadies();
+    const b = c.restart("b");
+    b.node.step(message({ type: MessageType.Vote, groupId: "g", from: "c", to: "b", term: 3 }));
+    const ready = b.node.ready();
+    expect(ready.messages[0]).toMatchObject({ type: MessageType.VoteResponse, to: "c", reject: true });
+    expect(b.node.status()).toMatchObject({ term: 3, vote: "a" });
+  });
+
+  it("ignores messages of another group, addressed to another node, or from itself", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    const b = c.get("b").node;
+    b.step(message({ type: MessageType.Vote, groupId: "other", from: "a", to: "b", term: 9 }));
+    b.step(message({ type: MessageType.Vote, groupId: "g", from: "a", to: "c", term: 9 }));
+    b.step(message({ type: MessageType.Vote, groupId: "g", from: "b", to: "b", term: 9 }));
+    expect(b.status().term).toBe(0);
+    expect(b.hasReady()).toBe(false);
+  });
+});

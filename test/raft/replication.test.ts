@@ -1,0 +1,119 @@
+import { describe, expect, it } from "vitest";
+import { MemoryStorage } from "../../src/raft/memory-storage.ts";
+import { EntryType, MessageType, type ConfState, type Entry } from "../../src/raft/types.ts";
+import { TestCluster, text } from "./harness.ts";
+
+const three: ConfState = { voters: ["a", "b", "c"], votersOutgoing: [], learners: [], learnersNext: [] };
+
+function entries(terms: number[]): Entry[] {
+  return terms.map((term, i) => ({ term, index: i + 1, type: EntryType.Normal, data: text(`t${term}i${i + 1}`) }));
+}
+
+function storageWith(log: Entry[], term: number): MemoryStorage {
+  const storage = new MemoryStorage(three);
+  storage.append(log);
+  storage.setHardState({ term, vote: "", commit: 0 });
+  return storage;
+}
+
+describe("log replication", () => {
+  it("replicates and applies proposals in order on every node", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    for (let i = 0; i < 20; i++) expect(c.get("a").node.propose(text(`p${i}`)).ok).toBe(true);
+    c.stabilize();
+    const expected = Array.from({ length: 20 }, (_, i) => `p${i}`);
+    for (const id of ["a", "b", "c"]) expect(c.appliedText(id)).toEqual(expected);
+  });
+
+  it("answers a proposal on a follower with the leader's id", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    expect(c.get("b").node.propose(text("x"))).toEqual({ ok: false, reason: "not-leader", leader: "a" });
+  });
+
+  it("commits only by counting replicas of an entry of the leader's own term", () => {
+    // a has an entry of term 1 at index 2 that b and c lack. a leads term 2 and
+    // appends its empty entry at index 3. When b holds index 2 but not 3, a
+    // majority holds index 2, yet it must not commit: it is of an older term.
+    const c = new TestCluster([], { preVote: false, checkQuorum: false, maxMessageBytes: 1, maxInflightMessages: 1 });
+    c.add("a", storageWith(entries([1, 1]), 1));
+    c.add("b", storageWith(entries([1]), 1));
+    c.add("c", storageWith(entries([1]), 1));
+    // The first Append carrying index 3 reaches b (b lacks 2, so it rejects and
+    // the leader backs up); later ones carrying index 3 are lost.
+    let appendsOfThreeToB = 0;
+    c.filter = (m) => {
+      if (m.type !== MessageType.Append) return true;
+      if (m.to === "c") return false;
+      if (m.to === "b" && m.entries.some((e) => e.index === 3)) return ++appendsOfThreeToB === 1;
+      return true;
+    };
+    c.elect("a");
+    expect(c.leaders()).toEqual(["a"]);
+    expect(c.get("a").node.status().progress.get("b")?.match).toBe(2);
+    expect(c.get("a").node.status().commit).toBe(0);
+    c.filter = () => true;
+    c.tickAll(2);
+    expect(c.get("a").node.status().commit).toBe(3);
+  });
+
+  it("fast backtracking skips a whole divergent term per round trip", () => {
+    // b holds 50 entries of a stale term 2 after index 1; the leader's log has term 3 there.
+    const c = new TestCluster([], { preVote: false, checkQuorum: false });
+    const leaderLog = entries([1, ...Array<number>(10).fill(3)]);
+    c.add("a", storageWith(leaderLog, 3));
+    c.add("b", storageWith(entries([1, ...Array<number>(50).fill(2)]), 3));
+    c.add("c", storageWith(leaderLog, 3));
+    c.elect("a");
+    c.stabilize();
+    const rejections = c.sent.filter((m) => m.type === MessageType.AppendResponse && m.from === "b" && m.reject);
+    expect(rejections.length).toBeLessThanOrEqual(2);
+    expect(c.get("b").storage.lastIndex()).toBe(12);
+    expect(c.get("b").storage.term(12)).toBe(4);
+  });
+
+  it("limits entry bytes per Append and Appends in flight per follower", () => {
+    const c = new TestCluster(["a", "b", "c"], { maxMessageBytes: 2 * (1024 + 24), maxInflightMessages: 3 });
+    c.elect("a");
+    c.cutLink("a", "c");
+    c.sent.length = 0;
+    const payload = new Uint8Array(1024);
+    for (let i = 0; i < 30; i++) c.get("a").node.propose(payload);
+    c.stabilize();
+    const appends = c.sent.filter((m) => m.type === MessageType.Append && m.from === "a");
+    for (const m of appends) {
+      expect(m.entries.length).toBeLessThanOrEqual(2);
+    }
+    // c never answers: the leader stops after its in-flight limit.
+    expect(appends.filter((m) => m.to === "c" && m.entries.length > 0).length).toBeLessThanOrEqual(3);
+    expect(c.get("b").storage.lastIndex()).toBe(31);
+    c.heal();
+    c.tickAll(3);
+    expect(c.get("c").storage.lastIndex()).toBe(31);
+  });
+
+  it("a follower discards an uncommitted conflicting suffix", () => {
+    const c = new TestCluster(["a", "b", "c"], { checkQuorum: false });
+    c.elect("a");
+    c.isolate("a");
+    c.get("a").node.propose(text("lost"));
+    c.stabilize();
+    c.elect("b");
+    c.get("b").node.propose(text("kept"));
+    c.stabilize();
+    c.heal();
+    c.tickAll(5);
+    expect(c.leaders()).toEqual(["b"]);
+    for (const id of ["a", "b", "c"]) expect(c.appliedText(id)).toEqual(["kept"]);
+  });
+
+  it("refuses proposals over the uncommitted byte limit", () => {
+    const c = new TestCluster(["a", "b", "c"], { maxUncommittedBytes: 4096 });
+    c.elect("a");
+    c.isolate("a");
+    const results = Array.from({ length: 10 }, () => c.get("a").node.propose(new Uint8Array(1024)));
+    expect(results.filter((r) => r.ok).length).toBeLessThan(10);
+    expect(results.some((r) => !r.ok && r.reason === "overloaded")).toBe(true);
+  });
+});
