@@ -1,0 +1,242 @@
+/**
+ * The server half of PeerService: authenticates each caller as a known
+ * homeserver, decodes and validates its batches, drops (and logs) anything
+ * malformed, forged or misaddressed while the stream keeps serving, and
+ * reassembles chunked snapshots into one message.
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { Message, NodeId } from "../raft/types.ts";
+import {
+  CodecError,
+  decodeBatch,
+  decodeSnapshotRequest,
+  encodeSendSnapshotResponse,
+  encodeStreamResponse,
+  type CodecLimits,
+} from "./codec.ts";
+import type { MutableCounters } from "./counters.ts";
+import { authenticatedIdentity } from "./credentials.ts";
+import { insecureNodeIdMetadataKey } from "./peer-service.ts";
+
+/** What the inbound side needs from the transport. */
+export interface InboundOptions {
+  readonly selfId: NodeId;
+  readonly insecure: boolean;
+  readonly logger: Logger;
+  readonly counters: MutableCounters;
+  readonly limits: CodecLimits;
+  /** Largest snapshot data accepted, in bytes. */
+  readonly maxSnapshotBytes: number;
+  readonly isKnownPeer: (id: NodeId) => boolean;
+  readonly onMessages: (from: NodeId, messages: Message[]) => void;
+}
+
+type Refusal = { readonly code: grpc.status; readonly details: string };
+type AnyServerCall = grpc.ServerDuplexStream<Buffer, Buffer> | grpc.ServerReadableStream<Buffer, Buffer>;
+
+/** Serves PeerService calls. One instance per transport; `close()` ends its open streams. */
+export class InboundService {
+  private readonly streams = new Set<grpc.ServerDuplexStream<Buffer, Buffer>>();
+  private closed = false;
+
+  constructor(private readonly options: InboundOptions) {}
+
+  /** The handlers to register with `grpc.Server.addService(peerServiceDefinition, ...)`. */
+  handlers(): grpc.UntypedServiceImplementation {
+    return {
+      stream: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => this.serveStream(call),
+      sendSnapshot: (call: grpc.ServerReadableStream<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
+        this.serveSnapshot(call, callback),
+    };
+  }
+
+  /**
+   * The homeserver id of the caller, or why it is refused: no verified
+   * certificate naming a homeserver (UNAUTHENTICATED) or a homeserver this
+   * one does not know (PERMISSION_DENIED).
+   */
+  private authenticate(call: AnyServerCall): { id: NodeId } | Refusal {
+    let id: string | undefined;
+    if (this.options.insecure) {
+      const value = call.metadata.get(insecureNodeIdMetadataKey)[0];
+      id = typeof value === "string" && value.length > 0 ? value : undefined;
+      if (id === undefined) return { code: grpc.status.UNAUTHENTICATED, details: `missing ${insecureNodeIdMetadataKey} metadata` };
+    } else {
+      const identity = authenticatedIdentity(call);
+      if (identity === null) return { code: grpc.status.UNAUTHENTICATED, details: "no verified certificate" };
+      if (identity.role !== "homeserver") return { code: grpc.status.PERMISSION_DENIED, details: `${identity.role} certificates may not call the peer service` };
+      id = identity.id;
+    }
+    if (id === this.options.selfId || !this.options.isKnownPeer(id)) {
+      return { code: grpc.status.PERMISSION_DENIED, details: `homeserver ${id} is not a known peer` };
+    }
+    return { id };
+  }
+
+  private refuse(call: AnyServerCall, refusal: Refusal): void {
+    this.options.counters.callsRefused += 1;
+    this.options.logger.warn({ peerAddress: call.getPeer(), code: grpc.status[refusal.code], reason: refusal.details }, "peer call refused");
+  }
+
+  private serveStream(call: grpc.ServerDuplexStream<Buffer, Buffer>): void {
+    const auth = this.authenticate(call);
+    if ("code" in auth || this.closed) {
+      const refusal = "code" in auth ? auth : { code: grpc.status.UNAVAILABLE, details: "transport closed" };
+      this.refuse(call, refusal);
+      call.emit("error", { code: refusal.code, details: refusal.details });
+      return;
+    }
+    const peerId = auth.id;
+    const log = this.options.logger.child({ peer: peerId });
+    let droppedBatches = 0;
+    this.streams.add(call);
+    call.write(Buffer.from(encodeStreamResponse(this.options.selfId, 0)));
+    call.on("data", (bytes: Buffer) => {
+      if (!this.receiveBatch(peerId, bytes, log)) {
+        droppedBatches += 1;
+        call.write(Buffer.from(encodeStreamResponse(this.options.selfId, droppedBatches)));
+      }
+    });
+    call.on("end", () => call.end());
+    call.on("error", () => {}); // a cancelled or broken stream; the client reconnects
+    call.on("close", () => this.streams.delete(call));
+    log.debug("inbound peer stream opened");
+  }
+
+  /** Handles one batch; false when it was dropped as malformed. */
+  private receiveBatch(peerId: NodeId, bytes: Buffer, log: Logger): boolean {
+    const counters = this.options.counters;
+    let messages: Message[];
+    try {
+      messages = decodeBatch(bytes, this.options.limits);
+    } catch (error) {
+      if (!(error instanceof CodecError)) throw error;
+      counters.batchesMalformed += 1;
+      log.warn({ code: error.code, reason: error.message, bytes: bytes.length }, "malformed batch from peer dropped");
+      return false;
+    }
+    counters.batchesReceived += 1;
+    counters.bytesReceived += bytes.length;
+    const accepted = messages.filter((message) => this.acceptable(peerId, message, log));
+    counters.messagesReceived += accepted.length;
+    if (accepted.length > 0) this.options.onMessages(peerId, accepted);
+    return true;
+  }
+
+  /** True when `message` really comes from the authenticated `peerId` and is meant for this homeserver. */
+  private acceptable(peerId: NodeId, message: Message, log: Logger): boolean {
+    if (message.from !== peerId) {
+      this.options.counters.messagesForged += 1;
+      log.warn({ claimedFrom: message.from, group: message.groupId, type: message.type }, "message with a forged sender dropped");
+      return false;
+    }
+    if (message.to !== this.options.selfId) {
+      this.options.counters.messagesMisaddressed += 1;
+      log.warn({ to: message.to, group: message.groupId, type: message.type }, "message for another homeserver dropped");
+      return false;
+    }
+    return true;
+  }
+
+  private serveSnapshot(call: grpc.ServerReadableStream<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>): void {
+    const auth = this.authenticate(call);
+    if ("code" in auth) {
+      this.refuse(call, auth);
+      callback({ code: auth.code, details: auth.details });
+      return;
+    }
+    const log = this.options.logger.child({ peer: auth.id });
+    const assembly = new SnapshotAssembly(auth.id, this.options);
+    let finished = false;
+    const fail = (refusal: Refusal): void => {
+      if (finished) return;
+      finished = true;
+      this.options.counters.snapshotsRejected += 1;
+      log.warn({ code: grpc.status[refusal.code], reason: refusal.details }, "snapshot from peer rejected");
+      callback({ code: refusal.code, details: refusal.details });
+    };
+    call.on("data", (bytes: Buffer) => {
+      if (finished) return;
+      const refusal = assembly.add(bytes);
+      if (refusal !== null) fail(refusal);
+    });
+    call.on("end", () => {
+      if (finished) return;
+      const result = assembly.finish();
+      if ("code" in result) return fail(result);
+      finished = true;
+      this.options.counters.snapshotsReceived += 1;
+      const metadata = result.snapshot?.metadata;
+      log.info({ group: result.groupId, index: metadata?.index, term: metadata?.term, bytes: result.snapshot?.data.length }, "snapshot received");
+      this.options.onMessages(auth.id, [result]);
+      callback(null, Buffer.from(encodeSendSnapshotResponse(result.snapshot?.data.length ?? 0)));
+    });
+    call.on("error", () => { finished = true; });
+  }
+
+  /** Ends every open inbound stream (status OK; the peers reconnect elsewhere or later). */
+  close(): void {
+    this.closed = true;
+    for (const call of this.streams) call.end();
+    this.streams.clear();
+  }
+}
+
+/** Reassembles one snapshot from its header and data chunks, checking each step. */
+class SnapshotAssembly {
+  private header: { message: Message; dataBytes: number } | null = null;
+  private readonly chunks: Uint8Array[] = [];
+  private receivedBytes = 0;
+
+  constructor(private readonly peerId: NodeId, private readonly options: InboundOptions) {}
+
+  /** Takes one request; returns why the transfer must stop, or null. */
+  add(bytes: Buffer): Refusal | null {
+    let request;
+    try {
+      request = decodeSnapshotRequest(bytes, this.options.limits);
+    } catch (error) {
+      if (!(error instanceof CodecError)) throw error;
+      return { code: grpc.status.INVALID_ARGUMENT, details: error.message };
+    }
+    if (request.kind === "header") {
+      if (this.header !== null) return { code: grpc.status.INVALID_ARGUMENT, details: "second snapshot header" };
+      const { message, dataBytes } = request;
+      if (message.from !== this.peerId || message.to !== this.options.selfId) {
+        this.options.counters.messagesForged += message.from === this.peerId ? 0 : 1;
+        return { code: grpc.status.PERMISSION_DENIED, details: `snapshot from ${message.from} to ${message.to} on a call from ${this.peerId}` };
+      }
+      if (dataBytes > this.options.maxSnapshotBytes) {
+        return { code: grpc.status.RESOURCE_EXHAUSTED, details: `snapshot of ${dataBytes} bytes exceeds ${this.options.maxSnapshotBytes}` };
+      }
+      this.header = { message, dataBytes };
+      return null;
+    }
+    if (this.header === null) return { code: grpc.status.INVALID_ARGUMENT, details: "snapshot data before its header" };
+    this.receivedBytes += request.data.length;
+    if (this.receivedBytes > this.header.dataBytes) {
+      return { code: grpc.status.INVALID_ARGUMENT, details: `more snapshot data than the ${this.header.dataBytes} bytes announced` };
+    }
+    this.chunks.push(request.data);
+    return null;
+  }
+
+  /** The whole Snapshot message, or why the transfer was incomplete. */
+  finish(): Message | Refusal {
+    const header = this.header;
+    if (header === null) return { code: grpc.status.INVALID_ARGUMENT, details: "snapshot call without a header" };
+    if (this.receivedBytes !== header.dataBytes) {
+      return { code: grpc.status.INVALID_ARGUMENT, details: `snapshot data ended at ${this.receivedBytes} of ${header.dataBytes} bytes` };
+    }
+    const data = new Uint8Array(header.dataBytes);
+    let offset = 0;
+    for (const chunk of this.chunks) {
+      data.set(chunk, offset);
+      offset += chunk.length;
+    }
+    const metadata = header.message.snapshot?.metadata;
+    if (metadata === undefined) return { code: grpc.status.INVALID_ARGUMENT, details: "snapshot header without metadata" };
+    return { ...header.message, snapshot: { metadata, data } };
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * The outbound half of a peer pair: one long-lived PeerService.Stream to one
+ * peer, a bounded byte queue in front of it, batching, backpressure, and
+ * reconnection with backoff. Snapshots go on a separate channel so a
+ * multi-megabyte transfer never delays heartbeats on the stream.
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { MessageType, type GroupId, type Message, type NodeId } from "../raft/types.ts";
+import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";
+import { CodecError, decodeStreamResponse, encodeBatch, estimateMessageBytes } from "./codec.ts";
+import type { MutableCounters } from "./counters.ts";
+import { peerChannelCredentials } from "./credentials.ts";
+import { insecureNodeIdMetadataKey, peerClientOptions, peerServicePaths } from "./peer-service.ts";
+import { startSnapshotTransfer, type SnapshotTransfer } from "./snapshot-sender.ts";
+import type { PeerCredentials } from "./tls.ts";
+
+/** The state of an outbound stream, as operators see it. */
+export type PeerStreamState = "connected" | "connecting" | "backoff";
+
+/** Everything a link needs; the transport builds one per peer. */
+export interface PeerLinkOptions {
+  readonly selfId: NodeId;
+  readonly peerId: NodeId;
+  readonly address: string;
+  readonly credentials: PeerCredentials;
+  readonly logger: Logger;
+  readonly counters: MutableCounters;
+  readonly maxBatchBytes: number;
+  readonly maxMessagesPerBatch: number;
+  readonly maxQueuedBytes: number;
+  readonly maxGrpcMessageBytes: number;
+  readonly snapshotChunkBytes: number;
+  readonly snapshotTimeoutMs: number;
+  readonly maxSnapshotsInFlight: number;
+  readonly backoff: BackoffPolicy;
+  readonly random: () => number;
+  readonly onUnreachable: (to: NodeId) => void;
+  readonly onSnapshotStatus: (to: NodeId, groupId: GroupId, ok: boolean) => void;
+}
+
+const identity = (bytes: Buffer): Buffer => bytes;
+
+/**
+ * One peer's outbound link. Invariant: `call !== null` exactly when the state
+ * is "connecting" or "connected"; in "backoff" a timer re-opens the stream.
+ */
+export class PeerLink {
+  private streamState: PeerStreamState = "connecting";
+  private readonly client: grpc.Client;
+  private snapshotClient: grpc.Client | null = null;
+  private call: grpc.ClientDuplexStream<Buffer, Buffer> | null = null;
+  private queue: Message[] = [];
+  private queuedBytes = 0;
+  private waitingForDrain = false;
+  private flushScheduled = false;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private failedAttempts = 0;
+  private peerDroppedBatches = 0;
+  private closed = false;
+  private readonly snapshots = new Set<SnapshotTransfer>();
+  private readonly log: Logger;
+
+  constructor(private readonly options: PeerLinkOptions) {
+    this.log = options.logger.child({ peer: options.peerId });
+    this.client = new grpc.Client(options.address, peerChannelCredentials(options.credentials, options.peerId), this.channelOptions());
+    this.openStream();
+  }
+
+  /** The stream's current state. */
+  get state(): PeerStreamState {
+    return this.streamState;
+  }
+
+  private channelOptions(): grpc.ChannelOptions {
+    const { maxGrpcMessageBytes, backoff } = this.options;
+    return peerClientOptions(maxGrpcMessageBytes, backoff.minMs, backoff.maxMs);
+  }
+
+  private callMetadata(): grpc.Metadata {
+    const metadata = new grpc.Metadata();
+    metadata.set(insecureNodeIdMetadataKey, this.options.selfId);
+    return metadata;
+  }
+
+  private openStream(): void {
+    this.streamState = "connecting";
+    const call = this.client.makeBidiStreamRequest<Buffer, Buffer>(peerServicePaths.stream, identity, identity, this.callMetadata());
+    this.call = call;
+    call.on("data", (bytes: Buffer) => this.onResponse(call, bytes));
+    call.on("error", () => {}); // the status event below handles every ending
+    call.on("status", (status: grpc.StatusObject) => this.onStreamEnded(call, status));
+    call.on("drain", () => {
+      this.waitingForDrain = false;
+      this.flush();
+    });
+    this.scheduleFlush();
+  }
+
+  private onResponse(call: grpc.ClientDuplexStream<Buffer, Buffer>, bytes: Buffer): void {
+    let response: { nodeId: string; droppedBatches: number };
+    try {
+      response = decodeStreamResponse(bytes);
+    } catch (error) {
+      if (!(error instanceof CodecError)) throw error;
+      this.log.warn({ err: error }, "malformed stream response from peer; reconnecting");
+      call.cancel();
+      return;
+    }
+    if (response.nodeId !== "" && response.nodeId !== this.options.peerId) {
+      this.log.error({ answeredAs: response.nodeId, address: this.options.address }, "peer address reaches another homeserver; reconnecting");
+      call.cancel();
+      return;
+    }
+    if (response.droppedBatches > this.peerDroppedBatches) {
+      this.log.warn({ droppedBatches: response.droppedBatches }, "peer dropped malformed batches from us");
+      this.peerDroppedBatches = response.droppedBatches;
+    }
+    if (this.streamState === "connecting" && this.call === call) {
+      this.streamState = "connected";
+      this.failedAttempts = 0;
+      this.log.info({ address: this.options.address }, "peer stream connected");
+    }
+  }
+
+  private onStreamEnded(call: grpc.ClientDuplexStream<Buffer, Buffer>, status: grpc.StatusObject): void {
+    if (this.call !== call || this.closed) return;
+    this.call = null;
+    this.waitingForDrain = false;
+    const wasConnected = this.streamState === "connected";
+    this.streamState = "backoff";
+    this.dropQueue();
+    const delayMs = backoffDelayMs(this.options.backoff, this.failedAttempts, this.options.random);
+    this.failedAttempts += 1;
+    const fields = { code: grpc.status[status.code], details: status.details, retryInMs: Math.round(delayMs) };
+    if (wasConnected) this.log.warn(fields, "peer stream lost");
+    else this.log.debug(fields, "peer stream attempt failed");
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.options.counters.reconnects += 1;
+      this.openStream();
+    }, delayMs);
+    this.reconnectTimer.unref();
+    this.options.onUnreachable(this.options.peerId);
+  }
+
+  private dropQueue(): void {
+    this.options.counters.messagesDropped += this.queue.length;
+    this.queue = [];
+    this.queuedBytes = 0;
+  }
+
+  /**
+   * Queues `message` for the next batch. Never blocks: drops it (counted)
+   * when the link is in backoff or the queue is over its byte limit.
+   */
+  enqueue(message: Message): void {
+    const bytes = estimateMessageBytes(message);
+    if (this.closed || this.streamState === "backoff" || this.queuedBytes + bytes > this.options.maxQueuedBytes) {
+      this.options.counters.messagesDropped += 1;
+      return;
+    }
+    this.queue.push(message);
+    this.queuedBytes += bytes;
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  /** Writes queued messages as batches until the queue is empty or the stream pushes back. */
+  private flush(): void {
+    const call = this.call;
+    while (call !== null && !this.waitingForDrain && this.queue.length > 0) {
+      const batch = this.takeBatch();
+      const bytes = encodeBatch(batch);
+      if (bytes.length > this.options.maxGrpcMessageBytes) {
+        this.log.error({ bytes: bytes.length, messages: batch.length }, "batch over the gRPC message limit; dropped");
+        this.options.counters.messagesDropped += batch.length;
+        continue;
+      }
+      const counters = this.options.counters;
+      counters.messagesSent += batch.length;
+      counters.bytesSent += bytes.length;
+      counters.batchesSent += 1;
+      if (!call.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))) this.waitingForDrain = true;
+    }
+  }
+
+  /** Removes the next batch from the queue: at least one message, then up to the batch byte and count limits. */
+  private takeBatch(): Message[] {
+    let bytes = 0;
+    let count = 0;
+    while (count < this.queue.length && count < this.options.maxMessagesPerBatch) {
+      const size = estimateMessageBytes(this.queue[count]!);
+      if (count > 0 && bytes + size > this.options.maxBatchBytes) break;
+      bytes += size;
+      count += 1;
+    }
+    this.queuedBytes -= bytes;
+    return this.queue.splice(0, count);
+  }
+
+  /** Sends a Snapshot message on the snapshot channel; reports the outcome through `onSnapshotStatus`. */
+  sendSnapshot(message: Message): void {
+    const report = (ok: boolean): void => this.options.onSnapshotStatus(this.options.peerId, message.groupId, ok);
+    if (this.closed || this.snapshots.size >= this.options.maxSnapshotsInFlight) {
+      this.log.warn({ group: message.groupId, inFlight: this.snapshots.size }, "snapshot not sent: too many in flight");
+      this.options.counters.snapshotsFailed += 1;
+      setImmediate(() => report(false));
+      return;
+    }
+    this.snapshotClient ??= new grpc.Client(this.options.address, peerChannelCredentials(this.options.credentials, this.options.peerId), {
+      ...this.channelOptions(),
+      "grpc.use_local_subchannel_pool": 1,
+    });
+    const transfer = startSnapshotTransfer(this.snapshotClient, message, {
+      chunkBytes: this.options.snapshotChunkBytes, timeoutMs: this.options.snapshotTimeoutMs, metadata: this.callMetadata(),
+    });
+    this.snapshots.add(transfer);
+    const size = message.snapshot?.data.length ?? 0;
+    this.log.info({ group: message.groupId, index: message.snapshot?.metadata.index, bytes: size }, "sending snapshot");
+    transfer.done.then(
+      () => {
+        this.options.counters.snapshotsSent += 1;
+        this.log.info({ group: message.groupId, bytes: size }, "snapshot sent");
+        return true;
+      },
+      (error: unknown) => {
+        this.options.counters.snapshotsFailed += 1;
+        this.log.warn({ group: message.groupId, err: error }, "snapshot send failed");
+        return false;
+      },
+    ).then((ok) => {
+      this.snapshots.delete(transfer);
+      if (!this.closed) report(ok);
+    });
+  }
+
+  /** Stops the link: cancels the stream and transfers, drops the queue, closes the channels. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.dropQueue();
+    this.call?.cancel();
+    this.call = null;
+    for (const transfer of this.snapshots) transfer.cancel();
+    this.client.close();
+    this.snapshotClient?.close();
+  }
+
+  /** True for messages that go through {@link sendSnapshot} instead of the stream. */
+  static isSnapshot(message: Message): boolean {
+    return message.type === MessageType.Snapshot;
+  }
+}
