@@ -102,6 +102,9 @@ export class GroupStore {
     if (kept.length > 0) {
       const start = kept[0]!.index;
       assert(start <= lastIndex + 1, `group ${this.groupId}: append at ${start} leaves a gap after ${lastIndex}`);
+      // Entries up to the snapshot are committed: replacing one would contradict the snapshot.
+      const snapshotIndex = snapshot?.metadata.index ?? this.log.snapshot().metadata.index;
+      assert(start > snapshotIndex, `group ${this.groupId}: append at ${start} replaces entries covered by the snapshot at ${snapshotIndex}`);
       kept.forEach((entry, i) => {
         assert(entry.index === start + i, `group ${this.groupId}: entries not contiguous at ${entry.index}`);
         ops.push(this.put(this.keys.logEntry(entry.index), encodeEntryBody(entry)));
