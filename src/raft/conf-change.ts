@@ -104,7 +104,8 @@ export function applyConfChange(current: ConfState, change: ConfChange): ConfCha
   }
   if (voters.size === 0) return { ok: false, reason: "removes every voter" };
   const changedVoters = symmetricDifferenceSize(new Set(current.voters), voters);
-  if (changedVoters <= 1) {
+  // From no voters at all (a group's bootstrap entry) there is no old majority to keep.
+  if (changedVoters <= 1 || current.voters.length === 0) {
     return { ok: true, joint: false, confState: { voters: [...voters], votersOutgoing: [], learners: [...learners], learnersNext: [] } };
   }
   // Joint: a demoted voter stays in the outgoing half and becomes a learner only when it is left.

@@ -1,5 +1,8 @@
 import { assert } from "./assert.ts";
+import { encodeConfChange } from "./conf-change.ts";
 import {
+  ConfChangeType,
+  EntryType,
   emptyConfState,
   emptyHardState,
   type ConfState,
@@ -7,6 +10,7 @@ import {
   type HardState,
   type LogIndex,
   type LogStorage,
+  type NodeId,
   type Snapshot,
   type Term,
 } from "./types.ts";
@@ -40,9 +44,18 @@ export class MemoryStorage implements LogStorage {
   private snap: Snapshot;
   private log: Entry[];
 
-  constructor(confState: ConfState = emptyConfState) {
-    this.snap = { metadata: { index: 0, term: 0, confState }, data: new Uint8Array(0) };
+  /**
+   * An empty log, or with `voters` the log of an initial member of a new group:
+   * its bootstrap entry at index 1 (see {@link bootstrapLog}).
+   */
+  constructor(voters: readonly NodeId[] = []) {
+    this.snap = { metadata: { index: 0, term: 0, confState: emptyConfState }, data: new Uint8Array(0) };
     this.log = [dummyEntry(0, 0)];
+    if (voters.length > 0) {
+      const { entry, hardState } = bootstrapLog(voters);
+      this.log.push(entry);
+      this.hardState = hardState;
+    }
   }
 
   initialState(): { hardState: HardState; confState: ConfState } {
@@ -135,6 +148,18 @@ export class MemoryStorage implements LogStorage {
     this.log.length = start - this.offset;
     for (const entry of kept) this.log.push(entry);
   }
+}
+
+/**
+ * The first entry of every group: at index 1 and term 1, committed, a conf
+ * change adding the initial voters. Every initial member starts with it; a
+ * member added later receives it like any entry (or a snapshot past it), so
+ * membership is always rebuilt from the log.
+ */
+export function bootstrapLog(voters: readonly NodeId[]): { entry: Entry; hardState: HardState } {
+  assert(voters.length > 0 && new Set(voters).size === voters.length, "bootstrap needs distinct voters");
+  const data = encodeConfChange({ steps: voters.map((nodeId) => ({ type: ConfChangeType.AddVoter, nodeId })), leaveJoint: false });
+  return { entry: { index: 1, term: 1, type: EntryType.ConfChange, data }, hardState: { term: 1, vote: "", commit: 1 } };
 }
 
 function dummyEntry(index: LogIndex, term: Term): Entry {

@@ -723,12 +723,18 @@ export class Raft {
     this.quorum = quorumOf(confState);
     const members = new Set([...this.quorum.ids(), ...confState.learners, ...confState.learnersNext]);
     for (const id of this.progress.keys()) if (!members.has(id)) this.progress.delete(id);
+    const added: NodeId[] = [];
     for (const id of members) {
       const existing = this.progress.get(id);
       if (existing !== undefined) existing.isLearner = !this.quorum.has(id);
-      else this.progress.set(id, new Progress(this.log.lastIndex() + 1, this.config.maxInflightMessages, !this.quorum.has(id), true));
+      else {
+        this.progress.set(id, new Progress(this.log.lastIndex() + 1, this.config.maxInflightMessages, !this.quorum.has(id), true));
+        added.push(id);
+      }
     }
     if (this.role !== Role.Leader) return;
+    // Probe new members at once rather than at the next heartbeat.
+    for (const id of added) this.sendAppend(id, true);
     if (!this.quorum.has(this.id)) {
       // Removed or demoted: stop leading; the remaining voters elect a new leader.
       this.becomeFollower(this.term, "");

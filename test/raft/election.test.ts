@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { MemoryStorage } from "../../src/raft/memory-storage.ts";
 import { MessageType, Role, message } from "../../src/raft/types.ts";
 import { TestCluster } from "./harness.ts";
 
@@ -10,8 +9,8 @@ describe("leader election", () => {
     expect(c.leaders()).toHaveLength(1);
     const leader = c.get(c.leaders()[0]!).node.status();
     for (const t of c.nodes.values()) expect(t.node.status().leader).toBe(leader.id);
-    // PreVote: the successful pre-election does not burn a term.
-    expect(leader.term).toBe(1);
+    // PreVote: the successful pre-election does not burn a term (bootstrap is term 1).
+    expect(leader.term).toBe(2);
   });
 
   it("a single voter elects itself at once", () => {
@@ -72,28 +71,27 @@ describe("leader election", () => {
   });
 
   it("grants at most one vote per term, and the vote is in the hard state of the Ready that answers", () => {
-    const storage = new MemoryStorage({ voters: ["a", "b", "c"], votersOutgoing: [], learners: [], learnersNext: [] });
     const c = new TestCluster(["a", "b", "c"], { preVote: false, checkQuorum: false });
-    void storage;
+    c.processReadies();
     const b = c.get("b").node;
-    b.step(message({ type: MessageType.Vote, groupId: "g", from: "a", to: "b", term: 1 }));
-    b.step(message({ type: MessageType.Vote, groupId: "g", from: "c", to: "b", term: 1 }));
+    b.step(message({ type: MessageType.Vote, groupId: "g", from: "a", to: "b", term: 2, index: 1, logTerm: 1 }));
+    b.step(message({ type: MessageType.Vote, groupId: "g", from: "c", to: "b", term: 2, index: 1, logTerm: 1 }));
     const ready = b.ready();
     const answers = ready.messages.filter((m) => m.type === MessageType.VoteResponse);
     expect(answers.map((m) => [m.to, m.reject])).toEqual([
       ["a", false],
       ["c", true],
     ]);
-    expect(ready.hardState).toEqual({ term: 1, vote: "a", commit: 0 });
+    expect(ready.hardState).toEqual({ term: 2, vote: "a", commit: 1 });
     expect(ready.mustSync).toBe(true);
   });
 
   it("a restarted node remembers its term and vote", () => {
     const c = new TestCluster(["a", "b", "c"], { preVote: false, checkQuorum: false });
-    c.get("b").node.step(message({ type: MessageType.Vote, groupId: "g", from: "a", to: "b", term: 3 }));
+    c.get("b").node.step(message({ type: MessageType.Vote, groupId: "g", from: "a", to: "b", term: 3, index: 1, logTerm: 1 }));
     c.processReadies();
     const b = c.restart("b");
-    b.node.step(message({ type: MessageType.Vote, groupId: "g", from: "c", to: "b", term: 3 }));
+    b.node.step(message({ type: MessageType.Vote, groupId: "g", from: "c", to: "b", term: 3, index: 1, logTerm: 1 }));
     const ready = b.node.ready();
     expect(ready.messages[0]).toMatchObject({ type: MessageType.VoteResponse, to: "c", reject: true });
     expect(b.node.status()).toMatchObject({ term: 3, vote: "a" });
@@ -105,7 +103,8 @@ describe("leader election", () => {
     b.step(message({ type: MessageType.Vote, groupId: "other", from: "a", to: "b", term: 9 }));
     b.step(message({ type: MessageType.Vote, groupId: "g", from: "a", to: "c", term: 9 }));
     b.step(message({ type: MessageType.Vote, groupId: "g", from: "b", to: "b", term: 9 }));
-    expect(b.status().term).toBe(0);
+    c.processReadies();
+    expect(b.status().term).toBe(1);
     expect(b.hasReady()).toBe(false);
   });
 });

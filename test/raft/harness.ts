@@ -1,6 +1,6 @@
 import { MemoryStorage } from "../../src/raft/memory-storage.ts";
 import { RawNode, defaultRaftConfig, type RaftConfig } from "../../src/raft/raw-node.ts";
-import { Role, type ConfState, type Entry, type Message, type NodeId, type ReadState } from "../../src/raft/types.ts";
+import { Role, type Entry, type Message, type NodeId, type ReadState } from "../../src/raft/types.ts";
 
 /** A seeded PRNG (mulberry32) so every unit test is deterministic. */
 export function seededRandom(seed: number): () => number {
@@ -41,8 +41,9 @@ export class TestCluster {
     private readonly overrides: Partial<RaftConfig> = {},
     seed = 1,
   ) {
-    const confState: ConfState = { voters: ids, votersOutgoing: [], learners: [], learnersNext: [] };
-    ids.forEach((id, i) => this.add(id, new MemoryStorage(confState), seed * 100 + i));
+    ids.forEach((id, i) => this.add(id, new MemoryStorage(ids), seed * 100 + i));
+    // Apply the bootstrap entry, so every initial member knows the membership.
+    this.stabilize();
   }
 
   /** Adds a node over `storage` (a fresh one joins with an empty membership). */

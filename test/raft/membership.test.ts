@@ -1,0 +1,153 @@
+import { describe, expect, it } from "vitest";
+import { applyConfChange, decodeConfChange, encodeConfChange } from "../../src/raft/conf-change.ts";
+import { ConfChangeType, Role, type ConfChange, type ConfState } from "../../src/raft/types.ts";
+import { TestCluster, text } from "./harness.ts";
+
+const add = (nodeId: string) => ({ type: ConfChangeType.AddVoter, nodeId });
+const learner = (nodeId: string) => ({ type: ConfChangeType.AddLearner, nodeId });
+const remove = (nodeId: string) => ({ type: ConfChangeType.RemoveNode, nodeId });
+const change = (...steps: ConfChange["steps"]): ConfChange => ({ steps, leaveJoint: false });
+
+function sorted(confState: ConfState): Record<string, string[]> {
+  return {
+    voters: [...confState.voters].sort(),
+    votersOutgoing: [...confState.votersOutgoing].sort(),
+    learners: [...confState.learners].sort(),
+    learnersNext: [...confState.learnersNext].sort(),
+  };
+}
+
+describe("conf change rules", () => {
+  const base: ConfState = { voters: ["a", "b", "c"], votersOutgoing: [], learners: [], learnersNext: [] };
+
+  it("applies a one-voter change directly", () => {
+    const outcome = applyConfChange(base, change(add("d")));
+    expect(outcome).toMatchObject({ ok: true, joint: false });
+  });
+
+  it("enters a joint configuration for a change of two voters, and leaves it", () => {
+    const entered = applyConfChange(base, change(add("d"), remove("a")));
+    expect(entered.ok && entered.joint).toBe(true);
+    if (!entered.ok) return;
+    expect(sorted(entered.confState)).toEqual({ voters: ["b", "c", "d"], votersOutgoing: ["a", "b", "c"], learners: [], learnersNext: [] });
+    expect(applyConfChange(entered.confState, change(add("e"))).ok).toBe(false);
+    const left = applyConfChange(entered.confState, { steps: [], leaveJoint: true });
+    expect(left.ok && sorted(left.confState)).toEqual({ voters: ["b", "c", "d"], votersOutgoing: [], learners: [], learnersNext: [] });
+  });
+
+  it("a voter demoted in a joint change stays a voter of the outgoing half until it is left", () => {
+    const entered = applyConfChange(base, change(learner("a"), add("d")));
+    expect(entered.ok && sorted(entered.confState)).toMatchObject({ learners: [], learnersNext: ["a"] });
+    if (!entered.ok) return;
+    const left = applyConfChange(entered.confState, { steps: [], leaveJoint: true });
+    expect(left.ok && sorted(left.confState)).toMatchObject({ learners: ["a"], learnersNext: [] });
+  });
+
+  it("refuses removing every voter", () => {
+    expect(applyConfChange({ ...base, voters: ["a"] }, change(remove("a"))).ok).toBe(false);
+  });
+
+  it("round-trips the encoding and rejects malformed bytes", () => {
+    const cc = change(add("hs-1"), learner("hs-2"), remove("ü"));
+    expect(decodeConfChange(encodeConfChange(cc))).toEqual(cc);
+    for (const bad of [new Uint8Array([]), new Uint8Array([2, 0, 0]), new Uint8Array([1, 0, 1, 9, 1, 97]), new Uint8Array([1, 0, 1, 1, 5, 97])]) {
+      expect(() => decodeConfChange(bad)).toThrow(/malformed conf change/);
+    }
+  });
+});
+
+describe("membership changes in a running group", () => {
+  it("adds a learner that catches up, promotes it, then removes an old voter", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    for (let i = 0; i < 5; i++) c.get("a").node.propose(text(`before${i}`));
+    c.stabilize();
+    c.add("d");
+    expect(c.get("a").node.proposeConfChange(change(learner("d"))).ok).toBe(true);
+    c.stabilize();
+    expect(c.get("d").node.status().confState.learners).toEqual(["d"]);
+    expect(c.appliedText("d")).toEqual(c.appliedText("a"));
+    // A learner never campaigns.
+    c.get("d").node.campaign();
+    c.stabilize();
+    expect(c.get("d").node.status().role).toBe(Role.Follower);
+
+    expect(c.get("a").node.proposeConfChange(change(add("d"))).ok).toBe(true);
+    c.stabilize();
+    expect(c.get("a").node.proposeConfChange(change(remove("b"))).ok).toBe(true);
+    c.stabilize();
+    for (const id of ["a", "c", "d"]) expect(sorted(c.get(id).node.confState()).voters).toEqual(["a", "c", "d"]);
+    // The group keeps committing without b.
+    c.isolate("b");
+    c.get("a").node.propose(text("after"));
+    c.stabilize();
+    expect(c.appliedText("d").at(-1)).toBe("after");
+  });
+
+  it("allows one pending conf change at a time", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.isolate("a");
+    expect(c.get("a").node.proposeConfChange(change(learner("d"))).ok).toBe(true);
+    expect(c.get("a").node.proposeConfChange(change(learner("e")))).toMatchObject({ ok: false, reason: "conf-change-pending" });
+  });
+
+  it("replaces two voters through a joint configuration that the leader leaves by itself", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.add("d");
+    c.add("e");
+    c.get("a").node.proposeConfChange(change(learner("d"), learner("e")));
+    c.stabilize();
+    expect(c.get("a").node.proposeConfChange(change(add("d"), add("e"), remove("b"), remove("c"))).ok).toBe(true);
+    c.stabilize();
+    c.tickAll(2);
+    for (const id of ["a", "d", "e"]) {
+      expect(sorted(c.get(id).node.confState())).toEqual({ voters: ["a", "d", "e"], votersOutgoing: [], learners: [], learnersNext: [] });
+    }
+    c.get("a").node.propose(text("new config"));
+    c.stabilize();
+    expect(c.appliedText("e").at(-1)).toBe("new config");
+  });
+
+  it("a joint configuration needs a majority of the old voters too", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.add("d");
+    c.add("e");
+    c.get("a").node.proposeConfChange(change(learner("d"), learner("e")));
+    c.stabilize();
+    // Only the new voters hear the leader: the joint change itself must not commit.
+    c.cutLink("a", "b");
+    c.cutLink("a", "c");
+    const proposed = c.get("a").node.proposeConfChange(change(add("d"), add("e"), remove("b"), remove("c")));
+    expect(proposed.ok).toBe(true);
+    c.stabilize();
+    expect(c.get("a").node.status().commit).toBeLessThan(proposed.ok ? proposed.index : 0);
+    c.heal();
+    c.tickAll(2);
+    expect(c.get("a").node.status().commit).toBeGreaterThanOrEqual(proposed.ok ? proposed.index : Infinity);
+  });
+
+  it("a removed leader steps down and the rest elect a new one", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.get("a").node.proposeConfChange(change(remove("a")));
+    c.stabilize();
+    expect(c.get("a").node.status().role).not.toBe(Role.Leader);
+    c.tickAll(40);
+    const leaders = c.leaders();
+    expect(leaders).toHaveLength(1);
+    expect(leaders[0]).not.toBe("a");
+  });
+
+  it("a restarted node rebuilds its membership from applied conf changes", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.add("d");
+    c.get("a").node.proposeConfChange(change(learner("d")));
+    c.stabilize();
+    const b = c.restart("b");
+    expect(sorted(b.node.confState())).toMatchObject({ voters: ["a", "b", "c"], learners: ["d"] });
+  });
+});

@@ -1,0 +1,60 @@
+import { describe, expect, it } from "vitest";
+import { MessageType } from "../../src/raft/types.ts";
+import { TestCluster, text } from "./harness.ts";
+
+describe("log compaction and snapshots", () => {
+  it("a follower far behind catches up from the leader's snapshot", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.isolate("c");
+    for (let i = 0; i < 50; i++) c.get("a").node.propose(text(`e${i}`));
+    c.stabilize();
+    const a = c.get("a");
+    const applied = a.node.status().applied;
+    a.storage.createSnapshot(applied, a.node.confState(), text("state-at-" + applied));
+    a.storage.compact(applied - 5);
+    c.heal();
+    c.tickAll(3);
+    const snapshots = c.sent.filter((m) => m.type === MessageType.Snapshot && m.to === "c");
+    expect(snapshots.length).toBeGreaterThan(0);
+    const cs = c.get("c");
+    expect(cs.storage.snapshot().metadata.index).toBeGreaterThanOrEqual(applied - 5);
+    expect(cs.node.status().applied).toBe(a.node.status().applied);
+    // Entries after the snapshot index arrive as usual.
+    c.get("a").node.propose(text("after"));
+    c.stabilize();
+    expect(c.appliedText("c").at(-1)).toBe("after");
+  });
+
+  it("a snapshot older than what a follower has is not installed over newer entries", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    for (let i = 0; i < 10; i++) c.get("a").node.propose(text(`e${i}`));
+    c.stabilize();
+    const b = c.get("b");
+    const before = b.storage.lastIndex();
+    const a = c.get("a");
+    const snap = a.storage.createSnapshot(5, a.node.confState(), text("s5"));
+    const term = a.node.status().term;
+    b.node.step({ type: MessageType.Snapshot, groupId: "g", from: "a", to: "b", term, logTerm: 0, index: 0, entries: [], commit: 0, reject: false, rejectHint: 0, rejectHintTerm: 0, snapshot: snap, context: new Uint8Array(0) });
+    c.stabilize();
+    expect(b.storage.lastIndex()).toBe(before);
+    expect(b.storage.snapshot().metadata.index).toBe(0);
+  });
+
+  it("a restarted follower resumes from its snapshot and applied index", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    for (let i = 0; i < 10; i++) c.get("a").node.propose(text(`e${i}`));
+    c.stabilize();
+    const b = c.get("b");
+    const appliedIndex = b.node.status().applied;
+    b.storage.createSnapshot(appliedIndex, b.node.confState(), text("s"));
+    b.storage.compact(appliedIndex);
+    const restarted = c.restart("b");
+    expect(restarted.node.status()).toMatchObject({ applied: appliedIndex, commit: appliedIndex });
+    c.get("a").node.propose(text("next"));
+    c.stabilize();
+    expect(c.appliedText("b").at(-1)).toBe("next");
+  });
+});
