@@ -166,9 +166,12 @@ function confStateFromProto(confState: pb.ConfState | undefined, limits: CodecLi
   };
 }
 
-/** Copies bytes out of a receive buffer, so stored entries do not pin whole batches in memory. */
+/**
+ * Copies bytes out of a receive buffer into a plain Uint8Array, so stored
+ * entries do not pin whole batches in memory (Buffer#slice would be a view).
+ */
 function ownedBytes(bytes: Uint8Array): Uint8Array {
-  return bytes.length === 0 ? new Uint8Array(0) : bytes.slice();
+  return new Uint8Array(bytes);
 }
 
 /**

@@ -37,7 +37,7 @@ type AnyServerCall = grpc.ServerDuplexStream<Buffer, Buffer> | grpc.ServerReadab
 
 /** Serves PeerService calls. One instance per transport; `close()` ends its open streams. */
 export class InboundService {
-  private readonly streams = new Set<grpc.ServerDuplexStream<Buffer, Buffer>>();
+  private readonly streams = new Map<grpc.ServerDuplexStream<Buffer, Buffer>, NodeId>();
   private closed = false;
 
   constructor(private readonly options: InboundOptions) {}
@@ -90,7 +90,7 @@ export class InboundService {
     const peerId = auth.id;
     const log = this.options.logger.child({ peer: peerId });
     let droppedBatches = 0;
-    this.streams.add(call);
+    this.streams.set(call, peerId);
     call.write(Buffer.from(encodeStreamResponse(this.options.selfId, 0)));
     call.on("data", (bytes: Buffer) => {
       if (!this.receiveBatch(peerId, bytes, log)) {
@@ -175,10 +175,19 @@ export class InboundService {
     call.on("error", () => { finished = true; });
   }
 
+  /** Ends the open inbound streams of `peerId` (after it was removed: its reconnection is then refused). */
+  disconnect(peerId: NodeId): void {
+    for (const [call, id] of this.streams) {
+      if (id !== peerId) continue;
+      this.streams.delete(call);
+      call.end();
+    }
+  }
+
   /** Ends every open inbound stream (status OK; the peers reconnect elsewhere or later). */
   close(): void {
     this.closed = true;
-    for (const call of this.streams) call.end();
+    for (const call of this.streams.keys()) call.end();
     this.streams.clear();
   }
 }

@@ -134,11 +134,15 @@ export class PeerTransport implements Transport {
     }));
   }
 
-  /** Removes a peer: closes its link; with the default `isKnownPeer`, its inbound calls are refused from now on. */
+  /**
+   * Removes a peer: closes its link and ends its inbound streams. With the
+   * default `isKnownPeer`, its new calls are refused from now on.
+   */
   removePeer(id: NodeId): void {
     this.links.get(id)?.close();
     this.links.delete(id);
     this.addresses.delete(id);
+    this.inbound.disconnect(id);
   }
 
   /** The state of each peer's outbound stream. */

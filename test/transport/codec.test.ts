@@ -94,9 +94,10 @@ describe("codec", () => {
 
   it("decodes entries into their own memory, not views of the batch", () => {
     const m = message({ ...base, type: MessageType.Append, groupId: "g", term: 1, logTerm: 1, index: 0, entries: [{ term: 1, index: 1, type: EntryType.Normal, data: new Uint8Array(100) }] });
-    const bytes = encodeBatch([m]);
+    const bytes = Buffer.from(encodeBatch([m])); // what grpc-js hands over
     const decoded = decodeBatch(bytes, defaultCodecLimits)[0]!;
     expect(decoded.entries[0]!.data.buffer).not.toBe(bytes.buffer);
+    expect(Buffer.isBuffer(decoded.entries[0]!.data)).toBe(false);
   });
 
   it("rejects bytes that are not protobuf", () => {
