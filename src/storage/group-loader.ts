@@ -123,7 +123,8 @@ function buildMirror(
   if (logStart.index > metadata.index) {
     throw new CorruptionError(where, `log start ${logStart.index} is after the snapshot at ${metadata.index}`);
   }
-  const mirror = new MemoryStorage(metadata.confState);
+  // A group starts with a snapshot at index 0 and no membership: members come from conf change entries.
+  const mirror = new MemoryStorage();
   if (logStart.index === metadata.index) {
     if (logStart.term !== metadata.term) {
       throw new CorruptionError(where, `log start term ${logStart.term} differs from the snapshot's term ${metadata.term}`);

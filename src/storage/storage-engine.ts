@@ -8,8 +8,9 @@
 import { mkdir } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import { assert } from "../raft/assert.ts";
-import { emptyHardState, type ConfState, emptyConfState, type GroupId, type LogIndex, type Ready } from "../raft/types.ts";
-import { decodeCounter, encodeCounter, encodeHardState, encodeLogPosition, encodeSnapshotMetadata } from "./codec.ts";
+import { bootstrapLog } from "../raft/memory-storage.ts";
+import { emptyConfState, emptyHardState, type GroupId, type LogIndex, type NodeId, type Ready } from "../raft/types.ts";
+import { decodeCounter, encodeCounter, encodeEntryBody, encodeHardState, encodeLogPosition, encodeSnapshotMetadata } from "./codec.ts";
 import type { EngineContext } from "./engine-context.ts";
 import { loadGroup } from "./group-loader.ts";
 import { GroupStore, type KvWrite, type PlannedWrite } from "./group-store.ts";
@@ -122,13 +123,17 @@ export class StorageEngine {
   }
 
   /**
-   * Loads group `groupId` (creating it, with `bootstrap` as its initial
-   * membership, if it does not exist): hard state, snapshot and the whole
-   * uncompacted log go into the mirror the core reads. Every record of the
-   * group, state machine data included, is checked; any mismatch throws
-   * {@link CorruptionError}. `bootstrap` is ignored for an existing group.
+   * Loads group `groupId`: hard state, snapshot and the whole uncompacted log
+   * go into the mirror the core reads. Every record of the group, state machine
+   * data included, is checked; any mismatch throws {@link CorruptionError}.
+   *
+   * A group that does not exist is created: with `bootstrapVoters` (an initial
+   * member of a new group) its log starts with the bootstrap entry of
+   * `bootstrapLog`, exactly as `new MemoryStorage(bootstrapVoters)` does;
+   * without (a member added later) it starts empty and learns everything from
+   * the leader. `bootstrapVoters` is ignored for an existing group.
    */
-  async openGroup(groupId: GroupId, bootstrap: ConfState = emptyConfState): Promise<GroupStore> {
+  async openGroup(groupId: GroupId, bootstrapVoters: readonly NodeId[] = []): Promise<GroupStore> {
     assert(!this.closed, "storage engine is closed");
     assert(!this.groups.has(groupId), `group ${groupId} is already open`);
     const keys = new GroupKeys(groupId);
@@ -136,7 +141,7 @@ export class StorageEngine {
     const registered = await this.db.get(registryKey);
     let group: GroupStore;
     if (registered === undefined) {
-      await this.context.logQueue.run(() => this.write(createGroupOps(keys, registryKey, bootstrap), true));
+      await this.context.logQueue.run(() => this.write(createGroupOps(keys, registryKey, bootstrapVoters), true));
       const { mirror } = await loadGroup(this.db, keys);
       group = new GroupStore(this.context, keys, mirror, 0);
     } else {
@@ -216,17 +221,21 @@ export class StorageEngine {
   }
 }
 
-function createGroupOps(keys: GroupKeys, registryKey: Uint8Array, bootstrap: ConfState): RawBatchOp[] {
+/** The records of a new group: an empty snapshot at index 0 and, for an initial member, the bootstrap entry. */
+function createGroupOps(keys: GroupKeys, registryKey: Uint8Array, bootstrapVoters: readonly NodeId[]): RawBatchOp[] {
   const put = (key: Uint8Array, payload: Uint8Array): RawBatchOp => ({ type: "put", key: asBuffer(key), value: sealRecord(key, payload) });
   const origin = { index: 0, term: 0 };
-  return [
+  const bootstrap = bootstrapVoters.length > 0 ? bootstrapLog(bootstrapVoters) : undefined;
+  const ops = [
     put(registryKey, new Uint8Array(0)),
-    put(keys.hardState, encodeHardState(emptyHardState)),
-    put(keys.snapshotMetadata, encodeSnapshotMetadata({ ...origin, confState: bootstrap })),
+    put(keys.hardState, encodeHardState(bootstrap?.hardState ?? emptyHardState)),
+    put(keys.snapshotMetadata, encodeSnapshotMetadata({ ...origin, confState: emptyConfState })),
     put(keys.snapshotData, new Uint8Array(0)),
     put(keys.logStart, encodeLogPosition(origin)),
     put(keys.appliedIndex, encodeCounter(0)),
   ];
+  if (bootstrap !== undefined) ops.push(put(keys.logEntry(bootstrap.entry.index), encodeEntryBody(bootstrap.entry)));
+  return ops;
 }
 
 /** Writes the format version into an empty database, or checks the one stored. */

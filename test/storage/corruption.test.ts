@@ -15,11 +15,11 @@ let dir: string;
 beforeEach(async () => {
   dir = makeTempDir("corruption");
   const engine = await StorageEngine.open(dir);
-  const group = await engine.openGroup("chan", conf);
+  const group = await engine.openGroup("chan");
   await engine.persistReadies([{ group, ready: ready({ entries: entries(1, 6, 1, 100), hardState: { term: 1, vote: "hs1", commit: 6 } }) }]);
   await engine.apply([{ group, appliedIndex: 6, writes: [{ key: bytes("user/1"), value: bytes("alice") }] }]);
   await group.createSnapshot(2, conf, bytes("snapshot-data"), 1);
-  await engine.openGroup("other", conf);
+  await engine.openGroup("other");
   await engine.close();
 });
 

@@ -68,8 +68,8 @@ describe("LogStorage contract across reloads", () => {
         fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), async (ops) => {
           removeDir(dir);
           let engine = await StorageEngine.open(dir, { sync: false });
-          let group: GroupStore = await engine.openGroup("model", conf);
-          const model = new MemoryStorage(conf);
+          let group: GroupStore = await engine.openGroup("model", conf.voters);
+          const model = new MemoryStorage(conf.voters);
           let term = 1;
           try {
             for (const operation of ops) {

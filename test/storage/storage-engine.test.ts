@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { SnapshotOutOfDateError } from "../../src/raft/memory-storage.ts";
-import type { ConfState } from "../../src/raft/types.ts";
+import { MemoryStorage, SnapshotOutOfDateError } from "../../src/raft/memory-storage.ts";
+import { EntryType, type ConfState } from "../../src/raft/types.ts";
 import { encodeCounter } from "../../src/storage/codec.ts";
 import { formatVersionKey } from "../../src/storage/keys.ts";
 import { sealRecord } from "../../src/storage/records.ts";
@@ -37,16 +37,18 @@ async function collect(iterable: AsyncIterable<[Uint8Array, Uint8Array]>): Promi
 }
 
 describe("StorageEngine", () => {
-  it("creates a group with its bootstrap membership and recovers hard state, log and applied index", async () => {
-    let group = await engine.openGroup("c1", conf);
-    expect(dumpLog(group.log)).toMatchObject({ firstIndex: 1, lastIndex: 0, confVoters: conf.voters });
-    await engine.persistReadies([{ group, ready: ready({ entries: entries(1, 5, 1), hardState: { term: 1, vote: "hs2", commit: 3 } }) }]);
+  it("creates a group with its bootstrap entry and recovers hard state, log and applied index", async () => {
+    let group = await engine.openGroup("c1", conf.voters);
+    const bootstrap = new MemoryStorage(conf.voters);
+    expect(dumpLog(group.log)).toEqual(dumpLog(bootstrap));
+    expect(group.log.entries(1, 2, 1000)[0]!.type).toBe(EntryType.ConfChange);
+    await engine.persistReadies([{ group, ready: ready({ entries: entries(2, 5, 1), hardState: { term: 1, vote: "hs2", commit: 3 } }) }]);
     await engine.apply([{ group, appliedIndex: 3, writes: [{ key: bytes("a"), value: bytes("1") }, { key: bytes("b"), value: bytes("2") }] }]);
     await engine.apply([{ group, appliedIndex: 3, writes: [{ key: bytes("a"), delete: true }] }]);
     const before = dumpLog(group.log);
     await reopen();
     expect(await engine.listGroups()).toEqual(["c1"]);
-    group = await engine.openGroup("c1");
+    group = await engine.openGroup("c1", ["ignored"]);
     expect(dumpLog(group.log)).toEqual(before);
     expect(before).toMatchObject({ hardState: { term: 1, vote: "hs2", commit: 3 }, firstIndex: 1, lastIndex: 5 });
     expect(group.appliedIndex).toBe(3);
@@ -54,8 +56,13 @@ describe("StorageEngine", () => {
     expect(text(await group.get(bytes("b")))).toBe("2");
   });
 
+  it("creates a group without members for a homeserver added later", async () => {
+    const group = await engine.openGroup("late");
+    expect(dumpLog(group.log)).toEqual(dumpLog(new MemoryStorage()));
+  });
+
   it("replaces stored entries from the first new index on, on disk too", async () => {
-    let group = await engine.openGroup("c1", conf);
+    let group = await engine.openGroup("c1");
     await engine.persistReadies([{ group, ready: ready({ entries: entries(1, 6, 1) }) }]);
     await engine.persistReadies([{ group, ready: ready({ entries: entries(3, 4, 2), hardState: { term: 2, vote: "", commit: 2 } }) }]);
     expect(group.log.lastIndex()).toBe(4);
@@ -68,7 +75,7 @@ describe("StorageEngine", () => {
   });
 
   it("creates snapshots, compacts keeping entries for slow followers, and recovers both", async () => {
-    let group = await engine.openGroup("c1", conf);
+    let group = await engine.openGroup("c1");
     await engine.persistReadies([{ group, ready: ready({ entries: entries(1, 10, 1), hardState: { term: 1, vote: "", commit: 10 } }) }]);
     await engine.apply([{ group, appliedIndex: 10, writes: [] }]);
     const snapshot = await group.createSnapshot(8, conf, bytes("state@8"), 3);
@@ -109,7 +116,7 @@ describe("StorageEngine", () => {
   });
 
   it("scans a prefix in key order with a limit", async () => {
-    const group = await engine.openGroup("c1", conf);
+    const group = await engine.openGroup("c1");
     const writes = ["u/2", "u/1", "v/1", "u/3", "t/9"].map((key) => ({ key: bytes(key), value: bytes(key.toUpperCase()) }));
     await engine.apply([{ group, appliedIndex: 0, writes }]);
     expect(await collect(group.scan(bytes("u/")))).toEqual([["u/1", "U/1"], ["u/2", "U/2"], ["u/3", "U/3"]]);
@@ -121,7 +128,7 @@ describe("StorageEngine", () => {
     const latenciesMs: number[] = [];
     engine = await StorageEngine.open(dir, { onSyncLatency: (ms) => latenciesMs.push(ms) });
     const groups: GroupStore[] = [];
-    for (let i = 0; i < 20; i++) groups.push(await engine.openGroup(`g${String(i).padStart(2, "0")}`, conf));
+    for (let i = 0; i < 20; i++) groups.push(await engine.openGroup(`g${String(i).padStart(2, "0")}`));
     const before = engine.stats();
     latenciesMs.length = 0;
     await engine.persistReadies(groups.map((group, i) => ({ group, ready: ready({ entries: entries(1, i + 1, 1), mustSync: i === 7 }) })));
@@ -140,7 +147,7 @@ describe("StorageEngine", () => {
   });
 
   it("keeps the order of apply calls that were not awaited one by one", async () => {
-    const group = await engine.openGroup("c1", conf);
+    const group = await engine.openGroup("c1");
     const pending: Promise<void>[] = [];
     for (let index = 1; index <= 50; index++) {
       pending.push(engine.apply([{ group, appliedIndex: index, writes: [{ key: bytes("last"), value: bytes(String(index)) }] }]));
@@ -153,8 +160,8 @@ describe("StorageEngine", () => {
   });
 
   it("drops a group with all its records, leaving the others", async () => {
-    const a = await engine.openGroup("a", conf);
-    const b = await engine.openGroup("b", conf);
+    const a = await engine.openGroup("a");
+    const b = await engine.openGroup("b");
     await engine.persistReadies([{ group: a, ready: ready({ entries: entries(1, 3, 1) }) }, { group: b, ready: ready({ entries: entries(1, 2, 1) }) }]);
     await engine.apply([{ group: a, appliedIndex: 1, writes: [{ key: bytes("k"), value: bytes("v") }] }]);
     await engine.dropGroup("a");
@@ -177,7 +184,7 @@ describe("StorageEngine", () => {
   });
 
   it("reports an approximate size", async () => {
-    const group = await engine.openGroup("c1", conf);
+    const group = await engine.openGroup("c1");
     await engine.persistReadies([{ group, ready: ready({ entries: entries(1, 50, 1, 1024) }) }]);
     expect(await engine.approximateBytes()).toBeGreaterThanOrEqual(0);
   });
