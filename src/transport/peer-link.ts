@@ -73,8 +73,10 @@ export class PeerLink {
   }
 
   private channelOptions(): grpc.ChannelOptions {
-    const { maxGrpcMessageBytes, backoff } = this.options;
-    return peerClientOptions(maxGrpcMessageBytes, backoff.minMs, backoff.maxMs);
+    const { maxGrpcMessageBytes, backoff, credentials, peerId } = this.options;
+    const options = peerClientOptions(maxGrpcMessageBytes, backoff.minMs, backoff.maxMs);
+    // TLS names the server by homeserver id (its certificate's DNS SAN), not by the address's IP.
+    return credentials.kind === "tls" ? { ...options, "grpc.ssl_target_name_override": peerId } : options;
   }
 
   private callMetadata(): grpc.Metadata {
