@@ -134,8 +134,10 @@ export class PeerLink {
     this.dropQueue();
     const delayMs = backoffDelayMs(this.options.backoff, this.failedAttempts, this.options.random);
     this.failedAttempts += 1;
-    const fields = { code: grpc.status[status.code], details: status.details, retryInMs: Math.round(delayMs) };
+    const fields = { code: grpc.status[status.code], details: status.details, attempt: this.failedAttempts, retryInMs: Math.round(delayMs) };
+    // Every loss, and failed attempts at 1, 2, 4, 8, ...: a peer that stays down or refuses us is logged, boundedly.
     if (wasConnected) this.log.warn(fields, "peer stream lost");
+    else if ((this.failedAttempts & (this.failedAttempts - 1)) === 0) this.log.warn(fields, "peer stream attempt failed");
     else this.log.debug(fields, "peer stream attempt failed");
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;

@@ -55,7 +55,7 @@ function rawStream(address: string, material: TlsMaterial | null, nodeId?: strin
   const credentials = material === null
     ? grpc.credentials.createInsecure()
     : grpc.credentials.createSsl(material.ca, material.key, material.cert, { checkServerIdentity: () => undefined });
-  const client = new grpc.Client(address, credentials);
+  const client = new grpc.Client(address, credentials, material === null ? {} : { "grpc.ssl_target_name_override": "hs1" });
   const metadata = new grpc.Metadata();
   if (nodeId !== undefined) metadata.set(insecureNodeIdMetadataKey, nodeId);
   const identity = (b: Buffer) => b;
