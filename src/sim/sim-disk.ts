@@ -1,0 +1,123 @@
+/**
+ * A simulated node's disk: what survives a crash and what does not.
+ *
+ * Two copies of the Raft log exist. `live` is what the running core reads; it
+ * sees every write at once. `durable` is what a restart finds. A synced write
+ * (and, like a write-ahead log's fsync, every write issued before it) reaches
+ * `durable`; an unsynced write waits in `pending` and a crash discards it.
+ * The state machine's applied index and state are written durably with each
+ * apply, as the design's "applied state and applied index in one batch".
+ */
+import { MemoryStorage } from "../raft/memory-storage.ts";
+import type { ConfState, Entry, HardState, LogIndex, NodeId, Snapshot } from "../raft/types.ts";
+
+/** The simulated state machine's durable part: how far it applied, and a running hash of what. */
+export interface AppliedState {
+  readonly index: LogIndex;
+  /** Running hash over every applied entry (see `state-machine.ts`). */
+  readonly hash: number;
+}
+
+type Write = (storage: MemoryStorage) => void;
+
+/** Per-node storage with crash semantics: {@link crash} loses exactly the unsynced writes. */
+export class SimDisk {
+  private durable: MemoryStorage;
+  /** The storage the running core reads. Replaced by a copy of `durable` on crash. */
+  live: MemoryStorage;
+  private pending: Write[] = [];
+  private appliedState: AppliedState = { index: 0, hash: 0 };
+
+  /** A disk holding the group's bootstrap entry for initial member `voters`, or empty for a node added later. */
+  constructor(voters: readonly NodeId[] = []) {
+    this.durable = new MemoryStorage(voters);
+    this.live = new MemoryStorage(voters);
+  }
+
+  /**
+   * Writes a Ready's snapshot, entries and hard state. With `sync` the write
+   * and every pending one become durable; without, they wait for the next sync.
+   */
+  write(snapshot: Snapshot | null, entries: readonly Entry[], hardState: HardState | null, sync: boolean): void {
+    const op: Write = (s) => {
+      if (snapshot !== null) s.applySnapshot(snapshot);
+      if (entries.length > 0) s.append(entries);
+      if (hardState !== null) s.setHardState(hardState);
+    };
+    op(this.live);
+    this.pending.push(op);
+    if (sync) this.sync();
+  }
+
+  /** Makes every pending write durable (an fsync). */
+  sync(): void {
+    for (const op of this.pending) op(this.durable);
+    this.pending.length = 0;
+  }
+
+  /** The application's snapshot at `index` followed by compaction up to `compactIndex`; durable at once. */
+  snapshotAndCompact(index: LogIndex, confState: ConfState, data: Uint8Array, compactIndex: LogIndex): void {
+    this.sync();
+    for (const s of [this.live, this.durable]) {
+      s.createSnapshot(index, confState, data);
+      s.compact(compactIndex);
+    }
+  }
+
+  /** Records the state machine's progress durably, flushing earlier writes first (one synced batch). */
+  saveApplied(state: AppliedState): void {
+    this.sync();
+    this.appliedState = state;
+  }
+
+  /** The state machine's durable progress, read on restart. */
+  applied(): AppliedState {
+    return this.appliedState;
+  }
+
+  /** Number of writes a crash would lose now. */
+  pendingWrites(): number {
+    return this.pending.length;
+  }
+
+  /** The durable hard state (for tests and traces). */
+  durableHardState(): HardState {
+    return this.durable.getHardState();
+  }
+
+  /** The durable log's last index (for tests and traces). */
+  durableLastIndex(): LogIndex {
+    return this.durable.lastIndex();
+  }
+
+  /**
+   * Loses every unsynced write. The restarted core reads `live`, rebuilt as
+   * a copy of `durable`, so later writes keep the two copies separate.
+   */
+  crash(): void {
+    this.pending.length = 0;
+    this.live = copyStorage(this.durable);
+  }
+}
+
+/**
+ * A copy of a MemoryStorage through its public API (entries are immutable and
+ * shared). Keeps entries between the compaction point and the latest snapshot.
+ */
+export function copyStorage(source: MemoryStorage): MemoryStorage {
+  const snap = source.snapshot();
+  const { confState } = snap.metadata;
+  const copy = new MemoryStorage();
+  const compacted = source.firstIndex() - 1;
+  if (snap.metadata.index === compacted && compacted > 0) {
+    copy.applySnapshot(snap);
+  } else if (compacted > 0) {
+    // A stand-in for the compaction point; createSnapshot below restores the real snapshot.
+    copy.applySnapshot({ metadata: { index: compacted, term: source.term(compacted), confState }, data: snap.data });
+  }
+  const last = source.lastIndex();
+  if (last > compacted) copy.append(source.entries(compacted + 1, last + 1, Number.POSITIVE_INFINITY));
+  if (snap.metadata.index > compacted) copy.createSnapshot(snap.metadata.index, confState, snap.data);
+  copy.setHardState(source.getHardState());
+  return copy;
+}

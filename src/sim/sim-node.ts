@@ -1,0 +1,281 @@
+/**
+ * One simulated node: the real Raft core (RawNode) with its disk, its state
+ * machine and the Ready pipeline of a node process. A Ready that must be
+ * synced is written, and only when the simulated fsync completes are its
+ * messages sent, its committed entries applied and `advance()` called; a crash
+ * before that loses the writes and the messages together. While a write is in
+ * flight (or the node is paused) inputs queue up and are then handled as one
+ * batch, as a single-threaded node loop would.
+ */
+import { RawNode, type RaftConfig, type RaftEvent } from "../raft/raw-node.ts";
+import { Role, type Entry, type LogIndex, type Message, type NodeId, type Ready, type Term } from "../raft/types.ts";
+import type { InvariantSet, LogView } from "./invariants.ts";
+import type { AppliedState, SimDisk } from "./sim-disk.ts";
+import { applyEntry, decodeAppliedState, encodeAppliedState } from "./state-machine.ts";
+import type { TraceDetail } from "./trace.ts";
+
+/** An input to a node's loop. `call` runs an arbitrary action on the core (propose, transfer, ...). */
+export type NodeInput =
+  | { readonly kind: "message"; readonly message: Message }
+  | { readonly kind: "tick" }
+  | { readonly kind: "call"; readonly run: (raw: RawNode) => void };
+
+/** What a node needs from the simulator around it. */
+export interface NodeHost {
+  readonly nowMs: number;
+  readonly invariants: InvariantSet;
+  schedule(atMs: number, fire: () => void): void;
+  send(from: SimNode, messages: readonly Message[]): void;
+  fsyncDelayMs(): number;
+  applied(node: SimNode, entry: Entry): void;
+  coreEvent(node: SimNode, event: RaftEvent): void;
+  trace(node: NodeId, what: string, detail?: TraceDetail): void;
+  /** The core (or the storage it drives) threw: a bug to report, never a simulated fault. */
+  fail(node: SimNode, error: unknown): void;
+}
+
+/** Node knobs. */
+export interface NodeOptions {
+  /** Take a snapshot once this many entries were applied since the last one. */
+  readonly snapshotIntervalEntries: number;
+  /** Entries kept in the log behind a new snapshot (0 compacts everything). */
+  readonly compactKeepEntries: number;
+  /** Inputs queued while busy or paused beyond this are dropped (a bounded mailbox). */
+  readonly inboxMax: number;
+}
+
+/** A simulated node process. */
+export class SimNode {
+  raw: RawNode | null = null;
+  /** The state machine in memory; its durable copy lives on the disk. */
+  state: AppliedState = { index: 0, hash: 0 };
+  role: Role = Role.Follower;
+  term: Term = 0;
+  paused = false;
+  /** Removed from the configuration and stopped for good. */
+  retired = false;
+  /** Index of the first applied configuration that included this node (Infinity: never yet). */
+  joinedAtIndex = Number.POSITIVE_INFINITY;
+  /** Bumped on every crash, so events of an earlier life are ignored. */
+  incarnation = 0;
+  tickCount = 0;
+  private busy = false;
+  private parked: Ready | null = null;
+  private inbox: NodeInput[] = [];
+  private pendingLeaderTerm: Term = 0;
+  readonly log: LogView;
+
+  constructor(
+    readonly id: NodeId,
+    readonly slot: number,
+    readonly disk: SimDisk,
+    private readonly host: NodeHost,
+    private readonly options: NodeOptions,
+    private readonly makeConfig: (storage: SimDisk["live"], applied: LogIndex, onEvent: (e: RaftEvent) => void) => RaftConfig,
+  ) {
+    this.log = {
+      term: (index) => {
+        const live = this.disk.live;
+        if (index < live.firstIndex() - 1 || index > live.lastIndex()) return undefined;
+        return live.term(index);
+      },
+      lastIndex: () => this.disk.live.lastIndex(),
+      snapshotIndex: () => this.disk.live.snapshot().metadata.index,
+    };
+  }
+
+  /** Whether the process runs (it may still be paused). */
+  get up(): boolean {
+    return this.raw !== null;
+  }
+
+  /** Starts (or restarts) the process from what is on disk. */
+  start(): void {
+    if (this.raw !== null || this.retired) return;
+    this.state = this.disk.applied();
+    this.role = Role.Follower;
+    this.term = this.disk.live.getHardState().term;
+    const config = this.makeConfig(this.disk.live, this.state.index, (e) => this.onEvent(e));
+    this.guard(() => {
+      this.raw = new RawNode(config);
+    });
+    this.drain();
+  }
+
+  /** Kills the process: in-flight writes, queued inputs and unsent messages are lost. */
+  crash(): void {
+    this.raw = null;
+    this.incarnation++;
+    this.busy = false;
+    this.parked = null;
+    this.paused = false;
+    this.inbox = [];
+    this.pendingLeaderTerm = 0;
+    this.role = Role.Follower;
+    this.disk.crash();
+  }
+
+  /** Stops the node for good (it was removed from the configuration). */
+  retire(): void {
+    this.crash();
+    this.retired = true;
+  }
+
+  /** Freezes the process: no ticks, inputs wait, a completing write waits. */
+  pause(): void {
+    if (this.raw !== null) this.paused = true;
+  }
+
+  /** Ends a pause and handles everything that waited. */
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    const parked = this.parked;
+    this.parked = null;
+    if (parked !== null) this.completeReady(parked);
+    else this.drain();
+  }
+
+  /** Hands an input to the node loop (queued while busy or paused; ticks are lost while paused). */
+  input(item: NodeInput): void {
+    if (this.raw === null) return;
+    if (this.paused && item.kind === "tick") return;
+    if (this.busy || this.paused) {
+      if (this.inbox.length < this.options.inboxMax) this.inbox.push(item);
+      return;
+    }
+    this.run(item);
+    this.processReadies();
+  }
+
+  private run(item: NodeInput): void {
+    const raw = this.raw;
+    if (raw === null) return;
+    this.guard(() => {
+      if (item.kind === "message") raw.step(item.message);
+      else if (item.kind === "tick") {
+        this.tickCount++;
+        raw.tick();
+      } else item.run(raw);
+    });
+  }
+
+  private guard(action: () => void): void {
+    try {
+      action();
+    } catch (error) {
+      this.host.fail(this, error);
+    }
+  }
+
+  private drain(): void {
+    this.processReadies();
+    while (!this.busy && !this.paused && this.raw !== null && this.inbox.length > 0) {
+      const batch = this.inbox;
+      this.inbox = [];
+      for (const item of batch) this.run(item);
+      this.processReadies();
+    }
+  }
+
+  /** Handles Readies until one needs a sync (then waits for it) or there is nothing left. */
+  private processReadies(): void {
+    for (let guard = 0; guard < 100; guard++) {
+      const raw = this.raw;
+      if (raw === null || this.busy || this.paused || !raw.hasReady()) return;
+      const ready = raw.ready();
+      if (ready.mustSync || ready.snapshot !== null) {
+        this.busy = true;
+        const incarnation = this.incarnation;
+        this.host.schedule(this.host.nowMs + this.host.fsyncDelayMs(), () => this.syncDone(ready, incarnation));
+        return;
+      }
+      this.finishReady(raw, ready);
+    }
+  }
+
+  private syncDone(ready: Ready, incarnation: number): void {
+    if (incarnation !== this.incarnation) return; // crashed meanwhile: the write never happened
+    if (this.paused) this.parked = ready;
+    else this.completeReady(ready);
+  }
+
+  private completeReady(ready: Ready): void {
+    this.busy = false;
+    const raw = this.raw;
+    if (raw === null) return;
+    this.finishReady(raw, ready);
+    this.drain();
+  }
+
+  /** Steps 1-4 of the Ready contract: persist, send, apply, advance; then maybe snapshot. */
+  private finishReady(raw: RawNode, ready: Ready): void {
+    this.guard(() => {
+      this.persist(ready);
+      this.host.send(this, ready.messages);
+      this.apply(ready.committedEntries);
+      raw.advance();
+      this.maybeSnapshot(raw);
+    });
+  }
+
+  private persist(ready: Ready): void {
+    const { host, id } = this;
+    this.disk.write(ready.snapshot, ready.entries, ready.hardState, ready.mustSync);
+    if (ready.hardState !== null && ready.hardState.term > this.term) this.term = ready.hardState.term;
+    if (ready.snapshot !== null) {
+      const { metadata, data } = ready.snapshot;
+      const restored = decodeAppliedState(data, metadata.index);
+      host.trace(id, "restore", `snapshot ${metadata.index}@${metadata.term}`);
+      host.invariants.snapshotRestored(id, metadata, restored, this.state);
+      this.state = restored;
+      this.disk.saveApplied(restored);
+    }
+    if (ready.entries.length > 0) host.invariants.entriesPersisted(id, ready.entries, this.log);
+    if (this.pendingLeaderTerm !== 0) {
+      host.invariants.leaderLogPersisted(id, this.pendingLeaderTerm, this.log);
+      this.pendingLeaderTerm = 0;
+    }
+  }
+
+  private apply(entries: readonly Entry[]): void {
+    if (entries.length === 0) return;
+    const { host, id } = this;
+    host.invariants.entriesCommitted(id, this.term, entries);
+    for (const entry of entries) {
+      const after = applyEntry(this.state, entry);
+      host.invariants.entryApplied(id, entry, this.state, after);
+      this.state = after;
+      host.applied(this, entry);
+    }
+    this.disk.saveApplied(this.state);
+  }
+
+  private maybeSnapshot(raw: RawNode): void {
+    const live = this.disk.live;
+    const applied = this.state.index;
+    if (applied - live.snapshot().metadata.index < this.options.snapshotIntervalEntries) return;
+    if (applied > live.lastIndex()) return;
+    const compactTo = Math.max(live.firstIndex() - 1, applied - this.options.compactKeepEntries);
+    this.disk.snapshotAndCompact(applied, raw.confState(), encodeAppliedState(this.state), compactTo);
+  }
+
+  private onEvent(event: RaftEvent): void {
+    if (event.kind !== "conf-change-applied" && event.kind !== "snapshot-restored") {
+      this.term = event.term;
+      this.role =
+        event.kind === "became-leader"
+          ? Role.Leader
+          : event.kind === "became-candidate"
+            ? Role.Candidate
+            : event.kind === "became-pre-candidate"
+              ? Role.PreCandidate
+              : Role.Follower;
+      if (event.kind === "became-leader") {
+        this.host.invariants.leaderElected(this.id, event.term);
+        this.pendingLeaderTerm = event.term;
+      }
+    }
+    this.host.coreEvent(this, event);
+  }
+}

@@ -1,0 +1,462 @@
+/**
+ * The deterministic cluster simulator: N instances of the real Raft core in
+ * virtual time, driven by one event queue ordered by (time, sequence). A run
+ * has a fault phase (`steps` ticks, faults from the schedule, clients
+ * proposing) and a liveness phase (everything healed: a leader must be
+ * elected and a fresh proposal applied on every voter within `livenessTicks`).
+ * Invariants are checked as events happen; the first violation stops the run.
+ */
+import { defaultRaftConfig, type ProposalResult, type RaftEvent, type RawNode } from "../raft/raw-node.ts";
+import { MessageType, Role, type ConfChange, type ConfState, type Entry, type Message, type NodeId } from "../raft/types.ts";
+import { EventQueue } from "./event-queue.ts";
+import { drawSchedule, faultSpecs, type FaultContext, type FaultEvent } from "./faults.ts";
+import { defaultInvariants, InvariantSet } from "./invariants.ts";
+import { Network } from "./network.ts";
+import { resolveKnobs, streams, type SimKnobs, type SimOptions } from "./options.ts";
+import { Prng } from "./prng.ts";
+import { SimDisk } from "./sim-disk.ts";
+import { SimNode, type NodeHost } from "./sim-node.ts";
+import { TraceRing, type TraceDetail } from "./trace.ts";
+import { Workload } from "./workload.ts";
+
+/** One broken invariant, with what is needed to reproduce and understand it. */
+export interface Violation {
+  readonly seed: number;
+  readonly invariant: string;
+  readonly message: string;
+  /** Virtual time of the violation. */
+  readonly atMs: number;
+  /** The last events before it, oldest first. */
+  readonly trace: readonly string[];
+}
+
+/** The outcome of one run. */
+export interface SimResult {
+  readonly seed: number;
+  readonly nodes: number;
+  /** Ticks of the fault phase that ran. */
+  readonly steps: number;
+  /** All ticks, including the liveness phase. */
+  readonly ticks: number;
+  /** Core `tick()` calls summed over nodes. */
+  readonly nodeTicks: number;
+  readonly elections: number;
+  /** Highest log index any node applied. */
+  readonly commits: number;
+  readonly proposals: number;
+  /** Client proposals acknowledged as committed. */
+  readonly acked: number;
+  readonly faults: number;
+  readonly messages: number;
+  readonly events: number;
+  /** Ticks the healed cluster needed to pass the liveness check (-1 if it did not). */
+  readonly recoveryTicks: number;
+  readonly violations: readonly Violation[];
+  readonly knobs: SimKnobs;
+}
+
+const groupId = "sim";
+const probePrefix = "probe#";
+
+/** Runs one simulation to completion and returns its result. */
+export function runSimulation(options: SimOptions): SimResult {
+  return new Simulator(options).run();
+}
+
+/** The simulator. Use {@link runSimulation}; the class is exported for tests that poke at one run. */
+export class Simulator implements NodeHost, FaultContext {
+  nowMs = 0;
+  readonly knobs: SimKnobs;
+  readonly rng: Prng;
+  readonly network: Network;
+  readonly invariants: InvariantSet;
+  readonly initialNodes: number;
+  readonly nodes: SimNode[] = [];
+  private readonly byId = new Map<NodeId, SimNode>();
+  private readonly queue = new EventQueue();
+  private readonly trace_: TraceRing;
+  private readonly fsyncRng: Prng;
+  private readonly workload: Workload;
+  private readonly violations: Violation[] = [];
+  private readonly activeFaults = new Set<() => void>();
+  private readonly faultSchedule: readonly FaultEvent[];
+  private tickCount = 0;
+  private phase: "setup" | "faults" | "liveness" | "done" = "setup";
+  private elections = 0;
+  private commits = 0;
+  private faultsStarted = 0;
+  private events = 0;
+  private probe: { data: Uint8Array; sinceTick: number; appliedBy: Set<NodeId> } | null = null;
+  private probeSeq = 0;
+  private recoveryTicks = -1;
+
+  constructor(readonly options: SimOptions) {
+    if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > 9) {
+      throw new RangeError(`nodes must be an integer in [1, 9], got ${options.nodes}`);
+    }
+    if (!Number.isInteger(options.steps) || options.steps < 0) throw new RangeError(`steps must be a non-negative integer`);
+    const seed = options.seed;
+    this.knobs = resolveKnobs(seed, options.knobs);
+    this.initialNodes = options.nodes;
+    this.rng = new Prng(seed, streams.faults);
+    this.fsyncRng = new Prng(seed, streams.fsync);
+    this.network = new Network(new Prng(seed, streams.network), this.knobs, options.nodes + this.knobs.spareNodes);
+    this.trace_ = new TraceRing(this.knobs.traceEvents);
+    const invariants = { ...defaultInvariants, ...options.extraInvariants };
+    this.invariants = new InvariantSet(invariants, (name, message) => this.violate(name, message));
+    this.faultSchedule =
+      options.schedule ??
+      drawSchedule(new Prng(seed, streams.schedule), options.faults, { ...this.knobs, steps: options.steps });
+    const voters = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
+    for (const id of voters) this.addNode(new SimDisk(voters), true);
+    this.workload = new Workload(new Prng(seed, streams.workload), this.knobs, {
+      nodeIds: () => voters,
+      propose: (node, data, done) => this.proposeOn(node, data, done),
+      acked: (node, entry) => this.invariants.clientAcked(node, entry),
+    });
+  }
+
+  // ---- NodeHost ---------------------------------------------------------------------------------
+
+  schedule(atMs: number, fire: () => void): void {
+    this.queue.push(atMs, fire);
+  }
+
+  fsyncDelayMs(): number {
+    const { fsyncMinMs, fsyncMaxMs } = this.knobs;
+    return fsyncMinMs + this.fsyncRng.float() * (fsyncMaxMs - fsyncMinMs);
+  }
+
+  trace(node: NodeId, what: string, detail?: TraceDetail): void {
+    this.trace_.record(this.nowMs, node, what, detail);
+  }
+
+  fail(node: SimNode, error: unknown): void {
+    const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    this.violate("core-error", `${node.id} threw ${text}`);
+  }
+
+  send(from: SimNode, messages: readonly Message[]): void {
+    for (const m of messages) {
+      const to = this.byId.get(m.to);
+      if (to === undefined) continue;
+      const arrivals = this.network.route(from.slot, to.slot, this.nowMs);
+      if (arrivals.length === 0 && m.type === MessageType.Snapshot) this.reportSnapshot(from, m.to, false);
+      for (const at of arrivals) this.queue.push(at, () => this.deliver(from, to, m));
+    }
+  }
+
+  private deliver(from: SimNode, to: SimNode, m: Message): void {
+    const ok = to.up && !this.network.isBlocked(from.slot, to.slot);
+    if (m.type === MessageType.Snapshot) this.reportSnapshot(from, m.to, ok);
+    if (!ok) return;
+    this.trace_.record(this.nowMs, to.id, to.paused ? "recv(p)" : "recv", m);
+    to.input({ kind: "message", message: m });
+  }
+
+  private reportSnapshot(from: SimNode, to: NodeId, ok: boolean): void {
+    const incarnation = from.incarnation;
+    this.queue.push(this.nowMs + this.knobs.latencyMinMs, () => {
+      if (from.incarnation === incarnation) from.input({ kind: "call", run: (raw) => raw.reportSnapshot(to, ok) });
+    });
+  }
+
+  applied(node: SimNode, entry: Entry): void {
+    if (entry.index > this.commits) this.commits = entry.index;
+    this.workload.applied(node.id, entry);
+    const probe = this.probe;
+    if (probe !== null && entry.data.length === probe.data.length && sameBytes(entry.data, probe.data)) {
+      probe.appliedBy.add(node.id);
+    }
+  }
+
+  coreEvent(node: SimNode, event: RaftEvent): void {
+    if (event.kind === "became-leader") {
+      this.elections++;
+      this.trace(node.id, "leader", `term ${event.term}`);
+    } else if (event.kind === "conf-change-applied") {
+      this.membershipApplied(event.confState, event.index);
+    } else if (event.kind === "snapshot-restored") {
+      this.trace(node.id, "snap-in", `${event.index}@${event.term}`);
+    }
+  }
+
+  /**
+   * Records when nodes joined, and stops nodes that a configuration applied
+   * after their joining excludes (applied means committed: removal is final).
+   * Every node applies the same configurations in log order, so comparing
+   * indexes keeps a lagging node's older configuration from retiring anyone.
+   */
+  private membershipApplied(conf: ConfState, index: number): void {
+    const members = new Set([...conf.voters, ...conf.votersOutgoing, ...conf.learners, ...conf.learnersNext]);
+    for (const id of members) {
+      const node = this.byId.get(id);
+      if (node !== undefined && index < node.joinedAtIndex) node.joinedAtIndex = index;
+    }
+    for (const node of this.nodes) {
+      if (!node.retired && !members.has(node.id) && index > node.joinedAtIndex) {
+        this.trace(node.id, "retire", `removed by the configuration at ${index}`);
+        node.retire();
+      }
+    }
+  }
+
+  private violate(invariant: string, message: string): void {
+    const limit = (this.options.stopOnViolation ?? true) ? 1 : 10;
+    if (this.violations.length >= limit) return;
+    const trace = this.trace_.format();
+    this.violations.push({ seed: this.options.seed, invariant, message, atMs: this.nowMs, trace });
+  }
+
+  // ---- nodes ------------------------------------------------------------------------------------
+
+  private addNode(disk: SimDisk, joined: boolean): SimNode {
+    const slot = this.nodes.length;
+    const id = `n${slot + 1}`;
+    const random = new Prng(this.options.seed, streams.nodes + slot).asFunction();
+    const k = this.knobs;
+    const node = new SimNode(id, slot, disk, this, { ...k, inboxMax: 4096 }, (storage, applied, onEvent) => ({
+      ...defaultRaftConfig(id, groupId, storage, random),
+      electionTimeoutTicks: k.electionTimeoutTicks,
+      heartbeatTicks: k.heartbeatTicks,
+      preVote: k.preVote,
+      checkQuorum: k.checkQuorum,
+      maxMessageBytes: k.maxMessageBytes,
+      maxInflightMessages: k.maxInflightMessages,
+      maxUncommittedBytes: k.maxUncommittedBytes,
+      applied,
+      onEvent,
+    }));
+    if (joined) node.joinedAtIndex = 0;
+    this.nodes.push(node);
+    this.byId.set(id, node);
+    if (this.phase !== "setup") node.start();
+    return node;
+  }
+
+  private proposeOn(id: NodeId, data: Uint8Array, done: (result: ProposalResult | null) => void): void {
+    const node = this.byId.get(id);
+    if (node === undefined || !node.up) {
+      done(null);
+      return;
+    }
+    node.input({ kind: "call", run: (raw) => done(raw.propose(data)) });
+  }
+
+  private sendToLeader(what: string, action: (raw: RawNode) => void): void {
+    const id = this.leader();
+    if (id === null) return;
+    this.trace(id, "fault", what);
+    this.byId.get(id)!.input({ kind: "call", run: action });
+  }
+
+  // ---- FaultContext -----------------------------------------------------------------------------
+
+  upNodes(): NodeId[] {
+    return this.nodes.filter((n) => n.up).map((n) => n.id);
+  }
+
+  slotOf(node: NodeId): number {
+    return this.byId.get(node)!.slot;
+  }
+
+  leader(): NodeId | null {
+    let best: SimNode | null = null;
+    for (const n of this.nodes) {
+      if (n.up && n.role === Role.Leader && (best === null || n.term > best.term)) best = n;
+    }
+    return best?.id ?? null;
+  }
+
+  leaderConfState(): ConfState | null {
+    const id = this.leader();
+    return id === null ? null : this.byId.get(id)!.raw!.confState();
+  }
+
+  crashedCount(): number {
+    return this.nodes.filter((n) => !n.up && !n.retired).length;
+  }
+
+  pausedCount(): number {
+    return this.nodes.filter((n) => n.paused).length;
+  }
+
+  isPaused(node: NodeId): boolean {
+    return this.byId.get(node)?.paused ?? false;
+  }
+
+  crash(node: NodeId): void {
+    const n = this.byId.get(node);
+    if (n === undefined || !n.up) return;
+    this.trace(node, "crash", `${n.disk.pendingWrites()} unsynced writes lost`);
+    n.crash();
+  }
+
+  restart(node: NodeId): void {
+    const n = this.byId.get(node);
+    if (n === undefined || n.up || n.retired) return;
+    this.trace(node, "restart", `applied ${n.disk.applied().index}`);
+    n.start();
+  }
+
+  pause(node: NodeId): void {
+    this.trace(node, "pause");
+    this.byId.get(node)?.pause();
+  }
+
+  resume(node: NodeId): void {
+    const n = this.byId.get(node);
+    if (n === undefined || !n.paused) return;
+    this.trace(node, "resume");
+    n.resume();
+  }
+
+  proposeConfChange(change: ConfChange): void {
+    const text = change.steps.map((s) => `${["", "add-voter", "add-learner", "remove"][s.type]} ${s.nodeId}`).join(", ");
+    this.sendToLeader(`conf change: ${text}`, (raw) => {
+      const result = raw.proposeConfChange(change);
+      if (!result.ok) this.trace(raw.status().id, "refused", result.reason);
+    });
+  }
+
+  joinableNode(): NodeId | null {
+    const idle = this.nodes.find((n) => n.up && n.joinedAtIndex === Number.POSITIVE_INFINITY && !n.retired);
+    if (idle !== undefined) return idle.id;
+    if (this.nodes.length >= this.initialNodes + this.knobs.spareNodes) return null;
+    return this.addNode(new SimDisk(), false).id;
+  }
+
+  transferLeadership(to: NodeId): void {
+    this.sendToLeader(`transfer to ${to}`, (raw) => raw.transferLeadership(to));
+  }
+
+  // ---- the run ----------------------------------------------------------------------------------
+
+  /** Runs the fault phase, then the liveness phase, and returns the result. */
+  run(): SimResult {
+    const tickMs = this.knobs.tickMs;
+    this.phase = "faults";
+    for (const node of this.nodes) node.start();
+    for (const event of this.faultSchedule) {
+      this.queue.push((event.atTick + 0.5) * tickMs, () => this.startFault(event));
+    }
+    this.queue.push(tickMs, () => this.tick());
+    const stopOnViolation = this.options.stopOnViolation ?? true;
+    while (!this.isDone()) {
+      const event = this.queue.pop();
+      if (event === undefined) break;
+      this.nowMs = event.atMs;
+      this.events++;
+      event.fire();
+      if (stopOnViolation && this.violations.length > 0) break;
+    }
+    return this.result();
+  }
+
+  private isDone(): boolean {
+    return this.phase === "done";
+  }
+
+  private startFault(event: FaultEvent): void {
+    if (this.phase !== "faults") return;
+    this.faultsStarted++;
+    this.trace("*", "fault", `${event.kind} a=${event.a.toFixed(2)} b=${event.b.toFixed(2)} for ${event.durationTicks} ticks`);
+    const end = faultSpecs[event.kind].start(this, event);
+    if (end === null) return;
+    this.activeFaults.add(end);
+    this.queue.push(this.nowMs + event.durationTicks * this.knobs.tickMs, () => {
+      if (this.activeFaults.delete(end)) end();
+    });
+  }
+
+  private tick(): void {
+    this.tickCount++;
+    for (const node of this.nodes) node.input({ kind: "tick" });
+    if (this.phase === "faults") this.workload.tick(this.tickCount);
+    if (this.phase === "faults" && this.tickCount >= this.options.steps) this.heal();
+    else if (this.phase === "liveness") this.checkLiveness();
+    if (this.phase !== "done") this.queue.push(this.nowMs + this.knobs.tickMs, () => this.tick());
+  }
+
+  /** Ends every fault: network healed, crashed nodes restarted, paused ones resumed. */
+  private heal(): void {
+    this.phase = "liveness";
+    this.trace("*", "heal", `after ${this.tickCount} ticks`);
+    for (const end of this.activeFaults) end();
+    this.activeFaults.clear();
+    this.network.healAll();
+    for (const node of this.nodes) {
+      if (!node.up && !node.retired) this.restart(node.id);
+      else if (node.paused) this.resume(node.id);
+    }
+  }
+
+  /** Liveness: a leader commits a fresh entry that every voter applies, within the budget. */
+  private checkLiveness(): void {
+    const elapsed = this.tickCount - this.options.steps;
+    const leaderId = this.leader();
+    const leader = leaderId === null ? undefined : this.byId.get(leaderId);
+    const probe = this.probe;
+    if (leader !== undefined && probe !== null && probe.appliedBy.size > 0) {
+      const conf = leader.raw!.confState();
+      const voters = [...conf.voters, ...conf.votersOutgoing];
+      if (voters.every((v) => probe.appliedBy.has(v))) {
+        this.recoveryTicks = elapsed;
+        this.phase = "done";
+        this.invariants.finished({ voters: voters.map((id) => ({ id, applied: this.byId.get(id)!.state })) });
+        return;
+      }
+    }
+    if (leader !== undefined && (probe === null || this.tickCount - probe.sinceTick > 3 * this.knobs.electionTimeoutTicks)) {
+      const data = new TextEncoder().encode(`${probePrefix}${this.probeSeq++}`);
+      const fresh = { data, sinceTick: this.tickCount, appliedBy: new Set<NodeId>() };
+      this.probe = fresh;
+      leader.input({
+        kind: "call",
+        run: (raw) => {
+          if (!raw.propose(data).ok && this.probe === fresh) this.probe = null;
+        },
+      });
+    }
+    if (elapsed >= this.knobs.livenessTicks) {
+      const why = leader === undefined ? "no leader" : this.describeLiveness(leader, probe?.appliedBy);
+      this.violate("liveness", `the healed cluster made no progress in ${elapsed} ticks (${why})`);
+      this.phase = "done";
+    }
+  }
+
+  private describeLiveness(leader: SimNode, appliedBy: ReadonlySet<NodeId> | undefined): string {
+    const conf = leader.raw!.confState();
+    const nodes = this.nodes.map((n) => {
+      const state = n.retired ? "retired" : !n.up ? "down" : n.paused ? "paused" : n.role;
+      return `${n.id}:${state}@t${n.term}/applied ${n.state.index}${appliedBy?.has(n.id) === true ? "+probe" : ""}`;
+    });
+    const voters = `voters [${conf.voters.join(",")}]${conf.votersOutgoing.length > 0 ? ` outgoing [${conf.votersOutgoing.join(",")}]` : ""}`;
+    return `leader ${leader.id}; ${voters}; learners [${conf.learners.join(",")}]; ${nodes.join(" ")}`;
+  }
+
+  private result(): SimResult {
+    return {
+      seed: this.options.seed,
+      nodes: this.options.nodes,
+      steps: Math.min(this.tickCount, this.options.steps),
+      ticks: this.tickCount,
+      nodeTicks: this.nodes.reduce((sum, n) => sum + n.tickCount, 0),
+      elections: this.elections,
+      commits: this.commits,
+      proposals: this.workload.stats.proposed,
+      acked: this.workload.stats.acked,
+      faults: this.faultsStarted,
+      messages: this.network.stats.sent,
+      events: this.events,
+      recoveryTicks: this.recoveryTicks,
+      violations: this.violations,
+      knobs: this.knobs,
+    };
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
