@@ -54,6 +54,8 @@ export interface StorageEngineStats {
 /** A RocksDB database holding the logs and state machines of many Raft groups. */
 export class StorageEngine {
   private readonly groups = new Map<GroupId, GroupStore>();
+  /** Groups whose openGroup is in progress: a second concurrent open would race the creation batch. */
+  private readonly opening = new Set<GroupId>();
   private readonly context: EngineContext;
   private failure: unknown = undefined;
   private closed = false;
@@ -135,23 +137,24 @@ export class StorageEngine {
    */
   async openGroup(groupId: GroupId, bootstrapVoters: readonly NodeId[] = []): Promise<GroupStore> {
     assert(!this.closed, "storage engine is closed");
-    assert(!this.groups.has(groupId), `group ${groupId} is already open`);
+    assert(!this.groups.has(groupId) && !this.opening.has(groupId), `group ${groupId} is already open`);
     const keys = new GroupKeys(groupId);
-    const registryKey = groupRegistryKey(groupId);
-    const registered = await this.db.get(registryKey);
-    let group: GroupStore;
-    if (registered === undefined) {
-      await this.context.logQueue.run(() => this.write(createGroupOps(keys, registryKey, bootstrapVoters), true));
-      const { mirror } = await loadGroup(this.db, keys);
-      group = new GroupStore(this.context, keys, mirror, 0);
-    } else {
-      openRecord(registryKey, registered);
+    this.opening.add(groupId);
+    try {
+      const registryKey = groupRegistryKey(groupId);
+      const registered = await this.db.get(registryKey);
+      if (registered === undefined) {
+        await this.context.logQueue.run(() => this.write(createGroupOps(keys, registryKey, bootstrapVoters), true));
+      } else {
+        openRecord(registryKey, registered);
+      }
       const loaded = await loadGroup(this.db, keys);
-      group = new GroupStore(this.context, keys, loaded.mirror, loaded.appliedIndex);
+      const group = new GroupStore(this.context, keys, loaded.mirror, loaded.appliedIndex);
+      this.groups.set(groupId, group);
+      return group;
+    } finally {
+      this.opening.delete(groupId);
     }
-    assert(!this.groups.has(groupId), `group ${groupId} was opened twice concurrently`);
-    this.groups.set(groupId, group);
-    return group;
   }
 
   /**

@@ -183,6 +183,35 @@ describe("StorageEngine", () => {
     engine = await StorageEngine.open(dir);
   });
 
+  it("refuses a group opened twice and a store used after close", async () => {
+    const opening = engine.openGroup("c1");
+    await expect(engine.openGroup("c1")).rejects.toThrow(/already open/);
+    const group = await opening;
+    await expect(engine.openGroup("c1")).rejects.toThrow(/already open/);
+    await engine.close();
+    await expect(group.get(bytes("k"))).rejects.toThrow(/closed/);
+  });
+
+  it("rejects a snapshot older than the stored one before writing anything", async () => {
+    let group = await engine.openGroup("c1");
+    const snapshot = (index: number): { metadata: { index: number; term: number; confState: ConfState }; data: Uint8Array } => ({
+      metadata: { index, term: 2, confState: conf },
+      data: bytes(`s${index}`),
+    });
+    await engine.persistReadies([{ group, ready: ready({ snapshot: snapshot(10), hardState: { term: 2, vote: "", commit: 10 } }) }]);
+    const other = await engine.openGroup("c2");
+    await expect(
+      engine.persistReadies([
+        { group: other, ready: ready({ entries: entries(1, 3, 1) }) },
+        { group, ready: ready({ snapshot: snapshot(5) }) },
+      ]),
+    ).rejects.toThrow(SnapshotOutOfDateError);
+    expect(other.log.lastIndex()).toBe(0);
+    await reopen();
+    group = await engine.openGroup("c1");
+    expect([group.log.snapshot().metadata.index, (await engine.openGroup("c2")).log.lastIndex()]).toEqual([10, 0]);
+  });
+
   it("reports an approximate size", async () => {
     const group = await engine.openGroup("c1");
     await engine.persistReadies([{ group, ready: ready({ entries: entries(1, 50, 1, 1024) }) }]);
