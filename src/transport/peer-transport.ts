@@ -37,7 +37,12 @@ export interface PeerTransportOptions {
   readonly onSnapshotStatus?: (to: NodeId, groupId: GroupId, ok: boolean) => void;
   /** Called when the stream to a peer fails, so the node can call `reportUnreachable` on its groups. */
   readonly onUnreachable?: (to: NodeId) => void;
-  /** Soft size of one outbound batch (one message may exceed it alone). Default 1 MiB. */
+  /**
+   * Soft size of one outbound batch (one message may exceed it alone).
+   * Default 256 KiB: across two processes on this machine, 128-512 KiB
+   * batches moved 1 KiB entries about 1.5x faster than 1 MiB ones (HTTP/2's
+   * 64 KiB stream window makes huge batches wait on window updates).
+   */
   readonly maxBatchBytes?: number;
   /** Bytes queued per peer before `send` drops. Default 64 MiB. */
   readonly maxQueuedBytesPerPeer?: number;
@@ -120,7 +125,7 @@ export class PeerTransport implements Transport {
       credentials: this.options.credentials,
       logger: this.options.logger,
       counters: this.mutableCounters,
-      maxBatchBytes: this.options.maxBatchBytes ?? 1024 * 1024,
+      maxBatchBytes: this.options.maxBatchBytes ?? 256 * 1024,
       maxMessagesPerBatch: (this.options.codecLimits ?? defaultCodecLimits).maxMessagesPerBatch,
       maxQueuedBytes: this.options.maxQueuedBytesPerPeer ?? 64 * 1024 * 1024,
       maxGrpcMessageBytes: this.options.maxGrpcMessageBytes ?? defaultMaxGrpcMessageBytes,

@@ -4,9 +4,11 @@
  * sent in waves the way a node's Ready loop would. Both ends run in this one
  * process, so they share a CPU thread.
  */
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EntryType, MessageType, message, type Message } from "../../src/raft/types.ts";
-import { makeTestCertificates, startNodes, waitFor, type TestCertificates, type TestNode } from "./harness.ts";
+import { makeTestCertificates, startNode, startNodes, startServer, waitFor, type TestCertificates, type TestNode } from "./harness.ts";
 
 let certs: TestCertificates;
 let nodes: TestNode[] = [];
@@ -51,5 +53,48 @@ describe("peer stream throughput (printed, not asserted)", () => {
     const counters = a.transport.counters();
     console.log(`batches ${counters.batchesSent}, messages ${counters.messagesSent}, mean ${(counters.messagesSent / counters.batchesSent).toFixed(1)} per batch, dropped ${counters.messagesDropped}`);
     expect(counters.messagesDropped).toBe(0);
+  });
+});
+
+describe("peer stream throughput across processes (printed, not asserted)", () => {
+  it("sends 1 KiB appends in waves to a receiver in another process", async () => {
+    const warmup = 20_000;
+    const measured = 40_000;
+    const child = spawn(process.execPath, ["--import", "tsx", new URL("./receiver-process.ts", import.meta.url).pathname], {
+      env: { ...process.env, TLS_DIR: certs.dir, EXPECT: String(warmup + measured) },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    const lines = createInterface({ input: child.stdout! });
+    const events: string[] = [];
+    lines.on("line", (line) => events.push(line));
+    try {
+      await waitFor("receiver ready", () => events.some((e) => e.startsWith("ready ")), 20_000);
+      const address = events.find((e) => e.startsWith("ready "))!.slice(6);
+      const { server, address: own } = await startServer(certs.homeservers.get("hs1")!);
+      const sender = startNode("hs1", server, own, new Map([["hs2", address]]), certs.homeservers.get("hs1")!);
+      nodes.push(sender);
+      await waitFor("connected", () => sender.transport.peerStates().get("hs2") === "connected", 10_000);
+      const payload = new Uint8Array(1024).fill(7);
+      const sendWaves = async (from: number, count: number, wave: number): Promise<void> => {
+        for (let sent = from; sent < from + count; ) {
+          const batch = [];
+          for (let i = 0; i < wave && sent < from + count; i++, sent++) batch.push(append(sent, payload));
+          sender.transport.send(batch);
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      };
+      await sendWaves(0, warmup, 256);
+      await waitFor("warm-up received", () => events.includes(`at ${warmup}`), 60_000);
+      const batchesBefore = sender.transport.counters().batchesSent;
+      const started = performance.now();
+      await sendWaves(warmup, measured, 256);
+      await waitFor("receiver done", () => events.some((e) => e.startsWith("done ")), 60_000);
+      const seconds = (performance.now() - started) / 1000;
+      const counters = sender.transport.counters();
+      console.log(`cross-process peer stream, 1 KiB entries, waves of 256: ${Math.round(measured / seconds)} messages/s (${measured} in ${seconds.toFixed(2)} s, ${counters.batchesSent - batchesBefore} batches)`);
+      expect(counters.messagesDropped).toBe(0);
+    } finally {
+      child.kill();
+    }
   });
 });
