@@ -95,6 +95,7 @@ export class StorageEngine {
   private async write(ops: RawBatchOp[], sync: boolean): Promise<void> {
     if (this.failure !== undefined) throw this.failure;
     assert(!this.closed, "storage engine is closed");
+    if (ops.length === 0) return;
     const synced = sync && this.options.sync !== false;
     const start = performance.now();
     try {
