@@ -35,8 +35,13 @@ const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Appends encoded fields to a growing buffer. */
 export class ByteWriter {
-  private buffer = new Uint8Array(64);
+  private buffer: Uint8Array;
   private length = 0;
+
+  /** `capacityBytes`: the expected size, to avoid regrowing for large payloads. */
+  constructor(capacityBytes = 64) {
+    this.buffer = new Uint8Array(Math.max(16, capacityBytes));
+  }
 
   private reserve(bytes: number): void {
     if (this.length + bytes <= this.buffer.length) return;
@@ -194,7 +199,7 @@ export function decodeConfState(bytes: Uint8Array): ConfState {
  * of the record's key, which the record checksum covers.
  */
 export function encodeEntryBody(entry: Entry): Uint8Array {
-  return new ByteWriter().byte(entry.type).uvarint(entry.term).bytes(entry.data).finish();
+  return new ByteWriter(entry.data.length + 2 * varintBytesMax + 1).byte(entry.type).uvarint(entry.term).bytes(entry.data).finish();
 }
 
 /** Decodes an entry stored at `index`; throws {@link CodecError} on malformed input. */
