@@ -8,6 +8,18 @@
 export type Command = (args: string[]) => Promise<number>;
 
 const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  start: {
+    summary: "run one homeserver in the foreground",
+    load: async () => (await import("./start-command.ts")).startCommand,
+  },
+  cluster: {
+    summary: "cluster up: run a local cluster of homeservers on 127.0.0.1; cluster down: stop it",
+    load: async () => (await import("./cluster-command.ts")).clusterCommand,
+  },
+  status: {
+    summary: "show each homeserver's role, term, commit and applied index, and the leader",
+    load: async () => (await import("./status-command.ts")).statusCommand,
+  },
   sim: {
     summary: "run the deterministic Raft cluster simulator under faults",
     load: async () => (await import("./sim-command.ts")).simCommand,

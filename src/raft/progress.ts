@@ -117,6 +117,18 @@ export class Progress {
   }
 
   /**
+   * The follower's log ends before `lastIndexBound`, below what it once
+   * acknowledged: its storage was lost (a wiped data directory), or the
+   * rejection is a stale one. Either way, probe again from what it has;
+   * lowering `match` never lowers the commit index, so this is always safe.
+   */
+  forgetMatch(lastIndexBound: LogIndex): void {
+    this.resetState("probe");
+    this.match = 0;
+    this.next = lastIndexBound + 1;
+  }
+
+  /**
    * Handles a rejected Append for `rejected` (its previous index); `probeHint`
    * is where the leader will try next. Returns false for a stale rejection.
    */

@@ -137,6 +137,10 @@ export class Raft {
     this.quorum = quorumOf(confState);
     this.replayAppliedConfChanges();
     this.becomeFollower(this.term, "");
+    // A node that just started knows of no leader: let its first timeout fall
+    // in [T/2, 3T/2) rather than [T, 2T), so a new cluster elects sooner.
+    // PreVote and the leader lease keep this from disturbing a running group.
+    this.electionElapsed = Math.floor(config.electionTimeoutTicks / 2);
   }
 
   /** Rebuilds the membership from conf changes between the stored snapshot and the applied index. */
@@ -265,6 +269,20 @@ export class Raft {
     const active = this.quorum.voteResult((id) => (id === this.id ? true : this.progress.get(id)?.recentActive)) === VoteResult.Won;
     for (const [id, progress] of this.progress) progress.recentActive = id === this.id;
     return active;
+  }
+
+  /**
+   * The transport lost its connection to the leader (say, its process died):
+   * stop trusting it, so this follower grants votes again and campaigns within
+   * a few ticks rather than a whole election timeout. Randomized against split
+   * votes. Safe at any time: it only changes timing.
+   */
+  forgetLeader(): void {
+    if (this.role !== Role.Follower || this.lead === "") return;
+    this.lead = "";
+    const spreadTicks = Math.max(1, Math.floor(this.config.electionTimeoutTicks / 4));
+    const remaining = 1 + Math.floor(this.config.random() * spreadTicks);
+    this.electionElapsed = Math.max(this.electionElapsed, this.randomizedElectionTimeout - remaining);
   }
 
   // ---- elections ---------------------------------------------------------------------------------
@@ -511,6 +529,11 @@ export class Raft {
   private handleAppendResponse(m: Message, progress: Progress): void {
     progress.recentActive = true;
     if (m.reject) {
+      if (m.rejectHint < progress.match) {
+        progress.forgetMatch(m.rejectHint);
+        this.sendAppend(m.from, true);
+        return;
+      }
       let probeHint = m.rejectHint;
       if (m.rejectHintTerm > 0) probeHint = this.log.findConflictByTerm(m.rejectHint, m.rejectHintTerm).index;
       if (progress.maybeDecrTo(m.index, probeHint)) {

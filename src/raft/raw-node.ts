@@ -89,6 +89,11 @@ export class RawNode {
     this.raft.readIndex(context);
   }
 
+  /** The connection to the leader was lost: campaign soon unless a leader speaks up. */
+  forgetLeader(): void {
+    this.raft.forgetLeader();
+  }
+
   reportUnreachable(id: NodeId): void {
     this.raft.reportUnreachable(id);
   }

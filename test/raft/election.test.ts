@@ -108,3 +108,28 @@ describe("leader election", () => {
     expect(b.hasReady()).toBe(false);
   });
 });
+
+describe("forgetting a lost leader", () => {
+  it("followers that lose the leader's connection elect a new leader within a few ticks", () => {
+    const c = new TestCluster(["a", "b", "c"], { electionTimeoutTicks: 20, heartbeatTicks: 2 });
+    c.elect("a");
+    c.isolate("a");
+    c.get("b").node.forgetLeader();
+    c.get("c").node.forgetLeader();
+    let ticks = 0;
+    while (c.leaders().filter((id) => id !== "a").length === 0 && ticks < 40) {
+      for (const id of ["b", "c"]) c.get(id).node.tick();
+      c.stabilize();
+      ticks++;
+    }
+    expect(c.leaders().filter((id) => id !== "a")).toHaveLength(1);
+    expect(ticks).toBeLessThanOrEqual(6);
+  });
+
+  it("does nothing on a node that has no leader or leads", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.get("a").node.forgetLeader();
+    expect(c.leaders()).toEqual(["a"]);
+  });
+});

@@ -58,3 +58,31 @@ describe("log compaction and snapshots", () => {
     expect(c.appliedText("b").at(-1)).toBe("next");
   });
 });
+
+describe("a follower that lost its storage", () => {
+  it("is caught up again (by a snapshot) although the leader remembers it further ahead", async () => {
+    const { MemoryStorage } = await import("../../src/raft/memory-storage.ts");
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    for (let i = 0; i < 30; i++) c.get("a").node.propose(text(`e${i}`));
+    c.stabilize();
+    const a = c.get("a");
+    const applied = a.node.status().applied;
+    a.storage.createSnapshot(applied, a.node.confState(), text("s"));
+    a.storage.compact(applied - 2);
+    // c's data directory is wiped: it restarts as a fresh initial member.
+    const wiped = c.add("c", new MemoryStorage(["a", "b", "c"]), 5);
+    wiped.applied = [];
+    c.stabilize();
+    c.get("a").node.propose(text("while wiped"));
+    c.stabilize();
+    c.tickAll(5);
+    expect(c.sent.filter((m) => m.type === MessageType.Snapshot && m.to === "c").length).toBeGreaterThan(0);
+    expect(wiped.node.status().applied).toBe(a.node.status().applied);
+    c.get("a").node.propose(text("after wipe"));
+    c.stabilize();
+    expect(c.appliedText("c").at(-1)).toBe("after wipe");
+    // Bounded traffic: no append/reject storm.
+    expect(c.sent.length).toBeLessThan(500);
+  });
+});

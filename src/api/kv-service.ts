@@ -1,0 +1,80 @@
+/**
+ * epochd.kv.v1.KvService: the replicated key-value API. Writes go through the
+ * cluster group's leader; reads are linearizable through ReadIndex.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { KvService, PutStreamRequestSchema, PutStreamResponseSchema } from "../gen/epochd/kv/v1/kv_pb.ts";
+import { encodePut, keyBytesMax, valueBytesMax } from "../kv/kv-command.ts";
+import type { RaftDriver } from "../multiraft/raft-driver.ts";
+import type { ClusterResult, ClusterStateMachine } from "../node/cluster-state-machine.ts";
+import type { GroupId } from "../raft/types.ts";
+import { remainingMs, withDeadline } from "./deadline.ts";
+import { ApiError, leaderAddressMetadataKey, leaderIdMetadataKey, toServiceError } from "./errors.ts";
+import { decodeRequest, encodeMessage, serviceDefinition, unaryHandler } from "./grpc-service.ts";
+
+/** Most writes one PutStream may have in flight; more are refused with RESOURCE_EXHAUSTED. */
+export const streamInflightMax = 4096;
+
+function checkPut(key: Uint8Array, value: Uint8Array): void {
+  if (key.byteLength === 0 || key.byteLength > keyBytesMax) throw new ApiError(grpc.status.INVALID_ARGUMENT, `key must be 1 to ${keyBytesMax} bytes`);
+  if (value.byteLength > valueBytesMax) throw new ApiError(grpc.status.INVALID_ARGUMENT, `value must be at most ${valueBytesMax} bytes`);
+}
+
+/** Registers KvService on `server`, serving group `groupId` of `driver`. */
+export function addKvService(server: grpc.Server, driver: RaftDriver, groupId: GroupId, stateMachine: ClusterStateMachine): void {
+  const put = async (key: Uint8Array, value: Uint8Array, waitMs: number) => {
+    checkPut(key, value);
+    const applied = await withDeadline(driver.propose(groupId, encodePut(key, value)), waitMs, "waiting for the write to commit");
+    const result = applied.result as ClusterResult | undefined;
+    if (result !== undefined && !result.ok) throw new ApiError(grpc.status.INVALID_ARGUMENT, result.reason);
+    return { index: BigInt(applied.index), term: BigInt(applied.term) };
+  };
+
+  server.addService(serviceDefinition(KvService), {
+    put: unaryHandler(KvService.method.put, (request, call) => put(request.key, request.value, remainingMs(call.getDeadline()))),
+    get: unaryHandler(KvService.method.get, async (request, call) => {
+      if (request.key.byteLength === 0 || request.key.byteLength > keyBytesMax) throw new ApiError(grpc.status.INVALID_ARGUMENT, `key must be 1 to ${keyBytesMax} bytes`);
+      const readIndex = await withDeadline(driver.readIndex(groupId), remainingMs(call.getDeadline()), "confirming the read index");
+      const value = await stateMachine.get(request.key);
+      return { found: value !== undefined, value: value ?? new Uint8Array(0), readIndex: BigInt(readIndex) };
+    }),
+    putStream: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      let inflight = 0;
+      const respond = (message: Parameters<typeof encodeMessage<typeof PutStreamResponseSchema>>[1]) => {
+        if (!call.writableEnded && !call.destroyed) call.write(encodeMessage(PutStreamResponseSchema, message));
+      };
+      call.on("data", (bytes: Buffer) => {
+        let requestId = 0n;
+        try {
+          const request = decodeRequest(PutStreamRequestSchema, bytes);
+          requestId = request.requestId;
+          if (inflight >= streamInflightMax) throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `at most ${streamInflightMax} writes in flight per stream`);
+          inflight++;
+          put(request.key, request.value, remainingMs(call.getDeadline()))
+            .then((result) => respond({ requestId, result }))
+            .catch((error: unknown) => respond({ requestId, error: streamStatus(error) }))
+            .finally(() => inflight--);
+        } catch (error) {
+          respond({ requestId, error: streamStatus(error) });
+        }
+      });
+      call.on("end", () => {
+        const finish = () => (inflight === 0 ? call.end() : setTimeout(finish, 5));
+        finish();
+      });
+      call.on("error", () => undefined);
+    },
+  } satisfies grpc.UntypedServiceImplementation);
+}
+
+function streamStatus(error: unknown): { code: number; message: string; leaderId: string; leaderAddress: string } {
+  const status = toServiceError(error);
+  const metadata = status.metadata;
+  const first = (key: string) => String(metadata?.get(key)[0] ?? "");
+  return {
+    code: status.code ?? grpc.status.INTERNAL,
+    message: status.details ?? "",
+    leaderId: first(leaderIdMetadataKey),
+    leaderAddress: first(leaderAddressMetadataKey),
+  };
+}

@@ -1,0 +1,18 @@
+/** A client for a homeserver's admin API, as the operator: with the operator certificate, or plaintext. */
+import { readFileSync } from "node:fs";
+import * as grpc from "@grpc/grpc-js";
+import { unaryClient, type UnaryClient } from "../api/grpc-service.ts";
+import { AdminService } from "../gen/epochd/admin/v1/admin_pb.ts";
+import { clientChannelCredentials } from "../transport/credentials.ts";
+import type { LocalCluster } from "./cluster-layout.ts";
+
+/** An admin client of one homeserver. */
+export type AdminClient = UnaryClient<(typeof AdminService)["method"]>;
+
+/** Opens an admin client for the homeserver whose peer service listens at `peerAddress`. */
+export function adminClient(cluster: Pick<LocalCluster, "insecure" | "caCert" | "operatorCert" | "operatorKey">, peerAddress: string): AdminClient {
+  const credentials = cluster.insecure
+    ? grpc.credentials.createInsecure()
+    : clientChannelCredentials({ kind: "tls", ca: readFileSync(cluster.caCert), cert: readFileSync(cluster.operatorCert), key: readFileSync(cluster.operatorKey) });
+  return unaryClient(AdminService, peerAddress, credentials);
+}

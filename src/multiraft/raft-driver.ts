@@ -1,0 +1,374 @@
+import type { Logger } from "pino";
+import { RawNode, type RaftConfig, type RaftEvent, type RaftStatus } from "../raft/raw-node.ts";
+import type { ConfChange, Entry, GroupId, LogIndex, Message, NodeId, Ready, Term, Transport } from "../raft/types.ts";
+import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
+import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
+import type { StateMachine } from "./state-machine.ts";
+
+/** Timing and limits of every group a driver hosts. */
+export type GroupRaftSettings = Pick<
+  RaftConfig,
+  "electionTimeoutTicks" | "heartbeatTicks" | "preVote" | "checkQuorum" | "maxMessageBytes" | "maxInflightMessages" | "maxUncommittedBytes" | "maxCommittedBytesPerReady"
+>;
+
+/** Observers for metrics; every member optional. */
+export interface DriverObserver {
+  onProposal?(groupId: GroupId): void;
+  onCommitted?(groupId: GroupId, entries: number): void;
+  onEvent?(groupId: GroupId, event: RaftEvent): void;
+  onApplyLag?(groupId: GroupId, entries: number): void;
+}
+
+/** Settings of a {@link RaftDriver}. */
+export interface RaftDriverOptions {
+  readonly selfId: NodeId;
+  readonly engine: StorageEngine;
+  readonly transport: Transport;
+  readonly logger: Logger;
+  readonly raft: GroupRaftSettings;
+  /** Wall-clock length of one Raft tick. */
+  readonly tickIntervalMs: number;
+  /** Source of the cores' randomized election timeouts. */
+  readonly random: () => number;
+  /** Take a snapshot (and compact the log) every this many applied entries. */
+  readonly snapshotEveryEntries: number;
+  /** Entries kept behind a snapshot, so a follower slightly behind needs no snapshot. */
+  readonly snapshotKeepEntries: number;
+  /** The client address of a homeserver, for "not leader" hints. */
+  readonly clientAddressOf: (id: NodeId) => string;
+  readonly observer?: DriverObserver;
+  /** Called when the node can no longer run safely (a storage failure); the process must stop. */
+  readonly onFatal: (error: unknown) => void;
+}
+
+/** The committed outcome of a proposal. */
+export interface Applied {
+  readonly index: LogIndex;
+  readonly term: Term;
+  readonly result: unknown;
+}
+
+interface ProposalWaiter {
+  readonly term: Term;
+  readonly resolve: (applied: Applied) => void;
+  readonly reject: (error: Error) => void;
+}
+
+interface ReadWaiter {
+  index: LogIndex;
+  readonly resolve: (index: LogIndex) => void;
+  readonly reject: (error: Error) => void;
+}
+
+/** One Raft group hosted by this homeserver. */
+interface HostedGroup {
+  readonly groupId: GroupId;
+  readonly store: GroupStore;
+  readonly node: RawNode;
+  readonly stateMachine: StateMachine;
+  readonly proposals: Map<LogIndex, ProposalWaiter>;
+  /** Read requests by context, waiting for their read index, then for apply to reach it. */
+  readonly reads: Map<string, ReadWaiter>;
+  appliedIndex: LogIndex;
+  lastSnapshotIndex: LogIndex;
+}
+
+/**
+ * Runs many Raft groups in one process: ticks them, routes peer messages to
+ * them, and handles their Readies together, so the entries and hard states
+ * of all groups that have work share ONE synced RocksDB batch. Per Ready the
+ * order is the contract's: persist, then send, then apply, then advance.
+ */
+export class RaftDriver {
+  private readonly groups = new Map<GroupId, HostedGroup>();
+  private ticker: NodeJS.Timeout | undefined;
+  private loopScheduled = false;
+  private loopRunning: Promise<void> | undefined;
+  private stopped = false;
+  private readCounter = 0;
+
+  constructor(private readonly options: RaftDriverOptions) {}
+
+  /** Hosts a group over its loaded store; restores its state machine if a snapshot got ahead of it. */
+  async addGroup(store: GroupStore, stateMachine: StateMachine): Promise<void> {
+    const snapshot = store.log.snapshot();
+    if (store.appliedIndex < snapshot.metadata.index) {
+      // A crash between installing a leader's snapshot and restoring the state from it.
+      await stateMachine.restore(snapshot.data, snapshot.metadata.index);
+      store.appliedIndex = snapshot.metadata.index;
+    }
+    const groupId = store.groupId;
+    const node = new RawNode({
+      ...this.options.raft,
+      id: this.options.selfId,
+      groupId,
+      storage: store.log,
+      random: this.options.random,
+      applied: store.appliedIndex,
+      onEvent: (event) => this.onRaftEvent(groupId, event),
+    });
+    this.groups.set(groupId, {
+      groupId,
+      store,
+      node,
+      stateMachine,
+      proposals: new Map(),
+      reads: new Map(),
+      appliedIndex: store.appliedIndex,
+      lastSnapshotIndex: snapshot.metadata.index,
+    });
+    this.schedule();
+  }
+
+  private onRaftEvent(groupId: GroupId, event: RaftEvent): void {
+    this.options.observer?.onEvent?.(groupId, event);
+    const log = this.options.logger;
+    switch (event.kind) {
+      case "became-leader":
+        log.info({ groupId, term: event.term }, "became leader");
+        break;
+      case "became-follower":
+        if (event.leader !== "") log.info({ groupId, term: event.term, leader: event.leader }, "following leader");
+        break;
+      case "conf-change-applied":
+        log.info({ groupId, index: event.index, confState: event.confState }, "membership changed");
+        break;
+      case "snapshot-restored":
+        log.info({ groupId, index: event.index, term: event.term }, "installing snapshot from leader");
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** Starts the tick clock. */
+  start(): void {
+    this.ticker = setInterval(() => {
+      for (const group of this.groups.values()) group.node.tick();
+      this.schedule();
+    }, this.options.tickIntervalMs);
+  }
+
+  /** Stops ticking and waits for the Ready loop to finish; pending callers get UNAVAILABLE. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.ticker !== undefined) clearInterval(this.ticker);
+    await this.loopRunning;
+    for (const group of this.groups.values()) {
+      for (const waiter of group.proposals.values()) waiter.reject(new OutcomeUnknownError(group.groupId, "the homeserver is stopping"));
+      for (const read of group.reads.values()) read.reject(new OutcomeUnknownError(group.groupId, "the homeserver is stopping"));
+      group.proposals.clear();
+      group.reads.clear();
+    }
+  }
+
+  /** Delivers messages received from peer `from`, each to its group. */
+  receive(from: NodeId, messages: readonly Message[]): void {
+    if (this.stopped) return;
+    for (const m of messages) {
+      if (m.from !== from) continue;
+      this.groups.get(m.groupId)?.node.step(m);
+    }
+    this.schedule();
+  }
+
+  /** The connection to peer `id` broke: groups it leads start electing at once. */
+  peerLost(id: NodeId): void {
+    for (const group of this.groups.values()) {
+      if (group.node.status().leader === id) group.node.forgetLeader();
+    }
+  }
+
+  reportSnapshot(to: NodeId, groupId: GroupId, ok: boolean): void {
+    this.groups.get(groupId)?.node.reportSnapshot(to, ok);
+    this.schedule();
+  }
+
+  reportUnreachable(to: NodeId): void {
+    for (const group of this.groups.values()) group.node.reportUnreachable(to);
+  }
+
+  private group(groupId: GroupId): HostedGroup {
+    const group = this.groups.get(groupId);
+    if (group === undefined) throw new UnknownGroupError(groupId);
+    return group;
+  }
+
+  status(groupId: GroupId): RaftStatus {
+    return this.group(groupId).node.status();
+  }
+
+  groupIds(): GroupId[] {
+    return [...this.groups.keys()];
+  }
+
+  /** Proposes `data`; resolves once it is committed and applied here, with its result. */
+  propose(groupId: GroupId, data: Uint8Array): Promise<Applied> {
+    const group = this.group(groupId);
+    this.options.observer?.onProposal?.(groupId);
+    return this.await(group, group.node.propose(data));
+  }
+
+  /** Proposes a membership change; resolves once it is applied here. */
+  proposeConfChange(groupId: GroupId, change: ConfChange): Promise<Applied> {
+    const group = this.group(groupId);
+    return this.await(group, group.node.proposeConfChange(change));
+  }
+
+  private await(group: HostedGroup, result: ReturnType<RawNode["propose"]>): Promise<Applied> {
+    if (!result.ok) {
+      if (result.reason === "not-leader") throw this.notLeader(group);
+      throw new ProposalRefusedError(group.groupId, result.reason);
+    }
+    const { index, term } = result;
+    const applied = new Promise<Applied>((resolve, reject) => group.proposals.set(index, { term, resolve, reject }));
+    this.schedule();
+    return applied;
+  }
+
+  private notLeader(group: HostedGroup): NotLeaderError {
+    const leader = group.node.status().leader;
+    return new NotLeaderError(group.groupId, leader, leader === "" ? "" : this.options.clientAddressOf(leader));
+  }
+
+  /**
+   * A linearizable read point: resolves with an index once this node has
+   * applied everything committed before the call, as confirmed by a quorum.
+   */
+  readIndex(groupId: GroupId): Promise<LogIndex> {
+    const group = this.group(groupId);
+    const status = group.node.status();
+    if (status.leader === "") throw this.notLeader(group);
+    const context = `r${++this.readCounter}`;
+    const read = new Promise<LogIndex>((resolve, reject) => group.reads.set(context, { index: -1, resolve, reject }));
+    group.node.readIndex(new TextEncoder().encode(context));
+    this.schedule();
+    return read;
+  }
+
+  transferLeadership(groupId: GroupId, to: NodeId): void {
+    this.group(groupId).node.transferLeadership(to);
+    this.schedule();
+  }
+
+  // ---- the Ready loop ----------------------------------------------------------------------------
+
+  private schedule(): void {
+    if (this.loopScheduled || this.stopped) return;
+    this.loopScheduled = true;
+    setImmediate(() => {
+      this.loopScheduled = false;
+      if (this.loopRunning !== undefined) return;
+      this.loopRunning = this.runReadyLoop().finally(() => {
+        this.loopRunning = undefined;
+      });
+    });
+  }
+
+  private async runReadyLoop(): Promise<void> {
+    try {
+      for (let round = 0; round < 1000 && !this.stopped; round++) {
+        const batch: Array<{ group: HostedGroup; ready: Ready }> = [];
+        for (const group of this.groups.values()) if (group.node.hasReady()) batch.push({ group, ready: group.node.ready() });
+        if (batch.length === 0) return;
+        await this.handleReadies(batch);
+      }
+      this.schedule();
+    } catch (error) {
+      this.stopped = true;
+      if (this.ticker !== undefined) clearInterval(this.ticker);
+      this.options.onFatal(error);
+    }
+  }
+
+  private async handleReadies(batch: Array<{ group: HostedGroup; ready: Ready }>): Promise<void> {
+    // 1. Persist entries, hard states and snapshots of every group in one synced batch.
+    await this.options.engine.persistReadies(batch.map(({ group, ready }) => ({ group: group.store, ready })));
+    for (const { group, ready } of batch) {
+      if (ready.snapshot !== null) {
+        await group.stateMachine.restore(ready.snapshot.data, ready.snapshot.metadata.index);
+        this.failProposalsUpTo(group, ready.snapshot.metadata.index);
+        group.appliedIndex = ready.snapshot.metadata.index;
+        group.lastSnapshotIndex = ready.snapshot.metadata.index;
+      }
+    }
+    // 2. Only now may messages that depend on that state leave.
+    const messages: Message[] = [];
+    for (const { ready } of batch) for (const m of ready.messages) messages.push(m);
+    if (messages.length > 0) this.options.transport.send(messages);
+    // 3. Apply committed entries; state changes and applied indexes in one batch.
+    const applies = [];
+    const outcomes = [];
+    for (const { group, ready } of batch) {
+      if (ready.committedEntries.length === 0) continue;
+      const outcome = group.stateMachine.apply(ready.committedEntries);
+      const appliedIndex = ready.committedEntries[ready.committedEntries.length - 1]!.index;
+      applies.push({ group: group.store, appliedIndex, writes: outcome.writes });
+      outcomes.push({ group, entries: ready.committedEntries, results: outcome.results, appliedIndex });
+    }
+    if (applies.length > 0) await this.options.engine.apply(applies);
+    // 4. Answer callers and advance the cores.
+    for (const { group, entries, results, appliedIndex } of outcomes) {
+      group.appliedIndex = appliedIndex;
+      this.options.observer?.onCommitted?.(group.groupId, entries.length);
+      this.answerProposals(group, entries, results);
+    }
+    for (const { group, ready } of batch) {
+      this.trackReads(group, ready);
+      group.node.advance();
+      this.options.observer?.onApplyLag?.(group.groupId, group.node.status().commit - group.appliedIndex);
+      await this.maybeSnapshot(group);
+    }
+  }
+
+  private answerProposals(group: HostedGroup, entries: readonly Entry[], results: ReadonlyMap<LogIndex, unknown>): void {
+    for (const entry of entries) {
+      const waiter = group.proposals.get(entry.index);
+      if (waiter === undefined) continue;
+      group.proposals.delete(entry.index);
+      if (entry.term === waiter.term) waiter.resolve({ index: entry.index, term: entry.term, result: results.get(entry.index) });
+      else waiter.reject(new ProposalDroppedError(group.groupId));
+    }
+  }
+
+  private failProposalsUpTo(group: HostedGroup, index: LogIndex): void {
+    for (const [proposalIndex, waiter] of group.proposals) {
+      if (proposalIndex > index) continue;
+      group.proposals.delete(proposalIndex);
+      waiter.reject(new OutcomeUnknownError(group.groupId, "a snapshot replaced the log"));
+    }
+  }
+
+  private trackReads(group: HostedGroup, ready: Ready): void {
+    if (ready.softState !== null) {
+      // Leadership moved: requests the old leader held will never be answered.
+      for (const read of group.reads.values()) if (read.index < 0) read.reject(new ProposalDroppedError(group.groupId));
+      for (const [context, read] of group.reads) if (read.index < 0) group.reads.delete(context);
+    }
+    const decoder = new TextDecoder();
+    for (const state of ready.readStates) {
+      const read = group.reads.get(decoder.decode(state.context));
+      if (read !== undefined) read.index = state.index;
+    }
+    for (const [context, read] of group.reads) {
+      if (read.index < 0 || read.index > group.appliedIndex) continue;
+      group.reads.delete(context);
+      read.resolve(read.index);
+    }
+  }
+
+  /**
+   * Snapshots a group whose log grew by `snapshotEveryEntries` since the last
+   * one. Inline, between two applies, so the data is exactly the state at
+   * the applied index.
+   */
+  private async maybeSnapshot(group: HostedGroup): Promise<void> {
+    const { snapshotEveryEntries, snapshotKeepEntries } = this.options;
+    if (group.appliedIndex - group.lastSnapshotIndex < snapshotEveryEntries) return;
+    const index = group.appliedIndex;
+    const data = await group.stateMachine.snapshotData();
+    await group.store.createSnapshot(index, group.node.confState(), data, snapshotKeepEntries);
+    group.lastSnapshotIndex = index;
+    this.options.logger.info({ groupId: group.groupId, index, bytes: data.byteLength }, "snapshot taken, log compacted");
+  }
+}

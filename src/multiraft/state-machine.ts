@@ -1,0 +1,24 @@
+import type { Entry, LogIndex } from "../raft/types.ts";
+import type { KvWrite } from "../storage/storage-engine.ts";
+
+/** What applying a batch of committed entries produced. */
+export interface ApplyOutcome {
+  /** Storage writes, committed with the new applied index in one batch. */
+  readonly writes: KvWrite[];
+  /** The result of each entry that has one, for the proposer waiting on it. */
+  readonly results: ReadonlyMap<LogIndex, unknown>;
+}
+
+/**
+ * A replicated state machine hosted by one Raft group. Apply must be
+ * deterministic: the same entries give the same writes and results on every
+ * homeserver, whatever its clock or configuration.
+ */
+export interface StateMachine {
+  /** Applies committed entries in log order (conf change and empty entries included: skip them). */
+  apply(entries: readonly Entry[]): ApplyOutcome;
+  /** The state as of the last applied index, for a Raft snapshot. */
+  snapshotData(): Promise<Uint8Array>;
+  /** Replaces the whole state with a snapshot's, applied up to `index`. */
+  restore(data: Uint8Array, index: LogIndex): Promise<void>;
+}

@@ -1,0 +1,175 @@
+/**
+ * A homeserver process: the composition root that opens storage, starts the
+ * peer transport, the Raft driver and the gRPC servers, and stops them in
+ * reverse order.
+ */
+import type { Server as HttpServer } from "node:http";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { HealthImplementation } from "grpc-health-check";
+import type { Logger } from "pino";
+import { addAdminService } from "../api/admin-service.ts";
+import { addKvService } from "../api/kv-service.ts";
+import { addReflection } from "../api/reflection.ts";
+import { file_epochd_admin_v1_admin } from "../gen/epochd/admin/v1/admin_pb.ts";
+import { file_epochd_kv_v1_kv } from "../gen/epochd/kv/v1/kv_pb.ts";
+import { RaftDriver } from "../multiraft/raft-driver.ts";
+import { defaultRaftConfig } from "../raft/raft.ts";
+import { StorageEngine } from "../storage/storage-engine.ts";
+import { serverCredentials } from "../transport/credentials.ts";
+import { PeerTransport } from "../transport/peer-transport.ts";
+import { peerServerOptions } from "../transport/peer-service.ts";
+import { loadTlsMaterial, type PeerCredentials } from "../transport/tls.ts";
+import { ClusterStateMachine } from "./cluster-state-machine.ts";
+import { raftTicks, type NodeConfig } from "./config.ts";
+import { NodeMetrics } from "./metrics.ts";
+
+/** The Raft group holding the cluster directory and the key-value store. */
+export const clusterGroupId = "cluster";
+
+/** A running homeserver. */
+export class Homeserver {
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly config: NodeConfig,
+    private readonly logger: Logger,
+    readonly driver: RaftDriver,
+    private readonly engine: StorageEngine,
+    private readonly transport: PeerTransport,
+    private readonly peerServer: grpc.Server,
+    private readonly clientServer: grpc.Server,
+    private readonly health: HealthImplementation,
+    private readonly metricsServer: HttpServer | undefined,
+  ) {}
+
+  /** Opens the data directory and starts serving. Throws (and releases what it opened) on failure. */
+  static async start(config: NodeConfig, logger: Logger, onFatal: (error: unknown) => void): Promise<Homeserver> {
+    const metrics = new NodeMetrics();
+    const engine = await StorageEngine.open(join(config.dataDir, "db"), {
+      sync: config.sync,
+      onSyncLatency: (ms) => metrics.fsyncSeconds.observe(ms / 1000),
+    });
+    try {
+      return await Homeserver.assemble(config, logger, onFatal, metrics, engine);
+    } catch (error) {
+      await engine.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private static async assemble(config: NodeConfig, logger: Logger, onFatal: (error: unknown) => void, metrics: NodeMetrics, engine: StorageEngine): Promise<Homeserver> {
+    // Used only if the data directory is new: the initial members, or this homeserver alone.
+    const initialVoters = !config.bootstrap ? [] : config.peers.length > 0 ? config.peers.map((p) => p.id) : [config.id];
+    const store = await engine.openGroup(clusterGroupId, initialVoters);
+    const credentials: PeerCredentials = config.insecure
+      ? { kind: "insecure" }
+      : await loadTlsMaterial({ caCertPath: config.tlsCaCert, certPath: config.tlsCert, keyPath: config.tlsKey });
+    const clientAddresses = new Map(config.peers.map((p) => [p.id, p.clientAddress]));
+    // The driver and transport refer to each other; the late binding is confined to these closures.
+    let driver: RaftDriver | undefined;
+    const transport = new PeerTransport({
+      selfId: config.id,
+      peers: new Map(config.peers.filter((p) => p.id !== config.id).map((p) => [p.id, p.peerAddress])),
+      credentials,
+      logger: logger.child({ component: "transport" }),
+      onMessages: (from, messages) => driver?.receive(from, messages),
+      onSnapshotStatus: (to, groupId, ok) => driver?.reportSnapshot(to, groupId, ok),
+      onUnreachable: (to) => {
+        driver?.reportUnreachable(to);
+        driver?.peerLost(to);
+      },
+    });
+    const ticks = raftTicks(config);
+    const base = defaultRaftConfig(config.id, clusterGroupId, store.log, Math.random);
+    driver = new RaftDriver({
+      selfId: config.id,
+      engine,
+      transport,
+      logger: logger.child({ component: "raft" }),
+      raft: { ...base, ...ticks },
+      tickIntervalMs: config.tickIntervalMs,
+      random: Math.random,
+      snapshotEveryEntries: config.snapshotEveryEntries,
+      snapshotKeepEntries: config.snapshotKeepEntries,
+      clientAddressOf: (id) => clientAddresses.get(id) ?? "",
+      observer: metrics.observer(),
+      onFatal,
+    });
+    const stateMachine = new ClusterStateMachine(store, (record) => {
+      clientAddresses.set(record.id, record.clientAddress);
+      if (record.id !== config.id) transport.setPeer(record.id, record.peerAddress);
+    });
+    await stateMachine.load();
+    for (const record of stateMachine.homeservers().values()) {
+      clientAddresses.set(record.id, record.clientAddress);
+      if (record.id !== config.id) transport.setPeer(record.id, record.peerAddress);
+    }
+    await driver.addGroup(store, stateMachine);
+
+    const health = new HealthImplementation({ "": "NOT_SERVING", "epochd.kv.v1.KvService": "NOT_SERVING" });
+    const peerServer = new grpc.Server(peerServerOptions());
+    transport.register(peerServer);
+    addAdminService(peerServer, { selfId: config.id, driver, transport, clusterGroupId, insecure: config.insecure });
+    health.addToServer(peerServer);
+    const clientServer = new grpc.Server({ "grpc.max_receive_message_length": 2 << 20 });
+    addKvService(clientServer, driver, clusterGroupId, stateMachine);
+    health.addToServer(clientServer);
+    addReflection(clientServer, [file_epochd_kv_v1_kv]);
+    addReflection(peerServer, [file_epochd_admin_v1_admin]);
+
+    await bind(peerServer, config.peerListen, serverCredentials(credentials));
+    const clientCredentials = credentials.kind === "insecure" ? grpc.ServerCredentials.createInsecure() : grpc.ServerCredentials.createSsl(credentials.ca, [{ private_key: credentials.key, cert_chain: credentials.cert }], false);
+    await bind(clientServer, config.clientListen, clientCredentials);
+    metrics.watchTransport(transport);
+    const metricsServer = config.metricsListen === "" ? undefined : await metrics.serve(config.metricsListen);
+    driver.start();
+    health.setStatus("", "SERVING");
+    health.setStatus("epochd.kv.v1.KvService", "SERVING");
+    logger.info({ id: config.id, peerListen: config.peerListen, clientListen: config.clientListen, metricsListen: config.metricsListen }, "homeserver started");
+    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer);
+  }
+
+  /** Stops serving and closes everything, in reverse order of starting. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.health.setStatus("", "NOT_SERVING");
+    this.health.setStatus("epochd.kv.v1.KvService", "NOT_SERVING");
+    await Promise.all([shutdownServer(this.clientServer), this.closeMetrics()]);
+    await this.driver.stop();
+    await this.transport.close();
+    await shutdownServer(this.peerServer);
+    await this.engine.close();
+    this.logger.info("homeserver stopped");
+  }
+
+  private closeMetrics(): Promise<void> {
+    const server = this.metricsServer;
+    if (server === undefined) return Promise.resolve();
+    return new Promise((resolve) => server.close(() => resolve()));
+  }
+}
+
+function bind(server: grpc.Server, hostPort: string, credentials: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(hostPort, credentials, (error, port) => (error === null ? resolve(port) : reject(new Error(`cannot listen on ${hostPort}: ${error.message}`))));
+  });
+}
+
+/** Graceful shutdown, forced after 2 s so a stuck stream cannot hold the process. */
+function shutdownServer(server: grpc.Server): Promise<void> {
+  return new Promise((resolve) => {
+    const force = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, 2000);
+    server.tryShutdown(() => {
+      clearTimeout(force);
+      resolve();
+    });
+  });
+}

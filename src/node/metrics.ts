@@ -1,0 +1,79 @@
+/**
+ * Prometheus metrics of a homeserver, served over HTTP at /metrics: Raft
+ * activity, fsync latency and peer stream state.
+ */
+import { createServer, type Server } from "node:http";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { DriverObserver } from "../multiraft/raft-driver.ts";
+import type { PeerTransport } from "../transport/peer-transport.ts";
+
+/** The metrics of one homeserver process, in their own registry. */
+export class NodeMetrics {
+  readonly registry = new Registry();
+  readonly proposals = new Counter({ name: "epochd_proposals_total", help: "Proposals submitted to Raft groups", labelNames: ["group"], registers: [this.registry] });
+  readonly committed = new Counter({ name: "epochd_committed_entries_total", help: "Committed entries applied", labelNames: ["group"], registers: [this.registry] });
+  readonly applyLag = new Gauge({ name: "epochd_apply_lag_entries", help: "Committed entries not yet applied", labelNames: ["group"], registers: [this.registry] });
+  readonly elections = new Counter({ name: "epochd_elections_total", help: "Elections this homeserver started", labelNames: ["group"], registers: [this.registry] });
+  readonly leaderChanges = new Counter({ name: "epochd_leader_changes_total", help: "Times this homeserver became leader", labelNames: ["group"], registers: [this.registry] });
+  readonly fsyncSeconds = new Histogram({
+    name: "epochd_fsync_latency_seconds",
+    help: "Latency of synced RocksDB batch writes",
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+    registers: [this.registry],
+  });
+  readonly peerConnected = new Gauge({ name: "epochd_peer_stream_connected", help: "1 when the outbound stream to a peer is connected", labelNames: ["peer"], registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: "epochd_process_" });
+  }
+
+  /** Hooks for the Raft driver. */
+  observer(): DriverObserver {
+    return {
+      onProposal: (group) => this.proposals.inc({ group }),
+      onCommitted: (group, entries) => this.committed.inc({ group }, entries),
+      onApplyLag: (group, entries) => this.applyLag.set({ group }, entries),
+      onEvent: (group, event) => {
+        if (event.kind === "became-candidate") this.elections.inc({ group });
+        if (event.kind === "became-leader") this.leaderChanges.inc({ group });
+      },
+    };
+  }
+
+  private readonly collectors: Array<() => void> = [];
+
+  /** Reads the peer stream states from `transport` at every scrape. */
+  watchTransport(transport: PeerTransport): void {
+    this.collectors.push(() => {
+      this.peerConnected.reset();
+      for (const [peer, state] of transport.peerStates()) this.peerConnected.set({ peer }, state === "connected" ? 1 : 0);
+    });
+  }
+
+  /** Serves /metrics on `hostPort`; resolves once listening. */
+  async serve(hostPort: string): Promise<Server> {
+    const [host, port] = splitHostPort(hostPort);
+    const server = createServer((request, response) => {
+      if (request.url !== "/metrics") {
+        response.writeHead(404).end();
+        return;
+      }
+      for (const collect of this.collectors) collect();
+      this.registry.metrics().then(
+        (text) => response.writeHead(200, { "content-type": this.registry.contentType }).end(text),
+        () => response.writeHead(500).end(),
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => resolve());
+    });
+    return server;
+  }
+}
+
+/** Splits "host:port". */
+export function splitHostPort(hostPort: string): [string, number] {
+  const at = hostPort.lastIndexOf(":");
+  return [hostPort.slice(0, at), Number(hostPort.slice(at + 1))];
+}
