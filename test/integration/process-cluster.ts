@@ -1,0 +1,159 @@
+/**
+ * Real homeserver processes on 127.0.0.1 for integration tests: each started
+ * with `epochd start`, real RocksDB, real gRPC with mutual TLS. Every process
+ * is tracked by pid and stopped by `close()`.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, openSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { readFileSync } from "node:fs";
+import { unaryClient, type UnaryClient } from "../../src/api/grpc-service.ts";
+import { AdminService, Role } from "../../src/gen/epochd/admin/v1/admin_pb.ts";
+import { KvService } from "../../src/gen/epochd/kv/v1/kv_pb.ts";
+import { clientChannelCredentials } from "../../src/transport/credentials.ts";
+import { createClusterCertificates, type ClusterCertificates } from "../../src/transport/tls.ts";
+
+const binPath = resolve(import.meta.dirname, "../../bin/epochd.mjs");
+
+export type KvClient = UnaryClient<(typeof KvService)["method"]>;
+export type AdminClient = UnaryClient<(typeof AdminService)["method"]>;
+
+/** Finds a free TCP port on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => (typeof address === "object" && address !== null ? resolvePort(address.port) : reject(new Error("no port"))));
+    });
+  });
+}
+
+export interface ProcessNode {
+  readonly id: string;
+  readonly peerAddress: string;
+  readonly clientAddress: string;
+  readonly dataDir: string;
+  child: ChildProcess | undefined;
+  exited: Promise<number | null> | undefined;
+}
+
+/** A cluster of real homeserver processes. */
+export class ProcessCluster {
+  readonly nodes = new Map<string, ProcessNode>();
+  private constructor(
+    readonly root: string,
+    private readonly certs: ClusterCertificates,
+    private readonly extraFlags: string[],
+  ) {}
+
+  static async create(size: number, extraFlags: string[] = []): Promise<ProcessCluster> {
+    const root = mkdtempSync(join(tmpdir(), "epochd-it-"));
+    const ids = Array.from({ length: size }, (_, i) => `hs${i + 1}`);
+    const certs = await createClusterCertificates(join(root, "certs"), ids);
+    const cluster = new ProcessCluster(root, certs, extraFlags);
+    for (const id of ids) {
+      cluster.nodes.set(id, { id, peerAddress: `127.0.0.1:${await freePort()}`, clientAddress: `127.0.0.1:${await freePort()}`, dataDir: join(root, id), child: undefined, exited: undefined });
+    }
+    return cluster;
+  }
+
+  private peersFlag(): string {
+    return [...this.nodes.values()].map((n) => `${n.id}=${n.peerAddress}/${n.clientAddress}`).join(",");
+  }
+
+  /** Starts (or restarts) homeserver `id`. */
+  start(id: string, flags: string[] = []): void {
+    const node = this.get(id);
+    const files = this.certs.homeservers.get(id)!;
+    const args = [
+      binPath, "start", "--id", id, "--data-dir", node.dataDir,
+      "--peer-listen", node.peerAddress, "--client-listen", node.clientAddress, "--metrics-listen", "",
+      "--peers", this.peersFlag(),
+      "--tls-ca-cert", this.certs.ca.certPath, "--tls-cert", files.certPath, "--tls-key", files.keyPath,
+      ...this.extraFlags, ...flags,
+    ];
+    const log = openSync(join(this.root, `${id}.log`), "a");
+    const child = spawn(process.execPath, args, { stdio: ["ignore", log, log] });
+    node.child = child;
+    node.exited = new Promise((resolveExit) => child.once("exit", (code) => resolveExit(code)));
+  }
+
+  startAll(): void {
+    for (const id of this.nodes.keys()) this.start(id);
+  }
+
+  get(id: string): ProcessNode {
+    const node = this.nodes.get(id);
+    if (node === undefined) throw new Error(`no node ${id}`);
+    return node;
+  }
+
+  /** Sends `signal` to the node's process and waits for it to exit. */
+  async kill(id: string, signal: NodeJS.Signals = "SIGKILL"): Promise<number | null> {
+    const node = this.get(id);
+    if (node.child?.pid === undefined || node.child.exitCode !== null) return node.child?.exitCode ?? null;
+    const pid = node.child.pid;
+    process.kill(pid, signal);
+    const timer = setTimeout(() => process.kill(pid, "SIGKILL"), 10_000);
+    const code = await node.exited;
+    clearTimeout(timer);
+    node.child = undefined;
+    return code ?? null;
+  }
+
+  /** Removes a stopped node's data directory. */
+  wipe(id: string): void {
+    rmSync(this.get(id).dataDir, { recursive: true, force: true });
+  }
+
+  log(id: string): string {
+    return readFileSync(join(this.root, `${id}.log`), "utf8");
+  }
+
+  private credentials(): { ca: Buffer; key: Buffer; cert: Buffer } {
+    return { ca: readFileSync(this.certs.ca.certPath), key: readFileSync(this.certs.operator.keyPath), cert: readFileSync(this.certs.operator.certPath) };
+  }
+
+  kv(id: string): KvClient {
+    const { ca } = this.credentials();
+    return unaryClient(KvService, this.get(id).clientAddress, grpc.credentials.createSsl(ca), { "grpc.ssl_target_name_override": "localhost" });
+  }
+
+  admin(id: string): AdminClient {
+    return unaryClient(AdminService, this.get(id).peerAddress, clientChannelCredentials({ kind: "tls", ...this.credentials() }), { "grpc.ssl_target_name_override": "localhost" });
+  }
+
+  /** Waits until exactly one of `among` leads and every one of them knows it; returns its id. */
+  async waitForLeader(among: string[] = [...this.nodes.keys()], timeoutMs = 15_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const statuses = await Promise.all(
+        among.map(async (id) => {
+          const client = this.admin(id);
+          try {
+            return { id, status: await client.status({}, { deadlineMs: 500 }) };
+          } catch {
+            return { id, status: undefined };
+          } finally {
+            client.close();
+          }
+        }),
+      );
+      const leaders = statuses.filter((s) => s.status?.groups[0]?.role === Role.LEADER).map((s) => s.id);
+      if (leaders.length === 1 && statuses.every((s) => s.status?.groups[0]?.leaderId === leaders[0])) return leaders[0]!;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`no single leader among ${among.join(", ")} within ${timeoutMs} ms`);
+  }
+
+  /** Stops every process by pid and removes the files. */
+  async close(): Promise<void> {
+    await Promise.all([...this.nodes.keys()].map((id) => this.kill(id, "SIGTERM").catch(() => undefined)));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
