@@ -101,6 +101,9 @@ function confStateToProto(confState: ConfState): pb.ConfState {
  * SendSnapshot chunks (see {@link encodeSnapshotHeader}).
  */
 export function messageToProto(message: Message): pb.Message {
+  for (const value of [message.term, message.logTerm, message.index, message.commit, message.rejectHint, message.rejectHintTerm]) {
+    assert(Number.isSafeInteger(value) && value >= 0, `message field out of range: ${value} (${MessageType[message.type]} to ${message.to})`);
+  }
   const metadata = message.snapshot?.metadata;
   return create(pb.MessageSchema, {
     type: message.type as number as pb.MessageType,
