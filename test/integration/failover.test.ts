@@ -1,4 +1,8 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { peerServicePaths } from "../../src/transport/peer-service.ts";
 import { KvWriter } from "./kv-writer.ts";
 import { ProcessCluster } from "./process-cluster.ts";
 
@@ -63,5 +67,26 @@ describe("a real 3-homeserver cluster (processes, RocksDB, gRPC with mutual TLS)
     await cluster.waitForLeader();
     await expectAllReadable(cluster, victim, writer.acked);
     expect(cluster.log(victim)).toMatch(/installing snapshot from leader/);
+  });
+
+  it("drops a malformed Raft batch from a known peer with a log line, and keeps serving", async () => {
+    const target = await cluster.waitForLeader();
+    const sender = [...cluster.nodes.keys()].find((id) => id !== target)!;
+    const ca = readFileSync(join(cluster.root, "certs", "ca.crt"));
+    const key = readFileSync(join(cluster.root, "certs", `${sender}.key`));
+    const cert = readFileSync(join(cluster.root, "certs", `${sender}.crt`));
+    const client = new grpc.Client(cluster.get(target).peerAddress, grpc.credentials.createSsl(ca, key, cert), { "grpc.ssl_target_name_override": "localhost" });
+    const call = client.makeBidiStreamRequest(peerServicePaths.stream, (b: Buffer) => b, (b: Buffer) => b);
+    call.on("error", () => undefined);
+    call.on("data", () => undefined);
+    // A StreamRequest whose batch field holds bytes that are no MessageBatch.
+    call.write(Buffer.from([0x0a, 0x03, 0xff, 0xff, 0xff]));
+    call.write(Buffer.from([0x0a, 0x02, 0x0a, 0x00]));
+    await new Promise((r) => setTimeout(r, 300));
+    call.end();
+    client.close();
+    expect(cluster.log(target)).toMatch(/malformed|dropp/i);
+    await writer.putUntilAcked("after-garbage", "ok");
+    expect(await cluster.waitForLeader()).toBe(target);
   });
 });
