@@ -1,0 +1,132 @@
+/**
+ * A local 3-member etcd cluster on 127.0.0.1 for the side-by-side benchmark:
+ * child processes with their own data directories under `dataDir`, free
+ * ports, static `--initial-cluster` bootstrap and etcd's default fsync
+ * behaviour. Stopped by pid. Only used when an `etcd` binary is on PATH.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync, openSync, closeSync } from "node:fs";
+import { join } from "node:path";
+import { createServer, type Server } from "node:net";
+import { isAlive, stopPids } from "./proc.ts";
+
+/** A running etcd member. */
+export interface EtcdMember {
+  readonly name: string;
+  readonly pid: number;
+  /** host:port of its client (gRPC) listener. */
+  readonly clientAddress: string;
+}
+
+/** A running etcd cluster. */
+export interface EtcdCluster {
+  readonly version: string;
+  readonly members: readonly EtcdMember[];
+}
+
+/** The `etcd --version` line naming the version, or undefined when no etcd is on PATH. */
+export function etcdVersion(): string | undefined {
+  const result = spawnSync("etcd", ["--version"], { encoding: "utf8", timeout: 10_000 });
+  if (result.error !== undefined || result.status !== 0) return undefined;
+  return /etcd Version: (\S+)/.exec(result.stdout)?.[1] ?? result.stdout.split("\n")[0];
+}
+
+/** `count` distinct ports the kernel reports free on 127.0.0.1 (all held open while choosing). */
+async function freePorts(count: number): Promise<number[]> {
+  const servers: Server[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const server = createServer();
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(0, "127.0.0.1", () => resolve());
+      });
+      servers.push(server);
+    }
+    return servers.map((s) => (s.address() as { port: number }).port);
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  }
+}
+
+/** Starts `size` members and waits (at most `timeoutMs`) until all agree on a leader. */
+export async function startEtcdCluster(dataDir: string, size: number, timeoutMs = 30_000): Promise<EtcdCluster> {
+  const version = etcdVersion();
+  if (version === undefined) throw new Error("etcd is not on PATH");
+  const ports = await freePorts(2 * size);
+  const names = Array.from({ length: size }, (_, i) => `m${i + 1}`);
+  const peerUrl = (i: number) => `http://127.0.0.1:${ports[size + i]!}`;
+  const clientUrl = (i: number) => `http://127.0.0.1:${ports[i]!}`;
+  const initialCluster = names.map((name, i) => `${name}=${peerUrl(i)}`).join(",");
+  const members: EtcdMember[] = [];
+  for (const [i, name] of names.entries()) {
+    mkdirSync(join(dataDir, name), { recursive: true });
+    const log = openSync(join(dataDir, `${name}.log`), "a");
+    const child = spawn(
+      "etcd",
+      [
+        "--name", name,
+        "--data-dir", join(dataDir, name),
+        "--listen-client-urls", clientUrl(i),
+        "--advertise-client-urls", clientUrl(i),
+        "--listen-peer-urls", peerUrl(i),
+        "--initial-advertise-peer-urls", peerUrl(i),
+        "--initial-cluster", initialCluster,
+        "--initial-cluster-token", `epochd-bench-${process.pid}`,
+        "--initial-cluster-state", "new",
+        "--logger", "zap",
+        "--log-outputs", "stderr",
+      ],
+      { stdio: ["ignore", log, log] },
+    );
+    closeSync(log);
+    members.push({ name, pid: child.pid ?? -1, clientAddress: `127.0.0.1:${ports[i]!}` });
+  }
+  const cluster = { version, members };
+  try {
+    await waitForEtcdLeader(cluster, timeoutMs);
+  } catch (error) {
+    await stopEtcdCluster(cluster);
+    throw error;
+  }
+  return cluster;
+}
+
+interface EtcdStatus {
+  readonly memberId: string;
+  readonly leaderId: string;
+}
+
+/** One member's view through the gRPC gateway's JSON endpoint (/v3/maintenance/status). */
+async function memberStatus(member: EtcdMember): Promise<EtcdStatus | undefined> {
+  try {
+    const response = await fetch(`http://${member.clientAddress}/v3/maintenance/status`, { method: "POST", body: "{}", signal: AbortSignal.timeout(1000) });
+    if (!response.ok) return undefined;
+    const body = (await response.json()) as { header?: { member_id?: string }; leader?: string };
+    if (body.header?.member_id === undefined || body.leader === undefined || body.leader === "0") return undefined;
+    return { memberId: body.header.member_id, leaderId: body.leader };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Waits until every member reports the same leader; returns the leader member. */
+export async function waitForEtcdLeader(cluster: EtcdCluster, timeoutMs: number): Promise<EtcdMember> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const statuses = await Promise.all(cluster.members.map(memberStatus));
+    const leaderId = statuses[0]?.leaderId;
+    if (leaderId !== undefined && statuses.every((s) => s?.leaderId === leaderId)) {
+      const index = statuses.findIndex((s) => s?.memberId === leaderId);
+      if (index >= 0) return cluster.members[index]!;
+    }
+    if (cluster.members.some((m) => !isAlive(m.pid))) throw new Error("an etcd member exited during start-up; see its log");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`etcd elected no leader within ${timeoutMs} ms`);
+}
+
+/** Stops every member by pid (SIGTERM, then SIGKILL after 10 s). */
+export async function stopEtcdCluster(cluster: EtcdCluster): Promise<void> {
+  await stopPids(cluster.members.map((m) => m.pid).filter((pid) => pid > 0));
+}

@@ -1,0 +1,299 @@
+/**
+ * `npm run bench -- raft`: committed 1 KiB writes per second and per-write
+ * latency on a fresh local 3-homeserver epochd cluster (TLS, fsync on), at
+ * concurrency 1, 16, 64 and 256 over PutStream (plus unary Put at 1 and 16
+ * for reference), and the same workload against a local 3-member etcd cluster
+ * when `etcd` is on PATH. Prints a table and writes bench/results/raft.json.
+ * Options: see `help` below and docs/benchmarks.md.
+ */
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { intFlag, parseArgs } from "../src/cli/args.ts";
+import { summariseProfile } from "./lib/cpu-profile.ts";
+import { epochdChannel, findEpochdLeader, startEpochdCluster, stopEpochdCluster, type EpochdCluster } from "./lib/epochd-cluster.ts";
+import { etcdVersion, startEtcdCluster, stopEtcdCluster, waitForEtcdLeader, type EtcdCluster } from "./lib/etcd-cluster.ts";
+import { epochdPutPath, etcdPutPath, putStreamTarget, unaryPutTarget } from "./lib/grpc-targets.ts";
+import type { PhaseOptions } from "./lib/load.ts";
+import { measureRow, type MeasuredRow, type ServerProcess } from "./lib/measure.ts";
+import { peakRssMiB } from "./lib/proc.ts";
+import { fixed, formatTable, integer } from "./lib/table.ts";
+
+const help = `usage: npm run bench -- raft [--seconds N] [--warmup-seconds N] [--concurrency 1,16,64,256]
+                             [--unary-concurrency 1,16] [--keys N] [--value-bytes N]
+                             [--insecure] [--no-etcd] [--only-etcd] [--profile] [--keep]`;
+
+const benchDir = dirname(fileURLToPath(import.meta.url));
+const resultsDir = join(benchDir, "results");
+
+/** etcd 3.4, 3 members on this 2-core machine, 1 KiB puts (issue 3): writes/s by concurrency. */
+const etcdReferenceWritesPerSecond: Readonly<Record<number, number>> = { 1: 560, 16: 1800, 64: 2300, 256: 2800 };
+
+interface BenchOptions {
+  readonly phase: Omit<PhaseOptions, "concurrency">;
+  readonly concurrencies: readonly number[];
+  readonly unaryConcurrencies: readonly number[];
+  readonly insecure: boolean;
+  readonly etcd: boolean;
+  readonly epochd: boolean;
+  readonly profile: boolean;
+  readonly keep: boolean;
+}
+
+/** What one system's run produced. */
+interface SystemRun {
+  readonly system: string;
+  readonly version: string;
+  readonly processes: Array<{ name: string; pid: number; role: string; peakRssMiB: number | undefined }>;
+  readonly rows: MeasuredRow[];
+  readonly skipped?: string;
+  readonly error?: string;
+}
+
+function listFlag(text: string | undefined, fallback: number[]): number[] {
+  if (text === undefined) return fallback;
+  if (text === "" || text === "none") return [];
+  const values = text.split(",").map(Number);
+  if (values.some((v) => !Number.isInteger(v) || v < 1 || v > 4096)) throw new Error(`bad concurrency list "${text}"`);
+  return values;
+}
+
+function parseOptions(args: string[]): BenchOptions {
+  const { flags } = parseArgs(args, new Set(["insecure", "no-etcd", "only-etcd", "profile", "keep", "help"]));
+  if (flags.has("help")) {
+    console.log(help);
+    process.exit(0);
+  }
+  const seconds = Number(flags.get("seconds") ?? 10);
+  const warmupSeconds = Number(flags.get("warmup-seconds") ?? 2);
+  if (!(seconds > 0 && seconds <= 600) || !(warmupSeconds >= 0 && warmupSeconds <= 60)) throw new Error("--seconds must be in (0, 600], --warmup-seconds in [0, 60]");
+  return {
+    phase: {
+      warmupMs: warmupSeconds * 1000,
+      measureMs: seconds * 1000,
+      keySpace: intFlag(flags, "keys", 10_000),
+      valueBytes: intFlag(flags, "value-bytes", 1024),
+    },
+    concurrencies: listFlag(flags.get("concurrency"), [1, 16, 64, 256]),
+    unaryConcurrencies: listFlag(flags.get("unary-concurrency"), [1, 16]),
+    insecure: flags.has("insecure"),
+    etcd: !flags.has("no-etcd"),
+    epochd: !flags.has("only-etcd"),
+    profile: flags.has("profile"),
+    keep: flags.has("keep"),
+  };
+}
+
+/** Stops whatever is running when the process is interrupted. */
+const cleanups = new Set<() => Promise<void>>();
+
+async function withCleanup<T>(cleanup: () => Promise<void>, body: () => Promise<T>): Promise<T> {
+  cleanups.add(cleanup);
+  try {
+    return await body();
+  } finally {
+    cleanups.delete(cleanup);
+    await cleanup();
+  }
+}
+
+function printProgress(row: MeasuredRow): void {
+  const errors = row.errors > 0 ? `  errors ${row.errors} (${row.firstError ?? ""})` : "";
+  console.error(`  ${row.system} ${row.mode} c=${row.concurrency}: ${integer(row.writesPerSecond)} writes/s  p50 ${fixed(row.p50Ms, 2)} ms  p99 ${fixed(row.p99Ms, 2)} ms${errors}`);
+}
+
+async function benchEpochd(options: BenchOptions, workDir: string, profileDir: string | undefined): Promise<SystemRun> {
+  const dataDir = join(workDir, "epochd");
+  const env: Record<string, string> = profileDir === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` };
+  console.error(`epochd: starting 3 homeservers (${options.insecure ? "plaintext" : "TLS"}, fsync on) in ${dataDir}`);
+  const cluster = await startEpochdCluster({ dataDir, insecure: options.insecure, nodes: 3, env });
+  let leaderAddress = "";
+  const rows = await withCleanup(
+    () => stopEpochdCluster(cluster),
+    async () => {
+      leaderAddress = await findEpochdLeader(cluster);
+      const servers = cluster.homeservers.map((h) => ({ name: h.id, pid: h.pid }));
+      console.error(`epochd: leader at ${leaderAddress}`);
+      const measured = await runEpochdPhases(cluster, leaderAddress, servers, options);
+      return { measured, peaks: cluster.homeservers.map((h) => peakRssMiB(h.pid)) };
+    },
+  );
+  const leaderId = cluster.homeservers.find((h) => h.clientAddress === leaderAddress)?.id ?? "";
+  return {
+    system: "epochd",
+    version: `node ${process.version}, ${options.insecure ? "plaintext" : "TLS"}`,
+    processes: cluster.homeservers.map((h, i) => ({ name: h.id, pid: h.pid, role: h.id === leaderId ? "leader" : "follower", peakRssMiB: rows.peaks[i] })),
+    rows: rows.measured,
+  };
+}
+
+async function runEpochdPhases(cluster: EpochdCluster, leaderAddress: string, servers: ServerProcess[], options: BenchOptions): Promise<MeasuredRow[]> {
+  const rows: MeasuredRow[] = [];
+  for (const concurrency of options.concurrencies) {
+    const channel = epochdChannel(cluster, leaderAddress);
+    const target = putStreamTarget(channel);
+    try {
+      rows.push(await measureRow("epochd", "stream", target, servers, { ...options.phase, concurrency }));
+      printProgress(rows[rows.length - 1]!);
+    } finally {
+      target.close();
+      channel.close();
+    }
+  }
+  for (const concurrency of options.unaryConcurrencies) {
+    const channel = epochdChannel(cluster, leaderAddress);
+    try {
+      rows.push(await measureRow("epochd", "unary", unaryPutTarget(channel, epochdPutPath), servers, { ...options.phase, concurrency }));
+      printProgress(rows[rows.length - 1]!);
+    } finally {
+      channel.close();
+    }
+  }
+  return rows;
+}
+
+async function benchEtcd(options: BenchOptions, workDir: string): Promise<SystemRun> {
+  const version = etcdVersion();
+  if (version === undefined) {
+    console.error("etcd: etcd not installed, skipped");
+    return { system: "etcd", version: "", processes: [], rows: [], skipped: "etcd not installed, skipped" };
+  }
+  const dataDir = join(workDir, "etcd");
+  console.error(`etcd ${version}: starting 3 members in ${dataDir}`);
+  const cluster = await startEtcdCluster(dataDir, 3);
+  let leaderName = "";
+  const outcome = await withCleanup(
+    () => stopEtcdCluster(cluster),
+    async () => {
+      const leader = await waitForEtcdLeader(cluster, 15_000);
+      leaderName = leader.name;
+      console.error(`etcd: leader ${leader.name} at ${leader.clientAddress}`);
+      const measured = await runEtcdPhases(cluster, leader.clientAddress, options);
+      return { measured, peaks: cluster.members.map((m) => peakRssMiB(m.pid)) };
+    },
+  );
+  return {
+    system: "etcd",
+    version,
+    processes: cluster.members.map((m, i) => ({ name: m.name, pid: m.pid, role: m.name === leaderName ? "leader" : "follower", peakRssMiB: outcome.peaks[i] })),
+    rows: outcome.measured,
+  };
+}
+
+async function runEtcdPhases(cluster: EtcdCluster, leaderAddress: string, options: BenchOptions): Promise<MeasuredRow[]> {
+  const servers = cluster.members.map((m) => ({ name: m.name, pid: m.pid }));
+  const rows: MeasuredRow[] = [];
+  for (const concurrency of options.concurrencies) {
+    const channel = new grpc.Client(leaderAddress, grpc.credentials.createInsecure());
+    try {
+      rows.push(await measureRow("etcd", "unary", unaryPutTarget(channel, etcdPutPath), servers, { ...options.phase, concurrency }));
+      printProgress(rows[rows.length - 1]!);
+    } finally {
+      channel.close();
+    }
+  }
+  return rows;
+}
+
+function leaderCpu(run: SystemRun, row: MeasuredRow): number | undefined {
+  const leader = run.processes.find((p) => p.role === "leader");
+  return leader === undefined ? undefined : row.cpuPercent[leader.name];
+}
+
+function followerCpu(run: SystemRun, row: MeasuredRow): number | undefined {
+  const values = run.processes.filter((p) => p.role !== "leader").map((p) => row.cpuPercent[p.name] ?? 0);
+  return values.length === 0 ? undefined : Math.max(...values);
+}
+
+/** The results table: one row per (system, mode, concurrency). */
+function renderTable(runs: readonly SystemRun[]): string {
+  const etcd = runs.find((r) => r.system === "etcd");
+  const headers = ["system", "mode", "conc", "writes/s", "p50 ms", "p99 ms", "ours/etcd", "aim w/s", "errors", "leader cpu%", "follower cpu%", "client cpu%"];
+  const rows: string[][] = [];
+  for (const run of runs) {
+    for (const row of run.rows) {
+      const etcdRow = etcd?.rows.find((r) => r.concurrency === row.concurrency);
+      const ratio = run.system !== "etcd" && etcdRow !== undefined ? row.writesPerSecond / etcdRow.writesPerSecond : undefined;
+      const reference = etcdReferenceWritesPerSecond[row.concurrency];
+      const aim = run.system === "epochd" && reference !== undefined ? 2 * reference : undefined;
+      rows.push([
+        run.system, row.mode, String(row.concurrency), integer(row.writesPerSecond), fixed(row.p50Ms, 2), fixed(row.p99Ms, 2),
+        ratio === undefined ? "" : `${ratio.toFixed(2)}x`, aim === undefined ? "" : integer(aim), String(row.errors),
+        fixed(leaderCpu(run, row), 0), fixed(followerCpu(run, row), 0), fixed(row.clientCpuPercent, 0),
+      ]);
+    }
+  }
+  return formatTable(headers, rows, new Set([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]));
+}
+
+function renderProcesses(runs: readonly SystemRun[]): string {
+  const rows = runs.flatMap((run) => run.processes.map((p) => [run.system, p.name, p.role, fixed(p.peakRssMiB, 1)]));
+  return formatTable(["system", "process", "role", "peak RSS MiB"], rows, new Set([3]));
+}
+
+function machineInfo(): Record<string, unknown> {
+  const cores = cpus();
+  return {
+    cores: cores.length,
+    cpuModel: cores[0]?.model ?? "",
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+    date: new Date().toISOString(),
+    loadAverage1mAtStart: loadAverageAtStart,
+  };
+}
+
+function reportProfiles(profileDir: string, run: SystemRun | undefined): Record<string, unknown> {
+  const summaries: Record<string, unknown> = {};
+  for (const process of run?.processes ?? []) {
+    const file = readdirSync(profileDir).find((f) => f.endsWith(".cpuprofile") && f.includes(`.${process.pid}.`));
+    if (file === undefined) continue;
+    const summary = summariseProfile(join(profileDir, file), 25);
+    summaries[process.name] = { file: join(profileDir, file), role: process.role, ...summary };
+    if (process.role !== "leader") continue;
+    console.log(`\nCPU profile of the leader ${process.name} (${join(profileDir, file)}), ${(summary.sampledMs / 1000).toFixed(1)} s sampled:`);
+    console.log(formatTable(["self %", "total %", "function"], summary.bySelf.map((h) => [h.selfPercent.toFixed(1), h.totalPercent.toFixed(1), h.name]), new Set([0, 1])));
+  }
+  return summaries;
+}
+
+/** The 1-minute load average when the run started: other work on the machine skews every number. */
+let loadAverageAtStart = 0;
+
+/** Entry point called by bench/run.ts. */
+export async function run(args: string[]): Promise<void> {
+  const options = parseOptions(args);
+  loadAverageAtStart = loadavg()[0] ?? 0;
+  if (loadAverageAtStart > 0.5) console.error(`warning: load average ${loadAverageAtStart.toFixed(2)} before start; other work on this machine will skew the numbers`);
+  const workDir = mkdtempSync(join(tmpdir(), "epochd-bench-"));
+  const profileDir = options.profile ? resolve(resultsDir, "profiles", new Date().toISOString().replace(/[:.]/g, "-")) : undefined;
+  if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
+  const interrupt = () => {
+    console.error("interrupted: stopping clusters");
+    void Promise.all([...cleanups].map((c) => c())).finally(() => process.exit(130));
+  };
+  process.once("SIGINT", interrupt);
+  process.once("SIGTERM", interrupt);
+  const runs: SystemRun[] = [];
+  try {
+    if (options.epochd) runs.push(await benchEpochd(options, workDir, profileDir));
+    if (options.etcd) runs.push(await benchEtcd(options, workDir));
+  } finally {
+    if (!options.keep) rmSync(workDir, { recursive: true, force: true });
+    else console.error(`kept data in ${workDir}`);
+    process.removeListener("SIGINT", interrupt);
+    process.removeListener("SIGTERM", interrupt);
+  }
+  const seconds = options.phase.measureMs / 1000;
+  console.log(`\n1 KiB puts, ${options.phase.keySpace} keys, ${seconds} s per row after ${options.phase.warmupMs / 1000} s warm-up, 3 members each, ${cpus().length} cores shared with the client, load average ${loadAverageAtStart.toFixed(2)} at start`);
+  console.log(renderTable(runs));
+  for (const run of runs) if (run.skipped !== undefined) console.log(`${run.system}: ${run.skipped}`);
+  console.log(`\n${renderProcesses(runs)}`);
+  const profiles = profileDir === undefined ? undefined : reportProfiles(profileDir, runs.find((r) => r.system === "epochd"));
+  mkdirSync(resultsDir, { recursive: true });
+  const json = { machine: machineInfo(), options, etcdReferenceWritesPerSecond, runs, profiles };
+  writeFileSync(join(resultsDir, "raft.json"), `${JSON.stringify(json, null, 2)}\n`);
+  console.log(`\nwrote ${join(resultsDir, "raft.json")}`);
+}
