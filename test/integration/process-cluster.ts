@@ -63,7 +63,12 @@ export class ProcessCluster {
   }
 
   private peersFlag(): string {
-    return [...this.nodes.values()].map((n) => `${n.id}=${n.peerAddress}/${n.clientAddress}`).join(",");
+    return this.peersFlagOf([...this.nodes.keys()]);
+  }
+
+  /** The --peers value naming homeservers `ids`. */
+  peersFlagOf(ids: string[]): string {
+    return ids.map((id) => this.get(id)).map((n) => `${n.id}=${n.peerAddress}/${n.clientAddress}`).join(",");
   }
 
   /** Starts (or restarts) homeserver `id`. */
@@ -119,9 +124,13 @@ export class ProcessCluster {
     return { ca: readFileSync(this.certs.ca.certPath), key: readFileSync(this.certs.operator.keyPath), cert: readFileSync(this.certs.operator.certPath) };
   }
 
+  /** Credentials of a client of the client API (server-side TLS with the cluster CA). */
+  clientCredentials(): grpc.ChannelCredentials {
+    return grpc.credentials.createSsl(this.credentials().ca);
+  }
+
   kv(id: string): KvClient {
-    const { ca } = this.credentials();
-    return unaryClient(KvService, this.get(id).clientAddress, grpc.credentials.createSsl(ca), { "grpc.ssl_target_name_override": "localhost" });
+    return unaryClient(KvService, this.get(id).clientAddress, this.clientCredentials(), { "grpc.ssl_target_name_override": "localhost" });
   }
 
   admin(id: string): AdminClient {
