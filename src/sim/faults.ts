@@ -58,6 +58,8 @@ export interface FaultContext {
   /** A running node outside the configuration that may join: an earlier unused one or a new empty one. */
   joinableNode(): NodeId | null;
   transferLeadership(to: NodeId): void;
+  /** Runs `action` once, when the next leader is elected (before its first Ready is handled). */
+  onNextLeader(action: (leader: NodeId) => void): void;
 }
 
 /** How to start one fault kind. Returns the action that ends it, or null when it is instantaneous. */
@@ -80,20 +82,42 @@ function maxDown(ctx: FaultContext): number {
   return Math.floor((ctx.initialNodes - 1) / 2);
 }
 
+/** Isolates `nodes` from every other up node in both directions; returns the partition's handle. */
+function isolate(ctx: FaultContext, nodes: readonly number[]): number {
+  const others = ctx.upNodes().map((id) => ctx.slotOf(id)).filter((s) => !nodes.includes(s));
+  return ctx.network.addPartition(splitLinks(nodes, others));
+}
+
+/**
+ * Partitions, by variant (`a` in fifths): a random minority cut off; the
+ * leader's minority cut off; one node that cannot send; one node that cannot
+ * receive; the next leader cut off the moment it is elected, so it keeps
+ * entries of its term nobody else has (the raw material of the Raft paper's
+ * figure 8).
+ */
 function partition(ctx: FaultContext, event: FaultEvent): () => void {
   const up = ctx.upNodes();
   const slots = up.map((id) => ctx.slotOf(id));
-  const variant = Math.floor(event.a * 4);
+  const variant = Math.floor(event.a * 5);
+  if (variant === 4) {
+    let handle = -1;
+    let armed = true;
+    ctx.onNextLeader((leader) => {
+      if (armed) handle = isolate(ctx, [ctx.slotOf(leader)]);
+    });
+    return () => {
+      armed = false;
+      ctx.network.removePartition(handle);
+    };
+  }
   let links: [number, number][];
   if (variant <= 1) {
-    // Symmetric: a minority (variant 0: random, variant 1: the leader's side) cut off from the rest.
     const size = 1 + ctx.rng.int(Math.max(1, Math.floor(up.length / 2)));
     const shuffled = ctx.rng.shuffle([...slots]);
     const leader = ctx.leader();
     if (variant === 1 && leader !== null) shuffled.unshift(...shuffled.splice(shuffled.indexOf(ctx.slotOf(leader)), 1));
     links = splitLinks(shuffled.slice(0, size), shuffled.slice(size));
   } else {
-    // Asymmetric: one node cannot send (variant 2) or cannot receive (variant 3).
     const node = ctx.slotOf(target(ctx, event.b, event.b < 0.3) ?? up[0]!);
     const others = slots.filter((s) => s !== node);
     links = others.map((o) => (variant === 2 ? [node, o] : [o, node]));

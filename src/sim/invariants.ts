@@ -5,7 +5,7 @@
  * stays cheap. Adding an invariant = writing one factory and listing it in
  * {@link defaultInvariants}.
  */
-import type { Entry, LogIndex, NodeId, SnapshotMetadata, Term } from "../raft/types.ts";
+import { MessageType, type ConfState, type Entry, type HardState, type LogIndex, type Message, type NodeId, type SnapshotMetadata, type Term } from "../raft/types.ts";
 import type { AppliedState } from "./sim-disk.ts";
 import { entryHash } from "./state-machine.ts";
 
@@ -16,6 +16,20 @@ export interface LogView {
   lastIndex(): LogIndex;
   /** Index of the latest snapshot (everything up to it is covered by the snapshot). */
   snapshotIndex(): LogIndex;
+}
+
+/** The cluster as an election would see it: every node's durable log and its own membership. */
+export interface ClusterView {
+  /** Every node that is not retired (running or crashed: a crashed node may restart and campaign). */
+  nodes(): readonly NodeId[];
+  /** The membership `node` would campaign and count votes with, or undefined if it is retired. */
+  confOf(node: NodeId): ConfState | undefined;
+  /** Last index and term of `node`'s durable log (what it would compare a candidate's log with). */
+  lastOf(node: NodeId): { readonly index: LogIndex; readonly term: Term } | undefined;
+  /** `node`'s durable hard state (its term and vote after a crash), or undefined if unknown. */
+  hardStateOf(node: NodeId): HardState | undefined;
+  /** Whether `node`'s durable log (or snapshot) holds the entry at `index` with `term`. */
+  holds(node: NodeId, index: LogIndex, term: Term): boolean;
 }
 
 /** What the simulator knows at the end of a run, after the liveness phase. */
@@ -32,6 +46,16 @@ export interface FinalState {
 export interface Invariant {
   /** Called when `node` becomes leader of `term` (from the core's became-leader event). */
   leaderElected?(node: NodeId, term: Term): void;
+  /** Called for every message a node sends (after its Ready was persisted). */
+  messageSent?(message: Message): void;
+  /**
+   * Called when a leader's commit index advanced to `index` (entry term
+   * `entryTerm`), after its Ready was persisted; `conf` is the membership it
+   * counted replicas with.
+   */
+  commitAdvanced?(leader: NodeId, leaderTerm: Term, index: LogIndex, entryTerm: Term, conf: ConfState, cluster: ClusterView): void;
+  /** Called when `node` becomes leader of `term`, with its membership and the cluster's durable state. */
+  leaderElectedIn?(node: NodeId, term: Term, conf: ConfState, cluster: ClusterView): void;
   /** Called once the new leader's first Ready is persisted: its log as the leader of `term`. */
   leaderLogPersisted?(node: NodeId, term: Term, log: LogView): void;
   /** Called after `entries` were written to `node`'s log (`log` already includes them). */
@@ -51,14 +75,28 @@ export interface Invariant {
 /** Builds an invariant; `violate` reports a breach with a readable message. */
 export type InvariantFactory = (violate: (message: string) => void) => Invariant;
 
-/** Election Safety: at most one leader per term. */
+/**
+ * Election Safety: at most one leader per term. A node counts as leader of a
+ * term when its core says it became leader, and also when it sends what only
+ * a leader sends (Append, Heartbeat, Snapshot, TimeoutNow) in that term, so a
+ * core that keeps leading after adopting a new term is caught too.
+ */
 export function electionSafety(violate: (message: string) => void): Invariant {
   const leaders = new Map<Term, NodeId>();
+  const claim = (node: NodeId, term: Term, how: string): void => {
+    const other = leaders.get(term);
+    if (other === undefined) leaders.set(term, node);
+    else if (other !== node) violate(`${node} and ${other} are both leaders of term ${term} (${how})`);
+  };
   return {
     leaderElected(node, term) {
-      const other = leaders.get(term);
-      if (other === undefined) leaders.set(term, node);
-      else if (other !== node) violate(`${node} and ${other} are both leaders of term ${term}`);
+      claim(node, term, `${node} became leader`);
+    },
+    messageSent(m) {
+      const t = m.type;
+      if (t === MessageType.Append || t === MessageType.Heartbeat || t === MessageType.Snapshot || t === MessageType.TimeoutNow) {
+        if (leaders.get(m.term) !== m.from) claim(m.from, m.term, `${m.from} sent ${MessageType[t]}`);
+      }
     },
   };
 }
@@ -119,6 +157,109 @@ export function leaderCompleteness(violate: (message: string) => void): Invarian
       if (actual !== expected) {
         const has = actual === undefined ? `no entry (last index ${log.lastIndex()})` : `term ${actual}`;
         violate(`leader ${node} of term ${term} lacks committed entry ${index}@${expected}: it has ${has}`);
+      }
+    },
+  };
+}
+
+/** Whether (lastTerm, lastIndex) `a` is at least as up to date as `b` (Raft's election restriction). */
+function atLeastAsUpToDate(a: { index: LogIndex; term: Term }, b: { index: LogIndex; term: Term }): boolean {
+  return a.term > b.term || (a.term === b.term && a.index >= b.index);
+}
+
+/** Whether `candidate` could collect a majority of each voter set of `conf` (only nodes not retired vote). */
+function couldWin(candidate: NodeId, conf: ConfState, cluster: ClusterView): boolean {
+  const own = cluster.lastOf(candidate);
+  if (own === undefined) return false;
+  const wins = (voters: readonly NodeId[]): boolean => {
+    if (voters.length === 0) return true;
+    let yes = 0;
+    for (const v of voters) {
+      const last = v === candidate ? own : cluster.lastOf(v);
+      if (last !== undefined && atLeastAsUpToDate(own, last)) yes++;
+    }
+    return yes > voters.length / 2;
+  };
+  const isVoter = conf.voters.includes(candidate) || conf.votersOutgoing.includes(candidate);
+  return isVoter && wins(conf.voters) && wins(conf.votersOutgoing);
+}
+
+/**
+ * Commit Durability, checked when a leader advances its commit index against
+ * every node's durable log:
+ * 1. the entry is on the disks of a majority of each voter set of the
+ *    leader's membership (what "committed" means), and
+ * 2. no node lacking it could win an election, counting votes with its own
+ *    membership and granting a vote whenever the election restriction allows
+ *    (terms can always be raised).
+ * So an unsafe commit is caught at once, before a crash and an unlucky
+ * election turn it into a lost entry (the Raft paper's figure 8).
+ */
+export function commitDurability(violate: (message: string) => void): Invariant {
+  return {
+    commitAdvanced(leader, _leaderTerm, index, entryTerm, conf, cluster) {
+      for (const voters of [conf.voters, conf.votersOutgoing]) {
+        const holders = voters.filter((v) => cluster.holds(v, index, entryTerm));
+        if (voters.length > 0 && holders.length <= voters.length / 2) {
+          violate(
+            `${leader} committed ${index}@${entryTerm} but only [${holders.join(",")}] of [${voters.join(",")}] have it on disk`,
+          );
+          return;
+        }
+      }
+      for (const node of cluster.nodes()) {
+        if (cluster.holds(node, index, entryTerm)) continue;
+        const own = cluster.confOf(node);
+        if (own !== undefined && couldWin(node, own, cluster)) {
+          const last = cluster.lastOf(node)!;
+          violate(
+            `${leader} committed ${index}@${entryTerm} but ${node} (log ends ${last.index}@${last.term}) lacks it and could still win an election`,
+          );
+          return;
+        }
+      }
+    },
+  };
+}
+
+/**
+ * Commit Rule (Raft paper, section 5.4.2): a leader moves its commit index
+ * only to an entry of its own term; earlier entries commit with it. Counting
+ * replicas of an older entry is unsafe, but proving it takes a rare history
+ * (figure 8), so the rule itself is checked where the leader's Ready shows it.
+ */
+export function commitRule(violate: (message: string) => void): Invariant {
+  return {
+    commitAdvanced(leader, leaderTerm, index, entryTerm) {
+      if (entryTerm !== leaderTerm) {
+        violate(`${leader}, leader of term ${leaderTerm}, moved its commit index to ${index}, an entry of term ${entryTerm}`);
+      }
+    },
+  };
+}
+
+/**
+ * Vote Durability: a new leader's votes are on disk. Every vote it counted was
+ * sent after the voter persisted it, so a majority of each voter set must
+ * durably hold this term with a vote for it, or a later term. A core that
+ * answers before its vote is synced fails this at once, without needing the
+ * crash that would make the voter vote twice.
+ */
+export function voteDurability(violate: (message: string) => void): Invariant {
+  return {
+    leaderElectedIn(node, term, conf, cluster) {
+      const durable = (v: NodeId): boolean => {
+        if (v === node) return true; // its own vote is persisted with its first Ready, before anything leaves
+        const hs = cluster.hardStateOf(v);
+        return hs !== undefined && (hs.term > term || (hs.term === term && hs.vote === node));
+      };
+      for (const voters of [conf.voters, conf.votersOutgoing]) {
+        const count = voters.filter(durable).length;
+        if (voters.length > 0 && count <= voters.length / 2) {
+          const states = voters.map((v) => `${v}:${JSON.stringify(cluster.hardStateOf(v) ?? null)}`).join(" ");
+          violate(`${node} became leader of term ${term} but only ${count} of [${voters.join(",")}] durably voted for it: ${states}`);
+          return;
+        }
       }
     },
   };
@@ -194,6 +335,9 @@ export const defaultInvariants: Readonly<Record<string, InvariantFactory>> = {
   "log-matching": logMatching,
   "leader-completeness": leaderCompleteness,
   "state-machine-safety": stateMachineSafety,
+  "commit-durability": commitDurability,
+  "vote-durability": voteDurability,
+  "commit-rule": commitRule,
   durability,
 };
 
@@ -207,6 +351,15 @@ export class InvariantSet {
 
   leaderElected(node: NodeId, term: Term): void {
     for (const i of this.all) i.leaderElected?.(node, term);
+  }
+  messageSent(message: Message): void {
+    for (const i of this.all) i.messageSent?.(message);
+  }
+  leaderElectedIn(node: NodeId, term: Term, conf: ConfState, cluster: ClusterView): void {
+    for (const i of this.all) i.leaderElectedIn?.(node, term, conf, cluster);
+  }
+  commitAdvanced(leader: NodeId, leaderTerm: Term, index: LogIndex, entryTerm: Term, conf: ConfState, cluster: ClusterView): void {
+    for (const i of this.all) i.commitAdvanced?.(leader, leaderTerm, index, entryTerm, conf, cluster);
   }
   leaderLogPersisted(node: NodeId, term: Term, log: LogView): void {
     for (const i of this.all) i.leaderLogPersisted?.(node, term, log);

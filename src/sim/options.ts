@@ -24,6 +24,7 @@ export interface SimKnobs {
   readonly fsyncMaxMs: number;
   readonly clients: number;
   readonly proposalChancePerTick: number;
+  readonly clientPipeline: number;
   readonly payloadBytes: number;
   readonly ackTimeoutTicks: number;
   readonly snapshotIntervalEntries: number;
@@ -78,6 +79,7 @@ export function resolveKnobs(seed: number, given: Partial<SimKnobs> = {}): SimKn
     fsyncMaxMs: rng.pick([1, 4]),
     clients: rng.range(1, 4),
     proposalChancePerTick: rng.pick([0.2, 0.5]),
+    clientPipeline: rng.pick([1, 4, 16]),
     payloadBytes: rng.pick([16, 64]),
     ackTimeoutTicks: 40,
     snapshotIntervalEntries: rng.pick([4, 16, 64]),

@@ -9,7 +9,7 @@
  * apply, as the design's "applied state and applied index in one batch".
  */
 import { MemoryStorage } from "../raft/memory-storage.ts";
-import type { ConfState, Entry, HardState, LogIndex, NodeId, Snapshot } from "../raft/types.ts";
+import type { ConfState, Entry, HardState, LogIndex, NodeId, Snapshot, Term } from "../raft/types.ts";
 
 /** The simulated state machine's durable part: how far it applied, and a running hash of what. */
 export interface AppliedState {
@@ -80,14 +80,22 @@ export class SimDisk {
     return this.pending.length;
   }
 
-  /** The durable hard state (for tests and traces). */
+  /** The durable hard state: the term and vote a restart would find. */
   durableHardState(): HardState {
     return this.durable.getHardState();
   }
 
-  /** The durable log's last index (for tests and traces). */
-  durableLastIndex(): LogIndex {
-    return this.durable.lastIndex();
+  /** The durable log's last index and its term: what this node compares a candidate's log with. */
+  durableLast(): { index: LogIndex; term: Term } {
+    const index = this.durable.lastIndex();
+    return { index, term: this.durable.term(index) };
+  }
+
+  /** Whether the durable log holds the entry (`index`, `term`), or a snapshot covering it. */
+  durableHolds(index: LogIndex, term: Term): boolean {
+    const d = this.durable;
+    if (index <= d.snapshot().metadata.index || index < d.firstIndex() - 1) return true;
+    return index <= d.lastIndex() && d.term(index) === term;
   }
 
   /**

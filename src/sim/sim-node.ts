@@ -8,8 +8,8 @@
  * batch, as a single-threaded node loop would.
  */
 import { RawNode, type RaftConfig, type RaftEvent } from "../raft/raw-node.ts";
-import { Role, type Entry, type LogIndex, type Message, type NodeId, type Ready, type Term } from "../raft/types.ts";
-import type { InvariantSet, LogView } from "./invariants.ts";
+import { Role, type ConfState, type Entry, type LogIndex, type Message, type NodeId, type Ready, type Term } from "../raft/types.ts";
+import type { ClusterView, InvariantSet, LogView } from "./invariants.ts";
 import type { AppliedState, SimDisk } from "./sim-disk.ts";
 import { applyEntry, decodeAppliedState, encodeAppliedState } from "./state-machine.ts";
 import type { TraceDetail } from "./trace.ts";
@@ -24,6 +24,7 @@ export type NodeInput =
 export interface NodeHost {
   readonly nowMs: number;
   readonly invariants: InvariantSet;
+  readonly cluster: ClusterView;
   schedule(atMs: number, fire: () => void): void;
   send(from: SimNode, messages: readonly Message[]): void;
   fsyncDelayMs(): number;
@@ -56,6 +57,10 @@ export class SimNode {
   retired = false;
   /** Index of the first applied configuration that included this node (Infinity: never yet). */
   joinedAtIndex = Number.POSITIVE_INFINITY;
+  /** Index of the latest configuration this node applied (or received in a snapshot). */
+  confKnownIndex = 0;
+  /** The configuration that removed this node, once one is applied anywhere. */
+  removal: { readonly index: LogIndex; readonly conf: ConfState } | null = null;
   /** Bumped on every crash, so events of an earlier life are ignored. */
   incarnation = 0;
   tickCount = 0;
@@ -63,6 +68,9 @@ export class SimNode {
   private parked: Ready | null = null;
   private inbox: NodeInput[] = [];
   private pendingLeaderTerm: Term = 0;
+  private checkedCommit: LogIndex = 0;
+  /** The membership as of the last applied index, kept across a crash (a restart rebuilds the same). */
+  private lastConf: ConfState | undefined = undefined;
   readonly log: LogView;
 
   constructor(
@@ -104,6 +112,7 @@ export class SimNode {
 
   /** Kills the process: in-flight writes, queued inputs and unsent messages are lost. */
   crash(): void {
+    this.lastConf = this.confState();
     this.raw = null;
     this.incarnation++;
     this.busy = false;
@@ -113,6 +122,12 @@ export class SimNode {
     this.pendingLeaderTerm = 0;
     this.role = Role.Follower;
     this.disk.crash();
+  }
+
+  /** The membership this node campaigns and counts votes with; undefined once retired. */
+  confState(): ConfState | undefined {
+    if (this.retired) return undefined;
+    return this.raw?.confState() ?? this.lastConf;
   }
 
   /** Stops the node for good (it was removed from the configuration). */
@@ -221,13 +236,17 @@ export class SimNode {
 
   private persist(ready: Ready): void {
     const { host, id } = this;
-    this.disk.write(ready.snapshot, ready.entries, ready.hardState, ready.mustSync);
-    if (ready.hardState !== null && ready.hardState.term > this.term) this.term = ready.hardState.term;
+    let restored: AppliedState | null = null;
     if (ready.snapshot !== null) {
+      // Checked before the write: a disk refusing an older snapshot would hide the core's mistake.
       const { metadata, data } = ready.snapshot;
-      const restored = decodeAppliedState(data, metadata.index);
+      restored = decodeAppliedState(data, metadata.index);
       host.trace(id, "restore", `snapshot ${metadata.index}@${metadata.term}`);
       host.invariants.snapshotRestored(id, metadata, restored, this.state);
+    }
+    this.disk.write(ready.snapshot, ready.entries, ready.hardState, ready.mustSync);
+    if (ready.hardState !== null && ready.hardState.term > this.term) this.term = ready.hardState.term;
+    if (restored !== null) {
       this.state = restored;
       this.disk.saveApplied(restored);
     }
@@ -235,6 +254,15 @@ export class SimNode {
     if (this.pendingLeaderTerm !== 0) {
       host.invariants.leaderLogPersisted(id, this.pendingLeaderTerm, this.log);
       this.pendingLeaderTerm = 0;
+    }
+    const commit = ready.hardState?.commit ?? 0;
+    if (this.role === Role.Leader && commit > this.checkedCommit) {
+      this.checkedCommit = commit;
+      const entryTerm = this.log.term(commit);
+      const conf = this.raw?.confState();
+      if (entryTerm !== undefined && conf !== undefined) {
+        host.invariants.commitAdvanced(id, this.term, commit, entryTerm, conf, host.cluster);
+      }
     }
   }
 
@@ -273,7 +301,11 @@ export class SimNode {
               : Role.Follower;
       if (event.kind === "became-leader") {
         this.host.invariants.leaderElected(this.id, event.term);
+        const conf = this.raw?.confState() ?? this.lastConf;
+        if (conf !== undefined) this.host.invariants.leaderElectedIn(this.id, event.term, conf, this.host.cluster);
         this.pendingLeaderTerm = event.term;
+        // Commit moves made before leading (as a follower, in the same batch) are not the leader's.
+        this.checkedCommit = Math.max(this.checkedCommit, this.raw?.status().commit ?? 0);
       }
     }
     this.host.coreEvent(this, event);

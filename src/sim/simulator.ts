@@ -10,7 +10,7 @@ import { defaultRaftConfig, type ProposalResult, type RaftEvent, type RawNode } 
 import { MessageType, Role, type ConfChange, type ConfState, type Entry, type Message, type NodeId } from "../raft/types.ts";
 import { EventQueue } from "./event-queue.ts";
 import { drawSchedule, faultSpecs, type FaultContext, type FaultEvent } from "./faults.ts";
-import { defaultInvariants, InvariantSet } from "./invariants.ts";
+import { defaultInvariants, InvariantSet, type ClusterView } from "./invariants.ts";
 import { Network } from "./network.ts";
 import { resolveKnobs, streams, type SimKnobs, type SimOptions } from "./options.ts";
 import { Prng } from "./prng.ts";
@@ -70,6 +70,7 @@ export class Simulator implements NodeHost, FaultContext {
   readonly rng: Prng;
   readonly network: Network;
   readonly invariants: InvariantSet;
+  readonly cluster: ClusterView;
   readonly initialNodes: number;
   readonly nodes: SimNode[] = [];
   private readonly byId = new Map<NodeId, SimNode>();
@@ -89,6 +90,7 @@ export class Simulator implements NodeHost, FaultContext {
   private probe: { data: Uint8Array; sinceTick: number; appliedBy: Set<NodeId> } | null = null;
   private probeSeq = 0;
   private recoveryTicks = -1;
+  private nextLeaderActions: ((leader: NodeId) => void)[] = [];
 
   constructor(readonly options: SimOptions) {
     if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > 9) {
@@ -104,6 +106,16 @@ export class Simulator implements NodeHost, FaultContext {
     this.trace_ = new TraceRing(this.knobs.traceEvents);
     const invariants = { ...defaultInvariants, ...options.extraInvariants };
     this.invariants = new InvariantSet(invariants, (name, message) => this.violate(name, message));
+    this.cluster = {
+      nodes: () => this.nodes.filter((n) => !n.retired).map((n) => n.id),
+      confOf: (id) => this.byId.get(id)?.confState(),
+      lastOf: (id) => {
+        const n = this.byId.get(id);
+        return n === undefined || n.retired ? undefined : n.disk.durableLast();
+      },
+      hardStateOf: (id) => this.byId.get(id)?.disk.durableHardState(),
+      holds: (id, index, term) => this.byId.get(id)?.disk.durableHolds(index, term) ?? false,
+    };
     this.faultSchedule =
       options.schedule ??
       drawSchedule(new Prng(seed, streams.schedule), options.faults, { ...this.knobs, steps: options.steps });
@@ -138,6 +150,7 @@ export class Simulator implements NodeHost, FaultContext {
 
   send(from: SimNode, messages: readonly Message[]): void {
     for (const m of messages) {
+      this.invariants.messageSent(m);
       const to = this.byId.get(m.to);
       if (to === undefined) continue;
       const arrivals = this.network.route(from.slot, to.slot, this.nowMs);
@@ -174,29 +187,47 @@ export class Simulator implements NodeHost, FaultContext {
     if (event.kind === "became-leader") {
       this.elections++;
       this.trace(node.id, "leader", `term ${event.term}`);
+      const actions = this.nextLeaderActions;
+      this.nextLeaderActions = [];
+      for (const action of actions) action(node.id);
     } else if (event.kind === "conf-change-applied") {
-      this.membershipApplied(event.confState, event.index);
+      this.membershipApplied(node, event.confState, event.index);
     } else if (event.kind === "snapshot-restored") {
       this.trace(node.id, "snap-in", `${event.index}@${event.term}`);
+      node.confKnownIndex = Math.max(node.confKnownIndex, event.index);
+      this.retireRemoved();
     }
   }
 
   /**
-   * Records when nodes joined, and stops nodes that a configuration applied
-   * after their joining excludes (applied means committed: removal is final).
-   * Every node applies the same configurations in log order, so comparing
-   * indexes keeps a lagging node's older configuration from retiring anyone.
+   * Tracks membership: when each node joined, which configuration index each
+   * node knows, and removals. A removed node is stopped for good once every
+   * voter of the configuration that removed it has applied that configuration
+   * (or a later one): stopping it earlier could leave a voter that still
+   * needs its vote, as a real deployment would not. Every node applies the
+   * same configurations in log order, so indexes order them.
    */
-  private membershipApplied(conf: ConfState, index: number): void {
+  private membershipApplied(node: SimNode, conf: ConfState, index: number): void {
+    node.confKnownIndex = Math.max(node.confKnownIndex, index);
     const members = new Set([...conf.voters, ...conf.votersOutgoing, ...conf.learners, ...conf.learnersNext]);
     for (const id of members) {
-      const node = this.byId.get(id);
-      if (node !== undefined && index < node.joinedAtIndex) node.joinedAtIndex = index;
+      const member = this.byId.get(id);
+      if (member !== undefined && index < member.joinedAtIndex) member.joinedAtIndex = index;
     }
-    for (const node of this.nodes) {
-      if (!node.retired && !members.has(node.id) && index > node.joinedAtIndex) {
-        this.trace(node.id, "retire", `removed by the configuration at ${index}`);
-        node.retire();
+    for (const n of this.nodes) {
+      if (!members.has(n.id) && index > n.joinedAtIndex && n.removal === null) n.removal = { index, conf };
+    }
+    this.retireRemoved();
+  }
+
+  private retireRemoved(): void {
+    for (const n of this.nodes) {
+      const removal = n.removal;
+      if (n.retired || removal === null) continue;
+      const voters = [...removal.conf.voters, ...removal.conf.votersOutgoing];
+      if (voters.every((v) => (this.byId.get(v)?.confKnownIndex ?? 0) >= removal.index)) {
+        this.trace(n.id, "retire", `removed by the configuration at ${removal.index}`);
+        n.retire();
       }
     }
   }
@@ -330,6 +361,10 @@ export class Simulator implements NodeHost, FaultContext {
     this.sendToLeader(`transfer to ${to}`, (raw) => raw.transferLeadership(to));
   }
 
+  onNextLeader(action: (leader: NodeId) => void): void {
+    this.nextLeaderActions.push(action);
+  }
+
   // ---- the run ----------------------------------------------------------------------------------
 
   /** Runs the fault phase, then the liveness phase, and returns the result. */
@@ -384,6 +419,7 @@ export class Simulator implements NodeHost, FaultContext {
     this.trace("*", "heal", `after ${this.tickCount} ticks`);
     for (const end of this.activeFaults) end();
     this.activeFaults.clear();
+    this.nextLeaderActions = [];
     this.network.healAll();
     for (const node of this.nodes) {
       if (!node.up && !node.retired) this.restart(node.id);

@@ -6,7 +6,7 @@
  * deadline is abandoned (it may still commit later) and the client moves on.
  */
 import type { ProposalResult } from "../raft/raw-node.ts";
-import type { Entry, LogIndex, NodeId, Term } from "../raft/types.ts";
+import type { Entry, NodeId, Term } from "../raft/types.ts";
 import type { Prng } from "./prng.ts";
 
 /** What the workload needs from the simulator. */
@@ -22,8 +22,10 @@ export interface WorkloadPort {
 /** Workload knobs. */
 export interface WorkloadOptions {
   readonly clients: number;
-  /** Chance per tick that an idle client proposes. */
+  /** Chance per tick that a client with room for another proposal makes one. */
   readonly proposalChancePerTick: number;
+  /** Proposals a client keeps in flight at once (pipelining). */
+  readonly clientPipeline: number;
   /** Payload size; payloads start with a unique id and are padded to this many bytes. */
   readonly payloadBytes: number;
   /** Ticks to wait for an acknowledgement before abandoning a proposal. */
@@ -38,18 +40,18 @@ export interface WorkloadStats {
 }
 
 interface Pending {
+  readonly client: Client;
   readonly node: NodeId;
   readonly data: Uint8Array;
-  index: LogIndex;
   term: Term;
-  deadlineTick: number;
+  readonly deadlineTick: number;
 }
 
 interface Client {
   readonly id: number;
   leaderGuess: NodeId;
   seq: number;
-  pending: Pending | null;
+  readonly pending: Set<Pending>;
 }
 
 /** The set of clients and their outstanding proposals. */
@@ -65,45 +67,43 @@ export class Workload {
     private readonly port: WorkloadPort,
   ) {
     for (let id = 0; id < options.clients; id++) {
-      this.clients.push({ id, leaderGuess: rng.pick(port.nodeIds()), seq: 0, pending: null });
+      this.clients.push({ id, leaderGuess: rng.pick(port.nodeIds()), seq: 0, pending: new Set() });
     }
   }
 
   /** Called once per tick: expire old proposals and start new ones. */
   tick(nowTick: number): void {
     for (const client of this.clients) {
-      const p = client.pending;
-      if (p !== null && nowTick >= p.deadlineTick) this.abandon(client, p);
-      if (client.pending === null && this.rng.chance(this.options.proposalChancePerTick)) {
+      for (const p of client.pending) if (nowTick >= p.deadlineTick) this.abandon(p, true);
+      if (client.pending.size < this.options.clientPipeline && this.rng.chance(this.options.proposalChancePerTick)) {
         this.propose(client, nowTick);
       }
     }
   }
 
-  private abandon(client: Client, p: Pending): void {
-    this.waiting.delete(`${p.node}/${p.index}`);
-    client.pending = null;
-    client.leaderGuess = this.rng.pick(this.port.nodeIds());
+  private abandon(p: Pending, guessAgain: boolean): void {
+    p.client.pending.delete(p);
+    if (guessAgain) p.client.leaderGuess = this.rng.pick(this.port.nodeIds());
   }
 
   private propose(client: Client, nowTick: number): void {
     const node = client.leaderGuess;
     const data = payload(client.id, client.seq++, this.options.payloadBytes);
-    const p: Pending = { node, data, index: 0, term: 0, deadlineTick: nowTick + this.options.ackTimeoutTicks };
-    client.pending = p;
+    const p: Pending = { client, node, data, term: 0, deadlineTick: nowTick + this.options.ackTimeoutTicks };
+    client.pending.add(p);
     this.stats.proposed++;
     this.port.propose(node, data, (result) => {
-      if (client.pending !== p) return;
+      if (!client.pending.has(p)) return;
       if (result === null) {
-        this.abandon(client, p);
+        this.abandon(p, true);
       } else if (result.ok) {
-        p.index = result.index;
         p.term = result.term;
         this.waiting.set(`${node}/${result.index}`, p);
       } else {
         this.stats.redirected++;
-        client.pending = null;
-        client.leaderGuess = result.leader !== "" && result.leader !== node ? result.leader : this.rng.pick(this.port.nodeIds());
+        this.abandon(p, false);
+        const leader = result.leader;
+        client.leaderGuess = leader !== "" && leader !== node ? leader : this.rng.pick(this.port.nodeIds());
       }
     });
   }
@@ -115,8 +115,7 @@ export class Workload {
     const p = this.waiting.get(key);
     if (p === undefined) return;
     this.waiting.delete(key);
-    const client = this.clients.find((c) => c.pending === p);
-    if (client !== undefined) client.pending = null;
+    if (!p.client.pending.delete(p)) return; // abandoned meanwhile
     if (entry.term !== p.term || !sameBytes(entry.data, p.data)) return; // lost to another leader: never acked
     this.stats.acked++;
     this.port.acked(node, entry);

@@ -1,0 +1,100 @@
+/**
+ * Deliberately broken variants of the Raft core. Each is an exact search
+ * string in a file under src/raft and its replacement; the mutation test
+ * applies one at a time to a temporary copy of src/ and expects the simulator
+ * to report a violation. The search string must occur exactly once in the
+ * pristine file, so a refactor of the core fails the test loudly instead of
+ * silently testing nothing.
+ */
+
+/** One broken variant of the core. */
+export interface Mutant {
+  readonly name: string;
+  /** Path relative to the project root. */
+  readonly file: string;
+  readonly search: string;
+  readonly replace: string;
+  readonly description: string;
+}
+
+/** The mutants the simulator must catch. */
+export const mutants: readonly Mutant[] = [
+  {
+    name: "vote-without-log-check",
+    file: "src/raft/raft.ts",
+    search: "if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {",
+    replace: "if (canVote) {",
+    description: "grants votes without the election restriction (candidate's log at least as up to date)",
+  },
+  {
+    name: "commit-previous-term",
+    file: "src/raft/raft.ts",
+    search: "if (index <= this.log.committed || this.log.term(index) !== this.term) return false;",
+    replace: "if (index <= this.log.committed) return false;",
+    description: "commits an entry of an earlier term by counting its replicas (Raft paper, figure 8)",
+  },
+  {
+    name: "vote-not-recorded",
+    file: "src/raft/raft.ts",
+    search: "        this.electionElapsed = 0;\n        this.vote = m.from;\n",
+    replace: "        this.electionElapsed = 0;\n",
+    description: "answers a vote request without recording the vote in the hard state",
+  },
+  {
+    name: "vote-not-synced",
+    file: "src/raft/raw-node.ts",
+    search: "mustSync: hard.term !== prev.term || hard.vote !== prev.vote || entries.length > 0",
+    replace: "mustSync: hard.term !== prev.term || entries.length > 0",
+    description: "sends a vote before the vote is synced to disk (a crash forgets it)",
+  },
+  {
+    name: "entries-not-synced",
+    file: "src/raft/raw-node.ts",
+    search: "hard.vote !== prev.vote || entries.length > 0 || snapshot !== null",
+    replace: "hard.vote !== prev.vote || snapshot !== null",
+    description: "acknowledges appended entries before they are synced to disk",
+  },
+  {
+    name: "append-without-prev-match",
+    file: "src/raft/raft-log.ts",
+    search: "if (!this.matchTerm(prevIndex, prevTerm)) return undefined;",
+    replace: "if (prevIndex > this.lastIndex()) return undefined;",
+    description: "accepts Append entries without checking the previous entry's term",
+  },
+  {
+    name: "snapshot-truncates-matching-log",
+    file: "src/raft/raft.ts",
+    search: "    if (this.log.matchTerm(index, term)) {\n",
+    replace: "    if (false) {\n",
+    description: "installs a snapshot over a log that already holds the snapshot's last entry, dropping the entries after it",
+  },
+  {
+    name: "snapshot-over-newer-state",
+    file: "src/raft/raft.ts",
+    search: "    if (index <= this.log.committed) return false;\n    if (this.log.matchTerm(index, term)) {",
+    replace: "    if (this.log.matchTerm(index, term) && index > this.log.committed) {",
+    description: "installs a snapshot older than the committed index, rolling the state machine back",
+  },
+  {
+    name: "joint-counts-new-majority",
+    file: "src/raft/quorum.ts",
+    search: "return Math.min(majorityCommitted(this.incoming, matchOf), majorityCommitted(this.outgoing, matchOf));",
+    replace: "return majorityCommitted(this.incoming, matchOf);",
+    description: "in a joint configuration, commits with a majority of the new voters only",
+  },
+  {
+    name: "leader-keeps-leading-on-higher-term",
+    file: "src/raft/raft.ts",
+    search: '      this.becomeFollower(m.term, fromLeader ? m.from : "");\n      return true;',
+    replace:
+      '      if (this.role === Role.Leader) {\n        this.term = m.term;\n        this.vote = "";\n      } else this.becomeFollower(m.term, fromLeader ? m.from : "");\n      return true;',
+    description: "a leader that sees a higher term adopts it but does not step down",
+  },
+  {
+    name: "vote-kept-across-terms",
+    file: "src/raft/raft.ts",
+    search: "      this.term = term;\n      this.vote = \"\";\n",
+    replace: "      this.term = term;\n",
+    description: "a node does not reset its vote when its term changes",
+  },
+];
