@@ -121,6 +121,13 @@ export class Raft {
   private readonly readOnly = new ReadOnlyQueue();
   /** Read requests received before this leader committed an entry of its term. */
   private pendingReadIndex: Message[] = [];
+  /**
+   * Follower: the highest index known to match the current leader's log (from
+   * its Appends in this term). Heartbeats commit no further: a follower whose
+   * storage was lost, and that took entries from a deposed leader, must not
+   * commit those on the word of a leader that still believes the old match.
+   */
+  private leaderMatchIndex: LogIndex = 0;
 
   constructor(config: RaftConfig) {
     assert(config.electionTimeoutTicks > config.heartbeatTicks, "electionTimeoutTicks must exceed heartbeatTicks");
@@ -179,6 +186,7 @@ export class Raft {
     this.uncommittedBytes = 0;
     this.readOnly.clear();
     this.pendingReadIndex = [];
+    this.leaderMatchIndex = 0;
     this.resetProgress();
   }
 
@@ -456,11 +464,14 @@ export class Raft {
 
   private handleAppend(m: Message): void {
     if (m.index < this.log.committed) {
+      this.leaderMatchIndex = Math.max(this.leaderMatchIndex, this.log.committed);
       this.send({ type: MessageType.AppendResponse, to: m.from, index: this.log.committed });
       return;
     }
     const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
     if (lastNew !== undefined) {
+      // Within one term the leader's log only grows, so an older Append arriving late lowers nothing.
+      this.leaderMatchIndex = Math.max(this.leaderMatchIndex, lastNew);
       this.send({ type: MessageType.AppendResponse, to: m.from, index: lastNew });
       return;
     }
@@ -476,14 +487,15 @@ export class Raft {
   }
 
   private handleHeartbeat(m: Message): void {
-    // The leader sends at most what this follower matches, so it is committed here too.
-    this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
-    this.send({ type: MessageType.HeartbeatResponse, to: m.from, context: m.context });
+    this.log.commitTo(Math.min(m.commit, this.leaderMatchIndex));
+    // `index` tells the leader how far this follower knows it matches, so it sends an Append if that is short.
+    this.send({ type: MessageType.HeartbeatResponse, to: m.from, index: this.leaderMatchIndex, context: m.context });
   }
 
   private handleSnapshot(m: Message): void {
     const snapshot = m.snapshot;
     if (snapshot !== null && this.restore(snapshot)) {
+      this.leaderMatchIndex = this.log.lastIndex();
       this.send({ type: MessageType.AppendResponse, to: m.from, index: this.log.lastIndex() });
     } else {
       this.send({ type: MessageType.AppendResponse, to: m.from, index: this.log.committed });
@@ -496,6 +508,7 @@ export class Raft {
     if (index <= this.log.committed) return false;
     if (this.log.matchTerm(index, term)) {
       // Our log already has the snapshot's last entry: keep the entries after it.
+      this.leaderMatchIndex = Math.max(this.leaderMatchIndex, index);
       this.log.commitTo(index);
       return false;
     }
@@ -565,7 +578,7 @@ export class Raft {
     progress.recentActive = true;
     progress.probeSent = false;
     if (progress.state === "replicate" && progress.isPaused()) progress.freeFirstInflight();
-    if (progress.match < this.log.lastIndex()) this.sendAppend(m.from, true);
+    if (progress.match < this.log.lastIndex() || m.index < Math.min(progress.match, this.log.committed)) this.sendAppend(m.from, true);
     if (m.context.byteLength === 0) return;
     const released = this.readOnly.acknowledge(m.context, m.from, (acks) => this.quorum.voteResult((id) => (acks.has(id) ? true : undefined)) === VoteResult.Won);
     for (const request of released) this.answerRead(request.from, request.index, request.context);

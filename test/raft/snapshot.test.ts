@@ -86,3 +86,27 @@ describe("a follower that lost its storage", () => {
     expect(c.sent.length).toBeLessThan(500);
   });
 });
+
+describe("heartbeats commit only what matches the current leader", () => {
+  it("a wiped follower holding a deposed leader's entries does not commit them on a heartbeat", async () => {
+    const { MemoryStorage } = await import("../../src/raft/memory-storage.ts");
+    const { EntryType, message } = await import("../../src/raft/types.ts");
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    for (let i = 0; i < 5; i++) c.get("a").node.propose(text(`good${i}`));
+    c.stabilize();
+    // c loses its disk and restarts at term 1; before it hears from a, a deposed
+    // "leader" of term 1 hands it an entry that was never committed.
+    const wiped = c.add("c", new MemoryStorage(["a", "b", "c"]), 5);
+    wiped.applied = [];
+    c.processReadies();
+    wiped.node.step(message({ type: MessageType.Append, groupId: "g", from: "b", to: "c", term: 1, index: 1, logTerm: 1, commit: 1, entries: [{ term: 1, index: 2, type: EntryType.Normal, data: text("stale") }] }));
+    c.processReadies();
+    // a still believes c matches far ahead; its heartbeat must not commit "stale".
+    c.get("a").node.tick();
+    c.stabilize();
+    c.tickAll(3);
+    expect(c.appliedText("c")).not.toContain("stale");
+    expect(c.appliedText("c")).toEqual(c.appliedText("a"));
+  });
+});
