@@ -18,6 +18,7 @@ options:
   --nodes N       initial voters, 1-9 (default 5)
   --steps K       ticks of the fault phase per seed (default 600)
   --faults LIST   comma-separated: ${faultKinds.join(",")}; or all, none (default all)
+  --stop          stop after the first seed with a violation
   --json          print one JSON object as the last line
   --verbose       print one line per seed even with --json
   --help          this text`;
@@ -30,6 +31,7 @@ interface SimArgs {
   faults: Set<FaultKind>;
   json: boolean;
   verbose: boolean;
+  stop: boolean;
 }
 
 function integer(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
@@ -53,6 +55,7 @@ export function parseSimArgs(args: string[]): SimArgs | "help" {
       steps: { type: "string" },
       faults: { type: "string" },
       json: { type: "boolean" },
+      stop: { type: "boolean" },
       verbose: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -66,6 +69,7 @@ export function parseSimArgs(args: string[]): SimArgs | "help" {
     faults: parseFaultKinds(values.faults ?? "all"),
     json: values.json === true,
     verbose: values.verbose === true,
+    stop: values.stop === true,
   };
 }
 
@@ -105,17 +109,20 @@ export async function simCommand(argv: string[]): Promise<number> {
   const totals = { steps: 0, ticks: 0, nodeTicks: 0, elections: 0, commits: 0, acked: 0, faults: 0 };
   const violations: Violation[] = [];
   const started = performance.now();
+  let seedsRun = 0;
   for (let seed = args.seed; seed < args.seed + args.seeds; seed++) {
+    seedsRun++;
     const t0 = performance.now();
     const r = runSimulation({ seed, nodes: args.nodes, steps: args.steps, faults: args.faults });
     for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += r[key];
     violations.push(...r.violations);
     if (!args.json || args.verbose) console.log(seedLine(r, performance.now() - t0));
     for (const v of r.violations) (args.json ? console.error : console.log)(formatViolation(v, args));
+    if (args.stop && r.violations.length > 0) break;
   }
   const seconds = (performance.now() - started) / 1000;
   const summary = {
-    seeds: args.seeds,
+    seeds: seedsRun,
     firstSeed: args.seed,
     nodes: args.nodes,
     faultKinds: [...args.faults],
@@ -129,7 +136,7 @@ export async function simCommand(argv: string[]): Promise<number> {
     console.log(JSON.stringify(summary));
   } else {
     console.log(
-      `${args.seeds} seeds, ${totals.ticks} steps, ${totals.elections} elections, ${totals.commits} commits, ` +
+      `${seedsRun} seeds, ${totals.ticks} steps, ${totals.elections} elections, ${totals.commits} commits, ` +
         `${violations.length} violations in ${seconds.toFixed(1)}s (${summary.stepsPerSecond} steps/s, ${summary.nodeTicksPerSecond} node-ticks/s)`,
     );
   }

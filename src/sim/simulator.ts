@@ -47,6 +47,8 @@ export interface SimResult {
   /** Client proposals acknowledged as committed. */
   readonly acked: number;
   readonly faults: number;
+  /** Snapshots followers installed from a leader. */
+  readonly snapshotsInstalled: number;
   readonly messages: number;
   readonly events: number;
   /** Ticks the healed cluster needed to pass the liveness check (-1 if it did not). */
@@ -86,6 +88,7 @@ export class Simulator implements NodeHost, FaultContext {
   private elections = 0;
   private commits = 0;
   private faultsStarted = 0;
+  private snapshotsInstalled = 0;
   private events = 0;
   private probe: { data: Uint8Array; sinceTick: number; appliedBy: Set<NodeId> } | null = null;
   private probeSeq = 0;
@@ -193,6 +196,7 @@ export class Simulator implements NodeHost, FaultContext {
     } else if (event.kind === "conf-change-applied") {
       this.membershipApplied(node, event.confState, event.index);
     } else if (event.kind === "snapshot-restored") {
+      this.snapshotsInstalled++;
       this.trace(node.id, "snap-in", `${event.index}@${event.term}`);
       node.confKnownIndex = Math.max(node.confKnownIndex, event.index);
       this.retireRemoved();
@@ -483,6 +487,7 @@ export class Simulator implements NodeHost, FaultContext {
       proposals: this.workload.stats.proposed,
       acked: this.workload.stats.acked,
       faults: this.faultsStarted,
+      snapshotsInstalled: this.snapshotsInstalled,
       messages: this.network.stats.sent,
       events: this.events,
       recoveryTicks: this.recoveryTicks,

@@ -9,37 +9,60 @@ export type TraceDetail = Message | string;
 
 interface TraceRecord {
   atMs: number;
+  seq: number;
   node: string;
   what: string;
   detail: TraceDetail;
 }
 
-/** The last `capacity` events, oldest first when formatted. */
-export class TraceRing {
-  private readonly records: TraceRecord[] = [];
+/** A fixed-size ring of records, overwritten oldest first. */
+class Ring {
+  readonly records: TraceRecord[] = [];
   private next = 0;
 
   constructor(private readonly capacity: number) {}
 
-  /** Records one event. `what` is a short verb ("recv", "send", "crash"); `detail` is formatted lazily. */
-  record(atMs: number, node: string, what: string, detail: TraceDetail = ""): void {
+  add(atMs: number, seq: number, node: string, what: string, detail: TraceDetail): void {
     if (this.capacity <= 0) return;
     if (this.records.length < this.capacity) {
-      this.records.push({ atMs, node, what, detail });
+      this.records.push({ atMs, seq, node, what, detail });
       return;
     }
     const r = this.records[this.next]!;
     r.atMs = atMs;
+    r.seq = seq;
     r.node = node;
     r.what = what;
     r.detail = detail;
     this.next = (this.next + 1) % this.capacity;
   }
+}
+
+/**
+ * The last `capacity` message deliveries, plus the last `capacity / 3`
+ * notable events (faults, crashes, elections), which would otherwise scroll
+ * out behind the heartbeats. Formatted merged in time order.
+ */
+export class TraceRing {
+  private readonly messages: Ring;
+  private readonly notable: Ring;
+  private seq = 0;
+
+  constructor(capacity: number) {
+    this.messages = new Ring(capacity);
+    this.notable = new Ring(Math.ceil(capacity / 3));
+  }
+
+  /** Records one event. `what` is a short verb ("recv", "crash"); `detail` is formatted lazily. */
+  record(atMs: number, node: string, what: string, detail: TraceDetail = ""): void {
+    const ring = typeof detail === "string" ? this.notable : this.messages;
+    ring.add(atMs, this.seq++, node, what, detail);
+  }
 
   /** The recorded events as lines, oldest first. */
   format(): string[] {
-    const ordered = [...this.records.slice(this.next), ...this.records.slice(0, this.next)];
-    return ordered.map((r) => {
+    const all = [...this.messages.records, ...this.notable.records].sort((a, b) => a.seq - b.seq);
+    return all.map((r) => {
       const detail = typeof r.detail === "string" ? r.detail : formatMessage(r.detail);
       return `${r.atMs.toFixed(1).padStart(9)}ms ${r.node.padEnd(4)} ${r.what.padEnd(9)} ${detail}`.trimEnd();
     });

@@ -1,0 +1,68 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { formatViolation, parseSimArgs, simCommand } from "../../src/cli/sim-command.ts";
+import { faultKinds } from "../../src/sim/index.ts";
+
+function capture(): { out: string[]; err: string[] } {
+  const out: string[] = [];
+  const err: string[] = [];
+  vi.spyOn(console, "log").mockImplementation((...a: unknown[]) => void out.push(a.join(" ")));
+  vi.spyOn(console, "error").mockImplementation((...a: unknown[]) => void err.push(a.join(" ")));
+  return { out, err };
+}
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+describe("epochd sim", () => {
+  it("prints one JSON summary as the last line and exits 0 when safe", async () => {
+    const { out } = capture();
+    const code = await simCommand(["--seed", "5", "--seeds", "3", "--nodes", "3", "--steps", "150", "--faults", "drop,crash", "--json"]);
+    expect(code).toBe(0);
+    const summary = JSON.parse(out[out.length - 1]!) as Record<string, unknown>;
+    expect(summary).toMatchObject({ seeds: 3, firstSeed: 5, nodes: 3, steps: 450, violations: [] });
+    expect(summary.elections as number).toBeGreaterThan(0);
+    expect(summary.commits as number).toBeGreaterThan(0);
+    expect(summary.stepsPerSecond as number).toBeGreaterThan(0);
+    expect(out).toHaveLength(1);
+  });
+
+  it("prints a line per seed and a summary without --json", async () => {
+    const { out } = capture();
+    expect(await simCommand(["--seeds", "2", "--nodes", "3", "--steps", "100"])).toBe(0);
+    expect(out).toHaveLength(3);
+    expect(out[0]).toMatch(/^seed +1 .* ok$/);
+    expect(out[2]).toMatch(/^2 seeds, .* 0 violations/);
+  });
+
+  it.each([
+    [["--nodes", "0"]],
+    [["--nodes", "ten"]],
+    [["--faults", "drop,meteor"]],
+    [["--seeds", "0"]],
+    [["--unknown"]],
+    [["positional"]],
+  ])("exits 2 on bad arguments %j", async (args: string[]) => {
+    const { err } = capture();
+    expect(await simCommand(args)).toBe(2);
+    expect(err.join("\n")).toMatch(/usage: epochd sim/);
+  });
+
+  it("parses --faults all and lists", () => {
+    const all = parseSimArgs(["--faults", "all"]);
+    expect(all !== "help" && [...all.faults]).toEqual([...faultKinds]);
+    const some = parseSimArgs(["--faults", "crash,pause"]);
+    expect(some !== "help" && [...some.faults]).toEqual(["crash", "pause"]);
+    expect(parseSimArgs(["--help"])).toBe("help");
+  });
+
+  it("formats a violation with a command that reproduces it", () => {
+    const text = formatViolation(
+      { seed: 42, invariant: "log-matching", message: "boom", atMs: 12.5, trace: ["  1.0ms n1 recv x"] },
+      { nodes: 5, steps: 600, faults: new Set(faultKinds) },
+    );
+    expect(text).toContain("VIOLATION of log-matching (seed 42");
+    expect(text).toContain("npx epochd sim --seed 42 --nodes 5 --steps 600 --faults all");
+    expect(text).toContain("1.0ms n1 recv x");
+  });
+});
