@@ -23,6 +23,7 @@ export class ApiError extends Error {
 export function toServiceError(error: unknown): Partial<grpc.ServiceError> {
   if (error instanceof ApiError) return { code: error.code, details: error.message, metadata: error.metadata };
   if (error instanceof NotLeaderError) {
+    if (error.leader === "") return { code: grpc.status.UNAVAILABLE, details: error.message };
     const metadata = new grpc.Metadata();
     metadata.set(leaderIdMetadataKey, error.leader);
     if (error.leaderAddress !== "") metadata.set(leaderAddressMetadataKey, error.leaderAddress);
