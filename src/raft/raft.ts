@@ -528,6 +528,10 @@ export class Raft {
       case MessageType.ReadIndex:
         this.handleReadIndex(m);
         return;
+      case MessageType.Propose:
+        // Forwarded by a follower; refusals are dropped, the proposer retries.
+        for (const entry of m.entries) if (entry.type === EntryType.Normal) this.proposeEntry({ ...entry, term: 0, index: 0 });
+        return;
       case MessageType.AppendResponse:
         if (progress !== undefined) this.handleAppendResponse(m, progress);
         return;
@@ -644,6 +648,18 @@ export class Raft {
   /** Proposes application data; only a leader accepts. */
   propose(data: Uint8Array): ProposalResult {
     return this.proposeEntry({ term: 0, index: 0, type: EntryType.Normal, data });
+  }
+
+  /**
+   * Proposes `data` here if this node leads, or forwards it to the leader.
+   * Fire and forget: returns false only when no leader is known; the caller
+   * learns the outcome from the applied log.
+   */
+  proposeAnywhere(data: Uint8Array): boolean {
+    if (this.role === Role.Leader) return this.propose(data).ok;
+    if (this.lead === "" || this.lead === this.id) return false;
+    this.send({ type: MessageType.Propose, to: this.lead, entries: [{ term: 0, index: 0, type: EntryType.Normal, data }] });
+    return true;
   }
 
   /** Proposes a membership change; one at a time, and only if it applies to the current configuration. */

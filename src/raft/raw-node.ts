@@ -77,6 +77,11 @@ export class RawNode {
     return this.raft.propose(data);
   }
 
+  /** Proposes on the leader or forwards to it; false when no leader is known. The outcome shows in the log. */
+  proposeAnywhere(data: Uint8Array): boolean {
+    return this.raft.proposeAnywhere(data);
+  }
+
   proposeConfChange(change: ConfChange): ProposalResult {
     return this.raft.proposeConfChange(change);
   }

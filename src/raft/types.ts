@@ -82,6 +82,8 @@ export enum MessageType {
   /** A follower forwards a linearizable read request to its leader. */
   ReadIndex = 11,
   ReadIndexResponse = 12,
+  /** A follower forwards proposals to its leader; entries carry only type and data. */
+  Propose = 13,
 }
 
 /**

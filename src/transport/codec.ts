@@ -186,6 +186,7 @@ function entriesFromProto(p: pb.Message, index: number, logTerm: number, term: n
   if (p.entries.length > limits.maxEntriesPerMessage) {
     throw new CodecError("too-many-entries", `${p.entries.length} entries (max ${limits.maxEntriesPerMessage})`);
   }
+  if (p.type === pb.MessageType.PROPOSE) return proposedEntriesFromProto(p, limits);
   const entries: Entry[] = [];
   let previousTerm = logTerm;
   for (const [i, e] of p.entries.entries()) {
@@ -204,6 +205,18 @@ function entriesFromProto(p: pb.Message, index: number, logTerm: number, term: n
     previousTerm = entryTerm;
   }
   return entries;
+}
+
+/** Forwarded proposals: index and term 0 (the leader assigns them), application data only. */
+function proposedEntriesFromProto(p: pb.Message, limits: CodecLimits): Entry[] {
+  return p.entries.map((e, i) => {
+    if (e.index !== 0n || e.term !== 0n) throw new CodecError("entries-not-contiguous", `proposed entries[${i}] must have index and term 0`);
+    if (entryTypeFromProto(e.type) !== EntryType.Normal) throw new CodecError("unknown-entry-type", `proposed entries[${i}] must be normal entries`);
+    if (e.data.length > limits.maxEntryBytes) {
+      throw new CodecError("entry-too-large", `entries[${i}] has ${e.data.length} bytes (max ${limits.maxEntryBytes})`);
+    }
+    return { term: 0, index: 0, type: EntryType.Normal, data: ownedBytes(e.data) };
+  });
 }
 
 function snapshotMetadataFromProto(p: pb.Message, limits: CodecLimits): SnapshotMetadata | null {

@@ -115,3 +115,18 @@ describe("log replication", () => {
     expect(results.some((r) => !r.ok && r.reason === "overloaded")).toBe(true);
   });
 });
+
+describe("proposal forwarding", () => {
+  it("a follower forwards a proposal to the leader, which appends it", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    expect(c.get("b").node.proposeAnywhere(text("from b"))).toBe(true);
+    c.stabilize();
+    for (const id of ["a", "b", "c"]) expect(c.appliedText(id)).toEqual(["from b"]);
+  });
+
+  it("returns false with no leader to forward to", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    expect(c.get("b").node.proposeAnywhere(text("nowhere"))).toBe(false);
+  });
+});

@@ -38,6 +38,8 @@ const messageArb: fc.Arbitrary<Message> = fc
     let term = logTerm;
     const entries: Entry[] = termSteps.map(([step, type, data], i) => {
       term = Math.min(r.term, term + step);
+      // Forwarded proposals carry application data only; the leader assigns index and term.
+      if (r.type === MessageType.Propose) return { term: 0, index: 0, type: EntryType.Normal, data };
       return { term, index: r.index + 1 + i, type, data };
     });
     return message({ ...r, logTerm, entries });
