@@ -16,7 +16,7 @@ options:
   --seed S        first seed (default 1)
   --seeds M       run M consecutive seeds S, S+1, ... (default 1)
   --nodes N       initial voters, 1-9 (default 5)
-  --steps K       ticks of the fault phase per seed (default 600)
+  --steps K       ticks of the fault phase per seed (default 1000)
   --faults LIST   comma-separated: ${faultKinds.join(",")}; or all, none (default all)
   --stop          stop after the first seed with a violation
   --json          print one JSON object as the last line
@@ -65,7 +65,7 @@ export function parseSimArgs(args: string[]): SimArgs | "help" {
     seed: integer("seed", values.seed, 1, 0, 2 ** 31 - 1),
     seeds: integer("seeds", values.seeds, 1, 1, 10_000_000),
     nodes: integer("nodes", values.nodes, 5, 1, 9),
-    steps: integer("steps", values.steps, 600, 1, 100_000_000),
+    steps: integer("steps", values.steps, 1000, 1, 100_000_000),
     faults: parseFaultKinds(values.faults ?? "all"),
     json: values.json === true,
     verbose: values.verbose === true,

@@ -344,16 +344,23 @@ export const defaultInvariants: Readonly<Record<string, InvariantFactory>> = {
 /** Dispatches simulator events to every invariant; hooks are collected once so calls stay cheap. */
 export class InvariantSet {
   readonly all: Invariant[];
+  /** Invariants with the hooks called per message or per entry, so the hot paths skip the rest. */
+  private readonly onMessage: Invariant[];
+  private readonly onPersist: Invariant[];
+  private readonly onApply: Invariant[];
 
   constructor(factories: Readonly<Record<string, InvariantFactory>>, report: (name: string, message: string) => void) {
     this.all = Object.entries(factories).map(([name, make]) => make((message) => report(name, message)));
+    this.onMessage = this.all.filter((i) => i.messageSent !== undefined);
+    this.onPersist = this.all.filter((i) => i.entriesPersisted !== undefined);
+    this.onApply = this.all.filter((i) => i.entryApplied !== undefined);
   }
 
   leaderElected(node: NodeId, term: Term): void {
     for (const i of this.all) i.leaderElected?.(node, term);
   }
   messageSent(message: Message): void {
-    for (const i of this.all) i.messageSent?.(message);
+    for (const i of this.onMessage) i.messageSent!(message);
   }
   leaderElectedIn(node: NodeId, term: Term, conf: ConfState, cluster: ClusterView): void {
     for (const i of this.all) i.leaderElectedIn?.(node, term, conf, cluster);
@@ -365,13 +372,13 @@ export class InvariantSet {
     for (const i of this.all) i.leaderLogPersisted?.(node, term, log);
   }
   entriesPersisted(node: NodeId, entries: readonly Entry[], log: LogView): void {
-    for (const i of this.all) i.entriesPersisted?.(node, entries, log);
+    for (const i of this.onPersist) i.entriesPersisted!(node, entries, log);
   }
   entriesCommitted(node: NodeId, nodeTerm: Term, entries: readonly Entry[]): void {
     for (const i of this.all) i.entriesCommitted?.(node, nodeTerm, entries);
   }
   entryApplied(node: NodeId, entry: Entry, before: AppliedState, after: AppliedState): void {
-    for (const i of this.all) i.entryApplied?.(node, entry, before, after);
+    for (const i of this.onApply) i.entryApplied!(node, entry, before, after);
   }
   snapshotRestored(node: NodeId, metadata: SnapshotMetadata, state: AppliedState, before: AppliedState): void {
     for (const i of this.all) i.snapshotRestored?.(node, metadata, state, before);

@@ -52,20 +52,25 @@ export class Network {
     this.lastArrivalMs = new Float64Array(slots * slots);
   }
 
+  /** Arrival times of the last {@link route}d message (reused to spare an allocation per message). */
+  readonly arrivals: number[] = [0, 0];
+
   /**
-   * Arrival times for one message sent at `nowMs`: empty when dropped, two
-   * when duplicated. The caller drops it again if the link is cut on arrival.
+   * Decides the fate of one message sent at `nowMs`: returns how many copies
+   * arrive (0 when dropped, 2 when duplicated), their times in
+   * {@link arrivals}. The caller drops a copy again if the link is cut on arrival.
    */
-  route(from: number, to: number, nowMs: number): number[] {
+  route(from: number, to: number, nowMs: number): number {
     this.stats.sent++;
     if (this.isBlocked(from, to) || this.rng.chance(this.current.dropRate)) {
       this.stats.dropped++;
-      return [];
+      return 0;
     }
-    const first = this.arrival(from, to, nowMs);
-    if (!this.rng.chance(this.current.duplicateRate)) return [first];
+    this.arrivals[0] = this.arrival(from, to, nowMs);
+    if (!this.rng.chance(this.current.duplicateRate)) return 1;
     this.stats.duplicated++;
-    return [first, this.arrival(from, to, nowMs)];
+    this.arrivals[1] = this.arrival(from, to, nowMs);
+    return 2;
   }
 
   private arrival(from: number, to: number, nowMs: number): number {

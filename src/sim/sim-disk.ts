@@ -18,7 +18,18 @@ export interface AppliedState {
   readonly hash: number;
 }
 
-type Write = (storage: MemoryStorage) => void;
+/** One Ready's write, kept as data until it is synced. */
+interface Write {
+  readonly snapshot: Snapshot | null;
+  readonly entries: readonly Entry[];
+  readonly hardState: HardState | null;
+}
+
+function applyWrite(s: MemoryStorage, w: Write): void {
+  if (w.snapshot !== null) s.applySnapshot(w.snapshot);
+  if (w.entries.length > 0) s.append(w.entries);
+  if (w.hardState !== null) s.setHardState(w.hardState);
+}
 
 /** Per-node storage with crash semantics: {@link crash} loses exactly the unsynced writes. */
 export class SimDisk {
@@ -39,19 +50,15 @@ export class SimDisk {
    * and every pending one become durable; without, they wait for the next sync.
    */
   write(snapshot: Snapshot | null, entries: readonly Entry[], hardState: HardState | null, sync: boolean): void {
-    const op: Write = (s) => {
-      if (snapshot !== null) s.applySnapshot(snapshot);
-      if (entries.length > 0) s.append(entries);
-      if (hardState !== null) s.setHardState(hardState);
-    };
-    op(this.live);
-    this.pending.push(op);
+    const w: Write = { snapshot, entries, hardState };
+    applyWrite(this.live, w);
+    this.pending.push(w);
     if (sync) this.sync();
   }
 
   /** Makes every pending write durable (an fsync). */
   sync(): void {
-    for (const op of this.pending) op(this.durable);
+    for (const w of this.pending) applyWrite(this.durable, w);
     this.pending.length = 0;
   }
 

@@ -156,9 +156,9 @@ export class Simulator implements NodeHost, FaultContext {
       this.invariants.messageSent(m);
       const to = this.byId.get(m.to);
       if (to === undefined) continue;
-      const arrivals = this.network.route(from.slot, to.slot, this.nowMs);
-      if (arrivals.length === 0 && m.type === MessageType.Snapshot) this.reportSnapshot(from, m.to, false);
-      for (const at of arrivals) this.queue.push(at, () => this.deliver(from, to, m));
+      const copies = this.network.route(from.slot, to.slot, this.nowMs);
+      if (copies === 0 && m.type === MessageType.Snapshot) this.reportSnapshot(from, m.to, false);
+      for (let i = 0; i < copies; i++) this.queue.push(this.network.arrivals[i]!, () => this.deliver(from, to, m));
     }
   }
 
