@@ -10,15 +10,14 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node
 import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import * as grpc from "@grpc/grpc-js";
 import { intFlag, parseArgs } from "../src/cli/args.ts";
 import { summariseProfile } from "./lib/cpu-profile.ts";
-import { epochdChannel, findEpochdLeader, startEpochdCluster, stopEpochdCluster, type EpochdCluster } from "./lib/epochd-cluster.ts";
-import { etcdVersion, startEtcdCluster, stopEtcdCluster, waitForEtcdLeader, type EtcdCluster } from "./lib/etcd-cluster.ts";
-import { epochdPutPath, etcdPutPath, putStreamTarget, unaryPutTarget } from "./lib/grpc-targets.ts";
+import { etcdVersion } from "./lib/etcd-cluster.ts";
 import type { PhaseOptions } from "./lib/load.ts";
-import { measureRow, type MeasuredRow, type ServerProcess } from "./lib/measure.ts";
+import { measureRow, type MeasuredRow } from "./lib/measure.ts";
+import { probeFsyncMs } from "./lib/fsync-probe.ts";
 import { peakRssMiB } from "./lib/proc.ts";
+import { startEpochd, startEtcd, type SystemUnderTest, type WriteMode } from "./lib/systems.ts";
 import { fixed, formatTable, integer } from "./lib/table.ts";
 
 const help = `usage: npm run bench -- raft [--seconds N] [--warmup-seconds N] [--concurrency 1,16,64,256]
@@ -49,7 +48,18 @@ interface SystemRun {
   readonly processes: Array<{ name: string; pid: number; role: string; peakRssMiB: number | undefined }>;
   readonly rows: MeasuredRow[];
   readonly skipped?: string;
-  readonly error?: string;
+}
+
+/** The machine just before the run: 1-minute load average and a 1 KiB write+fdatasync probe. */
+interface MachineConditions {
+  readonly loadAverage1m: number;
+  readonly fsyncP50Ms: number;
+  readonly fsyncP99Ms: number;
+}
+
+function probeConditions(dir: string): MachineConditions {
+  const fsync = probeFsyncMs(dir);
+  return { loadAverage1m: loadavg()[0] ?? 0, fsyncP50Ms: fsync.p50Ms, fsyncP99Ms: fsync.p99Ms };
 }
 
 function listFlag(text: string | undefined, fallback: number[]): number[] {
@@ -89,112 +99,89 @@ function parseOptions(args: string[]): BenchOptions {
 /** Stops whatever is running when the process is interrupted. */
 const cleanups = new Set<() => Promise<void>>();
 
-async function withCleanup<T>(cleanup: () => Promise<void>, body: () => Promise<T>): Promise<T> {
-  cleanups.add(cleanup);
-  try {
-    return await body();
-  } finally {
-    cleanups.delete(cleanup);
-    await cleanup();
-  }
-}
-
 function printProgress(row: MeasuredRow): void {
   const errors = row.errors > 0 ? `  errors ${row.errors} (${row.firstError ?? ""})` : "";
   console.error(`  ${row.system} ${row.mode} c=${row.concurrency}: ${integer(row.writesPerSecond)} writes/s  p50 ${fixed(row.p50Ms, 2)} ms  p99 ${fixed(row.p99Ms, 2)} ms${errors}`);
 }
 
-async function benchEpochd(options: BenchOptions, workDir: string, profileDir: string | undefined): Promise<SystemRun> {
-  const dataDir = join(workDir, "epochd");
-  const env: Record<string, string> = profileDir === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` };
-  console.error(`epochd: starting 3 homeservers (${options.insecure ? "plaintext" : "TLS"}, fsync on) in ${dataDir}`);
-  const cluster = await startEpochdCluster({ dataDir, insecure: options.insecure, nodes: 3, env });
-  let leaderAddress = "";
-  const rows = await withCleanup(
-    () => stopEpochdCluster(cluster),
-    async () => {
-      leaderAddress = await findEpochdLeader(cluster);
-      const servers = cluster.homeservers.map((h) => ({ name: h.id, pid: h.pid }));
-      console.error(`epochd: leader at ${leaderAddress}`);
-      const measured = await runEpochdPhases(cluster, leaderAddress, servers, options);
-      return { measured, peaks: cluster.homeservers.map((h) => peakRssMiB(h.pid)) };
-    },
-  );
-  const leaderId = cluster.homeservers.find((h) => h.clientAddress === leaderAddress)?.id ?? "";
-  return {
-    system: "epochd",
-    version: `node ${process.version}, ${options.insecure ? "plaintext" : "TLS"}`,
-    processes: cluster.homeservers.map((h, i) => ({ name: h.id, pid: h.pid, role: h.id === leaderId ? "leader" : "follower", peakRssMiB: rows.peaks[i] })),
-    rows: rows.measured,
-  };
+/** Starts the systems to compare, each stopped again by `cleanups` if a later one fails. */
+async function startSystems(options: BenchOptions, workDir: string, profileDir: string | undefined): Promise<{ systems: SystemUnderTest[]; skipped: string[] }> {
+  const systems: SystemUnderTest[] = [];
+  const skipped: string[] = [];
+  if (options.epochd) {
+    const hook = join(benchDir, "lib", "cpu-profiler-hook.mjs");
+    const env: Record<string, string> =
+      profileDir === undefined ? {} : { NODE_OPTIONS: `${process.env["NODE_OPTIONS"] ?? ""} --import ${hook}`.trim(), EPOCHD_BENCH_CPU_PROFILE_DIR: profileDir };
+    console.error(`epochd: starting 3 homeservers (${options.insecure ? "plaintext" : "TLS"}, fsync on) in ${join(workDir, "epochd")}`);
+    const epochd = await startEpochd(join(workDir, "epochd"), options.insecure, env);
+    cleanups.add(epochd.stop);
+    systems.push(epochd);
+    console.error(`epochd: leader ${epochd.leaderName}`);
+  }
+  if (options.etcd) {
+    const version = etcdVersion();
+    if (version === undefined) {
+      console.error("etcd: etcd not installed, skipped");
+      skipped.push("etcd not installed, skipped");
+    } else {
+      console.error(`etcd ${version}: starting 3 members in ${join(workDir, "etcd")}`);
+      const etcd = await startEtcd(join(workDir, "etcd"));
+      cleanups.add(etcd.stop);
+      systems.push(etcd);
+      console.error(`etcd: leader ${etcd.leaderName}`);
+    }
+  }
+  return { systems, skipped };
 }
 
-async function runEpochdPhases(cluster: EpochdCluster, leaderAddress: string, servers: ServerProcess[], options: BenchOptions): Promise<MeasuredRow[]> {
-  const rows: MeasuredRow[] = [];
+/** One phase of `mode` at `concurrency` against `system`, on a fresh connection. */
+async function runRow(system: SystemUnderTest, mode: WriteMode, concurrency: number, options: BenchOptions): Promise<MeasuredRow> {
+  const open = system.open(mode);
+  try {
+    const row = await measureRow(system.system, mode, open.target, system.processes, { ...options.phase, concurrency });
+    printProgress(row);
+    return row;
+  } finally {
+    open.close();
+  }
+}
+
+/**
+ * Every row: for each concurrency, each system's primary mode in turn (so a
+ * change in machine load hits both alike), then epochd's unary reference rows.
+ */
+async function runRows(systems: readonly SystemUnderTest[], options: BenchOptions): Promise<Map<SystemUnderTest, MeasuredRow[]>> {
+  const rows = new Map<SystemUnderTest, MeasuredRow[]>(systems.map((s) => [s, []]));
   for (const concurrency of options.concurrencies) {
-    const channel = epochdChannel(cluster, leaderAddress);
-    const target = putStreamTarget(channel);
-    try {
-      rows.push(await measureRow("epochd", "stream", target, servers, { ...options.phase, concurrency }));
-      printProgress(rows[rows.length - 1]!);
-    } finally {
-      target.close();
-      channel.close();
-    }
+    for (const system of systems) rows.get(system)!.push(await runRow(system, system.modes[0]!, concurrency, options));
   }
   for (const concurrency of options.unaryConcurrencies) {
-    const channel = epochdChannel(cluster, leaderAddress);
-    try {
-      rows.push(await measureRow("epochd", "unary", unaryPutTarget(channel, epochdPutPath), servers, { ...options.phase, concurrency }));
-      printProgress(rows[rows.length - 1]!);
-    } finally {
-      channel.close();
+    for (const system of systems) {
+      if (system.modes[0] !== "unary" && system.modes.includes("unary")) rows.get(system)!.push(await runRow(system, "unary", concurrency, options));
     }
   }
   return rows;
 }
 
-async function benchEtcd(options: BenchOptions, workDir: string): Promise<SystemRun> {
-  const version = etcdVersion();
-  if (version === undefined) {
-    console.error("etcd: etcd not installed, skipped");
-    return { system: "etcd", version: "", processes: [], rows: [], skipped: "etcd not installed, skipped" };
-  }
-  const dataDir = join(workDir, "etcd");
-  console.error(`etcd ${version}: starting 3 members in ${dataDir}`);
-  const cluster = await startEtcdCluster(dataDir, 3);
-  let leaderName = "";
-  const outcome = await withCleanup(
-    () => stopEtcdCluster(cluster),
-    async () => {
-      const leader = await waitForEtcdLeader(cluster, 15_000);
-      leaderName = leader.name;
-      console.error(`etcd: leader ${leader.name} at ${leader.clientAddress}`);
-      const measured = await runEtcdPhases(cluster, leader.clientAddress, options);
-      return { measured, peaks: cluster.members.map((m) => peakRssMiB(m.pid)) };
-    },
-  );
-  return {
-    system: "etcd",
-    version,
-    processes: cluster.members.map((m, i) => ({ name: m.name, pid: m.pid, role: m.name === leaderName ? "leader" : "follower", peakRssMiB: outcome.peaks[i] })),
-    rows: outcome.measured,
-  };
-}
-
-async function runEtcdPhases(cluster: EtcdCluster, leaderAddress: string, options: BenchOptions): Promise<MeasuredRow[]> {
-  const servers = cluster.members.map((m) => ({ name: m.name, pid: m.pid }));
-  const rows: MeasuredRow[] = [];
-  for (const concurrency of options.concurrencies) {
-    const channel = new grpc.Client(leaderAddress, grpc.credentials.createInsecure());
-    try {
-      rows.push(await measureRow("etcd", "unary", unaryPutTarget(channel, etcdPutPath), servers, { ...options.phase, concurrency }));
-      printProgress(rows[rows.length - 1]!);
-    } finally {
-      channel.close();
+/** Starts the systems, measures, records peak memory, and stops them by pid. */
+async function benchSystems(options: BenchOptions, workDir: string, profileDir: string | undefined): Promise<SystemRun[]> {
+  const { systems, skipped } = await startSystems(options, workDir, profileDir);
+  try {
+    const rows = await runRows(systems, options);
+    const runs: SystemRun[] = systems.map((system) => ({
+      system: system.system,
+      version: system.version,
+      processes: system.processes.map((p) => ({ ...p, role: p.name === system.leaderName ? "leader" : "follower", peakRssMiB: peakRssMiB(p.pid) })),
+      rows: rows.get(system) ?? [],
+    }));
+    if (options.etcd && skipped.length > 0) runs.push({ system: "etcd", version: "", processes: [], rows: [], skipped: skipped[0]! });
+    return runs;
+  } finally {
+    for (const system of systems) {
+      await system.stop();
+      cleanups.delete(system.stop);
     }
   }
-  return rows;
 }
 
 function leaderCpu(run: SystemRun, row: MeasuredRow): number | undefined {
@@ -233,7 +220,11 @@ function renderProcesses(runs: readonly SystemRun[]): string {
   return formatTable(["system", "process", "role", "peak RSS MiB"], rows, new Set([3]));
 }
 
-function machineInfo(): Record<string, unknown> {
+function renderConditions(c: MachineConditions): string {
+  return `machine before the run: load average ${c.loadAverage1m.toFixed(2)}, 1 KiB write+fdatasync p50 ${fixed(c.fsyncP50Ms, 2)} ms, p99 ${fixed(c.fsyncP99Ms, 2)} ms`;
+}
+
+function machineInfo(conditions: MachineConditions): Record<string, unknown> {
   const cores = cpus();
   return {
     cores: cores.length,
@@ -241,7 +232,7 @@ function machineInfo(): Record<string, unknown> {
     node: process.version,
     platform: `${process.platform} ${process.arch}`,
     date: new Date().toISOString(),
-    loadAverage1mAtStart: loadAverageAtStart,
+    ...conditions,
   };
 }
 
@@ -259,15 +250,12 @@ function reportProfiles(profileDir: string, run: SystemRun | undefined): Record<
   return summaries;
 }
 
-/** The 1-minute load average when the run started: other work on the machine skews every number. */
-let loadAverageAtStart = 0;
-
 /** Entry point called by bench/run.ts. */
 export async function run(args: string[]): Promise<void> {
   const options = parseOptions(args);
-  loadAverageAtStart = loadavg()[0] ?? 0;
-  if (loadAverageAtStart > 0.5) console.error(`warning: load average ${loadAverageAtStart.toFixed(2)} before start; other work on this machine will skew the numbers`);
   const workDir = mkdtempSync(join(tmpdir(), "epochd-bench-"));
+  const conditions = probeConditions(workDir);
+  if (conditions.loadAverage1m > 0.5) console.error(`warning: load average ${conditions.loadAverage1m.toFixed(2)} before start; other work on this machine will skew the numbers`);
   const profileDir = options.profile ? resolve(resultsDir, "profiles", new Date().toISOString().replace(/[:.]/g, "-")) : undefined;
   if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
   const interrupt = () => {
@@ -276,10 +264,9 @@ export async function run(args: string[]): Promise<void> {
   };
   process.once("SIGINT", interrupt);
   process.once("SIGTERM", interrupt);
-  const runs: SystemRun[] = [];
+  let runs: SystemRun[];
   try {
-    if (options.epochd) runs.push(await benchEpochd(options, workDir, profileDir));
-    if (options.etcd) runs.push(await benchEtcd(options, workDir));
+    runs = await benchSystems(options, workDir, profileDir);
   } finally {
     if (!options.keep) rmSync(workDir, { recursive: true, force: true });
     else console.error(`kept data in ${workDir}`);
@@ -287,13 +274,14 @@ export async function run(args: string[]): Promise<void> {
     process.removeListener("SIGTERM", interrupt);
   }
   const seconds = options.phase.measureMs / 1000;
-  console.log(`\n1 KiB puts, ${options.phase.keySpace} keys, ${seconds} s per row after ${options.phase.warmupMs / 1000} s warm-up, 3 members each, ${cpus().length} cores shared with the client, load average ${loadAverageAtStart.toFixed(2)} at start`);
+  console.log(`\n1 KiB puts, ${options.phase.keySpace} keys, ${seconds} s per row after ${options.phase.warmupMs / 1000} s warm-up, 3 members each, ${cpus().length} cores shared with the client`);
   console.log(renderTable(runs));
   for (const run of runs) if (run.skipped !== undefined) console.log(`${run.system}: ${run.skipped}`);
   console.log(`\n${renderProcesses(runs)}`);
+  console.log(`\n${renderConditions(conditions)}`);
   const profiles = profileDir === undefined ? undefined : reportProfiles(profileDir, runs.find((r) => r.system === "epochd"));
   mkdirSync(resultsDir, { recursive: true });
-  const json = { machine: machineInfo(), options, etcdReferenceWritesPerSecond, runs, profiles };
+  const json = { machine: machineInfo(conditions), options, etcdReferenceWritesPerSecond, runs, profiles };
   writeFileSync(join(resultsDir, "raft.json"), `${JSON.stringify(json, null, 2)}\n`);
   console.log(`\nwrote ${join(resultsDir, "raft.json")}`);
 }

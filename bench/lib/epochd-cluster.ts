@@ -6,7 +6,7 @@
  * a put to any homeserver either succeeds or names the leader.
  */
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
@@ -68,6 +68,7 @@ export async function startEpochdCluster(options: EpochdClusterOptions): Promise
   const args = ["cluster", "up", "--data", options.dataDir, "--base-port", String(basePort), "--nodes", String(options.nodes), "--detach"];
   if (options.insecure) args.push("--insecure");
   const { code, output } = await runCli(args, { ...process.env, ...options.env }, 60_000);
+  if (!existsSync(join(options.dataDir, "cluster.json"))) throw new Error(`epochd cluster up failed (exit ${code}):\n${output}`);
   const layout = JSON.parse(readFileSync(join(options.dataDir, "cluster.json"), "utf8")) as {
     homeservers: Array<{ id: string; pid?: number; clientAddress: string }>;
     caCert: string;

@@ -1,0 +1,88 @@
+/**
+ * The systems a Raft benchmark compares, behind one interface: start a local
+ * 3-member cluster, open a write target for a mode (stream or unary) against
+ * its leader, report its processes, stop it by pid. The benchmark runs both
+ * side by side and alternates their phases, so a change in the machine's load
+ * hits both alike.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { epochdChannel, findEpochdLeader, startEpochdCluster, stopEpochdCluster } from "./epochd-cluster.ts";
+import { startEtcdCluster, stopEtcdCluster, waitForEtcdLeader } from "./etcd-cluster.ts";
+import { epochdPutPath, etcdPutPath, putStreamTarget, unaryPutTarget } from "./grpc-targets.ts";
+import type { WriteTarget } from "./load.ts";
+
+/** How writes travel: many on one PutStream, or one unary call each. */
+export type WriteMode = "stream" | "unary";
+
+/** A write target with its connection; `close` ends both. */
+export interface OpenTarget {
+  readonly target: WriteTarget;
+  close(): void;
+}
+
+/** A running cluster under test. */
+export interface SystemUnderTest {
+  readonly system: string;
+  readonly version: string;
+  readonly leaderName: string;
+  readonly processes: ReadonlyArray<{ readonly name: string; readonly pid: number }>;
+  readonly modes: readonly WriteMode[];
+  open(mode: WriteMode): OpenTarget;
+  stop(): Promise<void>;
+}
+
+/** Starts a 3-homeserver epochd cluster in `dataDir` and finds its leader. */
+export async function startEpochd(dataDir: string, insecure: boolean, env: Readonly<Record<string, string>>): Promise<SystemUnderTest> {
+  const cluster = await startEpochdCluster({ dataDir, insecure, nodes: 3, env });
+  let leaderAddress: string;
+  try {
+    leaderAddress = await findEpochdLeader(cluster);
+  } catch (error) {
+    await stopEpochdCluster(cluster);
+    throw error;
+  }
+  return {
+    system: "epochd",
+    version: `node ${process.version}, ${insecure ? "plaintext" : "TLS"}`,
+    leaderName: cluster.homeservers.find((h) => h.clientAddress === leaderAddress)?.id ?? "",
+    processes: cluster.homeservers.map((h) => ({ name: h.id, pid: h.pid })),
+    modes: ["stream", "unary"],
+    open(mode) {
+      const channel = epochdChannel(cluster, leaderAddress);
+      if (mode === "unary") return { target: unaryPutTarget(channel, epochdPutPath), close: () => channel.close() };
+      const stream = putStreamTarget(channel);
+      return {
+        target: stream,
+        close: () => {
+          stream.close();
+          channel.close();
+        },
+      };
+    },
+    stop: () => stopEpochdCluster(cluster),
+  };
+}
+
+/** Starts a 3-member etcd cluster in `dataDir` and finds its leader. */
+export async function startEtcd(dataDir: string): Promise<SystemUnderTest> {
+  const cluster = await startEtcdCluster(dataDir, 3);
+  let leader;
+  try {
+    leader = await waitForEtcdLeader(cluster, 15_000);
+  } catch (error) {
+    await stopEtcdCluster(cluster);
+    throw error;
+  }
+  return {
+    system: "etcd",
+    version: cluster.version,
+    leaderName: leader.name,
+    processes: cluster.members.map((m) => ({ name: m.name, pid: m.pid })),
+    modes: ["unary"],
+    open() {
+      const channel = new grpc.Client(leader.clientAddress, grpc.credentials.createInsecure());
+      return { target: unaryPutTarget(channel, etcdPutPath), close: () => channel.close() };
+    },
+    stop: () => stopEtcdCluster(cluster),
+  };
+}
