@@ -15,7 +15,7 @@ import { mutants, type Mutant } from "./mutants.ts";
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const runner = join(root, "test/mutants/mutant-runner.ts");
 const maxSeeds = 400;
-const budgetMs = 45_000;
+const budgetMs = 90_000;
 const parallel = Math.max(2, Math.min(4, availableParallelism()));
 const tempDirs: string[] = [];
 
