@@ -1,0 +1,385 @@
+/**
+ * Channel: one device's handle on one channel. It owns the device's ts-mls state for the channel and moves
+ * it only through commits that carry a valid certificate (P3): its own once the cluster accepted them,
+ * others' as it reads them from the channel's event log or receives a winner with a conflict.
+ *
+ * Conflicts: a commit is built from the current state, which is KEPT (ts-mls states are immutable) until
+ * the cluster answers. On a lost race the winner is processed from that kept state, the intent is rebuilt
+ * on the new epoch and resubmitted, up to commitAttemptsMax times. The secrets a commit consumed are
+ * zeroed only after the cluster accepted it (or after the winner was processed instead).
+ *
+ * Calls on one Channel are serialized; separate Channels (devices) run concurrently.
+ */
+import { randomBytes } from "node:crypto";
+import {
+  acceptAll,
+  createApplicationMessage,
+  createCommit,
+  createGroup,
+  createGroupInfoWithExternalPubAndRatchetTree,
+  emptyPskIndex,
+  encodeMlsMessage,
+  joinGroup,
+  processMessage,
+  zeroOutUint8Array,
+  type ClientState,
+  type Proposal,
+} from "ts-mls";
+import { EventKind, HandshakeMode, type Certificate, type ChannelEvent } from "../gen/epochd/channel/v1/channel_pb.ts";
+import { verifyCertificate } from "./certificate.ts";
+import { buildProposals, checkKeyPackages, type CommitIntent } from "./commit-intent.ts";
+import { sdkClientConfig, type Device } from "./device.ts";
+import { decodeKeyPackageMessage, decodeWelcomeMessage, decodeWholeMessage, encodeGroupInfoMessage, encodeWelcomeMessage, sha256, toHex, treeHomeservers, treeMembers, type TreeMember } from "./mls-codec.ts";
+import { CertificateError, CommitRetriesExhaustedError, ForkError, NotAMemberError, type ChannelTransport, type SubmitOutcome } from "./transport.ts";
+
+/** Tunables of a Channel handle. */
+export interface ChannelOptions {
+  /** Commit submissions per intent before giving up (each lost race costs one). */
+  readonly commitAttemptsMax?: number;
+  /** Events asked for per ListEvents page. */
+  readonly eventsPageLimit?: number;
+  /** ListEvents pages read per sync at most. */
+  readonly syncPagesMax?: number;
+}
+
+/** Something sync() received, in channel order. */
+export type Received =
+  | { readonly kind: "message"; readonly sequence: bigint; readonly epoch: bigint; readonly data: Uint8Array }
+  | { readonly kind: "commit"; readonly sequence: bigint; readonly epoch: bigint; readonly members: readonly string[] }
+  | { readonly kind: "skipped"; readonly sequence: bigint; readonly epoch: bigint; readonly reason: string };
+
+/** The result of addMembers / removeMembers / updateKeys. */
+export interface CommitOutcome {
+  /** The channel epoch after the call. */
+  readonly epoch: bigint;
+  /** Submissions made (0 when another member's commit already achieved the intent). */
+  readonly attempts: number;
+  /** The certificate of this device's accepted commit; undefined when none was needed. */
+  readonly certificate: Certificate | undefined;
+  /** The MLSMessage-framed Welcome for added devices, when this device's commit added some. */
+  readonly welcome: Uint8Array | undefined;
+}
+
+/** A commit built on a kept base state, not yet accepted. */
+interface PendingCommit {
+  readonly base: ClientState;
+  readonly newState: ClientState;
+  readonly commitBytes: Uint8Array;
+  readonly commitHash: Uint8Array;
+  readonly nextGroupInfo: Uint8Array;
+  readonly welcome: Uint8Array | undefined;
+  /** Secrets of `base` the commit consumed: zeroed only once the base state is no longer needed. */
+  readonly consumed: Uint8Array[];
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+function zeroAll(secrets: readonly Uint8Array[]): void {
+  for (const secret of secrets) zeroOutUint8Array(secret);
+}
+
+/** One device's handle on one channel. */
+export class Channel {
+  private state: ClientState;
+  /** The sequence of the last channel event processed. */
+  private cursor: bigint;
+  /** Commit hash (hex) of every epoch this handle saw end, to detect a history that changed under it. */
+  private readonly endedEpochs = new Map<bigint, string>();
+  /** Sequences of own application messages (this device cannot decrypt them). */
+  private readonly ownMessages = new Set<bigint>();
+  /** Received while catching up inside a commit retry; handed out by the next sync(). */
+  private inbox: Received[] = [];
+  private removed = false;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly commitAttemptsMax: number;
+  private readonly eventsPageLimit: number;
+  private readonly syncPagesMax: number;
+
+  private constructor(
+    readonly device: Device,
+    private readonly transport: ChannelTransport,
+    readonly channelId: string,
+    state: ClientState,
+    cursor: bigint,
+    /** The first epoch this device was a member of: older events are not for it. */
+    readonly joinedAtEpoch: bigint,
+    options: ChannelOptions,
+  ) {
+    this.state = state;
+    this.cursor = cursor;
+    this.commitAttemptsMax = options.commitAttemptsMax ?? 8;
+    this.eventsPageLimit = options.eventsPageLimit ?? 256;
+    this.syncPagesMax = options.syncPagesMax ?? 10_000;
+  }
+
+  /** Creates a channel with this device as its only member (and owner), at epoch 0. */
+  static async create(device: Device, transport: ChannelTransport, channelId: string, options: ChannelOptions & { contentType?: string } = {}): Promise<Channel> {
+    const own = await device.newKeyPackage();
+    await device.forgetKeyPackage(own.publicPackage);
+    const state = await createGroup(new Uint8Array(randomBytes(16)), own.publicPackage, own.privatePackage, [], device.impl, sdkClientConfig);
+    const groupInfo = await createGroupInfoWithExternalPubAndRatchetTree(state, [], device.impl);
+    const channelState = await transport.createChannel({
+      channelId,
+      groupInfo: encodeGroupInfoMessage(groupInfo),
+      contentType: options.contentType ?? "text/plain",
+      handshakeMode: HandshakeMode.PUBLIC,
+    });
+    return new Channel(device, transport, channelId, state, channelState.lastSequence, state.groupContext.epoch, options);
+  }
+
+  /**
+   * Joins a channel from a Welcome addressed to one of `device`'s KeyPackages. Before trusting the
+   * Welcome, checks that the cluster certified the commit that made it (the commit ending the epoch before
+   * the joined one carries exactly this Welcome and a valid certificate). A joiner has no earlier view of
+   * the group, so it takes that certificate's voters as stated.
+   */
+  static async join(device: Device, transport: ChannelTransport, channelId: string, welcomeBytes: Uint8Array, options: ChannelOptions = {}): Promise<Channel> {
+    const welcome = decodeWelcomeMessage(welcomeBytes);
+    const own = device.takeKeyPackageFor(welcome);
+    if (own === undefined) throw new Error(`the Welcome is not addressed to any KeyPackage of ${device.id}`);
+    const state = await joinGroup(welcome, own.publicPackage, own.privatePackage, emptyPskIndex, device.impl, undefined, undefined, sdkClientConfig);
+    const epoch = state.groupContext.epoch;
+    if (epoch === 0n) throw new CertificateError("a Welcome into epoch 0 cannot come from a certified commit");
+    const committed = await transport.getCommit(channelId, epoch - 1n);
+    if (committed === undefined || committed.certificate === undefined) throw new CertificateError(`no certified commit ended epoch ${epoch - 1n} of ${channelId}`);
+    if (!bytesEqual(committed.welcome, welcomeBytes)) throw new CertificateError(`the Welcome is not the one certified for epoch ${epoch - 1n}`);
+    const directory = await transport.directory();
+    const commitHash = sha256(committed.commit);
+    const verdict = verifyCertificate(committed.certificate, { clusterId: directory.clusterId, channelId, epoch: epoch - 1n, commitHash }, committed.certificate.voters, directory.keys);
+    if (!verdict.ok) throw new CertificateError(`join: ${verdict.reason}`);
+    const channel = new Channel(device, transport, channelId, state, 0n, epoch, options);
+    channel.endedEpochs.set(epoch - 1n, toHex(commitHash));
+    return channel;
+  }
+
+  /** The device's current epoch in this channel. */
+  epoch(): bigint {
+    return this.state.groupContext.epoch;
+  }
+
+  /** The current epoch's authenticator: equal on every member iff they share the epoch's secrets. */
+  epochAuthenticator(): Uint8Array {
+    return this.state.keySchedule.epochAuthenticator.slice();
+  }
+
+  /** The members of the current epoch, from the device's own tree. */
+  members(): TreeMember[] {
+    return treeMembers(this.state.ratchetTree);
+  }
+
+  /** False once a commit removed this device. */
+  isMember(): boolean {
+    return !this.removed;
+  }
+
+  /** Adds the devices of MLSMessage-framed KeyPackages: one commit plus a Welcome for them. */
+  addMembers(keyPackages: readonly Uint8Array[]): Promise<CommitOutcome> {
+    return this.exclusive(async () => {
+      const decoded = keyPackages.map(decodeKeyPackageMessage);
+      await checkKeyPackages(decoded, this.device.impl);
+      return this.commitWithRetry({ kind: "add", keyPackages: decoded });
+    });
+  }
+
+  /** Removes every leaf of the given devices. */
+  removeMembers(deviceIds: readonly string[]): Promise<CommitOutcome> {
+    return this.exclusive(() => this.commitWithRetry({ kind: "remove", deviceIds }));
+  }
+
+  /** Rotates this device's keys: an empty commit carrying a fresh UpdatePath. */
+  updateKeys(): Promise<CommitOutcome> {
+    return this.exclusive(() => this.commitWithRetry({ kind: "update" }));
+  }
+
+  /** Encrypts and sends an application message in the current epoch; returns its channel sequence. */
+  send(data: Uint8Array): Promise<bigint> {
+    return this.exclusive(async () => {
+      this.assertMember();
+      const epoch = this.epoch();
+      const made = await createApplicationMessage(this.state, data, this.device.impl);
+      this.state = made.newState;
+      zeroAll(made.consumed);
+      const message = encodeMlsMessage({ version: "mls10", wireformat: "mls_private_message", privateMessage: made.privateMessage });
+      const sequence = await this.transport.sendMessage({ channelId: this.channelId, epoch, message });
+      this.ownMessages.add(sequence);
+      return sequence;
+    });
+  }
+
+  /**
+   * Reads the channel's events after the cursor: verifies and applies every commit (refusing any without a
+   * valid certificate: CertificateError, the state stays where it was), decrypts messages, and returns what
+   * it received (including what arrived while a commit was being retried).
+   */
+  sync(): Promise<Received[]> {
+    return this.exclusive(async () => {
+      await this.pullEvents();
+      const received = this.inbox;
+      this.inbox = [];
+      return received;
+    });
+  }
+
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(work, work);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private assertMember(): void {
+    if (this.removed) throw new NotAMemberError(this.channelId);
+  }
+
+  private async commitWithRetry(intent: CommitIntent): Promise<CommitOutcome> {
+    for (let attempt = 1; attempt <= this.commitAttemptsMax; attempt++) {
+      this.assertMember();
+      const base = this.state;
+      const built = buildProposals(intent, base, base.privatePath.leafIndex);
+      if (built.kind === "satisfied") return { epoch: this.epoch(), attempts: attempt - 1, certificate: undefined, welcome: undefined };
+      const pending = await this.prepareCommit(base, built.proposals);
+      const outcome = await this.transport.submitCommit({
+        channelId: this.channelId,
+        epoch: base.groupContext.epoch,
+        commit: pending.commitBytes,
+        nextGroupInfo: pending.nextGroupInfo,
+        welcome: pending.welcome ?? new Uint8Array(),
+      });
+      const certificate = await this.settle(outcome, pending);
+      if (certificate !== undefined) return { epoch: this.epoch(), attempts: attempt, certificate, welcome: pending.welcome };
+      // Lost: the winner (if the conflict carried it) is applied; read whatever else happened since.
+      if (outcome.kind === "conflict" && outcome.conflict.currentEpoch > this.epoch()) await this.pullEvents();
+      if (this.epoch() === base.groupContext.epoch) await this.pullEvents();
+    }
+    throw new CommitRetriesExhaustedError(this.commitAttemptsMax);
+  }
+
+  private async prepareCommit(base: ClientState, proposals: Proposal[]): Promise<PendingCommit> {
+    const impl = this.device.impl;
+    const made = await createCommit({ state: base, cipherSuite: impl }, { extraProposals: proposals, wireAsPublicMessage: true, ratchetTreeExtension: true });
+    const nextGroupInfo = encodeGroupInfoMessage(await createGroupInfoWithExternalPubAndRatchetTree(made.newState, [], impl));
+    const commitBytes = encodeMlsMessage(made.commit);
+    return {
+      base,
+      newState: made.newState,
+      commitBytes,
+      commitHash: sha256(commitBytes),
+      nextGroupInfo,
+      welcome: made.welcome === undefined ? undefined : encodeWelcomeMessage(made.welcome),
+      consumed: made.consumed,
+    };
+  }
+
+  /**
+   * Settles a submission: returns the certificate when this commit is THE commit of its epoch (accepted,
+   * or reported as the winner of a resubmission) and adopts its state; otherwise processes the winner from
+   * the kept base state when the conflict carries it, and returns undefined.
+   */
+  private async settle(outcome: SubmitOutcome, pending: PendingCommit): Promise<Certificate | undefined> {
+    const baseEpoch = pending.base.groupContext.epoch;
+    let certificate: Certificate | undefined;
+    if (outcome.kind === "accepted") certificate = outcome.certificate;
+    else {
+      const winner = outcome.conflict.winner;
+      if (winner === undefined || winner.epoch !== baseEpoch) return undefined;
+      if (!bytesEqual(sha256(winner.commit), pending.commitHash)) {
+        await this.applyCertifiedCommit(winner.commit, winner.certificate);
+        zeroAll(pending.consumed);
+        return undefined;
+      }
+      certificate = winner.certificate;
+    }
+    await this.requireCertificate(certificate, baseEpoch, pending.commitHash, pending.base);
+    this.state = pending.newState;
+    this.endedEpochs.set(baseEpoch, toHex(pending.commitHash));
+    zeroAll(pending.consumed);
+    return certificate;
+  }
+
+  /** Throws CertificateError unless `certificate` certifies `commitHash` as the commit ending `epoch` of `base`. */
+  private async requireCertificate(certificate: Certificate | undefined, epoch: bigint, commitHash: Uint8Array, base: ClientState): Promise<Certificate> {
+    if (certificate === undefined) throw new CertificateError(`commit ending epoch ${epoch} came without a certificate`);
+    const voters = treeHomeservers(base.ratchetTree);
+    let directory = await this.transport.directory();
+    if (voters.some((v) => !directory.keys.has(v))) directory = await this.transport.directory(true);
+    const verdict = verifyCertificate(certificate, { clusterId: directory.clusterId, channelId: this.channelId, epoch, commitHash }, voters, directory.keys);
+    if (!verdict.ok) throw new CertificateError(`commit ending epoch ${epoch}: ${verdict.reason}`);
+    return certificate;
+  }
+
+  /** Verifies another member's commit for the current epoch, then processes it with ts-mls. */
+  private async applyCertifiedCommit(commitBytes: Uint8Array, certificate: Certificate | undefined): Promise<void> {
+    const base = this.state;
+    const epoch = base.groupContext.epoch;
+    const commitHash = sha256(commitBytes);
+    await this.requireCertificate(certificate, epoch, commitHash, base);
+    const message = decodeWholeMessage(commitBytes, "commit");
+    if (message.wireformat !== "mls_public_message" && message.wireformat !== "mls_private_message") throw new Error(`commit has wire format ${message.wireformat}`);
+    const result = await processMessage(message, base, emptyPskIndex, acceptAll, this.device.impl);
+    if (result.kind !== "newState") throw new Error(`certified commit for epoch ${epoch} is not a commit`);
+    this.endedEpochs.set(epoch, toHex(commitHash));
+    // A removed member cannot derive the next epoch: ts-mls keeps its epoch and marks it removed.
+    if (result.newState.groupActiveState.kind !== "active") this.removed = true;
+    else if (result.newState.groupContext.epoch !== epoch + 1n) throw new Error(`certified commit for epoch ${epoch} did not advance the epoch`);
+    this.state = result.newState;
+    zeroAll(result.consumed);
+  }
+
+  /** Reads and processes events after the cursor into the inbox, page by page (bounded). */
+  private async pullEvents(): Promise<void> {
+    for (let page = 0; page < this.syncPagesMax; page++) {
+      const response = await this.transport.listEvents({ channelId: this.channelId, afterSequence: this.cursor, limit: this.eventsPageLimit });
+      for (const event of response.events) {
+        if (event.sequence <= this.cursor) continue;
+        await this.applyEvent(event);
+        this.cursor = event.sequence;
+      }
+      if (response.events.length === 0 || this.cursor >= response.lastSequence) return;
+    }
+  }
+
+  private async applyEvent(event: ChannelEvent): Promise<void> {
+    if (this.removed) return;
+    if (event.kind === EventKind.COMMIT) return this.applyCommitEvent(event);
+    if (event.kind === EventKind.MESSAGE) return this.applyMessageEvent(event);
+    if (event.kind === EventKind.PROPOSAL && event.epoch === this.epoch()) {
+      const message = decodeWholeMessage(event.payload, "proposal");
+      if (message.wireformat !== "mls_public_message" && message.wireformat !== "mls_private_message") return;
+      try {
+        const result = await processMessage(message, this.state, emptyPskIndex, acceptAll, this.device.impl);
+        this.state = result.newState;
+      } catch (error) {
+        this.inbox.push({ kind: "skipped", sequence: event.sequence, epoch: event.epoch, reason: `proposal: ${(error as Error).message}` });
+      }
+    }
+  }
+
+  private async applyCommitEvent(event: ChannelEvent): Promise<void> {
+    const epoch = this.epoch();
+    if (event.epoch < epoch) {
+      const known = this.endedEpochs.get(event.epoch);
+      const hash = toHex(sha256(event.payload));
+      if (known !== undefined && known !== hash) throw new ForkError(`epoch ${event.epoch} ended with commit ${known} here, the cluster now says ${hash}`);
+      return;
+    }
+    if (event.epoch > epoch) throw new ForkError(`event ${event.sequence} is a commit for epoch ${event.epoch}, but this device is at ${epoch} (history has a gap)`);
+    await this.applyCertifiedCommit(event.payload, event.certificate);
+    this.inbox.push({ kind: "commit", sequence: event.sequence, epoch: this.epoch(), members: this.members().map((m) => m.deviceId) });
+  }
+
+  private async applyMessageEvent(event: ChannelEvent): Promise<void> {
+    if (this.ownMessages.delete(event.sequence) || event.epoch < this.joinedAtEpoch) return;
+    try {
+      const message = decodeWholeMessage(event.payload, "message");
+      if (message.wireformat !== "mls_private_message") throw new Error(`wire format ${message.wireformat}`);
+      const result = await processMessage(message, this.state, emptyPskIndex, acceptAll, this.device.impl);
+      if (result.kind !== "applicationMessage") throw new Error("not an application message");
+      this.state = result.newState;
+      zeroAll(result.consumed);
+      this.inbox.push({ kind: "message", sequence: event.sequence, epoch: event.epoch, data: result.message });
+    } catch (error) {
+      this.inbox.push({ kind: "skipped", sequence: event.sequence, epoch: event.epoch, reason: (error as Error).message });
+    }
+  }
+}
