@@ -16,7 +16,7 @@ import { etcdVersion } from "./lib/etcd-cluster.ts";
 import type { PhaseOptions } from "./lib/load.ts";
 import { measureRow, type MeasuredRow } from "./lib/measure.ts";
 import { probeFsyncMs } from "./lib/fsync-probe.ts";
-import { peakRssMiB } from "./lib/proc.ts";
+import { peakRssMiB, signalPid } from "./lib/proc.ts";
 import { startEpochd, startEtcd, type SystemUnderTest, type WriteMode } from "./lib/systems.ts";
 import { fixed, formatTable, integer } from "./lib/table.ts";
 
@@ -167,6 +167,8 @@ async function runRows(systems: readonly SystemUnderTest[], options: BenchOption
 async function benchSystems(options: BenchOptions, workDir: string, profileDir: string | undefined): Promise<SystemRun[]> {
   const { systems, skipped } = await startSystems(options, workDir, profileDir);
   try {
+    // The profiler hook starts sampling on SIGUSR2: from here on, start-up excluded.
+    if (profileDir !== undefined) for (const p of systems.find((s) => s.system === "epochd")?.processes ?? []) signalPid(p.pid, "SIGUSR2");
     const rows = await runRows(systems, options);
     const runs: SystemRun[] = systems.map((system) => ({
       system: system.system,
@@ -267,6 +269,10 @@ export async function run(args: string[]): Promise<void> {
   let runs: SystemRun[];
   try {
     runs = await benchSystems(options, workDir, profileDir);
+  } catch (error) {
+    console.error(`bench raft failed: ${error instanceof Error ? error.message : String(error)}`);
+    process.exitCode = 1;
+    return;
   } finally {
     if (!options.keep) rmSync(workDir, { recursive: true, force: true });
     else console.error(`kept data in ${workDir}`);

@@ -81,7 +81,9 @@ export async function startEpochdCluster(options: EpochdClusterOptions): Promise
     credentials: options.insecure ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(readFileSync(layout.caCert)),
     channelOptions: options.insecure ? {} : { "grpc.ssl_target_name_override": "localhost" },
   };
-  if (code !== 0) {
+  // `cluster up` gives up waiting for a leader after 15 s; on a loaded machine the homeservers may
+  // still be starting, so a missing leader is left to findEpochdLeader. Dead processes are not.
+  if (code !== 0 && homeservers.some((h) => h.pid <= 0 || !isAlive(h.pid))) {
     await stopEpochdCluster(cluster);
     throw new Error(`epochd cluster up failed (exit ${code}):\n${output}`);
   }
@@ -100,7 +102,7 @@ export async function stopEpochdCluster(cluster: EpochdCluster): Promise<void> {
  * following a FAILED_PRECONDITION's leader hint, until a put succeeds.
  * Bounded by `timeoutMs`.
  */
-export async function findEpochdLeader(cluster: EpochdCluster, timeoutMs = 15_000): Promise<string> {
+export async function findEpochdLeader(cluster: EpochdCluster, timeoutMs = 30_000): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   let address = cluster.homeservers[0]!.clientAddress;
   let lastError = "";
