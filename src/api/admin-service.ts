@@ -95,7 +95,7 @@ export function addAdminService(server: grpc.Server, context: AdminContext): voi
     }),
     addHomeserver: unaryHandler(AdminService.method.addHomeserver, async (request, call) => {
       authorize(call);
-      const record = { id: request.nodeId, peerAddress: request.address, clientAddress: request.clientAddress };
+      const record = { id: request.nodeId, peerAddress: request.address, clientAddress: request.clientAddress, signingKey: "" };
       if (!isValidHomeserverRecord(record)) throw new ApiError(grpc.status.INVALID_ARGUMENT, "node_id, address and client_address must be a valid id and host:port pairs");
       requireLeader();
       const waitMs = remainingMs(call.getDeadline());

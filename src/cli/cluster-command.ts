@@ -5,6 +5,7 @@
  * `epochd cluster down` stops a cluster started elsewhere (with --detach).
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, openSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -53,9 +54,11 @@ async function layOut(dataDir: string, nodes: number, basePort: number, insecure
     logPath: join(dataDir, `${id}.log`),
   }));
   const peers = homeservers.map((h) => ({ id: h.id, peerAddress: h.peerAddress, clientAddress: h.clientAddress }));
+  const clusterId = `local-${randomBytes(4).toString("hex")}`;
   for (const h of homeservers) {
     const config: Record<string, unknown> = {
       id: h.id,
+      clusterId,
       dataDir: h.id,
       peerListen: h.peerAddress,
       clientListen: h.clientAddress,

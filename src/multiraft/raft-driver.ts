@@ -209,6 +209,15 @@ export class RaftDriver {
     return this.await(group, group.node.propose(data));
   }
 
+  /** Proposes on the leader or forwards to it, fire and forget; false when no leader is known. */
+  proposeAnywhere(groupId: GroupId, data: Uint8Array): boolean {
+    const group = this.groups.get(groupId);
+    if (group === undefined || this.stopped) return false;
+    const sent = group.node.proposeAnywhere(data);
+    this.schedule();
+    return sent;
+  }
+
   /** Proposes a membership change; resolves once it is applied here. */
   proposeConfChange(groupId: GroupId, change: ConfChange): Promise<Applied> {
     const group = this.group(groupId);
@@ -301,7 +310,7 @@ export class RaftDriver {
     const outcomes = [];
     for (const { group, ready } of batch) {
       if (ready.committedEntries.length === 0) continue;
-      const outcome = group.stateMachine.apply(ready.committedEntries);
+      const outcome = await group.stateMachine.apply(ready.committedEntries);
       const appliedIndex = ready.committedEntries[ready.committedEntries.length - 1]!.index;
       applies.push({ group: group.store, appliedIndex, writes: outcome.writes });
       outcomes.push({ group, entries: ready.committedEntries, results: outcome.results, appliedIndex });

@@ -15,8 +15,12 @@ export interface ApplyOutcome {
  * homeserver, whatever its clock or configuration.
  */
 export interface StateMachine {
-  /** Applies committed entries in log order (conf change and empty entries included: skip them). */
-  apply(entries: readonly Entry[]): ApplyOutcome;
+  /**
+   * Applies committed entries in log order (conf change and empty entries
+   * included: skip them). May await storage reads and signature checks, but
+   * nothing that differs between homeservers.
+   */
+  apply(entries: readonly Entry[]): Promise<ApplyOutcome>;
   /** The state as of the last applied index, for a Raft snapshot. */
   snapshotData(): Promise<Uint8Array>;
   /** Replaces the whole state with a snapshot's, applied up to `index`. */

@@ -1,15 +1,23 @@
+import { fromBinary } from "@bufbuild/protobuf";
+import { ApplyBatch } from "../channel/apply-batch.ts";
+import { ChannelStateMachine, type ChannelResult } from "../channel/channel-state-machine.ts";
+import { ChannelCommandSchema, type ChannelCommand } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { decodeKvCommand } from "../kv/kv-command.ts";
 import { decodePairs, snapshotPairs } from "../multiraft/pairs-snapshot.ts";
 import type { ApplyOutcome, StateMachine } from "../multiraft/state-machine.ts";
 import { EntryType, type Entry, type LogIndex } from "../raft/types.ts";
 import type { GroupStore, KvWrite } from "../storage/storage-engine.ts";
-import { decodeSetHomeserver, setHomeserverOp, type HomeserverRecord } from "./directory-command.ts";
+import { decodeSetHomeserver, encodeSetHomeserver, setHomeserverOp, type HomeserverRecord } from "./directory-command.ts";
 
-/** What a proposer of a cluster-group entry learns once it is applied. */
+/** What a proposer of a key-value or directory entry learns once it is applied. */
 export type ClusterResult = { ok: true } | { ok: false; reason: string };
+
+/** The op byte of a channel command entry (after the version byte 1). */
+export const channelCommandOp = 3;
 
 const kvPrefix = 0x6b; // "k"
 const directoryPrefix = 0x64; // "d"
+const channelPrefix = 0x43; // "C"
 
 function prefixed(prefix: number, key: Uint8Array): Uint8Array {
   const out = new Uint8Array(1 + key.byteLength);
@@ -18,27 +26,54 @@ function prefixed(prefix: number, key: Uint8Array): Uint8Array {
   return out;
 }
 
+/** Encodes a channel command as a log entry payload. */
+export function encodeChannelCommand(commandBytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(2 + commandBytes.byteLength);
+  out[0] = 1;
+  out[1] = channelCommandOp;
+  out.set(commandBytes, 2);
+  return out;
+}
+
+/** Local reactions to applied entries: peer links, certificate signing, waiting clients. */
+export interface ClusterListener {
+  onDirectoryChange?(record: HomeserverRecord): void;
+  onChannelResult?(result: ChannelResult, index: LogIndex): void;
+}
+
 /**
  * The state machine of the cluster group: the cluster directory (which
- * homeservers exist and where) and the replicated key-value store used by
- * the runtime and the Raft benchmark. Apply is a pure function of entries;
- * `onDirectoryChange` lets the process update its peer links afterwards.
+ * homeservers exist, where, and with which signing key), the channels and
+ * their epochs, and the key-value store of the runtime tests and the Raft
+ * benchmark. Apply is a pure function of entries and stored state; the
+ * listener reacts locally afterwards.
  */
 export class ClusterStateMachine implements StateMachine {
   private readonly directory = new Map<string, HomeserverRecord>();
+  readonly channels: ChannelStateMachine;
 
   constructor(
     private readonly store: GroupStore,
-    private readonly onDirectoryChange: (record: HomeserverRecord) => void = () => {},
-  ) {}
+    readonly clusterId: string,
+    private readonly listener: ClusterListener = {},
+  ) {
+    this.channels = new ChannelStateMachine({
+      clusterId,
+      signingKeyOf: (id) => {
+        const key = this.directory.get(id)?.signingKey;
+        return key === undefined || key === "" ? undefined : new Uint8Array(Buffer.from(key, "base64"));
+      },
+    });
+  }
 
-  /** Loads the directory from storage; call once before serving. */
+  /** Loads the directory and channels from storage; call once before serving. */
   async load(): Promise<void> {
     this.directory.clear();
     for await (const [, value] of this.store.scan(Uint8Array.of(directoryPrefix))) {
       const record = decodeSetHomeserver(value);
       if (record !== undefined) this.directory.set(record.id, record);
     }
+    await this.channels.load((prefix) => this.store.scan(prefixed(channelPrefix, prefix)));
   }
 
   /** The homeservers the directory knows. */
@@ -46,37 +81,68 @@ export class ClusterStateMachine implements StateMachine {
     return this.directory;
   }
 
-  apply(entries: readonly Entry[]): ApplyOutcome {
+  async apply(entries: readonly Entry[]): Promise<ApplyOutcome> {
     const writes: KvWrite[] = [];
-    const results = new Map<LogIndex, ClusterResult>();
+    const results = new Map<LogIndex, unknown>();
+    const channelBatch = new ApplyBatch(channelPrefix, (key) => this.store.get(key));
+    const channelResults: Array<[ChannelResult, LogIndex]> = [];
     for (const entry of entries) {
       if (entry.type !== EntryType.Normal || entry.data.byteLength === 0) continue;
-      if (entry.data[1] === setHomeserverOp) {
-        const record = decodeSetHomeserver(entry.data);
-        if (record === undefined) {
-          results.set(entry.index, { ok: false, reason: "malformed homeserver record" });
-          continue;
+      const op = entry.data[1];
+      if (op === channelCommandOp) {
+        const result = await this.applyChannel(entry, channelBatch);
+        results.set(entry.index, result);
+        channelResults.push([result, entry.index]);
+      } else if (op === setHomeserverOp) {
+        results.set(entry.index, this.applyDirectory(entry, writes));
+      } else {
+        const command = decodeKvCommand(entry.data);
+        if (command === undefined) results.set(entry.index, { ok: false, reason: "malformed command" });
+        else {
+          writes.push({ key: prefixed(kvPrefix, command.key), value: command.value });
+          results.set(entry.index, { ok: true });
         }
-        this.directory.set(record.id, record);
-        writes.push({ key: prefixed(directoryPrefix, new TextEncoder().encode(record.id)), value: entry.data });
-        results.set(entry.index, { ok: true });
-        this.onDirectoryChange(record);
-        continue;
       }
-      const command = decodeKvCommand(entry.data);
-      if (command === undefined) {
-        results.set(entry.index, { ok: false, reason: "malformed command" });
-        continue;
-      }
-      writes.push({ key: prefixed(kvPrefix, command.key), value: command.value });
-      results.set(entry.index, { ok: true });
     }
+    for (const write of channelBatch.writes) writes.push(write);
+    for (const [result, index] of channelResults) this.listener.onChannelResult?.(result, index);
     return { writes, results };
+  }
+
+  private applyDirectory(entry: Entry, writes: KvWrite[]): ClusterResult {
+    const record = decodeSetHomeserver(entry.data);
+    if (record === undefined) return { ok: false, reason: "malformed homeserver record" };
+    // A record without a key (an operator's AddHomeserver) keeps a key the homeserver registered.
+    const kept = record.signingKey === "" ? { ...record, signingKey: this.directory.get(record.id)?.signingKey ?? "" } : record;
+    this.directory.set(kept.id, kept);
+    writes.push({ key: prefixed(directoryPrefix, new TextEncoder().encode(kept.id)), value: encodeSetHomeserver(kept) });
+    this.listener.onDirectoryChange?.(kept);
+    return { ok: true };
+  }
+
+  private async applyChannel(entry: Entry, batch: ApplyBatch): Promise<ChannelResult> {
+    let command: ChannelCommand;
+    try {
+      command = fromBinary(ChannelCommandSchema, entry.data.subarray(2));
+    } catch {
+      return { ok: false, code: "invalid", reason: "malformed channel command" };
+    }
+    return this.channels.apply(command, entry.index, batch);
   }
 
   /** Reads a key of the key-value store as of the last applied index. */
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
     return this.store.get(prefixed(kvPrefix, key));
+  }
+
+  /** Reads a channel-namespace key as of the last applied index. */
+  channelGet(key: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.store.get(prefixed(channelPrefix, key));
+  }
+
+  /** Scans channel-namespace keys under `prefix`, from `from`, at most `limit`. */
+  channelScan(prefix: Uint8Array, from: Uint8Array, limit: number): AsyncIterable<[Uint8Array, Uint8Array]> {
+    return this.store.scan(prefixed(channelPrefix, prefix), limit, prefixed(channelPrefix, from));
   }
 
   snapshotData(): Promise<Uint8Array> {
@@ -86,6 +152,6 @@ export class ClusterStateMachine implements StateMachine {
   async restore(data: Uint8Array, index: LogIndex): Promise<void> {
     await this.store.restoreStateMachine(decodePairs(data), index);
     await this.load();
-    for (const record of this.directory.values()) this.onDirectoryChange(record);
+    for (const record of this.directory.values()) this.listener.onDirectoryChange?.(record);
   }
 }

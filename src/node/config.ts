@@ -21,6 +21,8 @@ export interface PeerConfig {
 export interface NodeConfig {
   /** This homeserver's id, as in its certificate (letters, digits, '-', '_'). */
   readonly id: string;
+  /** The cluster's name, the same on every homeserver; certificates name it. */
+  readonly clusterId: string;
   /** Where RocksDB keeps this homeserver's data. */
   readonly dataDir: string;
   /** host:port the peer service (Raft between homeservers, admin API) listens on; mutual TLS. */
@@ -58,6 +60,7 @@ export interface NodeConfig {
 /** The defaults: a single homeserver "hs1" on 127.0.0.1. */
 export const defaultNodeConfig: NodeConfig = {
   id: "hs1",
+  clusterId: "epochd-local",
   dataDir: "./data/hs1",
   peerListen: "127.0.0.1:7101",
   clientListen: "127.0.0.1:7201",
@@ -179,6 +182,7 @@ export function loadNodeConfig(flags: ReadonlyMap<string, string>, env: NodeJS.P
 /** Checks every option and the relations between them; throws {@link ConfigError}. */
 export function validateNodeConfig(config: NodeConfig): void {
   if (!isValidHomeserverId(config.id)) throw new ConfigError(`id "${config.id}" is not a valid homeserver id`);
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(config.clusterId)) throw new ConfigError(`clusterId "${config.clusterId}" must be 1 to 64 characters of [A-Za-z0-9._-]`);
   for (const key of ["peerListen", "clientListen"] as const) {
     if (!/^[^:]+:\d{1,5}$/.test(config[key])) throw new ConfigError(`${key} "${config[key]}" is not host:port`);
   }

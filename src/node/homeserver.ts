@@ -9,9 +9,11 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import { addAdminService } from "../api/admin-service.ts";
+import { CertificateWaiters, addChannelService } from "../api/channel-service.ts";
 import { addKvService } from "../api/kv-service.ts";
 import { addReflection } from "../api/reflection.ts";
 import { file_epochd_admin_v1_admin } from "../gen/epochd/admin/v1/admin_pb.ts";
+import { file_epochd_channel_v1_channel } from "../gen/epochd/channel/v1/channel_pb.ts";
 import { file_epochd_kv_v1_kv } from "../gen/epochd/kv/v1/kv_pb.ts";
 import { RaftDriver } from "../multiraft/raft-driver.ts";
 import { defaultRaftConfig } from "../raft/raft.ts";
@@ -22,7 +24,10 @@ import { peerServerOptions } from "../transport/peer-service.ts";
 import { loadTlsMaterial, type PeerCredentials } from "../transport/tls.ts";
 import { ClusterStateMachine } from "./cluster-state-machine.ts";
 import { raftTicks, type NodeConfig } from "./config.ts";
+import { CertificateSigner } from "./certificate-signer.ts";
 import { NodeMetrics } from "./metrics.ts";
+import { SelfRegistration } from "./self-registration.ts";
+import { loadOrCreateSigningKey } from "./signing-key.ts";
 
 /** The Raft group holding the cluster directory and the key-value store. */
 export const clusterGroupId = "cluster";
@@ -41,6 +46,7 @@ export class Homeserver {
     private readonly clientServer: grpc.Server,
     private readonly health: HealthImplementation,
     private readonly metricsServer: HttpServer | undefined,
+    private readonly stopHooks: ReadonlyArray<() => void>,
   ) {}
 
   /** Opens the data directory and starts serving. Throws (and releases what it opened) on failure. */
@@ -96,9 +102,18 @@ export class Homeserver {
       observer: metrics.observer(),
       onFatal,
     });
-    const stateMachine = new ClusterStateMachine(store, (record) => {
-      clientAddresses.set(record.id, record.clientAddress);
-      if (record.id !== config.id) transport.setPeer(record.id, record.peerAddress);
+    const signingKey = loadOrCreateSigningKey(config.dataDir);
+    const signer = new CertificateSigner(config.id, config.clusterId, signingKey, (data) => driver.proposeAnywhere(clusterGroupId, data));
+    const certificates = new CertificateWaiters();
+    const stateMachine = new ClusterStateMachine(store, config.clusterId, {
+      onDirectoryChange: (record) => {
+        clientAddresses.set(record.id, record.clientAddress);
+        if (record.id !== config.id) transport.setPeer(record.id, record.peerAddress);
+      },
+      onChannelResult: (result, index) => {
+        signer.onChannelResult(result, index);
+        certificates.onChannelResult(result);
+      },
     });
     await stateMachine.load();
     for (const record of stateMachine.homeservers().values()) {
@@ -114,8 +129,9 @@ export class Homeserver {
     health.addToServer(peerServer);
     const clientServer = new grpc.Server({ "grpc.max_receive_message_length": 2 << 20 });
     addKvService(clientServer, driver, clusterGroupId, stateMachine);
+    addChannelService(clientServer, driver, clusterGroupId, stateMachine, certificates);
     health.addToServer(clientServer);
-    addReflection(clientServer, [file_epochd_kv_v1_kv]);
+    addReflection(clientServer, [file_epochd_kv_v1_kv, file_epochd_channel_v1_channel]);
     addReflection(peerServer, [file_epochd_admin_v1_admin]);
 
     await bind(peerServer, config.peerListen, serverCredentials(credentials));
@@ -124,10 +140,17 @@ export class Homeserver {
     metrics.watchTransport(transport);
     const metricsServer = config.metricsListen === "" ? undefined : await metrics.serve(config.metricsListen);
     driver.start();
+    signer.start();
+    const registration = new SelfRegistration(
+      { id: config.id, peerAddress: config.peerListen, clientAddress: config.clientListen, signingKey: Buffer.from(signingKey.publicKeyRaw).toString("base64") },
+      () => stateMachine.homeservers().get(config.id),
+      (data) => driver.proposeAnywhere(clusterGroupId, data),
+    );
+    registration.start();
     health.setStatus("", "SERVING");
     health.setStatus("epochd.kv.v1.KvService", "SERVING");
     logger.info({ id: config.id, peerListen: config.peerListen, clientListen: config.clientListen, metricsListen: config.metricsListen }, "homeserver started");
-    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer);
+    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer, [() => signer.stop(), () => registration.stop()]);
   }
 
   /** Stops serving and closes everything, in reverse order of starting. Idempotent. */
@@ -139,6 +162,7 @@ export class Homeserver {
   private async shutdown(): Promise<void> {
     this.health.setStatus("", "NOT_SERVING");
     this.health.setStatus("epochd.kv.v1.KvService", "NOT_SERVING");
+    for (const stop of this.stopHooks) stop();
     await Promise.all([shutdownServer(this.clientServer), this.closeMetrics()]);
     await this.driver.stop();
     await this.transport.close();

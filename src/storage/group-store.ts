@@ -150,10 +150,11 @@ export class GroupStore {
    * State machine pairs whose key starts with `prefix`, in key order, at most
    * `limit` of them (all when omitted). Each value is checked as it is read.
    */
-  async *scan(prefix: Uint8Array, limit?: number): AsyncGenerator<[Uint8Array, Uint8Array]> {
+  async *scan(prefix: Uint8Array, limit?: number, from?: Uint8Array): AsyncGenerator<[Uint8Array, Uint8Array]> {
     this.checkOpen();
-    const start = this.keys.stateMachine(prefix);
-    const end = prefixEnd(start);
+    const end = prefixEnd(this.keys.stateMachine(prefix));
+    // `from` (a key under `prefix`) starts the scan part way, for paging.
+    const start = this.keys.stateMachine(from ?? prefix);
     const skip = this.keys.stateMachinePrefix.length;
     for await (const [key, value] of this.context.db.iterate(start, end, limit ?? -1)) {
       yield [new Uint8Array(key.buffer, key.byteOffset + skip, key.length - skip), openRecord(key, value)];

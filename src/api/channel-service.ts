@@ -1,0 +1,179 @@
+/**
+ * epochd.channel.v1.ChannelService: channels over the cluster group. Every
+ * write is a channel command through Raft; the state machine's result becomes
+ * the reply. SubmitCommit returns once the commit is certified.
+ */
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { isCertified } from "../channel/certificate.ts";
+import type { ChannelResult } from "../channel/channel-state-machine.ts";
+import {
+  ChannelService,
+  CommitConflictSchema,
+  type Certificate,
+  type ChannelStateSchema,
+} from "../gen/epochd/channel/v1/channel_pb.ts";
+import { ChannelCommandSchema, type ChannelRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
+import { maxGroupInfoBytes, maxMessageBytes, maxWelcomeBytes } from "../mls/index.ts";
+import type { RaftDriver } from "../multiraft/raft-driver.ts";
+import { encodeChannelCommand, type ClusterStateMachine } from "../node/cluster-state-machine.ts";
+import type { GroupId, LogIndex } from "../raft/types.ts";
+import { remainingMs, withDeadline } from "./deadline.ts";
+import { ApiError } from "./errors.ts";
+import { serviceDefinition, unaryHandler } from "./grpc-service.ts";
+
+/** Metadata key of the binary CommitConflict detail on a rejected commit. */
+export const commitConflictMetadataKey = "epochd-commit-conflict-bin";
+/** Largest page ListEvents returns. */
+export const eventsPageMax = 1000;
+
+type Command = NonNullable<MessageInitShape<typeof ChannelCommandSchema>["command"]>;
+
+/** Resolves waiters when a commit's certificate completes. */
+export class CertificateWaiters {
+  private readonly waiters = new Map<string, Array<() => void>>();
+
+  /** Call with every applied channel result. */
+  onChannelResult(result: ChannelResult): void {
+    if (!result.ok || result.kind !== "signatures") return;
+    for (const { channelId, epoch } of result.certified) {
+      const key = `${channelId}/${epoch}`;
+      for (const wake of this.waiters.get(key) ?? []) wake();
+      this.waiters.delete(key);
+    }
+  }
+
+  /** Resolves when (channelId, epoch) is certified; `isDone` covers a certificate completed already. */
+  async wait(channelId: string, epoch: bigint, isDone: () => Promise<boolean>): Promise<void> {
+    const key = `${channelId}/${epoch}`;
+    const done = new Promise<void>((resolve) => {
+      const list = this.waiters.get(key) ?? [];
+      list.push(resolve);
+      this.waiters.set(key, list);
+    });
+    if (await isDone()) return;
+    await done;
+  }
+}
+
+function checkSize(bytes: Uint8Array, max: number, field: string): void {
+  if (bytes.byteLength > max) throw new ApiError(grpc.status.INVALID_ARGUMENT, `${field} is ${bytes.byteLength} bytes, at most ${max}`);
+}
+
+function channelState(record: ChannelRecord): MessageInitShape<typeof ChannelStateSchema> {
+  return {
+    channelId: record.channelId,
+    groupId: record.groupId,
+    epoch: record.epoch,
+    contentType: record.contentType,
+    handshakeMode: record.handshakeMode,
+    members: record.members,
+    homeservers: [...new Set(record.members.map((m) => m.homeserverId))].sort(),
+    lastSequence: record.lastSequence,
+  };
+}
+
+/** Registers ChannelService on `server`. */
+export function addChannelService(server: grpc.Server, driver: RaftDriver, groupId: GroupId, machine: ClusterStateMachine, certificates: CertificateWaiters): void {
+  const channels = machine.channels;
+
+  const run = async (command: Command, waitMs: number): Promise<{ result: ChannelResult; index: LogIndex }> => {
+    const data = encodeChannelCommand(toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command })));
+    const applied = await withDeadline(driver.propose(groupId, data), waitMs, "waiting for the channel command to commit");
+    return { result: applied.result as ChannelResult, index: applied.index };
+  };
+
+  const fail = async (result: Extract<ChannelResult, { ok: false }>): Promise<never> => {
+    if (result.code === "not-found") throw new ApiError(grpc.status.NOT_FOUND, result.reason);
+    if (result.code === "exists") throw new ApiError(grpc.status.ALREADY_EXISTS, result.reason);
+    if (result.code === "invalid") throw new ApiError(grpc.status.INVALID_ARGUMENT, result.reason);
+    if (result.code !== "conflict") throw new ApiError(grpc.status.INTERNAL, result.reason);
+    const metadata = new grpc.Metadata();
+    const winner = result.builtOn < result.currentEpoch ? await channels.epochRecord((k) => machine.channelGet(k), result.channelId, result.builtOn) : undefined;
+    const conflict = create(CommitConflictSchema, {
+      channelId: result.channelId,
+      currentEpoch: result.currentEpoch,
+      ...(winner === undefined ? {} : { winner: { epoch: winner.epoch, commit: winner.commit, welcome: winner.welcome, ...(winner.certificate === undefined ? {} : { certificate: winner.certificate }) } }),
+    });
+    metadata.set(commitConflictMetadataKey, Buffer.from(toBinary(CommitConflictSchema, conflict)));
+    throw new ApiError(grpc.status.FAILED_PRECONDITION, result.reason, metadata);
+  };
+
+  const certificateOf = async (channelId: string, epoch: bigint): Promise<Certificate | undefined> =>
+    (await channels.epochRecord((k) => machine.channelGet(k), channelId, epoch))?.certificate;
+
+  const readable = async (channelId: string, waitMs: number): Promise<ChannelRecord> => {
+    await withDeadline(driver.readIndex(groupId), waitMs, "confirming the read index");
+    const record = channels.channel(channelId);
+    if (record === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no channel ${channelId}`);
+    return record;
+  };
+
+  server.addService(serviceDefinition(ChannelService), {
+    listHomeservers: unaryHandler(ChannelService.method.listHomeservers, async () => ({
+      clusterId: machine.clusterId,
+      homeservers: [...machine.homeservers().values()].map((h) => ({ homeserverId: h.id, clientAddress: h.clientAddress, signingKey: new Uint8Array(Buffer.from(h.signingKey, "base64")) })),
+    })),
+    createChannel: unaryHandler(ChannelService.method.createChannel, async (request, call) => {
+      checkSize(request.groupInfo, maxGroupInfoBytes, "group_info");
+      const { result } = await run({ case: "createChannel", value: request }, remainingMs(call.getDeadline()));
+      if (!result.ok) return fail(result);
+      return { channel: channelState(channels.channel(request.channelId)!) };
+    }),
+    submitCommit: unaryHandler(ChannelService.method.submitCommit, async (request, call) => {
+      checkSize(request.commit, maxMessageBytes, "commit");
+      checkSize(request.nextGroupInfo, maxGroupInfoBytes, "next_group_info");
+      checkSize(request.welcome, maxWelcomeBytes, "welcome");
+      const { result } = await run({ case: "submitCommit", value: request }, remainingMs(call.getDeadline()));
+      if (!result.ok) return fail(result);
+      if (result.kind !== "commit-accepted") throw new ApiError(grpc.status.INTERNAL, "unexpected result");
+      await withDeadline(
+        certificates.wait(result.channelId, result.epoch, async () => {
+          const certificate = await certificateOf(result.channelId, result.epoch);
+          return certificate !== undefined && isCertified(certificate);
+        }),
+        remainingMs(call.getDeadline()),
+        "waiting for the channel's homeservers to co-sign the commit",
+      );
+      const certificate = await certificateOf(result.channelId, result.epoch);
+      return { epoch: result.epoch + 1n, ...(certificate === undefined ? {} : { certificate }) };
+    }),
+    submitProposal: unaryHandler(ChannelService.method.submitProposal, async (request, call) => {
+      checkSize(request.proposal, maxMessageBytes, "proposal");
+      const { result } = await run({ case: "submitProposal", value: request }, remainingMs(call.getDeadline()));
+      if (!result.ok) return fail(result);
+      return { sequence: result.kind === "proposal-accepted" ? result.sequence : 0n };
+    }),
+    sendMessage: unaryHandler(ChannelService.method.sendMessage, async (request, call) => {
+      checkSize(request.message, maxMessageBytes, "message");
+      const { result } = await run({ case: "sendMessage", value: request }, remainingMs(call.getDeadline()));
+      if (!result.ok) return fail(result);
+      return { sequence: result.kind === "message-accepted" ? result.sequence : 0n };
+    }),
+    getChannel: unaryHandler(ChannelService.method.getChannel, async (request, call) => ({
+      channel: channelState(await readable(request.channelId, remainingMs(call.getDeadline()))),
+    })),
+    getGroupInfo: unaryHandler(ChannelService.method.getGroupInfo, async (request, call) => {
+      const record = await readable(request.channelId, remainingMs(call.getDeadline()));
+      return { epoch: record.epoch, groupInfo: record.groupInfo };
+    }),
+    getCommit: unaryHandler(ChannelService.method.getCommit, async (request, call) => {
+      await readable(request.channelId, remainingMs(call.getDeadline()));
+      const record = await channels.epochRecord((k) => machine.channelGet(k), request.channelId, request.epoch);
+      if (record === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no commit ended epoch ${request.epoch} of ${request.channelId}`);
+      return { commit: { epoch: record.epoch, commit: record.commit, welcome: record.welcome, ...(record.certificate === undefined ? {} : { certificate: record.certificate }) } };
+    }),
+    listEvents: unaryHandler(ChannelService.method.listEvents, async (request, call) => {
+      const record = await readable(request.channelId, remainingMs(call.getDeadline()));
+      const limit = request.limit === 0 || request.limit > eventsPageMax ? eventsPageMax : request.limit;
+      const events = await channels.events(
+        (prefix, from, max) => machine.channelScan(prefix, from, max),
+        (k) => machine.channelGet(k),
+        request.channelId,
+        request.afterSequence,
+        limit,
+      );
+      return { events, lastSequence: record.lastSequence };
+    }),
+  } satisfies grpc.UntypedServiceImplementation);
+}

@@ -1,0 +1,301 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  CertificateSchema,
+  ChannelEventSchema,
+  EventKind,
+  HandshakeMode,
+  MemberRole,
+  MemberSchema,
+  type Certificate,
+  type ChannelEvent,
+  type CreateChannelRequest,
+  type Member,
+  type SendMessageRequest,
+  type SubmitCommitRequest,
+  type SubmitProposalRequest,
+} from "../gen/epochd/channel/v1/channel_pb.ts";
+import {
+  ChannelRecordSchema,
+  EpochRecordSchema,
+  type CertificateSignatures,
+  type ChannelCommand,
+  type ChannelRecord,
+  type EpochRecord,
+} from "../gen/epochd/state/v1/channel_state_pb.ts";
+import { inspectApplicationMessage, inspectPrivateCommit, sha256, verifyInitialGroupInfo, verifyNextGroupInfo, verifyPublicCommit, verifyPublicProposal } from "../mls/index.ts";
+import type { Member as MlsMember } from "../mls/group-view.ts";
+import type { LogIndex } from "../raft/types.ts";
+import { decodeGroupInfoMessage } from "../mls/index.ts";
+import { isCertified, quorumSize, statementBytes, verifyEd25519 } from "./certificate.ts";
+import { channelKey, channelRecordPrefix, epochKey, eventKey, eventPrefix, isValidChannelId } from "./channel-keys.ts";
+import type { ApplyBatch } from "./apply-batch.ts";
+
+/** Application messages may be encrypted in this many epochs before the current one. */
+export const messageEpochWindow = 4n;
+/** Most standalone proposals a channel holds for one epoch. */
+export const pendingProposalsMax = 64;
+/** Longest content type string. */
+export const contentTypeBytesMax = 128;
+
+/** What applying a channel command decided; itself replicated, so identical on every homeserver. */
+export type ChannelResult =
+  | { ok: true; kind: "created"; channelId: string }
+  | { ok: true; kind: "commit-accepted"; channelId: string; epoch: bigint; commitHash: Uint8Array; sequence: bigint; voters: string[] }
+  | { ok: true; kind: "proposal-accepted" | "message-accepted"; channelId: string; sequence: bigint }
+  | { ok: true; kind: "signatures"; certified: Array<{ channelId: string; epoch: bigint }> }
+  | { ok: false; code: "invalid"; reason: string }
+  | { ok: false; code: "not-found" | "exists"; reason: string }
+  | { ok: false; code: "conflict"; channelId: string; currentEpoch: bigint; builtOn: bigint; reason: string };
+
+/** The replicated facts the channel machine needs from the rest of the cluster state. */
+export interface ChannelDirectory {
+  readonly clusterId: string;
+  /** The raw Ed25519 key a homeserver signs certificates with; undefined if unknown. */
+  signingKeyOf(homeserverId: string): Uint8Array | undefined;
+}
+
+const invalid = (reason: string): ChannelResult => ({ ok: false, code: "invalid", reason });
+
+/**
+ * The channel state machine: orders each channel's MLS commits by epoch.
+ * A commit is accepted iff it builds on the current epoch, verifies as an MLS
+ * commit of this group and epoch from a member allowed to make it, and comes
+ * with the committer's GroupInfo for the next epoch; any other commit for an
+ * epoch is rejected, deterministically. Channels are held in memory (loaded at
+ * start) and written through to storage in the apply batch.
+ */
+export class ChannelStateMachine {
+  private readonly channels = new Map<string, ChannelRecord>();
+
+  constructor(private readonly directory: ChannelDirectory) {}
+
+  /** Loads every channel record; call at start and after a snapshot restore. */
+  async load(scan: (prefix: Uint8Array) => AsyncIterable<[Uint8Array, Uint8Array]>): Promise<void> {
+    this.channels.clear();
+    for await (const [, value] of scan(Uint8Array.of(channelRecordPrefix))) {
+      const record = fromBinary(ChannelRecordSchema, value);
+      this.channels.set(record.channelId, record);
+    }
+  }
+
+  channel(channelId: string): ChannelRecord | undefined {
+    return this.channels.get(channelId);
+  }
+
+  channelCount(): number {
+    return this.channels.size;
+  }
+
+  /** Applies one command at log index `index`. Never throws on any command content. */
+  async apply(command: ChannelCommand, index: LogIndex, batch: ApplyBatch): Promise<ChannelResult> {
+    switch (command.command.case) {
+      case "createChannel":
+        return this.create(command.command.value, batch);
+      case "submitCommit":
+        return this.commit(command.command.value, BigInt(index), batch);
+      case "submitProposal":
+        return this.proposal(command.command.value, batch);
+      case "sendMessage":
+        return this.message(command.command.value, batch);
+      case "signatures":
+        return this.signatures(command.command.value, batch);
+      default:
+        return invalid("empty channel command");
+    }
+  }
+
+  private save(record: ChannelRecord, batch: ApplyBatch): void {
+    this.channels.set(record.channelId, record);
+    batch.put(channelKey(record.channelId), toBinary(ChannelRecordSchema, record));
+  }
+
+  private appendEvent(record: ChannelRecord, kind: EventKind, epoch: bigint, payload: Uint8Array, batch: ApplyBatch): bigint {
+    record.lastSequence += 1n;
+    const event = create(ChannelEventSchema, { sequence: record.lastSequence, kind, epoch, payload });
+    batch.put(eventKey(record.channelId, record.lastSequence), toBinary(ChannelEventSchema, event));
+    return record.lastSequence;
+  }
+
+  private async create(request: CreateChannelRequest, batch: ApplyBatch): Promise<ChannelResult> {
+    if (!isValidChannelId(request.channelId)) return invalid("channel_id must be 1 to 128 characters of [A-Za-z0-9._-]");
+    if (this.channels.has(request.channelId)) return { ok: false, code: "exists", reason: `channel ${request.channelId} exists` };
+    if (request.contentType.length === 0 || request.contentType.length > contentTypeBytesMax || !/^[\x21-\x7e]+$/.test(request.contentType)) {
+      return invalid(`content_type must be 1 to ${contentTypeBytesMax} printable ASCII characters`);
+    }
+    const mode = request.handshakeMode === HandshakeMode.UNSPECIFIED ? HandshakeMode.PUBLIC : request.handshakeMode;
+    if (mode !== HandshakeMode.PUBLIC && mode !== HandshakeMode.ENCRYPTED) return invalid("unknown handshake_mode");
+    const decoded = decodeGroupInfoMessage(request.groupInfo);
+    if ("reason" in decoded) return invalid(decoded.reason);
+    const verified = await verifyInitialGroupInfo(decoded.context.groupId, request.groupInfo);
+    if (!verified.ok) return invalid(verified.reason);
+    const members = verified.members.map((m) => toMember(m, MemberRole.OWNER));
+    this.save(
+      create(ChannelRecordSchema, {
+        channelId: request.channelId,
+        groupId: decoded.context.groupId,
+        epoch: verified.epoch,
+        contentType: request.contentType,
+        handshakeMode: mode,
+        groupInfo: verified.view.groupInfo,
+        members,
+      }),
+      batch,
+    );
+    return { ok: true, kind: "created", channelId: request.channelId };
+  }
+
+  private conflict(record: ChannelRecord, builtOn: bigint): ChannelResult {
+    const reason = builtOn < record.epoch ? `epoch ${builtOn} already has its commit` : `epoch ${builtOn} is ahead of the channel's epoch ${record.epoch}`;
+    return { ok: false, code: "conflict", channelId: record.channelId, currentEpoch: record.epoch, builtOn, reason };
+  }
+
+  private async commit(request: SubmitCommitRequest, logIndex: bigint, batch: ApplyBatch): Promise<ChannelResult> {
+    const record = this.channels.get(request.channelId);
+    if (record === undefined) return { ok: false, code: "not-found", reason: `no channel ${request.channelId}` };
+    if (request.epoch !== record.epoch) return this.conflict(record, request.epoch);
+    const view = { groupId: record.groupId, epoch: record.epoch, groupInfo: record.groupInfo };
+    let commitHash: Uint8Array;
+    let nextMembers: readonly MlsMember[];
+    let nextGroupInfo: Uint8Array;
+    if (record.handshakeMode === HandshakeMode.ENCRYPTED) {
+      const framed = inspectPrivateCommit(view, request.commit);
+      if (!framed.ok) return invalid(framed.reason);
+      const next = decodeGroupInfoMessage(request.nextGroupInfo);
+      if ("reason" in next) return invalid(next.reason);
+      if (next.context.epoch !== record.epoch + 1n) return invalid(`next GroupInfo is for epoch ${next.context.epoch}, expected ${record.epoch + 1n}`);
+      commitHash = framed.commitHash;
+      nextMembers = next.members;
+      nextGroupInfo = request.nextGroupInfo;
+    } else {
+      const verified = await verifyPublicCommit(view, request.commit, record.pendingProposals);
+      if (!verified.ok) return invalid(verified.reason);
+      const denied = this.checkRole(record, verified.sender.deviceId, verified.adds.length > 0, verified.removes.map((m) => m.deviceId));
+      if (denied !== undefined) return invalid(denied);
+      const next = await verifyNextGroupInfo(view, verified, request.nextGroupInfo);
+      if (!next.ok) return invalid(next.reason);
+      commitHash = verified.commitHash;
+      nextMembers = next.members;
+      nextGroupInfo = next.view.groupInfo;
+    }
+    const voters = this.voters(record);
+    const epochRecord = create(EpochRecordSchema, {
+      epoch: record.epoch,
+      commit: request.commit,
+      welcome: request.welcome,
+      certificate: create(CertificateSchema, { clusterId: this.directory.clusterId, channelId: record.channelId, epoch: record.epoch, commitHash, logIndex, voters }),
+    });
+    const builtOn = record.epoch;
+    epochRecord.sequence = this.appendEvent(record, EventKind.COMMIT, builtOn, request.commit, batch);
+    batch.put(epochKey(record.channelId, builtOn), toBinary(EpochRecordSchema, epochRecord));
+    const roles = new Map(record.members.map((m) => [m.deviceId, m.role]));
+    record.members = nextMembers.map((m) => toMember(m, roles.get(m.deviceId) ?? MemberRole.MEMBER));
+    record.epoch = builtOn + 1n;
+    record.groupInfo = nextGroupInfo;
+    record.pendingProposals = [];
+    this.save(record, batch);
+    return { ok: true, kind: "commit-accepted", channelId: record.channelId, epoch: builtOn, commitHash, sequence: epochRecord.sequence, voters };
+  }
+
+  /** Owners and admins add and remove others; anyone may remove themselves or update their own keys. */
+  private checkRole(record: ChannelRecord, sender: string, adds: boolean, removed: readonly string[]): string | undefined {
+    const role = record.members.find((m) => m.deviceId === sender)?.role;
+    if (role === undefined) return `${sender} is not a member of ${record.channelId}`;
+    const privileged = role === MemberRole.OWNER || role === MemberRole.ADMIN;
+    if (adds && !privileged) return `${sender} may not add members: only owners and admins may`;
+    if (removed.some((id) => id !== sender) && !privileged) return `${sender} may not remove others: only owners and admins may`;
+    return undefined;
+  }
+
+  /** The homeservers that certify a channel's commits: those sponsoring a member, if the directory knows their key. */
+  voters(record: ChannelRecord): string[] {
+    const homeservers = new Set(record.members.map((m) => m.homeserverId));
+    return [...homeservers].filter((id) => this.directory.signingKeyOf(id) !== undefined).sort();
+  }
+
+  private async proposal(request: SubmitProposalRequest, batch: ApplyBatch): Promise<ChannelResult> {
+    const record = this.channels.get(request.channelId);
+    if (record === undefined) return { ok: false, code: "not-found", reason: `no channel ${request.channelId}` };
+    if (request.epoch !== record.epoch) return this.conflict(record, request.epoch);
+    if (record.handshakeMode !== HandshakeMode.PUBLIC) return invalid("standalone proposals need a channel with public handshakes");
+    if (record.pendingProposals.length >= pendingProposalsMax) return invalid(`at most ${pendingProposalsMax} proposals per epoch`);
+    const verified = await verifyPublicProposal({ groupId: record.groupId, epoch: record.epoch, groupInfo: record.groupInfo }, request.proposal);
+    if (!verified.ok) return invalid(verified.reason);
+    const removesOther = verified.remove !== undefined && verified.remove.deviceId !== verified.sender.deviceId;
+    const denied = this.checkRole(record, verified.sender.deviceId, verified.add !== undefined, removesOther ? [verified.remove!.deviceId] : []);
+    if (denied !== undefined) return invalid(denied);
+    record.pendingProposals = [...record.pendingProposals, request.proposal];
+    const sequence = this.appendEvent(record, EventKind.PROPOSAL, record.epoch, request.proposal, batch);
+    this.save(record, batch);
+    return { ok: true, kind: "proposal-accepted", channelId: record.channelId, sequence };
+  }
+
+  private message(request: SendMessageRequest, batch: ApplyBatch): ChannelResult {
+    const record = this.channels.get(request.channelId);
+    if (record === undefined) return { ok: false, code: "not-found", reason: `no channel ${request.channelId}` };
+    const inspected = inspectApplicationMessage(record.groupId, request.message);
+    if (!inspected.ok) return invalid(inspected.reason);
+    if (inspected.epoch !== request.epoch) return invalid(`message is encrypted in epoch ${inspected.epoch}, not ${request.epoch}`);
+    if (inspected.epoch > record.epoch || inspected.epoch + messageEpochWindow < record.epoch) {
+      return invalid(`epoch ${inspected.epoch} is outside the accepted window [${record.epoch > messageEpochWindow ? record.epoch - messageEpochWindow : 0n}, ${record.epoch}]`);
+    }
+    const sequence = this.appendEvent(record, EventKind.MESSAGE, inspected.epoch, request.message, batch);
+    this.save(record, batch);
+    return { ok: true, kind: "message-accepted", channelId: record.channelId, sequence };
+  }
+
+  private async signatures(command: CertificateSignatures, batch: ApplyBatch): Promise<ChannelResult> {
+    const key = this.directory.signingKeyOf(command.homeserverId);
+    if (key === undefined) return invalid(`unknown homeserver ${command.homeserverId}`);
+    const certified: Array<{ channelId: string; epoch: bigint }> = [];
+    for (const item of command.items) {
+      const bytes = await batch.get(epochKey(item.channelId, item.epoch));
+      if (bytes === undefined) continue;
+      const record = fromBinary(EpochRecordSchema, bytes);
+      const certificate = record.certificate;
+      if (certificate === undefined || isCertified(certificate)) continue;
+      if (!certificate.voters.includes(command.homeserverId)) continue;
+      if (certificate.signatures.some((s) => s.homeserverId === command.homeserverId)) continue;
+      const statement = statementBytes(certificate.clusterId, certificate.channelId, certificate.epoch, certificate.commitHash, certificate.logIndex);
+      if (!verifyEd25519(key, statement, item.signature)) continue;
+      certificate.signatures.push({ $typeName: "epochd.channel.v1.Signature", homeserverId: command.homeserverId, signature: item.signature });
+      batch.put(epochKey(item.channelId, item.epoch), toBinary(EpochRecordSchema, record));
+      if (isCertified(certificate)) certified.push({ channelId: item.channelId, epoch: item.epoch });
+    }
+    return { ok: true, kind: "signatures", certified };
+  }
+
+  /** The record of the commit that ended `epoch`, as stored. */
+  async epochRecord(get: (key: Uint8Array) => Promise<Uint8Array | undefined>, channelId: string, epoch: bigint): Promise<EpochRecord | undefined> {
+    const bytes = await get(epochKey(channelId, epoch));
+    return bytes === undefined ? undefined : fromBinary(EpochRecordSchema, bytes);
+  }
+
+  /** Up to `limit` events of a channel after `afterSequence`, commits with their certificates. */
+  async events(
+    scan: (prefix: Uint8Array, from: Uint8Array, limit: number) => AsyncIterable<[Uint8Array, Uint8Array]>,
+    get: (key: Uint8Array) => Promise<Uint8Array | undefined>,
+    channelId: string,
+    afterSequence: bigint,
+    limit: number,
+  ): Promise<ChannelEvent[]> {
+    const events: ChannelEvent[] = [];
+    for await (const [, value] of scan(eventPrefix(channelId), eventKey(channelId, afterSequence + 1n), limit)) {
+      const event = fromBinary(ChannelEventSchema, value);
+      if (event.kind === EventKind.COMMIT) {
+        const record = await this.epochRecord(get, channelId, event.epoch);
+        if (record !== undefined) {
+          event.certificate = record.certificate;
+          event.welcome = record.welcome;
+        }
+      }
+      events.push(event);
+    }
+    return events;
+  }
+}
+
+function toMember(member: MlsMember, role: MemberRole): Member {
+  return create(MemberSchema, { deviceId: member.deviceId, homeserverId: member.homeserver, role, leafIndex: member.leafIndex });
+}
+
+export { quorumSize, type Certificate };
