@@ -26,8 +26,12 @@ export interface ExpectedCommit {
   readonly commitHash: Uint8Array;
 }
 
-/** The outcome of a certificate check: ok, or the first reason it failed. */
-export type CertificateVerdict = { readonly ok: true } | { readonly ok: false; readonly reason: string };
+/**
+ * The outcome of a certificate check: ok, or the first reason it failed. `incomplete` is set when the
+ * only fault is too few signatures (every signature present is valid): homeservers co-sign after the
+ * commit is accepted, so a reader may see a certificate still gathering signatures.
+ */
+export type CertificateVerdict = { readonly ok: true } | { readonly ok: false; readonly reason: string; readonly incomplete?: true };
 
 /** Homeserver id to its Ed25519 public key, as the cluster directory lists them. */
 export type HomeserverKeys = ReadonlyMap<string, KeyObject>;
@@ -130,6 +134,6 @@ export function verifyCertificate(
     signers.add(signer);
   }
   const needed = majorityOf(voterSet.size);
-  if (signers.size < needed) return fail(`certificate has ${signers.size} valid signatures, needs ${needed} of ${voterSet.size} voters`);
+  if (signers.size < needed) return { ok: false, reason: `certificate has ${signers.size} valid signatures, needs ${needed} of ${voterSet.size} voters`, incomplete: true };
   return { ok: true };
 }

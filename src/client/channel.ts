@@ -40,13 +40,17 @@ export interface ChannelOptions {
   readonly eventsPageLimit?: number;
   /** ListEvents pages read per sync at most. */
   readonly syncPagesMax?: number;
+  /** How long to wait for a commit's certificate still gathering signatures before leaving it for later. */
+  readonly certificateWaitMs?: number;
 }
 
 /** Something sync() received, in channel order. */
 export type Received =
   | { readonly kind: "message"; readonly sequence: bigint; readonly epoch: bigint; readonly data: Uint8Array }
   | { readonly kind: "commit"; readonly sequence: bigint; readonly epoch: bigint; readonly members: readonly string[] }
-  | { readonly kind: "skipped"; readonly sequence: bigint; readonly epoch: bigint; readonly reason: string };
+  | { readonly kind: "skipped"; readonly sequence: bigint; readonly epoch: bigint; readonly reason: string }
+  /** Sync stopped before this commit: its certificate has no quorum yet. Nothing after it was read. */
+  | { readonly kind: "pending"; readonly sequence: bigint; readonly epoch: bigint; readonly reason: string };
 
 /** The result of addMembers / removeMembers / updateKeys. */
 export interface CommitOutcome {
@@ -76,6 +80,16 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A commit's certificate did not reach a quorum within certificateWaitMs; nothing was applied. */
+export class CertificatePendingError extends CertificateError {
+  constructor(message: string) {
+    super(message);
+    this.name = "CertificatePendingError";
+  }
+}
+
 function zeroAll(secrets: readonly Uint8Array[]): void {
   for (const secret of secrets) zeroOutUint8Array(secret);
 }
@@ -96,6 +110,7 @@ export class Channel {
   private readonly commitAttemptsMax: number;
   private readonly eventsPageLimit: number;
   private readonly syncPagesMax: number;
+  private readonly certificateWaitMs: number;
 
   private constructor(
     readonly device: Device,
@@ -112,6 +127,7 @@ export class Channel {
     this.commitAttemptsMax = options.commitAttemptsMax ?? 8;
     this.eventsPageLimit = options.eventsPageLimit ?? 256;
     this.syncPagesMax = options.syncPagesMax ?? 10_000;
+    this.certificateWaitMs = options.certificateWaitMs ?? 5_000;
   }
 
   /** Creates a channel with this device as its only member (and owner), at epoch 0. */
@@ -284,7 +300,12 @@ export class Channel {
       const winner = outcome.conflict.winner;
       if (winner === undefined || winner.epoch !== baseEpoch) return undefined;
       if (!bytesEqual(sha256(winner.commit), pending.commitHash)) {
-        await this.applyCertifiedCommit(winner.commit, winner.certificate);
+        try {
+          await this.applyCertifiedCommit(winner.commit, winner.certificate);
+        } catch (error) {
+          if (error instanceof CertificatePendingError) return undefined;
+          throw error;
+        }
         zeroAll(pending.consumed);
         return undefined;
       }
@@ -297,15 +318,28 @@ export class Channel {
     return certificate;
   }
 
-  /** Throws CertificateError unless `certificate` certifies `commitHash` as the commit ending `epoch` of `base`. */
+  /**
+   * Returns a certificate that certifies `commitHash` as the commit ending `epoch` of `base`, or throws
+   * CertificateError. A certificate still gathering signatures is fetched again (GetCommit) until it has
+   * a quorum or certificateWaitMs passed (then CertificatePendingError: nothing was applied, try later).
+   */
   private async requireCertificate(certificate: Certificate | undefined, epoch: bigint, commitHash: Uint8Array, base: ClientState): Promise<Certificate> {
-    if (certificate === undefined) throw new CertificateError(`commit ending epoch ${epoch} came without a certificate`);
     const voters = treeHomeservers(base.ratchetTree);
     let directory = await this.transport.directory();
     if (voters.some((v) => !directory.keys.has(v))) directory = await this.transport.directory(true);
-    const verdict = verifyCertificate(certificate, { clusterId: directory.clusterId, channelId: this.channelId, epoch, commitHash }, voters, directory.keys);
-    if (!verdict.ok) throw new CertificateError(`commit ending epoch ${epoch}: ${verdict.reason}`);
-    return certificate;
+    const deadline = Date.now() + this.certificateWaitMs;
+    let current = certificate;
+    for (let poll = 0; ; poll++) {
+      if (current === undefined) throw new CertificateError(`commit ending epoch ${epoch} came without a certificate`);
+      const verdict = verifyCertificate(current, { clusterId: directory.clusterId, channelId: this.channelId, epoch, commitHash }, voters, directory.keys);
+      if (verdict.ok) return current;
+      if (verdict.incomplete !== true) throw new CertificateError(`commit ending epoch ${epoch}: ${verdict.reason}`);
+      if (Date.now() >= deadline) throw new CertificatePendingError(`commit ending epoch ${epoch}: ${verdict.reason} after ${this.certificateWaitMs} ms`);
+      await sleep(Math.min(200, 10 * 2 ** Math.min(poll, 5)));
+      const fetched = await this.transport.getCommit(this.channelId, epoch);
+      if (fetched !== undefined && !bytesEqual(sha256(fetched.commit), commitHash)) throw new ForkError(`the cluster now names another commit for epoch ${epoch}`);
+      current = fetched?.certificate ?? current;
+    }
   }
 
   /** Verifies another member's commit for the current epoch, then processes it with ts-mls. */
@@ -332,7 +366,16 @@ export class Channel {
       const response = await this.transport.listEvents({ channelId: this.channelId, afterSequence: this.cursor, limit: this.eventsPageLimit });
       for (const event of response.events) {
         if (event.sequence <= this.cursor) continue;
-        await this.applyEvent(event);
+        try {
+          await this.applyEvent(event);
+        } catch (error) {
+          // A commit still gathering signatures: stop before it; the next sync continues from here.
+          if (error instanceof CertificatePendingError) {
+            this.inbox.push({ kind: "pending", sequence: event.sequence, epoch: event.epoch, reason: error.message });
+            return;
+          }
+          throw error;
+        }
         this.cursor = event.sequence;
       }
       if (response.events.length === 0 || this.cursor >= response.lastSequence) return;

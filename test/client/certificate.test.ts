@@ -27,7 +27,10 @@ describe("verifyCertificate", () => {
     expect(reasonOf(signCertificate(statement, ["hs3", "hs1", "hs2"], [hs("hs2"), hs("hs3")]))).toBe("ok");
   });
 
-  it("refuses too few signatures", () => {
+  it("refuses too few signatures, marking the certificate incomplete (and only then)", () => {
+    expect(verifyCertificate(signCertificate(statement, voters3, [hs("hs2")]), expected, voters3, directory)).toEqual({ ok: false, reason: "certificate has 1 valid signatures, needs 2 of 3 voters", incomplete: true });
+    const nonVoter = verifyCertificate(signCertificate(statement, voters3, [hs("hs4")]), expected, voters3, directory);
+    expect(nonVoter.ok === false && nonVoter.incomplete).toBeFalsy();
     expect(reasonOf(signCertificate(statement, voters3, [hs("hs1")]))).toMatch(/1 valid signatures, needs 2 of 3/);
     expect(reasonOf(signCertificate(statement, voters3, []))).toMatch(/0 valid signatures/);
     const five = ["hs1", "hs2", "hs3", "hs4", "hs5"];

@@ -4,7 +4,7 @@
  * kept base state, rebuilds its intent on the new epoch and resubmits; everybody converges.
  */
 import { describe, expect, it } from "vitest";
-import { Channel } from "../../src/client/channel.ts";
+import { CertificatePendingError, Channel, type ChannelOptions } from "../../src/client/channel.ts";
 import { Device } from "../../src/client/device.ts";
 import { toHex } from "../../src/client/mls-codec.ts";
 import { CertificateError, NotAMemberError } from "../../src/client/transport.ts";
@@ -18,14 +18,14 @@ async function messagesOf(channel: Channel): Promise<string[]> {
 }
 
 /** Alice (hs1) creates a channel and adds Bob (hs2) and Carol (hs3); everybody joined. */
-async function threeMembers(cluster: InMemoryOrderingStandIn, channelId: string) {
+async function threeMembers(cluster: InMemoryOrderingStandIn, channelId: string, options: ChannelOptions = {}) {
   const [aliceDevice, bobDevice, carolDevice] = await Promise.all(["alice@hs1", "bob@hs2", "carol@hs3"].map((id) => Device.create(id)));
-  const alice = await Channel.create(aliceDevice!, cluster, channelId);
+  const alice = await Channel.create(aliceDevice!, cluster, channelId, options);
   const added = await alice.addMembers([await bobDevice!.publishKeyPackage(), await carolDevice!.publishKeyPackage()]);
   expect(added.attempts).toBe(1);
   expect(added.certificate?.voters).toEqual(["hs1"]);
-  const bob = await Channel.join(bobDevice!, cluster, channelId, added.welcome!);
-  const carol = await Channel.join(carolDevice!, cluster, channelId, added.welcome!);
+  const bob = await Channel.join(bobDevice!, cluster, channelId, added.welcome!, options);
+  const carol = await Channel.join(carolDevice!, cluster, channelId, added.welcome!, options);
   return { alice, bob, carol };
 }
 
@@ -116,24 +116,38 @@ describe("Channel against the in-memory ordering stand-in", () => {
     expectConverged([alice, bob, carol]);
   });
 
-  it("never applies a commit without a valid certificate (too few signers, non-voter signer, forged voters)", async () => {
+  it("never applies a commit without a valid certificate (too few signers, forged voters)", async () => {
     const cluster = new InMemoryOrderingStandIn();
-    const { alice, bob } = await threeMembers(cluster, "refuse");
+    const quick = { certificateWaitMs: 60 };
+    const { alice, bob } = await threeMembers(cluster, "refuse", quick);
     const before = toHex(bob.epochAuthenticator());
     cluster.signerPolicy = (voters, all) => ({ voters: [...voters], signers: [all.get(voters[0]!)!] });
-    // Alice's own accepted commit has 1 of 3 signatures: she refuses to adopt it.
-    await expect(alice.updateKeys()).rejects.toBeInstanceOf(CertificateError);
+    // Alice's own accepted commit has 1 of 3 signatures and never gets more: she does not adopt it.
+    await expect(alice.updateKeys()).rejects.toBeInstanceOf(CertificatePendingError);
     expect(alice.epoch()).toBe(1n);
-    await expect(bob.sync()).rejects.toThrow(/1 valid signatures, needs 2 of 3/);
+    // Bob stops before the under-signed commit (it may still be gathering signatures) and applies nothing.
+    const received = await bob.sync();
+    expect(received.map((r) => r.kind)).toEqual(["pending"]);
+    expect(received[0]!.kind === "pending" && received[0]!.reason).toMatch(/1 valid signatures, needs 2 of 3/);
     expect(bob.epoch()).toBe(1n);
     expect(toHex(bob.epochAuthenticator())).toBe(before);
 
-    // Voters claimed as just [hs1] (a one-homeserver channel) with hs1's signature: still refused.
+    // Voters claimed as just [hs1] (a one-homeserver channel) with hs1's signature: refused outright.
     const cluster2 = new InMemoryOrderingStandIn();
-    const three = await threeMembers(cluster2, "refuse-2");
+    const three = await threeMembers(cluster2, "refuse-2", quick);
     cluster2.signerPolicy = (_voters, all) => ({ voters: ["hs1"], signers: [all.get("hs1")!] });
     await expect(three.alice.updateKeys()).rejects.toThrow(/voters \[hs1\] differ/);
     await expect(three.carol.sync()).rejects.toBeInstanceOf(CertificateError);
     expect(three.carol.epoch()).toBe(1n);
+
+    // A signature by a homeserver outside the channel: refused outright.
+    const cluster3 = new InMemoryOrderingStandIn();
+    const pair = await threeMembers(cluster3, "refuse-3", quick);
+    await pair.alice.removeMembers(["carol@hs3"]);
+    await pair.bob.sync();
+    cluster3.signerPolicy = (voters, all) => ({ voters: [...voters], signers: [all.get("hs1")!, all.get("hs3")!] });
+    await expect(pair.alice.updateKeys()).rejects.toThrow(/"hs3", which is not a homeserver of the channel/);
+    await expect(pair.bob.sync()).rejects.toThrow(/not a homeserver of the channel/);
+    expect(pair.bob.epoch()).toBe(2n);
   });
 });
