@@ -3,8 +3,11 @@
  * seeds and reports elections, commits and invariant violations. Exit code 0
  * when every run is safe and live, 1 on any violation, 2 on bad arguments.
  */
+import { availableParallelism } from "node:os";
 import { parseArgs } from "node:util";
+import { Worker } from "node:worker_threads";
 import { faultKinds, parseFaultKinds, runSimulation, type FaultKind, type SimResult, type Violation } from "../sim/index.ts";
+import type { WorkerRequest } from "../sim/sim-worker.ts";
 
 const usage = `usage: epochd sim [options]
 
@@ -19,6 +22,7 @@ options:
   --steps K       ticks of the fault phase per seed (default 1000)
   --faults LIST   comma-separated: ${faultKinds.join(",")}; or all, none (default all)
   --stop          stop after the first seed with a violation
+  --workers W     run seeds on W threads (default: cores, at most 4; 1 runs in this thread)
   --json          print one JSON object as the last line
   --verbose       print one line per seed even with --json
   --help          this text`;
@@ -32,6 +36,7 @@ interface SimArgs {
   json: boolean;
   verbose: boolean;
   stop: boolean;
+  workers: number;
 }
 
 function integer(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
@@ -56,6 +61,7 @@ export function parseSimArgs(args: string[]): SimArgs | "help" {
       faults: { type: "string" },
       json: { type: "boolean" },
       stop: { type: "boolean" },
+      workers: { type: "string" },
       verbose: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -70,6 +76,7 @@ export function parseSimArgs(args: string[]): SimArgs | "help" {
     json: values.json === true,
     verbose: values.verbose === true,
     stop: values.stop === true,
+    workers: integer("workers", values.workers, Math.min(4, availableParallelism()), 1, 64),
   };
 }
 
@@ -93,6 +100,62 @@ export function formatViolation(v: Violation, args: Pick<SimArgs, "nodes" | "ste
   ].join("\n");
 }
 
+/** A finished seed. */
+interface SeedRun {
+  readonly result: SimResult;
+  readonly ms: number;
+}
+
+/**
+ * Runs the seeds, on worker threads when `workers` > 1, and hands each
+ * result to `report` in seed order. Stops early when `report` returns false.
+ */
+async function runSeeds(args: SimArgs, report: (run: SeedRun) => boolean): Promise<void> {
+  const seeds = Array.from({ length: args.seeds }, (_, i) => args.seed + i);
+  const faults = [...args.faults].join(",");
+  if (args.workers <= 1 || seeds.length === 1) {
+    for (const seed of seeds) {
+      const started = performance.now();
+      const result = runSimulation({ seed, nodes: args.nodes, steps: args.steps, faults: args.faults });
+      if (!report({ result, ms: performance.now() - started })) return;
+    }
+    return;
+  }
+  const done = new Map<number, SeedRun>();
+  let nextToReport = 0;
+  let nextToStart = 0;
+  let stopped = false;
+  const workerUrl = new URL("../sim/sim-worker-boot.mjs", import.meta.url);
+  const workers = Array.from({ length: Math.min(args.workers, seeds.length) }, () => new Worker(workerUrl));
+  try {
+    await Promise.all(
+      workers.map(
+        (worker) =>
+          new Promise<void>((resolve, reject) => {
+            const startNext = (): void => {
+              if (stopped || nextToStart >= seeds.length) return resolve();
+              const index = nextToStart++;
+              const request: WorkerRequest = { seed: seeds[index]!, nodes: args.nodes, steps: args.steps, faults };
+              worker.once("message", (run: SeedRun) => {
+                done.set(index, run);
+                for (let r = done.get(nextToReport); r !== undefined && !stopped; r = done.get(nextToReport)) {
+                  done.delete(nextToReport++);
+                  if (!report(r)) stopped = true;
+                }
+                startNext();
+              });
+              worker.postMessage(request);
+            };
+            worker.once("error", reject);
+            startNext();
+          }),
+      ),
+    );
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+}
+
 /** The `sim` subcommand. */
 export async function simCommand(argv: string[]): Promise<number> {
   let args: SimArgs | "help";
@@ -106,38 +169,39 @@ export async function simCommand(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
+  const a = args;
   const totals = { steps: 0, ticks: 0, nodeTicks: 0, elections: 0, commits: 0, acked: 0, faults: 0 };
   const violations: Violation[] = [];
   const started = performance.now();
   let seedsRun = 0;
-  for (let seed = args.seed; seed < args.seed + args.seeds; seed++) {
+  await runSeeds(a, ({ result: r, ms }) => {
     seedsRun++;
-    const t0 = performance.now();
-    const r = runSimulation({ seed, nodes: args.nodes, steps: args.steps, faults: args.faults });
     for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += r[key];
     violations.push(...r.violations);
-    if (!args.json || args.verbose) console.log(seedLine(r, performance.now() - t0));
-    for (const v of r.violations) (args.json ? console.error : console.log)(formatViolation(v, args));
-    if (args.stop && r.violations.length > 0) break;
-  }
+    if (!a.json || a.verbose) console.log(seedLine(r, ms));
+    for (const v of r.violations) (a.json ? console.error : console.log)(formatViolation(v, a));
+    return !(a.stop && r.violations.length > 0);
+  });
   const seconds = (performance.now() - started) / 1000;
   const summary = {
     seeds: seedsRun,
-    firstSeed: args.seed,
-    nodes: args.nodes,
-    faultKinds: [...args.faults],
+    firstSeed: a.seed,
+    nodes: a.nodes,
+    faultKinds: [...a.faults],
+    workers: a.workers,
     ...totals,
     violations,
     seconds: Number(seconds.toFixed(3)),
     stepsPerSecond: Math.round(totals.ticks / seconds),
     nodeTicksPerSecond: Math.round(totals.nodeTicks / seconds),
   };
-  if (args.json) {
+  if (a.json) {
     console.log(JSON.stringify(summary));
   } else {
     console.log(
       `${seedsRun} seeds, ${totals.ticks} steps, ${totals.elections} elections, ${totals.commits} commits, ` +
-        `${violations.length} violations in ${seconds.toFixed(1)}s (${summary.stepsPerSecond} steps/s, ${summary.nodeTicksPerSecond} node-ticks/s)`,
+        `${violations.length} violations in ${seconds.toFixed(1)}s on ${a.workers} threads ` +
+        `(${summary.stepsPerSecond} steps/s, ${summary.nodeTicksPerSecond} node-ticks/s)`,
     );
   }
   return violations.length > 0 ? 1 : 0;

@@ -125,7 +125,7 @@ export class Simulator implements NodeHost, FaultContext {
     const voters = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
     for (const id of voters) this.addNode(new SimDisk(voters), true);
     this.workload = new Workload(new Prng(seed, streams.workload), this.knobs, {
-      nodeIds: () => voters,
+      nodeIds: () => this.liveIds(voters),
       propose: (node, data, done) => this.proposeOn(node, data, done),
       acked: (node, entry) => this.invariants.clientAcked(node, entry),
     });
@@ -283,6 +283,12 @@ export class Simulator implements NodeHost, FaultContext {
     if (id === null) return;
     this.trace(id, "fault", what);
     this.byId.get(id)!.input({ kind: "call", run: action });
+  }
+
+  /** Ids of the nodes not retired (clients know the membership), or `fallback` if none is left. */
+  private liveIds(fallback: readonly NodeId[]): readonly NodeId[] {
+    const ids = this.nodes.filter((n) => !n.retired).map((n) => n.id);
+    return ids.length > 0 ? ids : fallback;
   }
 
   // ---- FaultContext -----------------------------------------------------------------------------

@@ -27,6 +27,17 @@ describe("epochd sim", () => {
     expect(out).toHaveLength(1);
   });
 
+  it("gives the same totals on worker threads as in one thread", async () => {
+    const totals = async (workers: string) => {
+      const { out } = capture();
+      expect(await simCommand(["--seed", "9", "--seeds", "4", "--nodes", "3", "--steps", "120", "--workers", workers, "--json"])).toBe(0);
+      const { seconds, stepsPerSecond, nodeTicksPerSecond, workers: w, ...rest } = JSON.parse(out[out.length - 1]!) as Record<string, unknown>;
+      vi.restoreAllMocks();
+      return rest;
+    };
+    expect(await totals("3")).toEqual(await totals("1"));
+  });
+
   it("prints a line per seed and a summary without --json", async () => {
     const { out } = capture();
     expect(await simCommand(["--seeds", "2", "--nodes", "3", "--steps", "100"])).toBe(0);
