@@ -247,6 +247,9 @@ function reportProfiles(profileDir: string, run: SystemRun | undefined): Record<
     summaries[process.name] = { file: join(profileDir, file), role: process.role, ...summary };
     if (process.role !== "leader") continue;
     console.log(`\nCPU profile of the leader ${process.name} (${join(profileDir, file)}), ${(summary.sampledMs / 1000).toFixed(1)} s sampled:`);
+    console.log(`busy ${summary.busyPercent.toFixed(0)}% of the time; self time by module, percent of busy time:`);
+    console.log(formatTable(["busy %", "module"], summary.byModule.slice(0, 15).map((m) => [m.selfPercentOfBusy.toFixed(1), m.module]), new Set([0])));
+    console.log("top functions by self time, percent of all samples:");
     console.log(formatTable(["self %", "total %", "function"], summary.bySelf.map((h) => [h.selfPercent.toFixed(1), h.totalPercent.toFixed(1), h.name]), new Set([0, 1])));
   }
   return summaries;
