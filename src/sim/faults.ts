@@ -142,7 +142,7 @@ function pause(ctx: FaultContext, event: FaultEvent): (() => void) | null {
   return () => ctx.resume(node);
 }
 
-/** Membership changes through the leader: remove, add learner, promote, demote, joint swap. */
+/** Membership changes through the leader: remove, demote, promote, joint swap, add a learner. */
 function membership(ctx: FaultContext, event: FaultEvent): null {
   const conf = ctx.leaderConfState();
   if (conf === null || conf.votersOutgoing.length > 0) return null;
@@ -157,11 +157,13 @@ function membership(ctx: FaultContext, event: FaultEvent): null {
     ctx.proposeConfChange(step(ConfChangeType.AddLearner, voter)); // demote
   } else if (variant === 2 && learner !== undefined) {
     ctx.proposeConfChange(step(ConfChangeType.AddVoter, learner)); // promote
-  } else if (variant === 3 && learner !== undefined && voter !== undefined) {
-    // Joint consensus: promote a learner and remove a voter in one change.
+  } else if (variant === 3 && voter !== undefined) {
+    // Joint consensus: a learner (or a fresh node) becomes a voter and a voter leaves, in one change.
+    const incoming = learner ?? ctx.joinableNode();
+    if (incoming === null) return null;
     ctx.proposeConfChange({
       steps: [
-        { type: ConfChangeType.AddVoter, nodeId: learner },
+        { type: ConfChangeType.AddVoter, nodeId: incoming },
         { type: ConfChangeType.RemoveNode, nodeId: voter },
       ],
       leaveJoint: false,
