@@ -83,13 +83,27 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
     return { result: applied.result as ChannelResult, index: applied.index };
   };
 
-  const fail = async (result: Extract<ChannelResult, { ok: false }>): Promise<never> => {
+  /** Waits until the commit that ended `epoch` is certified, then returns its record. */
+  const certifiedRecord = async (channelId: string, epoch: bigint, waitMs: number) => {
+    await withDeadline(
+      certificates.wait(channelId, epoch, async () => {
+        const certificate = await certificateOf(channelId, epoch);
+        return certificate !== undefined && isCertified(certificate);
+      }),
+      waitMs,
+      "waiting for the channel's homeservers to co-sign the commit",
+    );
+    return channels.epochRecord((k) => machine.channelGet(k), channelId, epoch);
+  };
+
+  const fail = async (result: Extract<ChannelResult, { ok: false }>, waitMs: number): Promise<never> => {
     if (result.code === "not-found") throw new ApiError(grpc.status.NOT_FOUND, result.reason);
     if (result.code === "exists") throw new ApiError(grpc.status.ALREADY_EXISTS, result.reason);
     if (result.code === "invalid") throw new ApiError(grpc.status.INVALID_ARGUMENT, result.reason);
     if (result.code !== "conflict") throw new ApiError(grpc.status.INTERNAL, result.reason);
     const metadata = new grpc.Metadata();
-    const winner = result.builtOn < result.currentEpoch ? await channels.epochRecord((k) => machine.channelGet(k), result.channelId, result.builtOn) : undefined;
+    // The winner goes back with a complete certificate: clients apply no commit without one.
+    const winner = result.builtOn < result.currentEpoch ? await certifiedRecord(result.channelId, result.builtOn, waitMs) : undefined;
     const conflict = create(CommitConflictSchema, {
       channelId: result.channelId,
       currentEpoch: result.currentEpoch,
@@ -117,7 +131,7 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
     createChannel: unaryHandler(ChannelService.method.createChannel, async (request, call) => {
       checkSize(request.groupInfo, maxGroupInfoBytes, "group_info");
       const { result } = await run({ case: "createChannel", value: request }, remainingMs(call.getDeadline()));
-      if (!result.ok) return fail(result);
+      if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       return { channel: channelState(channels.channel(request.channelId)!) };
     }),
     submitCommit: unaryHandler(ChannelService.method.submitCommit, async (request, call) => {
@@ -125,29 +139,21 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
       checkSize(request.nextGroupInfo, maxGroupInfoBytes, "next_group_info");
       checkSize(request.welcome, maxWelcomeBytes, "welcome");
       const { result } = await run({ case: "submitCommit", value: request }, remainingMs(call.getDeadline()));
-      if (!result.ok) return fail(result);
+      if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       if (result.kind !== "commit-accepted") throw new ApiError(grpc.status.INTERNAL, "unexpected result");
-      await withDeadline(
-        certificates.wait(result.channelId, result.epoch, async () => {
-          const certificate = await certificateOf(result.channelId, result.epoch);
-          return certificate !== undefined && isCertified(certificate);
-        }),
-        remainingMs(call.getDeadline()),
-        "waiting for the channel's homeservers to co-sign the commit",
-      );
-      const certificate = await certificateOf(result.channelId, result.epoch);
+      const certificate = (await certifiedRecord(result.channelId, result.epoch, remainingMs(call.getDeadline())))?.certificate;
       return { epoch: result.epoch + 1n, ...(certificate === undefined ? {} : { certificate }) };
     }),
     submitProposal: unaryHandler(ChannelService.method.submitProposal, async (request, call) => {
       checkSize(request.proposal, maxMessageBytes, "proposal");
       const { result } = await run({ case: "submitProposal", value: request }, remainingMs(call.getDeadline()));
-      if (!result.ok) return fail(result);
+      if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       return { sequence: result.kind === "proposal-accepted" ? result.sequence : 0n };
     }),
     sendMessage: unaryHandler(ChannelService.method.sendMessage, async (request, call) => {
       checkSize(request.message, maxMessageBytes, "message");
       const { result } = await run({ case: "sendMessage", value: request }, remainingMs(call.getDeadline()));
-      if (!result.ok) return fail(result);
+      if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       return { sequence: result.kind === "message-accepted" ? result.sequence : 0n };
     }),
     getChannel: unaryHandler(ChannelService.method.getChannel, async (request, call) => ({

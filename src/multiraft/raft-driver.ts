@@ -313,9 +313,10 @@ export class RaftDriver {
       const outcome = await group.stateMachine.apply(ready.committedEntries);
       const appliedIndex = ready.committedEntries[ready.committedEntries.length - 1]!.index;
       applies.push({ group: group.store, appliedIndex, writes: outcome.writes });
-      outcomes.push({ group, entries: ready.committedEntries, results: outcome.results, appliedIndex });
+      outcomes.push({ group, entries: ready.committedEntries, results: outcome.results, appliedIndex, afterWrite: outcome.afterWrite });
     }
     if (applies.length > 0) await this.options.engine.apply(applies);
+    for (const { afterWrite } of outcomes) afterWrite?.();
     // 4. Answer callers and advance the cores.
     for (const { group, entries, results, appliedIndex } of outcomes) {
       group.appliedIndex = appliedIndex;

@@ -7,6 +7,8 @@ export interface ApplyOutcome {
   readonly writes: KvWrite[];
   /** The result of each entry that has one, for the proposer waiting on it. */
   readonly results: ReadonlyMap<LogIndex, unknown>;
+  /** Local reactions to run once `writes` are in storage, so readers see what they announce. */
+  readonly afterWrite?: () => void;
 }
 
 /**

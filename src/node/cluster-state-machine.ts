@@ -105,8 +105,10 @@ export class ClusterStateMachine implements StateMachine {
       }
     }
     for (const write of channelBatch.writes) writes.push(write);
-    for (const [result, index] of channelResults) this.listener.onChannelResult?.(result, index);
-    return { writes, results };
+    const afterWrite = () => {
+      for (const [result, index] of channelResults) this.listener.onChannelResult?.(result, index);
+    };
+    return { writes, results, afterWrite };
   }
 
   private applyDirectory(entry: Entry, writes: KvWrite[]): ClusterResult {

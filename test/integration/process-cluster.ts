@@ -138,7 +138,7 @@ export class ProcessCluster {
   }
 
   /** Waits until exactly one of `among` leads and every one of them knows it; returns its id. */
-  async waitForLeader(among: string[] = [...this.nodes.keys()], timeoutMs = 15_000): Promise<string> {
+  async waitForLeader(among: string[] = [...this.nodes.keys()], timeoutMs = 30_000): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       const statuses = await Promise.all(
@@ -157,7 +157,8 @@ export class ProcessCluster {
       if (leaders.length === 1 && statuses.every((s) => s.status?.groups[0]?.leaderId === leaders[0])) return leaders[0]!;
       await new Promise((r) => setTimeout(r, 25));
     }
-    throw new Error(`no single leader among ${among.join(", ")} within ${timeoutMs} ms`);
+    const tails = among.map((id) => `--- ${id}\n${this.log(id).split("\n").slice(-8).join("\n")}`).join("\n");
+    throw new Error(`no single leader among ${among.join(", ")} within ${timeoutMs} ms\n${tails}`);
   }
 
   /** Stops every process by pid and removes the files. */

@@ -1,0 +1,164 @@
+import { createHash } from "node:crypto";
+import { fromBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { unaryClient } from "../../src/api/grpc-service.ts";
+import { isCertified, statementBytes, verifyEd25519 } from "../../src/channel/certificate.ts";
+import { ChannelService, CommitConflictSchema, EventKind, type Certificate } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
+import {
+  applyAcceptedCommit,
+  buildGroup,
+  epochAuthenticator,
+  makeCommit,
+  makeDevice,
+  memberOf,
+  joinFromWelcome,
+  type PendingCommit,
+} from "../fixtures/mls-group.ts";
+import { ProcessCluster } from "./process-cluster.ts";
+
+type ChannelClient = ReturnType<typeof unaryClient<(typeof ChannelService)["method"]>>;
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+describe("channels on a real 3-homeserver cluster", () => {
+  let cluster: ProcessCluster;
+  let leaderClient: ChannelClient;
+  let keys: Map<string, Uint8Array>;
+  let clusterId: string;
+
+  beforeAll(async () => {
+    cluster = await ProcessCluster.create(3);
+    cluster.startAll();
+    const leader = await cluster.waitForLeader();
+    leaderClient = unaryClient(ChannelService, cluster.get(leader).clientAddress, cluster.clientCredentials(), { "grpc.ssl_target_name_override": "localhost" });
+    // Every homeserver registers its signing key in the directory.
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const directory = await leaderClient.listHomeservers({});
+      keys = new Map(directory.homeservers.filter((h) => h.signingKey.byteLength === 32).map((h) => [h.homeserverId, h.signingKey]));
+      clusterId = directory.clusterId;
+      if (keys.size === 3 || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(keys.size).toBe(3);
+  });
+
+  afterAll(async () => {
+    leaderClient?.close();
+    await cluster?.close();
+  });
+
+  function expectValidCertificate(certificate: Certificate | undefined, channelId: string, epoch: bigint, commit: Uint8Array, voters: string[]): void {
+    expect(certificate).toBeDefined();
+    const cert = certificate!;
+    expect(cert).toMatchObject({ clusterId, channelId, epoch });
+    expect(hex(cert.commitHash)).toBe(createHash("sha256").update(commit).digest("hex"));
+    expect([...cert.voters].sort()).toEqual([...voters].sort());
+    expect(isCertified(cert)).toBe(true);
+    for (const signature of cert.signatures) {
+      expect(cert.voters).toContain(signature.homeserverId);
+      const statement = statementBytes(cert.clusterId, cert.channelId, cert.epoch, cert.commitHash, cert.logIndex);
+      expect(verifyEd25519(keys.get(signature.homeserverId)!, statement, signature.signature)).toBe(true);
+    }
+  }
+
+  async function submit(channelId: string, epoch: bigint, pending: PendingCommit) {
+    return leaderClient.submitCommit(
+      { channelId, epoch, commit: pending.commit, nextGroupInfo: pending.nextGroupInfo, welcome: pending.welcome ?? new Uint8Array(0) },
+      { deadlineMs: 15_000 },
+    );
+  }
+
+  it("orders commits by epoch: certified acceptance, exactly one winner in a race, the loser converges", async () => {
+    const group = await buildGroup(["alice@hs1"]);
+    const channelId = "room-race";
+    const created = await leaderClient.createChannel({ channelId, groupInfo: group.initialGroupInfo, contentType: "text/plain" });
+    expect(created.channel?.epoch).toBe(0n);
+
+    // Alice adds Bob (hs2) and Carol (hs3); only hs1 certifies epoch 0.
+    const bob = await makeDevice("bob@hs2");
+    const carol = await makeDevice("carol@hs3");
+    const add = await makeCommit(memberOf(group, "alice@hs1").state, { add: [bob.keyPackage.publicPackage, carol.keyPackage.publicPackage] });
+    const added = await submit(channelId, 0n, add);
+    expect(added.epoch).toBe(1n);
+    expectValidCertificate(added.certificate, channelId, 0n, add.commit, ["hs1"]);
+    await applyAcceptedCommit(group, "alice@hs1", add);
+    group.members.set("bob@hs2", { device: bob.device, state: await joinFromWelcome(bob.keyPackage, add.welcome!) });
+    group.members.set("carol@hs3", { device: carol.device, state: await joinFromWelcome(carol.keyPackage, add.welcome!) });
+
+    // Bob and Carol race key updates on epoch 1.
+    const bobCommit = await makeCommit(memberOf(group, "bob@hs2").state);
+    const carolCommit = await makeCommit(memberOf(group, "carol@hs3").state);
+    const outcomes = await Promise.allSettled([submit(channelId, 1n, bobCommit), submit(channelId, 1n, carolCommit)]);
+    const accepted = outcomes.filter((o) => o.status === "fulfilled");
+    const rejected = outcomes.filter((o): o is PromiseRejectedResult => o.status === "rejected");
+    expect(accepted).toHaveLength(1);
+    expect(rejected).toHaveLength(1);
+    const error = rejected[0]!.reason as grpc.ServiceError;
+    expect(error.code).toBe(grpc.status.FAILED_PRECONDITION);
+    const conflict = fromBinary(CommitConflictSchema, error.metadata.get("epochd-commit-conflict-bin")[0] as Buffer);
+    expect(conflict.currentEpoch).toBe(2n);
+    const winnerIsBob = outcomes[0]!.status === "fulfilled";
+    const [winnerId, winner, loserId] = winnerIsBob ? ["bob@hs2", bobCommit, "carol@hs3"] : ["carol@hs3", carolCommit, "bob@hs2"];
+    expect(hex(conflict.winner!.commit)).toBe(hex(winner.commit));
+    expectValidCertificate(conflict.winner!.certificate, channelId, 1n, winner.commit, ["hs1", "hs2", "hs3"]);
+
+    // Everyone applies the winner; the loser processes it from its kept base state and retries on epoch 2.
+    await applyAcceptedCommit(group, winnerId, winner);
+    const retry = await makeCommit(memberOf(group, loserId).state);
+    const retried = await submit(channelId, 2n, retry);
+    expect(retried.epoch).toBe(3n);
+    await applyAcceptedCommit(group, loserId, retry);
+
+    const authenticators = new Set([...group.members.values()].map((m) => hex(epochAuthenticator(m.state))));
+    expect(authenticators.size).toBe(1);
+    const state = await leaderClient.getChannel({ channelId });
+    expect(state.channel?.epoch).toBe(3n);
+    expect(state.channel?.homeservers).toEqual(["hs1", "hs2", "hs3"]);
+
+    // The event log holds exactly one commit per epoch, each with a certificate.
+    const events = await leaderClient.listEvents({ channelId, afterSequence: 0n });
+    const commits = events.events.filter((e) => e.kind === EventKind.COMMIT);
+    expect(commits.map((e) => e.epoch)).toEqual([0n, 1n, 2n]);
+    for (const event of commits) expect(isCertified(event.certificate!)).toBe(true);
+  });
+
+  it("enforces roles: a plain member cannot add or remove others; a removed member cannot commit; an outsider's commit is refused", async () => {
+    const solo = await buildGroup(["olga@hs1"]);
+    const soloId = "room-roles-2";
+    await leaderClient.createChannel({ channelId: soloId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" });
+    const mia = await makeDevice("mia@hs2");
+    const nils = await makeDevice("nils@hs3");
+    const add = await makeCommit(memberOf(solo, "olga@hs1").state, { add: [mia.keyPackage.publicPackage, nils.keyPackage.publicPackage] });
+    await submit(soloId, 0n, add);
+    await applyAcceptedCommit(solo, "olga@hs1", add);
+    solo.members.set("mia@hs2", { device: mia.device, state: await joinFromWelcome(mia.keyPackage, add.welcome!) });
+    solo.members.set("nils@hs3", { device: nils.device, state: await joinFromWelcome(nils.keyPackage, add.welcome!) });
+
+    // Mia (a plain member) may not add anyone, nor remove Nils.
+    const stranger = await makeDevice("zed@hs2");
+    const miaAdds = await makeCommit(memberOf(solo, "mia@hs2").state, { add: [stranger.keyPackage.publicPackage] });
+    await expect(submit(soloId, 1n, miaAdds)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    const nilsLeaf = memberOf(solo, "nils@hs3").state.privatePath.leafIndex;
+    const miaRemoves = await makeCommit(memberOf(solo, "mia@hs2").state, { remove: [nilsLeaf] });
+    await expect(submit(soloId, 1n, miaRemoves)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+
+    // Olga (the owner) removes Nils; Nils's later commit is refused.
+    const nilsStateBefore = memberOf(solo, "nils@hs3").state;
+    const remove = await makeCommit(memberOf(solo, "olga@hs1").state, { remove: [nilsLeaf] });
+    await submit(soloId, 1n, remove);
+    await applyAcceptedCommit(solo, "olga@hs1", remove);
+    const nilsCommit = await makeCommit(nilsStateBefore);
+    await expect(submit(soloId, 2n, nilsCommit)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+
+    // A device of another group with the same group id: its commit is signed by a key not in this tree.
+    const outsider = await buildGroup(["eve@hs1"], solo.groupId);
+    const forged = await makeCommit(memberOf(outsider, "eve@hs1").state);
+    await expect(submit(soloId, 2n, forged)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+
+    // The channel is unharmed: Mia can still update her own keys.
+    const miaUpdate = await makeCommit(memberOf(solo, "mia@hs2").state);
+    expect((await submit(soloId, 2n, miaUpdate)).epoch).toBe(3n);
+  });
+});
