@@ -66,6 +66,8 @@ export class ChannelClient implements ChannelTransport {
   private readonly attemptsMax: number;
   private readonly backoffStartMs: number;
   private readonly backoffMaxMs: number;
+  /** Counters of what the client had to do: leader hints followed, transient retries, homeserver switches. */
+  readonly stats = { leaderHops: 0, transientRetries: 0, addressSwitches: 0 };
 
   constructor(private readonly options: ChannelClientOptions) {
     this.current = options.address;
@@ -122,14 +124,17 @@ export class ChannelClient implements ChannelTransport {
         const hint = this.leaderHint(error);
         if (hint !== undefined && hint !== this.current) {
           this.current = hint;
+          this.stats.leaderHops++;
           failuresHere = 0;
           continue;
         }
         const transient = error.code === grpc.status.UNAVAILABLE || error.code === grpc.status.RESOURCE_EXHAUSTED || (idempotent && error.code === grpc.status.DEADLINE_EXCEEDED);
         if (!transient && hint === undefined) throw error;
         failuresHere++;
+        this.stats.transientRetries++;
         if (error.code === grpc.status.UNAVAILABLE && failuresHere >= 2) {
           this.current = this.nextAddress();
+          this.stats.addressSwitches++;
           failuresHere = 0;
         }
         await sleep(delayMs * (0.5 + Math.random()));

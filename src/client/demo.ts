@@ -28,6 +28,8 @@ export interface DemoResult {
   readonly race: { readonly winner: string; readonly loser: string; readonly loserAttempts: number };
   /** Messages each device received, as text. */
   readonly received: ReadonlyMap<string, readonly string[]>;
+  /** The three devices' channel handles (Alice, Bob, Carol), for callers that go on. */
+  readonly channels: readonly Channel[];
 }
 
 /**
@@ -127,7 +129,7 @@ export async function runDemoOn(transports: ChannelTransport[], log: Log = conso
   for (const d of devices) log(`${d.deviceId}: epoch ${d.epoch}, epoch authenticator ${d.epochAuthenticatorHex}`);
   const same = new Set(devices.map((d) => `${d.epoch}/${d.epochAuthenticatorHex}`)).size === 1;
   log(same ? "all devices agree on the epoch and its authenticator" : "DEVICES DISAGREE");
-  return { channelId, devices, race: raceResult, received };
+  return { channelId, devices, race: raceResult, received, channels };
 }
 
 /**

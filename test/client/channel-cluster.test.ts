@@ -9,12 +9,14 @@ import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChannelClient } from "../../src/client/channel-client.ts";
-import { runDemoOn } from "../../src/client/demo.ts";
+import { runDemoOn, type DemoResult } from "../../src/client/demo.ts";
+import { toHex } from "../../src/client/mls-codec.ts";
 import { EventKind } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import { ProcessCluster } from "../integration/process-cluster.ts";
 
 let cluster: ProcessCluster;
 let clients: ChannelClient[] = [];
+let story: DemoResult | undefined;
 
 async function waitForDirectory(client: ChannelClient, count: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -31,7 +33,8 @@ beforeAll(async () => {
   cluster.startAll();
   await cluster.waitForLeader(undefined, 60_000);
   const caPem = readFileSync(join(cluster.root, "certs", "ca.crt"));
-  clients = ["hs1", "hs2", "hs3"].map((id) => new ChannelClient({ address: cluster.get(id).clientAddress, tls: { caPem } }));
+  // Generous retries: on this shared 2-core machine an election after a kill can take seconds.
+  clients = ["hs1", "hs2", "hs3"].map((id) => new ChannelClient({ address: cluster.get(id).clientAddress, tls: { caPem }, attemptsMax: 40 }));
   await waitForDirectory(clients[0]!, 3, 30_000);
 }, 120_000);
 
@@ -61,5 +64,28 @@ describe("SDK on a real 3-homeserver cluster", () => {
     const commits = events.events.filter((e) => e.kind === EventKind.COMMIT);
     expect(commits.map((c) => c.epoch)).toEqual([0n, 1n, 2n]);
     expect(lines.at(-1)).toBe("all devices agree on the epoch and its authenticator");
+    // Followers answered with the leader's address and every client moved there.
+    const leader = cluster.get(await cluster.waitForLeader(undefined, 30_000)).clientAddress;
+    expect(clients.map((c) => c.address())).toEqual([leader, leader, leader]);
+    expect(clients.reduce((n, c) => n + c.stats.leaderHops, 0)).toBeGreaterThanOrEqual(2);
+    story = result;
   }, 60_000);
+
+  it("after the leader is killed, commits still get certified by the two others and everybody converges", async () => {
+    if (story === undefined) throw new Error("the story did not run");
+    const leaderId = await cluster.waitForLeader(undefined, 30_000);
+    await cluster.kill(leaderId, "SIGKILL");
+    const [alice, bob, carol] = story.channels;
+    const outcome = await alice!.updateKeys();
+    expect(outcome.epoch).toBe(4n);
+    expect(outcome.certificate!.voters).toEqual(["hs1", "hs2", "hs3"]);
+    expect(outcome.certificate!.signatures.map((s) => s.homeserverId)).not.toContain(leaderId);
+    await alice!.send(new TextEncoder().encode("after the failover"));
+    for (const channel of [bob!, carol!]) {
+      const received = await channel.sync();
+      expect(received.flatMap((r) => (r.kind === "message" ? [new TextDecoder().decode(r.data)] : []))).toEqual(["after the failover"]);
+    }
+    expect(new Set([alice!, bob!, carol!].map((c) => `${c.epoch()}/${toHex(c.epochAuthenticator())}`)).size).toBe(1);
+    expect(clients.reduce((n, c) => n + c.stats.addressSwitches, 0)).toBeGreaterThanOrEqual(1);
+  }, 90_000);
 });

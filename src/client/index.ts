@@ -1,0 +1,12 @@
+/**
+ * The epochd client SDK: devices, a connection to the cluster, and channel handles that apply only
+ * certified commits and retry lost commit races on their own. Start with Device.create, new ChannelClient,
+ * then Channel.create or Channel.join.
+ */
+export { Channel, CertificatePendingError, type ChannelOptions, type CommitOutcome, type Received } from "./channel.ts";
+export { ChannelClient, type ChannelClientOptions } from "./channel-client.ts";
+export { Device, type OwnKeyPackage } from "./device.ts";
+export { verifyCertificate, majorityOf, signedStatementBytes, importEd25519PublicKey, type CertificateVerdict, type ExpectedCommit } from "./certificate.ts";
+export { CertificateError, CommitRetriesExhaustedError, ForkError, NotAMemberError, type ChannelTransport, type ClusterDirectory, type SubmitOutcome } from "./transport.ts";
+export { toHex, treeHomeservers, type TreeMember } from "./mls-codec.ts";
+export { runDemo, runDemoOn, type DemoResult } from "./demo.ts";
