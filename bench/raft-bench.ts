@@ -46,7 +46,7 @@ interface SystemRun {
   readonly system: string;
   readonly version: string;
   readonly processes: Array<{ name: string; pid: number; role: string; peakRssMiB: number | undefined }>;
-  readonly rows: MeasuredRow[];
+  readonly rows: BenchRow[];
   readonly skipped?: string;
 }
 
@@ -99,9 +99,9 @@ function parseOptions(args: string[]): BenchOptions {
 /** Stops whatever is running when the process is interrupted. */
 const cleanups = new Set<() => Promise<void>>();
 
-function printProgress(row: MeasuredRow): void {
+function printProgress(row: BenchRow): void {
   const errors = row.errors > 0 ? `  errors ${row.errors} (${row.firstError ?? ""})` : "";
-  console.error(`  ${row.system} ${row.mode} c=${row.concurrency}: ${integer(row.writesPerSecond)} writes/s  p50 ${fixed(row.p50Ms, 2)} ms  p99 ${fixed(row.p99Ms, 2)} ms${errors}`);
+  console.error(`  ${row.system} ${row.mode} c=${row.concurrency} (leader ${row.leader}): ${integer(row.writesPerSecond)} writes/s  p50 ${fixed(row.p50Ms, 2)} ms  p99 ${fixed(row.p99Ms, 2)} ms${errors}`);
 }
 
 /** Starts the systems to compare, each stopped again by `cleanups` if a later one fails. */
@@ -116,7 +116,6 @@ async function startSystems(options: BenchOptions, workDir: string, profileDir: 
     const epochd = await startEpochd(join(workDir, "epochd"), options.insecure, env);
     cleanups.add(epochd.stop);
     systems.push(epochd);
-    console.error(`epochd: leader ${epochd.leaderName}`);
   }
   if (options.etcd) {
     const version = etcdVersion();
@@ -128,17 +127,19 @@ async function startSystems(options: BenchOptions, workDir: string, profileDir: 
       const etcd = await startEtcd(join(workDir, "etcd"));
       cleanups.add(etcd.stop);
       systems.push(etcd);
-      console.error(`etcd: leader ${etcd.leaderName}`);
     }
   }
   return { systems, skipped };
 }
 
-/** One phase of `mode` at `concurrency` against `system`, on a fresh connection. */
-async function runRow(system: SystemUnderTest, mode: WriteMode, concurrency: number, options: BenchOptions): Promise<MeasuredRow> {
-  const open = system.open(mode);
+/** A measured row and the leader it wrote to. */
+type BenchRow = MeasuredRow & { readonly leader: string };
+
+/** One phase of `mode` at `concurrency` against `system`'s current leader, on a fresh connection. */
+async function runRow(system: SystemUnderTest, mode: WriteMode, concurrency: number, options: BenchOptions): Promise<BenchRow> {
+  const open = await system.open(mode);
   try {
-    const row = await measureRow(system.system, mode, open.target, system.processes, { ...options.phase, concurrency });
+    const row = { ...(await measureRow(system.system, mode, open.target, system.processes, { ...options.phase, concurrency })), leader: open.leaderName };
     printProgress(row);
     return row;
   } finally {
@@ -150,8 +151,8 @@ async function runRow(system: SystemUnderTest, mode: WriteMode, concurrency: num
  * Every row: for each concurrency, each system's primary mode in turn (so a
  * change in machine load hits both alike), then epochd's unary reference rows.
  */
-async function runRows(systems: readonly SystemUnderTest[], options: BenchOptions): Promise<Map<SystemUnderTest, MeasuredRow[]>> {
-  const rows = new Map<SystemUnderTest, MeasuredRow[]>(systems.map((s) => [s, []]));
+async function runRows(systems: readonly SystemUnderTest[], options: BenchOptions): Promise<Map<SystemUnderTest, BenchRow[]>> {
+  const rows = new Map<SystemUnderTest, BenchRow[]>(systems.map((s) => [s, []]));
   for (const concurrency of options.concurrencies) {
     for (const system of systems) rows.get(system)!.push(await runRow(system, system.modes[0]!, concurrency, options));
   }
@@ -161,6 +162,12 @@ async function runRows(systems: readonly SystemUnderTest[], options: BenchOption
     }
   }
   return rows;
+}
+
+/** "leader" for the process that led every row, "leader of some rows" after a leader change, else "follower". */
+function roleOf(name: string, rows: readonly BenchRow[]): string {
+  const led = rows.filter((r) => r.leader === name).length;
+  return led === 0 ? "follower" : led === rows.length ? "leader" : `leader of ${led}/${rows.length} rows`;
 }
 
 /** Starts the systems, measures, records peak memory, and stops them by pid. */
@@ -173,7 +180,7 @@ async function benchSystems(options: BenchOptions, workDir: string, profileDir: 
     const runs: SystemRun[] = systems.map((system) => ({
       system: system.system,
       version: system.version,
-      processes: system.processes.map((p) => ({ ...p, role: p.name === system.leaderName ? "leader" : "follower", peakRssMiB: peakRssMiB(p.pid) })),
+      processes: system.processes.map((p) => ({ ...p, role: roleOf(p.name, rows.get(system) ?? []), peakRssMiB: peakRssMiB(p.pid) })),
       rows: rows.get(system) ?? [],
     }));
     if (options.etcd && skipped.length > 0) runs.push({ system: "etcd", version: "", processes: [], rows: [], skipped: skipped[0]! });
@@ -186,20 +193,19 @@ async function benchSystems(options: BenchOptions, workDir: string, profileDir: 
   }
 }
 
-function leaderCpu(run: SystemRun, row: MeasuredRow): number | undefined {
-  const leader = run.processes.find((p) => p.role === "leader");
-  return leader === undefined ? undefined : row.cpuPercent[leader.name];
+function leaderCpu(row: BenchRow): number | undefined {
+  return row.cpuPercent[row.leader];
 }
 
-function followerCpu(run: SystemRun, row: MeasuredRow): number | undefined {
-  const values = run.processes.filter((p) => p.role !== "leader").map((p) => row.cpuPercent[p.name] ?? 0);
+function followerCpu(row: BenchRow): number | undefined {
+  const values = Object.entries(row.cpuPercent).filter(([name]) => name !== row.leader).map(([, cpu]) => cpu);
   return values.length === 0 ? undefined : Math.max(...values);
 }
 
 /** The results table: one row per (system, mode, concurrency). */
 function renderTable(runs: readonly SystemRun[]): string {
   const etcd = runs.find((r) => r.system === "etcd");
-  const headers = ["system", "mode", "conc", "writes/s", "p50 ms", "p99 ms", "ours/etcd", "aim w/s", "errors", "leader cpu%", "follower cpu%", "client cpu%"];
+  const headers = ["system", "mode", "conc", "writes/s", "p50 ms", "p99 ms", "ours/etcd", "aim w/s", "errors", "leader", "leader cpu%", "follower cpu%", "client cpu%"];
   const rows: string[][] = [];
   for (const run of runs) {
     for (const row of run.rows) {
@@ -209,12 +215,12 @@ function renderTable(runs: readonly SystemRun[]): string {
       const aim = run.system === "epochd" && reference !== undefined ? 2 * reference : undefined;
       rows.push([
         run.system, row.mode, String(row.concurrency), integer(row.writesPerSecond), fixed(row.p50Ms, 2), fixed(row.p99Ms, 2),
-        ratio === undefined ? "" : `${ratio.toFixed(2)}x`, aim === undefined ? "" : integer(aim), String(row.errors),
-        fixed(leaderCpu(run, row), 0), fixed(followerCpu(run, row), 0), fixed(row.clientCpuPercent, 0),
+        ratio === undefined ? "" : `${ratio.toFixed(2)}x`, aim === undefined ? "" : integer(aim), String(row.errors), row.leader,
+        fixed(leaderCpu(row), 0), fixed(followerCpu(row), 0), fixed(row.clientCpuPercent, 0),
       ]);
     }
   }
-  return formatTable(headers, rows, new Set([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]));
+  return formatTable(headers, rows, new Set([2, 3, 4, 5, 6, 7, 8, 10, 11, 12]));
 }
 
 function renderProcesses(runs: readonly SystemRun[]): string {
@@ -245,7 +251,7 @@ function reportProfiles(profileDir: string, run: SystemRun | undefined): Record<
     if (file === undefined) continue;
     const summary = summariseProfile(join(profileDir, file), 25);
     summaries[process.name] = { file: join(profileDir, file), role: process.role, ...summary };
-    if (process.role !== "leader") continue;
+    if (!process.role.startsWith("leader")) continue;
     console.log(`\nCPU profile of the leader ${process.name} (${join(profileDir, file)}), ${(summary.sampledMs / 1000).toFixed(1)} s sampled:`);
     console.log(`busy ${summary.busyPercent.toFixed(0)}% of the time; self time by module, percent of busy time:`);
     console.log(formatTable(["busy %", "module"], summary.byModule.slice(0, 15).map((m) => [m.selfPercentOfBusy.toFixed(1), m.module]), new Set([0])));

@@ -14,9 +14,11 @@ import type { WriteTarget } from "./load.ts";
 /** How writes travel: many on one PutStream, or one unary call each. */
 export type WriteMode = "stream" | "unary";
 
-/** A write target with its connection; `close` ends both. */
+/** A write target on a connection to the current leader; `close` ends both. */
 export interface OpenTarget {
   readonly target: WriteTarget;
+  /** The process name of the leader the target writes to. */
+  readonly leaderName: string;
   close(): void;
 }
 
@@ -24,19 +26,18 @@ export interface OpenTarget {
 export interface SystemUnderTest {
   readonly system: string;
   readonly version: string;
-  readonly leaderName: string;
   readonly processes: ReadonlyArray<{ readonly name: string; readonly pid: number }>;
   readonly modes: readonly WriteMode[];
-  open(mode: WriteMode): OpenTarget;
+  /** Finds the current leader (it may have changed since the last phase) and opens a target on it. */
+  open(mode: WriteMode): Promise<OpenTarget>;
   stop(): Promise<void>;
 }
 
 /** Starts a 3-homeserver epochd cluster in `dataDir` and finds its leader. */
 export async function startEpochd(dataDir: string, insecure: boolean, env: Readonly<Record<string, string>>): Promise<SystemUnderTest> {
   const cluster = await startEpochdCluster({ dataDir, insecure, nodes: 3, env });
-  let leaderAddress: string;
   try {
-    leaderAddress = await findEpochdLeader(cluster);
+    await findEpochdLeader(cluster);
   } catch (error) {
     await stopEpochdCluster(cluster);
     throw error;
@@ -44,15 +45,17 @@ export async function startEpochd(dataDir: string, insecure: boolean, env: Reado
   return {
     system: "epochd",
     version: `node ${process.version}, ${insecure ? "plaintext" : "TLS"}`,
-    leaderName: cluster.homeservers.find((h) => h.clientAddress === leaderAddress)?.id ?? "",
     processes: cluster.homeservers.map((h) => ({ name: h.id, pid: h.pid })),
     modes: ["stream", "unary"],
-    open(mode) {
+    async open(mode) {
+      const leaderAddress = await findEpochdLeader(cluster);
+      const leaderName = cluster.homeservers.find((h) => h.clientAddress === leaderAddress)?.id ?? leaderAddress;
       const channel = epochdChannel(cluster, leaderAddress);
-      if (mode === "unary") return { target: unaryPutTarget(channel, epochdPutPath), close: () => channel.close() };
+      if (mode === "unary") return { target: unaryPutTarget(channel, epochdPutPath), leaderName, close: () => channel.close() };
       const stream = putStreamTarget(channel);
       return {
         target: stream,
+        leaderName,
         close: () => {
           stream.close();
           channel.close();
@@ -66,22 +69,15 @@ export async function startEpochd(dataDir: string, insecure: boolean, env: Reado
 /** Starts a 3-member etcd cluster in `dataDir` and finds its leader. */
 export async function startEtcd(dataDir: string): Promise<SystemUnderTest> {
   const cluster = await startEtcdCluster(dataDir, 3);
-  let leader;
-  try {
-    leader = await waitForEtcdLeader(cluster, 15_000);
-  } catch (error) {
-    await stopEtcdCluster(cluster);
-    throw error;
-  }
   return {
     system: "etcd",
     version: cluster.version,
-    leaderName: leader.name,
     processes: cluster.members.map((m) => ({ name: m.name, pid: m.pid })),
     modes: ["unary"],
-    open() {
+    async open() {
+      const leader = await waitForEtcdLeader(cluster, 15_000);
       const channel = new grpc.Client(leader.clientAddress, grpc.credentials.createInsecure());
-      return { target: unaryPutTarget(channel, etcdPutPath), close: () => channel.close() };
+      return { target: unaryPutTarget(channel, etcdPutPath), leaderName: leader.name, close: () => channel.close() };
     },
     stop: () => stopEtcdCluster(cluster),
   };
