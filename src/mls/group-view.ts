@@ -3,7 +3,7 @@
  */
 import type { GroupContext, GroupInfo, RatchetTree } from "ts-mls";
 import { channelCipherSuite, parseDeviceId } from "./identity.ts";
-import { bytesEqual, decodeFramed } from "./decode.ts";
+import { bytesEqual, decodeFramed, sha256, toHex } from "./decode.ts";
 import { maxGroupInfoBytes, maxMembers } from "./limits.ts";
 import { reject, type Rejection } from "./rejection.ts";
 import { decodeRatchetTree } from "ts-mls/ratchetTree.js";
@@ -36,6 +36,8 @@ export interface DecodedGroupInfo {
   /** The exact bytes of the ratchet_tree extension (the encoded tree). */
   readonly treeBytes: Uint8Array;
   readonly members: readonly Member[];
+  /** Size of the encoded GroupInfo message. */
+  readonly byteSize: number;
 }
 
 /** The number of leaves of a ratchet tree (its array holds 2 * leaves - 1 nodes). */
@@ -64,11 +66,39 @@ export function membersOf(tree: RatchetTree): Member[] | Rejection {
   return members;
 }
 
+/** Most total GroupInfo bytes whose decodings are memoized (see {@link decodeGroupInfoMessage}). */
+export const decodedGroupInfoCacheBytesMax = 16 * 1_048_576;
+
+const decodedCache = new Map<string, DecodedGroupInfo>();
+let decodedCacheBytes = 0;
+
 /**
  * Decodes an MLSMessage-framed GroupInfo: size, framing, suite, ratchet tree extension present and
  * decodable, tree within {@link maxMembers} leaves, every leaf a device. Signatures are NOT checked here.
+ *
+ * Memoized by the SHA-256 of the bytes: ts-mls 1.6 decodes enums by rebuilding a reverse map per value,
+ * which makes a 32-member tree cost milliseconds, and the same view is decoded by every check of an epoch
+ * (and the next GroupInfo becomes the next view). A pure function's cache cannot change a result, so apply
+ * stays deterministic. The returned object is shared: treat it as immutable.
  */
 export function decodeGroupInfoMessage(bytes: Uint8Array): DecodedGroupInfo | Rejection {
+  if (!(bytes instanceof Uint8Array) || bytes.length > maxGroupInfoBytes) return decodeGroupInfoUncached(bytes);
+  const key = toHex(sha256(bytes));
+  const hit = decodedCache.get(key);
+  if (hit !== undefined) return hit;
+  const decoded = decodeGroupInfoUncached(bytes);
+  if ("reason" in decoded) return decoded;
+  decodedCache.set(key, decoded);
+  decodedCacheBytes += decoded.byteSize;
+  for (const [oldKey, old] of decodedCache) {
+    if (decodedCacheBytes <= decodedGroupInfoCacheBytesMax) break;
+    decodedCache.delete(oldKey);
+    decodedCacheBytes -= old.byteSize;
+  }
+  return decoded;
+}
+
+function decodeGroupInfoUncached(bytes: Uint8Array): DecodedGroupInfo | Rejection {
   const message = decodeFramed(bytes, maxGroupInfoBytes, "GroupInfo");
   if ("reason" in message) return message;
   if (message.wireformat !== "mls_group_info") return reject(`GroupInfo: wire format is ${message.wireformat}, expected mls_group_info`);
@@ -91,7 +121,7 @@ export function decodeGroupInfoMessage(bytes: Uint8Array): DecodedGroupInfo | Re
   const members = membersOf(tree);
   if (!Array.isArray(members)) return members;
   if (!members.some((m) => m.leafIndex === groupInfo.signer)) return reject(`GroupInfo: signer ${groupInfo.signer} is not a member`);
-  return { groupInfo, context, tree, treeBytes, members };
+  return { groupInfo, context, tree, treeBytes, members, byteSize: bytes.length };
 }
 
 /** Decodes the channel's current view and checks it is self-consistent (group id and epoch). */
