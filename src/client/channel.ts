@@ -106,6 +106,12 @@ export class Channel {
   /** Received while catching up inside a commit retry; handed out by the next sync(). */
   private inbox: Received[] = [];
   private removed = false;
+  /**
+   * Own commits (by hex hash) whose submission ended without an answer (the transport gave up): the
+   * cluster may still have accepted one. If a conflict or the event log later names one as the commit of
+   * its base epoch, its state is adopted. Cleared whenever the state moves on.
+   */
+  private readonly unsettled = new Map<string, PendingCommit>();
   private queue: Promise<unknown> = Promise.resolve();
   private readonly commitAttemptsMax: number;
   private readonly eventsPageLimit: number;
@@ -255,6 +261,7 @@ export class Channel {
       const built = buildProposals(intent, base, base.privatePath.leafIndex);
       if (built.kind === "satisfied") return { epoch: this.epoch(), attempts: attempt - 1, certificate: undefined, welcome: undefined };
       const pending = await this.prepareCommit(base, built.proposals);
+      this.unsettled.set(toHex(pending.commitHash), pending);
       const outcome = await this.transport.submitCommit({
         channelId: this.channelId,
         epoch: base.groupContext.epoch,
@@ -262,6 +269,7 @@ export class Channel {
         nextGroupInfo: pending.nextGroupInfo,
         welcome: pending.welcome ?? new Uint8Array(),
       });
+      this.unsettled.delete(toHex(pending.commitHash));
       const certificate = await this.settle(outcome, pending);
       if (certificate !== undefined) return { epoch: this.epoch(), attempts: attempt, certificate, welcome: pending.welcome };
       // Lost: the winner (if the conflict carried it) is applied; read whatever else happened since.
@@ -300,6 +308,10 @@ export class Channel {
       const winner = outcome.conflict.winner;
       if (winner === undefined || winner.epoch !== baseEpoch) return undefined;
       if (!bytesEqual(sha256(winner.commit), pending.commitHash)) {
+        if (this.unsettled.has(toHex(sha256(winner.commit)))) {
+          await this.applyCertifiedCommit(winner.commit, winner.certificate);
+          return undefined;
+        }
         try {
           await this.applyCertifiedCommit(winner.commit, winner.certificate);
         } catch (error) {
@@ -348,6 +360,15 @@ export class Channel {
     const epoch = base.groupContext.epoch;
     const commitHash = sha256(commitBytes);
     await this.requireCertificate(certificate, epoch, commitHash, base);
+    const own = this.unsettled.get(toHex(commitHash));
+    this.unsettled.clear();
+    if (own !== undefined && own.base === base) {
+      // This device's own commit, accepted although its submission ended without an answer.
+      this.state = own.newState;
+      this.endedEpochs.set(epoch, toHex(commitHash));
+      zeroAll(own.consumed);
+      return;
+    }
     const message = decodeWholeMessage(commitBytes, "commit");
     if (message.wireformat !== "mls_public_message" && message.wireformat !== "mls_private_message") throw new Error(`commit has wire format ${message.wireformat}`);
     const result = await processMessage(message, base, emptyPskIndex, acceptAll, this.device.impl);

@@ -116,6 +116,28 @@ describe("Channel against the in-memory ordering stand-in", () => {
     expectConverged([alice, bob, carol]);
   });
 
+  it("an own commit whose answer was lost is recognized later, from the event log or as a conflict's winner", async () => {
+    const cluster = new InMemoryOrderingStandIn();
+    const { alice, bob, carol } = await threeMembers(cluster, "lost-answer");
+    cluster.loseNextAnswer = true;
+    await expect(alice.updateKeys()).rejects.toThrow(/answer was lost/);
+    expect(alice.epoch()).toBe(1n);
+    expect(cluster.epochOf("lost-answer")).toBe(2n);
+    await alice.sync();
+    expect(alice.epoch()).toBe(2n);
+    await bob.sync();
+    expectConverged([alice, bob]);
+
+    cluster.loseNextAnswer = true;
+    await expect(bob.updateKeys()).rejects.toThrow(/answer was lost/);
+    // Bob tries again from the same state: the conflict names his own earlier commit as the winner.
+    const retried = await bob.updateKeys();
+    expect(retried.attempts).toBe(2);
+    expect(retried.epoch).toBe(4n);
+    for (const c of [alice, carol]) await c.sync();
+    expectConverged([alice, bob, carol]);
+  });
+
   it("never applies a commit without a valid certificate (too few signers, forged voters)", async () => {
     const cluster = new InMemoryOrderingStandIn();
     const quick = { certificateWaitMs: 60 };

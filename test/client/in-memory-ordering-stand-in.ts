@@ -61,6 +61,8 @@ export class InMemoryOrderingStandIn implements ChannelTransport {
   /** Every submission's outcome, in order: for assertions. */
   readonly submissions: { epoch: bigint; commitHash: string; accepted: boolean }[] = [];
   signerPolicy: SignerPolicy = honestSigners;
+  /** When set, the next commit submission is ordered normally but its answer is lost (the call throws). */
+  loseNextAnswer = false;
 
   /** The next `count` commit submissions wait until all `count` arrived, then are ordered in arrival order. */
   holdNextCommits(count: number): void {
@@ -123,6 +125,10 @@ export class InMemoryOrderingStandIn implements ChannelTransport {
     channel.epoch = epoch + 1n;
     channel.voters = votersOfGroupInfo(request.nextGroupInfo ?? new Uint8Array()).voters;
     this.submissions.push({ epoch, commitHash, accepted: true });
+    if (this.loseNextAnswer) {
+      this.loseNextAnswer = false;
+      throw new Error("stand-in: the answer was lost");
+    }
     return { kind: "accepted", epoch: channel.epoch, certificate };
   }
 
