@@ -14,13 +14,23 @@ import {
   type ChannelStateSchema,
 } from "../gen/epochd/channel/v1/channel_pb.ts";
 import { ChannelCommandSchema, type ChannelRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
-import { maxGroupInfoBytes, maxMessageBytes, maxWelcomeBytes } from "../mls/index.ts";
+import { inspectMessage, maxGroupInfoBytes, maxMessageBytes, maxWelcomeBytes } from "../mls/index.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import { encodeChannelCommand, type ClusterStateMachine } from "../node/cluster-state-machine.ts";
 import type { GroupId, LogIndex } from "../raft/types.ts";
 import { remainingMs, withDeadline } from "./deadline.ts";
 import { ApiError } from "./errors.ts";
+import { RateLimiter } from "./rate-limiter.ts";
 import { serviceDefinition, unaryHandler } from "./grpc-service.ts";
+
+/** Handshakes (commits and proposals) one sender may submit to one channel: a burst, then a steady rate. */
+export const senderHandshakeLimit = { burst: 20, perSecond: 10 };
+/** Handshakes all senders together may submit to one channel. */
+export const channelHandshakeLimit = { burst: 200, perSecond: 100 };
+/** Application messages one channel accepts (their sender is encrypted, so per channel only). */
+export const channelMessageLimit = { burst: 1000, perSecond: 500 };
+/** Metadata key with the milliseconds to wait before retrying a RESOURCE_EXHAUSTED call. */
+export const retryAfterMetadataKey = "retry-after-ms";
 
 /** Metadata key of the binary CommitConflict detail on a rejected commit. */
 export const commitConflictMetadataKey = "epochd-commit-conflict-bin";
@@ -74,8 +84,41 @@ function channelState(record: ChannelRecord): MessageInitShape<typeof ChannelSta
 }
 
 /** Registers ChannelService on `server`. */
+function throttle(limiter: RateLimiter, key: string, what: string): void {
+  const waitMs = limiter.take(key);
+  if (waitMs === 0) return;
+  const metadata = new grpc.Metadata();
+  metadata.set(retryAfterMetadataKey, String(waitMs));
+  throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `${what}: rate limit reached, retry in ${waitMs} ms`, metadata);
+}
+
+/**
+ * Checks the framing of an MLSMessage at the edge (no Raft round for bytes
+ * that are not even the right kind of message); returns the visible sender leaf.
+ */
+function checkFraming(bytes: Uint8Array, contentType: "commit" | "proposal" | "application", field: string): number | undefined {
+  const inspected = inspectMessage(bytes);
+  if (!inspected.ok) throw new ApiError(grpc.status.INVALID_ARGUMENT, `${field}: ${inspected.reason}`);
+  if (inspected.contentType !== contentType) throw new ApiError(grpc.status.INVALID_ARGUMENT, `${field}: not an MLS ${contentType} message`);
+  return inspected.senderLeafIndex;
+}
+
+/** Limits handshakes per sender and per channel; the sender is the PublicMessage's (unverified) leaf, if visible. */
+function handshakeThrottle(): (channelId: string, bytes: Uint8Array, contentType: "commit" | "proposal") => void {
+  const perSender = new RateLimiter(senderHandshakeLimit);
+  const perChannel = new RateLimiter(channelHandshakeLimit);
+  return (channelId, bytes, contentType) => {
+    const leaf = checkFraming(bytes, contentType, contentType);
+    const sender = leaf === undefined ? "?" : String(leaf);
+    throttle(perSender, `${channelId}#${sender}`, `handshakes from leaf ${sender} in ${channelId}`);
+    throttle(perChannel, channelId, `handshakes in ${channelId}`);
+  };
+}
+
 export function addChannelService(server: grpc.Server, driver: RaftDriver, groupId: GroupId, machine: ClusterStateMachine, certificates: CertificateWaiters): void {
   const channels = machine.channels;
+  const throttleHandshake = handshakeThrottle();
+  const messageLimiter = new RateLimiter(channelMessageLimit);
 
   const run = async (command: Command, waitMs: number): Promise<{ result: ChannelResult; index: LogIndex }> => {
     const data = encodeChannelCommand(toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command })));
@@ -138,6 +181,7 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
       checkSize(request.commit, maxMessageBytes, "commit");
       checkSize(request.nextGroupInfo, maxGroupInfoBytes, "next_group_info");
       checkSize(request.welcome, maxWelcomeBytes, "welcome");
+      throttleHandshake(request.channelId, request.commit, "commit");
       const { result } = await run({ case: "submitCommit", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       if (result.kind !== "commit-accepted") throw new ApiError(grpc.status.INTERNAL, "unexpected result");
@@ -146,12 +190,15 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
     }),
     submitProposal: unaryHandler(ChannelService.method.submitProposal, async (request, call) => {
       checkSize(request.proposal, maxMessageBytes, "proposal");
+      throttleHandshake(request.channelId, request.proposal, "proposal");
       const { result } = await run({ case: "submitProposal", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       return { sequence: result.kind === "proposal-accepted" ? result.sequence : 0n };
     }),
     sendMessage: unaryHandler(ChannelService.method.sendMessage, async (request, call) => {
       checkSize(request.message, maxMessageBytes, "message");
+      checkFraming(request.message, "application", "message");
+      throttle(messageLimiter, request.channelId, `messages in ${request.channelId}`);
       const { result } = await run({ case: "sendMessage", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       return { sequence: result.kind === "message-accepted" ? result.sequence : 0n };

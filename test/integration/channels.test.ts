@@ -2,7 +2,8 @@ import { createHash } from "node:crypto";
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { unaryClient } from "../../src/api/grpc-service.ts";
+import fc from "fast-check";
+import { methodPath, unaryClient } from "../../src/api/grpc-service.ts";
 import { isCertified, statementBytes, verifyEd25519 } from "../../src/channel/certificate.ts";
 import { ChannelService, CommitConflictSchema, EventKind, type Certificate } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import {
@@ -13,6 +14,7 @@ import {
   makeDevice,
   memberOf,
   joinFromWelcome,
+  makeProposal,
   type PendingCommit,
 } from "../fixtures/mls-group.ts";
 import { ProcessCluster } from "./process-cluster.ts";
@@ -161,4 +163,70 @@ describe("channels on a real 3-homeserver cluster", () => {
     const miaUpdate = await makeCommit(memberOf(solo, "mia@hs2").state);
     expect((await submit(soloId, 2n, miaUpdate)).epoch).toBe(3n);
   });
+
+  it("one member flooding proposals is throttled with a retry delay while another's commit is accepted", async () => {
+    const solo = await buildGroup(["pia@hs1"]);
+    const channelId = "room-flood";
+    await leaderClient.createChannel({ channelId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" });
+    const quinn = await makeDevice("quinn@hs2");
+    const add = await makeCommit(memberOf(solo, "pia@hs1").state, { add: [quinn.keyPackage.publicPackage] });
+    await submit(channelId, 0n, add);
+    await applyAcceptedCommit(solo, "pia@hs1", add);
+    solo.members.set("quinn@hs2", { device: quinn.device, state: await joinFromWelcome(quinn.keyPackage, add.welcome!) });
+
+    const stranger = await makeDevice("spam@hs2");
+    const { bytes: proposal } = await makeProposal(memberOf(solo, "quinn@hs2").state, { proposalType: "add", add: { keyPackage: stranger.keyPackage.publicPackage } });
+    const flood = await Promise.allSettled(Array.from({ length: 60 }, () => leaderClient.submitProposal({ channelId, epoch: 1n, proposal })));
+    const throttled = flood.filter((o): o is PromiseRejectedResult => o.status === "rejected" && (o.reason as grpc.ServiceError).code === grpc.status.RESOURCE_EXHAUSTED);
+    expect(throttled.length).toBeGreaterThan(0);
+    expect(Number((throttled[0]!.reason as grpc.ServiceError).metadata.get("retry-after-ms")[0])).toBeGreaterThan(0);
+    // Pia's commit is not starved.
+    const update = await makeCommit(memberOf(solo, "pia@hs1").state);
+    expect((await submit(channelId, 1n, update)).epoch).toBe(2n);
+  });
+
+  it("fuzzed MLSMessage bytes and malformed requests get INVALID_ARGUMENT and the homeserver keeps serving (property)", async () => {
+    const solo = await buildGroup(["fuzz@hs1"]);
+    const channelId = "room-fuzz";
+    await leaderClient.createChannel({ channelId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" });
+    const valid = await makeCommit(memberOf(solo, "fuzz@hs1").state);
+    const seed = Number(process.env["FC_SEED"] ?? Date.now() % 2 ** 31);
+    console.log(`fuzz property seed ${seed} (FC_SEED=${seed} reproduces)`);
+    const codeOf = (call: Promise<unknown>) => call.then(() => grpc.status.OK, (e: grpc.ServiceError) => e.code);
+    // Random bytes in every MLS field, and bytes that are not even a request message.
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ maxLength: 600 }), fc.constantFrom("commit", "proposal", "message", "groupInfo", "raw"), async (bytes, field) => {
+        const call =
+          field === "commit" ? leaderClient.submitCommit({ channelId, epoch: 0n, commit: bytes, nextGroupInfo: valid.nextGroupInfo })
+          : field === "proposal" ? leaderClient.submitProposal({ channelId, epoch: 0n, proposal: bytes })
+          : field === "message" ? leaderClient.sendMessage({ channelId, epoch: 0n, message: bytes })
+          : field === "groupInfo" ? leaderClient.createChannel({ channelId: `fuzz-${bytes.byteLength}`, groupInfo: bytes, contentType: "text/plain" })
+          : rawUnary(leaderClient.channel, methodPath(ChannelService.method.submitCommit), Buffer.concat([Buffer.from([0x1a, 0xff, 0xff, 0xff, 0x7f]), Buffer.from(bytes)]));
+        expect(await codeOf(call), field).toBe(grpc.status.INVALID_ARGUMENT);
+      }),
+      { seed, numRuns: 50 },
+    );
+    // One-byte mutations of a genuine commit: refused, unless the byte is one no signature covers (the
+    // membership tag, which only members can check); such a commit is then accepted as the epoch's one.
+    let epoch = 0n;
+    await fc.assert(
+      fc.asyncProperty(fc.nat({ max: valid.commit.byteLength - 1 }), fc.integer({ min: 1, max: 255 }), async (at, xor) => {
+        const bytes = new Uint8Array(valid.commit);
+        bytes[at] = bytes[at]! ^ xor;
+        const code = await codeOf(leaderClient.submitCommit({ channelId, epoch, commit: bytes, nextGroupInfo: valid.nextGroupInfo }, { deadlineMs: 15_000 }));
+        if (code === grpc.status.OK) epoch++;
+        else expect([grpc.status.INVALID_ARGUMENT, grpc.status.FAILED_PRECONDITION]).toContain(code);
+        if (code === grpc.status.FAILED_PRECONDITION) expect(epoch).toBeGreaterThan(0n);
+      }),
+      { seed, numRuns: 30 },
+    );
+    // Still serving.
+    expect((await leaderClient.getChannel({ channelId })).channel?.epoch).toBe(epoch);
+  });
 });
+
+function rawUnary(channel: grpc.Client, path: string, body: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    channel.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => b, body, (error, response) => (error ? reject(error) : resolve(response!))),
+  );
+}
