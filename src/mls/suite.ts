@@ -10,7 +10,7 @@
 import { createHash, createHmac, createPublicKey, timingSafeEqual, verify as verifySignature } from "node:crypto";
 import type { CiphersuiteImpl, Hash, Signature } from "ts-mls";
 // Subpath imports only: ts-mls 1.6.4's root entry loads its noble provider, which needs @noble/hashes,
-// a package ts-mls does not declare as a dependency (absent here). The default provider does not.
+// a package ts-mls does not declare as a dependency. The default provider (suite 1) does not need it.
 import { getCiphersuiteFromName } from "ts-mls/crypto/ciphersuite.js";
 import { getCiphersuiteImpl } from "ts-mls/crypto/getCiphersuiteImpl.js";
 import { channelCipherSuite } from "./identity.ts";
