@@ -36,6 +36,8 @@ export interface ChannelClientOptions {
   readonly address: string;
   /** The cluster CA certificate (PEM) for TLS, or "insecure" for plaintext. */
   readonly tls: { readonly caPem: Buffer } | "insecure";
+  /** TLS server name to check the certificate against when it differs from the address's host. */
+  readonly tlsServerName?: string;
   /** Per-call deadline. */
   readonly callDeadlineMs?: number;
   /** Retries of one call on UNAVAILABLE / RESOURCE_EXHAUSTED / leader hops, in total. */
@@ -86,7 +88,8 @@ export class ChannelClient implements ChannelTransport {
     let rpc = this.rpcs.get(address);
     if (rpc === undefined) {
       const credentials = this.options.tls === "insecure" ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(this.options.tls.caPem);
-      rpc = unaryClient(ChannelService, address, credentials);
+      const channelOptions = this.options.tlsServerName === undefined ? {} : { "grpc.ssl_target_name_override": this.options.tlsServerName };
+      rpc = unaryClient(ChannelService, address, credentials, channelOptions);
       this.rpcs.set(address, rpc);
     }
     return rpc;

@@ -108,7 +108,7 @@ async function race(bob: Channel, carol: Channel, barrier: SubmitBarrier, log: L
   const bobWon = bobOutcome.attempts === 1;
   const [winner, loser] = bobWon ? [bob, carol] : [carol, bob];
   const loserOutcome = bobWon ? carolOutcome : bobOutcome;
-  log(`${winner.device.id}'s commit was accepted first; ${loser.device.id}'s lost its epoch, processed the winner and was accepted on retry ${loserOutcome.attempts} at epoch ${loserOutcome.epoch}`);
+  log(`${winner.device.id}'s commit was accepted first; ${loser.device.id}'s lost its epoch, processed the winner, rebuilt its update and was accepted on attempt ${loserOutcome.attempts} at epoch ${loserOutcome.epoch}`);
   return { winner: winner.device.id, loser: loser.device.id, loserAttempts: loserOutcome.attempts };
 }
 

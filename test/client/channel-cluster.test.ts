@@ -34,7 +34,7 @@ beforeAll(async () => {
   await cluster.waitForLeader(undefined, 60_000);
   const caPem = readFileSync(join(cluster.root, "certs", "ca.crt"));
   // Generous retries: on this shared 2-core machine an election after a kill can take seconds.
-  clients = ["hs1", "hs2", "hs3"].map((id) => new ChannelClient({ address: cluster.get(id).clientAddress, tls: { caPem }, attemptsMax: 40 }));
+  clients = ["hs1", "hs2", "hs3"].map((id) => new ChannelClient({ address: cluster.get(id).clientAddress, tls: { caPem }, tlsServerName: "localhost", attemptsMax: 40 }));
   await waitForDirectory(clients[0]!, 3, 30_000);
 }, 120_000);
 
