@@ -265,6 +265,7 @@ export class Raft {
       }
       this.leadTransferee = "";
       this.maybeLeaveJoint();
+      this.handOverIfRemoved();
     }
     if (this.heartbeatElapsed >= this.config.heartbeatTicks) {
       this.heartbeatElapsed = 0;
@@ -787,14 +788,31 @@ export class Raft {
     if (this.role !== Role.Leader) return;
     // Probe new members at once rather than at the next heartbeat.
     for (const id of added) this.sendAppend(id, true);
-    if (!this.quorum.has(this.id)) {
-      // Removed or demoted: stop leading; the remaining voters elect a new leader.
-      this.becomeFollower(this.term, "");
-      return;
-    }
     if (this.leadTransferee !== "" && !this.quorum.has(this.leadTransferee)) this.leadTransferee = "";
     if (this.maybeCommit()) this.broadcastAppend();
     else for (const id of members) if (id !== this.id) this.sendAppend(id, false);
+    this.handOverIfRemoved();
+  }
+
+  /**
+   * A leader the configuration no longer counts as a voter keeps leading only
+   * to hand over: stepping down at once could leave the remaining voters not
+   * knowing the change is committed, still needing this node's vote, which it
+   * would never give (etcd keeps such a leader too). It transfers leadership
+   * to the voter furthest ahead, which campaigns at once when caught up.
+   */
+  private handOverIfRemoved(): void {
+    if (this.role !== Role.Leader || this.quorum.has(this.id) || this.leadTransferee !== "") return;
+    let best: NodeId = "";
+    let bestMatch = -1;
+    for (const id of [...this.quorum.ids()].sort()) {
+      const match = this.progress.get(id)?.match ?? 0;
+      if (match > bestMatch) {
+        best = id;
+        bestMatch = match;
+      }
+    }
+    if (best !== "") this.transferLeadership(best);
   }
 
   // ---- outbox ------------------------------------------------------------------------------------
