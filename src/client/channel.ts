@@ -308,10 +308,7 @@ export class Channel {
       const winner = outcome.conflict.winner;
       if (winner === undefined || winner.epoch !== baseEpoch) return undefined;
       if (!bytesEqual(sha256(winner.commit), pending.commitHash)) {
-        if (this.unsettled.has(toHex(sha256(winner.commit)))) {
-          await this.applyCertifiedCommit(winner.commit, winner.certificate);
-          return undefined;
-        }
+        // Another member's commit, or an earlier own commit whose answer was lost (adopted, not processed).
         try {
           await this.applyCertifiedCommit(winner.commit, winner.certificate);
         } catch (error) {
