@@ -14,5 +14,6 @@ export function adminClient(cluster: Pick<LocalCluster, "insecure" | "caCert" | 
   const credentials = cluster.insecure
     ? grpc.credentials.createInsecure()
     : clientChannelCredentials({ kind: "tls", ca: readFileSync(cluster.caCert), cert: readFileSync(cluster.operatorCert), key: readFileSync(cluster.operatorKey) });
-  return unaryClient(AdminService, peerAddress, credentials);
+  // Certificates name 127.0.0.1 and localhost; a host name (not an IP) as TLS server name avoids a Node deprecation.
+  return unaryClient(AdminService, peerAddress, credentials, cluster.insecure ? {} : { "grpc.ssl_target_name_override": "localhost" });
 }

@@ -16,6 +16,10 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
     summary: "cluster up: run a local cluster of homeservers on 127.0.0.1; cluster down: stop it",
     load: async () => (await import("./cluster-command.ts")).clusterCommand,
   },
+  demo: {
+    summary: "against the running local cluster: three devices, a channel, messages and a commit race",
+    load: async () => (await import("./demo-command.ts")).demoCommand,
+  },
   status: {
     summary: "show each homeserver's role, term, commit and applied index, and the leader",
     load: async () => (await import("./status-command.ts")).statusCommand,
