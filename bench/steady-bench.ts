@@ -1,0 +1,101 @@
+/**
+ * `npm run bench -- steady [--minutes 10] [--concurrency 16]`: a local
+ * 3-homeserver cluster under a steady write load for a while; reports whether
+ * leadership ever changed (it should not: no faults, so no elections), the
+ * write rate and latency per minute, and each homeserver's peak memory.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { unaryClient } from "../src/api/grpc-service.ts";
+import { readLocalCluster } from "../src/cli/cluster-layout.ts";
+import { KvService } from "../src/gen/epochd/kv/v1/kv_pb.ts";
+
+const bin = resolve(import.meta.dirname, "../bin/epochd.mjs");
+
+interface StatusJson {
+  leader: string | null;
+  homeservers: Array<{ id: string; groups: Array<{ term: number; leader: string; applied: number }> }>;
+}
+
+function status(dataDir: string): StatusJson {
+  return JSON.parse(execFileSync(process.execPath, [bin, "status", "--data", dataDir, "--json"], { encoding: "utf8" })) as StatusJson;
+}
+
+function peakRssMb(pid: number): number {
+  try {
+    const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmHWM:"));
+    return line === undefined ? 0 : Math.round(Number(line.split(/\s+/)[1]) / 1024);
+  } catch {
+    return 0;
+  }
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+export async function run(args: string[]): Promise<void> {
+  const flag = (name: string, fallback: number) => {
+    const at = args.indexOf(`--${name}`);
+    return at < 0 ? fallback : Number(args[at + 1]);
+  };
+  const minutes = flag("minutes", 10);
+  const concurrency = flag("concurrency", 16);
+  const dataDir = mkdtempSync(join(tmpdir(), "epochd-steady-"));
+  execFileSync(process.execPath, [bin, "cluster", "up", "--data", dataDir, "--base-port", String(flag("base-port", 7700)), "--detach"], { stdio: "inherit" });
+  const cluster = readLocalCluster(dataDir)!;
+  try {
+    const before = status(dataDir);
+    const leader = before.leader!;
+    const address = cluster.homeservers.find((h) => h.id === leader)!.clientAddress;
+    const client = unaryClient(KvService, address, grpc.credentials.createSsl(readFileSync(cluster.caCert)), { "grpc.ssl_target_name_override": "localhost" });
+    const value = new Uint8Array(1024);
+    const endAt = Date.now() + minutes * 60_000;
+    const perMinute: Array<{ writes: number; errors: number; latencies: number[] }> = [];
+    let leaderChanges = 0;
+    let lastLeader = leader;
+    const workers = Array.from({ length: concurrency }, async (_, w) => {
+      for (let i = 0; Date.now() < endAt; i++) {
+        const minute = Math.floor((Date.now() - (endAt - minutes * 60_000)) / 60_000);
+        const bucket = (perMinute[minute] ??= { writes: 0, errors: 0, latencies: [] });
+        const started = performance.now();
+        try {
+          await client.put({ key: new TextEncoder().encode(`k${w}-${i % 1000}`), value }, { deadlineMs: 5000 });
+          bucket.writes++;
+          bucket.latencies.push(performance.now() - started);
+        } catch {
+          bucket.errors++;
+        }
+      }
+    });
+    const watcher = (async () => {
+      while (Date.now() < endAt) {
+        await new Promise((r) => setTimeout(r, 5000));
+        const now = status(dataDir).leader;
+        if (now !== null && now !== lastLeader) {
+          leaderChanges++;
+          lastLeader = now;
+        }
+      }
+    })();
+    await Promise.all([...workers, watcher]);
+    client.close();
+    const after = status(dataDir);
+    const termOf = (s: StatusJson) => Math.max(...s.homeservers.flatMap((h) => h.groups.map((g) => g.term)));
+    console.log(`\nsteady run: ${minutes} min, ${concurrency} writers of 1 KiB through ${leader}`);
+    console.log("minute  writes/s  p50 ms  p99 ms  errors");
+    perMinute.forEach((m, i) => {
+      const sorted = m.latencies.sort((a, b) => a - b);
+      console.log(`${String(i + 1).padStart(6)}  ${String(Math.round(m.writes / 60)).padStart(8)}  ${percentile(sorted, 50).toFixed(2).padStart(6)}  ${percentile(sorted, 99).toFixed(2).padStart(6)}  ${String(m.errors).padStart(6)}`);
+    });
+    console.log(`term before ${termOf(before)}, after ${termOf(after)}; leader before ${leader}, after ${after.leader}; leader changes seen: ${leaderChanges}`);
+    console.log(`peak RSS (MB): ${cluster.homeservers.map((h) => `${h.id} ${peakRssMb(h.pid ?? 0)}`).join(", ")}`);
+    console.log(termOf(after) === termOf(before) && after.leader === leader ? "no leader change" : "LEADERSHIP CHANGED");
+  } finally {
+    execFileSync(process.execPath, [bin, "cluster", "down", "--data", dataDir], { stdio: "inherit" });
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
