@@ -1,0 +1,197 @@
+/**
+ * The channel state machine on its own: real ts-mls devices, an in-memory key
+ * space, commands applied in log order. What apply decides must not depend on
+ * anything but the commands, and every rule has a test that breaks with it.
+ */
+import { generateKeyPairSync, sign, createPublicKey, type KeyObject } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { beforeAll, describe, expect, it } from "vitest";
+import { ApplyBatch } from "../../src/channel/apply-batch.ts";
+import { statementBytes } from "../../src/channel/certificate.ts";
+import { ChannelStateMachine, type ChannelResult } from "../../src/channel/channel-state-machine.ts";
+import { HandshakeMode } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
+import { ChannelCommandSchema, type ChannelCommand } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import {
+  applyAcceptedCommit,
+  buildGroup,
+  joinFromWelcome,
+  makeApplicationMessage,
+  makeCommit,
+  makeDevice,
+  memberOf,
+  type PendingCommit,
+  type TestGroup,
+} from "../fixtures/mls-group.ts";
+
+type CommandInit = NonNullable<MessageInitShape<typeof ChannelCommandSchema>["command"]>;
+
+interface Homeserver {
+  readonly id: string;
+  readonly privateKey: KeyObject;
+  readonly publicKeyRaw: Uint8Array;
+}
+
+function homeserver(id: string): Homeserver {
+  const { privateKey } = generateKeyPairSync("ed25519");
+  const spki = createPublicKey(privateKey).export({ format: "der", type: "spki" });
+  return { id, privateKey, publicKeyRaw: new Uint8Array(spki.subarray(spki.length - 32)) };
+}
+
+/** A state machine over an in-memory key space, fed commands at increasing log indexes. */
+class Harness {
+  readonly stored = new Map<string, Uint8Array>();
+  readonly machine: ChannelStateMachine;
+  index = 10;
+
+  constructor(readonly homeservers: Map<string, Homeserver>) {
+    this.machine = new ChannelStateMachine({ clusterId: "test-cluster", signingKeyOf: (id) => homeservers.get(id)?.publicKeyRaw });
+  }
+
+  async apply(command: CommandInit): Promise<ChannelResult> {
+    const batch = new ApplyBatch(0x43, async (key) => this.stored.get(Buffer.from(key).toString("hex")));
+    const result = await this.machine.apply(create(ChannelCommandSchema, { command }) as ChannelCommand, ++this.index, batch);
+    for (const write of batch.writes) if ("value" in write) this.stored.set(Buffer.from(write.key).toString("hex"), write.value);
+    return result;
+  }
+
+  async commit(channelId: string, epoch: bigint, pending: PendingCommit): Promise<ChannelResult> {
+    return this.apply({ case: "submitCommit", value: { channelId, epoch, commit: pending.commit, nextGroupInfo: pending.nextGroupInfo, welcome: pending.welcome ?? new Uint8Array(0) } });
+  }
+
+  /** Signs an accepted commit as `signer`, the way a homeserver's CertificateSigner does. */
+  signature(signer: Homeserver, channelId: string, result: ChannelResult, logIndex: number): { channelId: string; epoch: bigint; signature: Uint8Array } {
+    if (!result.ok || result.kind !== "commit-accepted") throw new Error("not an accepted commit");
+    const statement = statementBytes("test-cluster", channelId, result.epoch, result.commitHash, BigInt(logIndex));
+    return { channelId, epoch: result.epoch, signature: new Uint8Array(sign(null, statement, signer.privateKey)) };
+  }
+}
+
+/** A channel of alice@hs1 (owner), bob@hs2 and carol@hs3 at epoch 1, accepted through `harness`. */
+async function threeMemberChannel(harness: Harness, channelId: string): Promise<TestGroup> {
+  const group = await buildGroup(["alice@hs1"]);
+  expect(await harness.apply({ case: "createChannel", value: { channelId, groupInfo: group.initialGroupInfo, contentType: "text/plain" } })).toMatchObject({ ok: true, kind: "created" });
+  const bob = await makeDevice("bob@hs2");
+  const carol = await makeDevice("carol@hs3");
+  const add = await makeCommit(memberOf(group, "alice@hs1").state, { add: [bob.keyPackage.publicPackage, carol.keyPackage.publicPackage] });
+  expect(await harness.commit(channelId, 0n, add)).toMatchObject({ ok: true, kind: "commit-accepted", voters: ["hs1"] });
+  await applyAcceptedCommit(group, "alice@hs1", add);
+  group.members.set("bob@hs2", { device: bob.device, state: await joinFromWelcome(bob.keyPackage, add.welcome!) });
+  group.members.set("carol@hs3", { device: carol.device, state: await joinFromWelcome(carol.keyPackage, add.welcome!) });
+  return group;
+}
+
+describe("the channel state machine", () => {
+  let servers: Map<string, Homeserver>;
+
+  beforeAll(() => {
+    servers = new Map(["hs1", "hs2", "hs3", "hs4"].map((id) => [id, homeserver(id)]));
+  });
+
+  it("creates a channel once, owned by its creator", async () => {
+    const h = new Harness(servers);
+    const group = await buildGroup(["alice@hs1"]);
+    const request = { channelId: "c1", groupInfo: group.initialGroupInfo, contentType: "text/plain" };
+    expect(await h.apply({ case: "createChannel", value: request })).toMatchObject({ ok: true, kind: "created" });
+    expect(await h.apply({ case: "createChannel", value: request })).toMatchObject({ ok: false, code: "exists" });
+    expect(h.machine.channel("c1")).toMatchObject({ epoch: 0n, handshakeMode: HandshakeMode.PUBLIC, members: [{ deviceId: "alice@hs1", role: 3 }] });
+    expect(await h.apply({ case: "createChannel", value: { ...request, channelId: "bad id!" } })).toMatchObject({ ok: false, code: "invalid" });
+  });
+
+  it("accepts exactly one commit per epoch: a rival, a replay and a future epoch are conflicts", async () => {
+    const h = new Harness(servers);
+    const group = await threeMemberChannel(h, "c2");
+    const bobUpdate = await makeCommit(memberOf(group, "bob@hs2").state);
+    const carolUpdate = await makeCommit(memberOf(group, "carol@hs3").state);
+    expect(await h.commit("c2", 1n, carolUpdate)).toMatchObject({ ok: true, kind: "commit-accepted", epoch: 1n, voters: ["hs1", "hs2", "hs3"] });
+    expect(await h.commit("c2", 1n, bobUpdate)).toMatchObject({ ok: false, code: "conflict", currentEpoch: 2n, builtOn: 1n });
+    expect(await h.commit("c2", 1n, carolUpdate)).toMatchObject({ ok: false, code: "conflict", currentEpoch: 2n });
+    expect(await h.commit("c2", 5n, bobUpdate)).toMatchObject({ ok: false, code: "conflict", currentEpoch: 2n, builtOn: 5n });
+    // A commit built on the right epoch number but from a stale state does not verify.
+    expect(await h.commit("c2", 2n, bobUpdate)).toMatchObject({ ok: false, code: "invalid" });
+    expect(h.machine.channel("c2")?.epoch).toBe(2n);
+  });
+
+  it("owners and admins add and remove others; a member only updates itself; a removed member cannot commit", async () => {
+    const h = new Harness(servers);
+    const group = await threeMemberChannel(h, "c3");
+    const dave = await makeDevice("dave@hs4");
+    const bobAdds = await makeCommit(memberOf(group, "bob@hs2").state, { add: [dave.keyPackage.publicPackage] });
+    expect(await h.commit("c3", 1n, bobAdds)).toMatchObject({ ok: false, code: "invalid", reason: expect.stringMatching(/may not add/) });
+    const carolLeaf = memberOf(group, "carol@hs3").state.privatePath.leafIndex;
+    const bobRemoves = await makeCommit(memberOf(group, "bob@hs2").state, { remove: [carolLeaf] });
+    expect(await h.commit("c3", 1n, bobRemoves)).toMatchObject({ ok: false, code: "invalid", reason: expect.stringMatching(/may not remove/) });
+
+    const carolBefore = memberOf(group, "carol@hs3").state;
+    const aliceRemoves = await makeCommit(memberOf(group, "alice@hs1").state, { remove: [carolLeaf] });
+    expect(await h.commit("c3", 1n, aliceRemoves)).toMatchObject({ ok: true, kind: "commit-accepted" });
+    await applyAcceptedCommit(group, "alice@hs1", aliceRemoves);
+    expect(h.machine.channel("c3")?.members.map((m) => m.deviceId).sort()).toEqual(["alice@hs1", "bob@hs2"]);
+    const carolLate = await makeCommit(carolBefore);
+    expect(await h.commit("c3", 2n, carolLate)).toMatchObject({ ok: false, code: "invalid" });
+    const bobUpdate = await makeCommit(memberOf(group, "bob@hs2").state);
+    expect(await h.commit("c3", 2n, bobUpdate)).toMatchObject({ ok: true, kind: "commit-accepted", voters: ["hs1", "hs2"] });
+  });
+
+  it("certifies a commit once a majority of its voters signed, counting each voter once and only valid signatures", async () => {
+    const h = new Harness(servers);
+    const group = await threeMemberChannel(h, "c4");
+    const update = await makeCommit(memberOf(group, "alice@hs1").state);
+    const accepted = await h.commit("c4", 1n, update);
+    const logIndex = h.index;
+    const [hs1, hs2, hs3, hs4] = ["hs1", "hs2", "hs3", "hs4"].map((id) => servers.get(id)!);
+    const sign = (s: Homeserver) => h.signature(s, "c4", accepted, logIndex);
+    const signatures = (s: Homeserver, items: Array<{ channelId: string; epoch: bigint; signature: Uint8Array }>) =>
+      h.apply({ case: "signatures", value: { homeserverId: s.id, items } });
+
+    // hs4 sponsors no member: not a voter. A signature by hs1's key sent as hs2 is not hs2's.
+    expect(await signatures(hs4!, [sign(hs4!)])).toMatchObject({ ok: true, certified: [] });
+    expect(await signatures(hs2!, [sign(hs1!)])).toMatchObject({ ok: true, certified: [] });
+    const tampered = sign(hs1!);
+    tampered.signature[0]! ^= 1;
+    expect(await signatures(hs1!, [tampered])).toMatchObject({ ok: true, certified: [] });
+    // hs1 twice is one vote of three.
+    expect(await signatures(hs1!, [sign(hs1!)])).toMatchObject({ ok: true, certified: [] });
+    expect(await signatures(hs1!, [sign(hs1!)])).toMatchObject({ ok: true, certified: [] });
+    // hs3 makes a majority: certified, exactly once.
+    expect(await signatures(hs3!, [sign(hs3!)])).toMatchObject({ ok: true, certified: [{ channelId: "c4", epoch: 1n }] });
+    expect(await signatures(hs2!, [sign(hs2!)])).toMatchObject({ ok: true, certified: [] });
+    const record = await h.machine.epochRecord(async (key) => h.stored.get(Buffer.concat([Buffer.from([0x43]), key]).toString("hex")), "c4", 1n);
+    expect(record?.certificate?.signatures.map((s) => s.homeserverId).sort()).toEqual(["hs1", "hs3"]);
+  });
+
+  it("accepts application messages of the current epoch and a few before, and nothing else", async () => {
+    const h = new Harness(servers);
+    const group = await threeMemberChannel(h, "c5");
+    const { bytes: atEpoch1 } = await makeApplicationMessage(memberOf(group, "bob@hs2").state, "hi");
+    expect(await h.apply({ case: "sendMessage", value: { channelId: "c5", epoch: 1n, message: atEpoch1 } })).toMatchObject({ ok: true, kind: "message-accepted" });
+    expect(await h.apply({ case: "sendMessage", value: { channelId: "c5", epoch: 2n, message: atEpoch1 } })).toMatchObject({ ok: false, code: "invalid" });
+    for (let epoch = 1n; epoch <= 5n; epoch++) {
+      const committer = memberOf(group, "alice@hs1");
+      const update = await makeCommit(committer.state);
+      expect(await h.commit("c5", epoch, update)).toMatchObject({ ok: true });
+      await applyAcceptedCommit(group, "alice@hs1", update);
+    }
+    // Channel at epoch 6: epoch 1 is now outside the window of 4.
+    expect(await h.apply({ case: "sendMessage", value: { channelId: "c5", epoch: 1n, message: atEpoch1 } })).toMatchObject({ ok: false, code: "invalid", reason: expect.stringMatching(/outside the accepted window/) });
+    const other = await buildGroup(["mallory@hs1"]);
+    const { bytes: foreign } = await makeApplicationMessage(memberOf(other, "mallory@hs1").state, "x");
+    expect(await h.apply({ case: "sendMessage", value: { channelId: "c5", epoch: 0n, message: foreign } })).toMatchObject({ ok: false, code: "invalid" });
+  });
+
+  it("is deterministic: replaying the same log gives the same stored bytes", async () => {
+    const log: CommandInit[] = [];
+    const recorder = new Harness(servers);
+    const apply = recorder.apply.bind(recorder);
+    recorder.apply = async (command) => {
+      log.push(command);
+      return apply(command);
+    };
+    const group = await threeMemberChannel(recorder, "c6");
+    await recorder.commit("c6", 1n, await makeCommit(memberOf(group, "carol@hs3").state));
+    const replay = new Harness(servers);
+    for (const command of log) await replay.apply(command);
+    expect(replay.stored.size).toBeGreaterThan(0);
+    expect([...replay.stored.entries()].sort()).toEqual([...recorder.stored.entries()].sort());
+  });
+});

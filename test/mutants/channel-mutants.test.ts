@@ -1,0 +1,114 @@
+/**
+ * The proof that the channel state machine's tests bite: each deliberately
+ * broken variant below is applied to a temporary copy of the project, and the
+ * unit tests of test/channel must fail against it. The search string must
+ * occur exactly once, so a refactor fails this test loudly instead of
+ * silently testing nothing. Production code carries none of this.
+ */
+import { spawn } from "node:child_process";
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, it } from "vitest";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const tempDirs: string[] = [];
+
+interface ChannelMutant {
+  readonly name: string;
+  readonly file: string;
+  readonly search: string;
+  readonly replace: string;
+}
+
+const channelMachine = "src/channel/channel-state-machine.ts";
+
+/** Broken variants of the channel state machine and its certificates. */
+export const channelMutants: readonly ChannelMutant[] = [
+  {
+    name: "commit-on-any-epoch",
+    file: channelMachine,
+    search: "    if (request.epoch !== record.epoch) return this.conflict(record, request.epoch);\n    const view",
+    replace: "    const view",
+  },
+  {
+    name: "no-role-check-on-commit",
+    file: channelMachine,
+    search: "const denied = this.checkRole(record, verified.sender.deviceId, verified.adds.length > 0, verified.removes.map((m) => m.deviceId));",
+    replace: "const denied = undefined as string | undefined;",
+  },
+  {
+    name: "non-voter-signature-counted",
+    file: channelMachine,
+    search: "      if (!certificate.voters.includes(command.homeserverId)) continue;\n",
+    replace: "",
+  },
+  {
+    name: "signer-counted-twice",
+    file: channelMachine,
+    search: "      if (certificate.signatures.some((s) => s.homeserverId === command.homeserverId)) continue;\n",
+    replace: "",
+  },
+  {
+    name: "signature-not-verified",
+    file: channelMachine,
+    search: "      if (!verifyEd25519(key, statement, item.signature)) continue;\n",
+    replace: "",
+  },
+  {
+    name: "quorum-of-one",
+    file: "src/channel/certificate.ts",
+    search: "  return Math.floor(voters / 2) + 1;",
+    replace: "  return 1;",
+  },
+  {
+    name: "message-epoch-window-ignored",
+    file: channelMachine,
+    search: "    if (inspected.epoch > record.epoch || inspected.epoch + messageEpochWindow < record.epoch) {",
+    replace: "    if (false) {",
+  },
+];
+
+function mutatedCopy(mutant: ChannelMutant): string {
+  const dir = mkdtempSync(join(tmpdir(), "epochd-channel-mutant-"));
+  tempDirs.push(dir);
+  for (const path of ["src", "test/channel", "test/fixtures"]) cpSync(join(root, path), join(dir, path), { recursive: true });
+  cpSync(join(root, "package.json"), join(dir, "package.json"));
+  symlinkSync(join(root, "node_modules"), join(dir, "node_modules"), "dir");
+  const text = readFileSync(join(root, mutant.file), "utf8");
+  const occurrences = text.split(mutant.search).length - 1;
+  if (occurrences !== 1) throw new Error(`mutant ${mutant.name}: search string occurs ${occurrences} times in ${mutant.file}, expected exactly once`);
+  writeFileSync(join(dir, mutant.file), text.replace(mutant.search, mutant.replace));
+  return dir;
+}
+
+/** Runs the copy's channel unit tests; resolves with vitest's exit code. */
+function runChannelTests(dir: string): Promise<number> {
+  return new Promise((done) => {
+    const vitest = join(root, "node_modules/vitest/vitest.mjs");
+    const child = spawn(process.execPath, [vitest, "run", "test/channel", "--reporter=dot"], { cwd: dir, stdio: "ignore" });
+    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      done(code ?? -1);
+    });
+  });
+}
+
+describe("channel state machine mutants", () => {
+  afterAll(() => {
+    for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("every broken variant fails the channel unit tests", async () => {
+    const results: Array<[string, number]> = [];
+    for (let i = 0; i < channelMutants.length; i += 2) {
+      const pair = channelMutants.slice(i, i + 2);
+      const codes = await Promise.all(pair.map((m) => runChannelTests(mutatedCopy(m))));
+      pair.forEach((m, j) => results.push([m.name, codes[j]!]));
+    }
+    console.log(results.map(([name, code]) => `${name}: ${code === 0 ? "NOT caught" : "caught"}`).join("\n"));
+    expect(results.filter(([, code]) => code === 0).map(([name]) => name)).toEqual([]);
+  }, 600_000);
+});
