@@ -22,9 +22,11 @@ function checkPut(key: Uint8Array, value: Uint8Array): void {
 
 /** Registers KvService on `server`, serving group `groupId` of `driver`. */
 export function addKvService(server: grpc.Server, driver: RaftDriver, groupId: GroupId, stateMachine: ClusterStateMachine): void {
-  const put = async (key: Uint8Array, value: Uint8Array, waitMs: number) => {
+  /** Writes through Raft; with `waitMs` the wait is bounded (unary calls), without it the stream's own life bounds it. */
+  const put = async (key: Uint8Array, value: Uint8Array, waitMs?: number) => {
     checkPut(key, value);
-    const applied = await withDeadline(driver.propose(groupId, encodePut(key, value)), waitMs, "waiting for the write to commit");
+    const proposal = driver.propose(groupId, encodePut(key, value));
+    const applied = await (waitMs === undefined ? proposal : withDeadline(proposal, waitMs, "waiting for the write to commit"));
     const result = applied.result as ClusterResult | undefined;
     if (result !== undefined && !result.ok) throw new ApiError(grpc.status.INVALID_ARGUMENT, result.reason);
     return { index: BigInt(applied.index), term: BigInt(applied.term) };
@@ -50,7 +52,7 @@ export function addKvService(server: grpc.Server, driver: RaftDriver, groupId: G
           requestId = request.requestId;
           if (inflight >= streamInflightMax) throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `at most ${streamInflightMax} writes in flight per stream`);
           inflight++;
-          put(request.key, request.value, remainingMs(call.getDeadline()))
+          put(request.key, request.value)
             .then((result) => respond({ requestId, result }))
             .catch((error: unknown) => respond({ requestId, error: streamStatus(error) }))
             .finally(() => inflight--);
