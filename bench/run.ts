@@ -5,6 +5,7 @@
 const benches: Record<string, string> = {
   sim: "./sim-bench.ts",
   raft: "./raft-bench.ts",
+  commits: "./commits-bench.ts",
   steady: "./steady-bench.ts",
 };
 

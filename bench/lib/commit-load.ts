@@ -1,0 +1,216 @@
+/**
+ * The closed-loop load generator of `npm run bench -- commits`: `concurrency`
+ * commits always in flight, each on a channel with no other commit in flight,
+ * building on that channel's current epoch. Channels wait in a FIFO, so load
+ * spreads evenly over all of them (no channel gets near the servers' per-channel
+ * rate limits) and a channel's next commit goes out only after its last one was
+ * answered, as an MLS client does.
+ *
+ * Unlike load.ts (random keys, unlimited writes) the supply of commits may be
+ * finite (mode (b) replays commits generated ahead of the run): when no channel
+ * has a commit left, or the phase's commit budget is spent, the measured window
+ * closes at that instant and the row says so.
+ */
+import { LatencyRecorder, nowMs } from "./stats.ts";
+import { ProcessSampler } from "./proc.ts";
+
+/** What became of one submitted commit. */
+export type CommitOutcome =
+  | { readonly ok: true }
+  | {
+      readonly ok: false;
+      readonly error: Error;
+      /** The server asked to wait this long before retrying (RESOURCE_EXHAUSTED). */
+      readonly retryAfterMs?: number;
+      /** The channel's epoch as the server reported it (a conflict): the channel continues from there. */
+      readonly currentEpoch?: number;
+    };
+
+/** Where commits go: epochd's SubmitCommit or an etcd compare-and-swap transaction. */
+export interface CommitTarget {
+  /**
+   * Submits channel `index`'s commit building on `epoch`; `done` is called exactly once. Returns false,
+   * without calling `done`, when the channel has no commit for that epoch (a finite supply ran out).
+   */
+  submit(index: number, epoch: number, done: (outcome: CommitOutcome) => void): boolean;
+}
+
+/** Shape and length of one phase. */
+export interface CommitPhaseOptions {
+  readonly concurrency: number;
+  readonly warmupMs: number;
+  readonly measureMs: number;
+  /** Most commits the phase sends (a share of a finite supply); unlimited when absent. */
+  readonly commitsMax?: number;
+  /** After the window, in-flight commits get this long to finish. */
+  readonly drainMs?: number;
+}
+
+/** What one phase measured. */
+export interface CommitPhaseResult {
+  readonly concurrency: number;
+  /** Commits accepted (and, on epochd, certified) inside the measured window. */
+  readonly commits: number;
+  readonly errors: number;
+  readonly firstError: string | undefined;
+  /** Length of the measured window: shorter than asked when the supply of commits ran out. */
+  readonly measuredMs: number;
+  readonly commitsPerSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+  /** Set when the supply or budget ran out before the window ended. */
+  readonly exhausted: boolean;
+}
+
+/** After an error without a retry hint, a channel waits this long before its next attempt. */
+const errorBackoffMs = 10;
+/** Longest retry delay honoured (a bound on how long a slot can sit idle). */
+const retryAfterMsMax = 2000;
+
+/** A FIFO of channel indexes, preallocated: at most `capacity` entries. */
+class ChannelQueue {
+  private readonly items: Int32Array;
+  private head = 0;
+  private size = 0;
+
+  constructor(capacity: number) {
+    this.items = new Int32Array(capacity);
+  }
+
+  get length(): number {
+    return this.size;
+  }
+
+  push(index: number): void {
+    if (this.size === this.items.length) throw new Error("channel queue overflow: a channel was queued twice");
+    this.items[(this.head + this.size) % this.items.length] = index;
+    this.size++;
+  }
+
+  shift(): number | undefined {
+    if (this.size === 0) return undefined;
+    const index = this.items[this.head]!;
+    this.head = (this.head + 1) % this.items.length;
+    this.size--;
+    return index;
+  }
+}
+
+/**
+ * Runs one phase against `target`. `epochs[i]` is channel i's current epoch: read to build each commit and
+ * advanced when it is accepted (or set from a conflict's current epoch), so consecutive phases continue
+ * where the last one left off. Resolves when the window closed and in-flight commits drained.
+ */
+export function runCommitPhase(target: CommitTarget, epochs: number[], options: CommitPhaseOptions): Promise<CommitPhaseResult> {
+  if (options.concurrency > epochs.length) throw new Error(`concurrency ${options.concurrency} needs at least as many channels, have ${epochs.length}`);
+  const idle = new ChannelQueue(epochs.length);
+  for (let i = 0; i < epochs.length; i++) idle.push(i);
+  const recorder = new LatencyRecorder();
+  const start = nowMs();
+  const windowStart = start + options.warmupMs;
+  let windowEnd = windowStart + options.measureMs;
+  const state = { commits: 0, errors: 0, sent: 0, inflight: 0, exhausted: false, finished: false, firstError: undefined as string | undefined };
+
+  return new Promise((resolve) => {
+    const finish = () => {
+      if (state.finished) return;
+      state.finished = true;
+      clearTimeout(drainTimer);
+      const measuredMs = Math.max(0, windowEnd - windowStart);
+      const [p50 = Number.NaN, p99 = Number.NaN, max = Number.NaN] = recorder.percentiles([50, 99, 100]);
+      resolve({
+        concurrency: options.concurrency,
+        commits: state.commits,
+        errors: state.errors,
+        firstError: state.firstError,
+        measuredMs,
+        commitsPerSecond: measuredMs > 0 ? (state.commits * 1000) / measuredMs : Number.NaN,
+        p50Ms: p50,
+        p99Ms: p99,
+        maxMs: max,
+        exhausted: state.exhausted,
+      });
+    };
+    const drainTimer = setTimeout(finish, options.warmupMs + options.measureMs + (options.drainMs ?? 10_000));
+    const runOut = (atMs: number) => {
+      if (!state.exhausted) windowEnd = Math.min(windowEnd, Math.max(windowStart, atMs));
+      state.exhausted = true;
+    };
+    const inWindow = (atMs: number) => atMs >= windowStart && atMs < windowEnd;
+    /** Starts the next commit on the next idle channel that has one; ends the slot when none does. */
+    const send = (): void => {
+      const sentMs = nowMs();
+      if (sentMs >= windowEnd || state.exhausted) {
+        if (state.inflight === 0) finish();
+        return;
+      }
+      for (let tries = idle.length; tries > 0; tries--) {
+        if (options.commitsMax !== undefined && state.sent >= options.commitsMax) break;
+        const index = idle.shift()!;
+        const epoch = epochs[index]!;
+        state.inflight++;
+        const started = target.submit(index, epoch, (outcome) => settle(index, epoch, sentMs, outcome));
+        if (started) {
+          state.sent++;
+          return;
+        }
+        state.inflight--; // retired: this channel has no commit left; not queued again
+      }
+      runOut(sentMs);
+      if (state.inflight === 0) finish();
+    };
+    const settle = (index: number, epoch: number, sentMs: number, outcome: CommitOutcome): void => {
+      state.inflight--;
+      const doneMs = nowMs();
+      if (outcome.ok) {
+        epochs[index] = epoch + 1;
+        if (inWindow(doneMs)) state.commits++;
+        if (sentMs >= windowStart && doneMs < windowEnd) recorder.record(doneMs - sentMs);
+        idle.push(index);
+        send();
+        return;
+      }
+      if (inWindow(doneMs)) state.errors++;
+      state.firstError ??= outcome.error.message;
+      if (outcome.currentEpoch !== undefined) epochs[index] = outcome.currentEpoch;
+      idle.push(index);
+      setTimeout(send, Math.min(retryAfterMsMax, outcome.retryAfterMs ?? errorBackoffMs));
+    };
+    for (let i = 0; i < options.concurrency; i++) send();
+  });
+}
+
+/** A phase's result plus resource use. */
+export interface MeasuredCommitRow extends CommitPhaseResult {
+  /** CPU use per server process during the phase (warm-up included), percent of one core. */
+  readonly cpuPercent: Record<string, number>;
+  /** Highest resident memory sampled per server process during the phase, MiB. */
+  readonly peakRssMiB: Record<string, number>;
+  /** CPU use of the load generator (this process), percent of one core. */
+  readonly clientCpuPercent: number;
+}
+
+/** Runs one phase while sampling the server processes' CPU and memory and this process's CPU. */
+export async function measureCommitRow(
+  target: CommitTarget,
+  epochs: number[],
+  servers: ReadonlyArray<{ readonly name: string; readonly pid: number }>,
+  options: CommitPhaseOptions,
+): Promise<MeasuredCommitRow> {
+  const sampler = new ProcessSampler(servers.map((s) => s.pid));
+  const clientStart = process.cpuUsage();
+  const startedMs = performance.now();
+  sampler.start();
+  const result = await runCommitPhase(target, epochs, options);
+  const samples = sampler.stop();
+  const clientUsage = process.cpuUsage(clientStart);
+  const elapsedMs = Math.max(1, performance.now() - startedMs);
+  const cpuPercent: Record<string, number> = {};
+  const peakRssMiB: Record<string, number> = {};
+  for (const server of servers) {
+    cpuPercent[server.name] = samples.get(server.pid)?.cpuPercent ?? 0;
+    peakRssMiB[server.name] = samples.get(server.pid)?.peakRssMiB ?? 0;
+  }
+  return { ...result, cpuPercent, peakRssMiB, clientCpuPercent: (100 * (clientUsage.user + clientUsage.system)) / 1000 / elapsedMs };
+}
