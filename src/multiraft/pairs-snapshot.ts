@@ -5,7 +5,11 @@
  */
 import type { GroupStore } from "../storage/storage-engine.ts";
 
-/** Reads every pair of the group's state machine data into snapshot bytes. */
+/**
+ * Reads every pair of the group's state machine data into snapshot bytes. The
+ * RocksDB iterator (a point-in-time view) is made synchronously by this call,
+ * before its first await, so later writes do not leak into the snapshot.
+ */
 export async function snapshotPairs(store: GroupStore): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let size = 0;

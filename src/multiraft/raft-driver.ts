@@ -71,6 +71,8 @@ interface HostedGroup {
   readonly reads: Map<string, ReadWaiter>;
   appliedIndex: LogIndex;
   lastSnapshotIndex: LogIndex;
+  /** A background snapshot is being taken. */
+  snapshotting: boolean;
 }
 
 /**
@@ -116,6 +118,7 @@ export class RaftDriver {
       reads: new Map(),
       appliedIndex: store.appliedIndex,
       lastSnapshotIndex: snapshot.metadata.index,
+      snapshotting: false,
     });
     this.schedule();
   }
@@ -330,7 +333,7 @@ export class RaftDriver {
       this.trackReads(group, ready);
       group.node.advance();
       this.options.observer?.onApplyLag?.(group.groupId, group.node.status().commit - group.appliedIndex);
-      await this.maybeSnapshot(group);
+      this.maybeSnapshot(group);
     }
   }
 
@@ -372,17 +375,29 @@ export class RaftDriver {
 
   /**
    * Snapshots a group whose log grew by `snapshotEveryEntries` since the last
-   * one. Inline, between two applies, so the data is exactly the state at
-   * the applied index.
+   * one, in the background: the state machine captures a point-in-time view
+   * synchronously (a RocksDB iterator), so the Ready loop, heartbeats
+   * included, never waits for a large snapshot to be read and written.
    */
-  private async maybeSnapshot(group: HostedGroup): Promise<void> {
+  private maybeSnapshot(group: HostedGroup): void {
     const { snapshotEveryEntries, snapshotKeepEntries } = this.options;
-    if (group.appliedIndex - group.lastSnapshotIndex < snapshotEveryEntries) return;
+    if (group.snapshotting || group.appliedIndex - group.lastSnapshotIndex < snapshotEveryEntries) return;
+    group.snapshotting = true;
     const index = group.appliedIndex;
-    const data = await group.stateMachine.snapshotData();
-    await group.store.createSnapshot(index, group.node.confState(), data, snapshotKeepEntries);
-    group.lastSnapshotIndex = index;
-    this.options.logger.info({ groupId: group.groupId, index, bytes: data.byteLength }, "snapshot taken, log compacted");
+    const confState = group.node.confState();
+    group.stateMachine
+      .snapshotData()
+      .then((data) => group.store.createSnapshot(index, confState, data, snapshotKeepEntries).then(() => data.byteLength))
+      .then(
+        (bytes) => {
+          group.lastSnapshotIndex = Math.max(group.lastSnapshotIndex, index);
+          this.options.logger.info({ groupId: group.groupId, index, bytes }, "snapshot taken, log compacted");
+        },
+        (error: unknown) => this.options.logger.warn({ groupId: group.groupId, index, err: error }, "snapshot not taken"),
+      )
+      .finally(() => {
+        group.snapshotting = false;
+      });
   }
 }
 

@@ -23,7 +23,11 @@ export interface StateMachine {
    * nothing that differs between homeservers.
    */
   apply(entries: readonly Entry[]): Promise<ApplyOutcome>;
-  /** The state as of the last applied index, for a Raft snapshot. */
+  /**
+   * The state as of the last applied index, for a Raft snapshot. Must capture
+   * that state synchronously, before returning (the driver keeps applying
+   * while the data is read): a storage iterator made at call time does.
+   */
   snapshotData(): Promise<Uint8Array>;
   /** Replaces the whole state with a snapshot's, applied up to `index`. */
   restore(data: Uint8Array, index: LogIndex): Promise<void>;
