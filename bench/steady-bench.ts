@@ -45,9 +45,9 @@ export async function run(args: string[]): Promise<void> {
   const minutes = flag("minutes", 10);
   const concurrency = flag("concurrency", 16);
   const dataDir = mkdtempSync(join(tmpdir(), "epochd-steady-"));
-  execFileSync(process.execPath, [bin, "cluster", "up", "--data", dataDir, "--base-port", String(flag("base-port", 7700)), "--detach"], { stdio: "inherit" });
-  const cluster = readLocalCluster(dataDir)!;
   try {
+    execFileSync(process.execPath, [bin, "cluster", "up", "--data", dataDir, "--base-port", String(flag("base-port", 7700)), "--detach"], { stdio: "inherit" });
+    const cluster = readLocalCluster(dataDir)!;
     const before = status(dataDir);
     const leader = before.leader!;
     const address = cluster.homeservers.find((h) => h.id === leader)!.clientAddress;
