@@ -119,6 +119,8 @@ export interface RunStats {
   /** Operations that ended with NotAMemberError because a racing commit removed their device. */
   removedMidStep: number;
   leavesProposed: number;
+  /** Devices that left: a commit included their own-removal proposal. */
+  leavesApplied: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -136,7 +138,7 @@ export class OrderingRun {
   readonly channelId = `order-${toHex(new Uint8Array(randomBytes(6)))}`;
   readonly submissions = new SubmissionLog();
   readonly sent = new Map<bigint, SentMessage>();
-  readonly stats: RunStats = { steps: 0, racingSteps: 0, operations: 0, skipped: 0, removedMidStep: 0, leavesProposed: 0 };
+  readonly stats: RunStats = { steps: 0, racingSteps: 0, operations: 0, skipped: 0, removedMidStep: 0, leavesProposed: 0, leavesApplied: 0 };
   readonly participants: Participant[] = [];
   private messageCount = 0;
 
@@ -187,6 +189,7 @@ export class OrderingRun {
     const epoch = this.ownerHandle().epoch();
     for (const p of this.participants) {
       if (p.handle !== undefined && !members.has(p.id)) {
+        if (p.leavingSince !== undefined) this.stats.leavesApplied++;
         p.handle = undefined;
         p.received = [];
       }
