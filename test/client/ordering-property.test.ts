@@ -7,7 +7,8 @@
  * same log on all three; valid certificates; one epoch and epoch authenticator for all members; messages
  * delivered. The cluster starts once; each run uses a fresh channel and fresh devices.
  *
- * Replay: FC_SEED=<seed> (printed at start and in a failure), FC_RUNS=<n> to run more.
+ * Replay: FC_SEED=<seed> (printed at start and in a failure), plus FC_PATH=<path> from fast-check's report to
+ * go straight to the shrunk counterexample; FC_RUNS=<n> to run more (or fewer).
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -22,6 +23,8 @@ import { describeSchedule, homeserverIds, scheduleArbitrary, type HomeserverId, 
 
 const seed = process.env.FC_SEED === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(process.env.FC_SEED);
 const runsOverride = process.env.FC_RUNS === undefined ? undefined : Number(process.env.FC_RUNS);
+/** FC_PATH (from a failure's report, with its FC_SEED) replays the shrunk counterexample directly. */
+const replayPath = process.env.FC_PATH;
 
 let cluster: ProcessCluster;
 let access: ClusterAccess;
@@ -104,7 +107,7 @@ async function checkProperty(bounds: ScheduleBounds, numRuns: number): Promise<T
   const started = Date.now();
   await fc.assert(
     fc.asyncProperty(scheduleArbitrary(bounds), (schedule) => playAndCheck(schedule, totals)),
-    { seed, numRuns: runsOverride ?? numRuns, endOnFailure: false },
+    { seed, numRuns: runsOverride ?? numRuns, endOnFailure: false, ...(replayPath === undefined ? {} : { path: replayPath }) },
   );
   console.log(`ordering property (leaves: ${bounds.leaves}): ${JSON.stringify(totals)} in ${Date.now() - started} ms, FC_SEED=${seed}`);
   return totals;
