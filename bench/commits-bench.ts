@@ -98,7 +98,7 @@ function parseOptions(args: string[]): BenchOptions {
     commitBytes: intFlag(flags, "commit-bytes", 1024),
     modes: modes as Set<Mode>,
     publicChannels: intFlag(flags, "public-channels", 256),
-    publicEpochs: intFlag(flags, "public-epochs", 10),
+    publicEpochs: intFlag(flags, "public-epochs", 6),
     publicSeconds: secondsFlag(flags, "public-seconds", 5, 0.5),
     publicWarmupSeconds: secondsFlag(flags, "public-warmup-seconds", 1, 0),
     regenerate: flags.has("regenerate"),

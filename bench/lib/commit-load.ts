@@ -104,8 +104,10 @@ class ChannelQueue {
  */
 export function runCommitPhase(target: CommitTarget, epochs: number[], options: CommitPhaseOptions): Promise<CommitPhaseResult> {
   if (options.concurrency > epochs.length) throw new Error(`concurrency ${options.concurrency} needs at least as many channels, have ${epochs.length}`);
+  // Least-advanced channels first: a finite supply then runs out on all channels at about the same time.
   const idle = new ChannelQueue(epochs.length);
-  for (let i = 0; i < epochs.length; i++) idle.push(i);
+  const order = epochs.map((epoch, index) => ({ epoch, index })).sort((x, y) => x.epoch - y.epoch || x.index - y.index);
+  for (const { index } of order) idle.push(index);
   const recorder = new LatencyRecorder();
   const start = nowMs();
   const windowStart = start + options.warmupMs;
