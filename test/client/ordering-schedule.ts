@@ -8,6 +8,7 @@ import fc from "fast-check";
 
 /** The homeservers of the test cluster. */
 export const homeserverIds = ["hs1", "hs2", "hs3"] as const;
+/** One of the test cluster's homeserver ids. */
 export type HomeserverId = (typeof homeserverIds)[number];
 
 /** What one operation does; `pick` selects its actor or target among the candidates at step start. */
