@@ -45,6 +45,7 @@ export async function run(args: string[]): Promise<void> {
   const minutes = flag("minutes", 10);
   const concurrency = flag("concurrency", 16);
   const dataDir = mkdtempSync(join(tmpdir(), "epochd-steady-"));
+  let keep = false;
   try {
     execFileSync(process.execPath, [bin, "cluster", "up", "--data", dataDir, "--base-port", String(flag("base-port", 7700)), "--detach"], { stdio: "inherit" });
     const cluster = readLocalCluster(dataDir)!;
@@ -93,9 +94,11 @@ export async function run(args: string[]): Promise<void> {
     });
     console.log(`term before ${termOf(before)}, after ${termOf(after)}; leader before ${leader}, after ${after.leader}; leader changes seen: ${leaderChanges}`);
     console.log(`peak RSS (MB): ${cluster.homeservers.map((h) => `${h.id} ${peakRssMb(h.pid ?? 0)}`).join(", ")}`);
-    console.log(termOf(after) === termOf(before) && after.leader === leader ? "no leader change" : "LEADERSHIP CHANGED");
+    const steady = termOf(after) === termOf(before) && after.leader === leader;
+    console.log(steady ? "no leader change" : `LEADERSHIP CHANGED; homeserver logs kept in ${dataDir}`);
+    keep = !steady;
   } finally {
     execFileSync(process.execPath, [bin, "cluster", "down", "--data", dataDir], { stdio: "inherit" });
-    rmSync(dataDir, { recursive: true, force: true });
+    if (!keep) rmSync(dataDir, { recursive: true, force: true });
   }
 }

@@ -133,6 +133,11 @@ export class RaftDriver {
       case "became-follower":
         if (event.leader !== "") log.info({ groupId, term: event.term, leader: event.leader }, "following leader");
         break;
+      case "became-pre-candidate":
+      case "became-candidate":
+        // A leader change starts here: worth a line when diagnosing one.
+        log.info({ groupId, term: event.term, kind: event.kind }, "no leader heard from: campaigning");
+        break;
       case "conf-change-applied":
         log.info({ groupId, index: event.index, confState: event.confState }, "membership changed");
         break;
