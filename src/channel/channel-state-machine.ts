@@ -169,7 +169,7 @@ export class ChannelStateMachine {
     } else {
       const verified = await verifyPublicCommit(view, request.commit, record.pendingProposals);
       if (!verified.ok) return invalid(verified.reason);
-      const denied = this.checkRole(record, verified.sender.deviceId, verified.adds.length > 0, verified.removes.map((m) => m.deviceId));
+      const denied = this.checkRole(record, verified.sender.deviceId, verified.adds, verified.removes.map((m) => m.deviceId));
       if (denied !== undefined) return invalid(denied);
       const next = await verifyNextGroupInfo(view, verified, request.nextGroupInfo);
       if (!next.ok) return invalid(next.reason);
@@ -192,17 +192,24 @@ export class ChannelStateMachine {
     record.epoch = builtOn + 1n;
     record.groupInfo = nextGroupInfo;
     record.pendingProposals = [];
+    record.pendingProposedAdds = [];
+    record.pendingProposedRemoves = [];
     this.save(record, batch);
     return { ok: true, kind: "commit-accepted", channelId: record.channelId, epoch: builtOn, commitHash, sequence: epochRecord.sequence, voters };
   }
 
-  /** Owners and admins add and remove others; anyone may remove themselves or update their own keys. */
-  private checkRole(record: ChannelRecord, sender: string, adds: boolean, removed: readonly string[]): string | undefined {
+  /**
+   * Owners and admins add and remove others; anyone may remove themselves or
+   * update their own keys. Adds and removes that standalone proposals of this
+   * epoch carry were allowed by their proposer's role already, so any member
+   * may commit them (by reference).
+   */
+  private checkRole(record: ChannelRecord, sender: string, added: readonly string[], removed: readonly string[]): string | undefined {
     const role = record.members.find((m) => m.deviceId === sender)?.role;
     if (role === undefined) return `${sender} is not a member of ${record.channelId}`;
-    const privileged = role === MemberRole.OWNER || role === MemberRole.ADMIN;
-    if (adds && !privileged) return `${sender} may not add members: only owners and admins may`;
-    if (removed.some((id) => id !== sender) && !privileged) return `${sender} may not remove others: only owners and admins may`;
+    if (role === MemberRole.OWNER || role === MemberRole.ADMIN) return undefined;
+    if (added.some((id) => !record.pendingProposedAdds.includes(id))) return `${sender} may not add members: only owners and admins may`;
+    if (removed.some((id) => id !== sender && !record.pendingProposedRemoves.includes(id))) return `${sender} may not remove others: only owners and admins may`;
     return undefined;
   }
 
@@ -221,9 +228,12 @@ export class ChannelStateMachine {
     const verified = await verifyPublicProposal({ groupId: record.groupId, epoch: record.epoch, groupInfo: record.groupInfo }, request.proposal);
     if (!verified.ok) return invalid(verified.reason);
     const removesOther = verified.remove !== undefined && verified.remove.deviceId !== verified.sender.deviceId;
-    const denied = this.checkRole(record, verified.sender.deviceId, verified.add !== undefined, removesOther ? [verified.remove!.deviceId] : []);
+    const added = verified.add === undefined ? [] : [verified.add.deviceId];
+    const denied = this.checkRole(record, verified.sender.deviceId, added, removesOther ? [verified.remove!.deviceId] : []);
     if (denied !== undefined) return invalid(denied);
     record.pendingProposals = [...record.pendingProposals, request.proposal];
+    record.pendingProposedAdds = [...record.pendingProposedAdds, ...added];
+    if (verified.remove !== undefined) record.pendingProposedRemoves = [...record.pendingProposedRemoves, verified.remove.deviceId];
     const sequence = this.appendEvent(record, EventKind.PROPOSAL, record.epoch, request.proposal, batch);
     this.save(record, batch);
     return { ok: true, kind: "proposal-accepted", channelId: record.channelId, sequence };

@@ -19,6 +19,8 @@ import {
   makeApplicationMessage,
   makeCommit,
   makeDevice,
+  makeProposal,
+  processHandshake,
   memberOf,
   type PendingCommit,
   type TestGroup,
@@ -131,6 +133,22 @@ describe("the channel state machine", () => {
     expect(await h.commit("c3", 2n, carolLate)).toMatchObject({ ok: false, code: "invalid" });
     const bobUpdate = await makeCommit(memberOf(group, "bob@hs2").state);
     expect(await h.commit("c3", 2n, bobUpdate)).toMatchObject({ ok: true, kind: "commit-accepted", voters: ["hs1", "hs2"] });
+  });
+
+  it("a member may commit, by reference, another member's proposal to leave; but not remove a third by value", async () => {
+    const h = new Harness(servers);
+    const group = await threeMemberChannel(h, "c8");
+    const carol = memberOf(group, "carol@hs3");
+    const { bytes: leave } = await makeProposal(carol.state, { proposalType: "remove", remove: { removed: carol.state.privatePath.leafIndex } });
+    expect(await h.apply({ case: "submitProposal", value: { channelId: "c8", epoch: 1n, proposal: leave } })).toMatchObject({ ok: true, kind: "proposal-accepted" });
+    const bob = memberOf(group, "bob@hs2");
+    bob.state = await processHandshake(bob.state, leave);
+    const aliceLeaf = memberOf(group, "alice@hs1").state.privatePath.leafIndex;
+    const bobRemovesAlice = await makeCommit(bob.state, { remove: [aliceLeaf] });
+    expect(await h.commit("c8", 1n, bobRemovesAlice)).toMatchObject({ ok: false, code: "invalid", reason: expect.stringMatching(/may not remove others/) });
+    const bobCommitsLeave = await makeCommit(bob.state);
+    expect(await h.commit("c8", 1n, bobCommitsLeave)).toMatchObject({ ok: true, kind: "commit-accepted" });
+    expect(h.machine.channel("c8")?.members.map((m) => m.deviceId).sort()).toEqual(["alice@hs1", "bob@hs2"]);
   });
 
   it("certifies a commit once a majority of its voters signed, counting each voter once and only valid signatures", async () => {

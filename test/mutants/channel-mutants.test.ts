@@ -35,8 +35,14 @@ export const channelMutants: readonly ChannelMutant[] = [
   {
     name: "no-role-check-on-commit",
     file: channelMachine,
-    search: "const denied = this.checkRole(record, verified.sender.deviceId, verified.adds.length > 0, verified.removes.map((m) => m.deviceId));",
+    search: "const denied = this.checkRole(record, verified.sender.deviceId, verified.adds, verified.removes.map((m) => m.deviceId));",
     replace: "const denied = undefined as string | undefined;",
+  },
+  {
+    name: "proposed-removals-trusted-blindly",
+    file: channelMachine,
+    search: "    if (removed.some((id) => id !== sender && !record.pendingProposedRemoves.includes(id))) return",
+    replace: "    if (removed.some((id) => id !== sender && record.pendingProposedRemoves.length === 0)) return",
   },
   {
     name: "non-voter-signature-counted",
