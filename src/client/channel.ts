@@ -256,6 +256,9 @@ export class Channel {
 
   private async commitWithRetry(intent: CommitIntent): Promise<CommitOutcome> {
     for (let attempt = 1; attempt <= this.commitAttemptsMax; attempt++) {
+      // Read what the channel holds for this epoch (messages, proposals) before leaving it: ts-mls keeps
+      // the keys of only a few past epochs, and a commit must carry the epoch's pending proposals.
+      if (attempt === 1) await this.pullEvents();
       this.assertMember();
       const base = this.state;
       const built = buildProposals(intent, base, base.privatePath.leafIndex);
@@ -272,9 +275,10 @@ export class Channel {
       this.unsettled.delete(toHex(pending.commitHash));
       const certificate = await this.settle(outcome, pending);
       if (certificate !== undefined) return { epoch: this.epoch(), attempts: attempt, certificate, welcome: pending.welcome };
-      // Lost: the winner (if the conflict carried it) is applied; read whatever else happened since.
-      if (outcome.kind === "conflict" && outcome.conflict.currentEpoch > this.epoch()) await this.pullEvents();
-      if (this.epoch() === base.groupContext.epoch) await this.pullEvents();
+      // Lost: read the log, which holds this epoch's proposals and messages and then the winner, in order.
+      await this.pullEvents();
+      // The losing commit's secrets were taken from the base state: zero them once it is left behind.
+      if (this.epoch() > base.groupContext.epoch || this.removed) zeroAll(pending.consumed);
     }
     throw new CommitRetriesExhaustedError(this.commitAttemptsMax);
   }
@@ -307,17 +311,10 @@ export class Channel {
     else {
       const winner = outcome.conflict.winner;
       if (winner === undefined || winner.epoch !== baseEpoch) return undefined;
-      if (!bytesEqual(sha256(winner.commit), pending.commitHash)) {
-        // Another member's commit, or an earlier own commit whose answer was lost (adopted, not processed).
-        try {
-          await this.applyCertifiedCommit(winner.commit, winner.certificate);
-        } catch (error) {
-          if (error instanceof CertificatePendingError) return undefined;
-          throw error;
-        }
-        zeroAll(pending.consumed);
-        return undefined;
-      }
+      // Another member's commit, or an earlier own commit whose answer was lost: the caller reads it from
+      // the log, after the proposals and messages that came before it (applying it from the answer alone
+      // would skip those).
+      if (!bytesEqual(sha256(winner.commit), pending.commitHash)) return undefined;
       certificate = winner.certificate;
     }
     await this.requireCertificate(certificate, baseEpoch, pending.commitHash, pending.base);
