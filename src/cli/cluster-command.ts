@@ -6,10 +6,10 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, openSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { stringify as toYaml } from "yaml";
+import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { Role as ProtoRole } from "../gen/epochd/admin/v1/admin_pb.ts";
 import { createClusterCertificates } from "../transport/tls.ts";
 import { adminClient } from "./admin-client.ts";
@@ -54,7 +54,8 @@ async function layOut(dataDir: string, nodes: number, basePort: number, insecure
     logPath: join(dataDir, `${id}.log`),
   }));
   const peers = homeservers.map((h) => ({ id: h.id, peerAddress: h.peerAddress, clientAddress: h.clientAddress }));
-  const clusterId = `local-${randomBytes(4).toString("hex")}`;
+  // A restarted local cluster keeps its name: certificates already issued name it.
+  const clusterId = existingClusterId(homeservers[0]!.configPath) ?? `local-${randomBytes(4).toString("hex")}`;
   for (const h of homeservers) {
     const config: Record<string, unknown> = {
       id: h.id,
@@ -79,6 +80,13 @@ async function layOut(dataDir: string, nodes: number, basePort: number, insecure
     operatorKey: join(certDir, "operator.key"),
     homeservers,
   };
+}
+
+/** The clusterId of an existing homeserver config, if there is one. */
+function existingClusterId(configPath: string): string | undefined {
+  if (!existsSync(configPath)) return undefined;
+  const parsed = parseYaml(readFileSync(configPath, "utf8")) as { clusterId?: unknown } | null;
+  return typeof parsed?.clusterId === "string" ? parsed.clusterId : undefined;
 }
 
 async function clusterUp(args: string[]): Promise<number> {
