@@ -6,7 +6,6 @@ import {
   HandshakeMode,
   MemberRole,
   MemberSchema,
-  type Certificate,
   type ChannelEvent,
   type CreateChannelRequest,
   type Member,
@@ -22,11 +21,18 @@ import {
   type ChannelRecord,
   type EpochRecord,
 } from "../gen/epochd/state/v1/channel_state_pb.ts";
-import { inspectApplicationMessage, inspectPrivateCommit, sha256, verifyInitialGroupInfo, verifyNextGroupInfo, verifyPublicCommit, verifyPublicProposal } from "../mls/index.ts";
-import type { Member as MlsMember } from "../mls/group-view.ts";
+import {
+  decodeGroupInfoMessage,
+  inspectApplicationMessage,
+  inspectPrivateCommit,
+  verifyInitialGroupInfo,
+  verifyNextGroupInfo,
+  verifyPublicCommit,
+  verifyPublicProposal,
+  type Member as MlsMember,
+} from "../mls/index.ts";
 import type { LogIndex } from "../raft/types.ts";
-import { decodeGroupInfoMessage } from "../mls/index.ts";
-import { isCertified, quorumSize, statementBytes, verifyEd25519 } from "./certificate.ts";
+import { isCertified, statementBytes, verifyEd25519 } from "./certificate.ts";
 import { channelKey, channelRecordPrefix, epochKey, eventKey, eventPrefix, isValidChannelId } from "./channel-keys.ts";
 import type { ApplyBatch } from "./apply-batch.ts";
 
@@ -307,5 +313,3 @@ export class ChannelStateMachine {
 function toMember(member: MlsMember, role: MemberRole): Member {
   return create(MemberSchema, { deviceId: member.deviceId, homeserverId: member.homeserver, role, leafIndex: member.leafIndex });
 }
-
-export { quorumSize, type Certificate };

@@ -24,6 +24,7 @@ import { peerServerOptions } from "../transport/peer-service.ts";
 import { loadTlsMaterial, type PeerCredentials } from "../transport/tls.ts";
 import { ClusterStateMachine } from "./cluster-state-machine.ts";
 import { raftTicks, type NodeConfig } from "./config.ts";
+import type { HomeserverRecord } from "./directory-command.ts";
 import { CertificateSigner } from "./certificate-signer.ts";
 import { NodeMetrics } from "./metrics.ts";
 import { SelfRegistration } from "./self-registration.ts";
@@ -105,21 +106,20 @@ export class Homeserver {
     const signingKey = loadOrCreateSigningKey(config.dataDir);
     const signer = new CertificateSigner(config.id, config.clusterId, signingKey, (data) => driver.proposeAnywhere(clusterGroupId, data));
     const certificates = new CertificateWaiters();
+    /** Follows the replicated directory: leader hints and peer links. */
+    const learnHomeserver = (record: HomeserverRecord) => {
+      clientAddresses.set(record.id, record.clientAddress);
+      if (record.id !== config.id) transport.setPeer(record.id, record.peerAddress);
+    };
     const stateMachine = new ClusterStateMachine(store, config.clusterId, {
-      onDirectoryChange: (record) => {
-        clientAddresses.set(record.id, record.clientAddress);
-        if (record.id !== config.id) transport.setPeer(record.id, record.peerAddress);
-      },
+      onDirectoryChange: learnHomeserver,
       onChannelResult: (result, index) => {
         signer.onChannelResult(result, index);
         certificates.onChannelResult(result);
       },
     });
     await stateMachine.load();
-    for (const record of stateMachine.homeservers().values()) {
-      clientAddresses.set(record.id, record.clientAddress);
-      if (record.id !== config.id) transport.setPeer(record.id, record.peerAddress);
-    }
+    for (const record of stateMachine.homeservers().values()) learnHomeserver(record);
     await driver.addGroup(store, stateMachine);
 
     const health = new HealthImplementation({ "": "NOT_SERVING", "epochd.kv.v1.KvService": "NOT_SERVING" });

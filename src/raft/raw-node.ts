@@ -70,7 +70,7 @@ export class RawNode {
 
   /** Starts an election now (a pre-election first when PreVote is on). */
   campaign(): void {
-    this.raft.hup("pre-election");
+    this.raft.hup(this.raft.config.preVote ? "pre-election" : "election");
   }
 
   propose(data: Uint8Array): ProposalResult {
