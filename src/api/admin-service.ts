@@ -62,6 +62,9 @@ function groupStatus(status: RaftStatus) {
   };
 }
 
+/** How often a leadership transfer that has not happened yet is asked for again. */
+const transferRetryMs = 500;
+
 /** Polls `check` every 20 ms until it holds or `waitMs` passes. */
 async function waitFor(check: () => boolean, waitMs: number, what: string): Promise<void> {
   const until = Date.now() + waitMs;
@@ -131,8 +134,21 @@ export function addAdminService(server: grpc.Server, context: AdminContext): voi
       const status = driver.status(groupId);
       if (!status.confState.voters.includes(request.toNodeId)) throw new ApiError(grpc.status.INVALID_ARGUMENT, `${request.toNodeId} is not a voter of ${groupId}`);
       if (status.role !== Role.Leader) throw new NotLeaderError(groupId, status.leader);
-      driver.transferLeadership(groupId, request.toNodeId);
-      await waitFor(() => driver.status(groupId).leader === request.toNodeId, remainingMs(call.getDeadline()), "waiting for the transfer");
+      // The core abandons a transfer that does not finish within an election timeout (the target may
+      // refuse to campaign while it has conf changes to apply, as one just promoted does): ask again.
+      let askedAt = 0;
+      await waitFor(
+        () => {
+          if (driver.status(groupId).leader === request.toNodeId) return true;
+          if (Date.now() - askedAt >= transferRetryMs) {
+            askedAt = Date.now();
+            driver.transferLeadership(groupId, request.toNodeId);
+          }
+          return false;
+        },
+        remainingMs(call.getDeadline()),
+        "waiting for the transfer",
+      );
       return { leaderId: request.toNodeId, term: BigInt(driver.status(groupId).term) };
     }),
   } satisfies grpc.UntypedServiceImplementation);
