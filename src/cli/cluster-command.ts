@@ -7,13 +7,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { Role as ProtoRole } from "../gen/epochd/admin/v1/admin_pb.ts";
 import { createClusterCertificates } from "../transport/tls.ts";
 import { adminClient } from "./admin-client.ts";
 import { UsageError, intFlag, parseArgs } from "./args.ts";
+import { projectRoot } from "./project-root.ts";
 import { clusterFile, readLocalCluster, type LocalCluster, type LocalHomeserver } from "./cluster-layout.ts";
 
 const help = `usage: epochd cluster up [--nodes N] [--data DIR] [--base-port P] [--insecure] [--detach]
@@ -22,7 +22,7 @@ const help = `usage: epochd cluster up [--nodes N] [--data DIR] [--base-port P] 
 Starts N (default 3) homeservers on 127.0.0.1: homeserver i listens on P+i (peer), P+100+i (client)
 and P+200+i (metrics), P defaulting to 7100. Data, logs and certificates go under DIR (./data).`;
 
-const binPath = resolve(dirname(fileURLToPath(import.meta.url)), "../../bin/epochd.mjs");
+const binPath = join(projectRoot(), "bin/epochd.mjs");
 
 export async function clusterCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;

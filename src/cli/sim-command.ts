@@ -4,10 +4,13 @@
  * when every run is safe and live, 1 on any violation, 2 on bad arguments.
  */
 import { availableParallelism } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
 import { faultKinds, parseFaultKinds, runSimulation, type FaultKind, type SimResult, type Violation } from "../sim/index.ts";
 import type { WorkerRequest } from "../sim/sim-worker.ts";
+import { projectRoot } from "./project-root.ts";
 
 const usage = `usage: epochd sim [options]
 
@@ -125,7 +128,7 @@ async function runSeeds(args: SimArgs, report: (run: SeedRun) => boolean): Promi
   let nextToReport = 0;
   let nextToStart = 0;
   let stopped = false;
-  const workerUrl = new URL("../sim/sim-worker-boot.mjs", import.meta.url);
+  const workerUrl = pathToFileURL(join(projectRoot(), "src/sim/sim-worker-boot.mjs"));
   const workers = Array.from({ length: Math.min(args.workers, seeds.length) }, () => new Worker(workerUrl));
   try {
     await Promise.all(
