@@ -81,6 +81,11 @@ export class Device {
     return new Device(deviceId, parsed.homeserver, credential, keyPair, impl);
   }
 
+  /** Signs `message` with the device's Ed25519 key (its DIR key): login statements and identity records. */
+  sign(message: Uint8Array): Promise<Uint8Array> {
+    return this.impl.signature.sign(this.signatureKeyPair.signKey, message);
+  }
+
   /** Makes a KeyPackage, keeps its private half, and returns it (the object, for createChannel). */
   async newKeyPackage(): Promise<OwnKeyPackage> {
     const made = await generateKeyPackageWithKey(this.credential, defaultCapabilities(), defaultLifetime, [], { ...this.signatureKeyPair }, this.impl);
