@@ -5,6 +5,8 @@ import { ChannelCommandSchema, type ChannelCommand } from "../gen/epochd/state/v
 import { decodeKvCommand } from "../kv/kv-command.ts";
 import { decodePairs, snapshotPairs } from "../multiraft/pairs-snapshot.ts";
 import type { ApplyOutcome, StateMachine } from "../multiraft/state-machine.ts";
+import { identityOp } from "../identity/identity-command.ts";
+import { IdentityState } from "../identity/identity-state.ts";
 import { EntryType, type Entry, type LogIndex } from "../raft/types.ts";
 import type { GroupStore, KvWrite } from "../storage/storage-engine.ts";
 import { decodeSetHomeserver, encodeSetHomeserver, setHomeserverOp, type HomeserverRecord } from "./directory-command.ts";
@@ -18,12 +20,22 @@ export const channelCommandOp = 3;
 const kvPrefix = 0x6b; // "k"
 const directoryPrefix = 0x64; // "d"
 const channelPrefix = 0x43; // "C"
+/** Namespace of the device identity records (src/identity). */
+export const identityNamespace = 0x69; // "i"
 
 function prefixed(prefix: number, key: Uint8Array): Uint8Array {
   const out = new Uint8Array(1 + key.byteLength);
   out[0] = prefix;
   out.set(key, 1);
   return out;
+}
+
+/** Collects one namespace's writes of an apply round into `writes`. */
+function namespaceWriter(prefix: number, writes: KvWrite[]) {
+  return {
+    put: (key: Uint8Array, value: Uint8Array) => void writes.push({ key: prefixed(prefix, key), value }),
+    delete: (key: Uint8Array) => void writes.push({ key: prefixed(prefix, key), delete: true }),
+  };
 }
 
 /** Encodes a channel command as a log entry payload. */
@@ -51,6 +63,8 @@ export interface ClusterListener {
 export class ClusterStateMachine implements StateMachine {
   private readonly directory = new Map<string, HomeserverRecord>();
   readonly channels: ChannelStateMachine;
+  /** Device identity records and blocked homeservers (op byte 4, namespace 'i'). */
+  readonly identity: IdentityState;
 
   constructor(
     private readonly store: GroupStore,
@@ -64,6 +78,7 @@ export class ClusterStateMachine implements StateMachine {
         return key === undefined || key === "" ? undefined : new Uint8Array(Buffer.from(key, "base64"));
       },
     });
+    this.identity = new IdentityState({ clusterId, signingKeyOf: (id) => this.directoryKeyOf(id) });
   }
 
   /** Loads the directory and channels from storage; call once before serving. */
@@ -74,6 +89,13 @@ export class ClusterStateMachine implements StateMachine {
       if (record !== undefined) this.directory.set(record.id, record);
     }
     await this.channels.load((prefix) => this.store.scan(prefixed(channelPrefix, prefix)));
+    await this.identity.load((prefix) => this.store.scan(prefixed(identityNamespace, prefix)));
+  }
+
+  /** A homeserver's raw Ed25519 directory key, if it registered one. */
+  private directoryKeyOf(id: string): Uint8Array | undefined {
+    const key = this.directory.get(id)?.signingKey;
+    return key === undefined || key === "" ? undefined : new Uint8Array(Buffer.from(key, "base64"));
   }
 
   /** The homeservers the directory knows. */
@@ -93,6 +115,8 @@ export class ClusterStateMachine implements StateMachine {
         const result = await this.applyChannel(entry, channelBatch);
         results.set(entry.index, result);
         channelResults.push([result, entry.index]);
+      } else if (op === identityOp) {
+        results.set(entry.index, this.identity.apply(entry.data.subarray(2), namespaceWriter(identityNamespace, writes)));
       } else if (op === setHomeserverOp) {
         results.set(entry.index, this.applyDirectory(entry, writes));
       } else {
