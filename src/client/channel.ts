@@ -19,7 +19,6 @@ import {
   createGroupInfoWithExternalPubAndRatchetTree,
   emptyPskIndex,
   encodeMlsMessage,
-  joinGroup,
   processMessage,
   zeroOutUint8Array,
   type ClientState,
@@ -27,8 +26,9 @@ import {
 } from "ts-mls";
 import { EventKind, HandshakeMode, type Certificate, type ChannelEvent } from "../gen/epochd/channel/v1/channel_pb.ts";
 import { verifyCertificate } from "./certificate.ts";
-import { buildProposals, checkKeyPackages, type CommitIntent } from "./commit-intent.ts";
+import { buildProposals, checkKeyPackages, committableProposals, type CommitIntent } from "./commit-intent.ts";
 import { sdkClientConfig, type Device } from "./device.ts";
+import { joinFromWelcome } from "./welcome-join.ts";
 import { decodeKeyPackageMessage, decodeWelcomeMessage, decodeWholeMessage, encodeGroupInfoMessage, encodeWelcomeMessage, sha256, toHex, treeHomeservers, treeMembers, type TreeMember } from "./mls-codec.ts";
 import { CertificateError, CommitRetriesExhaustedError, ForkError, NotAMemberError, type ChannelTransport, type SubmitOutcome } from "./transport.ts";
 
@@ -81,6 +81,14 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** send() on a device whose own removal is proposed and not yet committed: it is leaving and cannot send. */
+export class LeavingError extends Error {
+  constructor(channelId: string) {
+    super(`this device's removal from ${channelId} is pending; it cannot send`);
+    this.name = "LeavingError";
+  }
+}
 
 /** A commit's certificate did not reach a quorum within certificateWaitMs; nothing was applied. */
 export class CertificatePendingError extends CertificateError {
@@ -161,7 +169,7 @@ export class Channel {
     const welcome = decodeWelcomeMessage(welcomeBytes);
     const own = device.takeKeyPackageFor(welcome);
     if (own === undefined) throw new Error(`the Welcome is not addressed to any KeyPackage of ${device.id}`);
-    const state = await joinGroup(welcome, own.publicPackage, own.privatePackage, emptyPskIndex, device.impl, undefined, undefined, sdkClientConfig);
+    const state = await joinFromWelcome(welcome, own.publicPackage, own.privatePackage, device.impl, sdkClientConfig);
     const epoch = state.groupContext.epoch;
     if (epoch === 0n) throw new CertificateError("a Welcome into epoch 0 cannot come from a certified commit");
     const committed = await transport.getCommit(channelId, epoch - 1n);
@@ -215,10 +223,18 @@ export class Channel {
     return this.exclusive(() => this.commitWithRetry({ kind: "update" }));
   }
 
-  /** Encrypts and sends an application message in the current epoch; returns its channel sequence. */
+  /**
+   * Encrypts and sends an application message in the current epoch; returns its channel sequence.
+   * ts-mls refuses to encrypt while the state holds received, uncommitted proposals ("Cannot send application
+   * message with unapplied proposals"), so this device first commits them (one commit, retried like any
+   * other); a device whose own removal is pending cannot send (LeavingError).
+   */
   send(data: Uint8Array): Promise<bigint> {
     return this.exclusive(async () => {
       this.assertMember();
+      if (Object.keys(this.state.unappliedProposals).length > 0) await this.commitWithRetry({ kind: "pending" });
+      this.assertMember();
+      if (Object.keys(this.state.unappliedProposals).length > 0) throw new LeavingError(this.channelId);
       const epoch = this.epoch();
       const made = await createApplicationMessage(this.state, data, this.device.impl);
       this.state = made.newState;
@@ -285,7 +301,9 @@ export class Channel {
 
   private async prepareCommit(base: ClientState, proposals: Proposal[]): Promise<PendingCommit> {
     const impl = this.device.impl;
-    const made = await createCommit({ state: base, cipherSuite: impl }, { extraProposals: proposals, wireAsPublicMessage: true, ratchetTreeExtension: true });
+    // ts-mls commits every unapplied proposal by reference: hand it only those this device may commit.
+    const committing = { ...base, unappliedProposals: committableProposals(base, base.privatePath.leafIndex) };
+    const made = await createCommit({ state: committing, cipherSuite: impl }, { extraProposals: proposals, wireAsPublicMessage: true, ratchetTreeExtension: true });
     const nextGroupInfo = encodeGroupInfoMessage(await createGroupInfoWithExternalPubAndRatchetTree(made.newState, [], impl));
     const commitBytes = encodeMlsMessage(made.commit);
     return {

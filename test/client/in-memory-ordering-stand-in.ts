@@ -132,6 +132,17 @@ export class InMemoryOrderingStandIn implements ChannelTransport {
     return { kind: "accepted", epoch: channel.epoch, certificate };
   }
 
+  /**
+   * A standalone proposal (MLSMessage bytes) for `epoch`: appended to the log when `epoch` is the channel's
+   * current one, refused (false) otherwise. Like sendMessage, not checked at all.
+   */
+  submitProposal(channelId: string, epoch: bigint, proposal: Uint8Array): boolean {
+    const channel = this.channel(channelId);
+    if (epoch !== channel.epoch) return false;
+    channel.events.push(create(ChannelEventSchema, { sequence: BigInt(channel.events.length + 1), kind: EventKind.PROPOSAL, epoch, payload: proposal }));
+    return true;
+  }
+
   sendMessage(request: MessageInitShape<typeof SendMessageRequestSchema>): Promise<bigint> {
     const channel = this.channel(request.channelId ?? "");
     const sequence = BigInt(channel.events.length + 1);
