@@ -10,3 +10,4 @@ export { verifyCertificate, majorityOf, signedStatementBytes, importEd25519Publi
 export { CertificateError, CommitRetriesExhaustedError, ForkError, NotAMemberError, type ChannelTransport, type ClusterDirectory, type SubmitOutcome } from "./transport.ts";
 export { toHex, treeHomeservers, type TreeMember } from "./mls-codec.ts";
 export { runDemo, runDemoOn, type DemoResult } from "./demo.ts";
+export { InboxClient, sendDirect, type InboxClientOptions } from "./inbox-client.ts";

@@ -10,7 +10,7 @@ import type { GroupStore } from "../storage/storage-engine.ts";
  * RocksDB iterator (a point-in-time view) is made synchronously by this call,
  * before its first await, so later writes do not leak into the snapshot.
  */
-export async function snapshotPairs(store: GroupStore): Promise<Uint8Array> {
+export async function snapshotPairs(store: Pick<GroupStore, "scan">): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   for await (const [key, value] of store.scan(new Uint8Array(0))) {

@@ -1,10 +1,14 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { ApplyBatch } from "../channel/apply-batch.ts";
+import { channelRecordPrefix } from "../channel/channel-keys.ts";
 import { ChannelStateMachine, type ChannelResult } from "../channel/channel-state-machine.ts";
 import { ChannelCommandSchema, type ChannelCommand } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { decodeKvCommand } from "../kv/kv-command.ts";
 import { decodePairs, snapshotPairs } from "../multiraft/pairs-snapshot.ts";
 import type { ApplyOutcome, StateMachine } from "../multiraft/state-machine.ts";
+import { directInboxOp } from "../inbox/direct-command.ts";
+import type { InboxApplyRound, InboxFanout } from "../inbox/inbox-fanout.ts";
+import { inboxNamespace } from "../inbox/inbox-keys.ts";
 import { identityOp } from "../identity/identity-command.ts";
 import { IdentityState } from "../identity/identity-state.ts";
 import { EntryType, type Entry, type LogIndex } from "../raft/types.ts";
@@ -65,6 +69,8 @@ export class ClusterStateMachine implements StateMachine {
   readonly channels: ChannelStateMachine;
   /** Device identity records and blocked homeservers (op byte 4, namespace 'i'). */
   readonly identity: IdentityState;
+  /** The local inboxes this homeserver fills while applying (namespace 'q', never replicated). */
+  private inbox: InboxFanout | undefined;
 
   constructor(
     private readonly store: GroupStore,
@@ -81,6 +87,11 @@ export class ClusterStateMachine implements StateMachine {
     this.identity = new IdentityState({ clusterId, signingKeyOf: (id) => this.directoryKeyOf(id) });
   }
 
+  /** Fills local device inboxes from now on (see src/inbox); call before {@link load}. */
+  attachInbox(inbox: InboxFanout): void {
+    this.inbox = inbox;
+  }
+
   /** Loads the directory and channels from storage; call once before serving. */
   async load(): Promise<void> {
     this.directory.clear();
@@ -90,6 +101,7 @@ export class ClusterStateMachine implements StateMachine {
     }
     await this.channels.load((prefix) => this.store.scan(prefixed(channelPrefix, prefix)));
     await this.identity.load((prefix) => this.store.scan(prefixed(identityNamespace, prefix)));
+    await this.inbox?.store.load();
   }
 
   /** A homeserver's raw Ed25519 directory key, if it registered one. */
@@ -108,11 +120,14 @@ export class ClusterStateMachine implements StateMachine {
     const results = new Map<LogIndex, unknown>();
     const channelBatch = new ApplyBatch(channelPrefix, (key) => this.store.get(key));
     const channelResults: Array<[ChannelResult, LogIndex]> = [];
+    const inbox = this.inbox?.begin();
     for (const entry of entries) {
       if (entry.type !== EntryType.Normal || entry.data.byteLength === 0) continue;
       const op = entry.data[1];
-      if (op === channelCommandOp) {
-        const result = await this.applyChannel(entry, channelBatch);
+      if (op === directInboxOp) {
+        results.set(entry.index, inbox?.direct(entry) ?? { ok: true });
+      } else if (op === channelCommandOp) {
+        const result = await this.applyChannel(entry, channelBatch, inbox);
         results.set(entry.index, result);
         channelResults.push([result, entry.index]);
       } else if (op === identityOp) {
@@ -129,7 +144,9 @@ export class ClusterStateMachine implements StateMachine {
       }
     }
     for (const write of channelBatch.writes) writes.push(write);
+    for (const write of inbox?.writes ?? []) writes.push(write);
     const afterWrite = () => {
+      inbox?.afterWrite();
       for (const [result, index] of channelResults) this.listener.onChannelResult?.(result, index);
     };
     return { writes, results, afterWrite };
@@ -146,14 +163,15 @@ export class ClusterStateMachine implements StateMachine {
     return { ok: true };
   }
 
-  private async applyChannel(entry: Entry, batch: ApplyBatch): Promise<ChannelResult> {
+  private async applyChannel(entry: Entry, batch: ApplyBatch, inbox: InboxApplyRound | undefined): Promise<ChannelResult> {
     let command: ChannelCommand;
     try {
       command = fromBinary(ChannelCommandSchema, entry.data.subarray(2));
     } catch {
       return { ok: false, code: "invalid", reason: "malformed channel command" };
     }
-    return this.channels.apply(command, entry.index, batch);
+    const apply = () => this.channels.apply(command, entry.index, batch);
+    return inbox === undefined ? apply() : inbox.channelCommand(command, entry.index, apply);
   }
 
   /** Reads a key of the key-value store as of the last applied index. */
@@ -171,13 +189,26 @@ export class ClusterStateMachine implements StateMachine {
     return this.store.scan(prefixed(channelPrefix, prefix), limit, prefixed(channelPrefix, from));
   }
 
+  /** The replicated state only: local inbox keys ('q') stay out of snapshots. */
   snapshotData(): Promise<Uint8Array> {
-    return snapshotPairs(this.store);
+    const store = this.store;
+    return snapshotPairs({
+      async *scan(prefix) {
+        for await (const pair of store.scan(prefix)) if (pair[0][0] !== inboxNamespace) yield pair;
+      },
+    });
   }
 
+  /** Installs a snapshot's replicated state, keeping the local inboxes (which then get gap markers). */
   async restore(data: Uint8Array, index: LogIndex): Promise<void> {
-    await this.store.restoreStateMachine(decodePairs(data), index);
+    const local: Array<[Uint8Array, Uint8Array]> = [];
+    for await (const pair of this.store.scan(Uint8Array.of(inboxNamespace))) local.push(pair);
+    const replicated = decodePairs(data).filter(([key]) => key[0] !== inboxNamespace);
+    await this.store.restoreStateMachine([...replicated, ...local], index);
     await this.load();
+    const channelIds: string[] = [];
+    for await (const [key] of this.store.scan(prefixed(channelPrefix, Uint8Array.of(channelRecordPrefix)))) channelIds.push(new TextDecoder().decode(key.subarray(2)));
+    await this.inbox?.afterSnapshot(index, channelIds);
     for (const record of this.directory.values()) this.listener.onDirectoryChange?.(record);
   }
 }

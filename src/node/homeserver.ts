@@ -11,7 +11,17 @@ import type { Logger } from "pino";
 import { addAdminService } from "../api/admin-service.ts";
 import { CertificateWaiters, addChannelService } from "../api/channel-service.ts";
 import { addKvService } from "../api/kv-service.ts";
+import { addInboxService } from "../api/inbox-service.ts";
 import { addReflection } from "../api/reflection.ts";
+import { loadOrCreateAuthSecret } from "../auth/auth-secret.ts";
+import { TokenAuthenticator } from "../auth/client-authenticator.ts";
+import { TokenIssuer } from "../auth/token.ts";
+import { isCertified } from "../channel/certificate.ts";
+import { file_epochd_inbox_v1_inbox } from "../gen/epochd/inbox/v1/inbox_pb.ts";
+import { InboxFanout } from "../inbox/inbox-fanout.ts";
+import { defaultInboxLimits } from "../inbox/inbox-limits.ts";
+import { InboxStore } from "../inbox/inbox-store.ts";
+import { localWriter } from "../inbox/local-write.ts";
 import { file_epochd_admin_v1_admin } from "../gen/epochd/admin/v1/admin_pb.ts";
 import { file_epochd_channel_v1_channel } from "../gen/epochd/channel/v1/channel_pb.ts";
 import { file_epochd_kv_v1_kv } from "../gen/epochd/kv/v1/kv_pb.ts";
@@ -118,6 +128,11 @@ export class Homeserver {
         certificates.onChannelResult(result);
       },
     });
+    let inboxStore: InboxStore | undefined;
+    const inboxObserver = metrics.watchInbox(() => inboxStore?.totalEntries() ?? 0);
+    inboxStore = new InboxStore({ scan: (prefix, limit, from) => store.scan(prefix, limit, from), write: localWriter(engine, store) }, defaultInboxLimits, inboxObserver);
+    const inbox = new InboxFanout(config.id, inboxStore, stateMachine.channels);
+    stateMachine.attachInbox(inbox);
     await stateMachine.load();
     for (const record of stateMachine.homeservers().values()) learnHomeserver(record);
     await driver.addGroup(store, stateMachine);
@@ -130,8 +145,25 @@ export class Homeserver {
     const clientServer = new grpc.Server({ "grpc.max_receive_message_length": 2 << 20 });
     addKvService(clientServer, driver, clusterGroupId, stateMachine);
     addChannelService(clientServer, driver, clusterGroupId, stateMachine, certificates);
+    const authenticator = new TokenAuthenticator(new TokenIssuer(loadOrCreateAuthSecret(config.dataDir), config.clusterId, config.id), stateMachine.identity.index);
+    const certificateOf = async (channelId: string, epoch: bigint) => (await stateMachine.channels.epochRecord((k) => stateMachine.channelGet(k), channelId, epoch))?.certificate;
+    addInboxService(clientServer, {
+      selfId: config.id,
+      authenticator,
+      fanout: inbox,
+      certificates: {
+        certificate: certificateOf,
+        waitCertified: (channelId, epoch) =>
+          certificates.wait(channelId, epoch, async () => {
+            const certificate = await certificateOf(channelId, epoch);
+            return certificate !== undefined && isCertified(certificate);
+          }),
+      },
+      clientAddressOf: (id) => clientAddresses.get(id),
+      proposeAnywhere: (data) => driver.proposeAnywhere(clusterGroupId, data),
+    });
     health.addToServer(clientServer);
-    addReflection(clientServer, [file_epochd_kv_v1_kv, file_epochd_channel_v1_channel]);
+    addReflection(clientServer, [file_epochd_kv_v1_kv, file_epochd_channel_v1_channel, file_epochd_inbox_v1_inbox]);
     addReflection(peerServer, [file_epochd_admin_v1_admin]);
 
     await bind(peerServer, config.peerListen, serverCredentials(credentials));

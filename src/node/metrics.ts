@@ -22,6 +22,13 @@ export class NodeMetrics {
     registers: [this.registry],
   });
   readonly peerConnected = new Gauge({ name: "epochd_peer_stream_connected", help: "1 when the outbound stream to a peer is connected", labelNames: ["peer"], registers: [this.registry] });
+  readonly inboxFull = new Counter({
+    name: "epochd_inbox_full_total",
+    help: "Items that did not fit a device's inbox bound: direct messages refused (kind=direct), channel events replaced by a gap marker (kind=channel)",
+    labelNames: ["kind"],
+    registers: [this.registry],
+  });
+  readonly inboxEntries = new Gauge({ name: "epochd_inbox_entries", help: "Entries held in the inboxes of the devices this homeserver sponsors", registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "epochd_process_" });
@@ -48,6 +55,12 @@ export class NodeMetrics {
       this.peerConnected.reset();
       for (const [peer, state] of transport.peerStates()) this.peerConnected.set({ peer }, state === "connected" ? 1 : 0);
     });
+  }
+
+  /** Counts full inboxes, and reads the entries held at every scrape. */
+  watchInbox(totalEntries: () => number): { onFull(kind: "direct" | "channel"): void } {
+    this.collectors.push(() => this.inboxEntries.set(totalEntries()));
+    return { onFull: (kind) => this.inboxFull.inc({ kind }) };
   }
 
   /** Serves /metrics on `hostPort`; resolves once listening. */
