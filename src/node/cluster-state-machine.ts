@@ -11,6 +11,9 @@ import type { InboxApplyRound, InboxFanout } from "../inbox/inbox-fanout.ts";
 import { inboxNamespace } from "../inbox/inbox-keys.ts";
 import { identityOp } from "../identity/identity-command.ts";
 import { IdentityState } from "../identity/identity-state.ts";
+import { keyPackageOp } from "../keypackages/keypackage-command.ts";
+import { KeyPackageState } from "../keypackages/keypackage-state.ts";
+import { OverlayBatch } from "../keypackages/overlay-batch.ts";
 import { EntryType, type Entry, type LogIndex } from "../raft/types.ts";
 import type { GroupStore, KvWrite } from "../storage/storage-engine.ts";
 import { decodeSetHomeserver, encodeSetHomeserver, setHomeserverOp, type HomeserverRecord } from "./directory-command.ts";
@@ -26,6 +29,8 @@ const directoryPrefix = 0x64; // "d"
 const channelPrefix = 0x43; // "C"
 /** Namespace of the device identity records (src/identity). */
 export const identityNamespace = 0x69; // "i"
+/** Namespace of the KeyPackage directory (src/keypackages). */
+export const keyPackageNamespace = 0x70; // "p"
 
 function prefixed(prefix: number, key: Uint8Array): Uint8Array {
   const out = new Uint8Array(1 + key.byteLength);
@@ -69,6 +74,8 @@ export class ClusterStateMachine implements StateMachine {
   readonly channels: ChannelStateMachine;
   /** Device identity records and blocked homeservers (op byte 4, namespace 'i'). */
   readonly identity: IdentityState;
+  /** The KeyPackage directory (op byte 5, namespace 'p'). */
+  readonly keyPackages: KeyPackageState;
   /** The local inboxes this homeserver fills while applying (namespace 'q', never replicated). */
   private inbox: InboxFanout | undefined;
 
@@ -85,6 +92,7 @@ export class ClusterStateMachine implements StateMachine {
       },
     });
     this.identity = new IdentityState({ clusterId, signingKeyOf: (id) => this.directoryKeyOf(id) });
+    this.keyPackages = new KeyPackageState({ devices: this.identity.index, channels: this.channels });
   }
 
   /** Fills local device inboxes from now on (see src/inbox); call before {@link load}. */
@@ -120,6 +128,7 @@ export class ClusterStateMachine implements StateMachine {
     const results = new Map<LogIndex, unknown>();
     const channelBatch = new ApplyBatch(channelPrefix, (key) => this.store.get(key));
     const channelResults: Array<[ChannelResult, LogIndex]> = [];
+    const keyPackageBatch = new OverlayBatch(keyPackageNamespace, (key) => this.store.get(key));
     const inbox = this.inbox?.begin();
     for (const entry of entries) {
       if (entry.type !== EntryType.Normal || entry.data.byteLength === 0) continue;
@@ -130,6 +139,8 @@ export class ClusterStateMachine implements StateMachine {
         const result = await this.applyChannel(entry, channelBatch, inbox);
         results.set(entry.index, result);
         channelResults.push([result, entry.index]);
+      } else if (op === keyPackageOp) {
+        results.set(entry.index, await this.keyPackages.apply(entry.data.subarray(2), keyPackageBatch));
       } else if (op === identityOp) {
         results.set(entry.index, this.identity.apply(entry.data.subarray(2), namespaceWriter(identityNamespace, writes)));
       } else if (op === setHomeserverOp) {
@@ -144,6 +155,7 @@ export class ClusterStateMachine implements StateMachine {
       }
     }
     for (const write of channelBatch.writes) writes.push(write);
+    for (const write of keyPackageBatch.writes) writes.push(write);
     for (const write of inbox?.writes ?? []) writes.push(write);
     const afterWrite = () => {
       inbox?.afterWrite();
@@ -177,6 +189,11 @@ export class ClusterStateMachine implements StateMachine {
   /** Reads a key of the key-value store as of the last applied index. */
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
     return this.store.get(prefixed(kvPrefix, key));
+  }
+
+  /** Reads a KeyPackage-namespace key as of the last applied index. */
+  keyPackageGet(key: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.store.get(prefixed(keyPackageNamespace, key));
   }
 
   /** Reads a channel-namespace key as of the last applied index. */
