@@ -7,6 +7,7 @@ const benches: Record<string, string> = {
   raft: "./raft-bench.ts",
   commits: "./commits-bench.ts",
   steady: "./steady-bench.ts",
+  inbox: "./inbox-bench.ts",
 };
 
 const [name, ...args] = process.argv.slice(2);
