@@ -24,6 +24,10 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
     summary: "show each homeserver's role, term, commit and applied index, and the leader",
     load: async () => (await import("./status-command.ts")).statusCommand,
   },
+  chaos: {
+    summary: "fault injection on a local cluster of real processes, then a history check and an HTML report",
+    load: async () => (await import("../chaos/chaos-command.ts")).chaosCommand,
+  },
   sim: {
     summary: "run the deterministic Raft cluster simulator under faults",
     load: async () => (await import("./sim-command.ts")).simCommand,

@@ -12,6 +12,7 @@ import { bootstrapLog } from "../raft/memory-storage.ts";
 import { emptyConfState, emptyHardState, type GroupId, type LogIndex, type NodeId, type Ready } from "../raft/types.ts";
 import { decodeCounter, encodeCounter, encodeEntryBody, encodeHardState, encodeLogPosition, encodeSnapshotMetadata } from "./codec.ts";
 import type { EngineContext } from "./engine-context.ts";
+import { injectedSyncDelay } from "./fault-hook.ts";
 import { loadGroup } from "./group-loader.ts";
 import { GroupStore, type KvWrite, type PlannedWrite } from "./group-store.ts";
 import { describeKey, formatVersionKey, groupRegistryKey, groupRegistryPrefix, GroupKeys, parseKey, prefixEnd } from "./keys.ts";
@@ -98,6 +99,7 @@ export class StorageEngine {
     if (ops.length === 0) return;
     const synced = sync && this.options.sync !== false;
     const start = performance.now();
+    if (synced) await injectedSyncDelay();
     try {
       await this.db.batch(ops, synced);
     } catch (error: unknown) {

@@ -1,0 +1,292 @@
+/**
+ * The chaos workload: real ts-mls devices driving channels through the SDK (Device, ChannelClient,
+ * Channel), each device on its own homeserver's client API, every call recorded (recording-transport.ts).
+ * Per channel a seeded loop picks: application messages, racing key updates from two members at once,
+ * single updates, adding and removing a spare member, linearizable epoch reads (GetChannel) and syncs.
+ * Some channels keep all members on one homeserver (their certificates need that homeserver alone),
+ * the others spread them over all homeservers.
+ */
+import { Channel, type Received } from "../client/channel.ts";
+import { ChannelClient } from "../client/channel-client.ts";
+import { Device } from "../client/device.ts";
+import { Prng } from "../sim/prng.ts";
+import type { ChannelRpc } from "./chaos-cluster.ts";
+import type { Delivery, HistoryRecorder } from "./history.ts";
+import { recordingTransport } from "./recording-transport.ts";
+import type { ChannelTransport } from "../client/transport.ts";
+
+/** What the workload needs from the cluster. */
+export interface WorkloadAccess {
+  readonly homeservers: readonly string[];
+  clientAddress(homeserver: string): string;
+  /** A raw ChannelService client of one homeserver (for the epoch reads). */
+  channels(homeserver: string): ChannelRpc;
+  readonly caPem: Buffer;
+}
+
+/** Shape of the workload. */
+export interface WorkloadOptions {
+  readonly seed: number;
+  readonly channels: number;
+  /** Members besides the owner at the start (plus one spare added and removed over time). */
+  readonly membersPerChannel: number;
+  /** Every n-th channel keeps all its members on the owner's homeserver (0: none). */
+  readonly localChannelEvery: number;
+  /** Pause between two actions of a channel, drawn in [min, max]. */
+  readonly actionPauseMsMin: number;
+  readonly actionPauseMsMax: number;
+}
+
+/** Counters of the workload, for the report. */
+export interface WorkloadStats {
+  actions: Record<string, number>;
+  /** SDK errors by name (timeouts during faults are expected; they are what `unknown` outcomes are). */
+  errors: Record<string, number>;
+}
+
+/** One device of a channel. */
+class Member {
+  handle: Channel | undefined;
+  delivery: Delivery | undefined;
+  welcome: Uint8Array | undefined;
+  constructor(
+    readonly device: Device,
+    readonly homeserver: string,
+    readonly client: ChannelClient,
+    readonly transport: ChannelTransport,
+  ) {}
+
+  get id(): string {
+    return this.device.id;
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** One channel's devices and loop. */
+class ChannelDriver {
+  readonly members: Member[] = [];
+  private readonly prng: Prng;
+  private messages = 0;
+
+  constructor(
+    readonly channelId: string,
+    private readonly index: number,
+    private readonly options: WorkloadOptions,
+    private readonly access: WorkloadAccess,
+    private readonly history: HistoryRecorder,
+    private readonly stats: WorkloadStats,
+  ) {
+    this.prng = new Prng(options.seed, 100 + index);
+  }
+
+  private get owner(): Member {
+    return this.members[0]!;
+  }
+
+  private get spare(): Member {
+    return this.members[this.members.length - 1]!;
+  }
+
+  async setUp(): Promise<void> {
+    const hs = this.access.homeservers;
+    const ownerHs = hs[this.index % hs.length]!;
+    const local = this.options.localChannelEvery > 0 && this.index % this.options.localChannelEvery === 0;
+    for (let j = 0; j <= this.options.membersPerChannel + 1; j++) {
+      const homeserver = local ? ownerHs : hs[(this.index + j) % hs.length]!;
+      const device = await Device.create(`c${this.index}d${j}@${homeserver}`);
+      const client = new ChannelClient({ address: this.access.clientAddress(homeserver), tls: { caPem: this.access.caPem }, tlsServerName: "localhost", attemptsMax: 20, callDeadlineMs: 8_000 });
+      this.members.push(new Member(device, homeserver, client, recordingTransport(client, device.id, this.history)));
+    }
+    this.owner.handle = await Channel.create(this.owner.device, this.owner.transport, this.channelId);
+    this.track(this.owner);
+    const initial = this.members.slice(1, 1 + this.options.membersPerChannel);
+    const outcome = await this.owner.handle.addMembers(await Promise.all(initial.map((m) => m.device.publishKeyPackage())));
+    for (const m of initial) {
+      m.handle = await Channel.join(m.device, m.transport, this.channelId, outcome.welcome!);
+      this.track(m);
+    }
+  }
+
+  private track(member: Member): void {
+    const delivery: Delivery = { device: member.id, channel: this.channelId, joinedAtEpoch: Number(member.handle!.epoch()), items: [], caughtUp: false };
+    member.delivery = delivery;
+    this.history.deliveries.push(delivery);
+  }
+
+  private current(): Member[] {
+    return this.members.filter((m) => m.handle?.isMember() === true);
+  }
+
+  private count(name: string, table: Record<string, number>): void {
+    table[name] = (table[name] ?? 0) + 1;
+  }
+
+  /** Syncs `member`, recording what it received; drops the handle once the member is removed. */
+  async sync(member: Member): Promise<Received[]> {
+    const handle = member.handle;
+    if (handle === undefined) return [];
+    const received = await handle.sync();
+    for (const r of received) {
+      if (r.kind === "pending") continue;
+      member.delivery!.items.push({ sequence: Number(r.sequence), kind: r.kind, epoch: Number(r.epoch), ...(r.kind === "message" ? { text: new TextDecoder().decode(r.data) } : {}) });
+    }
+    if (!handle.isMember()) member.handle = undefined;
+    return received;
+  }
+
+  private async send(member: Member): Promise<void> {
+    const text = `c${this.index}-m${this.messages++}-${member.id}`;
+    const sequence = await member.handle!.send(new TextEncoder().encode(text));
+    this.history.sent(this.channelId, Number(sequence), text);
+  }
+
+  private async read(): Promise<void> {
+    const homeserver = this.prng.pick(this.access.homeservers);
+    const op = this.history.invoke(`reader-${homeserver}`, "read", this.channelId);
+    try {
+      const response = await this.access.channels(homeserver).getChannel({ channelId: this.channelId }, { deadlineMs: 3_000 });
+      this.history.complete(op, "ok", { epoch: Number(response.channel?.epoch ?? 0n) });
+    } catch (error) {
+      this.history.complete(op, "fail", { error: String((error as Error).message) });
+    }
+  }
+
+  private async membership(): Promise<void> {
+    const owner = this.owner.handle!;
+    const spare = this.spare;
+    const inTree = owner.members().some((m) => m.deviceId === spare.id);
+    if (!inTree) {
+      spare.welcome = undefined;
+      const outcome = await owner.addMembers([await spare.device.publishKeyPackage()]);
+      spare.welcome = outcome.welcome;
+    }
+    if (spare.handle === undefined && spare.welcome !== undefined && owner.members().some((m) => m.deviceId === spare.id)) {
+      spare.handle = await Channel.join(spare.device, spare.transport, this.channelId, spare.welcome);
+      spare.welcome = undefined;
+      this.track(spare);
+      return;
+    }
+    if (inTree) {
+      await owner.removeMembers([spare.id]);
+      spare.welcome = undefined;
+      if (spare.handle !== undefined) await this.sync(spare).catch(() => undefined);
+    }
+  }
+
+  private async act(): Promise<void> {
+    const roll = this.prng.float();
+    const current = this.current();
+    if (this.owner.handle === undefined || current.length === 0) return;
+    const pick = () => this.prng.pick(current);
+    if (roll < 0.4) {
+      this.count("message", this.stats.actions);
+      await this.send(pick());
+    } else if (roll < 0.6 && current.length >= 2) {
+      this.count("race", this.stats.actions);
+      const [a, b] = this.prng.shuffle([...current]);
+      const results = await Promise.allSettled([a!.handle!.updateKeys(), b!.handle!.updateKeys()]);
+      for (const r of results) if (r.status === "rejected") throw r.reason;
+    } else if (roll < 0.7) {
+      this.count("update", this.stats.actions);
+      await pick().handle!.updateKeys();
+    } else if (roll < 0.8) {
+      this.count("membership", this.stats.actions);
+      await this.membership();
+    } else if (roll < 0.9) {
+      this.count("read", this.stats.actions);
+      await this.read();
+    } else {
+      this.count("sync", this.stats.actions);
+      await this.sync(pick());
+    }
+  }
+
+  /** Runs actions until `stopped()` (each action's failures are counted, not fatal). */
+  async loop(stopped: () => boolean): Promise<void> {
+    for (let n = 0; n < 1_000_000 && !stopped(); n++) {
+      try {
+        await this.act();
+        const current = this.current();
+        if (current.length > 0) await this.sync(this.prng.pick(current));
+      } catch (error) {
+        this.count((error as Error).name === "Error" ? (error as Error).message.slice(0, 60) : (error as Error).name, this.stats.errors);
+      }
+      await sleep(this.prng.range(this.options.actionPauseMsMin, this.options.actionPauseMsMax));
+    }
+  }
+
+  /** Syncs every member until all are at the owner's epoch with nothing pending (bounded). */
+  async settle(roundsMax: number): Promise<void> {
+    for (let round = 0; round < roundsMax; round++) {
+      const results = await Promise.allSettled(this.members.map((m) => this.sync(m)));
+      const pending = results.some((r) => r.status === "rejected" || r.value.some((x) => x.kind === "pending"));
+      const epoch = this.owner.handle?.epoch();
+      if (!pending && this.current().every((m) => m.handle!.epoch() === epoch)) break;
+      await sleep(300);
+    }
+  }
+
+  /** A last sync of every member; marks the members whose sync succeeded as caught up. */
+  async finish(): Promise<void> {
+    await Promise.all(
+      this.members.map(async (m) => {
+        try {
+          const received = await this.sync(m);
+          if (m.handle !== undefined && m.delivery !== undefined && !received.some((r) => r.kind === "pending")) m.delivery.caughtUp = true;
+        } catch (error) {
+          this.count(`final sync: ${(error as Error).name}`, this.stats.errors);
+        }
+      }),
+    );
+  }
+
+  close(): void {
+    for (const m of this.members) m.client.close();
+  }
+}
+
+/** The whole workload: its channels, set up before faults start. */
+export class Workload {
+  readonly stats: WorkloadStats = { actions: {}, errors: {} };
+  private readonly drivers: ChannelDriver[] = [];
+
+  constructor(
+    private readonly options: WorkloadOptions,
+    private readonly access: WorkloadAccess,
+    private readonly history: HistoryRecorder,
+  ) {}
+
+  /** Creates the channels and their first members (before any fault). */
+  async setUp(runTag: string): Promise<void> {
+    for (let i = 0; i < this.options.channels; i++) {
+      const driver = new ChannelDriver(`chaos-${runTag}-c${i}`, i, this.options, this.access, this.history, this.stats);
+      await driver.setUp();
+      this.drivers.push(driver);
+    }
+  }
+
+  /** The channel ids. */
+  channelIds(): string[] {
+    return this.drivers.map((d) => d.channelId);
+  }
+
+  /** Runs every channel's loop until `stopped()`. */
+  async run(stopped: () => boolean): Promise<void> {
+    await Promise.all(this.drivers.map((d) => d.loop(stopped)));
+  }
+
+  /** Brings every device up to date after the faults are healed. */
+  async settle(roundsMax = 30): Promise<void> {
+    await Promise.all(this.drivers.map((d) => d.settle(roundsMax)));
+  }
+
+  /** The last sync of every device, after the final state was read. */
+  async finish(): Promise<void> {
+    await Promise.all(this.drivers.map((d) => d.finish()));
+  }
+
+  close(): void {
+    for (const d of this.drivers) d.close();
+  }
+}
