@@ -43,7 +43,14 @@ export interface CheckResult {
   readonly stats: CheckStats;
 }
 
-type Log = { readonly hash: string; readonly length: number; readonly prev: Log | undefined } | undefined;
+/** A log as a persistent list, newest entry first; the empty log is a node of length 0 (never undefined: undefined means "rejected"). */
+interface Log {
+  readonly hash: string;
+  readonly length: number;
+  readonly prev: Log | undefined;
+}
+
+const emptyLog: Log = { hash: "", length: 0, prev: undefined };
 
 /** One operation of the per-channel log specification. */
 export type LogInput =
@@ -52,7 +59,7 @@ export type LogInput =
   | { readonly kind: "read"; readonly length: number };
 
 function entryAt(log: Log, index: number): string | undefined {
-  let cursor = log;
+  let cursor: Log | undefined = log;
   while (cursor !== undefined && cursor.length - 1 > index) cursor = cursor.prev;
   return cursor !== undefined && cursor.length - 1 === index ? cursor.hash : undefined;
 }
@@ -62,9 +69,9 @@ function entryAt(log: Log, index: number): string | undefined {
  * iff e is the log's length, a lost race names the commit already at e, and a read returns the length.
  */
 export const commitLogModel: Model<Log, LogInput> = {
-  init: undefined,
+  init: emptyLog,
   step(log, input) {
-    const length = log?.length ?? 0;
+    const length = log.length;
     switch (input.kind) {
       case "append":
         return input.epoch === length ? { hash: input.hash, length: length + 1, prev: log } : undefined;
@@ -74,7 +81,7 @@ export const commitLogModel: Model<Log, LogInput> = {
         return input.length === length ? log : undefined;
     }
   },
-  key: (log) => `${log?.length ?? 0}:${log?.hash ?? ""}`,
+  key: (log) => `${log.length}:${log.hash}`,
 };
 
 /** The channel's agreed final log: the first homeserver's that could be read. */
