@@ -8,7 +8,11 @@
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import * as grpc from "@grpc/grpc-js";
+import { Channel } from "../../src/client/channel.ts";
 import { ChannelClient } from "../../src/client/channel-client.ts";
+import { Device } from "../../src/client/device.ts";
+import { NotAMemberError } from "../../src/client/transport.ts";
 import { runDemoOn, type DemoResult } from "../../src/client/demo.ts";
 import { toHex } from "../../src/client/mls-codec.ts";
 import { EventKind } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
@@ -69,6 +73,28 @@ describe("SDK on a real 3-homeserver cluster", () => {
     expect(clients.map((c) => c.address())).toEqual([leader, leader, leader]);
     expect(clients.reduce((n, c) => n + c.stats.leaderHops, 0)).toBeGreaterThanOrEqual(2);
     story = result;
+  }, 60_000);
+
+  it("roles through the SDK: a plain member's add and remove are refused and leave it able to commit; a removed member cannot commit", async () => {
+    const [ann, ben, cat, dan] = await Promise.all(["ann@hs1", "ben@hs2", "cat@hs3", "dan@hs2"].map((id) => Device.create(id)));
+    const channelId = `roles-${Date.now()}`;
+    const owner = await Channel.create(ann!, clients[0]!, channelId);
+    const added = await owner.addMembers([await ben!.publishKeyPackage(), await cat!.publishKeyPackage()]);
+    const member = await Channel.join(ben!, clients[1]!, channelId, added.welcome!);
+    const removed = await Channel.join(cat!, clients[2]!, channelId, added.welcome!);
+    await expect(member.removeMembers(["cat@hs3"])).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/may not remove/) });
+    await expect(member.addMembers([await dan!.publishKeyPackage()])).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/may not add/) });
+    expect(member.epoch()).toBe(1n);
+    expect(member.members().map((m) => m.deviceId)).toEqual(["ann@hs1", "ben@hs2", "cat@hs3"]);
+    // The refused commits consumed nothing the member still needs: it updates its own keys from the same state.
+    expect((await member.updateKeys()).epoch).toBe(2n);
+    expect((await owner.removeMembers(["cat@hs3"])).epoch).toBe(3n);
+    await expect(removed.updateKeys()).rejects.toBeInstanceOf(NotAMemberError);
+    expect(removed.isMember()).toBe(false);
+    await member.sync();
+    expect(toHex(member.epochAuthenticator())).toBe(toHex(owner.epochAuthenticator()));
+    const commits = (await clients[0]!.listEvents({ channelId, afterSequence: 0n, limit: 0 })).events.filter((e) => e.kind === EventKind.COMMIT);
+    expect(commits.map((c) => c.epoch)).toEqual([0n, 1n, 2n]);
   }, 60_000);
 
   it("after the leader is killed, commits still get certified by the two others and everybody converges", async () => {
