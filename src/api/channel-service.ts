@@ -13,7 +13,7 @@ import {
   type Certificate,
   type ChannelStateSchema,
 } from "../gen/epochd/channel/v1/channel_pb.ts";
-import { ChannelCommandSchema, type ChannelRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
+import { ChannelCommandSchema, type ChannelRecord, type EpochRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { inspectMessage, maxGroupInfoBytes, maxMessageBytes, maxWelcomeBytes } from "../mls/index.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import { encodeChannelCommand, type ClusterStateMachine } from "../node/cluster-state-machine.ts";
@@ -39,18 +39,25 @@ export const eventsPageMax = 1000;
 
 type Command = NonNullable<MessageInitShape<typeof ChannelCommandSchema>["command"]>;
 
-/** Resolves waiters when a commit's certificate completes. */
+/**
+ * Resolves waiters when a commit's certificate completes: assembled in memory
+ * from the signatures homeservers exchange (`certified`), or recorded in the
+ * log (`onChannelResult`), whichever comes first.
+ */
 export class CertificateWaiters {
   private readonly waiters = new Map<string, Array<() => void>>();
 
   /** Call with every applied channel result. */
   onChannelResult(result: ChannelResult): void {
     if (!result.ok || result.kind !== "signatures") return;
-    for (const { channelId, epoch } of result.certified) {
-      const key = `${channelId}/${epoch}`;
-      for (const wake of this.waiters.get(key) ?? []) wake();
-      this.waiters.delete(key);
-    }
+    for (const { channelId, epoch } of result.certified) this.certified(channelId, epoch);
+  }
+
+  /** Wakes whoever waits for the certificate of (channelId, epoch). */
+  certified(channelId: string, epoch: bigint): void {
+    const key = `${channelId}/${epoch}`;
+    for (const wake of this.waiters.get(key) ?? []) wake();
+    this.waiters.delete(key);
   }
 
   /** Resolves when (channelId, epoch) is certified; `isDone` covers a certificate completed already. */
@@ -64,6 +71,13 @@ export class CertificateWaiters {
     if (await isDone()) return;
     await done;
   }
+}
+
+/** Where complete certificates come from: the in-memory collector first, then the stored epoch record. */
+export interface CertificateSource {
+  readonly waiters: CertificateWaiters;
+  /** A complete certificate assembled in memory, if any (not yet, or no longer, in the log). */
+  collected(channelId: string, epoch: bigint): Certificate | undefined;
 }
 
 function checkSize(bytes: Uint8Array, max: number, field: string): void {
@@ -115,7 +129,7 @@ function handshakeThrottle(): (channelId: string, bytes: Uint8Array, contentType
   };
 }
 
-export function addChannelService(server: grpc.Server, driver: RaftDriver, groupId: GroupId, machine: ClusterStateMachine, certificates: CertificateWaiters): void {
+export function addChannelService(server: grpc.Server, driver: RaftDriver, groupId: GroupId, machine: ClusterStateMachine, certificates: CertificateSource): void {
   const channels = machine.channels;
   const throttleHandshake = handshakeThrottle();
   const messageLimiter = new RateLimiter(channelMessageLimit);
@@ -126,17 +140,25 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
     return { result: applied.result as ChannelResult, index: applied.index };
   };
 
+  /** The stored record of the commit that ended `epoch`, with the complete certificate from wherever it is. */
+  const recordOf = async (channelId: string, epoch: bigint): Promise<EpochRecord | undefined> => {
+    const record = await channels.epochRecord((k) => machine.channelGet(k), channelId, epoch);
+    if (record === undefined || (record.certificate !== undefined && isCertified(record.certificate))) return record;
+    const collected = certificates.collected(channelId, epoch);
+    return collected === undefined ? record : { ...record, certificate: collected };
+  };
+
   /** Waits until the commit that ended `epoch` is certified, then returns its record. */
   const certifiedRecord = async (channelId: string, epoch: bigint, waitMs: number) => {
     await withDeadline(
-      certificates.wait(channelId, epoch, async () => {
-        const certificate = await certificateOf(channelId, epoch);
+      certificates.waiters.wait(channelId, epoch, async () => {
+        const certificate = (await recordOf(channelId, epoch))?.certificate;
         return certificate !== undefined && isCertified(certificate);
       }),
       waitMs,
       "waiting for the channel's homeservers to co-sign the commit",
     );
-    return channels.epochRecord((k) => machine.channelGet(k), channelId, epoch);
+    return recordOf(channelId, epoch);
   };
 
   const fail = async (result: Extract<ChannelResult, { ok: false }>, waitMs: number): Promise<never> => {
@@ -155,9 +177,6 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
     metadata.set(commitConflictMetadataKey, Buffer.from(toBinary(CommitConflictSchema, conflict)));
     throw new ApiError(grpc.status.FAILED_PRECONDITION, result.reason, metadata);
   };
-
-  const certificateOf = async (channelId: string, epoch: bigint): Promise<Certificate | undefined> =>
-    (await channels.epochRecord((k) => machine.channelGet(k), channelId, epoch))?.certificate;
 
   const readable = async (channelId: string, waitMs: number): Promise<ChannelRecord> => {
     await withDeadline(driver.readIndex(groupId), waitMs, "confirming the read index");
@@ -212,7 +231,7 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
     }),
     getCommit: unaryHandler(ChannelService.method.getCommit, async (request, call) => {
       await readable(request.channelId, remainingMs(call.getDeadline()));
-      const record = await channels.epochRecord((k) => machine.channelGet(k), request.channelId, request.epoch);
+      const record = await recordOf(request.channelId, request.epoch);
       if (record === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no commit ended epoch ${request.epoch} of ${request.channelId}`);
       return { commit: { epoch: record.epoch, commit: record.commit, welcome: record.welcome, ...(record.certificate === undefined ? {} : { certificate: record.certificate }) } };
     }),

@@ -1,15 +1,58 @@
 /**
- * Commit certificates: what a homeserver signs for an accepted commit, and
+ * Commit certificates: what a homeserver signs for an accepted commit, how a
+ * batch of commits is signed at once (a Merkle root, see merkle.ts), and
  * when enough of the channel's homeservers have signed.
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { createPublicKey, verify, type KeyObject } from "node:crypto";
-import { SignedCommitStatementSchema, type Certificate } from "../gen/epochd/channel/v1/channel_pb.ts";
+import { SignedCommitStatementSchema, type Certificate, type Signature } from "../gen/epochd/channel/v1/channel_pb.ts";
+import { merkleHashBytes, merkleLeafHash, merkleRootFromProof } from "./merkle.ts";
 
 /** The bytes every signature of a certificate covers: a deterministic protobuf encoding. */
 export function statementBytes(clusterId: string, channelId: string, epoch: bigint, commitHash: Uint8Array, logIndex: bigint): Uint8Array {
   return toBinary(SignedCommitStatementSchema, create(SignedCommitStatementSchema, { clusterId, channelId, epoch, commitHash, logIndex }));
 }
+
+/** The certificate's own statement bytes. */
+export function certificateStatement(certificate: Certificate): Uint8Array {
+  return statementBytes(certificate.clusterId, certificate.channelId, certificate.epoch, certificate.commitHash, certificate.logIndex);
+}
+
+const batchDomain = new TextEncoder().encode("epochd commit batch v1\0");
+
+/** The message a homeserver signs for a batch: a domain-separation prefix, then the Merkle root. */
+export function batchSigningMessage(root: Uint8Array): Uint8Array {
+  const message = new Uint8Array(batchDomain.byteLength + root.byteLength);
+  message.set(batchDomain, 0);
+  message.set(root, batchDomain.byteLength);
+  return message;
+}
+
+/** The Merkle root a signature claims for `statement`: undefined when its proof does not fit. */
+export function signedRoot(statement: Uint8Array, signature: Signature): Uint8Array | undefined {
+  return merkleRootFromProof(merkleLeafHash(statement), signature.leafIndex, signature.leafCount, signature.proof);
+}
+
+/**
+ * Whether `signature` is a valid signature by the holder of `publicKeyRaw`
+ * over `statement` (through its batch root). Remembers verified
+ * (key, root, signature) triples, since every commit of a batch carries the
+ * same one: a batch of n commits costs one Ed25519 verification, not n.
+ */
+export function verifyCommitSignature(publicKeyRaw: Uint8Array, statement: Uint8Array, signature: Signature): boolean {
+  const root = signedRoot(statement, signature);
+  if (root === undefined || root.byteLength !== merkleHashBytes) return false;
+  const id = `${Buffer.from(publicKeyRaw).toString("base64")}/${Buffer.from(root).toString("base64")}/${Buffer.from(signature.signature).toString("base64")}`;
+  if (verifiedBatches.has(id)) return true;
+  if (!verifyEd25519(publicKeyRaw, batchSigningMessage(root), signature.signature)) return false;
+  if (verifiedBatches.size >= verifiedBatchesMax) verifiedBatches.delete(verifiedBatches.values().next().value!);
+  verifiedBatches.add(id);
+  return true;
+}
+
+/** Recently verified batch signatures (a cache: only ever saves work, never changes an answer). */
+const verifiedBatches = new Set<string>();
+const verifiedBatchesMax = 4096;
 
 /** Signatures needed from `voters` homeservers: a majority. */
 export function quorumSize(voters: number): number {

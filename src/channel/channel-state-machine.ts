@@ -32,7 +32,7 @@ import {
   type Member as MlsMember,
 } from "../mls/index.ts";
 import type { LogIndex } from "../raft/types.ts";
-import { isCertified, statementBytes, verifyEd25519 } from "./certificate.ts";
+import { certificateStatement, isCertified, verifyCommitSignature } from "./certificate.ts";
 import { channelKey, channelRecordPrefix, epochKey, eventKey, eventPrefix, isValidChannelId } from "./channel-keys.ts";
 import type { ApplyBatch } from "./apply-batch.ts";
 
@@ -259,9 +259,12 @@ export class ChannelStateMachine {
     return { ok: true, kind: "message-accepted", channelId: record.channelId, sequence };
   }
 
+  /**
+   * Adds the signatures the leader collected to the stored certificates. Each
+   * is checked here, deterministically: from a voter of the commit's epoch,
+   * not there yet, and valid through its batch root over this very statement.
+   */
   private async signatures(command: CertificateSignatures, batch: ApplyBatch): Promise<ChannelResult> {
-    const key = this.directory.signingKeyOf(command.homeserverId);
-    if (key === undefined) return invalid(`unknown homeserver ${command.homeserverId}`);
     const certified: Array<{ channelId: string; epoch: bigint }> = [];
     for (const item of command.items) {
       const bytes = await batch.get(epochKey(item.channelId, item.epoch));
@@ -269,11 +272,18 @@ export class ChannelStateMachine {
       const record = fromBinary(EpochRecordSchema, bytes);
       const certificate = record.certificate;
       if (certificate === undefined || isCertified(certificate)) continue;
-      if (!certificate.voters.includes(command.homeserverId)) continue;
-      if (certificate.signatures.some((s) => s.homeserverId === command.homeserverId)) continue;
-      const statement = statementBytes(certificate.clusterId, certificate.channelId, certificate.epoch, certificate.commitHash, certificate.logIndex);
-      if (!verifyEd25519(key, statement, item.signature)) continue;
-      certificate.signatures.push({ $typeName: "epochd.channel.v1.Signature", homeserverId: command.homeserverId, signature: item.signature });
+      const statement = certificateStatement(certificate);
+      let added = false;
+      for (const signature of item.signatures) {
+        const signer = signature.homeserverId;
+        if (!certificate.voters.includes(signer) || certificate.signatures.some((s) => s.homeserverId === signer)) continue;
+        const key = this.directory.signingKeyOf(signer);
+        if (key === undefined || !verifyCommitSignature(key, statement, signature)) continue;
+        certificate.signatures.push(signature);
+        added = true;
+      }
+      if (!added) continue;
+      certificate.signatures.sort((a, b) => (a.homeserverId < b.homeserverId ? -1 : a.homeserverId > b.homeserverId ? 1 : 0));
       batch.put(epochKey(item.channelId, item.epoch), toBinary(EpochRecordSchema, record));
       if (isCertified(certificate)) certified.push({ channelId: item.channelId, epoch: item.epoch });
     }

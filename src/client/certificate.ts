@@ -1,11 +1,14 @@
 /**
  * Certificate verification: the check that stands between a member and a forked group. The SDK applies a
  * commit only when a majority of the channel's homeservers signed (cluster, channel, epoch, commit hash,
- * log index) for exactly that commit, each with the key the cluster directory lists for it.
+ * log index) for exactly that commit, each with the key the cluster directory lists for it. A homeserver
+ * signs a batch of commits at once, over a Merkle root: each signature carries the commit's inclusion
+ * proof, and the check recomputes the root from the statement before verifying (see channel.proto).
  * Pure: no I/O, no clock; the caller supplies the directory and the voters it derived from its own tree.
  */
 import { createPublicKey, verify, type KeyObject } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
+import { batchSigningMessage, signedRoot } from "../channel/certificate.ts";
 import { SignedCommitStatementSchema, type Certificate } from "../gen/epochd/channel/v1/channel_pb.ts";
 
 /** Length in bytes of a raw Ed25519 public key. */
@@ -130,7 +133,9 @@ export function verifyCertificate(
     const key = directory.get(signer);
     if (key === undefined) return fail(`no directory key for homeserver ${JSON.stringify(signer)}`);
     if (signature.signature.length !== ed25519SignatureBytes) return fail(`signature by ${JSON.stringify(signer)} is not ${ed25519SignatureBytes} bytes`);
-    if (!verify(null, statement, key, signature.signature)) return fail(`signature by ${JSON.stringify(signer)} does not verify`);
+    const root = signedRoot(statement, signature);
+    if (root === undefined) return fail(`signature by ${JSON.stringify(signer)} has a Merkle proof that does not fit its position`);
+    if (!verify(null, batchSigningMessage(root), key, signature.signature)) return fail(`signature by ${JSON.stringify(signer)} does not verify`);
     signers.add(signer);
   }
   const needed = majorityOf(voterSet.size);

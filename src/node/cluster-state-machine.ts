@@ -118,6 +118,11 @@ export class ClusterStateMachine implements StateMachine {
     return key === undefined || key === "" ? undefined : new Uint8Array(Buffer.from(key, "base64"));
   }
 
+  /** A homeserver's raw Ed25519 signing key as the replicated directory lists it (certificates, batches). */
+  signingKeyOf(homeserverId: string): Uint8Array | undefined {
+    return this.directoryKeyOf(homeserverId);
+  }
+
   /** The homeservers the directory knows. */
   homeservers(): ReadonlyMap<string, HomeserverRecord> {
     return this.directory;

@@ -9,6 +9,13 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import { addAdminService } from "../api/admin-service.ts";
+import { addAuthService } from "../api/auth-service.ts";
+import { addIdentityService } from "../api/identity-service.ts";
+import { addKeyPackageService } from "../api/keypackage-service.ts";
+import { ChallengeStore } from "../auth/challenges.ts";
+import { file_epochd_auth_v1_auth } from "../gen/epochd/auth/v1/auth_pb.ts";
+import { file_epochd_identity_v1_identity } from "../gen/epochd/identity/v1/identity_pb.ts";
+import { file_epochd_keypackage_v1_keypackage } from "../gen/epochd/keypackage/v1/keypackage_pb.ts";
 import { CertificateWaiters, addChannelService } from "../api/channel-service.ts";
 import { addKvService } from "../api/kv-service.ts";
 import { addInboxService } from "../api/inbox-service.ts";
@@ -27,6 +34,7 @@ import { file_epochd_channel_v1_channel } from "../gen/epochd/channel/v1/channel
 import { file_epochd_kv_v1_kv } from "../gen/epochd/kv/v1/kv_pb.ts";
 import { RaftDriver } from "../multiraft/raft-driver.ts";
 import { defaultRaftConfig } from "../raft/raft.ts";
+import { Role } from "../raft/types.ts";
 import { StorageEngine } from "../storage/storage-engine.ts";
 import { serverCredentials } from "../transport/credentials.ts";
 import { PeerTransport } from "../transport/peer-transport.ts";
@@ -35,7 +43,8 @@ import { loadTlsMaterial, type PeerCredentials } from "../transport/tls.ts";
 import { ClusterStateMachine } from "./cluster-state-machine.ts";
 import { raftTicks, type NodeConfig } from "./config.ts";
 import type { HomeserverRecord } from "./directory-command.ts";
-import { CertificateSigner } from "./certificate-signer.ts";
+import { CertificateCollector } from "./certificate-collector.ts";
+import { CertificateExchange, signatureBatchTopic } from "./certificate-exchange.ts";
 import { NodeMetrics } from "./metrics.ts";
 import { SelfRegistration } from "./self-registration.ts";
 import { loadOrCreateSigningKey } from "./signing-key.ts";
@@ -85,12 +94,16 @@ export class Homeserver {
     const clientAddresses = new Map(config.peers.map((p) => [p.id, p.clientAddress]));
     // The driver and transport refer to each other; the late binding is confined to these closures.
     let driver: RaftDriver | undefined;
+    let exchange: CertificateExchange | undefined;
     const transport = new PeerTransport({
       selfId: config.id,
       peers: new Map(config.peers.filter((p) => p.id !== config.id).map((p) => [p.id, p.peerAddress])),
       credentials,
       logger: logger.child({ component: "transport" }),
       onMessages: (from, messages) => driver?.receive(from, messages),
+      onNotices: (from, notices) => {
+        for (const notice of notices) if (notice.topic === signatureBatchTopic) exchange?.onNotice(from, notice.payload);
+      },
       onSnapshotStatus: (to, groupId, ok) => driver?.reportSnapshot(to, groupId, ok),
       onUnreachable: (to) => {
         driver?.reportUnreachable(to);
@@ -114,8 +127,7 @@ export class Homeserver {
       onFatal,
     });
     const signingKey = loadOrCreateSigningKey(config.dataDir);
-    const signer = new CertificateSigner(config.id, config.clusterId, signingKey, (data) => driver.proposeAnywhere(clusterGroupId, data));
-    const certificates = new CertificateWaiters();
+    const waiters = new CertificateWaiters();
     /** Follows the replicated directory: leader hints and peer links. */
     const learnHomeserver = (record: HomeserverRecord) => {
       clientAddresses.set(record.id, record.clientAddress);
@@ -124,9 +136,23 @@ export class Homeserver {
     const stateMachine = new ClusterStateMachine(store, config.clusterId, {
       onDirectoryChange: learnHomeserver,
       onChannelResult: (result, index) => {
-        signer.onChannelResult(result, index);
-        certificates.onChannelResult(result);
+        exchange?.onChannelResult(result, index);
+        waiters.onChannelResult(result);
       },
+    });
+    const collector = new CertificateCollector(config.clusterId, (id) => stateMachine.signingKeyOf(id), (certificate) => {
+      exchange?.onComplete(certificate);
+      waiters.certified(certificate.channelId, certificate.epoch);
+    });
+    const certificates = { waiters, collected: (channelId: string, epoch: bigint) => collector.certificate(channelId, epoch) };
+    exchange = new CertificateExchange({
+      selfId: config.id,
+      key: signingKey,
+      collector,
+      sendNotice: (to, topic, payload) => transport.sendNotice(to, { topic, payload }),
+      propose: (data) => driver.proposeAnywhere(clusterGroupId, data),
+      isLeader: () => driver.status(clusterGroupId).role === Role.Leader,
+      onRefused: (from, reason) => logger.warn({ from, reason }, "certificate signatures from a peer refused"),
     });
     let inboxStore: InboxStore | undefined;
     const inboxObserver = metrics.watchInbox(() => inboxStore?.totalEntries() ?? 0);
@@ -145,8 +171,15 @@ export class Homeserver {
     const clientServer = new grpc.Server({ "grpc.max_receive_message_length": 2 << 20 });
     addKvService(clientServer, driver, clusterGroupId, stateMachine);
     addChannelService(clientServer, driver, clusterGroupId, stateMachine, certificates);
-    const authenticator = new TokenAuthenticator(new TokenIssuer(loadOrCreateAuthSecret(config.dataDir), config.clusterId, config.id), stateMachine.identity.index);
-    const certificateOf = async (channelId: string, epoch: bigint) => (await stateMachine.channels.epochRecord((k) => stateMachine.channelGet(k), channelId, epoch))?.certificate;
+    const tokens = new TokenIssuer(loadOrCreateAuthSecret(config.dataDir), config.clusterId, config.id);
+    const authenticator = new TokenAuthenticator(tokens, stateMachine.identity.index);
+    addAuthService(clientServer, { clusterId: config.clusterId, homeserverId: config.id, challenges: new ChallengeStore(), tokens, devices: stateMachine.identity.index });
+    addIdentityService(clientServer, { homeserverId: config.id, driver, groupId: clusterGroupId, machine: stateMachine, sign: (m) => signingKey.sign(m), authenticator });
+    addKeyPackageService(clientServer, { driver, groupId: clusterGroupId, machine: stateMachine, authenticator });
+    const certificateOf = async (channelId: string, epoch: bigint) => {
+      const stored = (await stateMachine.channels.epochRecord((k) => stateMachine.channelGet(k), channelId, epoch))?.certificate;
+      return stored !== undefined && isCertified(stored) ? stored : (collector.certificate(channelId, epoch) ?? stored);
+    };
     addInboxService(clientServer, {
       selfId: config.id,
       authenticator,
@@ -154,7 +187,7 @@ export class Homeserver {
       certificates: {
         certificate: certificateOf,
         waitCertified: (channelId, epoch) =>
-          certificates.wait(channelId, epoch, async () => {
+          waiters.wait(channelId, epoch, async () => {
             const certificate = await certificateOf(channelId, epoch);
             return certificate !== undefined && isCertified(certificate);
           }),
@@ -163,7 +196,7 @@ export class Homeserver {
       proposeAnywhere: (data) => driver.proposeAnywhere(clusterGroupId, data),
     });
     health.addToServer(clientServer);
-    addReflection(clientServer, [file_epochd_kv_v1_kv, file_epochd_channel_v1_channel, file_epochd_inbox_v1_inbox]);
+    addReflection(clientServer, [file_epochd_kv_v1_kv, file_epochd_channel_v1_channel, file_epochd_inbox_v1_inbox, file_epochd_auth_v1_auth, file_epochd_identity_v1_identity, file_epochd_keypackage_v1_keypackage]);
     addReflection(peerServer, [file_epochd_admin_v1_admin]);
 
     await bind(peerServer, config.peerListen, serverCredentials(credentials));
@@ -172,7 +205,7 @@ export class Homeserver {
     metrics.watchTransport(transport);
     const metricsServer = config.metricsListen === "" ? undefined : await metrics.serve(config.metricsListen);
     driver.start();
-    signer.start();
+    exchange.start();
     const registration = new SelfRegistration(
       { id: config.id, peerAddress: config.peerListen, clientAddress: config.clientListen, signingKey: Buffer.from(signingKey.publicKeyRaw).toString("base64") },
       () => stateMachine.homeservers().get(config.id),
@@ -182,7 +215,7 @@ export class Homeserver {
     health.setStatus("", "SERVING");
     health.setStatus("epochd.kv.v1.KvService", "SERVING");
     logger.info({ id: config.id, peerListen: config.peerListen, clientListen: config.clientListen, metricsListen: config.metricsListen }, "homeserver started");
-    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer, [() => signer.stop(), () => registration.stop()]);
+    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer, [() => exchange.stop(), () => registration.stop()]);
   }
 
   /** Stops serving and closes everything, in reverse order of starting. Idempotent. */

@@ -32,7 +32,9 @@ export type CodecErrorCode =
   | "entries-not-contiguous"
   | "entry-terms-out-of-order"
   | "snapshot-misplaced"
-  | "missing-field";
+  | "missing-field"
+  | "too-many-notices"
+  | "notice-too-large";
 
 /** A peer sent bytes that are not a valid Raft message. Expected input, not a bug: drop it and log. */
 export class CodecError extends Error {
@@ -60,6 +62,10 @@ export interface CodecLimits {
   readonly maxContextBytes: number;
   /** Most node ids in one membership list. */
   readonly maxMembers: number;
+  /** Most notices in one stream request. */
+  readonly maxNoticesPerBatch: number;
+  /** Largest notice payload. */
+  readonly maxNoticeBytes: number;
 }
 
 /** Limits that fit epochd's groups with room to spare. */
@@ -70,7 +76,15 @@ export const defaultCodecLimits: CodecLimits = {
   maxEntryBytes: 8 * 1024 * 1024,
   maxContextBytes: 4096,
   maxMembers: 1024,
+  maxNoticesPerBatch: 1024,
+  maxNoticeBytes: 4 * 1024 * 1024,
 };
+
+/** An application message on the peer stream (see Notice in raft.proto), routed by `topic`. */
+export interface PeerNotice {
+  readonly topic: string;
+  readonly payload: Uint8Array;
+}
 
 const knownMessageTypes: ReadonlySet<number> = new Set(
   Object.values(MessageType).filter((v): v is number => typeof v === "number"),
@@ -279,28 +293,43 @@ function parse<T extends pb.StreamRequest | pb.SendSnapshotRequest | pb.StreamRe
 }
 
 /**
- * Encodes one stream batch. Snapshot messages never go in a batch: the
- * caller routes them through SendSnapshot (a programmer error otherwise).
+ * Encodes one stream request: Raft messages and notices. Snapshot messages
+ * never go in a batch: the caller routes them through SendSnapshot (a
+ * programmer error otherwise).
  */
-export function encodeBatch(messages: readonly Message[]): Uint8Array {
+export function encodeBatch(messages: readonly Message[], notices: readonly PeerNotice[] = []): Uint8Array {
   const protos = messages.map((message) => {
     assert(message.type !== MessageType.Snapshot, "Snapshot messages go through SendSnapshot, not a batch");
     return messageToProto(message);
   });
-  return toBinary(pb.StreamRequestSchema, create(pb.StreamRequestSchema, { batch: { messages: protos } }));
+  return toBinary(pb.StreamRequestSchema, create(pb.StreamRequestSchema, { batch: { messages: protos }, notices: notices.map((n) => ({ topic: n.topic, payload: n.payload })) }));
 }
 
-/** Decodes and validates one stream batch from a peer. Throws {@link CodecError}. */
-export function decodeBatch(bytes: Uint8Array, limits: CodecLimits): Message[] {
+/** Decodes and validates one stream request from a peer. Throws {@link CodecError}. */
+export function decodeStreamRequest(bytes: Uint8Array, limits: CodecLimits): { messages: Message[]; notices: PeerNotice[] } {
   const request = parse(() => fromBinary(pb.StreamRequestSchema, bytes, { readUnknownFields: false }));
   const protos = request.batch?.messages ?? [];
   if (protos.length > limits.maxMessagesPerBatch) {
     throw new CodecError("too-many-messages", `${protos.length} messages (max ${limits.maxMessagesPerBatch})`);
   }
-  return protos.map((p) => {
+  if (request.notices.length > limits.maxNoticesPerBatch) {
+    throw new CodecError("too-many-notices", `${request.notices.length} notices (max ${limits.maxNoticesPerBatch})`);
+  }
+  const notices = request.notices.map((n) => {
+    checkId(n.topic, "notice topic", limits);
+    if (n.payload.byteLength > limits.maxNoticeBytes) throw new CodecError("notice-too-large", `${n.payload.byteLength} bytes (max ${limits.maxNoticeBytes})`);
+    return { topic: n.topic, payload: n.payload };
+  });
+  const messages = protos.map((p) => {
     if (p.type === pb.MessageType.SNAPSHOT) throw new CodecError("snapshot-misplaced", "Snapshot message in a stream batch");
     return messageFromProto(p, limits, null);
   });
+  return { messages, notices };
+}
+
+/** Decodes and validates the Raft messages of one stream request. Throws {@link CodecError}. */
+export function decodeBatch(bytes: Uint8Array, limits: CodecLimits): Message[] {
+  return decodeStreamRequest(bytes, limits).messages;
 }
 
 /** Encodes what a receiver writes back on a stream. */

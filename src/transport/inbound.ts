@@ -9,7 +9,8 @@ import type { Logger } from "pino";
 import type { Message, NodeId } from "../raft/types.ts";
 import {
   CodecError,
-  decodeBatch,
+  decodeStreamRequest,
+  type PeerNotice,
   decodeSnapshotRequest,
   encodeSendSnapshotResponse,
   encodeStreamResponse,
@@ -30,6 +31,7 @@ export interface InboundOptions {
   readonly maxSnapshotBytes: number;
   readonly isKnownPeer: (id: NodeId) => boolean;
   readonly onMessages: (from: NodeId, messages: Message[]) => void;
+  readonly onNotices: (from: NodeId, notices: PeerNotice[]) => void;
 }
 
 type Refusal = { readonly code: grpc.status; readonly details: string };
@@ -108,8 +110,9 @@ export class InboundService {
   private receiveBatch(peerId: NodeId, bytes: Buffer, log: Logger): boolean {
     const counters = this.options.counters;
     let messages: Message[];
+    let notices: PeerNotice[];
     try {
-      messages = decodeBatch(bytes, this.options.limits);
+      ({ messages, notices } = decodeStreamRequest(bytes, this.options.limits));
     } catch (error) {
       if (!(error instanceof CodecError)) throw error;
       counters.batchesMalformed += 1;
@@ -121,6 +124,7 @@ export class InboundService {
     const accepted = messages.filter((message) => this.acceptable(peerId, message, log));
     counters.messagesReceived += accepted.length;
     if (accepted.length > 0) this.options.onMessages(peerId, accepted);
+    if (notices.length > 0) this.options.onNotices(peerId, notices);
     return true;
   }
 

@@ -8,7 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { MessageType, type GroupId, type Message, type NodeId } from "../raft/types.ts";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";
-import { CodecError, decodeStreamResponse, encodeBatch, estimateMessageBytes } from "./codec.ts";
+import { CodecError, decodeStreamResponse, encodeBatch, estimateMessageBytes, type PeerNotice } from "./codec.ts";
 import type { MutableCounters } from "./counters.ts";
 import { peerChannelCredentials } from "./credentials.ts";
 import { insecureNodeIdMetadataKey, peerClientOptions, peerServicePaths } from "./peer-service.ts";
@@ -28,6 +28,8 @@ export interface PeerLinkOptions {
   readonly counters: MutableCounters;
   readonly maxBatchBytes: number;
   readonly maxMessagesPerBatch: number;
+  /** Most notices in one batch (the receiver's codec limit). */
+  readonly maxNoticesPerBatch: number;
   readonly maxQueuedBytes: number;
   readonly maxGrpcMessageBytes: number;
   readonly snapshotChunkBytes: number;
@@ -51,6 +53,7 @@ export class PeerLink {
   private snapshotClient: grpc.Client | null = null;
   private call: grpc.ClientDuplexStream<Buffer, Buffer> | null = null;
   private queue: Message[] = [];
+  private notices: PeerNotice[] = [];
   private queuedBytes = 0;
   private waitingForDrain = false;
   private flushScheduled = false;
@@ -149,9 +152,25 @@ export class PeerLink {
   }
 
   private dropQueue(): void {
-    this.options.counters.messagesDropped += this.queue.length;
+    this.options.counters.messagesDropped += this.queue.length + this.notices.length;
     this.queue = [];
+    this.notices = [];
     this.queuedBytes = 0;
+  }
+
+  /**
+   * Queues a notice for the next batch, with the same rules as {@link enqueue}:
+   * best effort, dropped (counted) in backoff or over the queue's byte limit.
+   */
+  enqueueNotice(notice: PeerNotice): void {
+    const bytes = notice.payload.byteLength + notice.topic.length + 8;
+    if (this.closed || this.streamState === "backoff" || this.queuedBytes + bytes > this.options.maxQueuedBytes) {
+      this.options.counters.messagesDropped += 1;
+      return;
+    }
+    this.notices.push(notice);
+    this.queuedBytes += bytes;
+    this.scheduleFlush();
   }
 
   /**
@@ -181,23 +200,38 @@ export class PeerLink {
   /** Writes queued messages as batches until the queue is empty or the stream pushes back. */
   private flush(): void {
     const call = this.call;
-    while (call !== null && !this.waitingForDrain && this.queue.length > 0) {
+    while (call !== null && !this.waitingForDrain && (this.queue.length > 0 || this.notices.length > 0)) {
       const batch = this.takeBatch();
-      const bytes = encodeBatch(batch);
+      const notices = this.takeNotices();
+      const bytes = encodeBatch(batch, notices);
       if (bytes.length > this.options.maxGrpcMessageBytes) {
         this.log.error({ bytes: bytes.length, messages: batch.length }, "batch over the gRPC message limit; dropped");
-        this.options.counters.messagesDropped += batch.length;
+        this.options.counters.messagesDropped += batch.length + notices.length;
         continue;
       }
       const counters = this.options.counters;
-      counters.messagesSent += batch.length;
+      counters.messagesSent += batch.length + notices.length;
       counters.bytesSent += bytes.length;
       counters.batchesSent += 1;
       if (!call.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))) this.waitingForDrain = true;
     }
   }
 
-  /** Removes the next batch from the queue: at least one message, then up to the batch byte and count limits. */
+  /** Removes the notices that go with the next batch, up to the batch byte and count limits. */
+  private takeNotices(): PeerNotice[] {
+    let bytes = 0;
+    let count = 0;
+    while (count < this.notices.length && count < this.options.maxNoticesPerBatch) {
+      const size = this.notices[count]!.payload.byteLength + this.notices[count]!.topic.length + 8;
+      if (count > 0 && bytes + size > this.options.maxBatchBytes) break;
+      bytes += size;
+      count += 1;
+    }
+    this.queuedBytes -= bytes;
+    return this.notices.splice(0, count);
+  }
+
+  /** Removes the next batch from the queue: up to the batch byte and count limits (at least one message if any). */
   private takeBatch(): Message[] {
     let bytes = 0;
     let count = 0;

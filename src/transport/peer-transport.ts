@@ -12,7 +12,9 @@ import type { Logger } from "pino";
 import type { GroupId, Message, NodeId, Transport } from "../raft/types.ts";
 import { assert } from "../raft/assert.ts";
 import { defaultBackoffPolicy, type BackoffPolicy } from "./backoff.ts";
-import { defaultCodecLimits, type CodecLimits } from "./codec.ts";
+import { defaultCodecLimits, type CodecLimits, type PeerNotice } from "./codec.ts";
+
+export type { PeerNotice } from "./codec.ts";
 import { zeroCounters, type MutableCounters, type TransportCounters } from "./counters.ts";
 import { InboundService } from "./inbound.ts";
 import { PeerLink, type PeerStreamState } from "./peer-link.ts";
@@ -33,6 +35,8 @@ export interface PeerTransportOptions {
    * all from the authenticated peer `from`. Snapshots arrive whole.
    */
   readonly onMessages: (from: NodeId, messages: Message[]) => void;
+  /** Notices (non-Raft messages) from an authenticated peer, in the order sent. */
+  readonly onNotices?: (from: NodeId, notices: PeerNotice[]) => void;
   /** Called when a snapshot transfer ends, so the node can call `reportSnapshot` on the group. */
   readonly onSnapshotStatus?: (to: NodeId, groupId: GroupId, ok: boolean) => void;
   /** Called when the stream to a peer fails, so the node can call `reportUnreachable` on its groups. */
@@ -88,6 +92,7 @@ export class PeerTransport implements Transport {
       maxSnapshotBytes: options.maxSnapshotBytes ?? 1024 * 1024 * 1024,
       isKnownPeer: options.isKnownPeer ?? ((id) => this.addresses.has(id)),
       onMessages: options.onMessages,
+      onNotices: (from, notices) => options.onNotices?.(from, notices),
     });
     for (const [id, address] of options.peers) this.setPeer(id, address);
   }
@@ -112,6 +117,20 @@ export class PeerTransport implements Transport {
     }
   }
 
+  /**
+   * Queues a notice (an application message, not a Raft message) for peer
+   * `to`; it goes out with the next batch. Best effort: dropped, and counted,
+   * when the peer is unknown or its link is down, like a Raft message.
+   */
+  sendNotice(to: NodeId, notice: PeerNotice): void {
+    const link = this.links.get(to);
+    if (link === undefined || this.closed) {
+      this.mutableCounters.messagesDropped += 1;
+      return;
+    }
+    link.enqueueNotice(notice);
+  }
+
   /** Adds a peer, or moves it to a new address (its stream restarts). */
   setPeer(id: NodeId, address: string): void {
     assert(id !== this.options.selfId, "a homeserver is not its own peer");
@@ -127,6 +146,7 @@ export class PeerTransport implements Transport {
       counters: this.mutableCounters,
       maxBatchBytes: this.options.maxBatchBytes ?? 256 * 1024,
       maxMessagesPerBatch: (this.options.codecLimits ?? defaultCodecLimits).maxMessagesPerBatch,
+      maxNoticesPerBatch: (this.options.codecLimits ?? defaultCodecLimits).maxNoticesPerBatch,
       maxQueuedBytes: this.options.maxQueuedBytesPerPeer ?? 64 * 1024 * 1024,
       maxGrpcMessageBytes: this.options.maxGrpcMessageBytes ?? defaultMaxGrpcMessageBytes,
       snapshotChunkBytes: this.options.snapshotChunkBytes ?? 1024 * 1024,

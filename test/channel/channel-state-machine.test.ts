@@ -7,9 +7,10 @@ import { generateKeyPairSync, sign, createPublicKey, type KeyObject } from "node
 import { create } from "@bufbuild/protobuf";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ApplyBatch } from "../../src/channel/apply-batch.ts";
-import { statementBytes } from "../../src/channel/certificate.ts";
+import { batchSigningMessage, statementBytes } from "../../src/channel/certificate.ts";
+import { buildMerkleTree, merkleLeafHash } from "../../src/channel/merkle.ts";
 import { ChannelStateMachine, type ChannelResult } from "../../src/channel/channel-state-machine.ts";
-import { HandshakeMode } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
+import { HandshakeMode, SignatureSchema, type Signature } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import { ChannelCommandSchema, type ChannelCommand } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import {
@@ -62,10 +63,14 @@ class Harness {
   }
 
   /** Signs an accepted commit as `signer`, the way a homeserver's CertificateSigner does. */
-  signature(signer: Homeserver, channelId: string, result: ChannelResult, logIndex: number): { channelId: string; epoch: bigint; signature: Uint8Array } {
+  /** `signer`'s signature over the commit, as the second leaf of a batch of two (so the proof is used). */
+  signature(signer: Homeserver, channelId: string, result: ChannelResult, logIndex: number, as: string = signer.id): { channelId: string; epoch: bigint; signature: Signature } {
     if (!result.ok || result.kind !== "commit-accepted") throw new Error("not an accepted commit");
     const statement = statementBytes("test-cluster", channelId, result.epoch, result.commitHash, BigInt(logIndex));
-    return { channelId, epoch: result.epoch, signature: new Uint8Array(sign(null, statement, signer.privateKey)) };
+    const other = statementBytes("test-cluster", `${channelId}-other`, result.epoch, result.commitHash, BigInt(logIndex) - 1n);
+    const tree = buildMerkleTree([merkleLeafHash(other), merkleLeafHash(statement)]);
+    const signature = new Uint8Array(sign(null, batchSigningMessage(tree.root), signer.privateKey));
+    return { channelId, epoch: result.epoch, signature: create(SignatureSchema, { homeserverId: as, signature, leafIndex: 1, leafCount: 2, proof: tree.proof(1) }) };
   }
 }
 
@@ -159,15 +164,19 @@ describe("the channel state machine", () => {
     const logIndex = h.index;
     const [hs1, hs2, hs3, hs4] = ["hs1", "hs2", "hs3", "hs4"].map((id) => servers.get(id)!);
     const sign = (s: Homeserver) => h.signature(s, "c4", accepted, logIndex);
-    const signatures = (s: Homeserver, items: Array<{ channelId: string; epoch: bigint; signature: Uint8Array }>) =>
-      h.apply({ case: "signatures", value: { homeserverId: s.id, items } });
+    const signatures = (_s: Homeserver, items: Array<{ channelId: string; epoch: bigint; signature: Signature }>) =>
+      h.apply({ case: "signatures", value: { items: items.map(({ channelId, epoch, signature }) => ({ channelId, epoch, signatures: [signature] })) } });
 
     // hs4 sponsors no member: not a voter. A signature by hs1's key sent as hs2 is not hs2's.
     expect(await signatures(hs4!, [sign(hs4!)])).toMatchObject({ ok: true, certified: [] });
-    expect(await signatures(hs2!, [sign(hs1!)])).toMatchObject({ ok: true, certified: [] });
+    expect(await signatures(hs2!, [h.signature(hs1!, "c4", accepted, logIndex, "hs2")])).toMatchObject({ ok: true, certified: [] });
     const tampered = sign(hs1!);
-    tampered.signature[0]! ^= 1;
+    tampered.signature.signature[0]! ^= 1;
     expect(await signatures(hs1!, [tampered])).toMatchObject({ ok: true, certified: [] });
+    // A valid batch signature with a proof for another leaf covers another statement.
+    const misplaced = sign(hs1!);
+    misplaced.signature.leafIndex = 0;
+    expect(await signatures(hs1!, [misplaced])).toMatchObject({ ok: true, certified: [] });
     // hs1 twice is one vote of three.
     expect(await signatures(hs1!, [sign(hs1!)])).toMatchObject({ ok: true, certified: [] });
     expect(await signatures(hs1!, [sign(hs1!)])).toMatchObject({ ok: true, certified: [] });

@@ -73,9 +73,15 @@ describe("verifyCertificate", () => {
     flipped[10]! ^= 0x01;
     expect(reasonOf({ ...good, signatures: [good.signatures[0]!, { ...good.signatures[1]!, signature: flipped }] })).toMatch(/"hs2" does not verify/);
     // hs3's key signs but the signature is labelled hs2.
-    const byHs3 = new Uint8Array(sign(null, signedStatementBytes(statement), hs("hs3").privateKey));
-    const mislabelled = create(SignatureSchema, { homeserverId: "hs2", signature: byHs3 });
+    const byHs3 = signCertificate(statement, voters3, [hs("hs3")]).signatures[0]!;
+    const mislabelled = create(SignatureSchema, { ...byHs3, homeserverId: "hs2" });
     expect(reasonOf({ ...good, signatures: [good.signatures[0]!, mislabelled] })).toMatch(/"hs2" does not verify/);
+    // A signature over the bare statement (no batch root, no domain prefix) is not a certificate signature.
+    const bare = new Uint8Array(sign(null, signedStatementBytes(statement), hs("hs2").privateKey));
+    expect(reasonOf({ ...good, signatures: [good.signatures[0]!, create(SignatureSchema, { homeserverId: "hs2", signature: bare, leafIndex: 0, leafCount: 1 })] })).toMatch(/"hs2" does not verify/);
+    // The right signature with a proof for another position, or a cut proof.
+    expect(reasonOf({ ...good, signatures: [good.signatures[0]!, { ...good.signatures[1]!, leafIndex: 0 }] })).toMatch(/"hs2" does not verify/);
+    expect(reasonOf({ ...good, signatures: [good.signatures[0]!, { ...good.signatures[1]!, proof: good.signatures[1]!.proof.slice(1) }] })).toMatch(/"hs2" has a Merkle proof that does not fit/);
     expect(reasonOf({ ...good, signatures: [good.signatures[0]!, { ...good.signatures[1]!, signature: flipped.subarray(0, 63) }] })).toMatch(/not 64 bytes/);
   });
 

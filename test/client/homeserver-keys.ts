@@ -1,11 +1,14 @@
 /**
  * Real Ed25519 homeserver keys for client tests, and a signer that builds certificates the way a
- * homeserver does (a raw Ed25519 signature over the SignedCommitStatement bytes).
+ * homeserver does: one Ed25519 signature over the Merkle root of a batch of SignedCommitStatements, here a
+ * batch of three with the certified statement in the middle, so every test also exercises the proofs.
  */
 import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { CertificateSchema, SignatureSchema, type Certificate } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import { importEd25519PublicKey, signedStatementBytes, type ExpectedCommit } from "../../src/client/certificate.ts";
+import { batchSigningMessage } from "../../src/channel/certificate.ts";
+import { buildMerkleTree, merkleLeafHash } from "../../src/channel/merkle.ts";
 
 /** One test homeserver's key pair. */
 export interface TestHomeserver {
@@ -38,10 +41,14 @@ export function signCertificate(
   voters: readonly string[],
   signers: readonly TestHomeserver[],
 ): Certificate {
-  const bytes = signedStatementBytes(statement);
+  const batch = [{ ...statement, channelId: `${statement.channelId}-before` }, statement, { ...statement, epoch: statement.epoch + 1n }];
+  const tree = buildMerkleTree(batch.map((s) => merkleLeafHash(signedStatementBytes(s))));
+  const message = batchSigningMessage(tree.root);
   return create(CertificateSchema, {
     ...statement,
     voters: [...voters],
-    signatures: signers.map((hs) => create(SignatureSchema, { homeserverId: hs.id, signature: new Uint8Array(sign(null, bytes, hs.privateKey)) })),
+    signatures: signers.map((hs) =>
+      create(SignatureSchema, { homeserverId: hs.id, signature: new Uint8Array(sign(null, message, hs.privateKey)), leafIndex: 1, leafCount: 3, proof: tree.proof(1) }),
+    ),
   });
 }

@@ -17,7 +17,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file epochd/raft/v1/raft.proto.
  */
 export const file_epochd_raft_v1_raft: GenFile = /*@__PURE__*/
-  fileDesc("ChllcG9jaGQvcmFmdC92MS9yYWZ0LnByb3RvEg5lcG9jaGQucmFmdC52MSJbCgVFbnRyeRIMCgR0ZXJtGAEgASgEEg0KBWluZGV4GAIgASgEEicKBHR5cGUYAyABKA4yGS5lcG9jaGQucmFmdC52MS5FbnRyeVR5cGUSDAoEZGF0YRgEIAEoDCJdCglDb25mU3RhdGUSDgoGdm90ZXJzGAEgAygJEhcKD3ZvdGVyc19vdXRnb2luZxgCIAMoCRIQCghsZWFybmVycxgDIAMoCRIVCg1sZWFybmVyc19uZXh0GAQgAygJIl4KEFNuYXBzaG90TWV0YWRhdGESDQoFaW5kZXgYASABKAQSDAoEdGVybRgCIAEoBBItCgpjb25mX3N0YXRlGAMgASgLMhkuZXBvY2hkLnJhZnQudjEuQ29uZlN0YXRlIssCCgdNZXNzYWdlEikKBHR5cGUYASABKA4yGy5lcG9jaGQucmFmdC52MS5NZXNzYWdlVHlwZRIQCghncm91cF9pZBgCIAEoCRIMCgRmcm9tGAMgASgJEgoKAnRvGAQgASgJEgwKBHRlcm0YBSABKAQSEAoIbG9nX3Rlcm0YBiABKAQSDQoFaW5kZXgYByABKAQSJgoHZW50cmllcxgIIAMoCzIVLmVwb2NoZC5yYWZ0LnYxLkVudHJ5Eg4KBmNvbW1pdBgJIAEoBBIOCgZyZWplY3QYCiABKAgSEwoLcmVqZWN0X2hpbnQYCyABKAQSGAoQcmVqZWN0X2hpbnRfdGVybRgMIAEoBBIyCghzbmFwc2hvdBgNIAEoCzIgLmVwb2NoZC5yYWZ0LnYxLlNuYXBzaG90TWV0YWRhdGESDwoHY29udGV4dBgOIAEoDCI5CgxNZXNzYWdlQmF0Y2gSKQoIbWVzc2FnZXMYASADKAsyFy5lcG9jaGQucmFmdC52MS5NZXNzYWdlIjwKDVN0cmVhbVJlcXVlc3QSKwoFYmF0Y2gYASABKAsyHC5lcG9jaGQucmFmdC52MS5NZXNzYWdlQmF0Y2giOgoOU3RyZWFtUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoCRIXCg9kcm9wcGVkX2JhdGNoZXMYAiABKAQiTgoOU25hcHNob3RIZWFkZXISKAoHbWVzc2FnZRgBIAEoCzIXLmVwb2NoZC5yYWZ0LnYxLk1lc3NhZ2USEgoKZGF0YV9ieXRlcxgCIAEoBCJgChNTZW5kU25hcHNob3RSZXF1ZXN0EjAKBmhlYWRlchgBIAEoCzIeLmVwb2NoZC5yYWZ0LnYxLlNuYXBzaG90SGVhZGVySAASDgoEZGF0YRgCIAEoDEgAQgcKBWNodW5rIioKFFNlbmRTbmFwc2hvdFJlc3BvbnNlEhIKCmRhdGFfYnl0ZXMYASABKAQqswMKC01lc3NhZ2VUeXBlEhwKGE1FU1NBR0VfVFlQRV9VTlNQRUNJRklFRBAAEhUKEU1FU1NBR0VfVFlQRV9WT1RFEAESHgoaTUVTU0FHRV9UWVBFX1ZPVEVfUkVTUE9OU0UQAhIZChVNRVNTQUdFX1RZUEVfUFJFX1ZPVEUQAxIiCh5NRVNTQUdFX1RZUEVfUFJFX1ZPVEVfUkVTUE9OU0UQBBIXChNNRVNTQUdFX1RZUEVfQVBQRU5EEAUSIAocTUVTU0FHRV9UWVBFX0FQUEVORF9SRVNQT05TRRAGEhoKFk1FU1NBR0VfVFlQRV9IRUFSVEJFQVQQBxIjCh9NRVNTQUdFX1RZUEVfSEVBUlRCRUFUX1JFU1BPTlNFEAgSGQoVTUVTU0FHRV9UWVBFX1NOQVBTSE9UEAkSHAoYTUVTU0FHRV9UWVBFX1RJTUVPVVRfTk9XEAoSGwoXTUVTU0FHRV9UWVBFX1JFQURfSU5ERVgQCxIkCiBNRVNTQUdFX1RZUEVfUkVBRF9JTkRFWF9SRVNQT05TRRAMEhgKFE1FU1NBR0VfVFlQRV9QUk9QT1NFEA0qWgoJRW50cnlUeXBlEhoKFkVOVFJZX1RZUEVfVU5TUEVDSUZJRUQQABIVChFFTlRSWV9UWVBFX05PUk1BTBABEhoKFkVOVFJZX1RZUEVfQ09ORl9DSEFOR0UQAjK3AQoLUGVlclNlcnZpY2USSwoGU3RyZWFtEh0uZXBvY2hkLnJhZnQudjEuU3RyZWFtUmVxdWVzdBoeLmVwb2NoZC5yYWZ0LnYxLlN0cmVhbVJlc3BvbnNlKAEwARJbCgxTZW5kU25hcHNob3QSIy5lcG9jaGQucmFmdC52MS5TZW5kU25hcHNob3RSZXF1ZXN0GiQuZXBvY2hkLnJhZnQudjEuU2VuZFNuYXBzaG90UmVzcG9uc2UoAWIGcHJvdG8z");
+  fileDesc("ChllcG9jaGQvcmFmdC92MS9yYWZ0LnByb3RvEg5lcG9jaGQucmFmdC52MSJbCgVFbnRyeRIMCgR0ZXJtGAEgASgEEg0KBWluZGV4GAIgASgEEicKBHR5cGUYAyABKA4yGS5lcG9jaGQucmFmdC52MS5FbnRyeVR5cGUSDAoEZGF0YRgEIAEoDCJdCglDb25mU3RhdGUSDgoGdm90ZXJzGAEgAygJEhcKD3ZvdGVyc19vdXRnb2luZxgCIAMoCRIQCghsZWFybmVycxgDIAMoCRIVCg1sZWFybmVyc19uZXh0GAQgAygJIl4KEFNuYXBzaG90TWV0YWRhdGESDQoFaW5kZXgYASABKAQSDAoEdGVybRgCIAEoBBItCgpjb25mX3N0YXRlGAMgASgLMhkuZXBvY2hkLnJhZnQudjEuQ29uZlN0YXRlIssCCgdNZXNzYWdlEikKBHR5cGUYASABKA4yGy5lcG9jaGQucmFmdC52MS5NZXNzYWdlVHlwZRIQCghncm91cF9pZBgCIAEoCRIMCgRmcm9tGAMgASgJEgoKAnRvGAQgASgJEgwKBHRlcm0YBSABKAQSEAoIbG9nX3Rlcm0YBiABKAQSDQoFaW5kZXgYByABKAQSJgoHZW50cmllcxgIIAMoCzIVLmVwb2NoZC5yYWZ0LnYxLkVudHJ5Eg4KBmNvbW1pdBgJIAEoBBIOCgZyZWplY3QYCiABKAgSEwoLcmVqZWN0X2hpbnQYCyABKAQSGAoQcmVqZWN0X2hpbnRfdGVybRgMIAEoBBIyCghzbmFwc2hvdBgNIAEoCzIgLmVwb2NoZC5yYWZ0LnYxLlNuYXBzaG90TWV0YWRhdGESDwoHY29udGV4dBgOIAEoDCI5CgxNZXNzYWdlQmF0Y2gSKQoIbWVzc2FnZXMYASADKAsyFy5lcG9jaGQucmFmdC52MS5NZXNzYWdlImUKDVN0cmVhbVJlcXVlc3QSKwoFYmF0Y2gYASABKAsyHC5lcG9jaGQucmFmdC52MS5NZXNzYWdlQmF0Y2gSJwoHbm90aWNlcxgCIAMoCzIWLmVwb2NoZC5yYWZ0LnYxLk5vdGljZSIoCgZOb3RpY2USDQoFdG9waWMYASABKAkSDwoHcGF5bG9hZBgCIAEoDCI6Cg5TdHJlYW1SZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEhcKD2Ryb3BwZWRfYmF0Y2hlcxgCIAEoBCJOCg5TbmFwc2hvdEhlYWRlchIoCgdtZXNzYWdlGAEgASgLMhcuZXBvY2hkLnJhZnQudjEuTWVzc2FnZRISCgpkYXRhX2J5dGVzGAIgASgEImAKE1NlbmRTbmFwc2hvdFJlcXVlc3QSMAoGaGVhZGVyGAEgASgLMh4uZXBvY2hkLnJhZnQudjEuU25hcHNob3RIZWFkZXJIABIOCgRkYXRhGAIgASgMSABCBwoFY2h1bmsiKgoUU2VuZFNuYXBzaG90UmVzcG9uc2USEgoKZGF0YV9ieXRlcxgBIAEoBCqzAwoLTWVzc2FnZVR5cGUSHAoYTUVTU0FHRV9UWVBFX1VOU1BFQ0lGSUVEEAASFQoRTUVTU0FHRV9UWVBFX1ZPVEUQARIeChpNRVNTQUdFX1RZUEVfVk9URV9SRVNQT05TRRACEhkKFU1FU1NBR0VfVFlQRV9QUkVfVk9URRADEiIKHk1FU1NBR0VfVFlQRV9QUkVfVk9URV9SRVNQT05TRRAEEhcKE01FU1NBR0VfVFlQRV9BUFBFTkQQBRIgChxNRVNTQUdFX1RZUEVfQVBQRU5EX1JFU1BPTlNFEAYSGgoWTUVTU0FHRV9UWVBFX0hFQVJUQkVBVBAHEiMKH01FU1NBR0VfVFlQRV9IRUFSVEJFQVRfUkVTUE9OU0UQCBIZChVNRVNTQUdFX1RZUEVfU05BUFNIT1QQCRIcChhNRVNTQUdFX1RZUEVfVElNRU9VVF9OT1cQChIbChdNRVNTQUdFX1RZUEVfUkVBRF9JTkRFWBALEiQKIE1FU1NBR0VfVFlQRV9SRUFEX0lOREVYX1JFU1BPTlNFEAwSGAoUTUVTU0FHRV9UWVBFX1BST1BPU0UQDSpaCglFbnRyeVR5cGUSGgoWRU5UUllfVFlQRV9VTlNQRUNJRklFRBAAEhUKEUVOVFJZX1RZUEVfTk9STUFMEAESGgoWRU5UUllfVFlQRV9DT05GX0NIQU5HRRACMrcBCgtQZWVyU2VydmljZRJLCgZTdHJlYW0SHS5lcG9jaGQucmFmdC52MS5TdHJlYW1SZXF1ZXN0Gh4uZXBvY2hkLnJhZnQudjEuU3RyZWFtUmVzcG9uc2UoATABElsKDFNlbmRTbmFwc2hvdBIjLmVwb2NoZC5yYWZ0LnYxLlNlbmRTbmFwc2hvdFJlcXVlc3QaJC5lcG9jaGQucmFmdC52MS5TZW5kU25hcHNob3RSZXNwb25zZSgBYgZwcm90bzM");
 
 /**
  * Entry is one log entry.
@@ -242,6 +242,14 @@ export type StreamRequest = Message$1<"epochd.raft.v1.StreamRequest"> & {
    * @generated from field: epochd.raft.v1.MessageBatch batch = 1;
    */
   batch?: MessageBatch | undefined;
+
+  /**
+   * Messages between homeservers that are not Raft messages (for example
+   * certificate signatures), delivered in order with the batch, best effort.
+   *
+   * @generated from field: repeated epochd.raft.v1.Notice notices = 2;
+   */
+  notices: Notice[];
 };
 
 /**
@@ -250,6 +258,30 @@ export type StreamRequest = Message$1<"epochd.raft.v1.StreamRequest"> & {
  */
 export const StreamRequestSchema: GenMessage<StreamRequest> = /*@__PURE__*/
   messageDesc(file_epochd_raft_v1_raft, 5);
+
+/**
+ * Notice is an application message on the peer stream, routed by topic.
+ *
+ * @generated from message epochd.raft.v1.Notice
+ */
+export type Notice = Message$1<"epochd.raft.v1.Notice"> & {
+  /**
+   * @generated from field: string topic = 1;
+   */
+  topic: string;
+
+  /**
+   * @generated from field: bytes payload = 2;
+   */
+  payload: Uint8Array;
+};
+
+/**
+ * Describes the message epochd.raft.v1.Notice.
+ * Use `create(NoticeSchema)` to create a new message.
+ */
+export const NoticeSchema: GenMessage<Notice> = /*@__PURE__*/
+  messageDesc(file_epochd_raft_v1_raft, 6);
 
 /**
  * StreamResponse is what the receiving homeserver writes back on a stream.
@@ -278,7 +310,7 @@ export type StreamResponse = Message$1<"epochd.raft.v1.StreamResponse"> & {
  * Use `create(StreamResponseSchema)` to create a new message.
  */
 export const StreamResponseSchema: GenMessage<StreamResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_raft_v1_raft, 6);
+  messageDesc(file_epochd_raft_v1_raft, 7);
 
 /**
  * SnapshotHeader opens a SendSnapshot call.
@@ -306,7 +338,7 @@ export type SnapshotHeader = Message$1<"epochd.raft.v1.SnapshotHeader"> & {
  * Use `create(SnapshotHeaderSchema)` to create a new message.
  */
 export const SnapshotHeaderSchema: GenMessage<SnapshotHeader> = /*@__PURE__*/
-  messageDesc(file_epochd_raft_v1_raft, 7);
+  messageDesc(file_epochd_raft_v1_raft, 8);
 
 /**
  * SendSnapshotRequest is one chunk of a snapshot transfer: the header first,
@@ -338,7 +370,7 @@ export type SendSnapshotRequest = Message$1<"epochd.raft.v1.SendSnapshotRequest"
  * Use `create(SendSnapshotRequestSchema)` to create a new message.
  */
 export const SendSnapshotRequestSchema: GenMessage<SendSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_raft_v1_raft, 8);
+  messageDesc(file_epochd_raft_v1_raft, 9);
 
 /**
  * SendSnapshotResponse acknowledges a snapshot received whole and handed to
@@ -362,7 +394,7 @@ export type SendSnapshotResponse = Message$1<"epochd.raft.v1.SendSnapshotRespons
  * Use `create(SendSnapshotResponseSchema)` to create a new message.
  */
 export const SendSnapshotResponseSchema: GenMessage<SendSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_raft_v1_raft, 9);
+  messageDesc(file_epochd_raft_v1_raft, 10);
 
 /**
  * MessageType is the kind of a Raft message. The numbers are the core's

@@ -7,7 +7,7 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Certificate, CreateChannelRequest, HandshakeMode, Member, SendMessageRequest, SubmitCommitRequest, SubmitProposalRequest } from "../../channel/v1/channel_pb.ts";
+import type { Certificate, CreateChannelRequest, HandshakeMode, Member, SendMessageRequest, Signature, SignedCommitStatement, SubmitCommitRequest, SubmitProposalRequest } from "../../channel/v1/channel_pb.ts";
 import { file_epochd_channel_v1_channel } from "../../channel/v1/channel_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file epochd/state/v1/channel_state.proto.
  */
 export const file_epochd_state_v1_channel_state: GenFile = /*@__PURE__*/
-  fileDesc("CiNlcG9jaGQvc3RhdGUvdjEvY2hhbm5lbF9zdGF0ZS5wcm90bxIPZXBvY2hkLnN0YXRlLnYxIuECCg5DaGFubmVsQ29tbWFuZBJBCg5jcmVhdGVfY2hhbm5lbBgBIAEoCzInLmVwb2NoZC5jaGFubmVsLnYxLkNyZWF0ZUNoYW5uZWxSZXF1ZXN0SAASPwoNc3VibWl0X2NvbW1pdBgCIAEoCzImLmVwb2NoZC5jaGFubmVsLnYxLlN1Ym1pdENvbW1pdFJlcXVlc3RIABJDCg9zdWJtaXRfcHJvcG9zYWwYAyABKAsyKC5lcG9jaGQuY2hhbm5lbC52MS5TdWJtaXRQcm9wb3NhbFJlcXVlc3RIABI9CgxzZW5kX21lc3NhZ2UYBCABKAsyJS5lcG9jaGQuY2hhbm5lbC52MS5TZW5kTWVzc2FnZVJlcXVlc3RIABI8CgpzaWduYXR1cmVzGAUgASgLMiYuZXBvY2hkLnN0YXRlLnYxLkNlcnRpZmljYXRlU2lnbmF0dXJlc0gAQgkKB2NvbW1hbmQiXwoVQ2VydGlmaWNhdGVTaWduYXR1cmVzEhUKDWhvbWVzZXJ2ZXJfaWQYASABKAkSLwoFaXRlbXMYAiADKAsyIC5lcG9jaGQuc3RhdGUudjEuQ29tbWl0U2lnbmF0dXJlIkcKD0NvbW1pdFNpZ25hdHVyZRISCgpjaGFubmVsX2lkGAEgASgJEg0KBWVwb2NoGAIgASgEEhEKCXNpZ25hdHVyZRgDIAEoDCLHAgoNQ2hhbm5lbFJlY29yZBISCgpjaGFubmVsX2lkGAEgASgJEhAKCGdyb3VwX2lkGAIgASgMEg0KBWVwb2NoGAMgASgEEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRI4Cg5oYW5kc2hha2VfbW9kZRgFIAEoDjIgLmVwb2NoZC5jaGFubmVsLnYxLkhhbmRzaGFrZU1vZGUSEgoKZ3JvdXBfaW5mbxgGIAEoDBIqCgdtZW1iZXJzGAcgAygLMhkuZXBvY2hkLmNoYW5uZWwudjEuTWVtYmVyEhUKDWxhc3Rfc2VxdWVuY2UYCCABKAQSGQoRcGVuZGluZ19wcm9wb3NhbHMYCSADKAwSHQoVcGVuZGluZ19wcm9wb3NlZF9hZGRzGAogAygJEiAKGHBlbmRpbmdfcHJvcG9zZWRfcmVtb3ZlcxgLIAMoCSKEAQoLRXBvY2hSZWNvcmQSDQoFZXBvY2gYASABKAQSDgoGY29tbWl0GAIgASgMEg8KB3dlbGNvbWUYAyABKAwSMwoLY2VydGlmaWNhdGUYBCABKAsyHi5lcG9jaGQuY2hhbm5lbC52MS5DZXJ0aWZpY2F0ZRIQCghzZXF1ZW5jZRgFIAEoBGIGcHJvdG8z", [file_epochd_channel_v1_channel]);
+  fileDesc("CiNlcG9jaGQvc3RhdGUvdjEvY2hhbm5lbF9zdGF0ZS5wcm90bxIPZXBvY2hkLnN0YXRlLnYxIuECCg5DaGFubmVsQ29tbWFuZBJBCg5jcmVhdGVfY2hhbm5lbBgBIAEoCzInLmVwb2NoZC5jaGFubmVsLnYxLkNyZWF0ZUNoYW5uZWxSZXF1ZXN0SAASPwoNc3VibWl0X2NvbW1pdBgCIAEoCzImLmVwb2NoZC5jaGFubmVsLnYxLlN1Ym1pdENvbW1pdFJlcXVlc3RIABJDCg9zdWJtaXRfcHJvcG9zYWwYAyABKAsyKC5lcG9jaGQuY2hhbm5lbC52MS5TdWJtaXRQcm9wb3NhbFJlcXVlc3RIABI9CgxzZW5kX21lc3NhZ2UYBCABKAsyJS5lcG9jaGQuY2hhbm5lbC52MS5TZW5kTWVzc2FnZVJlcXVlc3RIABI8CgpzaWduYXR1cmVzGAUgASgLMiYuZXBvY2hkLnN0YXRlLnYxLkNlcnRpZmljYXRlU2lnbmF0dXJlc0gAQgkKB2NvbW1hbmQiSQoVQ2VydGlmaWNhdGVTaWduYXR1cmVzEjAKBWl0ZW1zGAEgAygLMiEuZXBvY2hkLnN0YXRlLnYxLkNvbW1pdFNpZ25hdHVyZXMiZwoQQ29tbWl0U2lnbmF0dXJlcxISCgpjaGFubmVsX2lkGAEgASgJEg0KBWVwb2NoGAIgASgEEjAKCnNpZ25hdHVyZXMYAyADKAsyHC5lcG9jaGQuY2hhbm5lbC52MS5TaWduYXR1cmUieAoOU2lnbmF0dXJlQmF0Y2gSFQoNaG9tZXNlcnZlcl9pZBgBIAEoCRIRCglzaWduYXR1cmUYAiABKAwSPAoKc3RhdGVtZW50cxgDIAMoCzIoLmVwb2NoZC5jaGFubmVsLnYxLlNpZ25lZENvbW1pdFN0YXRlbWVudCLHAgoNQ2hhbm5lbFJlY29yZBISCgpjaGFubmVsX2lkGAEgASgJEhAKCGdyb3VwX2lkGAIgASgMEg0KBWVwb2NoGAMgASgEEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRI4Cg5oYW5kc2hha2VfbW9kZRgFIAEoDjIgLmVwb2NoZC5jaGFubmVsLnYxLkhhbmRzaGFrZU1vZGUSEgoKZ3JvdXBfaW5mbxgGIAEoDBIqCgdtZW1iZXJzGAcgAygLMhkuZXBvY2hkLmNoYW5uZWwudjEuTWVtYmVyEhUKDWxhc3Rfc2VxdWVuY2UYCCABKAQSGQoRcGVuZGluZ19wcm9wb3NhbHMYCSADKAwSHQoVcGVuZGluZ19wcm9wb3NlZF9hZGRzGAogAygJEiAKGHBlbmRpbmdfcHJvcG9zZWRfcmVtb3ZlcxgLIAMoCSKEAQoLRXBvY2hSZWNvcmQSDQoFZXBvY2gYASABKAQSDgoGY29tbWl0GAIgASgMEg8KB3dlbGNvbWUYAyABKAwSMwoLY2VydGlmaWNhdGUYBCABKAsyHi5lcG9jaGQuY2hhbm5lbC52MS5DZXJ0aWZpY2F0ZRIQCghzZXF1ZW5jZRgFIAEoBGIGcHJvdG8z", [file_epochd_channel_v1_channel]);
 
 /**
  * ChannelCommand is one channel operation in the log.
@@ -67,21 +67,19 @@ export const ChannelCommandSchema: GenMessage<ChannelCommand> = /*@__PURE__*/
   messageDesc(file_epochd_state_v1_channel_state, 0);
 
 /**
- * CertificateSignatures carries one homeserver's signatures over commits it
- * applied, proposed by that homeserver.
+ * CertificateSignatures carries homeservers' signatures over accepted
+ * commits. Homeservers exchange signatures directly (SignatureBatch) and
+ * answer clients as soon as a quorum is in; the leader then records what it
+ * collected in the log, batched, so that every homeserver stores every
+ * certificate, off the commit's latency path.
  *
  * @generated from message epochd.state.v1.CertificateSignatures
  */
 export type CertificateSignatures = Message<"epochd.state.v1.CertificateSignatures"> & {
   /**
-   * @generated from field: string homeserver_id = 1;
+   * @generated from field: repeated epochd.state.v1.CommitSignatures items = 1;
    */
-  homeserverId: string;
-
-  /**
-   * @generated from field: repeated epochd.state.v1.CommitSignature items = 2;
-   */
-  items: CommitSignature[];
+  items: CommitSignatures[];
 };
 
 /**
@@ -92,11 +90,11 @@ export const CertificateSignaturesSchema: GenMessage<CertificateSignatures> = /*
   messageDesc(file_epochd_state_v1_channel_state, 1);
 
 /**
- * CommitSignature is a signature over one commit's SignedCommitStatement.
+ * CommitSignatures are signatures over one accepted commit.
  *
- * @generated from message epochd.state.v1.CommitSignature
+ * @generated from message epochd.state.v1.CommitSignatures
  */
-export type CommitSignature = Message<"epochd.state.v1.CommitSignature"> & {
+export type CommitSignatures = Message<"epochd.state.v1.CommitSignatures"> & {
   /**
    * @generated from field: string channel_id = 1;
    */
@@ -108,17 +106,49 @@ export type CommitSignature = Message<"epochd.state.v1.CommitSignature"> & {
   epoch: bigint;
 
   /**
-   * @generated from field: bytes signature = 3;
+   * @generated from field: repeated epochd.channel.v1.Signature signatures = 3;
    */
-  signature: Uint8Array;
+  signatures: Signature[];
 };
 
 /**
- * Describes the message epochd.state.v1.CommitSignature.
- * Use `create(CommitSignatureSchema)` to create a new message.
+ * Describes the message epochd.state.v1.CommitSignatures.
+ * Use `create(CommitSignaturesSchema)` to create a new message.
  */
-export const CommitSignatureSchema: GenMessage<CommitSignature> = /*@__PURE__*/
+export const CommitSignaturesSchema: GenMessage<CommitSignatures> = /*@__PURE__*/
   messageDesc(file_epochd_state_v1_channel_state, 2);
+
+/**
+ * SignatureBatch is what a homeserver sends its peers after applying commits
+ * it co-signs: one signature over the Merkle root of their statements, in
+ * leaf order. Receivers rebuild the tree, check the signature once, and
+ * derive each commit's inclusion proof. Travels on the peer stream.
+ *
+ * @generated from message epochd.state.v1.SignatureBatch
+ */
+export type SignatureBatch = Message<"epochd.state.v1.SignatureBatch"> & {
+  /**
+   * @generated from field: string homeserver_id = 1;
+   */
+  homeserverId: string;
+
+  /**
+   * @generated from field: bytes signature = 2;
+   */
+  signature: Uint8Array;
+
+  /**
+   * @generated from field: repeated epochd.channel.v1.SignedCommitStatement statements = 3;
+   */
+  statements: SignedCommitStatement[];
+};
+
+/**
+ * Describes the message epochd.state.v1.SignatureBatch.
+ * Use `create(SignatureBatchSchema)` to create a new message.
+ */
+export const SignatureBatchSchema: GenMessage<SignatureBatch> = /*@__PURE__*/
+  messageDesc(file_epochd_state_v1_channel_state, 3);
 
 /**
  * ChannelRecord is a channel's current state.
@@ -196,7 +226,7 @@ export type ChannelRecord = Message<"epochd.state.v1.ChannelRecord"> & {
  * Use `create(ChannelRecordSchema)` to create a new message.
  */
 export const ChannelRecordSchema: GenMessage<ChannelRecord> = /*@__PURE__*/
-  messageDesc(file_epochd_state_v1_channel_state, 3);
+  messageDesc(file_epochd_state_v1_channel_state, 4);
 
 /**
  * EpochRecord is the accepted commit that ended an epoch, with its
@@ -236,5 +266,5 @@ export type EpochRecord = Message<"epochd.state.v1.EpochRecord"> & {
  * Use `create(EpochRecordSchema)` to create a new message.
  */
 export const EpochRecordSchema: GenMessage<EpochRecord> = /*@__PURE__*/
-  messageDesc(file_epochd_state_v1_channel_state, 4);
+  messageDesc(file_epochd_state_v1_channel_state, 5);
 

@@ -1,0 +1,140 @@
+/**
+ * Assembles commit certificates in memory from the signatures homeservers
+ * exchange directly, so a client's SubmitCommit is answered as soon as a
+ * quorum has signed, without waiting for the signatures to go through the
+ * log. Every signature is verified on arrival (once per signed batch) and
+ * counted only for the statement this homeserver applied itself: a peer can
+ * not make it count a signature over another commit, epoch or log index.
+ */
+import { create } from "@bufbuild/protobuf";
+import { batchSigningMessage, quorumSize, statementBytes, verifyEd25519 } from "../channel/certificate.ts";
+import { buildMerkleTree, maxMerkleLeaves, merkleLeafHash } from "../channel/merkle.ts";
+import { CertificateSchema, SignatureSchema, type Certificate, type Signature } from "../gen/epochd/channel/v1/channel_pb.ts";
+import type { SignatureBatch } from "../gen/epochd/state/v1/channel_state_pb.ts";
+
+/** A commit this homeserver applied: what its certificate must say. */
+export interface AppliedCommit {
+  readonly channelId: string;
+  readonly epoch: bigint;
+  readonly commitHash: Uint8Array;
+  readonly logIndex: bigint;
+  readonly voters: readonly string[];
+}
+
+interface Collecting {
+  /** Set once this homeserver applied the commit; until then signatures wait in `early`. */
+  applied: (AppliedCommit & { readonly statement: Uint8Array }) | undefined;
+  readonly signatures: Map<string, Signature>;
+  /** Signatures that arrived before the local apply, with the statement each covers. */
+  readonly early: Map<string, { statement: Uint8Array; signature: Signature }>;
+  complete: Certificate | undefined;
+}
+
+/** Why a signature batch from a peer was refused. */
+export type BatchRefusal = "unknown-signer" | "empty" | "too-large" | "bad-signature";
+
+const keyOf = (channelId: string, epoch: bigint) => `${channelId}/${epoch}`;
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && Buffer.compare(a, b) === 0;
+}
+
+/** See the module comment. */
+export class CertificateCollector {
+  /** Insertion order = age, for the memory bound. */
+  private readonly entries = new Map<string, Collecting>();
+
+  constructor(
+    readonly clusterId: string,
+    /** The raw Ed25519 key the directory lists for a homeserver. */
+    private readonly signingKeyOf: (homeserverId: string) => Uint8Array | undefined,
+    /** Called once per certificate when it reaches a quorum. */
+    private readonly onComplete: (certificate: Certificate) => void,
+    private readonly maxEntries = 100_000,
+  ) {}
+
+  /** The statement bytes of an applied commit under this cluster. */
+  statementOf(commit: AppliedCommit): Uint8Array {
+    return statementBytes(this.clusterId, commit.channelId, commit.epoch, commit.commitHash, commit.logIndex);
+  }
+
+  private entry(key: string): Collecting {
+    let entry = this.entries.get(key);
+    if (entry === undefined) {
+      if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+      entry = { applied: undefined, signatures: new Map(), early: new Map(), complete: undefined };
+      this.entries.set(key, entry);
+    }
+    return entry;
+  }
+
+  /** Records a commit this homeserver applied; signatures that came early now count if they match it. */
+  applied(commit: AppliedCommit): void {
+    const entry = this.entry(keyOf(commit.channelId, commit.epoch));
+    if (entry.applied !== undefined) return;
+    entry.applied = { ...commit, statement: this.statementOf(commit) };
+    for (const [signer, early] of entry.early) if (bytesEqual(early.statement, entry.applied.statement)) this.count(entry, signer, early.signature);
+    entry.early.clear();
+  }
+
+  /**
+   * Adds a batch of signatures: this homeserver's own, or one a peer sent.
+   * The signature over the batch root is verified once; then each statement's
+   * signature (with its inclusion proof) counts toward that commit's certificate.
+   */
+  addBatch(batch: SignatureBatch): BatchRefusal | undefined {
+    const signer = batch.homeserverId;
+    const key = this.signingKeyOf(signer);
+    if (key === undefined) return "unknown-signer";
+    if (batch.statements.length === 0) return "empty";
+    if (batch.statements.length > maxMerkleLeaves) return "too-large";
+    const statements = batch.statements.map((s) => statementBytes(s.clusterId, s.channelId, s.epoch, s.commitHash, s.logIndex));
+    const tree = buildMerkleTree(statements.map(merkleLeafHash));
+    if (!verifyEd25519(key, batchSigningMessage(tree.root), batch.signature)) return "bad-signature";
+    batch.statements.forEach((s, i) => {
+      if (s.clusterId !== this.clusterId) return;
+      const signature = create(SignatureSchema, { homeserverId: signer, signature: batch.signature, leafIndex: i, leafCount: statements.length, proof: tree.proof(i) });
+      const entry = this.entry(keyOf(s.channelId, s.epoch));
+      if (entry.applied === undefined) entry.early.set(signer, { statement: statements[i]!, signature });
+      else if (bytesEqual(entry.applied.statement, statements[i]!)) this.count(entry, signer, signature);
+    });
+    return undefined;
+  }
+
+  private count(entry: Collecting, signer: string, signature: Signature): void {
+    const applied = entry.applied!;
+    if (entry.complete !== undefined || !applied.voters.includes(signer) || entry.signatures.has(signer)) return;
+    entry.signatures.set(signer, signature);
+    if (entry.signatures.size < quorumSize(applied.voters.length)) return;
+    entry.complete = create(CertificateSchema, {
+      clusterId: this.clusterId,
+      channelId: applied.channelId,
+      epoch: applied.epoch,
+      commitHash: applied.commitHash,
+      logIndex: applied.logIndex,
+      voters: [...applied.voters],
+      signatures: [...entry.signatures.values()].sort((a, b) => (a.homeserverId < b.homeserverId ? -1 : 1)),
+    });
+    this.onComplete(entry.complete);
+  }
+
+  /** The complete certificate of the commit that ended `epoch`, if a quorum has signed. */
+  certificate(channelId: string, epoch: bigint): Certificate | undefined {
+    return this.entries.get(keyOf(channelId, epoch))?.complete;
+  }
+
+  /** Drops what is kept for a commit whose certificate the log now holds. */
+  forget(channelId: string, epoch: bigint): void {
+    this.entries.delete(keyOf(channelId, epoch));
+  }
+
+  /** Whether the commit `channel/epoch` is still collected (its certificate not yet recorded in the log). */
+  isCollecting(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  /** How many commits are being collected (for metrics and tests). */
+  size(): number {
+    return this.entries.size;
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * Co-signing, off the log: a homeserver signs the commits it applies in one
+ * turn of the event loop with one signature over their Merkle root, sends
+ * that batch to the commits' other voters on the peer streams, and collects
+ * theirs (CertificateCollector). A certificate is complete, and the waiting
+ * client answered, as soon as a quorum has signed. The leader then records
+ * complete certificates in the log, many per entry, so that every homeserver
+ * stores them (one that was down learns them there). Own batches are sent
+ * again, and complete certificates proposed by whoever holds them, while the
+ * log has not recorded them, so a lost notice or a leader change delays a
+ * certificate but does not lose it.
+ */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { batchSigningMessage } from "../channel/certificate.ts";
+import type { ChannelResult } from "../channel/channel-state-machine.ts";
+import { buildMerkleTree, maxMerkleLeaves, merkleLeafHash } from "../channel/merkle.ts";
+import type { Certificate } from "../gen/epochd/channel/v1/channel_pb.ts";
+import { ChannelCommandSchema, SignatureBatchSchema, type SignatureBatch } from "../gen/epochd/state/v1/channel_state_pb.ts";
+import type { LogIndex } from "../raft/types.ts";
+import type { AppliedCommit, BatchRefusal, CertificateCollector } from "./certificate-collector.ts";
+import { encodeChannelCommand } from "./cluster-state-machine.ts";
+import type { SigningKey } from "./signing-key.ts";
+
+/** The peer-stream notice topic of signature batches. */
+export const signatureBatchTopic = "certificate-signatures";
+/** How often own batches not yet recorded are sent again, and complete certificates proposed again. */
+export const resendIntervalMs = 1000;
+/** Own batches kept for resending; the oldest are dropped beyond this. */
+export const sentBatchesMax = 10_000;
+/** Most certificates one log entry records. */
+export const certificatesPerEntryMax = 256;
+
+interface SentBatch {
+  readonly payload: Uint8Array;
+  readonly peers: readonly string[];
+  /** `channel/epoch` of every commit in the batch. */
+  readonly keys: readonly string[];
+  sentAtMs: number;
+}
+
+/** What the exchange needs from its homeserver. */
+export interface CertificateExchangeOptions {
+  readonly selfId: string;
+  readonly key: SigningKey;
+  readonly collector: CertificateCollector;
+  /** Sends a notice to a peer homeserver (best effort). */
+  readonly sendNotice: (to: string, topic: string, payload: Uint8Array) => void;
+  /** Proposes a log entry, forwarded to the leader when this homeserver is not it; false without a leader. */
+  readonly propose: (data: Uint8Array) => boolean;
+  readonly isLeader: () => boolean;
+  /** Told about a refused batch from a peer (for a log line or a counter). */
+  readonly onRefused?: (from: string, reason: BatchRefusal | "malformed" | "forged-signer") => void;
+}
+
+const keyOf = (channelId: string, epoch: bigint) => `${channelId}/${epoch}`;
+
+/** See the module comment. */
+export class CertificateExchange {
+  private toSign: AppliedCommit[] = [];
+  /** Complete certificates to propose, by key; insertion order = age. */
+  private readonly toRecord = new Map<string, { certificate: Certificate; proposedAtMs: number }>();
+  private readonly sent: SentBatch[] = [];
+  private flushScheduled = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: CertificateExchangeOptions) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.retry(), resendIntervalMs);
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+  }
+
+  /** Reacts to an applied channel command (called in log order, after the apply is durable). */
+  onChannelResult(result: ChannelResult, index: LogIndex): void {
+    if (!result.ok) return;
+    if (result.kind === "commit-accepted") {
+      const commit: AppliedCommit = { channelId: result.channelId, epoch: result.epoch, commitHash: result.commitHash, logIndex: BigInt(index), voters: result.voters };
+      this.options.collector.applied(commit);
+      if (result.voters.includes(this.options.selfId)) {
+        this.toSign.push(commit);
+        this.schedule();
+      }
+    } else if (result.kind === "signatures") {
+      for (const { channelId, epoch } of result.certified) {
+        this.options.collector.forget(channelId, epoch);
+        this.toRecord.delete(keyOf(channelId, epoch));
+      }
+    }
+  }
+
+  /** A certificate the collector completed: queued for the log (proposed now by the leader, later by others). */
+  onComplete(certificate: Certificate): void {
+    this.toRecord.set(keyOf(certificate.channelId, certificate.epoch), { certificate, proposedAtMs: 0 });
+    if (this.options.isLeader()) this.schedule();
+  }
+
+  /** A signature batch from peer `from`. Malformed or forged batches are refused and change nothing. */
+  onNotice(from: string, payload: Uint8Array): void {
+    let batch: SignatureBatch;
+    try {
+      batch = fromBinary(SignatureBatchSchema, payload);
+    } catch {
+      this.options.onRefused?.(from, "malformed");
+      return;
+    }
+    if (batch.homeserverId !== from) {
+      this.options.onRefused?.(from, "forged-signer");
+      return;
+    }
+    const refusal = this.options.collector.addBatch(batch);
+    if (refusal !== undefined) this.options.onRefused?.(from, refusal);
+  }
+
+  private schedule(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.signApplied();
+      if (this.options.isLeader()) this.propose(0);
+    });
+  }
+
+  /** Signs everything applied since the last turn with one signature, counts it and sends it to the peers. */
+  private signApplied(): void {
+    while (this.toSign.length > 0) {
+      const commits = this.toSign.splice(0, maxMerkleLeaves);
+      const collector = this.options.collector;
+      const root = buildMerkleTree(commits.map((c) => merkleLeafHash(collector.statementOf(c)))).root;
+      const batch = create(SignatureBatchSchema, {
+        homeserverId: this.options.selfId,
+        signature: this.options.key.sign(batchSigningMessage(root)),
+        statements: commits.map((c) => ({ clusterId: collector.clusterId, channelId: c.channelId, epoch: c.epoch, commitHash: c.commitHash, logIndex: c.logIndex })),
+      });
+      collector.addBatch(batch);
+      const peers = [...new Set(commits.flatMap((c) => c.voters))].filter((id) => id !== this.options.selfId);
+      const sent: SentBatch = { payload: toBinary(SignatureBatchSchema, batch), peers, keys: commits.map((c) => keyOf(c.channelId, c.epoch)), sentAtMs: Date.now() };
+      for (const peer of peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
+      if (peers.length > 0) this.sent.push(sent);
+      if (this.sent.length > sentBatchesMax) this.sent.shift();
+    }
+  }
+
+  /** Proposes the certificates waiting to be recorded that were not proposed within the last `minAgeMs`. */
+  private propose(minAgeMs: number): void {
+    const now = Date.now();
+    const due = [...this.toRecord.values()].filter((r) => now - r.proposedAtMs >= minAgeMs);
+    for (let i = 0; i < due.length; i += certificatesPerEntryMax) {
+      const chunk = due.slice(i, i + certificatesPerEntryMax);
+      const command = create(ChannelCommandSchema, {
+        command: { case: "signatures", value: { items: chunk.map(({ certificate: c }) => ({ channelId: c.channelId, epoch: c.epoch, signatures: c.signatures })) } },
+      });
+      if (!this.options.propose(encodeChannelCommand(toBinary(ChannelCommandSchema, command)))) return;
+      for (const record of chunk) record.proposedAtMs = now;
+    }
+  }
+
+  /** Every second: send own batches again while the log lacks their certificates; propose stale ones. */
+  private retry(): void {
+    const now = Date.now();
+    const collector = this.options.collector;
+    for (let i = this.sent.length - 1; i >= 0; i--) {
+      const sent = this.sent[i]!;
+      const open = sent.keys.some((key) => collector.isCollecting(key));
+      if (!open) {
+        this.sent.splice(i, 1);
+        continue;
+      }
+      if (now - sent.sentAtMs < resendIntervalMs) continue;
+      sent.sentAtMs = now;
+      for (const peer of sent.peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
+    }
+    this.propose(this.options.isLeader() ? resendIntervalMs : 3 * resendIntervalMs);
+  }
+}
