@@ -7,6 +7,7 @@ import {
   CodecError,
   decodeBatch,
   decodeSnapshotRequest,
+  decodeStreamRequest,
   defaultCodecLimits,
   encodeBatch,
   encodeSnapshotChunk,
@@ -178,5 +179,18 @@ describe("codec", () => {
         expect(error).toBeInstanceOf(CodecError);
       }
     }), { seed, numRuns: 500 });
+  });
+
+  it("carries notices next to Raft messages, in order, within their limits", () => {
+    const m = message({ type: MessageType.Heartbeat, groupId: "g", from: "a", to: "b", term: 3, commit: 2 });
+    const notices = [{ topic: "certificate-signatures", payload: Uint8Array.of(1, 2, 3) }, { topic: "other", payload: new Uint8Array(0) }];
+    const decoded = decodeStreamRequest(encodeBatch([m], notices), defaultCodecLimits);
+    expect(decoded.messages).toEqual([m]);
+    expect(decoded.notices).toEqual(notices);
+    expect(decodeStreamRequest(encodeBatch([], notices), defaultCodecLimits)).toEqual({ messages: [], notices });
+    const limits = { ...defaultCodecLimits, maxNoticesPerBatch: 1, maxNoticeBytes: 2 };
+    expectCodecError(() => decodeStreamRequest(encodeBatch([], notices), limits), "too-many-notices");
+    expectCodecError(() => decodeStreamRequest(encodeBatch([], [notices[0]!]), limits), "notice-too-large");
+    expectCodecError(() => decodeStreamRequest(encodeBatch([], [{ topic: "", payload: new Uint8Array(0) }]), defaultCodecLimits), "bad-id");
   });
 });
