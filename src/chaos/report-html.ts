@@ -124,7 +124,7 @@ function drawTable(t,root){
 var page=JSON.parse(document.getElementById("report-data").textContent);
 var root=document.getElementById("report");
 html("h1",root,page.title);var sub=html("div",root,page.subtitle);sub.className="sub";
-var banner=html("div",root,page.status==="ok"?"OK":page.status==="fail"?"FAILED":"");banner.className="banner "+page.status;
+if(page.status!=="info"){var banner=html("div",root,page.status==="ok"?"OK":"FAILED");banner.className="banner "+page.status;}
 var summary=html("table",root);page.summary.forEach(function(kv){var tr=html("tr",summary);html("th",tr,kv[0]);html("td",tr,kv[1]);});
 if(page.timeline){html("h2",root,"Timeline");drawTimeline(page.timeline,root);}
 page.bars.forEach(function(b){drawBars(b,root);});
