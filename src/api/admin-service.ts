@@ -10,6 +10,8 @@ import {
   ProgressState as ProtoProgressState,
   Role as ProtoRole,
 } from "../gen/epochd/admin/v1/admin_pb.ts";
+import { encodeIdentityCommand } from "../identity/identity-command.ts";
+import type { IdentityResult } from "../identity/identity-state.ts";
 import { NotLeaderError } from "../multiraft/errors.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import { encodeSetHomeserver, isValidHomeserverRecord } from "../node/directory-command.ts";
@@ -150,6 +152,14 @@ export function addAdminService(server: grpc.Server, context: AdminContext): voi
         "waiting for the transfer",
       );
       return { leaderId: request.toNodeId, term: BigInt(driver.status(groupId).term) };
+    }),
+    setHomeserverBlocked: unaryHandler(AdminService.method.setHomeserverBlocked, async (request, call) => {
+      authorize(call);
+      const data = encodeIdentityCommand({ command: { case: "setBlocked", value: { homeserverId: request.homeserverId, blocked: request.blocked } } });
+      const applied = await withDeadline(driver.propose(group, data), remainingMs(call.getDeadline()), "recording the block");
+      const result = applied.result as IdentityResult;
+      if (!result.ok) throw new ApiError(grpc.status.INVALID_ARGUMENT, result.reason);
+      return { index: BigInt(applied.index) };
     }),
   } satisfies grpc.UntypedServiceImplementation);
 }

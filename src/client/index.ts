@@ -11,3 +11,6 @@ export { CertificateError, CommitRetriesExhaustedError, ForkError, NotAMemberErr
 export { toHex, treeHomeservers, type TreeMember } from "./mls-codec.ts";
 export { runDemo, runDemoOn, type DemoResult } from "./demo.ts";
 export { InboxClient, sendDirect, type InboxClientOptions } from "./inbox-client.ts";
+export { DeviceSession, type DeviceSessionOptions } from "./session.ts";
+export { DirectoryClient, verifyIdentityRecord, type DirectoryClientOptions } from "./directory-client.ts";
+export { signIdentityRecord, generateInboxKeyPair, type IdentityRecordFields, type InboxKeyPair } from "./identity-record.ts";

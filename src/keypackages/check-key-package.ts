@@ -20,7 +20,10 @@ export interface KeyPackageOwner {
 }
 
 /** A valid KeyPackage's expiry, in Unix seconds; or why it is not valid. */
-export type KeyPackageVerdict = { readonly ok: true; readonly notAfterSeconds: bigint } | { readonly ok: false; readonly reason: string };
+export type KeyPackageVerdict =
+  | { readonly ok: true; readonly notAfterSeconds: bigint }
+  /** `foreign`: it names another device or key (a cross-device publish), not merely malformed. */
+  | { readonly ok: false; readonly reason: string; readonly foreign: boolean };
 
 function checkContent(keyPackage: KeyPackage, owner: KeyPackageOwner, nowMs: number): string | undefined {
   if (keyPackage.version !== "mls10") return "unsupported protocol version";
@@ -28,28 +31,33 @@ function checkContent(keyPackage: KeyPackage, owner: KeyPackageOwner, nowMs: num
   const leaf = keyPackage.leafNode;
   if (leaf.leafNodeSource !== "key_package") return "leaf node source is not key_package";
   if (leaf.credential.credentialType !== "basic") return "credential is not Basic";
-  if (parseDeviceId(leaf.credential.identity)?.deviceId !== owner.deviceId) return `credential identity is not ${owner.deviceId}`;
-  if (!bytesEqual(leaf.signaturePublicKey, owner.devicePublicKey)) return "leaf signature key is not the device's identity key";
   if (bytesEqual(keyPackage.initKey, leaf.hpkePublicKey)) return "init key equals the encryption key";
   const nowSeconds = BigInt(Math.floor(nowMs / 1000));
   if (leaf.lifetime.notBefore > nowSeconds || leaf.lifetime.notAfter < nowSeconds) return "lifetime does not cover now";
   return undefined;
 }
 
+/** Whether the KeyPackage names `owner` and carries its DIR key. */
+function isOwners(keyPackage: KeyPackage, owner: KeyPackageOwner): boolean {
+  const leaf = keyPackage.leafNode;
+  return leaf.credential.credentialType === "basic" && parseDeviceId(leaf.credential.identity)?.deviceId === owner.deviceId && bytesEqual(leaf.signaturePublicKey, owner.devicePublicKey);
+}
+
 /** Checks one MLSMessage-framed KeyPackage of `owner`. */
 export async function checkKeyPackage(bytes: Uint8Array, owner: KeyPackageOwner, nowMs: number): Promise<KeyPackageVerdict> {
   const message = decodeFramed(bytes, maxKeyPackageBytes, "KeyPackage");
-  if ("reason" in message) return { ok: false, reason: message.reason };
-  if (message.wireformat !== "mls_key_package") return { ok: false, reason: "KeyPackage: not an MLS KeyPackage message" };
+  if ("reason" in message) return { ok: false, reason: message.reason, foreign: false };
+  if (message.wireformat !== "mls_key_package") return { ok: false, reason: "KeyPackage: not an MLS KeyPackage message", foreign: false };
   const keyPackage = message.keyPackage;
   try {
     const bad = checkContent(keyPackage, owner, nowMs);
-    if (bad !== undefined) return { ok: false, reason: `KeyPackage: ${bad}` };
+    if (bad !== undefined) return { ok: false, reason: `KeyPackage: ${bad}`, foreign: false };
+    if (!isOwners(keyPackage, owner)) return { ok: false, reason: `KeyPackage: not ${owner.deviceId}'s (another identity or key)`, foreign: true };
     const impl = await channelSuiteImpl();
-    if (!(await verifyKeyPackage(keyPackage, impl.signature))) return { ok: false, reason: "KeyPackage: signature is invalid" };
-    if (!(await verifyLeafNodeSignatureKeyPackage(keyPackage.leafNode, impl.signature))) return { ok: false, reason: "KeyPackage: leaf node signature is invalid" };
+    if (!(await verifyKeyPackage(keyPackage, impl.signature))) return { ok: false, reason: "KeyPackage: signature is invalid", foreign: false };
+    if (!(await verifyLeafNodeSignatureKeyPackage(keyPackage.leafNode, impl.signature))) return { ok: false, reason: "KeyPackage: leaf node signature is invalid", foreign: false };
   } catch {
-    return { ok: false, reason: "KeyPackage: malformed content" };
+    return { ok: false, reason: "KeyPackage: malformed content", foreign: false };
   }
   return { ok: true, notAfterSeconds: keyPackage.leafNode.lifetime.notAfter };
 }

@@ -94,7 +94,7 @@ export class KeyPackageState {
     const stored: Uint8Array[] = [];
     for (const bytes of all) {
       const verdict = await checkKeyPackage(bytes, device, Number(command.nowMs));
-      if (!verdict.ok) return refuse("invalid", verdict.reason);
+      if (!verdict.ok) return refuse(verdict.foreign ? "permission-denied" : "invalid", verdict.reason);
       stored.push(toBinary(StoredKeyPackageSchema, create(StoredKeyPackageSchema, { keyPackage: bytes, notAfterS: verdict.notAfterSeconds })));
     }
     let tail = bounds.tail;

@@ -34,16 +34,16 @@ describe("KeyPackage directory", () => {
 
   beforeAll(async () => {
     h = await MachineHarness.open([hs1, hs2]);
-    [phone, laptop] = await registerUser(h, "alice@hs1", ["alice.phone@hs1", "alice.laptop@hs1"], hs1);
-    [bob] = await registerUser(h, "bob@hs2", ["bob@hs2"], hs2);
-    [carol] = await registerUser(h, "carol@hs2", ["carol@hs2"], hs2);
+    [phone, laptop] = (await registerUser(h, "alice@hs1", ["alice.phone@hs1", "alice.laptop@hs1"], hs1)) as [Device, Device];
+    [bob] = (await registerUser(h, "bob@hs2", ["bob@hs2"], hs2)) as [Device];
+    [carol] = (await registerUser(h, "carol@hs2", ["carol@hs2"], hs2)) as [Device];
   });
   afterAll(async () => {
     await h?.close();
   });
 
   const run = async (command: Parameters<typeof encodeKeyPackageCommand>[0]): Promise<KeyPackageResult> => (await h.applyAll([encodeKeyPackageCommand(command)]))[0] as KeyPackageResult;
-  const publish = (deviceId: string, keyPackages: Uint8Array[], lastResort = new Uint8Array(0), nowMs = now) =>
+  const publish = (deviceId: string, keyPackages: Uint8Array[], lastResort: Uint8Array = new Uint8Array(0), nowMs = now) =>
     run({ command: { case: "publish", value: { deviceId, keyPackages, lastResort, nowMs: BigInt(nowMs) } } });
   const claim = (claimerDeviceId: string, userName: string, viaChannelId = "") =>
     run({ command: { case: "claim", value: { claimerDeviceId, userName, viaChannelId, nowMs: BigInt(now) } } });
@@ -51,12 +51,12 @@ describe("KeyPackage directory", () => {
 
   it("refuses KeyPackages that are not the device's own, expired, or not KeyPackages, and stores nothing", async () => {
     const impostor = await Device.create("alice.phone@hs1"); // same id, another key: not the DIR key
-    expect(await publish("alice.phone@hs1", [await impostor.publishKeyPackage()])).toMatchObject({ ok: false, code: "invalid" });
-    expect(await publish("alice.phone@hs1", [await laptop.publishKeyPackage()])).toMatchObject({ ok: false, code: "invalid" });
+    expect(await publish("alice.phone@hs1", [await impostor.publishKeyPackage()])).toMatchObject({ ok: false, code: "permission-denied" });
+    expect(await publish("alice.phone@hs1", [await laptop.publishKeyPackage()])).toMatchObject({ ok: false, code: "permission-denied" });
     expect(await publish("alice.phone@hs1", [await keyPackageWithLifetime(phone, BigInt(Math.floor(now / 1000) - 10))])).toMatchObject({ ok: false, code: "invalid" });
     expect(await publish("alice.phone@hs1", [Uint8Array.of(0, 1, 0, 5, 9, 9)])).toMatchObject({ ok: false, code: "invalid" });
     const kp = await phone.publishKeyPackage();
-    const tampered = Uint8Array.from(kp);
+    const tampered = new Uint8Array(kp);
     tampered[tampered.length - 5]! ^= 1;
     expect(await publish("alice.phone@hs1", [await phone.publishKeyPackage(), tampered])).toMatchObject({ ok: false, code: "invalid" });
     expect(await publish("nobody@hs1", [kp])).toMatchObject({ ok: false, code: "unauthenticated" });

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file epochd/admin/v1/admin.proto.
  */
 export const file_epochd_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChtlcG9jaGQvYWRtaW4vdjEvYWRtaW4ucHJvdG8SD2Vwb2NoZC5hZG1pbi52MSKIAQoMUGVlclByb2dyZXNzEg8KB25vZGVfaWQYASABKAkSEwoLbWF0Y2hfaW5kZXgYAiABKAQSEgoKbmV4dF9pbmRleBgDIAEoBBItCgVzdGF0ZRgEIAEoDjIeLmVwb2NoZC5hZG1pbi52MS5Qcm9ncmVzc1N0YXRlEg8KB2xlYXJuZXIYBSABKAgi+QEKC0dyb3VwU3RhdHVzEhAKCGdyb3VwX2lkGAEgASgJEiMKBHJvbGUYAiABKA4yFS5lcG9jaGQuYWRtaW4udjEuUm9sZRIMCgR0ZXJtGAMgASgEEhQKDGNvbW1pdF9pbmRleBgEIAEoBBIVCg1hcHBsaWVkX2luZGV4GAUgASgEEhIKCmxhc3RfaW5kZXgYBiABKAQSEQoJbGVhZGVyX2lkGAcgASgJEg4KBnZvdGVycxgIIAMoCRIQCghsZWFybmVycxgJIAMoCRIvCghwcm9ncmVzcxgKIAMoCzIdLmVwb2NoZC5hZG1pbi52MS5QZWVyUHJvZ3Jlc3MiZgoKUGVlclN0YXR1cxIPCgdub2RlX2lkGAEgASgJEg8KB2FkZHJlc3MYAiABKAkSNgoMc3RyZWFtX3N0YXRlGAMgASgOMiAuZXBvY2hkLmFkbWluLnYxLlBlZXJTdHJlYW1TdGF0ZSIPCg1TdGF0dXNSZXF1ZXN0InsKDlN0YXR1c1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSLAoGZ3JvdXBzGAIgAygLMhwuZXBvY2hkLmFkbWluLnYxLkdyb3VwU3RhdHVzEioKBXBlZXJzGAMgAygLMhsuZXBvY2hkLmFkbWluLnYxLlBlZXJTdGF0dXMiUAoUQWRkSG9tZXNlcnZlclJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEhYKDmNsaWVudF9hZGRyZXNzGAMgASgJIiwKFUFkZEhvbWVzZXJ2ZXJSZXNwb25zZRITCgt2b3Rlcl9pbmRleBgBIAEoBCIqChdSZW1vdmVIb21lc2VydmVyUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJIikKGFJlbW92ZUhvbWVzZXJ2ZXJSZXNwb25zZRINCgVpbmRleBgBIAEoBCJBChlUcmFuc2ZlckxlYWRlcnNoaXBSZXF1ZXN0EhAKCGdyb3VwX2lkGAEgASgJEhIKCnRvX25vZGVfaWQYAiABKAkiPQoaVHJhbnNmZXJMZWFkZXJzaGlwUmVzcG9uc2USEQoJbGVhZGVyX2lkGAEgASgJEgwKBHRlcm0YAiABKAQqbAoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASEQoNUk9MRV9GT0xMT1dFUhABEhYKElJPTEVfUFJFX0NBTkRJREFURRACEhIKDlJPTEVfQ0FORElEQVRFEAMSDwoLUk9MRV9MRUFERVIQBCqEAQoNUHJvZ3Jlc3NTdGF0ZRIeChpQUk9HUkVTU19TVEFURV9VTlNQRUNJRklFRBAAEhgKFFBST0dSRVNTX1NUQVRFX1BST0JFEAESHAoYUFJPR1JFU1NfU1RBVEVfUkVQTElDQVRFEAISGwoXUFJPR1JFU1NfU1RBVEVfU05BUFNIT1QQAyqWAQoPUGVlclN0cmVhbVN0YXRlEiEKHVBFRVJfU1RSRUFNX1NUQVRFX1VOU1BFQ0lGSUVEEAASHwobUEVFUl9TVFJFQU1fU1RBVEVfQ09OTkVDVEVEEAESIAocUEVFUl9TVFJFQU1fU1RBVEVfQ09OTkVDVElORxACEh0KGVBFRVJfU1RSRUFNX1NUQVRFX0JBQ0tPRkYQAzKRAwoMQWRtaW5TZXJ2aWNlEkkKBlN0YXR1cxIeLmVwb2NoZC5hZG1pbi52MS5TdGF0dXNSZXF1ZXN0Gh8uZXBvY2hkLmFkbWluLnYxLlN0YXR1c1Jlc3BvbnNlEl4KDUFkZEhvbWVzZXJ2ZXISJS5lcG9jaGQuYWRtaW4udjEuQWRkSG9tZXNlcnZlclJlcXVlc3QaJi5lcG9jaGQuYWRtaW4udjEuQWRkSG9tZXNlcnZlclJlc3BvbnNlEmcKEFJlbW92ZUhvbWVzZXJ2ZXISKC5lcG9jaGQuYWRtaW4udjEuUmVtb3ZlSG9tZXNlcnZlclJlcXVlc3QaKS5lcG9jaGQuYWRtaW4udjEuUmVtb3ZlSG9tZXNlcnZlclJlc3BvbnNlEm0KElRyYW5zZmVyTGVhZGVyc2hpcBIqLmVwb2NoZC5hZG1pbi52MS5UcmFuc2ZlckxlYWRlcnNoaXBSZXF1ZXN0GisuZXBvY2hkLmFkbWluLnYxLlRyYW5zZmVyTGVhZGVyc2hpcFJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("ChtlcG9jaGQvYWRtaW4vdjEvYWRtaW4ucHJvdG8SD2Vwb2NoZC5hZG1pbi52MSKIAQoMUGVlclByb2dyZXNzEg8KB25vZGVfaWQYASABKAkSEwoLbWF0Y2hfaW5kZXgYAiABKAQSEgoKbmV4dF9pbmRleBgDIAEoBBItCgVzdGF0ZRgEIAEoDjIeLmVwb2NoZC5hZG1pbi52MS5Qcm9ncmVzc1N0YXRlEg8KB2xlYXJuZXIYBSABKAgi+QEKC0dyb3VwU3RhdHVzEhAKCGdyb3VwX2lkGAEgASgJEiMKBHJvbGUYAiABKA4yFS5lcG9jaGQuYWRtaW4udjEuUm9sZRIMCgR0ZXJtGAMgASgEEhQKDGNvbW1pdF9pbmRleBgEIAEoBBIVCg1hcHBsaWVkX2luZGV4GAUgASgEEhIKCmxhc3RfaW5kZXgYBiABKAQSEQoJbGVhZGVyX2lkGAcgASgJEg4KBnZvdGVycxgIIAMoCRIQCghsZWFybmVycxgJIAMoCRIvCghwcm9ncmVzcxgKIAMoCzIdLmVwb2NoZC5hZG1pbi52MS5QZWVyUHJvZ3Jlc3MiZgoKUGVlclN0YXR1cxIPCgdub2RlX2lkGAEgASgJEg8KB2FkZHJlc3MYAiABKAkSNgoMc3RyZWFtX3N0YXRlGAMgASgOMiAuZXBvY2hkLmFkbWluLnYxLlBlZXJTdHJlYW1TdGF0ZSIPCg1TdGF0dXNSZXF1ZXN0InsKDlN0YXR1c1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSLAoGZ3JvdXBzGAIgAygLMhwuZXBvY2hkLmFkbWluLnYxLkdyb3VwU3RhdHVzEioKBXBlZXJzGAMgAygLMhsuZXBvY2hkLmFkbWluLnYxLlBlZXJTdGF0dXMiUAoUQWRkSG9tZXNlcnZlclJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEhYKDmNsaWVudF9hZGRyZXNzGAMgASgJIiwKFUFkZEhvbWVzZXJ2ZXJSZXNwb25zZRITCgt2b3Rlcl9pbmRleBgBIAEoBCIqChdSZW1vdmVIb21lc2VydmVyUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJIikKGFJlbW92ZUhvbWVzZXJ2ZXJSZXNwb25zZRINCgVpbmRleBgBIAEoBCJBChlUcmFuc2ZlckxlYWRlcnNoaXBSZXF1ZXN0EhAKCGdyb3VwX2lkGAEgASgJEhIKCnRvX25vZGVfaWQYAiABKAkiPQoaVHJhbnNmZXJMZWFkZXJzaGlwUmVzcG9uc2USEQoJbGVhZGVyX2lkGAEgASgJEgwKBHRlcm0YAiABKAQiRQobU2V0SG9tZXNlcnZlckJsb2NrZWRSZXF1ZXN0EhUKDWhvbWVzZXJ2ZXJfaWQYASABKAkSDwoHYmxvY2tlZBgCIAEoCCItChxTZXRIb21lc2VydmVyQmxvY2tlZFJlc3BvbnNlEg0KBWluZGV4GAEgASgEKmwKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhEKDVJPTEVfRk9MTE9XRVIQARIWChJST0xFX1BSRV9DQU5ESURBVEUQAhISCg5ST0xFX0NBTkRJREFURRADEg8KC1JPTEVfTEVBREVSEAQqhAEKDVByb2dyZXNzU3RhdGUSHgoaUFJPR1JFU1NfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRQUk9HUkVTU19TVEFURV9QUk9CRRABEhwKGFBST0dSRVNTX1NUQVRFX1JFUExJQ0FURRACEhsKF1BST0dSRVNTX1NUQVRFX1NOQVBTSE9UEAMqlgEKD1BlZXJTdHJlYW1TdGF0ZRIhCh1QRUVSX1NUUkVBTV9TVEFURV9VTlNQRUNJRklFRBAAEh8KG1BFRVJfU1RSRUFNX1NUQVRFX0NPTk5FQ1RFRBABEiAKHFBFRVJfU1RSRUFNX1NUQVRFX0NPTk5FQ1RJTkcQAhIdChlQRUVSX1NUUkVBTV9TVEFURV9CQUNLT0ZGEAMyhgQKDEFkbWluU2VydmljZRJJCgZTdGF0dXMSHi5lcG9jaGQuYWRtaW4udjEuU3RhdHVzUmVxdWVzdBofLmVwb2NoZC5hZG1pbi52MS5TdGF0dXNSZXNwb25zZRJeCg1BZGRIb21lc2VydmVyEiUuZXBvY2hkLmFkbWluLnYxLkFkZEhvbWVzZXJ2ZXJSZXF1ZXN0GiYuZXBvY2hkLmFkbWluLnYxLkFkZEhvbWVzZXJ2ZXJSZXNwb25zZRJnChBSZW1vdmVIb21lc2VydmVyEiguZXBvY2hkLmFkbWluLnYxLlJlbW92ZUhvbWVzZXJ2ZXJSZXF1ZXN0GikuZXBvY2hkLmFkbWluLnYxLlJlbW92ZUhvbWVzZXJ2ZXJSZXNwb25zZRJtChJUcmFuc2ZlckxlYWRlcnNoaXASKi5lcG9jaGQuYWRtaW4udjEuVHJhbnNmZXJMZWFkZXJzaGlwUmVxdWVzdBorLmVwb2NoZC5hZG1pbi52MS5UcmFuc2ZlckxlYWRlcnNoaXBSZXNwb25zZRJzChRTZXRIb21lc2VydmVyQmxvY2tlZBIsLmVwb2NoZC5hZG1pbi52MS5TZXRIb21lc2VydmVyQmxvY2tlZFJlcXVlc3QaLS5lcG9jaGQuYWRtaW4udjEuU2V0SG9tZXNlcnZlckJsb2NrZWRSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * PeerProgress is the leader's view of one member of a group.
@@ -346,6 +346,55 @@ export const TransferLeadershipResponseSchema: GenMessage<TransferLeadershipResp
   messageDesc(file_epochd_admin_v1_admin, 10);
 
 /**
+ * AdminService is the operator's API. Membership calls must reach the
+ * leader; a follower answers FAILED_PRECONDITION with the leader hint
+ * described in epochd.kv.v1 (metadata keys epochd-leader-id and
+ * epochd-leader-address).
+ * SetHomeserverBlockedRequest blocks (or unblocks) a homeserver: while it is
+ * blocked, the device identity records it sponsors are refused and its
+ * devices cannot log in or be claimed.
+ *
+ * @generated from message epochd.admin.v1.SetHomeserverBlockedRequest
+ */
+export type SetHomeserverBlockedRequest = Message<"epochd.admin.v1.SetHomeserverBlockedRequest"> & {
+  /**
+   * @generated from field: string homeserver_id = 1;
+   */
+  homeserverId: string;
+
+  /**
+   * @generated from field: bool blocked = 2;
+   */
+  blocked: boolean;
+};
+
+/**
+ * Describes the message epochd.admin.v1.SetHomeserverBlockedRequest.
+ * Use `create(SetHomeserverBlockedRequestSchema)` to create a new message.
+ */
+export const SetHomeserverBlockedRequestSchema: GenMessage<SetHomeserverBlockedRequest> = /*@__PURE__*/
+  messageDesc(file_epochd_admin_v1_admin, 11);
+
+/**
+ * SetHomeserverBlockedResponse names the log index the change was applied at.
+ *
+ * @generated from message epochd.admin.v1.SetHomeserverBlockedResponse
+ */
+export type SetHomeserverBlockedResponse = Message<"epochd.admin.v1.SetHomeserverBlockedResponse"> & {
+  /**
+   * @generated from field: uint64 index = 1;
+   */
+  index: bigint;
+};
+
+/**
+ * Describes the message epochd.admin.v1.SetHomeserverBlockedResponse.
+ * Use `create(SetHomeserverBlockedResponseSchema)` to create a new message.
+ */
+export const SetHomeserverBlockedResponseSchema: GenMessage<SetHomeserverBlockedResponse> = /*@__PURE__*/
+  messageDesc(file_epochd_admin_v1_admin, 12);
+
+/**
  * Role is a homeserver's role in one Raft group.
  *
  * @generated from enum epochd.admin.v1.Role
@@ -452,11 +501,6 @@ export const PeerStreamStateSchema: GenEnum<PeerStreamState> = /*@__PURE__*/
   enumDesc(file_epochd_admin_v1_admin, 2);
 
 /**
- * AdminService is the operator's API. Membership calls must reach the
- * leader; a follower answers FAILED_PRECONDITION with the leader hint
- * described in epochd.kv.v1 (metadata keys epochd-leader-id and
- * epochd-leader-address).
- *
  * @generated from service epochd.admin.v1.AdminService
  */
 export const AdminService: GenService<{
@@ -491,6 +535,14 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof TransferLeadershipRequestSchema;
     output: typeof TransferLeadershipResponseSchema;
+  },
+  /**
+   * @generated from rpc epochd.admin.v1.AdminService.SetHomeserverBlocked
+   */
+  setHomeserverBlocked: {
+    methodKind: "unary";
+    input: typeof SetHomeserverBlockedRequestSchema;
+    output: typeof SetHomeserverBlockedResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_epochd_admin_v1_admin, 0);
