@@ -8,7 +8,8 @@
  * delivered. The cluster starts once; each run uses a fresh channel and fresh devices.
  *
  * Replay: FC_SEED=<seed> (printed at start and in a failure), plus FC_PATH=<path> from fast-check's report to
- * go straight to the shrunk counterexample; FC_RUNS=<n> to run more (or fewer).
+ * go straight to the shrunk counterexample; FC_RUNS=<n> to run more (or fewer); FC_NO_SHRINK=1 stops at the
+ * first failure without shrinking it (shrinking replays many schedules on real processes: minutes).
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -107,21 +108,30 @@ async function checkProperty(bounds: ScheduleBounds, numRuns: number): Promise<T
   const started = Date.now();
   await fc.assert(
     fc.asyncProperty(scheduleArbitrary(bounds), (schedule) => playAndCheck(schedule, totals)),
-    { seed, numRuns: runsOverride ?? numRuns, endOnFailure: false, ...(replayPath === undefined ? {} : { path: replayPath }) },
+    { seed, numRuns: runsOverride ?? numRuns, endOnFailure: process.env.FC_NO_SHRINK === "1", ...(replayPath === undefined ? {} : { path: replayPath }) },
   );
   console.log(`ordering property (leaves: ${bounds.leaves}): ${JSON.stringify(totals)} in ${Date.now() - started} ms, FC_SEED=${seed}`);
   return totals;
 }
 
+/**
+ * Runs per property in `npm test`: about 3 s each on a quiet 2-core machine and up to 7 s under a loaded
+ * one, so both properties plus the cluster's start stay within about 90 s. FC_RUNS runs more.
+ */
+const racingRuns = 6;
+const leavingRuns = 3;
+/** A run takes seconds; allow 30 s each (and never less than 10 minutes) before vitest gives up. */
+const timeoutMs = (runs: number): number => Math.max(600_000, (runsOverride ?? runs) * 30_000);
+
 describe("channel ordering on a real 3-homeserver cluster (fast-check)", () => {
   it("racing adds, removes, key updates and messages: one commit per epoch, same log everywhere, one authenticator", async () => {
-    const totals = await checkProperty({ devicesMin: 3, devicesMax: 8, stepsMax: 5, operationsPerStepMax: 4, leaves: false }, 8);
+    const totals = await checkProperty({ devicesMin: 3, devicesMax: 8, stepsMax: 5, operationsPerStepMax: 4, leaves: false }, racingRuns);
     expect(totals.racingSteps).toBeGreaterThan(0);
     expect(totals.conflicts).toBeGreaterThan(0);
-  }, 600_000);
+  }, timeoutMs(racingRuns));
 
   it("with members leaving by a standalone self-Remove proposal as well", async () => {
-    const totals = await checkProperty({ devicesMin: 3, devicesMax: 8, stepsMax: 5, operationsPerStepMax: 4, leaves: true }, 3);
+    const totals = await checkProperty({ devicesMin: 3, devicesMax: 8, stepsMax: 5, operationsPerStepMax: 4, leaves: true }, leavingRuns);
     expect(totals.leavesProposed).toBeGreaterThan(0);
-  }, 600_000);
+  }, timeoutMs(leavingRuns));
 });

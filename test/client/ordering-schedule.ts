@@ -77,16 +77,20 @@ export function operationArbitrary(leaves: boolean): fc.Arbitrary<Operation> {
   return fc.oneof(...weighted);
 }
 
-/** Schedules within `bounds`; shrinking drops devices, steps and operations and lowers picks. */
+/**
+ * Schedules within `bounds`; shrinking drops devices, steps and operations and lowers picks. With leaves,
+ * the first step always holds a leave racing the other operations, so every run exercises one.
+ */
 export function scheduleArbitrary(bounds: ScheduleBounds): fc.Arbitrary<Schedule> {
-  const step = fc.record({
-    syncFirst: fc.boolean(),
-    operations: fc.array(operationArbitrary(bounds.leaves), { minLength: 2, maxLength: bounds.operationsPerStepMax }),
-  });
+  const operations = fc.array(operationArbitrary(bounds.leaves), { minLength: 2, maxLength: bounds.operationsPerStepMax });
+  const step = fc.record({ syncFirst: fc.boolean(), operations });
+  const firstStep = bounds.leaves
+    ? fc.record({ syncFirst: fc.boolean(), operations: fc.tuple(operation("leave"), operations).map(([leave, rest]) => [leave, ...rest.slice(1)]) })
+    : step;
   return fc.record({
     homeservers: fc.array(fc.constantFrom(...homeserverIds), { minLength: bounds.devicesMin - 1, maxLength: bounds.devicesMax - 1 }).map((others) => ["hs1" as const, ...others]),
     initialMembers: fc.integer({ min: 2, max: bounds.devicesMax }),
-    steps: fc.array(step, { minLength: 1, maxLength: bounds.stepsMax }),
+    steps: fc.tuple(firstStep, fc.array(step, { minLength: 0, maxLength: bounds.stepsMax - 1 })).map(([first, rest]) => [first, ...rest]),
   });
 }
 
