@@ -66,6 +66,7 @@ describe("ts-mls 1.6 unmerged_leaves: a Welcome after remove + add + add", () =>
     const { kp, made } = await addOf(6); // node 7 now lists [1, 5], node 3 still [1]
     expect(unmergedLeavesViolation(state.ratchetTree)).toBeUndefined();
 
+    // The ts-mls fact the workaround rests on; when an upgrade makes this fail, welcome-join.ts can go.
     await expect(joinGroup(made.welcome!, kp.publicPackage, kp.privatePackage, emptyPskIndex, impl, undefined, undefined, sdkClientConfig)).rejects.toThrow(tsMlsUnmergedLeavesError);
     const joined = await joinFromWelcome(made.welcome!, kp.publicPackage, kp.privatePackage, impl, sdkClientConfig);
     expect(joined.groupContext.epoch).toBe(state.groupContext.epoch);
