@@ -148,16 +148,21 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
     return collected === undefined ? record : { ...record, certificate: collected };
   };
 
+  /** Waits until the commit that ended `epoch` is certified; resolves with its complete certificate. */
+  const certified = async (channelId: string, epoch: bigint, waitMs: number): Promise<Certificate | undefined> => {
+    const complete = async () => {
+      const collected = certificates.collected(channelId, epoch);
+      if (collected !== undefined) return collected;
+      const stored = (await recordOf(channelId, epoch))?.certificate;
+      return stored !== undefined && isCertified(stored) ? stored : undefined;
+    };
+    await withDeadline(certificates.waiters.wait(channelId, epoch, async () => (await complete()) !== undefined), waitMs, "waiting for the channel's homeservers to co-sign the commit");
+    return complete();
+  };
+
   /** Waits until the commit that ended `epoch` is certified, then returns its record. */
   const certifiedRecord = async (channelId: string, epoch: bigint, waitMs: number) => {
-    await withDeadline(
-      certificates.waiters.wait(channelId, epoch, async () => {
-        const certificate = (await recordOf(channelId, epoch))?.certificate;
-        return certificate !== undefined && isCertified(certificate);
-      }),
-      waitMs,
-      "waiting for the channel's homeservers to co-sign the commit",
-    );
+    await certified(channelId, epoch, waitMs);
     return recordOf(channelId, epoch);
   };
 
@@ -204,7 +209,7 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
       const { result } = await run({ case: "submitCommit", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       if (result.kind !== "commit-accepted") throw new ApiError(grpc.status.INTERNAL, "unexpected result");
-      const certificate = (await certifiedRecord(result.channelId, result.epoch, remainingMs(call.getDeadline())))?.certificate;
+      const certificate = await certified(result.channelId, result.epoch, remainingMs(call.getDeadline()));
       return { epoch: result.epoch + 1n, ...(certificate === undefined ? {} : { certificate }) };
     }),
     submitProposal: unaryHandler(ChannelService.method.submitProposal, async (request, call) => {

@@ -3,15 +3,51 @@
  * batch of commits is signed at once (a Merkle root, see merkle.ts), and
  * when enough of the channel's homeservers have signed.
  */
-import { create, toBinary } from "@bufbuild/protobuf";
 import { createPublicKey, verify, type KeyObject } from "node:crypto";
-import { SignedCommitStatementSchema, type Certificate, type Signature } from "../gen/epochd/channel/v1/channel_pb.ts";
+import type { Certificate, Signature } from "../gen/epochd/channel/v1/channel_pb.ts";
 import { merkleHashBytes, merkleLeafHash, merkleRootFromProof } from "./merkle.ts";
 
-/** The bytes every signature of a certificate covers: a deterministic protobuf encoding. */
+/**
+ * The bytes every signature of a certificate covers: the deterministic
+ * protobuf encoding of SignedCommitStatement (fields in number order, proto3
+ * defaults left out), written by hand because every homeserver encodes one per
+ * commit it signs or checks; a test holds it equal to protobuf-es's toBinary.
+ */
 export function statementBytes(clusterId: string, channelId: string, epoch: bigint, commitHash: Uint8Array, logIndex: bigint): Uint8Array {
-  return toBinary(SignedCommitStatementSchema, create(SignedCommitStatementSchema, { clusterId, channelId, epoch, commitHash, logIndex }));
+  const cluster = utf8.encode(clusterId);
+  const channel = utf8.encode(channelId);
+  const out = new Uint8Array(cluster.byteLength + channel.byteLength + commitHash.byteLength + 4 * 10 + 2 * 10);
+  let at = 0;
+  const varint = (value: bigint): void => {
+    let v = BigInt.asUintN(64, value);
+    while (v >= 0x80n) {
+      out[at++] = Number(v & 0x7fn) | 0x80;
+      v >>= 7n;
+    }
+    out[at++] = Number(v);
+  };
+  const field = (tag: number, bytes: Uint8Array): void => {
+    if (bytes.byteLength === 0) return;
+    out[at++] = tag;
+    varint(BigInt(bytes.byteLength));
+    out.set(bytes, at);
+    at += bytes.byteLength;
+  };
+  field(0x0a, cluster);
+  field(0x12, channel);
+  if (epoch !== 0n) {
+    out[at++] = 0x18;
+    varint(epoch);
+  }
+  field(0x22, commitHash);
+  if (logIndex !== 0n) {
+    out[at++] = 0x28;
+    varint(logIndex);
+  }
+  return out.slice(0, at);
 }
+
+const utf8 = new TextEncoder();
 
 /** The certificate's own statement bytes. */
 export function certificateStatement(certificate: Certificate): Uint8Array {

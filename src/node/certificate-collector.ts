@@ -9,7 +9,7 @@
 import { create } from "@bufbuild/protobuf";
 import { batchSigningMessage, quorumSize, statementBytes, verifyEd25519 } from "../channel/certificate.ts";
 import { buildMerkleTree, maxMerkleLeaves, merkleLeafHash } from "../channel/merkle.ts";
-import { CertificateSchema, SignatureSchema, type Certificate, type Signature } from "../gen/epochd/channel/v1/channel_pb.ts";
+import { CertificateSchema, type Certificate, type Signature } from "../gen/epochd/channel/v1/channel_pb.ts";
 import type { SignatureBatch } from "../gen/epochd/state/v1/channel_state_pb.ts";
 
 /** A commit this homeserver applied: what its certificate must say. */
@@ -78,11 +78,12 @@ export class CertificateCollector {
   }
 
   /**
-   * Adds a batch of signatures: this homeserver's own, or one a peer sent.
-   * The signature over the batch root is verified once; then each statement's
-   * signature (with its inclusion proof) counts toward that commit's certificate.
+   * Adds a batch of signatures: this homeserver's own (`own`: not verified
+   * again), or one a peer sent. The signature over the batch root is verified
+   * once; then each statement's signature (with its inclusion proof) counts
+   * toward that commit's certificate.
    */
-  addBatch(batch: SignatureBatch): BatchRefusal | undefined {
+  addBatch(batch: SignatureBatch, own = false): BatchRefusal | undefined {
     const signer = batch.homeserverId;
     const key = this.signingKeyOf(signer);
     if (key === undefined) return "unknown-signer";
@@ -90,11 +91,14 @@ export class CertificateCollector {
     if (batch.statements.length > maxMerkleLeaves) return "too-large";
     const statements = batch.statements.map((s) => statementBytes(s.clusterId, s.channelId, s.epoch, s.commitHash, s.logIndex));
     const tree = buildMerkleTree(statements.map(merkleLeafHash));
-    if (!verifyEd25519(key, batchSigningMessage(tree.root), batch.signature)) return "bad-signature";
+    if (!own && !verifyEd25519(key, batchSigningMessage(tree.root), batch.signature)) return "bad-signature";
+    const leafCount = statements.length;
     batch.statements.forEach((s, i) => {
       if (s.clusterId !== this.clusterId) return;
-      const signature = create(SignatureSchema, { homeserverId: signer, signature: batch.signature, leafIndex: i, leafCount: statements.length, proof: tree.proof(i) });
       const entry = this.entry(keyOf(s.channelId, s.epoch));
+      if (entry.complete !== undefined) return;
+      // A plain object of the generated type: create() per statement costs more than everything else here.
+      const signature: Signature = { $typeName: "epochd.channel.v1.Signature", homeserverId: signer, signature: batch.signature, leafIndex: i, leafCount, proof: tree.proof(i) };
       if (entry.applied === undefined) entry.early.set(signer, { statement: statements[i]!, signature });
       else if (bytesEqual(entry.applied.statement, statements[i]!)) this.count(entry, signer, signature);
     });

@@ -135,7 +135,7 @@ export class CertificateExchange {
         signature: this.options.key.sign(batchSigningMessage(root)),
         statements: commits.map((c) => ({ clusterId: collector.clusterId, channelId: c.channelId, epoch: c.epoch, commitHash: c.commitHash, logIndex: c.logIndex })),
       });
-      collector.addBatch(batch);
+      collector.addBatch(batch, true);
       const peers = [...new Set(commits.flatMap((c) => c.voters))].filter((id) => id !== this.options.selfId);
       const sent: SentBatch = { payload: toBinary(SignatureBatchSchema, batch), peers, keys: commits.map((c) => keyOf(c.channelId, c.epoch)), sentAtMs: Date.now() };
       for (const peer of peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);

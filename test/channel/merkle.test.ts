@@ -64,3 +64,20 @@ describe("Merkle batch tree", () => {
     expect(merkleRootFromProof(leaf, 0.5, 2, [leaf])).toBeUndefined();
   });
 });
+
+describe("statementBytes", () => {
+  it("is exactly protobuf-es's deterministic encoding of SignedCommitStatement (property)", async () => {
+    const { create, toBinary } = await import("@bufbuild/protobuf");
+    const { SignedCommitStatementSchema } = await import("../../src/gen/epochd/channel/v1/channel_pb.ts");
+    const { statementBytes } = await import("../../src/channel/certificate.ts");
+    const u64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
+    fc.assert(
+      fc.property(fc.string(), fc.string({ unit: "grapheme" }), u64, fc.uint8Array({ maxLength: 200 }), u64, (clusterId, channelId, epoch, commitHash, logIndex) => {
+        const ours = statementBytes(clusterId, channelId, epoch, commitHash, logIndex);
+        const theirs = toBinary(SignedCommitStatementSchema, create(SignedCommitStatementSchema, { clusterId, channelId, epoch, commitHash, logIndex }));
+        expect(Buffer.from(ours).toString("hex")).toBe(Buffer.from(theirs).toString("hex"));
+      }),
+      { seed, numRuns: 500 },
+    );
+  });
+});
