@@ -163,7 +163,8 @@ export class Channel {
    * Joins a channel from a Welcome addressed to one of `device`'s KeyPackages. Before trusting the
    * Welcome, checks that the cluster certified the commit that made it (the commit ending the epoch before
    * the joined one carries exactly this Welcome and a valid certificate). A joiner has no earlier view of
-   * the group, so it takes that certificate's voters as stated.
+   * the group, so it takes that certificate's voters as stated. The join itself is joinFromWelcome (ts-mls'
+   * joinGroup, with a workaround for its 1.6 unmerged_leaves bug).
    */
   static async join(device: Device, transport: ChannelTransport, channelId: string, welcomeBytes: Uint8Array, options: ChannelOptions = {}): Promise<Channel> {
     const welcome = decodeWelcomeMessage(welcomeBytes);

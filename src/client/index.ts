@@ -3,7 +3,8 @@
  * certified commits and retry lost commit races on their own. Start with Device.create, new ChannelClient,
  * then Channel.create or Channel.join.
  */
-export { Channel, CertificatePendingError, type ChannelOptions, type CommitOutcome, type Received } from "./channel.ts";
+export { Channel, CertificatePendingError, LeavingError, type ChannelOptions, type CommitOutcome, type Received } from "./channel.ts";
+export { WelcomeRejectedError } from "./welcome-join.ts";
 export { ChannelClient, type ChannelClientOptions } from "./channel-client.ts";
 export { Device, type OwnKeyPackage } from "./device.ts";
 export { verifyCertificate, majorityOf, signedStatementBytes, importEd25519PublicKey, type CertificateVerdict, type ExpectedCommit } from "./certificate.ts";
