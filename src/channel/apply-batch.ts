@@ -7,7 +7,8 @@ import type { KvWrite } from "../storage/storage-engine.ts";
  */
 export class ApplyBatch {
   readonly writes: KvWrite[] = [];
-  private readonly overlay = new Map<string, Uint8Array>();
+  /** Values written this round; null for a key deleted this round. */
+  private readonly overlay = new Map<string, Uint8Array | null>();
 
   constructor(
     private readonly namespace: number,
@@ -27,8 +28,16 @@ export class ApplyBatch {
     this.overlay.set(Buffer.from(full).toString("latin1"), value);
   }
 
+  delete(key: Uint8Array): void {
+    const full = this.full(key);
+    this.writes.push({ key: full, delete: true });
+    this.overlay.set(Buffer.from(full).toString("latin1"), null);
+  }
+
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     const full = this.full(key);
-    return this.overlay.get(Buffer.from(full).toString("latin1")) ?? (await this.read(full));
+    const written = this.overlay.get(Buffer.from(full).toString("latin1"));
+    if (written === null) return undefined;
+    return written ?? (await this.read(full));
   }
 }

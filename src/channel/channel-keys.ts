@@ -4,6 +4,8 @@
  *   'c' channelId                       -> ChannelRecord
  *   'E' len(channelId) channelId epoch  -> EpochRecord (the commit that ended `epoch`, u64 big-endian)
  *   'v' len(channelId) channelId seq    -> ChannelEvent (u64 big-endian sequence)
+ *   'u' len(channelId) channelId epoch  -> Certificate still gathering signatures (deleted once certified)
+ *   'K' len(channelId) channelId epoch  -> the complete Certificate of the commit that ended `epoch`
  *
  * Big-endian numbers make RocksDB iterate epochs and events in order.
  */
@@ -44,6 +46,19 @@ export function eventKey(channelId: string, sequence: bigint): Uint8Array {
 /** The prefix of all of a channel's events. */
 export function eventPrefix(channelId: string): Uint8Array {
   return withChannel(0x76, channelId);
+}
+
+/** First byte of the keys of certificates still gathering signatures. */
+export const uncertifiedPrefix = 0x75; // 'u'
+
+/** Key of the certificate of epoch `epoch`'s commit while it gathers signatures. */
+export function uncertifiedKey(channelId: string, epoch: bigint): Uint8Array {
+  return withChannel(uncertifiedPrefix, channelId, epoch);
+}
+
+/** Key of the complete certificate of the commit that ended `epoch`. */
+export function certificateKey(channelId: string, epoch: bigint): Uint8Array {
+  return withChannel(0x4b, channelId, epoch);
 }
 
 /** Channel ids: 1 to 128 characters of [A-Za-z0-9._-]. */

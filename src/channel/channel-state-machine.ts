@@ -2,6 +2,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   CertificateSchema,
   ChannelEventSchema,
+  type Certificate,
   EventKind,
   HandshakeMode,
   MemberRole,
@@ -33,7 +34,7 @@ import {
 } from "../mls/index.ts";
 import type { LogIndex } from "../raft/types.ts";
 import { certificateStatement, isCertified, verifyCommitSignature } from "./certificate.ts";
-import { channelKey, channelRecordPrefix, epochKey, eventKey, eventPrefix, isValidChannelId } from "./channel-keys.ts";
+import { certificateKey, channelKey, channelRecordPrefix, epochKey, eventKey, eventPrefix, isValidChannelId, uncertifiedKey, uncertifiedPrefix } from "./channel-keys.ts";
 import type { ApplyBatch } from "./apply-batch.ts";
 
 /** Application messages may be encrypted in this many epochs before the current one. */
@@ -72,15 +73,25 @@ const invalid = (reason: string): ChannelResult => ({ ok: false, code: "invalid"
  */
 export class ChannelStateMachine {
   private readonly channels = new Map<string, ChannelRecord>();
+  /**
+   * Certificates still gathering signatures, by `channel/epoch`: in memory (and
+   * under 'u' for restarts) so that recording signatures needs no read.
+   */
+  private readonly uncertified = new Map<string, Certificate>();
 
   constructor(private readonly directory: ChannelDirectory) {}
 
   /** Loads every channel record; call at start and after a snapshot restore. */
   async load(scan: (prefix: Uint8Array) => AsyncIterable<[Uint8Array, Uint8Array]>): Promise<void> {
     this.channels.clear();
+    this.uncertified.clear();
     for await (const [, value] of scan(Uint8Array.of(channelRecordPrefix))) {
       const record = fromBinary(ChannelRecordSchema, value);
       this.channels.set(record.channelId, record);
+    }
+    for await (const [, value] of scan(Uint8Array.of(uncertifiedPrefix))) {
+      const certificate = fromBinary(CertificateSchema, value);
+      this.uncertified.set(`${certificate.channelId}/${certificate.epoch}`, certificate);
     }
   }
 
@@ -193,6 +204,8 @@ export class ChannelStateMachine {
     const builtOn = record.epoch;
     epochRecord.sequence = this.appendEvent(record, EventKind.COMMIT, builtOn, request.commit, batch);
     batch.put(epochKey(record.channelId, builtOn), toBinary(EpochRecordSchema, epochRecord));
+    this.uncertified.set(`${record.channelId}/${builtOn}`, epochRecord.certificate!);
+    batch.put(uncertifiedKey(record.channelId, builtOn), toBinary(CertificateSchema, epochRecord.certificate!));
     const roles = new Map(record.members.map((m) => [m.deviceId, m.role]));
     record.members = nextMembers.map((m) => toMember(m, roles.get(m.deviceId) ?? MemberRole.MEMBER));
     record.epoch = builtOn + 1n;
@@ -264,14 +277,12 @@ export class ChannelStateMachine {
    * is checked here, deterministically: from a voter of the commit's epoch,
    * not there yet, and valid through its batch root over this very statement.
    */
-  private async signatures(command: CertificateSignatures, batch: ApplyBatch): Promise<ChannelResult> {
+  private signatures(command: CertificateSignatures, batch: ApplyBatch): ChannelResult {
     const certified: Array<{ channelId: string; epoch: bigint }> = [];
     for (const item of command.items) {
-      const bytes = await batch.get(epochKey(item.channelId, item.epoch));
-      if (bytes === undefined) continue;
-      const record = fromBinary(EpochRecordSchema, bytes);
-      const certificate = record.certificate;
-      if (certificate === undefined || isCertified(certificate)) continue;
+      const key = `${item.channelId}/${item.epoch}`;
+      const certificate = this.uncertified.get(key);
+      if (certificate === undefined) continue;
       const statement = certificateStatement(certificate);
       let added = false;
       for (const signature of item.signatures) {
@@ -284,8 +295,14 @@ export class ChannelStateMachine {
       }
       if (!added) continue;
       certificate.signatures.sort((a, b) => (a.homeserverId < b.homeserverId ? -1 : a.homeserverId > b.homeserverId ? 1 : 0));
-      batch.put(epochKey(item.channelId, item.epoch), toBinary(EpochRecordSchema, record));
-      if (isCertified(certificate)) certified.push({ channelId: item.channelId, epoch: item.epoch });
+      if (isCertified(certificate)) {
+        this.uncertified.delete(key);
+        batch.delete(uncertifiedKey(item.channelId, item.epoch));
+        batch.put(certificateKey(item.channelId, item.epoch), toBinary(CertificateSchema, certificate));
+        certified.push({ channelId: item.channelId, epoch: item.epoch });
+      } else {
+        batch.put(uncertifiedKey(item.channelId, item.epoch), toBinary(CertificateSchema, certificate));
+      }
     }
     return { ok: true, kind: "signatures", certified };
   }
@@ -293,7 +310,16 @@ export class ChannelStateMachine {
   /** The record of the commit that ended `epoch`, as stored. */
   async epochRecord(get: (key: Uint8Array) => Promise<Uint8Array | undefined>, channelId: string, epoch: bigint): Promise<EpochRecord | undefined> {
     const bytes = await get(epochKey(channelId, epoch));
-    return bytes === undefined ? undefined : fromBinary(EpochRecordSchema, bytes);
+    if (bytes === undefined) return undefined;
+    const record = fromBinary(EpochRecordSchema, bytes);
+    const gathering = this.uncertified.get(`${channelId}/${epoch}`);
+    if (gathering !== undefined) {
+      record.certificate = gathering;
+    } else {
+      const complete = await get(certificateKey(channelId, epoch));
+      if (complete !== undefined) record.certificate = fromBinary(CertificateSchema, complete);
+    }
+    return record;
   }
 
   /** Up to `limit` events of a channel after `afterSequence`, commits with their certificates. */

@@ -44,7 +44,7 @@ function homeserver(id: string): Homeserver {
 /** A state machine over an in-memory key space, fed commands at increasing log indexes. */
 class Harness {
   readonly stored = new Map<string, Uint8Array>();
-  readonly machine: ChannelStateMachine;
+  machine: ChannelStateMachine;
   index = 10;
 
   constructor(readonly homeservers: Map<string, Homeserver>) {
@@ -54,8 +54,21 @@ class Harness {
   async apply(command: CommandInit): Promise<ChannelResult> {
     const batch = new ApplyBatch(0x43, async (key) => this.stored.get(Buffer.from(key).toString("hex")));
     const result = await this.machine.apply(create(ChannelCommandSchema, { command }) as ChannelCommand, ++this.index, batch);
-    for (const write of batch.writes) if ("value" in write) this.stored.set(Buffer.from(write.key).toString("hex"), write.value);
+    for (const write of batch.writes) {
+      if ("value" in write) this.stored.set(Buffer.from(write.key).toString("hex"), write.value);
+      else this.stored.delete(Buffer.from(write.key).toString("hex"));
+    }
     return result;
+  }
+
+  /** A restart: a fresh state machine that loads what this one stored. */
+  async reload(): Promise<void> {
+    this.machine = new ChannelStateMachine({ clusterId: "test-cluster", signingKeyOf: (id) => this.homeservers.get(id)?.publicKeyRaw });
+    const stored = this.stored;
+    await this.machine.load(async function* (prefix) {
+      const start = Buffer.concat([Buffer.from([0x43]), prefix]).toString("hex");
+      for (const key of [...stored.keys()].sort()) if (key.startsWith(start)) yield [Buffer.from(key, "hex"), stored.get(key)!] as [Uint8Array, Uint8Array];
+    });
   }
 
   async commit(channelId: string, epoch: bigint, pending: PendingCommit): Promise<ChannelResult> {
@@ -177,14 +190,19 @@ describe("the channel state machine", () => {
     const misplaced = sign(hs1!);
     misplaced.signature.leafIndex = 0;
     expect(await signatures(hs1!, [misplaced])).toMatchObject({ ok: true, certified: [] });
-    // hs1 twice is one vote of three.
+    // hs1 twice is one vote of three, also across a restart.
     expect(await signatures(hs1!, [sign(hs1!)])).toMatchObject({ ok: true, certified: [] });
+    await h.reload();
     expect(await signatures(hs1!, [sign(hs1!)])).toMatchObject({ ok: true, certified: [] });
     // hs3 makes a majority: certified, exactly once.
     expect(await signatures(hs3!, [sign(hs3!)])).toMatchObject({ ok: true, certified: [{ channelId: "c4", epoch: 1n }] });
     expect(await signatures(hs2!, [sign(hs2!)])).toMatchObject({ ok: true, certified: [] });
-    const record = await h.machine.epochRecord(async (key) => h.stored.get(Buffer.concat([Buffer.from([0x43]), key]).toString("hex")), "c4", 1n);
+    const read = async (key: Uint8Array) => h.stored.get(Buffer.concat([Buffer.from([0x43]), key]).toString("hex"));
+    const record = await h.machine.epochRecord(read, "c4", 1n);
     expect(record?.certificate?.signatures.map((s) => s.homeserverId).sort()).toEqual(["hs1", "hs3"]);
+    await h.reload();
+    expect((await h.machine.epochRecord(read, "c4", 1n))?.certificate?.signatures.map((s) => s.homeserverId)).toEqual(["hs1", "hs3"]);
+    expect(await signatures(hs2!, [sign(hs2!)])).toMatchObject({ ok: true, certified: [] });
   });
 
   it("accepts application messages of the current epoch and a few before, and nothing else", async () => {
