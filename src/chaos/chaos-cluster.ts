@@ -74,6 +74,7 @@ export class ChaosCluster {
   readonly network = new NetworkRules();
   private readonly adminClients = new Map<string, AdminRpc>();
   private readonly channelClients = new Map<string, ChannelRpc>();
+  private onClose: () => void = () => undefined;
 
   private constructor(
     readonly options: ChaosClusterOptions,
@@ -86,6 +87,19 @@ export class ChaosCluster {
     const ids = Array.from({ length: options.nodes }, (_, i) => `hs${i + 1}`);
     const certs = await createClusterCertificates(join(options.root, "certs"), ids);
     const cluster = new ChaosCluster(options, certs);
+    // If the harness itself dies (a test timeout, Ctrl-C), no homeserver is left running.
+    const killChildren = () => {
+      for (const node of cluster.nodes.values()) {
+        if (node.child?.pid === undefined || node.child.exitCode !== null || node.child.signalCode !== null) continue;
+        try {
+          process.kill(node.child.pid, "SIGKILL");
+        } catch {
+          // Already gone.
+        }
+      }
+    };
+    process.once("exit", killChildren);
+    cluster.onClose = () => process.off("exit", killChildren);
     for (const id of ids) {
       const node: ChaosNode = {
         id,
@@ -271,6 +285,7 @@ export class ChaosCluster {
     await Promise.all(this.ids().map((id) => this.kill(id, "SIGTERM").catch(() => undefined)));
     for (const client of [...this.adminClients.values(), ...this.channelClients.values()]) client.close();
     await Promise.all([...this.nodes.values()].map((n) => n.proxy.close()));
+    this.onClose();
     if (!keep) rmSync(this.options.root, { recursive: true, force: true });
   }
 }

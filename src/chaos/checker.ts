@@ -186,7 +186,7 @@ function logOps(ops: readonly HistoryOp[], finalCommits: ReadonlyMap<string, num
     const selfWon = op.winner !== undefined && op.winner.hash === op.hash && op.winner.epoch === op.epoch;
     if (op.outcome === "ok" || selfWon) timed.push({ id: op.id, callMs: op.invokeMs, returnMs, input: { kind: "append", epoch: op.epoch!, hash: op.hash! } });
     else if (op.outcome === "fail" && op.winner !== undefined) timed.push({ id: op.id, callMs: op.invokeMs, returnMs, input: { kind: "conflict", epoch: op.winner.epoch, winner: op.winner.hash } });
-    else if (op.outcome === "unknown" && finalCommits.get(op.hash!) === op.epoch) {
+    else if ((op.outcome === "unknown" || op.outcome === "pending") && finalCommits.get(op.hash!) === op.epoch) {
       stats.unknownCommitsApplied++;
       timed.push({ id: op.id, callMs: op.invokeMs, returnMs: Infinity, input: { kind: "append", epoch: op.epoch!, hash: op.hash! } });
     }

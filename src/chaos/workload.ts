@@ -63,6 +63,13 @@ class Member {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Waits for `work` at most `ms` (the work itself goes on; its failures are ignored). */
+async function withTimeout(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([work.catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
 /** One channel's devices and loop. */
 class ChannelDriver {
   readonly members: Member[] = [];
@@ -95,7 +102,7 @@ class ChannelDriver {
     for (let j = 0; j <= this.options.membersPerChannel + 1; j++) {
       const homeserver = local ? ownerHs : hs[(this.index + j) % hs.length]!;
       const device = await Device.create(`c${this.index}d${j}@${homeserver}`);
-      const client = new ChannelClient({ address: this.access.clientAddress(homeserver), tls: { caPem: this.access.caPem }, tlsServerName: "localhost", attemptsMax: 20, callDeadlineMs: 8_000 });
+      const client = new ChannelClient({ address: this.access.clientAddress(homeserver), tls: { caPem: this.access.caPem }, tlsServerName: "localhost", attemptsMax: 8, callDeadlineMs: 5_000 });
       this.members.push(new Member(device, homeserver, client, recordingTransport(client, device.id, this.history)));
     }
     this.owner.handle = await Channel.create(this.owner.device, this.owner.transport, this.channelId);
@@ -202,13 +209,27 @@ class ChannelDriver {
     }
   }
 
-  /** Runs actions until `stopped()` (each action's failures are counted, not fatal). */
-  async loop(stopped: () => boolean): Promise<void> {
+  /**
+   * Runs actions until `stopped()` (each action's failures are counted, not fatal). An action still
+   * running `abandonAfterMs` after the stop is no longer waited for: its operations stay in the history
+   * without an answer (unknown), as for a client that gave up.
+   */
+  async loop(stopped: () => boolean, abandonAfterMs: number): Promise<void> {
+    let giveUp: Promise<void> | undefined;
     for (let n = 0; n < 1_000_000 && !stopped(); n++) {
       try {
-        await this.act();
-        const current = this.current();
-        if (current.length > 0) await this.sync(this.prng.pick(current));
+        const step = (async () => {
+          await this.act();
+          const current = this.current();
+          if (current.length > 0) await this.sync(this.prng.pick(current));
+        })();
+        giveUp ??= this.abandonment(stopped, abandonAfterMs);
+        const finished = await Promise.race([step.then(() => true), giveUp.then(() => false)]);
+        if (!finished) {
+          step.catch(() => undefined);
+          this.count("abandoned at the end", this.stats.errors);
+          return;
+        }
       } catch (error) {
         this.count((error as Error).name === "Error" ? (error as Error).message.slice(0, 60) : (error as Error).name, this.stats.errors);
       }
@@ -216,9 +237,15 @@ class ChannelDriver {
     }
   }
 
+  /** Resolves `afterMs` after `stopped()` first holds (polled every 100 ms). */
+  private async abandonment(stopped: () => boolean, afterMs: number): Promise<void> {
+    while (!stopped()) await sleep(100);
+    await sleep(afterMs);
+  }
+
   /** Syncs every member until all are at the owner's epoch with nothing pending (bounded). */
-  async settle(roundsMax: number): Promise<void> {
-    for (let round = 0; round < roundsMax; round++) {
+  async settle(roundsMax: number, deadlineMs: number): Promise<void> {
+    for (let round = 0; round < roundsMax && Date.now() < deadlineMs; round++) {
       const results = await Promise.allSettled(this.members.map((m) => this.sync(m)));
       const pending = results.some((r) => r.status === "rejected" || r.value.some((x) => x.kind === "pending"));
       const epoch = this.owner.handle?.epoch();
@@ -271,19 +298,20 @@ export class Workload {
     return this.drivers.map((d) => d.channelId);
   }
 
-  /** Runs every channel's loop until `stopped()`. */
-  async run(stopped: () => boolean): Promise<void> {
-    await Promise.all(this.drivers.map((d) => d.loop(stopped)));
+  /** Runs every channel's loop until `stopped()`; actions still running `abandonAfterMs` later are left. */
+  async run(stopped: () => boolean, abandonAfterMs = 15_000): Promise<void> {
+    await Promise.all(this.drivers.map((d) => d.loop(stopped, abandonAfterMs)));
   }
 
   /** Brings every device up to date after the faults are healed. */
-  async settle(roundsMax = 30): Promise<void> {
-    await Promise.all(this.drivers.map((d) => d.settle(roundsMax)));
+  async settle(roundsMax = 30, budgetMs = 60_000): Promise<void> {
+    const deadlineMs = Date.now() + budgetMs;
+    await withTimeout(Promise.all(this.drivers.map((d) => d.settle(roundsMax, deadlineMs))), budgetMs + 30_000);
   }
 
-  /** The last sync of every device, after the final state was read. */
-  async finish(): Promise<void> {
-    await Promise.all(this.drivers.map((d) => d.finish()));
+  /** The last sync of every device, after the final state was read (devices not done in `budgetMs` stay not caught up). */
+  async finish(budgetMs = 60_000): Promise<void> {
+    await withTimeout(Promise.all(this.drivers.map((d) => d.finish())), budgetMs);
   }
 
   close(): void {
