@@ -50,6 +50,13 @@ export interface RaftConfig {
   readonly applied: LogIndex;
   /** Observer for role changes and similar notable events (logging, metrics, simulator checks). */
   readonly onEvent?: (event: RaftEvent) => void;
+  /**
+   * Let an idle group go quiet: a leader with nothing in flight sends one
+   * last heartbeat marked {@link quiesceContext}, and from then on neither it
+   * nor its caught-up followers do anything on `tick()` until an input wakes
+   * them (see {@link Raft.quiesced}). Default off.
+   */
+  readonly quiesce?: boolean;
 }
 
 /** Returns a configuration with the defaults epochd runs with. */
@@ -83,6 +90,13 @@ export type ProposalResult =
   | { ok: false; reason: "not-leader" | "leadership-transfer" | "conf-change-pending" | "overloaded"; leader: NodeId };
 
 const transferContext = new TextEncoder().encode("transfer");
+
+/**
+ * The context of a leader's last heartbeat before its group goes quiet. A
+ * follower that holds everything the leader committed goes quiet too, without
+ * answering. Reserved: a read request carrying it is ignored.
+ */
+export const quiesceContext: Uint8Array = new TextEncoder().encode("quiesce");
 
 type Campaign = "pre-election" | "election" | "transfer";
 
@@ -128,6 +142,15 @@ export class Raft {
    * commit those on the word of a leader that still believes the old match.
    */
   private leaderMatchIndex: LogIndex = 0;
+  /**
+   * Quiescence (only with `config.quiesce`): the group is idle and `tick()`
+   * does nothing, so the runtime may stop ticking it. Set on a leader when it
+   * sends its quiesce heartbeat, on a follower when it accepts one. Any
+   * input other than a tick clears it (a message, a proposal, a read, a
+   * transfer, `forgetLeader`, a campaign), as does any role change. Only
+   * timing depends on it: no safety rule reads it.
+   */
+  quiesced = false;
 
   constructor(config: RaftConfig) {
     assert(config.electionTimeoutTicks > config.heartbeatTicks, "electionTimeoutTicks must exceed heartbeatTicks");
@@ -187,6 +210,7 @@ export class Raft {
     this.readOnly.clear();
     this.pendingReadIndex = [];
     this.leaderMatchIndex = 0;
+    this.quiesced = false;
     this.resetProgress();
   }
 
@@ -240,8 +264,9 @@ export class Raft {
 
   // ---- clock ------------------------------------------------------------------------------------
 
-  /** Advances the logical clock by one tick. */
+  /** Advances the logical clock by one tick; nothing happens while quiesced. */
   tick(): void {
+    if (this.quiesced) return;
     if (this.role === Role.Leader) this.tickLeader();
     else this.tickElection();
   }
@@ -269,8 +294,42 @@ export class Raft {
     }
     if (this.heartbeatElapsed >= this.config.heartbeatTicks) {
       this.heartbeatElapsed = 0;
+      if (this.config.quiesce === true && this.canQuiesce()) {
+        this.broadcastHeartbeat(quiesceContext);
+        this.quiesced = true;
+        return;
+      }
       this.broadcastHeartbeat(this.readOnly.lastContext());
     }
+  }
+
+  /**
+   * Whether this leader has nothing in flight: every entry, the last one of
+   * its own term, is committed, applied and stored on every member; no read,
+   * transfer or membership change is pending. Then nothing would happen on
+   * its ticks but heartbeats.
+   */
+  private canQuiesce(): boolean {
+    const last = this.log.lastIndex();
+    if (this.log.committed !== last || this.log.applied !== last || this.log.term(last) !== this.term) return false;
+    if (this.leadTransferee !== "" || this.quorum.isJoint() || this.pendingConfIndex > this.log.applied) return false;
+    if (this.readOnly.pending() > 0 || this.pendingReadIndex.length > 0) return false;
+    for (const progress of this.progress.values()) if (progress.match !== last) return false;
+    return true;
+  }
+
+  /**
+   * Ends quiescence. A leader restarts its clocks and its CheckQuorum round
+   * (nobody was heard from while it slept), so it steps down within an
+   * election timeout if it lost its quorum meanwhile.
+   */
+  private wake(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    if (this.role !== Role.Leader) return;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    for (const [id, progress] of this.progress) progress.recentActive = id === this.id;
   }
 
   /** Whether a quorum was heard from since the last check; clears the marks for the next round. */
@@ -287,6 +346,7 @@ export class Raft {
    * votes. Safe at any time: it only changes timing.
    */
   forgetLeader(): void {
+    this.wake();
     if (this.role !== Role.Follower || this.lead === "") return;
     this.lead = "";
     const spreadTicks = Math.max(1, Math.floor(this.config.electionTimeoutTicks / 4));
@@ -298,6 +358,7 @@ export class Raft {
 
   /** Starts an election (or a pre-election) if this node may. */
   hup(campaign: Campaign): void {
+    this.wake();
     if (this.role === Role.Leader || !this.promotable()) return;
     if (this.hasUnappliedConfChanges()) return;
     this.campaign(campaign);
@@ -375,6 +436,14 @@ export class Raft {
   /** Handles a message from another node of this group. */
   step(m: Message): void {
     if (m.groupId !== this.groupId || m.to !== this.id || m.from === this.id || m.from === "") return;
+    if (this.quiesced) {
+      this.wake();
+      // Woken by someone else (a candidate, say): wake the leader too, so its heartbeats resume
+      // before this follower's election timer, now running again, runs out.
+      if (this.role === Role.Follower && this.lead !== "" && m.from !== this.lead) {
+        this.send({ type: MessageType.HeartbeatResponse, to: this.lead, index: this.leaderMatchIndex });
+      }
+    }
     if (!this.stepTerm(m)) return;
     switch (m.type) {
       case MessageType.Vote:
@@ -489,8 +558,15 @@ export class Raft {
 
   private handleHeartbeat(m: Message): void {
     this.log.commitTo(Math.min(m.commit, this.leaderMatchIndex));
+    const quiesce = bytesEqual(m.context, quiesceContext);
+    if (quiesce && this.leaderMatchIndex >= m.commit && this.log.committed === m.commit) {
+      // The leader went quiet and this follower holds all it committed: go quiet without answering
+      // (an answer would wake the leader). Short of that, answer, and the leader wakes to catch us up.
+      this.quiesced = true;
+      return;
+    }
     // `index` tells the leader how far this follower knows it matches, so it sends an Append if that is short.
-    this.send({ type: MessageType.HeartbeatResponse, to: m.from, index: this.leaderMatchIndex, context: m.context });
+    this.send({ type: MessageType.HeartbeatResponse, to: m.from, index: this.leaderMatchIndex, context: quiesce ? new Uint8Array(0) : m.context });
   }
 
   private handleSnapshot(m: Message): void {
@@ -657,6 +733,7 @@ export class Raft {
    * learns the outcome from the applied log.
    */
   proposeAnywhere(data: Uint8Array): boolean {
+    this.wake();
     if (this.role === Role.Leader) return this.propose(data).ok;
     if (this.lead === "" || this.lead === this.id) return false;
     this.send({ type: MessageType.Propose, to: this.lead, entries: [{ term: 0, index: 0, type: EntryType.Normal, data }] });
@@ -677,6 +754,8 @@ export class Raft {
   }
 
   private proposeEntry(entry: Entry): ProposalResult {
+    // A proposal wakes a quiet group, also on a follower: if its leader is gone, it will notice.
+    this.wake();
     if (this.role !== Role.Leader) return { ok: false, reason: "not-leader", leader: this.lead };
     if (this.leadTransferee !== "") return { ok: false, reason: "leadership-transfer", leader: this.lead };
     const bytes = entryBytes(entry);
@@ -692,6 +771,7 @@ export class Raft {
 
   /** Hands leadership to `to` once it has caught up; proposals are refused meanwhile. */
   transferLeadership(to: NodeId): void {
+    this.wake();
     if (this.role !== Role.Leader) return;
     if (to === this.id || !this.quorum.has(to) || this.leadTransferee === to) return;
     this.leadTransferee = to;
@@ -708,12 +788,14 @@ export class Raft {
 
   /** Requests a read index; the answer comes as a ReadState once the leader confirms its leadership. */
   readIndex(context: Uint8Array): void {
+    this.wake();
     const request = message({ type: MessageType.ReadIndex, groupId: this.groupId, from: this.id, to: this.id, term: this.term, context });
     if (this.role === Role.Leader) this.handleReadIndex(request);
     else if (this.lead !== "") this.send({ type: MessageType.ReadIndex, to: this.lead, context });
   }
 
   private handleReadIndex(m: Message): void {
+    if (bytesEqual(m.context, quiesceContext)) return; // reserved for quiescence
     if (this.quorum.incoming.size === 1 && this.quorum.outgoing.size <= 1 && this.quorum.has(this.id)) {
       this.answerRead(m.from, this.log.committed, m.context);
       return;

@@ -15,7 +15,7 @@ import {
   type Term,
 } from "./types.ts";
 
-export { defaultRaftConfig, type ProposalResult, type RaftConfig, type RaftEvent } from "./raft.ts";
+export { defaultRaftConfig, quiesceContext, type ProposalResult, type RaftConfig, type RaftEvent } from "./raft.ts";
 
 /** The leader's view of one member's replication. */
 export interface ProgressStatus {
@@ -105,6 +105,16 @@ export class RawNode {
 
   reportSnapshot(id: NodeId, ok: boolean): void {
     this.raft.reportSnapshot(id, ok);
+  }
+
+  /** Whether the group is quiet here: `tick()` does nothing until another input wakes it. */
+  isQuiesced(): boolean {
+    return this.raft.quiesced;
+  }
+
+  /** The leader this node knows of, or "": cheaper than `status()`. */
+  leader(): NodeId {
+    return this.raft.lead;
   }
 
   /** Membership as of the applied index: what a snapshot taken now must record. */

@@ -41,6 +41,11 @@ export class ReadOnlyQueue {
     return released;
   }
 
+  /** Number of requests waiting. */
+  pending(): number {
+    return this.order.length;
+  }
+
   /** The context of the newest request, carried by the next heartbeat round; empty if none. */
   lastContext(): Uint8Array {
     const key = this.order[this.order.length - 1];
