@@ -31,6 +31,7 @@ import {
   verifyPublicCommit,
   verifyPublicProposal,
   type Member as MlsMember,
+  outlineGroupInfoMessage,
 } from "../mls/index.ts";
 import type { LogIndex } from "../raft/types.ts";
 import { certificateStatement, isCertified, verifyCommitSignature } from "./certificate.ts";
@@ -177,9 +178,11 @@ export class ChannelStateMachine {
     if (record.handshakeMode === HandshakeMode.ENCRYPTED) {
       const framed = inspectPrivateCommit(view, request.commit);
       if (!framed.ok) return invalid(framed.reason);
-      const next = decodeGroupInfoMessage(request.nextGroupInfo);
+      // The signature cannot be checked against a commit the homeservers cannot read: the outline is enough.
+      const next = outlineGroupInfoMessage(request.nextGroupInfo);
       if ("reason" in next) return invalid(next.reason);
-      if (next.context.epoch !== record.epoch + 1n) return invalid(`next GroupInfo is for epoch ${next.context.epoch}, expected ${record.epoch + 1n}`);
+      if (next.epoch !== record.epoch + 1n) return invalid(`next GroupInfo is for epoch ${next.epoch}, expected ${record.epoch + 1n}`);
+      if (Buffer.compare(next.groupId, record.groupId) !== 0) return invalid("next GroupInfo is for another group");
       commitHash = framed.commitHash;
       nextMembers = next.members;
       nextGroupInfo = request.nextGroupInfo;

@@ -10,6 +10,7 @@ export { reject, isRejection, type Rejection } from "./rejection.ts";
 export { sha256 } from "./decode.ts";
 export type { WireformatShortName } from "./decode.ts";
 export { decodeGroupInfoMessage, type PublicGroupView, type Member } from "./group-view.ts";
+export { outlineGroupInfoMessage, type GroupInfoOutline } from "./group-info-outline.ts";
 export type { ProposalKind, AddedDevice } from "./proposals.ts";
 export type { ExpectedNextEpoch } from "./next-epoch.ts";
 export { inspectMessage, inspectPrivateCommit, inspectApplicationMessage, inspectWelcome, type InspectedMessage, type InspectedWelcome } from "./inspect.ts";

@@ -75,7 +75,6 @@ class Harness {
     return this.apply({ case: "submitCommit", value: { channelId, epoch, commit: pending.commit, nextGroupInfo: pending.nextGroupInfo, welcome: pending.welcome ?? new Uint8Array(0) } });
   }
 
-  /** Signs an accepted commit as `signer`, the way a homeserver's CertificateSigner does. */
   /** `signer`'s signature over the commit, as the second leaf of a batch of two (so the proof is used). */
   signature(signer: Homeserver, channelId: string, result: ChannelResult, logIndex: number, as: string = signer.id): { channelId: string; epoch: bigint; signature: Signature } {
     if (!result.ok || result.kind !== "commit-accepted") throw new Error("not an accepted commit");
@@ -203,6 +202,30 @@ describe("the channel state machine", () => {
     await h.reload();
     expect((await h.machine.epochRecord(read, "c4", 1n))?.certificate?.signatures.map((s) => s.homeserverId)).toEqual(["hs1", "hs3"]);
     expect(await signatures(hs2!, [sign(hs2!)])).toMatchObject({ ok: true, certified: [] });
+  });
+
+  it("orders encrypted-handshake commits by framing and the next GroupInfo's outline: epoch, group, members", async () => {
+    const h = new Harness(servers);
+    const group = await buildGroup(["alice@hs1"]);
+    const create = { channelId: "e1", groupInfo: group.initialGroupInfo, contentType: "text/plain", handshakeMode: HandshakeMode.ENCRYPTED };
+    expect(await h.apply({ case: "createChannel", value: create })).toMatchObject({ ok: true, kind: "created" });
+    const bob = await makeDevice("bob@hs2");
+    const alice = memberOf(group, "alice@hs1").state;
+    const add = await makeCommit(alice, { add: [bob.keyPackage.publicPackage], publicMessage: false });
+    const rival = await makeCommit(alice, { publicMessage: false });
+    const other = await buildGroup(["mallory@hs1"]);
+    const foreign = await makeCommit(memberOf(other, "mallory@hs1").state, { publicMessage: false });
+    // A PublicMessage commit, another group's next GroupInfo, or a GroupInfo of the wrong epoch: refused.
+    expect(await h.commit("e1", 0n, await makeCommit(alice, {}))).toMatchObject({ ok: false, code: "invalid" });
+    expect(await h.commit("e1", 0n, { ...add, nextGroupInfo: foreign.nextGroupInfo })).toMatchObject({ ok: false, code: "invalid", reason: expect.stringMatching(/another group/) });
+    expect(await h.commit("e1", 0n, { ...add, nextGroupInfo: group.initialGroupInfo })).toMatchObject({ ok: false, code: "invalid", reason: expect.stringMatching(/epoch 0, expected 1/) });
+    // The add is accepted; its members (from the outline) make hs1 and hs2 the voters of the next epoch.
+    expect(await h.commit("e1", 0n, add)).toMatchObject({ ok: true, kind: "commit-accepted", voters: ["hs1"] });
+    expect(h.machine.channel("e1")?.members.map((m) => m.deviceId)).toEqual(["alice@hs1", "bob@hs2"]);
+    // The rival commit for the same epoch loses, deterministically.
+    expect(await h.commit("e1", 0n, rival)).toMatchObject({ ok: false, code: "conflict", currentEpoch: 1n, builtOn: 0n });
+    const update = await makeCommit(add.newState, { publicMessage: false });
+    expect(await h.commit("e1", 1n, update)).toMatchObject({ ok: true, kind: "commit-accepted", voters: ["hs1", "hs2"] });
   });
 
   it("accepts application messages of the current epoch and a few before, and nothing else", async () => {

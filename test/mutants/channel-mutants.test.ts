@@ -81,6 +81,12 @@ export const channelMutants: readonly ChannelMutant[] = [
     replace: "    if (entry.complete !== undefined || entry.signatures.has(signer)) return;",
   },
   {
+    name: "encrypted-next-groupinfo-of-any-group",
+    file: channelMachine,
+    search: "      if (Buffer.compare(next.groupId, record.groupId) !== 0) return invalid(\"next GroupInfo is for another group\");\n",
+    replace: "",
+  },
+  {
     name: "quorum-of-one",
     file: "src/channel/certificate.ts",
     search: "  return Math.floor(voters / 2) + 1;",
