@@ -4,12 +4,20 @@
  * (a homeserver restart, a network cut), drops duplicates by message id,
  * hands entries to the app one at a time in inbox order, and acks what the
  * app handled so the homeserver deletes it.
+ *
+ * Acks also open the server's flow-control window (entries delivered and not
+ * acked): once it is full the server sends nothing more until an ack arrives.
+ * So an ack must never be lost for good: acks are sent when half the window
+ * is handled, and a timer retries every `ackIntervalMs` while anything handled
+ * is not acked (an ack sent to a homeserver that just died fails, and no new
+ * batch would come to trigger another).
  */
 import { randomBytes } from "node:crypto";
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { encodeMessage } from "../api/grpc-service.ts";
 import { InboxService, SubscribeRequestSchema, SubscribeResponseSchema, type InboxEntry, type InboxStatus } from "../gen/epochd/inbox/v1/inbox_pb.ts";
+import { inboxWindowDefault } from "../inbox/inbox-limits.ts";
 import { callUnary, hasStatus } from "./authed-call.ts";
 import type { DeviceSession } from "./session.ts";
 
@@ -21,7 +29,10 @@ export interface InboxClientOptions {
   readonly onEntry: (entry: InboxEntry) => Promise<void> | void;
   /** Resume after this sequence (the last one the app persisted as handled); default 0. */
   readonly afterSequence?: bigint;
-  /** Ack after this many handled entries, or after ackIntervalMs, whichever first. */
+  /**
+   * Ack after this many handled entries (at most half the window), or after
+   * ackIntervalMs, whichever first; a failed ack is retried every ackIntervalMs.
+   */
   readonly ackEveryEntries?: number;
   readonly ackIntervalMs?: number;
   /** Flow-control window asked of the server (entries delivered and not acked). */
@@ -32,6 +43,8 @@ export interface InboxClientOptions {
   readonly seenIdsMax?: number;
 }
 
+/** Default of {@link InboxClientOptions.ackIntervalMs}. */
+const defaultAckIntervalMs = 200;
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const subscribePath = `/${InboxService.typeName}/${InboxService.method.subscribe.name}`;
 const identity = (bytes: Buffer): Buffer => bytes;
@@ -46,6 +59,7 @@ export class InboxClient {
   private stream: grpc.ClientReadableStream<Buffer> | undefined;
   private lastAckAtMs = Date.now();
   private acking: Promise<void> = Promise.resolve();
+  private ackTimer: NodeJS.Timeout | undefined;
   /** What the client had to do: reconnects, duplicates dropped, entries handed to the app. */
   readonly stats = { reconnects: 0, duplicates: 0, delivered: 0, acks: 0 };
 
@@ -68,12 +82,16 @@ export class InboxClient {
   start(): void {
     if (this.running) return;
     this.running = true;
+    this.ackTimer = setInterval(() => {
+      if (this.handledSequence > this.ackedSequence) void this.ackNow().catch(() => undefined);
+    }, this.options.ackIntervalMs ?? defaultAckIntervalMs);
     this.loop = this.run();
   }
 
   /** Stops the subscription and acks what was handled. */
   async stop(): Promise<void> {
     this.running = false;
+    clearInterval(this.ackTimer);
     this.stream?.cancel();
     await this.loop;
     await this.ackNow().catch(() => undefined);
@@ -142,10 +160,16 @@ export class InboxClient {
       }
       this.handledSequence = entry.sequence;
     }
-    const every = this.options.ackEveryEntries ?? 64;
-    if (this.handledSequence - this.ackedSequence >= BigInt(every) || Date.now() - this.lastAckAtMs >= (this.options.ackIntervalMs ?? 200)) {
+    if (this.handledSequence - this.ackedSequence >= this.ackEvery() || Date.now() - this.lastAckAtMs >= (this.options.ackIntervalMs ?? defaultAckIntervalMs)) {
       void this.ackNow().catch(() => undefined);
     }
+  }
+
+  /** Handled entries that trigger an ack: the option, but at most half the window so the window never fills. */
+  private ackEvery(): bigint {
+    const every = this.options.ackEveryEntries ?? 64;
+    const window = this.options.window === undefined || this.options.window === 0 ? inboxWindowDefault : this.options.window;
+    return BigInt(Math.max(1, Math.min(every, Math.floor(window / 2))));
   }
 
   private remember(messageId: string): void {

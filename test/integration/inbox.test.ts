@@ -107,12 +107,18 @@ describe.skipIf(!identityServed)("inboxes on a real 3-homeserver cluster", () =>
     const cursor = inbox.handled;
 
     // Bob is offline: 1,000 messages and 10 commits.
+    // One sender per channel, concurrently (calls on one Channel are serialized): a commit every 100 messages.
     const sentAt = Date.now();
-    for (let i = 0; i < messagesTotal; i++) {
-      const channel = owned[i % owned.length]!;
-      await channel.send(new TextEncoder().encode(`message ${i}`));
-      if (i % (messagesTotal / commitsTotal) === 0) await owned[(i / (messagesTotal / commitsTotal)) % owned.length]!.updateKeys();
-    }
+    const perChannel = messagesTotal / owned.length;
+    const commitEvery = messagesTotal / commitsTotal;
+    await Promise.all(
+      owned.map(async (channel, c) => {
+        for (let i = 0; i < perChannel; i++) {
+          if (i % commitEvery === 0) await channel.updateKeys();
+          await channel.send(new TextEncoder().encode(`message ${c}/${i}`));
+        }
+      }),
+    );
     console.log(`[inbox] sent ${messagesTotal} messages and ${commitsTotal} commits in ${Date.now() - sentAt} ms`);
 
     // Bob reconnects; in the middle of delivery his homeserver restarts and the leader changes.
@@ -128,7 +134,7 @@ describe.skipIf(!identityServed)("inboxes on a real 3-homeserver cluster", () =>
     };
     const again = new InboxClient({ session: bobSession, afterSequence: cursor, onEntry: (entry) => onEntry(entry), window: 128, ackEveryEntries: 100, backoffStartMs: 50, backoffMaxMs: 500 });
     again.start();
-    await waitFor(() => received.length >= messagesTotal + commitsTotal, 45_000, "delivery after reconnect");
+    await waitFor(() => received.length >= messagesTotal + commitsTotal, 45_000, "delivery after reconnect", () => `received ${received.length}, handled ${again.handled}, acked ${again.acked}, ${JSON.stringify(again.stats)}`);
     await again.stop();
     expect(disrupted).toBe(true);
     expect(again.stats.reconnects).toBeGreaterThan(0);
@@ -190,10 +196,10 @@ describe.skipIf(!identityServed)("inboxes on a real 3-homeserver cluster", () =>
   }
 });
 
-async function waitFor(done: () => boolean, timeoutMs: number, what: string): Promise<void> {
+async function waitFor(done: () => boolean, timeoutMs: number, what: string, progress: () => string = () => ""): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!done()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} ${progress()}`.trim());
     await new Promise((r) => setTimeout(r, 20));
   }
 }
