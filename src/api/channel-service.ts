@@ -152,7 +152,7 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
   const certified = async (channelId: string, epoch: bigint, waitMs: number): Promise<Certificate | undefined> => {
     const complete = async () => {
       const collected = certificates.collected(channelId, epoch);
-      if (collected !== undefined) return collected;
+      if (collected !== undefined || channels.isGathering(channelId, epoch)) return collected;
       const stored = (await recordOf(channelId, epoch))?.certificate;
       return stored !== undefined && isCertified(stored) ? stored : undefined;
     };

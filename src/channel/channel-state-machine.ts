@@ -310,6 +310,11 @@ export class ChannelStateMachine {
     return { ok: true, kind: "signatures", certified };
   }
 
+  /** Whether the certificate of the commit that ended `epoch` is still gathering signatures (no read needed). */
+  isGathering(channelId: string, epoch: bigint): boolean {
+    return this.uncertified.has(`${channelId}/${epoch}`);
+  }
+
   /** The record of the commit that ended `epoch`, as stored. */
   async epochRecord(get: (key: Uint8Array) => Promise<Uint8Array | undefined>, channelId: string, epoch: bigint): Promise<EpochRecord | undefined> {
     const bytes = await get(epochKey(channelId, epoch));
