@@ -26,6 +26,7 @@ import {
 } from "ts-mls";
 import { EventKind, HandshakeMode, type Certificate, type ChannelEvent } from "../gen/epochd/channel/v1/channel_pb.ts";
 import { verifyCertificate } from "./certificate.ts";
+import { commitRemovesOwnLeaf } from "./commit-effects.ts";
 import { buildProposals, checkKeyPackages, committableProposals, type CommitIntent } from "./commit-intent.ts";
 import { sdkClientConfig, type Device } from "./device.ts";
 import { joinFromWelcome } from "./welcome-join.ts";
@@ -384,6 +385,13 @@ export class Channel {
     }
     const message = decodeWholeMessage(commitBytes, "commit");
     if (message.wireformat !== "mls_public_message" && message.wireformat !== "mls_private_message") throw new Error(`commit has wire format ${message.wireformat}`);
+    if (commitRemovesOwnLeaf(message, base)) {
+      // Certified, so it is the commit of this epoch; ts-mls 1.6 may not see the removal (commit-effects.ts).
+      this.endedEpochs.set(epoch, toHex(commitHash));
+      this.removed = true;
+      this.state = { ...base, unappliedProposals: {}, groupActiveState: { kind: "removedFromGroup" } };
+      return;
+    }
     const result = await processMessage(message, base, emptyPskIndex, acceptAll, this.device.impl);
     if (result.kind !== "newState") throw new Error(`certified commit for epoch ${epoch} is not a commit`);
     this.endedEpochs.set(epoch, toHex(commitHash));

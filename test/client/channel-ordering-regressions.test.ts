@@ -5,7 +5,9 @@
  *    is stricter than RFC 9420); the SDK joins through joinFromWelcome;
  *  - send() while the device holds a received, uncommitted proposal (ts-mls refuses to encrypt then);
  *  - removing a member whose own self-Remove proposal is pending (a second Remove of the same leaf made
- *    ts-mls refuse the commit).
+ *    ts-mls refuse the commit);
+ *  - a member removed by a commit that also adds a device into its freed leaf (ts-mls 1.6 misses the
+ *    removal and fails on the UpdatePath).
  */
 import { createCommit, createGroup, createProposal, encodeMlsMessage, joinGroup, emptyPskIndex, type ClientState, type Proposal } from "ts-mls";
 import { describe, expect, it } from "vitest";
@@ -131,6 +133,24 @@ describe("pending standalone proposals", () => {
     await bob.sync();
     await expect(bob.send(text("bye"))).rejects.toBeInstanceOf(LeavingError);
     expect(cluster.epochOf("leaver-send")).toBe(1n);
+  });
+
+  it("a leaver whose self-Remove is committed together with an add filling its leaf sees itself removed", async () => {
+    const cluster = new InMemoryOrderingStandIn();
+    const { alice, members } = await channelWith(cluster, "leave-and-add", ["bob@hs2", "carol@hs3"]);
+    const [bob, carol] = members as [Channel, Channel];
+    await proposeLeave(cluster, "leave-and-add", carol);
+    await carol.sync(); // carol holds her own proposal, as the commit's receivers do
+    const carolLeaf = carol.members().find((m) => m.deviceId === "carol@hs3")!.leafIndex;
+    const dave = await Device.create("dave@hs2");
+    const added = await alice.addMembers([await dave.publishKeyPackage()]);
+    // One commit: carol's Remove by reference and dave's Add, which takes carol's freed leaf.
+    expect(alice.members().find((m) => m.deviceId === "dave@hs2")!.leafIndex).toBe(carolLeaf);
+    expect((await carol.sync()).map((r) => r.kind)).toEqual(["commit"]);
+    expect(carol.isMember()).toBe(false);
+    const daveChannel = await Channel.join(dave, cluster, "leave-and-add", added.welcome!);
+    await bob.sync();
+    expectConverged([alice, bob, daveChannel]);
   });
 
   it("the owner removes a member whose self-Remove is pending: one commit carries it, no second Remove of the leaf", async () => {
