@@ -114,9 +114,13 @@ export class Network {
     this.current = { dropRate, duplicateRate, reorderJitterMs };
   }
 
+  /** Told of every partition as it starts (the simulator turns cut links into broken peer streams). */
+  onPartition: ((links: readonly (readonly [number, number])[]) => void) | null = null;
+
   /** Cuts the given directed links until {@link removePartition}; returns a handle. */
   addPartition(links: readonly (readonly [number, number])[]): number {
     const handle = this.nextHandle++;
+    this.onPartition?.(links);
     this.partitions.set(handle, links);
     for (const [from, to] of links) this.blocked[from * this.slots + to]!++;
     return handle;

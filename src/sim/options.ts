@@ -38,6 +38,15 @@ export interface SimKnobs {
   readonly spareNodes: number;
   /** Events kept for a violation's trace. */
   readonly traceEvents: number;
+  /**
+   * Runs like the multi-group runtime: cores quiesce when idle, clients
+   * propose in bursts (so the group does go idle), and a node learns that a
+   * peer is lost (crashed, cut off, or frozen past a keepalive) as a broken
+   * peer stream would tell it, calling `reportUnreachable` and `forgetLeader`.
+   */
+  readonly quiesce: boolean;
+  /** Ticks before a node notices a peer's stream broke (crash, partition); frozen peers take 5 times longer. */
+  readonly peerLossDetectTicks: number;
 }
 
 /** Everything that defines a run. */
@@ -89,6 +98,9 @@ export function resolveKnobs(seed: number, given: Partial<SimKnobs> = {}): SimKn
     livenessTicks: 500,
     spareNodes: 3,
     traceEvents: 30,
+    // Drawn last, so the draws above (and the runs of older seeds without quiescence) do not move.
+    quiesce: rng.chance(0.4),
+    peerLossDetectTicks: 2,
   };
   return { ...drawn, ...given };
 }

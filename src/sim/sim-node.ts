@@ -64,6 +64,8 @@ export class SimNode {
   /** Bumped on every crash, so events of an earlier life are ignored. */
   incarnation = 0;
   tickCount = 0;
+  /** Ticks the runtime would skip because the core was quiet (counted, not given to the core). */
+  quiescedTicks = 0;
   private busy = false;
   private parked: Ready | null = null;
   private inbox: NodeInput[] = [];
@@ -136,9 +138,14 @@ export class SimNode {
     this.retired = true;
   }
 
+  /** When the current pause started (virtual ms), to tell one pause from the next. */
+  pausedSinceMs = -1;
+
   /** Freezes the process: no ticks, inputs wait, a completing write waits. */
   pause(): void {
-    if (this.raw !== null) this.paused = true;
+    if (this.raw === null) return;
+    this.paused = true;
+    this.pausedSinceMs = this.host.nowMs;
   }
 
   /** Ends a pause and handles everything that waited. */
@@ -169,8 +176,12 @@ export class SimNode {
     this.guard(() => {
       if (item.kind === "message") raw.step(item.message);
       else if (item.kind === "tick") {
-        this.tickCount++;
-        raw.tick();
+        // The runtime stops ticking a quiet group; the core would ignore the tick anyway.
+        if (raw.isQuiesced()) this.quiescedTicks++;
+        else {
+          this.tickCount++;
+          raw.tick();
+        }
       } else item.run(raw);
     });
   }

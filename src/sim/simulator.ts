@@ -40,6 +40,8 @@ export interface SimResult {
   readonly ticks: number;
   /** Core `tick()` calls summed over nodes. */
   readonly nodeTicks: number;
+  /** Node ticks skipped because the node's group was quiet (0 unless the `quiesce` knob is on). */
+  readonly quiescedTicks: number;
   readonly elections: number;
   /** Highest log index any node applied. */
   readonly commits: number;
@@ -122,6 +124,7 @@ export class Simulator implements NodeHost, FaultContext {
     this.faultSchedule =
       options.schedule ??
       drawSchedule(new Prng(seed, streams.schedule), options.faults, { ...this.knobs, steps: options.steps });
+    if (this.knobs.quiesce) this.network.onPartition = (links) => this.streamsBroken(links);
     const voters = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
     for (const id of voters) this.addNode(new SimDisk(voters), true);
     this.workload = new Workload(new Prng(seed, streams.workload), this.knobs, {
@@ -259,6 +262,7 @@ export class Simulator implements NodeHost, FaultContext {
       maxMessageBytes: k.maxMessageBytes,
       maxInflightMessages: k.maxInflightMessages,
       maxUncommittedBytes: k.maxUncommittedBytes,
+      quiesce: k.quiesce,
       applied,
       onEvent,
     }));
@@ -331,6 +335,40 @@ export class Simulator implements NodeHost, FaultContext {
     if (n === undefined || !n.up) return;
     this.trace(node, "crash", `${n.disk.pendingWrites()} unsynced writes lost`);
     n.crash();
+    if (this.knobs.quiesce) {
+      for (const other of this.nodes) if (other !== n) this.peerLost(other, n, this.knobs.peerLossDetectTicks);
+    }
+  }
+
+  /** Partition started: the sending side of every cut link sees its stream to the receiver break. */
+  private streamsBroken(links: readonly (readonly [number, number])[]): void {
+    for (const [from, to] of links) {
+      const sender = this.nodes[from];
+      const receiver = this.nodes[to];
+      if (sender !== undefined && receiver !== undefined) this.peerLost(sender, receiver, this.knobs.peerLossDetectTicks);
+    }
+  }
+
+  /**
+   * After `delayTicks`, `node` learns that its stream to `lost` broke, as the
+   * runtime's transport reports it: `reportUnreachable`, and `forgetLeader`
+   * if `lost` leads its group (a quiet follower wakes and may campaign).
+   */
+  private peerLost(node: SimNode, lost: SimNode, delayTicks: number): void {
+    const incarnation = node.incarnation;
+    this.queue.push(this.nowMs + delayTicks * this.knobs.tickMs, () => {
+      if (node.incarnation !== incarnation || !node.up) return;
+      node.input({
+        kind: "call",
+        run: (raw) => {
+          raw.reportUnreachable(lost.id);
+          if (raw.leader() === lost.id) {
+            this.trace(node.id, "peer-lost", lost.id);
+            raw.forgetLeader();
+          }
+        },
+      });
+    });
   }
 
   restart(node: NodeId): void {
@@ -342,7 +380,17 @@ export class Simulator implements NodeHost, FaultContext {
 
   pause(node: NodeId): void {
     this.trace(node, "pause");
-    this.byId.get(node)?.pause();
+    const n = this.byId.get(node);
+    n?.pause();
+    if (n === undefined || !this.knobs.quiesce) return;
+    // A frozen process keeps its connections; keepalive pings notice it, later than a crash.
+    const pausedSince = this.nowMs;
+    for (const other of this.nodes) {
+      if (other === n) continue;
+      this.queue.push(this.nowMs + 5 * this.knobs.peerLossDetectTicks * this.knobs.tickMs, () => {
+        if (n.paused && n.pausedSinceMs === pausedSince) this.peerLost(other, n, 0);
+      });
+    }
   }
 
   resume(node: NodeId): void {
@@ -417,10 +465,15 @@ export class Simulator implements NodeHost, FaultContext {
   private tick(): void {
     this.tickCount++;
     for (const node of this.nodes) node.input({ kind: "tick" });
-    if (this.phase === "faults") this.workload.tick(this.tickCount);
+    if (this.phase === "faults" && this.clientsBusy()) this.workload.tick(this.tickCount);
     if (this.phase === "faults" && this.tickCount >= this.options.steps) this.heal();
     else if (this.phase === "liveness") this.checkLiveness();
     if (this.phase !== "done") this.queue.push(this.nowMs + this.knobs.tickMs, () => this.tick());
+  }
+
+  /** With quiescence, clients propose in bursts (20 ticks of every 60), so the group goes idle between them. */
+  private clientsBusy(): boolean {
+    return !this.knobs.quiesce || this.tickCount % 60 < 20;
   }
 
   /** Ends every fault: network healed, crashed nodes restarted, paused ones resumed. */
@@ -488,6 +541,7 @@ export class Simulator implements NodeHost, FaultContext {
       steps: Math.min(this.tickCount, this.options.steps),
       ticks: this.tickCount,
       nodeTicks: this.nodes.reduce((sum, n) => sum + n.tickCount, 0),
+      quiescedTicks: this.nodes.reduce((sum, n) => sum + n.quiescedTicks, 0),
       elections: this.elections,
       commits: this.commits,
       proposals: this.workload.stats.proposed,
