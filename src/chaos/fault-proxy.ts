@@ -154,7 +154,9 @@ export class EgressProxy {
       return;
     }
     this.track(client);
+    let established = false;
     const upstream: Socket = connect(Number(portText), host, () => {
+      established = true;
       client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
       if (head.length > 0) upstream.write(head);
       const out = new DirectionPump(client, upstream, this.selfId, peer, this.rules);
@@ -175,7 +177,9 @@ export class EgressProxy {
     });
     this.track(upstream);
     const fail = () => {
-      client.destroy();
+      // The peer is not listening (yet, or any more): answer as a proxy does, then close.
+      if (!established && !client.destroyed) client.end("HTTP/1.1 502 Bad Gateway\r\n\r\n");
+      else client.destroy();
       upstream.destroy();
     };
     upstream.once("error", fail);
