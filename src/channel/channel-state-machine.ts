@@ -310,6 +310,11 @@ export class ChannelStateMachine {
     return { ok: true, kind: "signatures", certified };
   }
 
+  /** Certificates still gathering signatures (after a restart, a homeserver signs those it had not). */
+  gatheringCertificates(): Iterable<Certificate> {
+    return this.uncertified.values();
+  }
+
   /** Whether the certificate of the commit that ended `epoch` is still gathering signatures (no read needed). */
   isGathering(channelId: string, epoch: bigint): boolean {
     return this.uncertified.has(`${channelId}/${epoch}`);

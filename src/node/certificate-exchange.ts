@@ -91,6 +91,20 @@ export class CertificateExchange {
     }
   }
 
+  /**
+   * After a restart: collects (and, as a voter, signs again) the commits whose
+   * certificates the log has not completed, since what was collected in
+   * memory before is gone. Peers resend their batches until the log records them.
+   */
+  resume(gathering: Iterable<Certificate>): void {
+    for (const c of gathering) {
+      const commit: AppliedCommit = { channelId: c.channelId, epoch: c.epoch, commitHash: c.commitHash, logIndex: c.logIndex, voters: c.voters };
+      this.options.collector.applied(commit);
+      if (c.voters.includes(this.options.selfId)) this.toSign.push(commit);
+    }
+    if (this.toSign.length > 0) this.schedule();
+  }
+
   /** A certificate the collector completed: queued for the log (proposed now by the leader, later by others). */
   onComplete(certificate: Certificate): void {
     this.toRecord.set(keyOf(certificate.channelId, certificate.epoch), { certificate, proposedAtMs: 0 });

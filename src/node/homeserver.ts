@@ -206,6 +206,7 @@ export class Homeserver {
     const metricsServer = config.metricsListen === "" ? undefined : await metrics.serve(config.metricsListen);
     driver.start();
     exchange.start();
+    exchange.resume(stateMachine.channels.gatheringCertificates());
     const registration = new SelfRegistration(
       { id: config.id, peerAddress: config.peerListen, clientAddress: config.clientListen, signingKey: Buffer.from(signingKey.publicKeyRaw).toString("base64") },
       () => stateMachine.homeservers().get(config.id),
