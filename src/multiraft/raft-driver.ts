@@ -11,6 +11,15 @@ export type GroupRaftSettings = Pick<
   "electionTimeoutTicks" | "heartbeatTicks" | "preVote" | "checkQuorum" | "maxMessageBytes" | "maxInflightMessages" | "maxUncommittedBytes" | "maxCommittedBytesPerReady"
 >;
 
+/** Per-group choices made when a group is added. */
+export interface AddGroupOptions {
+  /**
+   * Let the group quiesce when idle (see `RaftConfig.quiesce`): it then
+   * costs nothing per tick. Default false.
+   */
+  readonly quiesce?: boolean;
+}
+
 /** Observers for metrics; every member optional. */
 export interface DriverObserver {
   onProposal?(groupId: GroupId): void;
@@ -80,9 +89,17 @@ interface HostedGroup {
  * them, and handles their Readies together, so the entries and hard states
  * of all groups that have work share ONE synced RocksDB batch. Per Ready the
  * order is the contract's: persist, then send, then apply, then advance.
+ *
+ * Nothing here walks every group per tick or per round: only awake groups
+ * tick, and only groups given an input since their last empty Ready are
+ * asked for one. A quiet group costs memory only.
  */
 export class RaftDriver {
   private readonly groups = new Map<GroupId, HostedGroup>();
+  /** Groups whose core is not quiesced: the only ones ticked. Invariant: holds every such hosted group. */
+  private readonly awake = new Set<HostedGroup>();
+  /** Groups given an input since their last empty Ready: the only ones the Ready loop asks. */
+  private readonly dirty = new Set<HostedGroup>();
   private ticker: NodeJS.Timeout | undefined;
   private loopScheduled = false;
   private loopRunning: Promise<void> | undefined;
@@ -92,7 +109,7 @@ export class RaftDriver {
   constructor(private readonly options: RaftDriverOptions) {}
 
   /** Hosts a group over its loaded store; restores its state machine if a snapshot got ahead of it. */
-  async addGroup(store: GroupStore, stateMachine: StateMachine): Promise<void> {
+  async addGroup(store: GroupStore, stateMachine: StateMachine, options: AddGroupOptions = {}): Promise<void> {
     const snapshot = store.log.snapshot();
     if (store.appliedIndex < snapshot.metadata.index) {
       // A crash between installing a leader's snapshot and restoring the state from it.
@@ -107,9 +124,10 @@ export class RaftDriver {
       storage: store.log,
       random: this.options.random,
       applied: store.appliedIndex,
+      quiesce: options.quiesce ?? false,
       onEvent: (event) => this.onRaftEvent(groupId, event),
     });
-    this.groups.set(groupId, {
+    const group: HostedGroup = {
       groupId,
       store,
       node,
@@ -119,8 +137,25 @@ export class RaftDriver {
       appliedIndex: store.appliedIndex,
       lastSnapshotIndex: snapshot.metadata.index,
       snapshotting: false,
-    });
+    };
+    this.groups.set(groupId, group);
+    this.touch(group);
+  }
+
+  /**
+   * Records that `group`'s core got an input: it may have a Ready, and it
+   * ticks exactly while it is not quiesced. Call after every input.
+   */
+  private touch(group: HostedGroup): void {
+    this.dirty.add(group);
+    if (group.node.isQuiesced()) this.awake.delete(group);
+    else this.awake.add(group);
     this.schedule();
+  }
+
+  /** How many groups are hosted and how many of them are awake (ticking). */
+  counts(): { readonly groups: number; readonly awake: number } {
+    return { groups: this.groups.size, awake: this.awake.size };
   }
 
   private onRaftEvent(groupId: GroupId, event: RaftEvent): void {
@@ -152,7 +187,11 @@ export class RaftDriver {
   /** Starts the tick clock. */
   start(): void {
     this.ticker = setInterval(() => {
-      for (const group of this.groups.values()) group.node.tick();
+      for (const group of this.awake) {
+        group.node.tick();
+        this.dirty.add(group);
+        if (group.node.isQuiesced()) this.awake.delete(group);
+      }
       this.schedule();
     }, this.options.tickIntervalMs);
   }
@@ -175,21 +214,32 @@ export class RaftDriver {
     if (this.stopped) return;
     for (const m of messages) {
       if (m.from !== from) continue;
-      this.groups.get(m.groupId)?.node.step(m);
+      const group = this.groups.get(m.groupId);
+      if (group === undefined) continue;
+      group.node.step(m);
+      this.touch(group);
     }
     this.schedule();
   }
 
-  /** The connection to peer `id` broke: groups it leads start electing at once. */
+  /**
+   * The connection to peer `id` broke: groups it leads start electing at
+   * once, quiet ones included (they wake). Walks every group, but only when a
+   * stream breaks.
+   */
   peerLost(id: NodeId): void {
     for (const group of this.groups.values()) {
-      if (group.node.status().leader === id) group.node.forgetLeader();
+      if (group.node.leader() !== id) continue;
+      group.node.forgetLeader();
+      this.touch(group);
     }
   }
 
   reportSnapshot(to: NodeId, groupId: GroupId, ok: boolean): void {
-    this.groups.get(groupId)?.node.reportSnapshot(to, ok);
-    this.schedule();
+    const group = this.groups.get(groupId);
+    if (group === undefined) return;
+    group.node.reportSnapshot(to, ok);
+    this.touch(group);
   }
 
   reportUnreachable(to: NodeId): void {
@@ -214,7 +264,9 @@ export class RaftDriver {
   propose(groupId: GroupId, data: Uint8Array): Promise<Applied> {
     const group = this.group(groupId);
     this.options.observer?.onProposal?.(groupId);
-    return this.await(group, group.node.propose(data));
+    const result = group.node.propose(data);
+    this.touch(group);
+    return this.await(group, result);
   }
 
   /** Proposes on the leader or forwards to it, fire and forget; false when no leader is known. */
@@ -222,14 +274,16 @@ export class RaftDriver {
     const group = this.groups.get(groupId);
     if (group === undefined || this.stopped) return false;
     const sent = group.node.proposeAnywhere(data);
-    this.schedule();
+    this.touch(group);
     return sent;
   }
 
   /** Proposes a membership change; resolves once it is applied here. */
   proposeConfChange(groupId: GroupId, change: ConfChange): Promise<Applied> {
     const group = this.group(groupId);
-    return this.await(group, group.node.proposeConfChange(change));
+    const result = group.node.proposeConfChange(change);
+    this.touch(group);
+    return this.await(group, result);
   }
 
   private await(group: HostedGroup, result: ReturnType<RawNode["propose"]>): Promise<Applied> {
@@ -259,13 +313,14 @@ export class RaftDriver {
     const context = `r${++this.readCounter}`;
     const read = new Promise<LogIndex>((resolve, reject) => group.reads.set(context, { index: -1, resolve, reject }));
     group.node.readIndex(new TextEncoder().encode(context));
-    this.schedule();
+    this.touch(group);
     return read;
   }
 
   transferLeadership(groupId: GroupId, to: NodeId): void {
-    this.group(groupId).node.transferLeadership(to);
-    this.schedule();
+    const group = this.group(groupId);
+    group.node.transferLeadership(to);
+    this.touch(group);
   }
 
   // ---- the Ready loop ----------------------------------------------------------------------------
@@ -286,7 +341,10 @@ export class RaftDriver {
     try {
       for (let round = 0; round < 1000 && !this.stopped; round++) {
         const batch: Array<{ group: HostedGroup; ready: Ready }> = [];
-        for (const group of this.groups.values()) if (group.node.hasReady()) batch.push({ group, ready: group.node.ready() });
+        for (const group of this.dirty) {
+          if (group.node.hasReady()) batch.push({ group, ready: group.node.ready() });
+          else this.dirty.delete(group);
+        }
         if (batch.length === 0) return;
         await this.handleReadies(batch);
       }

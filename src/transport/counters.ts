@@ -27,6 +27,10 @@ export interface TransportCounters {
   readonly snapshotsFailed: number;
   readonly snapshotsReceived: number;
   readonly snapshotsRejected: number;
+  /** Heartbeats and responses sent inside coalesced notices (each notice also counts once in `messagesSent`). */
+  readonly heartbeatsCoalesced: number;
+  /** Heartbeats and responses received inside coalesced notices, expanded for the cores. */
+  readonly heartbeatsExpanded: number;
 }
 
 /** The transport's own writable copy. */
@@ -39,5 +43,6 @@ export function zeroCounters(): MutableCounters {
     messagesReceived: 0, bytesReceived: 0, batchesReceived: 0,
     batchesMalformed: 0, messagesForged: 0, messagesMisaddressed: 0, callsRefused: 0,
     reconnects: 0, snapshotsSent: 0, snapshotsFailed: 0, snapshotsReceived: 0, snapshotsRejected: 0,
+    heartbeatsCoalesced: 0, heartbeatsExpanded: 0,
   };
 }

@@ -18,6 +18,7 @@ import {
 } from "./codec.ts";
 import type { MutableCounters } from "./counters.ts";
 import { authenticatedIdentity } from "./credentials.ts";
+import { decodeHeartbeats, heartbeatTopic } from "./heartbeat-codec.ts";
 import { insecureNodeIdMetadataKey } from "./peer-service.ts";
 
 /** What the inbound side needs from the transport. */
@@ -111,8 +112,10 @@ export class InboundService {
     const counters = this.options.counters;
     let messages: Message[];
     let notices: PeerNotice[];
+    let beats: Message[];
     try {
       ({ messages, notices } = decodeStreamRequest(bytes, this.options.limits));
+      ({ beats, notices } = this.expandHeartbeats(peerId, notices));
     } catch (error) {
       if (!(error instanceof CodecError)) throw error;
       counters.batchesMalformed += 1;
@@ -123,9 +126,24 @@ export class InboundService {
     counters.bytesReceived += bytes.length;
     const accepted = messages.filter((message) => this.acceptable(peerId, message, log));
     counters.messagesReceived += accepted.length;
+    counters.heartbeatsExpanded += beats.length;
+    // Coalesced heartbeats are built with from = the authenticated peer and to = us: acceptable by construction.
+    for (const beat of beats) accepted.push(beat);
     if (accepted.length > 0) this.options.onMessages(peerId, accepted);
     if (notices.length > 0) this.options.onNotices(peerId, notices);
     return true;
+  }
+
+  /** Expands coalesced heartbeat notices (throws CodecError on a bad one); returns the other notices untouched. */
+  private expandHeartbeats(peerId: NodeId, notices: PeerNotice[]): { beats: Message[]; notices: PeerNotice[] } {
+    if (!notices.some((n) => n.topic === heartbeatTopic)) return { beats: [], notices };
+    const beats: Message[] = [];
+    const others: PeerNotice[] = [];
+    for (const notice of notices) {
+      if (notice.topic !== heartbeatTopic) others.push(notice);
+      else for (const beat of decodeHeartbeats(notice.payload, peerId, this.options.selfId, this.options.limits)) beats.push(beat);
+    }
+    return { beats, notices: others };
   }
 
   /** True when `message` really comes from the authenticated `peerId` and is meant for this homeserver. */

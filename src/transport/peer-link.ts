@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import { MessageType, type GroupId, type Message, type NodeId } from "../raft/types.ts";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";
 import { CodecError, decodeStreamResponse, encodeBatch, estimateMessageBytes, type PeerNotice } from "./codec.ts";
+import { coalescedBytes, encodeHeartbeats, heartbeatsPerNoticeMax, heartbeatTopic, isCoalescable } from "./heartbeat-codec.ts";
 import type { MutableCounters } from "./counters.ts";
 import { peerChannelCredentials } from "./credentials.ts";
 import { insecureNodeIdMetadataKey, peerClientOptions, peerServicePaths } from "./peer-service.ts";
@@ -53,6 +54,9 @@ export class PeerLink {
   private snapshotClient: grpc.Client | null = null;
   private call: grpc.ClientDuplexStream<Buffer, Buffer> | null = null;
   private queue: Message[] = [];
+  /** Heartbeats and responses waiting to go out as one coalesced notice with the next batch. */
+  private beats: Message[] = [];
+  private beatBytes = 0;
   private notices: PeerNotice[] = [];
   private queuedBytes = 0;
   private waitingForDrain = false;
@@ -152,9 +156,11 @@ export class PeerLink {
   }
 
   private dropQueue(): void {
-    this.options.counters.messagesDropped += this.queue.length + this.notices.length;
+    this.options.counters.messagesDropped += this.queue.length + this.notices.length + this.beats.length;
     this.queue = [];
     this.notices = [];
+    this.beats = [];
+    this.beatBytes = 0;
     this.queuedBytes = 0;
   }
 
@@ -178,14 +184,32 @@ export class PeerLink {
    * when the link is in backoff or the queue is over its byte limit.
    */
   enqueue(message: Message): void {
-    const bytes = estimateMessageBytes(message);
+    const coalesce = isCoalescable(message);
+    const bytes = coalesce ? coalescedBytes(message) : estimateMessageBytes(message);
     if (this.closed || this.streamState === "backoff" || this.queuedBytes + bytes > this.options.maxQueuedBytes) {
       this.options.counters.messagesDropped += 1;
       return;
     }
-    this.queue.push(message);
+    if (coalesce) {
+      this.beats.push(message);
+      this.beatBytes += bytes;
+    } else this.queue.push(message);
     this.queuedBytes += bytes;
     this.scheduleFlush();
+  }
+
+  /** Turns the waiting heartbeats into coalesced notices (one per {@link heartbeatsPerNoticeMax}). */
+  private coalesceBeats(): void {
+    if (this.beats.length === 0) return;
+    this.queuedBytes -= this.beatBytes;
+    for (let start = 0; start < this.beats.length; start += heartbeatsPerNoticeMax) {
+      const payload = encodeHeartbeats(this.beats.slice(start, start + heartbeatsPerNoticeMax));
+      this.notices.push({ topic: heartbeatTopic, payload });
+      this.queuedBytes += payload.byteLength + heartbeatTopic.length + 8;
+    }
+    this.options.counters.heartbeatsCoalesced += this.beats.length;
+    this.beats = [];
+    this.beatBytes = 0;
   }
 
   private scheduleFlush(): void {
@@ -200,6 +224,7 @@ export class PeerLink {
   /** Writes queued messages as batches until the queue is empty or the stream pushes back. */
   private flush(): void {
     const call = this.call;
+    if (call !== null && !this.waitingForDrain) this.coalesceBeats();
     while (call !== null && !this.waitingForDrain && (this.queue.length > 0 || this.notices.length > 0)) {
       const batch = this.takeBatch();
       const notices = this.takeNotices();

@@ -86,8 +86,11 @@ describe("PeerTransport over mutual TLS", () => {
         expect(commits).toEqual([...Array(perPair).keys()]);
       }
       const counters = node.transport.counters();
-      expect(counters.messagesSent).toBe(2 * perPair);
-      expect(counters.batchesSent).toBeLessThan(counters.messagesSent / 10); // sent in one tick: batched
+      // Heartbeats travel coalesced: one notice per peer and flush instead of one message per group.
+      expect(counters.heartbeatsCoalesced).toBe(2 * perPair);
+      expect(counters.heartbeatsExpanded).toBe(2 * perPair);
+      expect(counters.messagesSent).toBeLessThan(perPair / 10);
+      expect(counters.batchesSent).toBeLessThan(perPair / 10); // sent in one tick: batched
       expect(counters.messagesDropped).toBe(0);
     }
     await waitFor("all links connected", () => all.every((node) => [...node.transport.peerStates().values()].every((s) => s === "connected")));
