@@ -3,9 +3,11 @@
  * behind mutual TLS. Only a caller with an operator (or homeserver)
  * certificate of the cluster CA gets in; membership calls need the leader.
  */
+import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import {
   AdminService,
+  HomeserverStatus as ProtoHomeserverStatus,
   PeerStreamState as ProtoStreamState,
   ProgressState as ProtoProgressState,
   Role as ProtoRole,
@@ -14,11 +16,16 @@ import { encodeIdentityCommand } from "../identity/identity-command.ts";
 import type { IdentityResult } from "../identity/identity-state.ts";
 import { NotLeaderError } from "../multiraft/errors.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
-import { encodeSetHomeserver, isValidHomeserverRecord } from "../node/directory-command.ts";
+import { encodeSetHomeserver, isValidHomeserverRecord, type HomeserverRecord } from "../node/directory-command.ts";
+import { createInvite, inviteLifetimeMsDefault, MembershipError, type InviteContext } from "../node/directory-invites.ts";
+import { leaveCluster, type LeaveContext } from "../node/directory-leave.ts";
+import { encodeMembershipCommand } from "../node/directory-membership-command.ts";
+import { directoryVotersMax } from "../node/directory-reconciler.ts";
 import type { RaftStatus } from "../raft/raw-node.ts";
-import { ConfChangeType, Role, type GroupId, type NodeId } from "../raft/types.ts";
+import { Role, type GroupId, type NodeId } from "../raft/types.ts";
 import { authenticatedIdentity, type CallWithAuthContext } from "../transport/credentials.ts";
 import type { PeerTransport } from "../transport/peer-transport.ts";
+import { isValidHomeserverId } from "../transport/tls.ts";
 import { remainingMs, withDeadline } from "./deadline.ts";
 import { ApiError } from "./errors.ts";
 import { serviceDefinition, unaryHandler } from "./grpc-service.ts";
@@ -32,6 +39,42 @@ export interface AdminContext {
   readonly clusterGroupId: GroupId;
   /** Plaintext mode: no certificate to check. */
   readonly insecure: boolean;
+  /** The cluster directory: invites, leaving, statuses. */
+  readonly directory: AdminDirectory;
+}
+
+/** The directory side of the admin API. */
+export interface AdminDirectory {
+  readonly invites: InviteContext;
+  readonly leave: LeaveContext;
+  isBlocked(homeserverId: string): boolean;
+  /** Called once this homeserver has left: it stops. */
+  onLeft(): void;
+}
+
+/** Maps a membership refusal to its gRPC status. */
+export function membershipStatus(error: unknown): unknown {
+  if (!(error instanceof MembershipError)) return error;
+  const codes = {
+    invalid: grpc.status.INVALID_ARGUMENT,
+    unauthenticated: grpc.status.UNAUTHENTICATED,
+    denied: grpc.status.PERMISSION_DENIED,
+    precondition: grpc.status.FAILED_PRECONDITION,
+    unavailable: grpc.status.UNAVAILABLE,
+  };
+  return new ApiError(codes[error.code], error.message);
+}
+
+/** The directory as Status reports it, with this homeserver's view of the group's membership. */
+function directoryEntries(records: Iterable<HomeserverRecord>, status: RaftStatus, isBlocked: (id: string) => boolean) {
+  return [...records].sort((a, b) => a.id.localeCompare(b.id)).map((r) => ({
+    nodeId: r.id,
+    peerAddress: r.peerAddress,
+    clientAddress: r.clientAddress,
+    status: r.status === "left" ? ProtoHomeserverStatus.LEFT : isBlocked(r.id) ? ProtoHomeserverStatus.BLOCKED : ProtoHomeserverStatus.ACTIVE,
+    voter: status.confState.voters.includes(r.id),
+    learner: status.confState.learners.includes(r.id),
+  }));
 }
 
 const roles: Record<Role, ProtoRole> = {
@@ -96,6 +139,7 @@ export function addAdminService(server: grpc.Server, context: AdminContext): voi
         nodeId: context.selfId,
         groups: driver.groupIds().map((id) => groupStatus(driver.status(id))),
         peers: [...context.transport.peerStates()].map(([nodeId, state]) => ({ nodeId, address: addresses.get(nodeId) ?? "", streamState: streamStates[state] })),
+        directory: directoryEntries(context.directory.invites.directory().values(), driver.status(group), (id) => context.directory.isBlocked(id)),
       };
     }),
     addHomeserver: unaryHandler(AdminService.method.addHomeserver, async (request, call) => {
@@ -103,18 +147,20 @@ export function addAdminService(server: grpc.Server, context: AdminContext): voi
       const record = { id: request.nodeId, peerAddress: request.address, clientAddress: request.clientAddress, signingKey: "" };
       if (!isValidHomeserverRecord(record)) throw new ApiError(grpc.status.INVALID_ARGUMENT, "node_id, address and client_address must be a valid id and host:port pairs");
       requireLeader();
-      const waitMs = remainingMs(call.getDeadline());
-      await withDeadline(driver.propose(group, encodeSetHomeserver(record)), waitMs, "recording the homeserver");
-      await withDeadline(driver.proposeConfChange(group, { steps: [{ type: ConfChangeType.AddLearner, nodeId: record.id }], leaveJoint: false }), waitMs, "adding the learner");
-      // Promote only once the learner holds everything committed when it was added.
-      const target = driver.status(group).commit;
-      await waitFor(() => (driver.status(group).progress.get(record.id)?.match ?? 0) >= target, remainingMs(call.getDeadline()), "waiting for the learner to catch up");
-      const voter = await withDeadline(
-        driver.proposeConfChange(group, { steps: [{ type: ConfChangeType.AddVoter, nodeId: record.id }], leaveJoint: false }),
+      const recorded = await withDeadline(driver.propose(group, encodeSetHomeserver(record)), remainingMs(call.getDeadline()), "recording the homeserver");
+      const result = recorded.result as { ok: boolean; reason?: string };
+      if (!result.ok) throw new ApiError(grpc.status.FAILED_PRECONDITION, result.reason ?? "refused");
+      // The directory reconciler adds it as a learner and promotes it once caught up, while voters are fewer than the maximum.
+      await waitFor(
+        () => {
+          const conf = driver.status(group).confState;
+          return conf.voters.includes(record.id) || (conf.learners.includes(record.id) && conf.voters.length >= directoryVotersMax);
+        },
         remainingMs(call.getDeadline()),
-        "promoting the learner",
+        "waiting for the homeserver to join the directory group",
       );
-      return { voterIndex: BigInt(voter.index) };
+      const status = driver.status(group);
+      return { voterIndex: BigInt(status.applied), voter: status.confState.voters.includes(record.id) };
     }),
     removeHomeserver: unaryHandler(AdminService.method.removeHomeserver, async (request, call) => {
       authorize(call);
@@ -123,12 +169,40 @@ export function addAdminService(server: grpc.Server, context: AdminContext): voi
         throw new ApiError(grpc.status.FAILED_PRECONDITION, `${request.nodeId} is not a member`);
       }
       requireLeader();
-      const applied = await withDeadline(
-        driver.proposeConfChange(group, { steps: [{ type: ConfChangeType.RemoveNode, nodeId: request.nodeId }], leaveJoint: false }),
-        remainingMs(call.getDeadline()),
-        "removing the homeserver",
-      );
-      return { index: BigInt(applied.index) };
+      const nonce = randomBytes(12).toString("hex");
+      const applied = await withDeadline(driver.propose(group, encodeMembershipCommand({ kind: "leave", nonce, homeserverId: request.nodeId })), remainingMs(call.getDeadline()), "marking it left");
+      const result = applied.result as { ok: boolean; reason?: string };
+      if (!result.ok) throw new ApiError(grpc.status.FAILED_PRECONDITION, result.reason ?? "refused");
+      // The directory reconciler removes a member marked left.
+      await waitFor(() => {
+        const conf = driver.status(group).confState;
+        return !conf.voters.includes(request.nodeId) && !conf.learners.includes(request.nodeId);
+      }, remainingMs(call.getDeadline()), "waiting for the removal");
+      return { index: BigInt(driver.status(group).applied) };
+    }),
+    createInvite: unaryHandler(AdminService.method.createInvite, async (request, call) => {
+      authorize(call);
+      if (!isValidHomeserverId(request.homeserverId)) throw new ApiError(grpc.status.INVALID_ARGUMENT, "homeserver_id must be a DNS label");
+      const lifetimeMs = request.ttlMs === 0n ? inviteLifetimeMsDefault : Number(request.ttlMs);
+      try {
+        const invite = await createInvite(context.directory.invites, request.homeserverId, lifetimeMs, remainingMs(call.getDeadline()));
+        return { token: invite.token, joinAddress: context.directory.invites.clientAddress, expiresAtMs: BigInt(invite.expiresAtMs) };
+      } catch (error) {
+        throw membershipStatus(error);
+      }
+    }),
+    leave: unaryHandler(AdminService.method.leave, async (_request, call) => {
+      const caller = authenticatedIdentity(call);
+      if (!context.insecure && (caller === null || (caller.role === "homeserver" && caller.id !== context.selfId))) {
+        throw new ApiError(grpc.status.PERMISSION_DENIED, "only an operator or this homeserver itself may make it leave");
+      }
+      try {
+        const left = await leaveCluster(context.directory.leave, remainingMs(call.getDeadline()));
+        setImmediate(() => context.directory.onLeft());
+        return { index: BigInt(left.index) };
+      } catch (error) {
+        throw membershipStatus(error);
+      }
     }),
     transferLeadership: unaryHandler(AdminService.method.transferLeadership, async (request, call) => {
       authorize(call);

@@ -69,7 +69,8 @@ async function layOut(dataDir: string, nodes: number, basePort: number, insecure
       electionTimeoutMs: Number(flags.get("election-timeout-ms") ?? 1000),
       heartbeatIntervalMs: Number(flags.get("heartbeat-interval-ms") ?? 100),
     };
-    if (!insecure) Object.assign(config, { tlsCaCert: "certs/ca.crt", tlsCert: `certs/${h.id}.crt`, tlsKey: `certs/${h.id}.key` });
+    // Every local homeserver holds the CA key, so any of them can mint invites and sign joiners' certificates.
+    if (!insecure) Object.assign(config, { tlsCaCert: "certs/ca.crt", tlsCert: `certs/${h.id}.crt`, tlsKey: `certs/${h.id}.key`, tlsCaKey: "certs/ca.key" });
     writeFileSync(h.configPath, toYaml(config));
   }
   return {

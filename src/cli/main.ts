@@ -16,6 +16,18 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
     summary: "cluster up: run a local cluster of homeservers on 127.0.0.1; cluster down: stop it",
     load: async () => (await import("./cluster-command.ts")).clusterCommand,
   },
+  invite: {
+    summary: "mint a single-use invite token for a new homeserver",
+    load: async () => (await import("./invite-command.ts")).inviteCommand,
+  },
+  join: {
+    summary: "join a cluster with an invite token, then run as that homeserver",
+    load: async () => (await import("./join-command.ts")).joinCommand,
+  },
+  leave: {
+    summary: "make a homeserver leave its cluster (after handing its groups over), then stop",
+    load: async () => (await import("./leave-command.ts")).leaveCommand,
+  },
   demo: {
     summary: "against the running local cluster: three devices, a channel, messages and a commit race",
     load: async () => (await import("./demo-command.ts")).demoCommand,

@@ -38,7 +38,10 @@ export async function startCommand(args: string[]): Promise<number> {
   };
   let homeserver: Homeserver;
   try {
-    homeserver = await Homeserver.start(config, logger, onFatal);
+    homeserver = await Homeserver.start(config, logger, onFatal, () => {
+      logger.info("left the cluster: stopping");
+      wake();
+    });
   } catch (error) {
     logger.fatal({ err: error }, `cannot start: ${(error as Error).message}`);
     return 1;

@@ -17,6 +17,8 @@ import { OverlayBatch } from "../keypackages/overlay-batch.ts";
 import { EntryType, type Entry, type LogIndex } from "../raft/types.ts";
 import type { GroupStore, KvWrite } from "../storage/storage-engine.ts";
 import { decodeSetHomeserver, encodeSetHomeserver, setHomeserverOp, type HomeserverRecord } from "./directory-command.ts";
+import { membershipOp } from "./directory-membership-command.ts";
+import { DirectoryMembership, type MembershipResult } from "./directory-membership.ts";
 
 /** What a proposer of a key-value or directory entry learns once it is applied. */
 export type ClusterResult = { ok: true } | { ok: false; reason: string };
@@ -31,6 +33,8 @@ const channelPrefix = 0x43; // "C"
 export const identityNamespace = 0x69; // "i"
 /** Namespace of the KeyPackage directory (src/keypackages). */
 export const keyPackageNamespace = 0x70; // "p"
+/** Namespace of the directory's invites (op 7, src/node/directory-membership.ts). */
+export const inviteNamespace = 0x76; // "v"
 
 function prefixed(prefix: number, key: Uint8Array): Uint8Array {
   const out = new Uint8Array(1 + key.byteLength);
@@ -76,6 +80,8 @@ export class ClusterStateMachine implements StateMachine {
   readonly identity: IdentityState;
   /** The KeyPackage directory (op byte 5, namespace 'p'). */
   readonly keyPackages: KeyPackageState;
+  /** Invites, joins and leaves of homeservers (op byte 7, namespace 'v'). */
+  readonly membership = new DirectoryMembership();
   /** The local inboxes this homeserver fills while applying (namespace 'q', never replicated). */
   private inbox: InboxFanout | undefined;
 
@@ -109,6 +115,7 @@ export class ClusterStateMachine implements StateMachine {
     }
     await this.channels.load((prefix) => this.store.scan(prefixed(channelPrefix, prefix)));
     await this.identity.load((prefix) => this.store.scan(prefixed(identityNamespace, prefix)));
+    await this.membership.load(() => this.store.scan(Uint8Array.of(inviteNamespace)));
     await this.inbox?.store.load();
   }
 
@@ -135,6 +142,7 @@ export class ClusterStateMachine implements StateMachine {
     const channelResults: Array<[ChannelResult, LogIndex]> = [];
     const keyPackageBatch = new OverlayBatch(keyPackageNamespace, (key) => this.store.get(key));
     const inbox = this.inbox?.begin();
+    const membershipResults: Array<[string, MembershipResult]> = [];
     for (const entry of entries) {
       if (entry.type !== EntryType.Normal || entry.data.byteLength === 0) continue;
       const op = entry.data[1];
@@ -150,6 +158,10 @@ export class ClusterStateMachine implements StateMachine {
         results.set(entry.index, this.identity.apply(entry.data.subarray(2), namespaceWriter(identityNamespace, writes)));
       } else if (op === setHomeserverOp) {
         results.set(entry.index, this.applyDirectory(entry, writes));
+      } else if (op === membershipOp) {
+        const { result, nonce } = this.membership.apply(entry.data.subarray(2), this.directoryAccess(writes), namespaceWriter(inviteNamespace, writes));
+        results.set(entry.index, result);
+        if (nonce !== undefined) membershipResults.push([nonce, result]);
       } else {
         const command = decodeKvCommand(entry.data);
         if (command === undefined) results.set(entry.index, { ok: false, reason: "malformed command" });
@@ -165,6 +177,7 @@ export class ClusterStateMachine implements StateMachine {
     const afterWrite = () => {
       inbox?.afterWrite();
       for (const [result, index] of channelResults) this.listener.onChannelResult?.(result, index);
+      for (const [nonce, result] of membershipResults) this.membership.settle(nonce, result);
     };
     return { writes, results, afterWrite };
   }
@@ -172,12 +185,25 @@ export class ClusterStateMachine implements StateMachine {
   private applyDirectory(entry: Entry, writes: KvWrite[]): ClusterResult {
     const record = decodeSetHomeserver(entry.data);
     if (record === undefined) return { ok: false, reason: "malformed homeserver record" };
+    const existing = this.directory.get(record.id);
+    // Only op 7 changes a status: a homeserver that left rejoins with a new invite.
+    if (existing?.status === "left") return { ok: false, reason: `${record.id} has left the cluster; it rejoins with a new invite` };
     // A record without a key (an operator's AddHomeserver) keeps a key the homeserver registered.
-    const kept = record.signingKey === "" ? { ...record, signingKey: this.directory.get(record.id)?.signingKey ?? "" } : record;
-    this.directory.set(kept.id, kept);
-    writes.push({ key: prefixed(directoryPrefix, new TextEncoder().encode(kept.id)), value: encodeSetHomeserver(kept) });
-    this.listener.onDirectoryChange?.(kept);
+    const kept: HomeserverRecord = { ...record, signingKey: record.signingKey === "" ? (existing?.signingKey ?? "") : record.signingKey, status: "active" };
+    this.directoryAccess(writes).set(kept);
     return { ok: true };
+  }
+
+  /** The directory as op-7 apply changes it: memory, the round's writes, then the listener. */
+  private directoryAccess(writes: KvWrite[]) {
+    return {
+      get: (id: string) => this.directory.get(id),
+      set: (record: HomeserverRecord) => {
+        this.directory.set(record.id, record);
+        writes.push({ key: prefixed(directoryPrefix, new TextEncoder().encode(record.id)), value: encodeSetHomeserver(record) });
+        this.listener.onDirectoryChange?.(record);
+      },
+    };
   }
 
   private async applyChannel(entry: Entry, batch: ApplyBatch, inbox: InboxApplyRound | undefined): Promise<ChannelResult> {

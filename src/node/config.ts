@@ -47,6 +47,11 @@ export interface NodeConfig {
   readonly tlsCaCert: string;
   readonly tlsCert: string;
   readonly tlsKey: string;
+  /**
+   * PEM file of the cluster CA's private key; optional. A homeserver that has
+   * it mints invites and signs the certificates of homeservers joining with one.
+   */
+  readonly tlsCaKey: string;
   /** fsync every write that must be durable. Off only for tests and benchmarks that say so. */
   readonly sync: boolean;
   /** Snapshot and compact a group's log every this many applied entries. */
@@ -74,6 +79,7 @@ export const defaultNodeConfig: NodeConfig = {
   tlsCaCert: "",
   tlsCert: "",
   tlsKey: "",
+  tlsCaKey: "",
   sync: true,
   snapshotEveryEntries: 10_000,
   snapshotKeepEntries: 5_000,
@@ -91,7 +97,7 @@ export class ConfigError extends Error {
 type Key = keyof NodeConfig;
 const numberKeys: Key[] = ["electionTimeoutMs", "heartbeatIntervalMs", "tickIntervalMs", "snapshotEveryEntries", "snapshotKeepEntries"];
 const booleanKeys: Key[] = ["bootstrap", "insecure", "sync"];
-const pathKeys: Key[] = ["dataDir", "tlsCaCert", "tlsCert", "tlsKey"];
+const pathKeys: Key[] = ["dataDir", "tlsCaCert", "tlsCert", "tlsKey", "tlsCaKey"];
 
 /** `electionTimeoutMs` -> `election-timeout-ms`. */
 export function flagName(key: string): string {

@@ -2,8 +2,18 @@
  * The cluster directory's commands, as log entry payloads: version u8 (1),
  * op u8 (2 = set homeserver), then the record as UTF-8 JSON. Low rate and
  * operator-driven, so JSON's cost does not matter; it is validated on decode.
+ * The stored form of a record is the same encoding, with its status.
  */
 import { isValidHomeserverId } from "../transport/tls.ts";
+
+/**
+ * A homeserver's membership standing in the directory: "active" until it
+ * leaves (or an operator removes it), then "left" for good (its record stays,
+ * so certificates it signed remain checkable; rejoining needs a new invite).
+ * "blocked" is not stored here: it is the identity index's block list
+ * (AdminService.SetHomeserverBlocked), reported on top of this one.
+ */
+export type MembershipStatus = "active" | "left";
 
 /** One homeserver of the cluster, as the directory records it. */
 export interface HomeserverRecord {
@@ -14,6 +24,13 @@ export interface HomeserverRecord {
   readonly clientAddress: string;
   /** Its raw Ed25519 certificate-signing public key, base64; empty until it registers itself. */
   readonly signingKey: string;
+  /** Absent in a set-homeserver command (which never changes it); "active" when first recorded. */
+  readonly status?: MembershipStatus;
+}
+
+/** Whether `record` names a current member: recorded and not left (a record stored before statuses existed is active). */
+export function isActiveRecord(record: HomeserverRecord | undefined): record is HomeserverRecord {
+  return record !== undefined && record.status !== "left";
 }
 
 /** The op byte of a directory command (the key-value store uses 1). */
@@ -27,12 +44,15 @@ export function isValidHomeserverRecord(record: HomeserverRecord): boolean {
     isValidHomeserverId(record.id) &&
     addressPattern.test(record.peerAddress) &&
     addressPattern.test(record.clientAddress) &&
-    (record.signingKey === "" || Buffer.from(record.signingKey, "base64").byteLength === 32)
+    (record.signingKey === "" || Buffer.from(record.signingKey, "base64").byteLength === 32) &&
+    (record.status === undefined || record.status === "active" || record.status === "left")
   );
 }
 
+/** The entry payload (and stored value) of `record`. */
 export function encodeSetHomeserver(record: HomeserverRecord): Uint8Array {
-  const json = new TextEncoder().encode(JSON.stringify({ id: record.id, peerAddress: record.peerAddress, clientAddress: record.clientAddress, signingKey: record.signingKey }));
+  const fields = { id: record.id, peerAddress: record.peerAddress, clientAddress: record.clientAddress, signingKey: record.signingKey };
+  const json = new TextEncoder().encode(JSON.stringify(record.status === undefined ? fields : { ...fields, status: record.status }));
   const out = new Uint8Array(2 + json.byteLength);
   out[0] = 1;
   out[1] = setHomeserverOp;
@@ -47,7 +67,9 @@ export function decodeSetHomeserver(data: Uint8Array): HomeserverRecord | undefi
     const value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(data.subarray(2))) as Record<string, unknown>;
     const record = { id: value["id"], peerAddress: value["peerAddress"], clientAddress: value["clientAddress"], signingKey: value["signingKey"] ?? "" };
     if (typeof record.id !== "string" || typeof record.peerAddress !== "string" || typeof record.clientAddress !== "string" || typeof record.signingKey !== "string") return undefined;
-    const typed = record as HomeserverRecord;
+    const status = value["status"];
+    if (status !== undefined && status !== "active" && status !== "left") return undefined;
+    const typed: HomeserverRecord = status === undefined ? (record as HomeserverRecord) : { ...(record as HomeserverRecord), status };
     return isValidHomeserverRecord(typed) ? typed : undefined;
   } catch {
     return undefined;

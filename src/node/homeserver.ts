@@ -19,6 +19,8 @@ import { file_epochd_keypackage_v1_keypackage } from "../gen/epochd/keypackage/v
 import { CertificateWaiters, addChannelService } from "../api/channel-service.ts";
 import { addKvService } from "../api/kv-service.ts";
 import { addInboxService } from "../api/inbox-service.ts";
+import { addJoinService } from "../api/join-service.ts";
+import { file_epochd_admin_v1_join } from "../gen/epochd/admin/v1/join_pb.ts";
 import { addReflection } from "../api/reflection.ts";
 import { loadOrCreateAuthSecret } from "../auth/auth-secret.ts";
 import { TokenAuthenticator } from "../auth/client-authenticator.ts";
@@ -45,6 +47,7 @@ import { raftTicks, type NodeConfig } from "./config.ts";
 import type { HomeserverRecord } from "./directory-command.ts";
 import { CertificateCollector } from "./certificate-collector.ts";
 import { CertificateExchange, signatureBatchTopic } from "./certificate-exchange.ts";
+import { assertNotLeft, wireDirectory } from "./directory-wiring.ts";
 import { NodeMetrics } from "./metrics.ts";
 import { SelfRegistration } from "./self-registration.ts";
 import { loadOrCreateSigningKey } from "./signing-key.ts";
@@ -69,22 +72,25 @@ export class Homeserver {
     private readonly stopHooks: ReadonlyArray<() => void>,
   ) {}
 
-  /** Opens the data directory and starts serving. Throws (and releases what it opened) on failure. */
-  static async start(config: NodeConfig, logger: Logger, onFatal: (error: unknown) => void): Promise<Homeserver> {
+  /**
+   * Opens the data directory and starts serving. Throws (and releases what it opened) on failure.
+   * `onLeft` is called once the homeserver has left its cluster (`epochd leave`): the process should stop.
+   */
+  static async start(config: NodeConfig, logger: Logger, onFatal: (error: unknown) => void, onLeft: () => void = () => {}): Promise<Homeserver> {
     const metrics = new NodeMetrics();
     const engine = await StorageEngine.open(join(config.dataDir, "db"), {
       sync: config.sync,
       onSyncLatency: (ms) => metrics.fsyncSeconds.observe(ms / 1000),
     });
     try {
-      return await Homeserver.assemble(config, logger, onFatal, metrics, engine);
+      return await Homeserver.assemble(config, logger, onFatal, onLeft, metrics, engine);
     } catch (error) {
       await engine.close().catch(() => undefined);
       throw error;
     }
   }
 
-  private static async assemble(config: NodeConfig, logger: Logger, onFatal: (error: unknown) => void, metrics: NodeMetrics, engine: StorageEngine): Promise<Homeserver> {
+  private static async assemble(config: NodeConfig, logger: Logger, onFatal: (error: unknown) => void, onLeft: () => void, metrics: NodeMetrics, engine: StorageEngine): Promise<Homeserver> {
     // Used only if the data directory is new: the initial members, or this homeserver alone.
     const initialVoters = !config.bootstrap ? [] : config.peers.length > 0 ? config.peers.map((p) => p.id) : [config.id];
     const store = await engine.openGroup(clusterGroupId, initialVoters);
@@ -160,13 +166,15 @@ export class Homeserver {
     const inbox = new InboxFanout(config.id, inboxStore, stateMachine.channels);
     stateMachine.attachInbox(inbox);
     await stateMachine.load();
+    assertNotLeft(stateMachine, config.id);
     for (const record of stateMachine.homeservers().values()) learnHomeserver(record);
     await driver.addGroup(store, stateMachine);
 
     const health = new HealthImplementation({ "": "NOT_SERVING", "epochd.kv.v1.KvService": "NOT_SERVING" });
     const peerServer = new grpc.Server(peerServerOptions());
     transport.register(peerServer);
-    addAdminService(peerServer, { selfId: config.id, driver, transport, clusterGroupId, insecure: config.insecure });
+    const directory = wireDirectory({ config, credentials, groupId: clusterGroupId, driver, transport, stateMachine, logger, onLeft });
+    addAdminService(peerServer, { selfId: config.id, driver, transport, clusterGroupId, insecure: config.insecure, directory: directory.admin });
     health.addToServer(peerServer);
     const clientServer = new grpc.Server({ "grpc.max_receive_message_length": 2 << 20 });
     addKvService(clientServer, driver, clusterGroupId, stateMachine);
@@ -195,8 +203,9 @@ export class Homeserver {
       clientAddressOf: (id) => clientAddresses.get(id),
       proposeAnywhere: (data) => driver.proposeAnywhere(clusterGroupId, data),
     });
+    addJoinService(clientServer, directory.join);
     health.addToServer(clientServer);
-    addReflection(clientServer, [file_epochd_kv_v1_kv, file_epochd_channel_v1_channel, file_epochd_inbox_v1_inbox, file_epochd_auth_v1_auth, file_epochd_identity_v1_identity, file_epochd_keypackage_v1_keypackage]);
+    addReflection(clientServer, [file_epochd_kv_v1_kv, file_epochd_channel_v1_channel, file_epochd_inbox_v1_inbox, file_epochd_auth_v1_auth, file_epochd_identity_v1_identity, file_epochd_keypackage_v1_keypackage, file_epochd_admin_v1_join]);
     addReflection(peerServer, [file_epochd_admin_v1_admin]);
 
     await bind(peerServer, config.peerListen, serverCredentials(credentials));
@@ -213,10 +222,11 @@ export class Homeserver {
       (data) => driver.proposeAnywhere(clusterGroupId, data),
     );
     registration.start();
+    directory.reconciler.start();
     health.setStatus("", "SERVING");
     health.setStatus("epochd.kv.v1.KvService", "SERVING");
     logger.info({ id: config.id, peerListen: config.peerListen, clientListen: config.clientListen, metricsListen: config.metricsListen }, "homeserver started");
-    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer, [() => exchange.stop(), () => registration.stop()]);
+    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer, [() => exchange.stop(), () => registration.stop(), () => directory.reconciler.stop()]);
   }
 
   /** Stops serving and closes everything, in reverse order of starting. Idempotent. */

@@ -9,8 +9,9 @@
  * call's peer is authenticated from it.
  */
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { createHash, createPublicKey, randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 
@@ -60,9 +61,9 @@ export function isValidHomeserverId(id: string): boolean {
   return homeserverIdPattern.test(id);
 }
 
-async function openssl(args: readonly string[]): Promise<void> {
+async function openssl(args: readonly string[]): Promise<string> {
   try {
-    await execFileAsync("openssl", args, { timeout: 30_000 });
+    return (await execFileAsync("openssl", args, { timeout: 30_000 })).stdout;
   } catch (cause) {
     const stderr = (cause as { stderr?: unknown }).stderr;
     throw new CertificateError(`openssl ${args[0] ?? ""} failed: ${typeof stderr === "string" ? stderr.trim() : String(cause)}`, { cause });
@@ -97,16 +98,8 @@ async function issueCertificate(
   await mkdir(dir, { recursive: true });
   const base = join(dir, fields.commonName);
   const files = { caCertPath: ca.certPath, keyPath: `${base}.key`, certPath: `${base}.crt` };
-  const hosts = [fields.commonName, "localhost", "127.0.0.1", ...fields.extraHosts];
-  const san = [...new Set(hosts)].map((h) => (/^\d+\.\d+\.\d+\.\d+$/.test(h) ? `IP:${h}` : `DNS:${h}`)).join(",");
   const extensionsPath = `${base}.ext`;
-  await writeFile(extensionsPath, [
-    "basicConstraints=critical,CA:FALSE",
-    "keyUsage=critical,digitalSignature",
-    `extendedKeyUsage=${fields.serverAuth ? "serverAuth,clientAuth" : "clientAuth"}`,
-    `subjectAltName=${san}`,
-    "",
-  ].join("\n"));
+  await writeFile(extensionsPath, extensionsText(fields.commonName, fields.serverAuth, fields.extraHosts));
   const csrPath = `${base}.csr`;
   try {
     await openssl(["req", "-new", ...keyArgs, "-keyout", files.keyPath, "-out", csrPath,
@@ -119,6 +112,87 @@ async function issueCertificate(
     await rm(extensionsPath, { force: true });
   }
   return files;
+}
+
+/** The x509 extensions of a leaf certificate: SAN DNS:<cn>, localhost, 127.0.0.1 and `extraHosts`. */
+function extensionsText(commonName: string, serverAuth: boolean, extraHosts: readonly string[]): string {
+  const hosts = [commonName, "localhost", "127.0.0.1", ...extraHosts];
+  const san = [...new Set(hosts)].map((h) => (/^\d+\.\d+\.\d+\.\d+$/.test(h) ? `IP:${h}` : `DNS:${h}`)).join(",");
+  return [
+    "basicConstraints=critical,CA:FALSE",
+    "keyUsage=critical,digitalSignature",
+    `extendedKeyUsage=${serverAuth ? "serverAuth,clientAuth" : "clientAuth"}`,
+    `subjectAltName=${san}`,
+    "",
+  ].join("\n");
+}
+
+/** Host names and IPv4 addresses that may go into a SAN; anything else is dropped. */
+export function isCertificateHost(host: string): boolean {
+  return /^\d{1,3}(?:\.\d{1,3}){3}$/.test(host) || /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(host);
+}
+
+/**
+ * Makes a new P-256 key at `keyPath` (mode 0600) and returns a PEM
+ * certificate signing request for homeserver `homeserverId`: what a joining
+ * homeserver sends, so its private key never leaves it.
+ */
+export async function createCertificateRequest(keyPath: string, homeserverId: string): Promise<string> {
+  if (!isValidHomeserverId(homeserverId)) throw new CertificateError(`homeserver id ${JSON.stringify(homeserverId)} is not a DNS label`);
+  const work = await mkdtemp(join(tmpdir(), "epochd-csr-"));
+  try {
+    const csrPath = join(work, "request.csr");
+    await openssl(["req", "-new", ...keyArgs, "-keyout", keyPath, "-out", csrPath, "-subj", `/O=epochd/OU=${homeserverUnit}/CN=${homeserverId}`]);
+    return await readFile(csrPath, "utf8");
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** SHA-256 (hex) of the SPKI of a PEM public key, private key or certificate signing request. */
+export async function publicKeyHash(pem: string): Promise<string> {
+  const publicPem = pem.includes("CERTIFICATE REQUEST") ? await certificateRequestPublicKey(pem) : pem;
+  const der = createPublicKey(publicPem).export({ format: "der", type: "spki" });
+  return createHash("sha256").update(der).digest("hex");
+}
+
+/** The PEM public key of a signing request whose self-signature verifies; throws {@link CertificateError} otherwise. */
+async function certificateRequestPublicKey(csrPem: string): Promise<string> {
+  const work = await mkdtemp(join(tmpdir(), "epochd-csr-"));
+  try {
+    const csrPath = join(work, "request.csr");
+    await writeFile(csrPath, csrPem);
+    return await openssl(["req", "-in", csrPath, "-noout", "-verify", "-pubkey"]);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Signs a joining homeserver's request with `ca`: the subject is set here
+ * (O=epochd, OU=homeserver, CN=`homeserverId`), whatever the request asked
+ * for; only its public key is taken. Returns the PEM certificate.
+ */
+export async function signCertificateRequest(
+  ca: CertificateAuthority,
+  csrPem: string,
+  homeserverId: string,
+  options: { extraHosts?: readonly string[]; validityDays?: number } = {},
+): Promise<string> {
+  if (!isValidHomeserverId(homeserverId)) throw new CertificateError(`homeserver id ${JSON.stringify(homeserverId)} is not a DNS label`);
+  const work = await mkdtemp(join(tmpdir(), "epochd-sign-"));
+  try {
+    const [csrPath, extPath, certPath] = [join(work, "request.csr"), join(work, "cert.ext"), join(work, "cert.crt")];
+    await writeFile(csrPath, csrPem);
+    await writeFile(extPath, extensionsText(homeserverId, true, (options.extraHosts ?? []).filter(isCertificateHost)));
+    await openssl(["x509", "-req", "-in", csrPath, "-CA", ca.certPath, "-CAkey", ca.keyPath,
+      "-subj", `/O=epochd/OU=${homeserverUnit}/CN=${homeserverId}`,
+      "-set_serial", `0x${randomBytes(16).toString("hex")}`, "-days", String(options.validityDays ?? 825),
+      "-extfile", extPath, "-out", certPath]);
+    return await readFile(certPath, "utf8");
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 }
 
 /** Issues homeserver `homeserverId`'s key and certificate (server and client auth) in `dir`. */

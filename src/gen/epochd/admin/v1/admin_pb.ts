@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file epochd/admin/v1/admin.proto.
  */
 export const file_epochd_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChtlcG9jaGQvYWRtaW4vdjEvYWRtaW4ucHJvdG8SD2Vwb2NoZC5hZG1pbi52MSKIAQoMUGVlclByb2dyZXNzEg8KB25vZGVfaWQYASABKAkSEwoLbWF0Y2hfaW5kZXgYAiABKAQSEgoKbmV4dF9pbmRleBgDIAEoBBItCgVzdGF0ZRgEIAEoDjIeLmVwb2NoZC5hZG1pbi52MS5Qcm9ncmVzc1N0YXRlEg8KB2xlYXJuZXIYBSABKAgi+QEKC0dyb3VwU3RhdHVzEhAKCGdyb3VwX2lkGAEgASgJEiMKBHJvbGUYAiABKA4yFS5lcG9jaGQuYWRtaW4udjEuUm9sZRIMCgR0ZXJtGAMgASgEEhQKDGNvbW1pdF9pbmRleBgEIAEoBBIVCg1hcHBsaWVkX2luZGV4GAUgASgEEhIKCmxhc3RfaW5kZXgYBiABKAQSEQoJbGVhZGVyX2lkGAcgASgJEg4KBnZvdGVycxgIIAMoCRIQCghsZWFybmVycxgJIAMoCRIvCghwcm9ncmVzcxgKIAMoCzIdLmVwb2NoZC5hZG1pbi52MS5QZWVyUHJvZ3Jlc3MiZgoKUGVlclN0YXR1cxIPCgdub2RlX2lkGAEgASgJEg8KB2FkZHJlc3MYAiABKAkSNgoMc3RyZWFtX3N0YXRlGAMgASgOMiAuZXBvY2hkLmFkbWluLnYxLlBlZXJTdHJlYW1TdGF0ZSIPCg1TdGF0dXNSZXF1ZXN0InsKDlN0YXR1c1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSLAoGZ3JvdXBzGAIgAygLMhwuZXBvY2hkLmFkbWluLnYxLkdyb3VwU3RhdHVzEioKBXBlZXJzGAMgAygLMhsuZXBvY2hkLmFkbWluLnYxLlBlZXJTdGF0dXMiUAoUQWRkSG9tZXNlcnZlclJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEhYKDmNsaWVudF9hZGRyZXNzGAMgASgJIiwKFUFkZEhvbWVzZXJ2ZXJSZXNwb25zZRITCgt2b3Rlcl9pbmRleBgBIAEoBCIqChdSZW1vdmVIb21lc2VydmVyUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJIikKGFJlbW92ZUhvbWVzZXJ2ZXJSZXNwb25zZRINCgVpbmRleBgBIAEoBCJBChlUcmFuc2ZlckxlYWRlcnNoaXBSZXF1ZXN0EhAKCGdyb3VwX2lkGAEgASgJEhIKCnRvX25vZGVfaWQYAiABKAkiPQoaVHJhbnNmZXJMZWFkZXJzaGlwUmVzcG9uc2USEQoJbGVhZGVyX2lkGAEgASgJEgwKBHRlcm0YAiABKAQiRQobU2V0SG9tZXNlcnZlckJsb2NrZWRSZXF1ZXN0EhUKDWhvbWVzZXJ2ZXJfaWQYASABKAkSDwoHYmxvY2tlZBgCIAEoCCItChxTZXRIb21lc2VydmVyQmxvY2tlZFJlc3BvbnNlEg0KBWluZGV4GAEgASgEKmwKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhEKDVJPTEVfRk9MTE9XRVIQARIWChJST0xFX1BSRV9DQU5ESURBVEUQAhISCg5ST0xFX0NBTkRJREFURRADEg8KC1JPTEVfTEVBREVSEAQqhAEKDVByb2dyZXNzU3RhdGUSHgoaUFJPR1JFU1NfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRQUk9HUkVTU19TVEFURV9QUk9CRRABEhwKGFBST0dSRVNTX1NUQVRFX1JFUExJQ0FURRACEhsKF1BST0dSRVNTX1NUQVRFX1NOQVBTSE9UEAMqlgEKD1BlZXJTdHJlYW1TdGF0ZRIhCh1QRUVSX1NUUkVBTV9TVEFURV9VTlNQRUNJRklFRBAAEh8KG1BFRVJfU1RSRUFNX1NUQVRFX0NPTk5FQ1RFRBABEiAKHFBFRVJfU1RSRUFNX1NUQVRFX0NPTk5FQ1RJTkcQAhIdChlQRUVSX1NUUkVBTV9TVEFURV9CQUNLT0ZGEAMyhgQKDEFkbWluU2VydmljZRJJCgZTdGF0dXMSHi5lcG9jaGQuYWRtaW4udjEuU3RhdHVzUmVxdWVzdBofLmVwb2NoZC5hZG1pbi52MS5TdGF0dXNSZXNwb25zZRJeCg1BZGRIb21lc2VydmVyEiUuZXBvY2hkLmFkbWluLnYxLkFkZEhvbWVzZXJ2ZXJSZXF1ZXN0GiYuZXBvY2hkLmFkbWluLnYxLkFkZEhvbWVzZXJ2ZXJSZXNwb25zZRJnChBSZW1vdmVIb21lc2VydmVyEiguZXBvY2hkLmFkbWluLnYxLlJlbW92ZUhvbWVzZXJ2ZXJSZXF1ZXN0GikuZXBvY2hkLmFkbWluLnYxLlJlbW92ZUhvbWVzZXJ2ZXJSZXNwb25zZRJtChJUcmFuc2ZlckxlYWRlcnNoaXASKi5lcG9jaGQuYWRtaW4udjEuVHJhbnNmZXJMZWFkZXJzaGlwUmVxdWVzdBorLmVwb2NoZC5hZG1pbi52MS5UcmFuc2ZlckxlYWRlcnNoaXBSZXNwb25zZRJzChRTZXRIb21lc2VydmVyQmxvY2tlZBIsLmVwb2NoZC5hZG1pbi52MS5TZXRIb21lc2VydmVyQmxvY2tlZFJlcXVlc3QaLS5lcG9jaGQuYWRtaW4udjEuU2V0SG9tZXNlcnZlckJsb2NrZWRSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("ChtlcG9jaGQvYWRtaW4vdjEvYWRtaW4ucHJvdG8SD2Vwb2NoZC5hZG1pbi52MSKIAQoMUGVlclByb2dyZXNzEg8KB25vZGVfaWQYASABKAkSEwoLbWF0Y2hfaW5kZXgYAiABKAQSEgoKbmV4dF9pbmRleBgDIAEoBBItCgVzdGF0ZRgEIAEoDjIeLmVwb2NoZC5hZG1pbi52MS5Qcm9ncmVzc1N0YXRlEg8KB2xlYXJuZXIYBSABKAgi+QEKC0dyb3VwU3RhdHVzEhAKCGdyb3VwX2lkGAEgASgJEiMKBHJvbGUYAiABKA4yFS5lcG9jaGQuYWRtaW4udjEuUm9sZRIMCgR0ZXJtGAMgASgEEhQKDGNvbW1pdF9pbmRleBgEIAEoBBIVCg1hcHBsaWVkX2luZGV4GAUgASgEEhIKCmxhc3RfaW5kZXgYBiABKAQSEQoJbGVhZGVyX2lkGAcgASgJEg4KBnZvdGVycxgIIAMoCRIQCghsZWFybmVycxgJIAMoCRIvCghwcm9ncmVzcxgKIAMoCzIdLmVwb2NoZC5hZG1pbi52MS5QZWVyUHJvZ3Jlc3MiZgoKUGVlclN0YXR1cxIPCgdub2RlX2lkGAEgASgJEg8KB2FkZHJlc3MYAiABKAkSNgoMc3RyZWFtX3N0YXRlGAMgASgOMiAuZXBvY2hkLmFkbWluLnYxLlBlZXJTdHJlYW1TdGF0ZSIPCg1TdGF0dXNSZXF1ZXN0IqIBCg5EaXJlY3RvcnlFbnRyeRIPCgdub2RlX2lkGAEgASgJEhQKDHBlZXJfYWRkcmVzcxgCIAEoCRIWCg5jbGllbnRfYWRkcmVzcxgDIAEoCRIxCgZzdGF0dXMYBCABKA4yIS5lcG9jaGQuYWRtaW4udjEuSG9tZXNlcnZlclN0YXR1cxINCgV2b3RlchgFIAEoCBIPCgdsZWFybmVyGAYgASgIIq8BCg5TdGF0dXNSZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEiwKBmdyb3VwcxgCIAMoCzIcLmVwb2NoZC5hZG1pbi52MS5Hcm91cFN0YXR1cxIqCgVwZWVycxgDIAMoCzIbLmVwb2NoZC5hZG1pbi52MS5QZWVyU3RhdHVzEjIKCWRpcmVjdG9yeRgEIAMoCzIfLmVwb2NoZC5hZG1pbi52MS5EaXJlY3RvcnlFbnRyeSJQChRBZGRIb21lc2VydmVyUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEg8KB2FkZHJlc3MYAiABKAkSFgoOY2xpZW50X2FkZHJlc3MYAyABKAkiOwoVQWRkSG9tZXNlcnZlclJlc3BvbnNlEhMKC3ZvdGVyX2luZGV4GAEgASgEEg0KBXZvdGVyGAIgASgIIioKF1JlbW92ZUhvbWVzZXJ2ZXJSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkiKQoYUmVtb3ZlSG9tZXNlcnZlclJlc3BvbnNlEg0KBWluZGV4GAEgASgEIjwKE0NyZWF0ZUludml0ZVJlcXVlc3QSFQoNaG9tZXNlcnZlcl9pZBgBIAEoCRIOCgZ0dGxfbXMYAiABKAQiUgoUQ3JlYXRlSW52aXRlUmVzcG9uc2USDQoFdG9rZW4YASABKAkSFAoMam9pbl9hZGRyZXNzGAIgASgJEhUKDWV4cGlyZXNfYXRfbXMYAyABKAQiDgoMTGVhdmVSZXF1ZXN0Ih4KDUxlYXZlUmVzcG9uc2USDQoFaW5kZXgYASABKAQiQQoZVHJhbnNmZXJMZWFkZXJzaGlwUmVxdWVzdBIQCghncm91cF9pZBgBIAEoCRISCgp0b19ub2RlX2lkGAIgASgJIj0KGlRyYW5zZmVyTGVhZGVyc2hpcFJlc3BvbnNlEhEKCWxlYWRlcl9pZBgBIAEoCRIMCgR0ZXJtGAIgASgEIkUKG1NldEhvbWVzZXJ2ZXJCbG9ja2VkUmVxdWVzdBIVCg1ob21lc2VydmVyX2lkGAEgASgJEg8KB2Jsb2NrZWQYAiABKAgiLQocU2V0SG9tZXNlcnZlckJsb2NrZWRSZXNwb25zZRINCgVpbmRleBgBIAEoBCpsCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIRCg1ST0xFX0ZPTExPV0VSEAESFgoSUk9MRV9QUkVfQ0FORElEQVRFEAISEgoOUk9MRV9DQU5ESURBVEUQAxIPCgtST0xFX0xFQURFUhAEKoQBCg1Qcm9ncmVzc1N0YXRlEh4KGlBST0dSRVNTX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUUFJPR1JFU1NfU1RBVEVfUFJPQkUQARIcChhQUk9HUkVTU19TVEFURV9SRVBMSUNBVEUQAhIbChdQUk9HUkVTU19TVEFURV9TTkFQU0hPVBADKpYBCg9QZWVyU3RyZWFtU3RhdGUSIQodUEVFUl9TVFJFQU1fU1RBVEVfVU5TUEVDSUZJRUQQABIfChtQRUVSX1NUUkVBTV9TVEFURV9DT05ORUNURUQQARIgChxQRUVSX1NUUkVBTV9TVEFURV9DT05ORUNUSU5HEAISHQoZUEVFUl9TVFJFQU1fU1RBVEVfQkFDS09GRhADKo4BChBIb21lc2VydmVyU3RhdHVzEiEKHUhPTUVTRVJWRVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHAoYSE9NRVNFUlZFUl9TVEFUVVNfQUNUSVZFEAESGgoWSE9NRVNFUlZFUl9TVEFUVVNfTEVGVBACEh0KGUhPTUVTRVJWRVJfU1RBVFVTX0JMT0NLRUQQAzKrBQoMQWRtaW5TZXJ2aWNlEkkKBlN0YXR1cxIeLmVwb2NoZC5hZG1pbi52MS5TdGF0dXNSZXF1ZXN0Gh8uZXBvY2hkLmFkbWluLnYxLlN0YXR1c1Jlc3BvbnNlEl4KDUFkZEhvbWVzZXJ2ZXISJS5lcG9jaGQuYWRtaW4udjEuQWRkSG9tZXNlcnZlclJlcXVlc3QaJi5lcG9jaGQuYWRtaW4udjEuQWRkSG9tZXNlcnZlclJlc3BvbnNlEmcKEFJlbW92ZUhvbWVzZXJ2ZXISKC5lcG9jaGQuYWRtaW4udjEuUmVtb3ZlSG9tZXNlcnZlclJlcXVlc3QaKS5lcG9jaGQuYWRtaW4udjEuUmVtb3ZlSG9tZXNlcnZlclJlc3BvbnNlEm0KElRyYW5zZmVyTGVhZGVyc2hpcBIqLmVwb2NoZC5hZG1pbi52MS5UcmFuc2ZlckxlYWRlcnNoaXBSZXF1ZXN0GisuZXBvY2hkLmFkbWluLnYxLlRyYW5zZmVyTGVhZGVyc2hpcFJlc3BvbnNlEnMKFFNldEhvbWVzZXJ2ZXJCbG9ja2VkEiwuZXBvY2hkLmFkbWluLnYxLlNldEhvbWVzZXJ2ZXJCbG9ja2VkUmVxdWVzdBotLmVwb2NoZC5hZG1pbi52MS5TZXRIb21lc2VydmVyQmxvY2tlZFJlc3BvbnNlElsKDENyZWF0ZUludml0ZRIkLmVwb2NoZC5hZG1pbi52MS5DcmVhdGVJbnZpdGVSZXF1ZXN0GiUuZXBvY2hkLmFkbWluLnYxLkNyZWF0ZUludml0ZVJlc3BvbnNlEkYKBUxlYXZlEh0uZXBvY2hkLmFkbWluLnYxLkxlYXZlUmVxdWVzdBoeLmVwb2NoZC5hZG1pbi52MS5MZWF2ZVJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * PeerProgress is the leader's view of one member of a group.
@@ -171,8 +171,58 @@ export const StatusRequestSchema: GenMessage<StatusRequest> = /*@__PURE__*/
   messageDesc(file_epochd_admin_v1_admin, 3);
 
 /**
- * StatusResponse is a homeserver's status: every group it hosts and every
- * peer link.
+ * DirectoryEntry is one homeserver as the replicated cluster directory lists it.
+ *
+ * @generated from message epochd.admin.v1.DirectoryEntry
+ */
+export type DirectoryEntry = Message<"epochd.admin.v1.DirectoryEntry"> & {
+  /**
+   * @generated from field: string node_id = 1;
+   */
+  nodeId: string;
+
+  /**
+   * host:port of its peer service.
+   *
+   * @generated from field: string peer_address = 2;
+   */
+  peerAddress: string;
+
+  /**
+   * host:port of its client API.
+   *
+   * @generated from field: string client_address = 3;
+   */
+  clientAddress: string;
+
+  /**
+   * @generated from field: epochd.admin.v1.HomeserverStatus status = 4;
+   */
+  status: HomeserverStatus;
+
+  /**
+   * Its membership of the directory group as this homeserver applied it.
+   *
+   * @generated from field: bool voter = 5;
+   */
+  voter: boolean;
+
+  /**
+   * @generated from field: bool learner = 6;
+   */
+  learner: boolean;
+};
+
+/**
+ * Describes the message epochd.admin.v1.DirectoryEntry.
+ * Use `create(DirectoryEntrySchema)` to create a new message.
+ */
+export const DirectoryEntrySchema: GenMessage<DirectoryEntry> = /*@__PURE__*/
+  messageDesc(file_epochd_admin_v1_admin, 4);
+
+/**
+ * StatusResponse is a homeserver's status: every group it hosts, every
+ * peer link and the cluster directory as this homeserver applied it.
  *
  * @generated from message epochd.admin.v1.StatusResponse
  */
@@ -191,6 +241,11 @@ export type StatusResponse = Message<"epochd.admin.v1.StatusResponse"> & {
    * @generated from field: repeated epochd.admin.v1.PeerStatus peers = 3;
    */
   peers: PeerStatus[];
+
+  /**
+   * @generated from field: repeated epochd.admin.v1.DirectoryEntry directory = 4;
+   */
+  directory: DirectoryEntry[];
 };
 
 /**
@@ -198,11 +253,14 @@ export type StatusResponse = Message<"epochd.admin.v1.StatusResponse"> & {
  * Use `create(StatusResponseSchema)` to create a new message.
  */
 export const StatusResponseSchema: GenMessage<StatusResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_admin_v1_admin, 4);
+  messageDesc(file_epochd_admin_v1_admin, 5);
 
 /**
- * AddHomeserverRequest adds a homeserver to the cluster: first as a learner,
- * then, once it has caught up, as a voter.
+ * AddHomeserverRequest records a homeserver in the cluster directory; the
+ * leader then adds it as a learner and, once it has caught up and while the
+ * directory group has fewer than 5 voters, makes it a voter. The invite flow
+ * (CreateInvite, JoinService) is the usual way; this call is for homeservers
+ * whose certificates the operator issued by hand.
  *
  * @generated from message epochd.admin.v1.AddHomeserverRequest
  */
@@ -232,7 +290,7 @@ export type AddHomeserverRequest = Message<"epochd.admin.v1.AddHomeserverRequest
  * Use `create(AddHomeserverRequestSchema)` to create a new message.
  */
 export const AddHomeserverRequestSchema: GenMessage<AddHomeserverRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_admin_v1_admin, 5);
+  messageDesc(file_epochd_admin_v1_admin, 6);
 
 /**
  * AddHomeserverResponse reports the completed addition.
@@ -241,11 +299,19 @@ export const AddHomeserverRequestSchema: GenMessage<AddHomeserverRequest> = /*@_
  */
 export type AddHomeserverResponse = Message<"epochd.admin.v1.AddHomeserverResponse"> & {
   /**
-   * Log index of the committed change that made it a voter.
+   * Applied index at which it was seen a voter (or a learner, when the
+   * directory group already had 5 voters).
    *
    * @generated from field: uint64 voter_index = 1;
    */
   voterIndex: bigint;
+
+  /**
+   * False when it stays a learner because 5 voters exist.
+   *
+   * @generated from field: bool voter = 2;
+   */
+  voter: boolean;
 };
 
 /**
@@ -253,10 +319,12 @@ export type AddHomeserverResponse = Message<"epochd.admin.v1.AddHomeserverRespon
  * Use `create(AddHomeserverResponseSchema)` to create a new message.
  */
 export const AddHomeserverResponseSchema: GenMessage<AddHomeserverResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_admin_v1_admin, 6);
+  messageDesc(file_epochd_admin_v1_admin, 7);
 
 /**
- * RemoveHomeserverRequest removes a homeserver from the cluster.
+ * RemoveHomeserverRequest marks a homeserver "left" in the cluster directory
+ * and removes it from the directory group (prefer Leave, which hands its
+ * leadership over first and checks quorum).
  *
  * @generated from message epochd.admin.v1.RemoveHomeserverRequest
  */
@@ -272,7 +340,7 @@ export type RemoveHomeserverRequest = Message<"epochd.admin.v1.RemoveHomeserverR
  * Use `create(RemoveHomeserverRequestSchema)` to create a new message.
  */
 export const RemoveHomeserverRequestSchema: GenMessage<RemoveHomeserverRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_admin_v1_admin, 7);
+  messageDesc(file_epochd_admin_v1_admin, 8);
 
 /**
  * RemoveHomeserverResponse reports the completed removal.
@@ -281,7 +349,7 @@ export const RemoveHomeserverRequestSchema: GenMessage<RemoveHomeserverRequest> 
  */
 export type RemoveHomeserverResponse = Message<"epochd.admin.v1.RemoveHomeserverResponse"> & {
   /**
-   * Log index of the committed removal.
+   * Applied index at which the removal was seen.
    *
    * @generated from field: uint64 index = 1;
    */
@@ -293,7 +361,108 @@ export type RemoveHomeserverResponse = Message<"epochd.admin.v1.RemoveHomeserver
  * Use `create(RemoveHomeserverResponseSchema)` to create a new message.
  */
 export const RemoveHomeserverResponseSchema: GenMessage<RemoveHomeserverResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_admin_v1_admin, 8);
+  messageDesc(file_epochd_admin_v1_admin, 9);
+
+/**
+ * CreateInviteRequest asks for a single-use invite token for a new homeserver.
+ *
+ * @generated from message epochd.admin.v1.CreateInviteRequest
+ */
+export type CreateInviteRequest = Message<"epochd.admin.v1.CreateInviteRequest"> & {
+  /**
+   * The id the new homeserver will have (a DNS label, not an active member).
+   *
+   * @generated from field: string homeserver_id = 1;
+   */
+  homeserverId: string;
+
+  /**
+   * How long the token stays valid; 0 means one hour. At most 7 days.
+   *
+   * @generated from field: uint64 ttl_ms = 2;
+   */
+  ttlMs: bigint;
+};
+
+/**
+ * Describes the message epochd.admin.v1.CreateInviteRequest.
+ * Use `create(CreateInviteRequestSchema)` to create a new message.
+ */
+export const CreateInviteRequestSchema: GenMessage<CreateInviteRequest> = /*@__PURE__*/
+  messageDesc(file_epochd_admin_v1_admin, 10);
+
+/**
+ * CreateInviteResponse carries the token, to hand to the new homeserver's
+ * operator (it is a secret until used).
+ *
+ * @generated from message epochd.admin.v1.CreateInviteResponse
+ */
+export type CreateInviteResponse = Message<"epochd.admin.v1.CreateInviteResponse"> & {
+  /**
+   * epochd-invite1.<base64url>: cluster id, invite id, homeserver id, secret,
+   * CA certificate fingerprint, join address, expiry.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * The client address of the homeserver that minted it (epochd join --cluster).
+   *
+   * @generated from field: string join_address = 2;
+   */
+  joinAddress: string;
+
+  /**
+   * Unix time in ms after which the token is refused.
+   *
+   * @generated from field: uint64 expires_at_ms = 3;
+   */
+  expiresAtMs: bigint;
+};
+
+/**
+ * Describes the message epochd.admin.v1.CreateInviteResponse.
+ * Use `create(CreateInviteResponseSchema)` to create a new message.
+ */
+export const CreateInviteResponseSchema: GenMessage<CreateInviteResponse> = /*@__PURE__*/
+  messageDesc(file_epochd_admin_v1_admin, 11);
+
+/**
+ * LeaveRequest asks the homeserver that serves it to leave the cluster.
+ *
+ * @generated from message epochd.admin.v1.LeaveRequest
+ */
+export type LeaveRequest = Message<"epochd.admin.v1.LeaveRequest"> & {
+};
+
+/**
+ * Describes the message epochd.admin.v1.LeaveRequest.
+ * Use `create(LeaveRequestSchema)` to create a new message.
+ */
+export const LeaveRequestSchema: GenMessage<LeaveRequest> = /*@__PURE__*/
+  messageDesc(file_epochd_admin_v1_admin, 12);
+
+/**
+ * LeaveResponse reports a completed leave; the homeserver stops right after.
+ *
+ * @generated from message epochd.admin.v1.LeaveResponse
+ */
+export type LeaveResponse = Message<"epochd.admin.v1.LeaveResponse"> & {
+  /**
+   * Applied index (on the directory group's leader) at which it was removed.
+   *
+   * @generated from field: uint64 index = 1;
+   */
+  index: bigint;
+};
+
+/**
+ * Describes the message epochd.admin.v1.LeaveResponse.
+ * Use `create(LeaveResponseSchema)` to create a new message.
+ */
+export const LeaveResponseSchema: GenMessage<LeaveResponse> = /*@__PURE__*/
+  messageDesc(file_epochd_admin_v1_admin, 13);
 
 /**
  * TransferLeadershipRequest asks the leader to hand leadership to a voter.
@@ -319,7 +488,7 @@ export type TransferLeadershipRequest = Message<"epochd.admin.v1.TransferLeaders
  * Use `create(TransferLeadershipRequestSchema)` to create a new message.
  */
 export const TransferLeadershipRequestSchema: GenMessage<TransferLeadershipRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_admin_v1_admin, 9);
+  messageDesc(file_epochd_admin_v1_admin, 14);
 
 /**
  * TransferLeadershipResponse reports the new leader once it is known.
@@ -343,7 +512,7 @@ export type TransferLeadershipResponse = Message<"epochd.admin.v1.TransferLeader
  * Use `create(TransferLeadershipResponseSchema)` to create a new message.
  */
 export const TransferLeadershipResponseSchema: GenMessage<TransferLeadershipResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_admin_v1_admin, 10);
+  messageDesc(file_epochd_admin_v1_admin, 15);
 
 /**
  * AdminService is the operator's API. Membership calls must reach the
@@ -373,7 +542,7 @@ export type SetHomeserverBlockedRequest = Message<"epochd.admin.v1.SetHomeserver
  * Use `create(SetHomeserverBlockedRequestSchema)` to create a new message.
  */
 export const SetHomeserverBlockedRequestSchema: GenMessage<SetHomeserverBlockedRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_admin_v1_admin, 11);
+  messageDesc(file_epochd_admin_v1_admin, 16);
 
 /**
  * SetHomeserverBlockedResponse names the log index the change was applied at.
@@ -392,7 +561,7 @@ export type SetHomeserverBlockedResponse = Message<"epochd.admin.v1.SetHomeserve
  * Use `create(SetHomeserverBlockedResponseSchema)` to create a new message.
  */
 export const SetHomeserverBlockedResponseSchema: GenMessage<SetHomeserverBlockedResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_admin_v1_admin, 12);
+  messageDesc(file_epochd_admin_v1_admin, 17);
 
 /**
  * Role is a homeserver's role in one Raft group.
@@ -501,6 +670,45 @@ export const PeerStreamStateSchema: GenEnum<PeerStreamState> = /*@__PURE__*/
   enumDesc(file_epochd_admin_v1_admin, 2);
 
 /**
+ * HomeserverStatus is a homeserver's standing in the cluster directory.
+ *
+ * @generated from enum epochd.admin.v1.HomeserverStatus
+ */
+export enum HomeserverStatus {
+  /**
+   * @generated from enum value: HOMESERVER_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A member of the cluster (a voter or a learner of the directory group).
+   *
+   * @generated from enum value: HOMESERVER_STATUS_ACTIVE = 1;
+   */
+  ACTIVE = 1,
+
+  /**
+   * It left (epochd leave) or was removed; rejoining needs a new invite.
+   *
+   * @generated from enum value: HOMESERVER_STATUS_LEFT = 2;
+   */
+  LEFT = 2,
+
+  /**
+   * Blocked by an operator (SetHomeserverBlocked): its devices are refused.
+   *
+   * @generated from enum value: HOMESERVER_STATUS_BLOCKED = 3;
+   */
+  BLOCKED = 3,
+}
+
+/**
+ * Describes the enum epochd.admin.v1.HomeserverStatus.
+ */
+export const HomeserverStatusSchema: GenEnum<HomeserverStatus> = /*@__PURE__*/
+  enumDesc(file_epochd_admin_v1_admin, 3);
+
+/**
  * @generated from service epochd.admin.v1.AdminService
  */
 export const AdminService: GenService<{
@@ -543,6 +751,31 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof SetHomeserverBlockedRequestSchema;
     output: typeof SetHomeserverBlockedResponseSchema;
+  },
+  /**
+   * Mints a single-use, expiring invite token, recorded in the replicated
+   * directory so that any homeserver can redeem it (JoinService.Join).
+   * FAILED_PRECONDITION when this homeserver cannot issue certificates.
+   *
+   * @generated from rpc epochd.admin.v1.AdminService.CreateInvite
+   */
+  createInvite: {
+    methodKind: "unary";
+    input: typeof CreateInviteRequestSchema;
+    output: typeof CreateInviteResponseSchema;
+  },
+  /**
+   * Makes this homeserver leave: marks it "left", hands over the leadership
+   * of every group it leads, waits until it is removed, then stops.
+   * FAILED_PRECONDITION when the remaining voters would not form a reachable
+   * quorum.
+   *
+   * @generated from rpc epochd.admin.v1.AdminService.Leave
+   */
+  leave: {
+    methodKind: "unary";
+    input: typeof LeaveRequestSchema;
+    output: typeof LeaveResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_epochd_admin_v1_admin, 0);
