@@ -256,6 +256,11 @@ export class RaftDriver {
     return this.group(groupId).node.status();
   }
 
+  /** The leader group `groupId` knows of here, or "" (cheaper than `status`). */
+  leaderOf(groupId: GroupId): NodeId {
+    return this.group(groupId).node.leader();
+  }
+
   groupIds(): GroupId[] {
     return [...this.groups.keys()];
   }

@@ -22,6 +22,7 @@ import { addInboxService } from "../api/inbox-service.ts";
 import { addJoinService } from "../api/join-service.ts";
 import { file_epochd_admin_v1_join } from "../gen/epochd/admin/v1/join_pb.ts";
 import { addReflection } from "../api/reflection.ts";
+import { hostTestGroups } from "../api/test-group-service.ts";
 import { loadOrCreateAuthSecret } from "../auth/auth-secret.ts";
 import { TokenAuthenticator } from "../auth/client-authenticator.ts";
 import { TokenIssuer } from "../auth/token.ts";
@@ -176,6 +177,7 @@ export class Homeserver {
     const directory = wireDirectory({ config, credentials, groupId: clusterGroupId, driver, transport, stateMachine, logger, onLeft });
     addAdminService(peerServer, { selfId: config.id, driver, transport, clusterGroupId, insecure: config.insecure, directory: directory.admin });
     health.addToServer(peerServer);
+    await hostTestGroups(peerServer, { selfId: config.id, engine, driver, logger, insecure: config.insecure });
     const clientServer = new grpc.Server({ "grpc.max_receive_message_length": 2 << 20 });
     addKvService(clientServer, driver, clusterGroupId, stateMachine);
     addChannelService(clientServer, driver, clusterGroupId, stateMachine, certificates);

@@ -8,7 +8,7 @@
 import { mkdir } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import { assert } from "../raft/assert.ts";
-import { bootstrapLog } from "../raft/memory-storage.ts";
+import { bootstrapLog, MemoryStorage } from "../raft/memory-storage.ts";
 import { emptyConfState, emptyHardState, type GroupId, type LogIndex, type NodeId, type Ready } from "../raft/types.ts";
 import { decodeCounter, encodeCounter, encodeEntryBody, encodeHardState, encodeLogPosition, encodeSnapshotMetadata } from "./codec.ts";
 import type { EngineContext } from "./engine-context.ts";
@@ -157,6 +157,38 @@ export class StorageEngine {
       return group;
     } finally {
       this.opening.delete(groupId);
+    }
+  }
+
+  /**
+   * Creates many new groups at once, as initial members with voters
+   * `bootstrapVoters`, in ONE synced batch, and returns their stores: the same
+   * records and mirrors `openGroup` makes one group at a time (one synced
+   * write and one full read each), for a homeserver that takes on thousands
+   * of groups. Fails, creating none, if any of them exists or is open.
+   */
+  async createGroups(groupIds: readonly GroupId[], bootstrapVoters: readonly NodeId[]): Promise<GroupStore[]> {
+    assert(!this.closed, "storage engine is closed");
+    assert(bootstrapVoters.length > 0, "createGroups needs initial voters");
+    assert(new Set(groupIds).size === groupIds.length, "createGroups got a group id twice");
+    for (const groupId of groupIds) {
+      assert(!this.groups.has(groupId) && !this.opening.has(groupId), `group ${groupId} is already open`);
+    }
+    for (const groupId of groupIds) this.opening.add(groupId);
+    try {
+      const existing = await Promise.all(groupIds.map((groupId) => this.db.get(groupRegistryKey(groupId))));
+      const taken = groupIds.filter((_, i) => existing[i] !== undefined);
+      assert(taken.length === 0, `groups already exist: ${taken.slice(0, 5).join(", ")}`);
+      const keys = groupIds.map((groupId) => new GroupKeys(groupId));
+      const ops = keys.flatMap((k) => createGroupOps(k, groupRegistryKey(k.groupId), bootstrapVoters));
+      await this.context.logQueue.run(() => this.write(ops, true));
+      return keys.map((k) => {
+        const store = new GroupStore(this.context, k, new MemoryStorage(bootstrapVoters), 0);
+        this.groups.set(k.groupId, store);
+        return store;
+      });
+    } finally {
+      for (const groupId of groupIds) this.opening.delete(groupId);
     }
   }
 
