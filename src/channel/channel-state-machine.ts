@@ -36,7 +36,7 @@ import {
 import type { LogIndex } from "../raft/types.ts";
 import { certificateStatement, isCertified, verifyCommitSignature } from "./certificate.ts";
 import { certificateKey, channelKey, channelRecordPrefix, epochKey, eventKey, eventPrefix, isValidChannelId, uncertifiedKey, uncertifiedPrefix } from "./channel-keys.ts";
-import type { ApplyBatch } from "./apply-batch.ts";
+import type { ApplyBatch } from "../multiraft/apply-batch.ts";
 
 /** Application messages may be encrypted in this many epochs before the current one. */
 export const messageEpochWindow = 4n;

@@ -20,7 +20,7 @@ import {
 import { parseUserName } from "../identity/device-record.ts";
 import { checkKeyPackage } from "./check-key-package.ts";
 import { allowListKey, decodeQueueBounds, encodeQueueBounds, lastResortKey, queueBoundsKey, queueSlotKey } from "./keypackage-keys.ts";
-import type { OverlayBatch } from "./overlay-batch.ts";
+import type { ApplyBatch } from "../multiraft/apply-batch.ts";
 
 /** Most one-time KeyPackages stored per device. */
 export const keyPackagesStoredMax = 100;
@@ -57,7 +57,7 @@ export class KeyPackageState {
   constructor(private readonly context: KeyPackageContext) {}
 
   /** Applies one command (the entry body after version and op bytes). Never throws on any content. */
-  async apply(body: Uint8Array, batch: OverlayBatch): Promise<KeyPackageResult> {
+  async apply(body: Uint8Array, batch: ApplyBatch): Promise<KeyPackageResult> {
     let command: KeyPackageCommand;
     try {
       command = fromBinary(KeyPackageCommandSchema, body);
@@ -82,7 +82,7 @@ export class KeyPackageState {
     return { available: Number(bounds.tail - bounds.head), hasLastResort: (await read(lastResortKey(deviceId))) !== undefined };
   }
 
-  private async publish(command: PublishCommand, batch: OverlayBatch): Promise<KeyPackageResult> {
+  private async publish(command: PublishCommand, batch: ApplyBatch): Promise<KeyPackageResult> {
     const device = this.context.devices.currentDevice(command.deviceId);
     if (device === undefined) return refuse("unauthenticated", `device ${command.deviceId} is not current`);
     const count = command.keyPackages.length;
@@ -104,7 +104,7 @@ export class KeyPackageState {
     return { ok: true, kind: "published", ...(await this.stock(device.deviceId, (k) => batch.get(k))) };
   }
 
-  private async claim(command: ClaimCommand, batch: OverlayBatch): Promise<KeyPackageResult> {
+  private async claim(command: ClaimCommand, batch: ApplyBatch): Promise<KeyPackageResult> {
     const claimer = this.context.devices.currentDevice(command.claimerDeviceId);
     if (claimer === undefined) return refuse("unauthenticated", `device ${command.claimerDeviceId} is not current`);
     const targets = this.context.devices.userDevices(command.userName).map((d) => d.body.deviceId);
@@ -125,7 +125,7 @@ export class KeyPackageState {
   }
 
   /** Consent (MIMI): the user's own device, the user's allow list, or a channel both are members of. */
-  private async consents(claimer: AuthenticatedDevice, userName: string, targets: readonly string[], viaChannelId: string, batch: OverlayBatch): Promise<boolean> {
+  private async consents(claimer: AuthenticatedDevice, userName: string, targets: readonly string[], viaChannelId: string, batch: ApplyBatch): Promise<boolean> {
     if (claimer.userName === userName) return true;
     const stored = await batch.get(allowListKey(userName));
     if (stored !== undefined && fromBinary(AllowListSchema, stored).allowedUserNames.includes(claimer.userName)) return true;
@@ -134,7 +134,7 @@ export class KeyPackageState {
   }
 
   /** Pops the device's oldest unexpired KeyPackage (dropping expired ones), else its last resort. */
-  private async take(deviceId: string, nowSeconds: bigint, batch: OverlayBatch): Promise<ClaimedKeyPackage | undefined> {
+  private async take(deviceId: string, nowSeconds: bigint, batch: ApplyBatch): Promise<ClaimedKeyPackage | undefined> {
     const bounds = decodeQueueBounds(await batch.get(queueBoundsKey(deviceId)));
     let head = bounds.head;
     let found: Uint8Array | undefined;
@@ -154,7 +154,7 @@ export class KeyPackageState {
     return stored.notAfterS >= nowSeconds ? { deviceId, keyPackage: stored.keyPackage, lastResort: true } : undefined;
   }
 
-  private async setAllowList(command: SetAllowListCommand, batch: OverlayBatch): Promise<KeyPackageResult> {
+  private async setAllowList(command: SetAllowListCommand, batch: ApplyBatch): Promise<KeyPackageResult> {
     const device = this.context.devices.currentDevice(command.deviceId);
     if (device === undefined) return refuse("unauthenticated", `device ${command.deviceId} is not current`);
     const users = [...new Set(command.allowedUserNames)].sort();

@@ -1,5 +1,5 @@
 import { fromBinary } from "@bufbuild/protobuf";
-import { ApplyBatch } from "../channel/apply-batch.ts";
+import { ApplyBatch } from "../multiraft/apply-batch.ts";
 import { channelRecordPrefix } from "../channel/channel-keys.ts";
 import { ChannelStateMachine, type ChannelResult } from "../channel/channel-state-machine.ts";
 import { ChannelCommandSchema, type ChannelCommand } from "../gen/epochd/state/v1/channel_state_pb.ts";
@@ -13,7 +13,7 @@ import { identityOp } from "../identity/identity-command.ts";
 import { IdentityState } from "../identity/identity-state.ts";
 import { keyPackageOp } from "../keypackages/keypackage-command.ts";
 import { KeyPackageState } from "../keypackages/keypackage-state.ts";
-import { OverlayBatch } from "../keypackages/overlay-batch.ts";
+
 import { EntryType, type Entry, type LogIndex } from "../raft/types.ts";
 import type { GroupStore, KvWrite } from "../storage/storage-engine.ts";
 import { decodeSetHomeserver, encodeSetHomeserver, setHomeserverOp, type HomeserverRecord } from "./directory-command.ts";
@@ -140,7 +140,7 @@ export class ClusterStateMachine implements StateMachine {
     const results = new Map<LogIndex, unknown>();
     const channelBatch = new ApplyBatch(channelPrefix, (key) => this.store.get(key));
     const channelResults: Array<[ChannelResult, LogIndex]> = [];
-    const keyPackageBatch = new OverlayBatch(keyPackageNamespace, (key) => this.store.get(key));
+    const keyPackageBatch = new ApplyBatch(keyPackageNamespace, (key) => this.store.get(key));
     const inbox = this.inbox?.begin();
     const membershipResults: Array<[string, MembershipResult]> = [];
     for (const entry of entries) {

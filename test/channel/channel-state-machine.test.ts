@@ -6,7 +6,7 @@
 import { generateKeyPairSync, sign, createPublicKey, type KeyObject } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { beforeAll, describe, expect, it } from "vitest";
-import { ApplyBatch } from "../../src/channel/apply-batch.ts";
+import { ApplyBatch } from "../../src/multiraft/apply-batch.ts";
 import { batchSigningMessage, statementBytes } from "../../src/channel/certificate.ts";
 import { buildMerkleTree, merkleLeafHash } from "../../src/channel/merkle.ts";
 import { ChannelStateMachine, type ChannelResult } from "../../src/channel/channel-state-machine.ts";

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it } from "vitest";
-import { ApplyBatch } from "../../src/channel/apply-batch.ts";
+import { ApplyBatch } from "../../src/multiraft/apply-batch.ts";
 import { ChannelStateMachine, type ChannelResult } from "../../src/channel/channel-state-machine.ts";
 import { EntryKind } from "../../src/gen/epochd/inbox/v1/inbox_pb.ts";
 import { ChannelCommandSchema, type ChannelCommand } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";

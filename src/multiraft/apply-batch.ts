@@ -1,20 +1,20 @@
-/**
- * The writes of one apply round in one key namespace, with puts AND deletes
- * visible to later reads of the same round (two claims in one round must not
- * both take the KeyPackage the first one deleted). Keys are given without the
- * namespace byte.
- */
 import type { KvWrite } from "../storage/storage-engine.ts";
 
-/** One namespace's pending writes over a storage reader. */
-export class OverlayBatch {
+/**
+ * The writes of one apply round in one key namespace, readable before they
+ * reach storage: an entry applied later in the same round sees what an
+ * earlier one wrote or deleted (two claims in one round must not both take
+ * the KeyPackage the first one deleted). Keys are given without the
+ * namespace byte.
+ */
+export class ApplyBatch {
   readonly writes: KvWrite[] = [];
-  /** Latest pending value per key; null = deleted in this round. */
+  /** Values written this round; null for a key deleted this round. */
   private readonly overlay = new Map<string, Uint8Array | null>();
 
   constructor(
     private readonly namespace: number,
-    private readonly read: (fullKey: Uint8Array) => Promise<Uint8Array | undefined>,
+    private readonly read: (key: Uint8Array) => Promise<Uint8Array | undefined>,
   ) {}
 
   private full(key: Uint8Array): Uint8Array {
@@ -38,8 +38,8 @@ export class OverlayBatch {
 
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     const full = this.full(key);
-    const pending = this.overlay.get(Buffer.from(full).toString("latin1"));
-    if (pending === null) return undefined;
-    return pending ?? (await this.read(full));
+    const written = this.overlay.get(Buffer.from(full).toString("latin1"));
+    if (written === null) return undefined;
+    return written ?? (await this.read(full));
   }
 }
