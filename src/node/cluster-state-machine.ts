@@ -13,7 +13,6 @@ import { identityOp } from "../identity/identity-command.ts";
 import { IdentityState } from "../identity/identity-state.ts";
 import { keyPackageOp } from "../keypackages/keypackage-command.ts";
 import { KeyPackageState } from "../keypackages/keypackage-state.ts";
-
 import { EntryType, type Entry, type LogIndex } from "../raft/types.ts";
 import type { GroupStore, KvWrite } from "../storage/storage-engine.ts";
 import { decodeSetHomeserver, encodeSetHomeserver, setHomeserverOp, type HomeserverRecord } from "./directory-command.ts";
