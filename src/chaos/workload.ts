@@ -102,7 +102,9 @@ class ChannelDriver {
     for (let j = 0; j <= this.options.membersPerChannel + 1; j++) {
       const homeserver = local ? ownerHs : hs[(this.index + j) % hs.length]!;
       const device = await Device.create(`c${this.index}d${j}@${homeserver}`);
-      const client = new ChannelClient({ address: this.access.clientAddress(homeserver), tls: { caPem: this.access.caPem }, tlsServerName: "localhost", attemptsMax: 8, callDeadlineMs: 5_000 });
+      // `device` is for the device-authenticated ChannelClient under way (src/auth); unused before it lands.
+      const clientOptions = { device, address: this.access.clientAddress(homeserver), tls: { caPem: this.access.caPem }, tlsServerName: "localhost", attemptsMax: 8, callDeadlineMs: 5_000 };
+      const client = new ChannelClient(clientOptions);
       this.members.push(new Member(device, homeserver, client, recordingTransport(client, device.id, this.history)));
     }
     this.owner.handle = await Channel.create(this.owner.device, this.owner.transport, this.channelId);
