@@ -1,6 +1,6 @@
 /** `epochd status`: each homeserver's role, term, commit and applied index, its peers' match index, and the leader. */
 import { resolve } from "node:path";
-import { Role as ProtoRole, type StatusResponse } from "../gen/epochd/admin/v1/admin_pb.ts";
+import { HomeserverStatus as ProtoHomeserverStatus, Role as ProtoRole, type StatusResponse } from "../gen/epochd/admin/v1/admin_pb.ts";
 import { adminClient } from "./admin-client.ts";
 import { parseArgs } from "./args.ts";
 import { readLocalCluster } from "./cluster-layout.ts";
@@ -22,7 +22,15 @@ export interface HomeserverStatus {
   error?: string;
   groups: Array<{ groupId: string; role: string; term: number; commit: number; applied: number; leader: string; match: Record<string, number> }>;
   peers: Record<string, string>;
+  /** The cluster directory as this homeserver applied it. */
+  directory?: Array<{ id: string; status: string; membership: string; peerAddress: string; clientAddress: string }>;
 }
+
+const directoryStatusNames: Record<number, string> = {
+  [ProtoHomeserverStatus.ACTIVE]: "active",
+  [ProtoHomeserverStatus.LEFT]: "left",
+  [ProtoHomeserverStatus.BLOCKED]: "blocked",
+};
 
 function toStatus(id: string, response: StatusResponse): HomeserverStatus {
   return {
@@ -38,6 +46,13 @@ function toStatus(id: string, response: StatusResponse): HomeserverStatus {
       match: Object.fromEntries(g.progress.map((p) => [p.nodeId, Number(p.matchIndex)])),
     })),
     peers: Object.fromEntries(response.peers.map((p) => [p.nodeId, ["unspecified", "connected", "connecting", "backoff"][p.streamState] ?? "unknown"])),
+    directory: response.directory.map((d) => ({
+      id: d.nodeId,
+      status: directoryStatusNames[d.status] ?? "unknown",
+      membership: d.voter ? "voter" : d.learner ? "learner" : "none",
+      peerAddress: d.peerAddress,
+      clientAddress: d.clientAddress,
+    })),
   };
 }
 
@@ -78,6 +93,10 @@ export async function statusCommand(args: string[]): Promise<number> {
       }
     }
     console.log(leaders.length === 1 ? `leader: ${leaders[0]}` : `leaders: ${leaders.length === 0 ? "none" : leaders.join(", ")}`);
+    // Joined homeservers are not in cluster.json: the directory lists every one.
+    const directory = statuses.find((s) => s.reachable)?.directory ?? [];
+    if (directory.length > 0) console.log("\nDIRECTORY   STATUS   MEMBER   PEER                   CLIENT");
+    for (const d of directory) console.log(`${d.id.padEnd(11)} ${d.status.padEnd(8)} ${d.membership.padEnd(8)} ${d.peerAddress.padEnd(22)} ${d.clientAddress}`);
   }
   return statuses.every((s) => s.reachable) ? 0 : 1;
 }
