@@ -43,12 +43,17 @@ export interface LeaveContext {
   askMembership(id: NodeId): Promise<RemoteMembership | undefined>;
 }
 
-/** Refuses (FAILED_PRECONDITION) when removing this homeserver from a group it votes in would leave no reachable quorum. */
+/**
+ * Refuses (FAILED_PRECONDITION) when removing this homeserver from a group it
+ * votes in would leave no reachable quorum, or the directory group no voter.
+ */
 export function checkLeaveQuorum(context: LeaveContext): void {
   for (const groupId of context.driver.groupIds()) {
     const conf = context.driver.status(groupId).confState;
     if (!conf.voters.includes(context.selfId)) continue;
     const remaining = conf.voters.filter((id) => id !== context.selfId);
+    // A group this homeserver alone votes in ends with it, except the directory group, which must outlive it.
+    if (remaining.length === 0 && groupId !== context.groupId) continue;
     if (remaining.length === 0) throw new MembershipError("precondition", `${context.selfId} is the only voter of ${groupId}; it cannot leave`);
     const reachable = remaining.filter((id) => context.isConnected(id)).length;
     const quorum = Math.floor(remaining.length / 2) + 1;
@@ -83,7 +88,10 @@ export async function leaveCluster(context: LeaveContext, waitMs: number): Promi
   });
   const asked = new Map<GroupId, number>();
   await until(deadline, "handing leadership over", () => {
-    const leading = context.driver.groupIds().filter((g) => context.driver.status(g).role === Role.Leader);
+    const leading = context.driver.groupIds().filter((g) => {
+      const status = context.driver.status(g);
+      return status.role === Role.Leader && status.confState.voters.some((id) => id !== self);
+    });
     for (const groupId of leading) handOver(context, groupId, asked);
     return leading.length === 0 ? true : undefined;
   });
