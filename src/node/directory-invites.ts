@@ -165,5 +165,5 @@ export async function redeemInvite(context: InviteContext, request: RedeemReques
   throwIfRefused(result);
   const hosts = [request.peerAddress, request.clientAddress].map((address) => address.slice(0, address.lastIndexOf(":")));
   const certificatePem = context.issuer === undefined ? "" : await context.issuer.sign(request.csrPem, request.homeserverId, hosts);
-  return { certificatePem, members: [...context.directory().values()].filter(isActiveRecord) };
+  return { certificatePem, members: [...context.directory().values()].filter(isActiveRecord).sort((a, b) => a.id.localeCompare(b.id)) };
 }
