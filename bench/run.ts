@@ -14,6 +14,7 @@ const benches: Record<string, string> = {
   commits: "./commits-bench.ts",
   steady: "./steady-bench.ts",
   inbox: "./inbox-bench.ts",
+  groups: "./groups-bench.ts",
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -3,6 +3,7 @@ import { RawNode, type RaftConfig, type RaftEvent, type RaftStatus } from "../ra
 import type { ConfChange, Entry, GroupId, HardState, LogIndex, Message, NodeId, Ready, Term, Transport } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
+import { planLeaderTransfers } from "./leader-balancer.ts";
 import type { StateMachine } from "./state-machine.ts";
 
 /** Timing and limits of every group a driver hosts. */
@@ -18,6 +19,8 @@ export interface AddGroupOptions {
    * costs nothing per tick. Default false.
    */
   readonly quiesce?: boolean;
+  /** Count the group in leader balancing (see {@link RaftDriverOptions.balanceLeadersEveryMs}). Default false. */
+  readonly balanceLeadership?: boolean;
 }
 
 /** Observers for metrics; every member optional. */
@@ -48,6 +51,14 @@ export interface RaftDriverOptions {
   readonly observer?: DriverObserver;
   /** Called when the node can no longer run safely (a storage failure); the process must stop. */
   readonly onFatal: (error: unknown) => void;
+  /**
+   * How often to look at leadership of the groups added with
+   * `balanceLeadership` and hand some over when this homeserver leads more
+   * than its share (see leader-balancer.ts); 0 or absent: never.
+   */
+  readonly balanceLeadersEveryMs?: number;
+  /** Most leadership transfers started per balancing round. Default 20. */
+  readonly balanceTransfersMax?: number;
 }
 
 /** The committed outcome of a proposal. */
@@ -82,6 +93,8 @@ interface HostedGroup {
   lastSnapshotIndex: LogIndex;
   /** A background snapshot is being taken. */
   snapshotting: boolean;
+  /** Counted in leader balancing. */
+  readonly balanced: boolean;
 }
 
 /**
@@ -101,6 +114,7 @@ export class RaftDriver {
   /** Groups given an input since their last empty Ready: the only ones the Ready loop asks. */
   private readonly dirty = new Set<HostedGroup>();
   private ticker: NodeJS.Timeout | undefined;
+  private balancer: NodeJS.Timeout | undefined;
   private loopScheduled = false;
   private loopRunning: Promise<void> | undefined;
   private stopped = false;
@@ -137,6 +151,7 @@ export class RaftDriver {
       appliedIndex: store.appliedIndex,
       lastSnapshotIndex: snapshot.metadata.index,
       snapshotting: false,
+      balanced: options.balanceLeadership ?? false,
     };
     this.groups.set(groupId, group);
     this.touch(group);
@@ -194,12 +209,37 @@ export class RaftDriver {
       }
       this.schedule();
     }, this.options.tickIntervalMs);
+    const every = this.options.balanceLeadersEveryMs ?? 0;
+    if (every > 0) {
+      this.balancer = setInterval(() => this.balanceLeaders(), every);
+      this.balancer.unref();
+    }
+  }
+
+  /**
+   * One round of leader balancing: walks the balanced groups (once per
+   * round, not per tick) and starts the planned transfers. A transfer wakes
+   * the group; it goes quiet again under its new leader.
+   */
+  private balanceLeaders(): void {
+    if (this.stopped) return;
+    const groups = [];
+    for (const group of this.groups.values()) {
+      if (!group.balanced) continue;
+      const conf = group.node.confState();
+      if (conf.votersOutgoing.length > 0) continue;
+      groups.push({ groupId: group.groupId, leader: group.node.leader(), voters: conf.voters });
+    }
+    const plan = planLeaderTransfers(this.options.selfId, groups, { maxTransfers: this.options.balanceTransfersMax ?? 20, slackGroups: 2 });
+    for (const { groupId, to } of plan) this.transferLeadership(groupId, to);
+    if (plan.length > 0) this.options.logger.debug({ transfers: plan.length }, "leader balancing: handing over groups");
   }
 
   /** Stops ticking and waits for the Ready loop to finish; pending callers get UNAVAILABLE. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.ticker !== undefined) clearInterval(this.ticker);
+    if (this.balancer !== undefined) clearInterval(this.balancer);
     await this.loopRunning;
     for (const group of this.groups.values()) {
       for (const waiter of group.proposals.values()) waiter.reject(new OutcomeUnknownError(group.groupId, "the homeserver is stopping"));
@@ -322,6 +362,13 @@ export class RaftDriver {
     return read;
   }
 
+  /** Starts an election for `groupId` now (a pre-election first with PreVote), rather than at its timeout. */
+  campaign(groupId: GroupId): void {
+    const group = this.group(groupId);
+    group.node.campaign();
+    this.touch(group);
+  }
+
   transferLeadership(groupId: GroupId, to: NodeId): void {
     const group = this.group(groupId);
     group.node.transferLeadership(to);
@@ -357,6 +404,7 @@ export class RaftDriver {
     } catch (error) {
       this.stopped = true;
       if (this.ticker !== undefined) clearInterval(this.ticker);
+      if (this.balancer !== undefined) clearInterval(this.balancer);
       this.options.onFatal(error);
     }
   }

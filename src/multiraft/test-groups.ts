@@ -21,6 +21,13 @@ export const testGroupsMax = 200_000;
 /** Groups created per synced storage batch. */
 const createBatchGroups = 2000;
 
+/** Which of `voters` campaigns first for `groupId` (FNV-1a of the id): spreads initial leaders evenly. */
+export function initialLeaderIndex(groupId: GroupId, voters: number): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < groupId.length; i++) hash = Math.imul(hash ^ groupId.charCodeAt(i), 0x01000193) >>> 0;
+  return hash % voters;
+}
+
 /** The id of test group number `n`. */
 export function testGroupId(n: number): GroupId {
   return `${testGroupPrefix}${n}`;
@@ -51,7 +58,7 @@ export class TestGroups {
     for (const id of ids) {
       const store = await this.engine.openGroup(id);
       const machine = new KvStateMachine(store);
-      await this.driver.addGroup(store, machine, { quiesce: true });
+      await this.driver.addGroup(store, machine, { quiesce: true, balanceLeadership: true });
       this.machines.set(id, machine);
     }
     if (ids.length > 0) this.logger.info({ groups: ids.length }, "test groups reopened");
@@ -72,8 +79,11 @@ export class TestGroups {
       const stores = await this.engine.createGroups(ids.slice(start, start + createBatchGroups), voters);
       for (const store of stores) {
         const machine = new KvStateMachine(store);
-        await this.driver.addGroup(store, machine, { quiesce: true });
+        await this.driver.addGroup(store, machine, { quiesce: true, balanceLeadership: true });
         this.machines.set(store.groupId, machine);
+        // One voter per group, spread by id, campaigns at once: thousands of new groups do not all
+        // time out and campaign against each other, and leadership starts out balanced.
+        if (voters[initialLeaderIndex(store.groupId, voters.length)] === this.selfId) this.driver.campaign(store.groupId);
       }
     }
     this.logger.info({ created: ids.length, total: this.machines.size }, "test groups created");

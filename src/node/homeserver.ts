@@ -132,6 +132,8 @@ export class Homeserver {
       clientAddressOf: (id) => clientAddresses.get(id) ?? "",
       observer: metrics.observer(),
       onFatal,
+      // Groups added with balanceLeadership (the test groups today): hand some over when leading more than a share.
+      balanceLeadersEveryMs: 5000,
     });
     const signingKey = loadOrCreateSigningKey(config.dataDir);
     const waiters = new CertificateWaiters();

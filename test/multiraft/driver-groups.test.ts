@@ -1,0 +1,169 @@
+/**
+ * Three RaftDrivers in one process over real RocksDB (fsync off), linked by a
+ * loopback transport that sends heartbeats through the coalescing codec as
+ * the peer transport does: many groups elect, go quiet (nothing ticks), wake
+ * on a proposal, and leader balancing spreads leadership.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { encodePut } from "../../src/kv/kv-command.ts";
+import { planLeaderTransfers } from "../../src/multiraft/leader-balancer.ts";
+import { KvStateMachine } from "../../src/multiraft/kv-state-machine.ts";
+import { RaftDriver } from "../../src/multiraft/raft-driver.ts";
+import { defaultRaftConfig } from "../../src/raft/raft.ts";
+import type { Message, NodeId, Transport } from "../../src/raft/types.ts";
+import { StorageEngine } from "../../src/storage/storage-engine.ts";
+import { defaultCodecLimits } from "../../src/transport/codec.ts";
+import { decodeHeartbeats, encodeHeartbeats, isCoalescable } from "../../src/transport/heartbeat-codec.ts";
+
+const ids = ["hs1", "hs2", "hs3"];
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** Delivers each driver's messages to the others on the next turn; heartbeats go coalesced and are counted. */
+class Loopback {
+  readonly drivers = new Map<NodeId, RaftDriver>();
+  coalescedBeats = 0;
+  otherMessages = 0;
+
+  transportOf(from: NodeId): Transport {
+    return {
+      send: (messages: readonly Message[]) => {
+        const byPeer = new Map<NodeId, Message[]>();
+        for (const m of messages) byPeer.set(m.to, [...(byPeer.get(m.to) ?? []), m]);
+        for (const [to, batch] of byPeer) {
+          const beats = batch.filter(isCoalescable);
+          const rest = batch.filter((m) => !isCoalescable(m));
+          this.coalescedBeats += beats.length;
+          this.otherMessages += rest.length;
+          const expanded = beats.length === 0 ? [] : decodeHeartbeats(encodeHeartbeats(beats), from, to, defaultCodecLimits);
+          setImmediate(() => this.drivers.get(to)?.receive(from, [...rest, ...expanded]));
+        }
+      },
+    };
+  }
+}
+
+async function startCluster(groupCount: number, balance: boolean, balanceEveryMs: (id: NodeId) => number = () => 50) {
+  const net = new Loopback();
+  const machines = new Map<NodeId, Map<string, KvStateMachine>>();
+  for (const id of ids) {
+    const dir = mkdtempSync(join(tmpdir(), "epochd-groups-"));
+    const engine = await StorageEngine.open(dir, { sync: false });
+    const driver = new RaftDriver({
+      selfId: id, engine, transport: net.transportOf(id), logger: pino({ level: "silent" }),
+      raft: { ...defaultRaftConfig(id, "", null as never, Math.random), electionTimeoutTicks: 10, heartbeatTicks: 1 },
+      tickIntervalMs: 10, random: Math.random, snapshotEveryEntries: 1000, snapshotKeepEntries: 100,
+      clientAddressOf: () => "", onFatal: (error) => { throw error; },
+      ...(balance ? { balanceLeadersEveryMs: balanceEveryMs(id), balanceTransfersMax: 10 } : {}),
+    });
+    net.drivers.set(id, driver);
+    const stores = await engine.createGroups(Array.from({ length: groupCount }, (_, n) => `g${n}`), ids);
+    const own = new Map<string, KvStateMachine>();
+    for (const store of stores) {
+      const machine = new KvStateMachine(store);
+      own.set(store.groupId, machine);
+      await driver.addGroup(store, machine, { quiesce: true, balanceLeadership: balance });
+    }
+    machines.set(id, own);
+    cleanups.push(async () => {
+      await driver.stop();
+      await engine.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+  }
+  return { net, machines, driver: (id: NodeId) => net.drivers.get(id)! };
+}
+
+async function until(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function leaderCounts(c: Awaited<ReturnType<typeof startCluster>>, groupCount: number): Map<NodeId, number> {
+  const counts = new Map<NodeId, number>();
+  for (let n = 0; n < groupCount; n++) {
+    const leader = c.driver("hs1").leaderOf(`g${n}`);
+    if (leader !== "") counts.set(leader, (counts.get(leader) ?? 0) + 1);
+  }
+  return counts;
+}
+
+describe("RaftDriver with many groups", () => {
+  it("groups elect, go quiet (no ticks, no messages), wake on a proposal and go quiet again", async () => {
+    const groupCount = 120;
+    const c = await startCluster(groupCount, false);
+    for (const id of ids) c.driver(id).start();
+    await until("every group led", () => [...leaderCounts(c, groupCount).values()].reduce((a, b) => a + b, 0) === groupCount);
+    await until("every group quiet everywhere", () => ids.every((id) => c.driver(id).counts().awake === 0));
+    expect(c.net.coalescedBeats).toBeGreaterThan(groupCount);
+    const before = c.net.coalescedBeats + c.net.otherMessages;
+    await new Promise((r) => setTimeout(r, 300)); // 30 ticks
+    expect(c.net.coalescedBeats + c.net.otherMessages).toBe(before);
+    const leader = c.driver("hs1").leaderOf("g7");
+    const applied = await c.driver(leader).propose("g7", encodePut(new TextEncoder().encode("k"), new TextEncoder().encode("v")));
+    expect(applied.result).toBe(true);
+    await until("the write applied everywhere", () => ids.every((id) => c.driver(id).status("g7").applied >= applied.index));
+    await until("quiet again", () => ids.every((id) => c.driver(id).counts().awake === 0));
+    expect(new TextDecoder().decode(await c.machines.get("hs2")!.get("g7")!.get(new TextEncoder().encode("k")))).toBe("v");
+  });
+
+  it("a follower whose leader's homeserver is lost wakes and the group elects another leader", async () => {
+    const c = await startCluster(50, false);
+    for (const id of ids) c.driver(id).start();
+    await until("every group quiet", () => ids.every((id) => c.driver(id).counts().awake === 0) && leaderCounts(c, 50).size > 0);
+    const led = [...Array(50).keys()].filter((n) => c.driver("hs1").leaderOf(`g${n}`) === "hs1");
+    await c.driver("hs1").stop();
+    c.net.drivers.delete("hs1");
+    for (const id of ["hs2", "hs3"]) c.driver(id).peerLost("hs1");
+    await until("new leaders", () => led.every((n) => ["hs2", "hs3"].includes(c.driver("hs2").leaderOf(`g${n}`))));
+  });
+
+  it("leader balancing hands groups over until each homeserver leads about its share", async () => {
+    const groupCount = 90;
+    // hs1 balances only after 1.5 s: until then, ticking alone, it campaigns everywhere and leads every group.
+    const c = await startCluster(groupCount, true, (id) => (id === "hs1" ? 1500 : 50));
+    c.driver("hs1").start();
+    await until("hs1 leads all", () => leaderCounts(c, groupCount).get("hs1") === groupCount, 1400);
+    c.driver("hs2").start();
+    c.driver("hs3").start();
+    await until("balanced", () => {
+      const counts = leaderCounts(c, groupCount);
+      return ids.every((id) => Math.abs((counts.get(id) ?? 0) - groupCount / 3) <= 3);
+    }, 30_000);
+  });
+});
+
+describe("planLeaderTransfers", () => {
+  const group = (n: number, leader: string) => ({ groupId: `g${n}`, leader, voters: ids });
+
+  it("hands the excess to the voters under their share, at most maxTransfers per round", () => {
+    const groups = Array.from({ length: 30 }, (_, n) => group(n, "hs1"));
+    const plan = planLeaderTransfers("hs1", groups, { maxTransfers: 100, slackGroups: 2 });
+    expect(plan.length).toBeGreaterThanOrEqual(18);
+    expect(plan.length).toBeLessThanOrEqual(20);
+    const to = new Map<string, number>();
+    for (const p of plan) to.set(p.to, (to.get(p.to) ?? 0) + 1);
+    expect(Math.abs((to.get("hs2") ?? 0) - (to.get("hs3") ?? 0))).toBeLessThanOrEqual(1);
+    expect(planLeaderTransfers("hs1", groups, { maxTransfers: 5, slackGroups: 2 })).toHaveLength(5);
+  });
+
+  it("does nothing within the slack, or for a homeserver that does not lead more than its share", () => {
+    const balanced = Array.from({ length: 30 }, (_, n) => group(n, ids[n % 3]!));
+    expect(planLeaderTransfers("hs1", balanced, { maxTransfers: 100, slackGroups: 2 })).toEqual([]);
+    const skewed = Array.from({ length: 30 }, (_, n) => group(n, n < 20 ? "hs2" : "hs1"));
+    expect(planLeaderTransfers("hs1", skewed, { maxTransfers: 100, slackGroups: 2 })).toEqual([]);
+    // hs2 is over, but hs1 is under its share and hs3 leads nothing: all go to them, hs3 first.
+    const plan = planLeaderTransfers("hs2", skewed, { maxTransfers: 100, slackGroups: 2 });
+    expect(plan.length).toBeGreaterThan(5);
+    expect(plan[0]!.to).toBe("hs3");
+  });
+});
