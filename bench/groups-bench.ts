@@ -20,6 +20,8 @@ interface Options {
   readonly idleSeconds: number;
   readonly writeSeconds: number;
   readonly inflight: number;
+  /** Groups created per step; the next step waits until these are led and quiet, as channels appear over time. */
+  readonly chunk: number;
 }
 
 function parseOptions(args: string[]): Options {
@@ -29,7 +31,7 @@ function parseOptions(args: string[]): Options {
     if (!Number.isFinite(parsed) || parsed <= 0) throw new Error(`--${name} must be a positive number`);
     return parsed;
   };
-  return { groups: value("groups", 10_000), idleSeconds: value("idle-seconds", 30), writeSeconds: value("write-seconds", 10), inflight: value("inflight", 64) };
+  return { groups: value("groups", 10_000), idleSeconds: value("idle-seconds", 30), writeSeconds: value("write-seconds", 10), inflight: value("inflight", 64), chunk: value("chunk", 500) };
 }
 
 const ids = ["hs1", "hs2", "hs3"];
@@ -46,7 +48,7 @@ async function waitQuiet(client: GroupsClient, groups: number, timeoutMs: number
       last = ids.map((id) => `${id}: awake ${counts.get(id)?.awake}/${counts.get(id)?.groups}, leads ${counts.get(id)?.leading}`).join("; ");
       if (client.leaders.size === groups && ids.every((id) => (counts.get(id)?.awake ?? Infinity) <= 1)) return performance.now() - start;
     }
-    await sleep(1000);
+    await sleep(250);
   }
   throw new Error(`groups not all led and quiet within ${timeoutMs} ms (${last})`);
 }
@@ -83,7 +85,13 @@ export async function run(args: string[]): Promise<void> {
     const baselineCpuPercent = pids.map((pid, i) => ((cpuTimeMs(pid) ?? 0) - baselineStart[i]!) / (baselineSeconds * 10));
     const rssBefore = pids.map((pid) => rssMiB(pid));
     console.log(`creating ${integer(options.groups)} groups on each of ${ids.length} homeservers ...`);
-    const createMs = await client.create(0, options.groups, ids);
+    const createStart = performance.now();
+    for (let first = 0; first < options.groups; first += options.chunk) {
+      const count = Math.min(options.chunk, options.groups - first);
+      await client.create(first, count, ids);
+      await waitQuiet(client, first + count, 600_000);
+    }
+    const createMs = performance.now() - createStart;
     const quietMs = await waitQuiet(client, options.groups, 600_000);
     const leading = ids.map((id) => [...client.leaders.values()].filter((l) => l === id).length);
     console.log(`created in ${fixed(createMs / 1000, 1)} s; every group led and quiet ${fixed(quietMs / 1000, 1)} s later; measuring idle for ${options.idleSeconds} s ...`);
