@@ -24,6 +24,7 @@ import { intFlag, parseArgs } from "../src/cli/args.ts";
 import { makeEncryptedChannels, selfCheckEncryptedChannel, type EncryptedChannel } from "./lib/commit-framing.ts";
 import { measureCommitRow, type CommitTarget, type MeasuredCommitRow } from "./lib/commit-load.ts";
 import { publicChannels, selfCheckPublicChannel, type PublicChannelSet } from "./lib/commit-public.ts";
+import { BenchDevice } from "./lib/bench-device.ts";
 import { createChannels, firstCommits } from "./lib/commit-setup.ts";
 import { epochdCommitTarget, etcdCasTarget, type CommitSource } from "./lib/commit-targets.ts";
 import { summariseProfile } from "./lib/cpu-profile.ts";
@@ -150,6 +151,8 @@ async function prepareMaterial(options: BenchOptions): Promise<Material> {
 /** Running clusters and the channels' epochs as the load generator tracks them. */
 interface Systems {
   readonly epochd: EpochdCluster;
+  /** The load generator's member device (alice@hs1) and its tokens. */
+  readonly device: BenchDevice;
   readonly etcd: EtcdCluster | undefined;
   readonly etcdSkipped: string | undefined;
   readonly encryptedEpochs: number[];
@@ -192,27 +195,29 @@ function publicSource(set: PublicChannelSet): CommitSource {
 }
 
 /** A SubmitCommit target on a fresh connection to the current epochd leader. */
-async function openEpochd(cluster: EpochdCluster, channelIds: readonly string[], source: CommitSource): Promise<{ target: CommitTarget; leader: string; close: () => void }> {
+async function openEpochd(cluster: EpochdCluster, device: BenchDevice, channelIds: readonly string[], source: CommitSource): Promise<{ target: CommitTarget; leader: string; close: () => void }> {
   const address = await findEpochdLeader(cluster);
+  const auth = await device.at(address);
   const channel = epochdChannel(cluster, address);
   const leader = cluster.homeservers.find((h) => h.clientAddress === address)?.id ?? address;
-  return { target: epochdCommitTarget(channel, channelIds, source, 30_000), leader, close: () => channel.close() };
+  return { target: epochdCommitTarget(channel, channelIds, source, auth, 30_000), leader, close: () => channel.close() };
 }
 
 /** Creates the channels and submits each one's first commit (untimed). */
-async function setUpChannels(options: BenchOptions, material: Material, cluster: EpochdCluster): Promise<{ encryptedEpochs: number[]; publicEpochs: number[] }> {
+async function setUpChannels(options: BenchOptions, material: Material, cluster: EpochdCluster, device: BenchDevice): Promise<{ encryptedEpochs: number[]; publicEpochs: number[] }> {
   const address = await findEpochdLeader(cluster);
+  const auth = await device.at(address);
   const encryptedEpochs = material.encrypted.map(() => 0);
   const publicEpochs = (material.publicSet?.channels ?? []).map(() => 0);
   const started = performance.now();
   if (material.encrypted.length > 0) {
-    await createChannels(address, cluster.credentials, cluster.channelOptions, material.encrypted, HandshakeMode.ENCRYPTED, 32);
-    const open = await openEpochd(cluster, material.encrypted.map((c) => c.channelId), encryptedSource(material.encrypted));
+    await createChannels(address, cluster.credentials, cluster.channelOptions, auth, material.encrypted, HandshakeMode.ENCRYPTED, 32);
+    const open = await openEpochd(cluster, device, material.encrypted.map((c) => c.channelId), encryptedSource(material.encrypted));
     await firstCommits(open.target, encryptedEpochs, 32).finally(open.close);
   }
   if (material.publicSet !== undefined) {
-    await createChannels(address, cluster.credentials, cluster.channelOptions, material.publicSet.channels, HandshakeMode.PUBLIC, 32);
-    const open = await openEpochd(cluster, material.publicSet.channels.map((c) => c.channelId), publicSource(material.publicSet));
+    await createChannels(address, cluster.credentials, cluster.channelOptions, auth, material.publicSet.channels, HandshakeMode.PUBLIC, 32);
+    const open = await openEpochd(cluster, device, material.publicSet.channels.map((c) => c.channelId), publicSource(material.publicSet));
     await firstCommits(open.target, publicEpochs, 32).finally(open.close);
   }
   console.error(`set-up: ${encryptedEpochs.length + publicEpochs.length} channels created and given members on hs2 and hs3 in ${((performance.now() - started) / 1000).toFixed(1)} s (options: ${options.channels} + ${options.publicChannels})`);
@@ -235,7 +240,7 @@ function printProgress(row: BenchRow): void {
 const processesOf = (cluster: EpochdCluster) => cluster.homeservers.map((h) => ({ name: h.id, pid: h.pid }));
 
 async function epochdRow(mode: Mode, systems: Systems, channelIds: readonly string[], source: CommitSource, epochs: number[], phase: Parameters<typeof measureCommitRow>[3]): Promise<BenchRow> {
-  const open = await openEpochd(systems.epochd, channelIds, source);
+  const open = await openEpochd(systems.epochd, systems.device, channelIds, source);
   try {
     const row: BenchRow = { ...(await measureCommitRow(open.target, epochs, processesOf(systems.epochd), phase)), mode, system: "epochd", leader: open.leader };
     printProgress(row);
@@ -369,8 +374,10 @@ function reportProfiles(profileDir: string, cluster: EpochdCluster, rows: readon
 async function benchSystems(options: BenchOptions, material: Material, workDir: string, profileDir: string | undefined): Promise<{ rows: BenchRow[]; systems: Systems; peakRss: Record<string, number | undefined> }> {
   const started = await startClusters(options, workDir, profileDir);
   try {
-    const epochs = await setUpChannels(options, material, started.epochd);
-    const systems: Systems = { ...started, ...epochs, etcdEpochs: material.encrypted.map(() => 1) };
+    const device = await BenchDevice.register(started.epochd);
+    cleanups.add(async () => device.close());
+    const epochs = await setUpChannels(options, material, started.epochd, device);
+    const systems: Systems = { ...started, device, ...epochs, etcdEpochs: material.encrypted.map(() => 1) };
     if (profileDir !== undefined) for (const h of started.epochd.homeservers) signalPid(h.pid, "SIGUSR2");
     const rows = await runRows(options, material, systems);
     const peakRss: Record<string, number | undefined> = {};

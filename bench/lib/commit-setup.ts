@@ -7,6 +7,7 @@
  */
 import { HandshakeMode, ChannelService } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import { unaryClient } from "../../src/api/grpc-service.ts";
+import type { AuthMetadata } from "./bench-device.ts";
 import type { CommitOutcome, CommitTarget } from "./commit-load.ts";
 import type * as grpc from "@grpc/grpc-js";
 
@@ -28,11 +29,12 @@ export interface ChannelToCreate {
   readonly initialGroupInfo: Uint8Array;
 }
 
-/** Creates `channels` through the leader at `address`, `concurrency` at a time. */
+/** Creates `channels` through the leader at `address` as their creator (`auth`), `concurrency` at a time. */
 export async function createChannels(
   address: string,
   credentials: grpc.ChannelCredentials,
   channelOptions: grpc.ChannelOptions,
+  auth: AuthMetadata,
   channels: readonly ChannelToCreate[],
   mode: HandshakeMode.ENCRYPTED | HandshakeMode.PUBLIC,
   concurrency: number,
@@ -40,7 +42,7 @@ export async function createChannels(
   const client = unaryClient(ChannelService, address, credentials, channelOptions);
   try {
     await forEachBounded(channels, concurrency, async (channel) => {
-      await client.createChannel({ channelId: channel.channelId, groupInfo: channel.initialGroupInfo, contentType: "text/plain", handshakeMode: mode }, { deadlineMs: 60_000 });
+      await client.createChannel({ channelId: channel.channelId, groupInfo: channel.initialGroupInfo, contentType: "text/plain", handshakeMode: mode }, { deadlineMs: 60_000, metadata: auth() });
     });
   } finally {
     client.close();

@@ -3,7 +3,8 @@
  * calls with hand-encoded requests (proto-wire.ts), so the load generator's
  * CPU stays small next to the servers it shares the machine with:
  *
- * - epochd: `ChannelService/SubmitCommit`, answered once the commit is
+ * - epochd: `ChannelService/SubmitCommit` as an authenticated member device
+ *   (a kept bearer token, see bench-device.ts), answered once the commit is
  *   accepted and certified; the answer's certificate is checked (right
  *   channel and epoch, a quorum of the voters' signatures).
  * - etcd: the same decision as one compare-and-swap `KV/Txn`: compare the
@@ -14,6 +15,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { isCertified } from "../../src/channel/certificate.ts";
 import { CommitConflictSchema, SubmitCommitResponseSchema } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
+import type { AuthMetadata } from "./bench-device.ts";
 import type { CommitOutcome, CommitTarget } from "./commit-load.ts";
 import { decodeFields, encodeFields } from "./proto-wire.ts";
 
@@ -79,9 +81,9 @@ function checkAnswer(bytes: Buffer, channelId: string, epoch: number): CommitOut
 
 /**
  * A SubmitCommit target on `channel` (a connection to the leader) for channels `channelIds`, each call
- * with a deadline of `deadlineMs`.
+ * authenticated with `auth` (a member device's token at that homeserver) and a deadline of `deadlineMs`.
  */
-export function epochdCommitTarget(channel: grpc.Client, channelIds: readonly string[], source: CommitSource, deadlineMs = 10_000): CommitTarget {
+export function epochdCommitTarget(channel: grpc.Client, channelIds: readonly string[], source: CommitSource, auth: AuthMetadata, deadlineMs = 10_000): CommitTarget {
   const idBytes = channelIds.map((id) => Buffer.from(id, "utf8"));
   return {
     submit(index, epoch, done) {
@@ -94,7 +96,7 @@ export function epochdCommitTarget(channel: grpc.Client, channelIds: readonly st
         { field: 4, bytes: material.nextGroupInfo },
         ...(material.welcome === undefined ? [] : [{ field: 5, bytes: material.welcome }]),
       ]);
-      channel.makeUnaryRequest(submitCommitPath, identity, identity, request, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (error, response) => {
+      channel.makeUnaryRequest(submitCommitPath, identity, identity, request, auth(), { deadline: Date.now() + deadlineMs }, (error, response) => {
         if (error !== null) done(refusal(error));
         else if (response === undefined) done({ ok: false, error: new Error("empty answer") });
         else done(checkAnswer(response, channelIds[index]!, epoch));

@@ -1,10 +1,15 @@
 /**
  * epochd.channel.v1.ChannelService: channels over the cluster group. Every
  * write is a channel command through Raft; the state machine's result becomes
- * the reply. SubmitCommit returns once the commit is certified.
+ * the reply. SubmitCommit returns once the commit is certified. Every call but
+ * ListHomeservers is authenticated as a device and allowed only to a member of
+ * the channel (CreateChannel: to the new channel's sole member), see
+ * channel-access.ts.
  */
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import { requireChannelMember } from "../auth/channel-membership.ts";
+import type { ClientAuthenticator } from "../auth/client-authenticator.ts";
 import { isCertified } from "../channel/certificate.ts";
 import type { ChannelResult } from "../channel/channel-state-machine.ts";
 import {
@@ -18,6 +23,7 @@ import { inspectMessage, maxGroupInfoBytes, maxMessageBytes, maxWelcomeBytes } f
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import { encodeChannelCommand, type ClusterStateMachine } from "../node/cluster-state-machine.ts";
 import type { GroupId, LogIndex } from "../raft/types.ts";
+import { channelAccess } from "./channel-access.ts";
 import { remainingMs, withDeadline } from "./deadline.ts";
 import { ApiError } from "./errors.ts";
 import { RateLimiter } from "./rate-limiter.ts";
@@ -97,7 +103,7 @@ function channelState(record: ChannelRecord): MessageInitShape<typeof ChannelSta
   };
 }
 
-/** Registers ChannelService on `server`. */
+/** Takes one from `limiter` for `key`, or throws RESOURCE_EXHAUSTED with the wait in metadata. */
 function throttle(limiter: RateLimiter, key: string, what: string): void {
   const waitMs = limiter.take(key);
   if (waitMs === 0) return;
@@ -129,8 +135,20 @@ function handshakeThrottle(): (channelId: string, bytes: Uint8Array, contentType
   };
 }
 
-export function addChannelService(server: grpc.Server, driver: RaftDriver, groupId: GroupId, machine: ClusterStateMachine, certificates: CertificateSource): void {
+/**
+ * Registers ChannelService on `server`; `authenticator` (the homeserver's
+ * TokenAuthenticator) tells which device calls.
+ */
+export function addChannelService(
+  server: grpc.Server,
+  driver: RaftDriver,
+  groupId: GroupId,
+  machine: ClusterStateMachine,
+  certificates: CertificateSource,
+  authenticator: ClientAuthenticator,
+): void {
   const channels = machine.channels;
+  const access = channelAccess(authenticator, channels, () => driver.readIndex(groupId));
   const throttleHandshake = handshakeThrottle();
   const messageLimiter = new RateLimiter(channelMessageLimit);
 
@@ -183,8 +201,11 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
     throw new ApiError(grpc.status.FAILED_PRECONDITION, result.reason, metadata);
   };
 
-  const readable = async (channelId: string, waitMs: number): Promise<ChannelRecord> => {
-    await withDeadline(driver.readIndex(groupId), waitMs, "confirming the read index");
+  /** The channel's record after a read index, for a member of it (anyone else: PERMISSION_DENIED, even for no channel). */
+  const readable = async (call: grpc.ServerUnaryCall<Buffer, Buffer>, channelId: string): Promise<ChannelRecord> => {
+    const device = await access.device(call.metadata);
+    await withDeadline(driver.readIndex(groupId), remainingMs(call.getDeadline()), "confirming the read index");
+    requireChannelMember(channels, channelId, device);
     const record = channels.channel(channelId);
     if (record === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no channel ${channelId}`);
     return record;
@@ -197,6 +218,7 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
     })),
     createChannel: unaryHandler(ChannelService.method.createChannel, async (request, call) => {
       checkSize(request.groupInfo, maxGroupInfoBytes, "group_info");
+      await access.creator(call.metadata, request.groupInfo);
       const { result } = await run({ case: "createChannel", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       return { channel: channelState(channels.channel(request.channelId)!) };
@@ -205,6 +227,7 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
       checkSize(request.commit, maxMessageBytes, "commit");
       checkSize(request.nextGroupInfo, maxGroupInfoBytes, "next_group_info");
       checkSize(request.welcome, maxWelcomeBytes, "welcome");
+      await access.member(call.metadata, request.channelId, remainingMs(call.getDeadline()));
       throttleHandshake(request.channelId, request.commit, "commit");
       const { result } = await run({ case: "submitCommit", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
@@ -214,6 +237,7 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
     }),
     submitProposal: unaryHandler(ChannelService.method.submitProposal, async (request, call) => {
       checkSize(request.proposal, maxMessageBytes, "proposal");
+      await access.member(call.metadata, request.channelId, remainingMs(call.getDeadline()));
       throttleHandshake(request.channelId, request.proposal, "proposal");
       const { result } = await run({ case: "submitProposal", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
@@ -221,6 +245,7 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
     }),
     sendMessage: unaryHandler(ChannelService.method.sendMessage, async (request, call) => {
       checkSize(request.message, maxMessageBytes, "message");
+      await access.member(call.metadata, request.channelId, remainingMs(call.getDeadline()));
       checkFraming(request.message, "application", "message");
       throttle(messageLimiter, request.channelId, `messages in ${request.channelId}`);
       const { result } = await run({ case: "sendMessage", value: request }, remainingMs(call.getDeadline()));
@@ -228,20 +253,20 @@ export function addChannelService(server: grpc.Server, driver: RaftDriver, group
       return { sequence: result.kind === "message-accepted" ? result.sequence : 0n };
     }),
     getChannel: unaryHandler(ChannelService.method.getChannel, async (request, call) => ({
-      channel: channelState(await readable(request.channelId, remainingMs(call.getDeadline()))),
+      channel: channelState(await readable(call, request.channelId)),
     })),
     getGroupInfo: unaryHandler(ChannelService.method.getGroupInfo, async (request, call) => {
-      const record = await readable(request.channelId, remainingMs(call.getDeadline()));
+      const record = await readable(call, request.channelId);
       return { epoch: record.epoch, groupInfo: record.groupInfo };
     }),
     getCommit: unaryHandler(ChannelService.method.getCommit, async (request, call) => {
-      await readable(request.channelId, remainingMs(call.getDeadline()));
+      await readable(call, request.channelId);
       const record = await recordOf(request.channelId, request.epoch);
       if (record === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no commit ended epoch ${request.epoch} of ${request.channelId}`);
       return { commit: { epoch: record.epoch, commit: record.commit, welcome: record.welcome, ...(record.certificate === undefined ? {} : { certificate: record.certificate }) } };
     }),
     listEvents: unaryHandler(ChannelService.method.listEvents, async (request, call) => {
-      const record = await readable(request.channelId, remainingMs(call.getDeadline()));
+      const record = await readable(call, request.channelId);
       const limit = request.limit === 0 || request.limit > eventsPageMax ? eventsPageMax : request.limit;
       const events = await channels.events(
         (prefix, from, max) => machine.channelScan(prefix, from, max),

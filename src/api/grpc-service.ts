@@ -72,11 +72,17 @@ type UnaryMethodsOf<T extends GenServiceMethods> = {
   [K in keyof T as T[K]["methodKind"] extends "unary" ? K : never]: T[K];
 };
 
+/** Per-call options of a {@link UnaryClient}: a deadline, and metadata such as a bearer token. */
+export interface UnaryCallOptions {
+  readonly deadlineMs?: number;
+  readonly metadata?: grpc.Metadata;
+}
+
 /** A promise-based unary client for a generated service. */
 export type UnaryClient<T extends GenServiceMethods> = {
   [K in keyof UnaryMethodsOf<T>]: (
     request: MessageInitShape<T[K]["input"]>,
-    options?: { deadlineMs?: number },
+    options?: UnaryCallOptions,
   ) => Promise<MessageShape<T[K]["output"]>>;
 } & { close(): void; channel: grpc.Client };
 
@@ -91,7 +97,7 @@ export function unaryClient<T extends GenServiceMethods>(
   const client: Record<string, unknown> = { close: () => channel.close(), channel };
   for (const method of service.methods) {
     if (method.methodKind !== "unary") continue;
-    client[method.localName] = (request: MessageInitShape<DescMessage>, options: { deadlineMs?: number } = {}) =>
+    client[method.localName] = (request: MessageInitShape<DescMessage>, options: UnaryCallOptions = {}) =>
       new Promise((resolve, reject) => {
         const deadline = Date.now() + (options.deadlineMs ?? 10_000);
         channel.makeUnaryRequest(
@@ -99,7 +105,7 @@ export function unaryClient<T extends GenServiceMethods>(
           identity,
           identity,
           encodeMessage(method.input, request),
-          new grpc.Metadata(),
+          options.metadata?.clone() ?? new grpc.Metadata(),
           { deadline },
           (error, response) => {
             if (error !== null || response === undefined) reject(error ?? new Error("empty response"));

@@ -4,11 +4,14 @@
  * Per channel a seeded loop picks: application messages, racing key updates from two members at once,
  * single updates, adding and removing a spare member, linearizable epoch reads (GetChannel) and syncs.
  * Some channels keep all members on one homeserver (their certificates need that homeserver alone),
- * the others spread them over all homeservers.
+ * the others spread them over all homeservers. Every device publishes its identity record and calls as
+ * itself; the raw reads (epoch reads, the final state) are made as the channel's owner, a member throughout.
  */
+import * as grpc from "@grpc/grpc-js";
 import { Channel, type Received } from "../client/channel.ts";
 import { ChannelClient } from "../client/channel-client.ts";
 import { Device } from "../client/device.ts";
+import { DeviceSession } from "../client/session.ts";
 import { Prng } from "../sim/prng.ts";
 import type { ChannelRpc } from "./chaos-cluster.ts";
 import type { Delivery, HistoryRecorder } from "./history.ts";
@@ -73,6 +76,7 @@ async function withTimeout(work: Promise<unknown>, ms: number): Promise<void> {
 /** One channel's devices and loop. */
 class ChannelDriver {
   readonly members: Member[] = [];
+  private readonly ownerSessions = new Map<string, DeviceSession>();
   private readonly prng: Prng;
   private messages = 0;
 
@@ -102,9 +106,8 @@ class ChannelDriver {
     for (let j = 0; j <= this.options.membersPerChannel + 1; j++) {
       const homeserver = local ? ownerHs : hs[(this.index + j) % hs.length]!;
       const device = await Device.create(`c${this.index}d${j}@${homeserver}`);
-      // `device` is for the device-authenticated ChannelClient under way (src/auth); unused before it lands.
       const clientOptions = { device, address: this.access.clientAddress(homeserver), tls: { caPem: this.access.caPem }, tlsServerName: "localhost", attemptsMax: 8, callDeadlineMs: 5_000 };
-      const client = new ChannelClient(clientOptions);
+      const client = await ChannelClient.registered(clientOptions);
       this.members.push(new Member(device, homeserver, client, recordingTransport(client, device.id, this.history)));
     }
     this.owner.handle = await Channel.create(this.owner.device, this.owner.transport, this.channelId);
@@ -154,7 +157,8 @@ class ChannelDriver {
     const homeserver = this.prng.pick(this.access.homeservers);
     const op = this.history.invoke(`reader-${homeserver}`, "read", this.channelId);
     try {
-      const response = await this.access.channels(homeserver).getChannel({ channelId: this.channelId }, { deadlineMs: 3_000 });
+      const metadata = await this.ownerMetadata(homeserver);
+      const response = await this.access.channels(homeserver).getChannel({ channelId: this.channelId }, { deadlineMs: 3_000, metadata });
       this.history.complete(op, "ok", { epoch: Number(response.channel?.epoch ?? 0n) });
     } catch (error) {
       this.history.complete(op, "fail", { error: String((error as Error).message) });
@@ -270,8 +274,27 @@ class ChannelDriver {
     );
   }
 
+  /** Call metadata authenticating the owner at `homeserver` (a token is valid only where it was issued). */
+  ownerMetadata(homeserver: string): Promise<grpc.Metadata> {
+    let session = this.ownerSessions.get(homeserver);
+    if (session === undefined) {
+      const owner = this.owner.device;
+      session = new DeviceSession({
+        deviceId: owner.id,
+        sign: (message) => owner.sign(message),
+        address: this.access.clientAddress(homeserver),
+        credentials: grpc.credentials.createSsl(this.access.caPem),
+        channelOptions: { "grpc.ssl_target_name_override": "localhost", "grpc.enable_http_proxy": 0 },
+        callDeadlineMs: 3_000,
+      });
+      this.ownerSessions.set(homeserver, session);
+    }
+    return session.metadata();
+  }
+
   close(): void {
     for (const m of this.members) m.client.close();
+    for (const session of this.ownerSessions.values()) session.close();
   }
 }
 
@@ -298,6 +321,13 @@ export class Workload {
   /** The channel ids. */
   channelIds(): string[] {
     return this.drivers.map((d) => d.channelId);
+  }
+
+  /** Call metadata for raw reads of `channelId` at `homeserver`, as the channel's owner. */
+  readerMetadata(channelId: string, homeserver: string): Promise<grpc.Metadata> {
+    const driver = this.drivers.find((d) => d.channelId === channelId);
+    if (driver === undefined) return Promise.reject(new Error(`no channel ${channelId} in the workload`));
+    return driver.ownerMetadata(homeserver);
   }
 
   /** Runs every channel's loop until `stopped()`; actions still running `abandonAfterMs` later are left. */

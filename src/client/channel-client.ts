@@ -1,12 +1,14 @@
 /**
- * ChannelClient: the SDK's connection to a cluster through one homeserver's client API. It follows leader
- * hints (FAILED_PRECONDITION with epochd-leader-address), retries UNAVAILABLE and RESOURCE_EXHAUSTED with
- * a bounded backoff (moving to another homeserver of the directory when one stays unreachable), and turns a
- * lost commit race (FAILED_PRECONDITION with epochd-commit-conflict-bin) into a value.
+ * ChannelClient: one device's connection to a cluster through one homeserver's client API. Every call but
+ * the directory is authenticated as the device: a DeviceSession per homeserver address (a token is valid
+ * only where it was issued) logs in with the device's DIR key, which `publishIdentity` publishes first. It
+ * follows leader hints (FAILED_PRECONDITION with epochd-leader-address), retries UNAVAILABLE and
+ * RESOURCE_EXHAUSTED with a bounded backoff (moving to another homeserver of the directory when one stays
+ * unreachable), turns a lost commit race (FAILED_PRECONDITION with epochd-commit-conflict-bin) into a
+ * value, and a refusal as a non-member (PERMISSION_DENIED) into NotAMemberError.
  */
-import { fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { fromBinary, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { unaryClient, type UnaryClient } from "../api/grpc-service.ts";
 import {
   ChannelService,
   CommitConflictSchema,
@@ -17,9 +19,15 @@ import {
   type ListEventsResponse,
   type SendMessageRequestSchema,
   type SubmitCommitRequestSchema,
+  type SubmitProposalRequestSchema,
+  type CommitConflict,
 } from "../gen/epochd/channel/v1/channel_pb.ts";
+import { IdentityService, type DeviceIdentityRecord } from "../gen/epochd/identity/v1/identity_pb.ts";
+import { callUnary, type UnaryMethod } from "./authed-call.ts";
 import { importEd25519PublicKey } from "./certificate.ts";
-import type { ChannelTransport, ClusterDirectory, SubmitOutcome } from "./transport.ts";
+import { generateInboxKeyPair, signIdentityRecord, type DeviceSigner } from "./identity-record.ts";
+import { DeviceSession } from "./session.ts";
+import { NotAMemberError, type ChannelTransport, type ClusterDirectory, type SubmitOutcome } from "./transport.ts";
 
 /** Trailing metadata key carrying a binary CommitConflict on a lost commit race. */
 export const commitConflictMetadataKey = "epochd-commit-conflict-bin";
@@ -28,10 +36,10 @@ export const leaderIdMetadataKey = "epochd-leader-id";
 /** Trailing metadata key with the leader's client address on a follower's answer. */
 export const leaderAddressMetadataKey = "epochd-leader-address";
 
-type ChannelRpc = UnaryClient<(typeof ChannelService)["method"]>;
-
-/** How to reach the cluster. */
+/** How to reach the cluster, and as which device. */
 export interface ChannelClientOptions {
+  /** The device every call is authenticated as (its DIR must be published: {@link ChannelClient.publishIdentity}). */
+  readonly device: DeviceSigner;
   /** host:port of a homeserver's client API. */
   readonly address: string;
   /** The cluster CA certificate (PEM) for TLS, or "insecure" for plaintext. */
@@ -59,9 +67,20 @@ function isServiceError(error: unknown): error is grpc.ServiceError {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A gRPC ChannelTransport that follows leader hints and retries transient failures. */
+/** What publishIdentity states besides the device's id, homeserver and key. */
+export interface PublishIdentityOptions {
+  /** user@homeserver; default: the device id (a user of its own; devices of one user must link each other). */
+  readonly userName?: string;
+  /** Raw X25519 key for direct inbox messages; default: a fresh one (the private half is discarded). */
+  readonly inboxPublicKey?: Uint8Array;
+}
+
+/** The answer to a standalone proposal. */
+export type ProposalOutcome = { readonly kind: "accepted"; readonly sequence: bigint } | { readonly kind: "conflict"; readonly conflict: CommitConflict };
+
+/** A device's authenticated gRPC ChannelTransport that follows leader hints and retries transient failures. */
 export class ChannelClient implements ChannelTransport {
-  private readonly rpcs = new Map<string, ChannelRpc>();
+  private readonly sessions = new Map<string, DeviceSession>();
   private current: string;
   private cachedDirectory: ClusterDirectory | undefined;
   private readonly callDeadlineMs: number;
@@ -84,15 +103,40 @@ export class ChannelClient implements ChannelTransport {
     return this.current;
   }
 
-  private rpc(address: string): ChannelRpc {
-    let rpc = this.rpcs.get(address);
-    if (rpc === undefined) {
+  /** A client for `options.device` whose first identity record is published (see {@link publishIdentity}). */
+  static async registered(options: ChannelClientOptions, identity: PublishIdentityOptions = {}): Promise<ChannelClient> {
+    const client = new ChannelClient(options);
+    try {
+      await client.publishIdentity(identity);
+      return client;
+    } catch (error) {
+      client.close();
+      throw error;
+    }
+  }
+
+  /** The device this client acts for. */
+  get deviceId(): string {
+    return this.options.device.id;
+  }
+
+  /** The device's session (connection and token) with the homeserver at `address`, made on first use. */
+  private session(address: string): DeviceSession {
+    let session = this.sessions.get(address);
+    if (session === undefined) {
+      const device = this.options.device;
       const credentials = this.options.tls === "insecure" ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(this.options.tls.caPem);
       const channelOptions = this.options.tlsServerName === undefined ? {} : { "grpc.ssl_target_name_override": this.options.tlsServerName };
-      rpc = unaryClient(ChannelService, address, credentials, channelOptions);
-      this.rpcs.set(address, rpc);
+      session = new DeviceSession({ deviceId: device.id, sign: (message) => device.sign(message), address, credentials, channelOptions, callDeadlineMs: this.callDeadlineMs });
+      this.sessions.set(address, session);
     }
-    return rpc;
+    return session;
+  }
+
+  /** Calls `method` at `address` as the device (logging in there first when needed). */
+  private authed<I extends DescMessage, O extends DescMessage>(address: string, method: UnaryMethod<I, O>, request: MessageInitShape<I>): Promise<MessageShape<O>> {
+    const session = this.session(address);
+    return session.call((metadata) => callUnary(session.channel, method, request, metadata, this.callDeadlineMs));
   }
 
   /** Another known client address than the current one, to try when the current one stays unreachable. */
@@ -116,12 +160,12 @@ export class ChannelClient implements ChannelTransport {
    * UNAVAILABLE, RESOURCE_EXHAUSTED (and DEADLINE_EXCEEDED when `idempotent`), backs off and retries,
    * switching homeserver after two failures in a row. Bounded by attemptsMax.
    */
-  private async call<T>(call: (rpc: ChannelRpc) => Promise<T>, idempotent: boolean): Promise<T> {
+  private async call<T>(call: (address: string) => Promise<T>, idempotent: boolean): Promise<T> {
     let delayMs = this.backoffStartMs;
     let failuresHere = 0;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await call(this.rpc(this.current));
+        return await call(this.current);
       } catch (error) {
         if (!isServiceError(error) || attempt >= this.attemptsMax) throw error;
         const hint = this.leaderHint(error);
@@ -149,22 +193,54 @@ export class ChannelClient implements ChannelTransport {
   /** The cluster directory (cached; `refresh` fetches it again). */
   async directory(refresh = false): Promise<ClusterDirectory> {
     if (this.cachedDirectory !== undefined && !refresh) return this.cachedDirectory;
-    const response = await this.call((rpc) => rpc.listHomeservers({}, { deadlineMs: this.callDeadlineMs }), true);
+    const response = await this.call((address) => callUnary(this.session(address).channel, ChannelService.method.listHomeservers, {}, new grpc.Metadata(), this.callDeadlineMs), true);
     const keys = new Map(response.homeservers.map((hs) => [hs.homeserverId, importEd25519PublicKey(hs.signingKey)] as const));
     const clientAddresses = new Map(response.homeservers.map((hs) => [hs.homeserverId, hs.clientAddress] as const));
     this.cachedDirectory = { clusterId: response.clusterId, keys, clientAddresses };
     return this.cachedDirectory;
   }
 
+  /**
+   * Publishes the device's first identity record (sequence 1) at its own homeserver, which sponsors it,
+   * so that the device can log in anywhere in the cluster. Returns the sponsored record.
+   */
+  async publishIdentity(options: PublishIdentityOptions = {}): Promise<DeviceIdentityRecord> {
+    const device = this.options.device;
+    const directory = await this.directory();
+    const own = directory.clientAddresses.get(device.homeserver);
+    const address = own === undefined || own === "" ? this.current : own;
+    const record = await signIdentityRecord(device, {
+      clusterId: directory.clusterId,
+      userName: options.userName ?? device.id,
+      inboxPublicKey: options.inboxPublicKey ?? generateInboxKeyPair().publicKeyRaw,
+      sequence: 1n,
+      createdAtMs: Date.now(),
+    });
+    const answer = await this.call(() => callUnary(this.session(address).channel, IdentityService.method.publishIdentity, { records: [record] }, new grpc.Metadata(), this.callDeadlineMs), false);
+    const sponsored = answer.records[0];
+    if (sponsored === undefined || sponsored.sponsorSignature.length === 0) throw new Error("PublishIdentity answered without the sponsored record");
+    return sponsored;
+  }
+
+  /** Runs a call about `channelId`; a refusal as a non-member becomes NotAMemberError. */
+  private async member<T>(channelId: string, call: (address: string) => Promise<T>, idempotent: boolean): Promise<T> {
+    try {
+      return await this.call(call, idempotent);
+    } catch (error) {
+      if (isServiceError(error) && error.code === grpc.status.PERMISSION_DENIED) throw new NotAMemberError(channelId);
+      throw error;
+    }
+  }
+
   async createChannel(request: MessageInitShape<typeof CreateChannelRequestSchema>): Promise<ChannelState> {
-    const response = await this.call((rpc) => rpc.createChannel(request, { deadlineMs: this.callDeadlineMs }), false);
+    const response = await this.call((address) => this.authed(address, ChannelService.method.createChannel, request), false);
     if (response.channel === undefined) throw new Error("CreateChannel answered without a channel state");
     return response.channel;
   }
 
   async submitCommit(request: MessageInitShape<typeof SubmitCommitRequestSchema>): Promise<SubmitOutcome> {
     try {
-      const response = await this.call((rpc) => rpc.submitCommit(request, { deadlineMs: this.callDeadlineMs }), true);
+      const response = await this.member(request.channelId ?? "", (address) => this.authed(address, ChannelService.method.submitCommit, request), true);
       return { kind: "accepted", epoch: response.epoch, certificate: response.certificate };
     } catch (error) {
       const raw = isServiceError(error) && error.code === grpc.status.FAILED_PRECONDITION ? error.metadata?.get(commitConflictMetadataKey)[0] : undefined;
@@ -173,18 +249,33 @@ export class ChannelClient implements ChannelTransport {
     }
   }
 
+  /**
+   * Submits a standalone proposal (e.g. a self-Remove); a proposal built on a past epoch comes back as a
+   * conflict (FAILED_PRECONDITION with the channel's current epoch), not an exception.
+   */
+  async submitProposal(request: MessageInitShape<typeof SubmitProposalRequestSchema>): Promise<ProposalOutcome> {
+    try {
+      const response = await this.member(request.channelId ?? "", (address) => this.authed(address, ChannelService.method.submitProposal, request), false);
+      return { kind: "accepted", sequence: response.sequence };
+    } catch (error) {
+      const raw = isServiceError(error) && error.code === grpc.status.FAILED_PRECONDITION ? error.metadata?.get(commitConflictMetadataKey)[0] : undefined;
+      if (raw === undefined || typeof raw === "string") throw error;
+      return { kind: "conflict", conflict: fromBinary(CommitConflictSchema, raw) };
+    }
+  }
+
   async sendMessage(request: MessageInitShape<typeof SendMessageRequestSchema>): Promise<bigint> {
-    const response = await this.call((rpc) => rpc.sendMessage(request, { deadlineMs: this.callDeadlineMs }), false);
+    const response = await this.member(request.channelId ?? "", (address) => this.authed(address, ChannelService.method.sendMessage, request), false);
     return response.sequence;
   }
 
   listEvents(request: MessageInitShape<typeof ListEventsRequestSchema>): Promise<ListEventsResponse> {
-    return this.call((rpc) => rpc.listEvents(request, { deadlineMs: this.callDeadlineMs }), true);
+    return this.member(request.channelId ?? "", (address) => this.authed(address, ChannelService.method.listEvents, request), true);
   }
 
   async getCommit(channelId: string, epoch: bigint): Promise<CommittedEpoch | undefined> {
     try {
-      const response = await this.call((rpc) => rpc.getCommit({ channelId, epoch }, { deadlineMs: this.callDeadlineMs }), true);
+      const response = await this.member(channelId, (address) => this.authed(address, ChannelService.method.getCommit, { channelId, epoch }), true);
       return response.commit;
     } catch (error) {
       if (isServiceError(error) && error.code === grpc.status.NOT_FOUND) return undefined;
@@ -194,7 +285,7 @@ export class ChannelClient implements ChannelTransport {
 
   /** Closes every connection. */
   close(): void {
-    for (const rpc of this.rpcs.values()) rpc.close();
-    this.rpcs.clear();
+    for (const session of this.sessions.values()) session.close();
+    this.sessions.clear();
   }
 }

@@ -24,7 +24,7 @@ import {
   type ClientState,
   type Proposal,
 } from "ts-mls";
-import { EventKind, HandshakeMode, type Certificate, type ChannelEvent } from "../gen/epochd/channel/v1/channel_pb.ts";
+import { EventKind, HandshakeMode, type Certificate, type ChannelEvent, type ListEventsResponse } from "../gen/epochd/channel/v1/channel_pb.ts";
 import { verifyCertificate } from "./certificate.ts";
 import { commitRemovesOwnLeaf } from "./commit-effects.ts";
 import { buildProposals, checkKeyPackages, committableProposals, type CommitIntent } from "./commit-intent.ts";
@@ -263,7 +263,14 @@ export class Channel {
   }
 
   private exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(work, work);
+    // The cluster answers a channel's calls only for its members (NotAMemberError from the transport):
+    // a commit removed this device, which its inbox holds; the channel is left for good.
+    const guarded = () =>
+      work().catch((error: unknown) => {
+        if (error instanceof NotAMemberError) this.removed = true;
+        throw error;
+      });
+    const run = this.queue.then(guarded, guarded);
     this.queue = run.catch(() => undefined);
     return run;
   }
@@ -405,7 +412,16 @@ export class Channel {
   /** Reads and processes events after the cursor into the inbox, page by page (bounded). */
   private async pullEvents(): Promise<void> {
     for (let page = 0; page < this.syncPagesMax; page++) {
-      const response = await this.transport.listEvents({ channelId: this.channelId, afterSequence: this.cursor, limit: this.eventsPageLimit });
+      let response: ListEventsResponse;
+      try {
+        response = await this.transport.listEvents({ channelId: this.channelId, afterSequence: this.cursor, limit: this.eventsPageLimit });
+      } catch (error) {
+        // The cluster no longer lets this device read the channel: a commit removed it. Reading is not
+        // an error; the next send or commit is (NotAMemberError from assertMember).
+        if (!(error instanceof NotAMemberError)) throw error;
+        this.removed = true;
+        return;
+      }
       for (const event of response.events) {
         if (event.sequence <= this.cursor) continue;
         try {

@@ -2,8 +2,9 @@
  * The SDK demo: Alice (homeserver 1) creates a channel and adds Bob (homeserver 2) and Carol (homeserver
  * 3); they exchange messages; Bob and Carol race conflicting key updates from the same epoch, exactly one
  * is accepted and the other converges through the SDK's retry; at the end every device prints its epoch
- * and epoch authenticator, which must all be equal. Each device talks to its own homeserver and follows
- * leader hints. The integration test runs this same story against real homeserver processes.
+ * and epoch authenticator, which must all be equal. Each device publishes its identity record at its own
+ * homeserver, talks to it as an authenticated device and follows leader hints. The integration test runs
+ * this same story against real homeserver processes.
  */
 import { readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
@@ -80,15 +81,28 @@ async function receiveText(channel: Channel, into: Map<string, string[]>): Promi
 
 type Log = (line: string) => void;
 
-async function setUp(transports: ChannelTransport[], channelId: string, log: Log): Promise<Channel[]> {
-  const [alice, bob, carol] = await Promise.all(["alice@hs1", "bob@hs2", "carol@hs3"].map((id) => Device.create(id)));
-  const aliceChannel = await Channel.create(alice!, transports[0]!, channelId);
-  log(`alice@hs1 created channel ${channelId} at epoch ${aliceChannel.epoch()}`);
-  const added = await aliceChannel.addMembers([await bob!.publishKeyPackage(), await carol!.publishKeyPackage()]);
-  log(`alice@hs1 added bob@hs2 and carol@hs3: epoch ${added.epoch}, certificate signed by [${added.certificate?.signatures.map((s) => s.homeserverId).join(", ")}] of voters [${added.certificate?.voters.join(", ")}]`);
-  const bobChannel = await Channel.join(bob!, transports[1]!, channelId, added.welcome!);
-  const carolChannel = await Channel.join(carol!, transports[2]!, channelId, added.welcome!);
-  log(`bob@hs2 and carol@hs3 joined from the Welcome at epoch ${bobChannel.epoch()} (the commit that added them verified)`);
+/**
+ * The demo's devices, in order: Alice, Bob and Carol, on homeservers 1, 2 and 3. Device ids are first come
+ * first served in a cluster, so each run has its own: `alice.<run>@hs1`, ...
+ */
+export function demoDeviceIds(run: string): string[] {
+  return [`alice.${run}@hs1`, `bob.${run}@hs2`, `carol.${run}@hs3`];
+}
+
+/** Makes the transport device number `index` of the demo uses (e.g. a registered ChannelClient for it). */
+export type DemoConnect = (device: Device, index: number) => Promise<ChannelTransport>;
+
+async function setUp(connect: DemoConnect, barrier: SubmitBarrier, run: string, channelId: string, log: Log): Promise<Channel[]> {
+  const [alice, bob, carol] = (await Promise.all(demoDeviceIds(run).map((id) => Device.create(id)))) as [Device, Device, Device];
+  const transports = await Promise.all([alice, bob, carol].map(async (device, i) => barrier.wrap(await connect(device, i))));
+  log(`${alice.id}, ${bob.id} and ${carol.id} published their identity records at their homeservers and logged in`);
+  const aliceChannel = await Channel.create(alice, transports[0]!, channelId);
+  log(`${alice.id} created channel ${channelId} at epoch ${aliceChannel.epoch()}`);
+  const added = await aliceChannel.addMembers([await bob.publishKeyPackage(), await carol.publishKeyPackage()]);
+  log(`${alice.id} added ${bob.id} and ${carol.id}: epoch ${added.epoch}, certificate signed by [${added.certificate?.signatures.map((s) => s.homeserverId).join(", ")}] of voters [${added.certificate?.voters.join(", ")}]`);
+  const bobChannel = await Channel.join(bob, transports[1]!, channelId, added.welcome!);
+  const carolChannel = await Channel.join(carol, transports[2]!, channelId, added.welcome!);
+  log(`${bob.id} and ${carol.id} joined from the Welcome at epoch ${bobChannel.epoch()} (the commit that added them verified)`);
   return [aliceChannel, bobChannel, carolChannel];
 }
 
@@ -102,7 +116,7 @@ async function exchange(channels: Channel[], received: Map<string, string[]>, lo
 }
 
 async function race(bob: Channel, carol: Channel, barrier: SubmitBarrier, log: Log): Promise<DemoResult["race"]> {
-  log(`bob@hs2 and carol@hs3 both update their keys from epoch ${bob.epoch()} (commits released together)`);
+  log(`${bob.device.id} and ${carol.device.id} both update their keys from epoch ${bob.epoch()} (commits released together)`);
   barrier.arm(2);
   const [bobOutcome, carolOutcome] = await Promise.all([bob.updateKeys(), carol.updateKeys()]);
   const bobWon = bobOutcome.attempts === 1;
@@ -112,14 +126,13 @@ async function race(bob: Channel, carol: Channel, barrier: SubmitBarrier, log: L
   return { winner: winner.device.id, loser: loser.device.id, loserAttempts: loserOutcome.attempts };
 }
 
-/** Runs the story with one ChannelTransport per device (Alice, Bob, Carol). */
-export async function runDemoOn(transports: ChannelTransport[], log: Log = console.log): Promise<DemoResult> {
-  if (transports.length !== 3) throw new Error("the demo needs three transports: Alice's, Bob's and Carol's");
+/** Runs the story with one ChannelTransport per device (Alice, Bob, Carol), each made by `connect`. */
+export async function runDemoOn(connect: DemoConnect, log: Log = console.log): Promise<DemoResult> {
   const barrier = new SubmitBarrier();
-  const wrapped = transports.map((t) => barrier.wrap(t));
-  const channelId = `demo-${toHex(new Uint8Array(randomBytes(4)))}`;
-  const received = new Map(["alice@hs1", "bob@hs2", "carol@hs3"].map((id) => [id, [] as string[]]));
-  const channels = await setUp(wrapped, channelId, log);
+  const run = toHex(new Uint8Array(randomBytes(4)));
+  const channelId = `demo-${run}`;
+  const received = new Map(demoDeviceIds(run).map((id) => [id, [] as string[]]));
+  const channels = await setUp(connect, barrier, run, channelId, log);
   const [, bob, carol] = channels as [Channel, Channel, Channel];
   await exchange(channels, received, log);
   const raceResult = await race(bob, carol, barrier, log);
@@ -139,9 +152,14 @@ export async function runDemoOn(transports: ChannelTransport[], log: Log = conso
 export async function runDemo(clientAddresses: readonly string[], caCertPath: string, log: Log = console.log): Promise<DemoResult> {
   if (clientAddresses.length < 3) throw new Error("the demo needs the client addresses of three homeservers");
   const tls = caCertPath === "insecure" ? ("insecure" as const) : { caPem: readFileSync(caCertPath) };
-  const clients = clientAddresses.slice(0, 3).map((address) => new ChannelClient({ address, tls }));
+  const clients: ChannelClient[] = [];
+  const connect: DemoConnect = async (device, index) => {
+    const client = await ChannelClient.registered({ device, address: clientAddresses[index]!, tls });
+    clients.push(client);
+    return client;
+  };
   try {
-    return await runDemoOn(clients, log);
+    return await runDemoOn(connect, log);
   } finally {
     for (const client of clients) client.close();
   }

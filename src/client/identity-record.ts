@@ -7,7 +7,6 @@ import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { DeviceIdentityBodySchema, DeviceIdentityRecordSchema, type DeviceIdentityRecord } from "../gen/epochd/identity/v1/identity_pb.ts";
 import { deviceSignedBytes } from "../identity/dir-signatures.ts";
-import type { Device } from "./device.ts";
 
 /** What a device states in its record besides its id, homeserver and key. */
 export interface IdentityRecordFields {
@@ -37,8 +36,20 @@ export function generateInboxKeyPair(): InboxKeyPair {
   return { publicKeyRaw: new Uint8Array(spki.subarray(spki.length - 32)), privateKey };
 }
 
+/**
+ * What signs as a device: its id, homeserver, Ed25519 public key (the DIR key, = its MLS signature key)
+ * and a signer with the private half. Device implements it; so can a test's or a load generator's device.
+ */
+export interface DeviceSigner {
+  /** name@homeserver. */
+  readonly id: string;
+  readonly homeserver: string;
+  readonly signatureKeyPair: { readonly publicKey: Uint8Array };
+  sign(message: Uint8Array): Promise<Uint8Array>;
+}
+
 /** The device's record with `fields`, signed by the device (not yet sponsored). */
-export async function signIdentityRecord(device: Device, fields: IdentityRecordFields): Promise<DeviceIdentityRecord> {
+export async function signIdentityRecord(device: DeviceSigner, fields: IdentityRecordFields): Promise<DeviceIdentityRecord> {
   const body = toBinary(
     DeviceIdentityBodySchema,
     create(DeviceIdentityBodySchema, {

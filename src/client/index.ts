@@ -5,7 +5,7 @@
  */
 export { Channel, CertificatePendingError, LeavingError, type ChannelOptions, type CommitOutcome, type Received } from "./channel.ts";
 export { WelcomeRejectedError } from "./welcome-join.ts";
-export { ChannelClient, type ChannelClientOptions } from "./channel-client.ts";
+export { ChannelClient, type ChannelClientOptions, type ProposalOutcome, type PublishIdentityOptions } from "./channel-client.ts";
 export { Device, type OwnKeyPackage } from "./device.ts";
 export { verifyCertificate, majorityOf, signedStatementBytes, importEd25519PublicKey, type CertificateVerdict, type ExpectedCommit } from "./certificate.ts";
 export { CertificateError, CommitRetriesExhaustedError, ForkError, NotAMemberError, type ChannelTransport, type ClusterDirectory, type SubmitOutcome } from "./transport.ts";
@@ -14,4 +14,4 @@ export { runDemo, runDemoOn, type DemoResult } from "./demo.ts";
 export { InboxClient, sendDirect, type InboxClientOptions } from "./inbox-client.ts";
 export { DeviceSession, type DeviceSessionOptions } from "./session.ts";
 export { DirectoryClient, verifyIdentityRecord, type DirectoryClientOptions } from "./directory-client.ts";
-export { signIdentityRecord, generateInboxKeyPair, type IdentityRecordFields, type InboxKeyPair } from "./identity-record.ts";
+export { signIdentityRecord, generateInboxKeyPair, type DeviceSigner, type IdentityRecordFields, type InboxKeyPair } from "./identity-record.ts";

@@ -182,9 +182,9 @@ export class Homeserver {
     await hostTestGroups(peerServer, { selfId: config.id, engine, driver, logger, insecure: config.insecure });
     const clientServer = new grpc.Server({ "grpc.max_receive_message_length": 2 << 20 });
     addKvService(clientServer, driver, clusterGroupId, stateMachine);
-    addChannelService(clientServer, driver, clusterGroupId, stateMachine, certificates);
     const tokens = new TokenIssuer(loadOrCreateAuthSecret(config.dataDir), config.clusterId, config.id);
     const authenticator = new TokenAuthenticator(tokens, stateMachine.identity.index);
+    addChannelService(clientServer, driver, clusterGroupId, stateMachine, certificates, authenticator);
     addAuthService(clientServer, { clusterId: config.clusterId, homeserverId: config.id, challenges: new ChallengeStore(), tokens, devices: stateMachine.identity.index });
     addIdentityService(clientServer, { homeserverId: config.id, driver, groupId: clusterGroupId, machine: stateMachine, sign: (m) => signingKey.sign(m), authenticator });
     addKeyPackageService(clientServer, { driver, groupId: clusterGroupId, machine: stateMachine, authenticator });

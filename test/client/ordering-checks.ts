@@ -9,6 +9,7 @@
  *  (d) every message sent in an epoch reached every remaining member that belonged to the channel since
  *      that epoch, with the same text.
  */
+import type * as grpc from "@grpc/grpc-js";
 import { expect } from "vitest";
 import { importEd25519PublicKey, verifyCertificate } from "../../src/client/certificate.ts";
 import { sha256, toHex } from "../../src/client/mls-codec.ts";
@@ -21,11 +22,11 @@ const eventPagesMax = 1_000;
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Reads a channel's whole event log from one homeserver (bounded in pages). */
-export async function readLog(rpc: ChannelRpc, channelId: string): Promise<ChannelEvent[]> {
+export async function readLog(rpc: ChannelRpc, channelId: string, metadata: grpc.Metadata): Promise<ChannelEvent[]> {
   const events: ChannelEvent[] = [];
   let after = 0n;
   for (let page = 0; page < eventPagesMax; page++) {
-    const response = await rpc.listEvents({ channelId, afterSequence: after, limit: 0 }, { deadlineMs: 10_000 });
+    const response = await rpc.listEvents({ channelId, afterSequence: after, limit: 0 }, { deadlineMs: 10_000, metadata: metadata.clone() });
     events.push(...response.events);
     const last = response.events.at(-1);
     if (last === undefined || last.sequence >= response.lastSequence) return events;
@@ -126,7 +127,7 @@ export async function checkRun(run: OrderingRun, rawByHomeserver: ReadonlyMap<Ho
   const deadline = Date.now() + certificateWaitMs;
   for (;;) {
     const logs = new Map<HomeserverId, ChannelEvent[]>();
-    for (const [homeserver, rpc] of rawByHomeserver) logs.set(homeserver, await readLog(rpc, run.channelId));
+    for (const [homeserver, rpc] of rawByHomeserver) logs.set(homeserver, await readLog(rpc, run.channelId, await run.ownerMetadata(homeserver)));
     checkOrdering(run, logs, epoch);
     const incomplete = [...logs.keys()].map((hs) => checkCertificates(run, hs, logs.get(hs)!.filter((e) => e.kind === EventKind.COMMIT), directory)).find((r) => r !== undefined);
     if (incomplete !== undefined) {

@@ -9,8 +9,9 @@ import * as grpc from "@grpc/grpc-js";
 import { createProposal, encodeMlsMessage, type ClientState } from "ts-mls";
 import type { UnaryClient } from "../../src/api/grpc-service.ts";
 import { Channel, type Received } from "../../src/client/channel.ts";
-import { ChannelClient, commitConflictMetadataKey, leaderAddressMetadataKey } from "../../src/client/channel-client.ts";
+import { ChannelClient } from "../../src/client/channel-client.ts";
 import { Device } from "../../src/client/device.ts";
+import { DeviceSession } from "../../src/client/session.ts";
 import { sha256, toHex } from "../../src/client/mls-codec.ts";
 import { NotAMemberError, type ChannelTransport, type SubmitOutcome } from "../../src/client/transport.ts";
 import type { ChannelService } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
@@ -23,8 +24,6 @@ export type ChannelRpc = UnaryClient<(typeof ChannelService)["method"]>;
 export interface ClusterAccess {
   /** Client API address of each homeserver. */
   readonly clientAddresses: ReadonlyMap<HomeserverId, string>;
-  /** A raw client per client API address (used for the log reads and for standalone proposals). */
-  readonly rawByAddress: ReadonlyMap<string, ChannelRpc>;
   readonly caPem: Buffer;
 }
 
@@ -85,9 +84,29 @@ export class Participant {
   constructor(
     readonly device: Device,
     readonly homeserver: HomeserverId,
-    readonly client: ChannelClient,
-    readonly transport: ChannelTransport,
+    private clientOrUndefined: ChannelClient | undefined,
+    private transportOrUndefined: ChannelTransport | undefined,
   ) {}
+
+  /** Uses `client` (registered for this device) from now on, its submissions recorded in `log`. */
+  connect(client: ChannelClient, log: SubmissionLog): void {
+    this.clientOrUndefined = client;
+    this.transportOrUndefined = log.wrap(client);
+  }
+
+  close(): void {
+    this.clientOrUndefined?.close();
+  }
+
+  get client(): ChannelClient {
+    if (this.clientOrUndefined === undefined) throw new Error(`${this.id} is not connected`);
+    return this.clientOrUndefined;
+  }
+
+  get transport(): ChannelTransport {
+    if (this.transportOrUndefined === undefined) throw new Error(`${this.id} is not connected`);
+    return this.transportOrUndefined;
+  }
 
   get id(): string {
     return this.device.id;
@@ -136,6 +155,7 @@ interface Task {
 /** One fast-check run: a fresh channel and fresh devices playing one schedule. */
 export class OrderingRun {
   readonly channelId = `order-${toHex(new Uint8Array(randomBytes(6)))}`;
+  private readonly ownerSessions = new Map<HomeserverId, DeviceSession>();
   readonly submissions = new SubmissionLog();
   readonly sent = new Map<bigint, SentMessage>();
   readonly stats: RunStats = { steps: 0, racingSteps: 0, operations: 0, skipped: 0, removedMidStep: 0, leavesProposed: 0, leavesApplied: 0 };
@@ -164,10 +184,16 @@ export class OrderingRun {
     for (const [index, homeserver] of this.schedule.homeservers.entries()) {
       const address = this.access.clientAddresses.get(homeserver);
       if (address === undefined) throw new Error(`no address for ${homeserver}`);
-      const client = new ChannelClient({ address, tls: { caPem: this.access.caPem }, tlsServerName: "localhost", attemptsMax: 40 });
-      const device = await Device.create(`d${index}@${homeserver}`);
-      this.participants.push(new Participant(device, homeserver, client, this.submissions.wrap(client)));
+      // Device ids are first come first served in the cluster: each run's devices get their own (d0.<run>@hs1).
+      const device = await Device.create(`d${index}.${this.channelId.slice("order-".length)}@${homeserver}`);
+      this.participants.push(new Participant(device, homeserver, undefined, undefined));
     }
+    await Promise.all(
+      this.participants.map(async (p) => {
+        const address = this.access.clientAddresses.get(p.homeserver)!;
+        p.connect(await ChannelClient.registered({ device: p.device, address, tls: { caPem: this.access.caPem }, tlsServerName: "localhost", attemptsMax: 40 }), this.submissions);
+      }),
+    );
     this.owner.handle = await Channel.create(this.owner.device, this.owner.transport, this.channelId);
     const initial = this.participants.slice(1, 1 + this.schedule.initialMembers);
     if (initial.length === 0) return;
@@ -298,7 +324,7 @@ export class OrderingRun {
   /**
    * Proposes the device's own removal as a standalone PublicMessage proposal; the next commit of another
    * member that has read it includes it by reference. The SDK has no leave(), so this reads the handle's
-   * ts-mls state (a private field) and submits through a raw client that follows leader hints.
+   * ts-mls state (a private field) and submits through the device's ChannelClient.
    */
   private async leave(leaver: Participant): Promise<void> {
     for (let attempt = 0; attempt < 6; attempt++) {
@@ -306,8 +332,8 @@ export class OrderingRun {
       if (!handleOf(leaver).isMember()) throw new NotAMemberError(this.channelId);
       const made = await createProposal(state, true, { proposalType: "remove", remove: { removed: state.privatePath.leafIndex } }, leaver.device.impl);
       const request = { channelId: this.channelId, epoch: state.groupContext.epoch, proposal: encodeMlsMessage(made.message) };
-      const answer = await this.submitProposal(leaver.homeserver, request);
-      if (answer === "accepted") {
+      const answer = await leaver.client.submitProposal(request);
+      if (answer.kind === "accepted") {
         leaver.leavingSince = state.groupContext.epoch;
         this.stats.leavesProposed++;
         return;
@@ -315,27 +341,6 @@ export class OrderingRun {
       await leaver.sync();
     }
     throw new Error(`${leaver.id}: its leave proposal lost its epoch 6 times`);
-  }
-
-  /** SubmitProposal through raw clients, following leader hints and retrying transient failures (bounded). */
-  private async submitProposal(homeserver: HomeserverId, request: { channelId: string; epoch: bigint; proposal: Uint8Array }): Promise<"accepted" | "conflict"> {
-    let address = this.access.clientAddresses.get(homeserver)!;
-    for (let attempt = 0; attempt < 40; attempt++) {
-      const rpc = this.access.rawByAddress.get(address);
-      if (rpc === undefined) throw new Error(`leader hint names an unknown address ${address}`);
-      try {
-        await rpc.submitProposal(request, { deadlineMs: 10_000 });
-        return "accepted";
-      } catch (error) {
-        const e = error as grpc.ServiceError;
-        if (e.code === grpc.status.FAILED_PRECONDITION && e.metadata?.get(commitConflictMetadataKey).length > 0) return "conflict";
-        const hint = e.metadata?.get(leaderAddressMetadataKey)[0];
-        if (e.code === grpc.status.FAILED_PRECONDITION && hint !== undefined && String(hint) !== address) address = String(hint);
-        else if (e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.RESOURCE_EXHAUSTED) await sleep(20 + 10 * attempt);
-        else throw error;
-      }
-    }
-    throw new Error("SubmitProposal: no answer after 40 attempts");
   }
 
   /** Syncs every member until all are at the owner's epoch with nothing pending (bounded in rounds). */
@@ -357,8 +362,24 @@ export class OrderingRun {
   }
 
   /** Closes every connection the run opened. */
+  /**
+   * Call metadata that authenticates the owner (a member to the end) at `homeserver`, for the checks'
+   * raw reads of each homeserver's log (a token is valid only where it was issued).
+   */
+  async ownerMetadata(homeserver: HomeserverId): Promise<grpc.Metadata> {
+    let session = this.ownerSessions.get(homeserver);
+    if (session === undefined) {
+      const device = this.owner.device;
+      const address = this.access.clientAddresses.get(homeserver)!;
+      session = new DeviceSession({ deviceId: device.id, sign: (m) => device.sign(m), address, credentials: grpc.credentials.createSsl(this.access.caPem), channelOptions: { "grpc.ssl_target_name_override": "localhost" } });
+      this.ownerSessions.set(homeserver, session);
+    }
+    return session.metadata();
+  }
+
   close(): void {
-    for (const p of this.participants) p.client.close();
+    for (const p of this.participants) p.close();
+    for (const session of this.ownerSessions.values()) session.close();
   }
 }
 

@@ -48,13 +48,10 @@ beforeAll(async () => {
   await cluster.waitForLeader(undefined, 60_000);
   const caPem = readFileSync(join(cluster.root, "certs", "ca.crt"));
   const clientAddresses = new Map(homeserverIds.map((id) => [id, cluster.get(id).clientAddress] as const));
-  const rawByAddress = new Map<string, ChannelRpc>();
   for (const [id, address] of clientAddresses) {
-    const rpc = unaryClient(ChannelService, address, cluster.clientCredentials(), { "grpc.ssl_target_name_override": "localhost" });
-    rawByHomeserver.set(id, rpc);
-    rawByAddress.set(address, rpc);
+    rawByHomeserver.set(id, unaryClient(ChannelService, address, cluster.clientCredentials(), { "grpc.ssl_target_name_override": "localhost" }));
   }
-  access = { clientAddresses, rawByAddress, caPem };
+  access = { clientAddresses, caPem };
   await waitForDirectory(rawByHomeserver.get("hs1")!, 3, 30_000);
 }, 120_000);
 

@@ -16,7 +16,9 @@ import {
   joinFromWelcome,
   makeProposal,
   type PendingCommit,
+  type TestDevice,
 } from "../fixtures/mls-group.ts";
+import { DeviceLogins } from "./device-login.ts";
 import { ProcessCluster } from "./process-cluster.ts";
 
 type ChannelClient = ReturnType<typeof unaryClient<(typeof ChannelService)["method"]>>;
@@ -28,11 +30,17 @@ describe("channels on a real 3-homeserver cluster", () => {
   let leaderClient: ChannelClient;
   let keys: Map<string, Uint8Array>;
   let clusterId: string;
+  let leader: string;
+  let logins: DeviceLogins;
+  /** Publishes fixture devices' identity records so they can log in. */
+  const publish = (...devices: TestDevice[]) => Promise.all(devices.map((d) => logins.publish(d)));
+  /** Call options authenticating `deviceId` at the leader. */
+  const as = async (deviceId: string, deadlineMs = 10_000) => ({ deadlineMs, metadata: await logins.metadata(deviceId, leader) });
 
   beforeAll(async () => {
     cluster = await ProcessCluster.create(3);
     cluster.startAll();
-    const leader = await cluster.waitForLeader();
+    leader = await cluster.waitForLeader();
     leaderClient = unaryClient(ChannelService, cluster.get(leader).clientAddress, cluster.clientCredentials(), { "grpc.ssl_target_name_override": "localhost" });
     // Every homeserver registers its signing key in the directory.
     const deadline = Date.now() + 15_000;
@@ -44,9 +52,11 @@ describe("channels on a real 3-homeserver cluster", () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(keys.size).toBe(3);
+    logins = new DeviceLogins(cluster, clusterId);
   });
 
   afterAll(async () => {
+    logins?.close();
     leaderClient?.close();
     await cluster?.close();
   });
@@ -65,24 +75,26 @@ describe("channels on a real 3-homeserver cluster", () => {
     }
   }
 
-  async function submit(channelId: string, epoch: bigint, pending: PendingCommit) {
+  /** Submits `pending` to the leader as device `by`. */
+  async function submit(channelId: string, epoch: bigint, pending: PendingCommit, by: string) {
     return leaderClient.submitCommit(
       { channelId, epoch, commit: pending.commit, nextGroupInfo: pending.nextGroupInfo, welcome: pending.welcome ?? new Uint8Array(0) },
-      { deadlineMs: 15_000 },
+      await as(by, 15_000),
     );
   }
 
   it("orders commits by epoch: certified acceptance, exactly one winner in a race, the loser converges", async () => {
     const group = await buildGroup(["alice@hs1"]);
     const channelId = "room-race";
-    const created = await leaderClient.createChannel({ channelId, groupInfo: group.initialGroupInfo, contentType: "text/plain" });
+    const bob = await makeDevice("bob@hs2");
+    const carol = await makeDevice("carol@hs3");
+    await publish(memberOf(group, "alice@hs1").device, bob.device, carol.device);
+    const created = await leaderClient.createChannel({ channelId, groupInfo: group.initialGroupInfo, contentType: "text/plain" }, await as("alice@hs1"));
     expect(created.channel?.epoch).toBe(0n);
 
     // Alice adds Bob (hs2) and Carol (hs3); only hs1 certifies epoch 0.
-    const bob = await makeDevice("bob@hs2");
-    const carol = await makeDevice("carol@hs3");
     const add = await makeCommit(memberOf(group, "alice@hs1").state, { add: [bob.keyPackage.publicPackage, carol.keyPackage.publicPackage] });
-    const added = await submit(channelId, 0n, add);
+    const added = await submit(channelId, 0n, add, "alice@hs1");
     expect(added.epoch).toBe(1n);
     expectValidCertificate(added.certificate, channelId, 0n, add.commit, ["hs1"]);
     await applyAcceptedCommit(group, "alice@hs1", add);
@@ -92,7 +104,7 @@ describe("channels on a real 3-homeserver cluster", () => {
     // Bob and Carol race key updates on epoch 1.
     const bobCommit = await makeCommit(memberOf(group, "bob@hs2").state);
     const carolCommit = await makeCommit(memberOf(group, "carol@hs3").state);
-    const outcomes = await Promise.allSettled([submit(channelId, 1n, bobCommit), submit(channelId, 1n, carolCommit)]);
+    const outcomes = await Promise.allSettled([submit(channelId, 1n, bobCommit, "bob@hs2"), submit(channelId, 1n, carolCommit, "carol@hs3")]);
     const accepted = outcomes.filter((o) => o.status === "fulfilled");
     const rejected = outcomes.filter((o): o is PromiseRejectedResult => o.status === "rejected");
     expect(accepted).toHaveLength(1);
@@ -109,18 +121,18 @@ describe("channels on a real 3-homeserver cluster", () => {
     // Everyone applies the winner; the loser processes it from its kept base state and retries on epoch 2.
     await applyAcceptedCommit(group, winnerId, winner);
     const retry = await makeCommit(memberOf(group, loserId).state);
-    const retried = await submit(channelId, 2n, retry);
+    const retried = await submit(channelId, 2n, retry, loserId);
     expect(retried.epoch).toBe(3n);
     await applyAcceptedCommit(group, loserId, retry);
 
     const authenticators = new Set([...group.members.values()].map((m) => hex(epochAuthenticator(m.state))));
     expect(authenticators.size).toBe(1);
-    const state = await leaderClient.getChannel({ channelId });
+    const state = await leaderClient.getChannel({ channelId }, await as("alice@hs1"));
     expect(state.channel?.epoch).toBe(3n);
     expect(state.channel?.homeservers).toEqual(["hs1", "hs2", "hs3"]);
 
     // The event log holds exactly one commit per epoch, each with a certificate.
-    const events = await leaderClient.listEvents({ channelId, afterSequence: 0n });
+    const events = await leaderClient.listEvents({ channelId, afterSequence: 0n }, await as("alice@hs1"));
     const commits = events.events.filter((e) => e.kind === EventKind.COMMIT);
     expect(commits.map((e) => e.epoch)).toEqual([0n, 1n, 2n]);
     for (const event of commits) expect(isCertified(event.certificate!)).toBe(true);
@@ -129,11 +141,12 @@ describe("channels on a real 3-homeserver cluster", () => {
   it("enforces roles: a plain member cannot add or remove others; a removed member cannot commit; an outsider's commit is refused", async () => {
     const solo = await buildGroup(["olga@hs1"]);
     const soloId = "room-roles-2";
-    await leaderClient.createChannel({ channelId: soloId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" });
     const mia = await makeDevice("mia@hs2");
     const nils = await makeDevice("nils@hs3");
+    await publish(memberOf(solo, "olga@hs1").device, mia.device, nils.device);
+    await leaderClient.createChannel({ channelId: soloId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" }, await as("olga@hs1"));
     const add = await makeCommit(memberOf(solo, "olga@hs1").state, { add: [mia.keyPackage.publicPackage, nils.keyPackage.publicPackage] });
-    await submit(soloId, 0n, add);
+    await submit(soloId, 0n, add, "olga@hs1");
     await applyAcceptedCommit(solo, "olga@hs1", add);
     solo.members.set("mia@hs2", { device: mia.device, state: await joinFromWelcome(mia.keyPackage, add.welcome!) });
     solo.members.set("nils@hs3", { device: nils.device, state: await joinFromWelcome(nils.keyPackage, add.welcome!) });
@@ -141,54 +154,104 @@ describe("channels on a real 3-homeserver cluster", () => {
     // Mia (a plain member) may not add anyone, nor remove Nils.
     const stranger = await makeDevice("zed@hs2");
     const miaAdds = await makeCommit(memberOf(solo, "mia@hs2").state, { add: [stranger.keyPackage.publicPackage] });
-    await expect(submit(soloId, 1n, miaAdds)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    await expect(submit(soloId, 1n, miaAdds, "mia@hs2")).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
     const nilsLeaf = memberOf(solo, "nils@hs3").state.privatePath.leafIndex;
     const miaRemoves = await makeCommit(memberOf(solo, "mia@hs2").state, { remove: [nilsLeaf] });
-    await expect(submit(soloId, 1n, miaRemoves)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    await expect(submit(soloId, 1n, miaRemoves, "mia@hs2")).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
 
-    // Olga (the owner) removes Nils; Nils's later commit is refused.
+    // Olga (the owner) removes Nils; Nils may no longer submit, and his commit relayed by a member is refused at apply.
     const nilsStateBefore = memberOf(solo, "nils@hs3").state;
     const remove = await makeCommit(memberOf(solo, "olga@hs1").state, { remove: [nilsLeaf] });
-    await submit(soloId, 1n, remove);
+    await submit(soloId, 1n, remove, "olga@hs1");
     await applyAcceptedCommit(solo, "olga@hs1", remove);
     const nilsCommit = await makeCommit(nilsStateBefore);
-    await expect(submit(soloId, 2n, nilsCommit)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    await expect(submit(soloId, 2n, nilsCommit, "nils@hs3")).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(submit(soloId, 2n, nilsCommit, "mia@hs2")).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
 
-    // A device of another group with the same group id: its commit is signed by a key not in this tree.
+    // A device of another group with the same group id: not a member; its commit (relayed) is signed by a key not in this tree.
     const outsider = await buildGroup(["eve@hs1"], solo.groupId);
+    await publish(memberOf(outsider, "eve@hs1").device);
     const forged = await makeCommit(memberOf(outsider, "eve@hs1").state);
-    await expect(submit(soloId, 2n, forged)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    await expect(submit(soloId, 2n, forged, "eve@hs1")).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(submit(soloId, 2n, forged, "mia@hs2")).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
 
     // The channel is unharmed: Mia can still update her own keys.
     const miaUpdate = await makeCommit(memberOf(solo, "mia@hs2").state);
-    expect((await submit(soloId, 2n, miaUpdate)).epoch).toBe(3n);
+    expect((await submit(soloId, 2n, miaUpdate, "mia@hs2")).epoch).toBe(3n);
+  });
+
+  it("an unauthenticated caller gets UNAUTHENTICATED and a non-member PERMISSION_DENIED, and neither changes the channel", async () => {
+    const group = await buildGroup(["ursula@hs1"]);
+    const channelId = "room-auth";
+    const victor = await makeDevice("victor@hs2");
+    const walt = await makeDevice("walt@hs3");
+    await publish(memberOf(group, "ursula@hs1").device, victor.device, walt.device);
+    // CreateChannel: only the GroupInfo's sole member may create it; a refused creation creates nothing.
+    const request = { channelId, groupInfo: group.initialGroupInfo, contentType: "text/plain" };
+    await expect(leaderClient.createChannel(request, await as("walt@hs3"))).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(leaderClient.createChannel(request)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    await leaderClient.createChannel(request, await as("ursula@hs1"));
+    const add = await makeCommit(memberOf(group, "ursula@hs1").state, { add: [victor.keyPackage.publicPackage] });
+    await submit(channelId, 0n, add, "ursula@hs1");
+    await applyAcceptedCommit(group, "ursula@hs1", add);
+    const before = await leaderClient.listEvents({ channelId, afterSequence: 0n }, await as("ursula@hs1"));
+
+    // A genuine commit of a member, submitted without a token, with a forged one, and by a non-member.
+    const update = await makeCommit(memberOf(group, "ursula@hs1").state);
+    const commit = { channelId, epoch: 1n, commit: update.commit, nextGroupInfo: update.nextGroupInfo };
+    const forgedToken = new grpc.Metadata();
+    forgedToken.set("authorization", "Bearer not-a-token");
+    await expect(leaderClient.submitCommit(commit)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    await expect(leaderClient.submitCommit(commit, { metadata: forgedToken })).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    await expect(leaderClient.submitCommit(commit, await as("walt@hs3"))).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    // A token is valid only at the homeserver that issued it.
+    const elsewhere = ["hs1", "hs2", "hs3"].find((id) => id !== leader)!;
+    await expect(leaderClient.submitCommit(commit, { metadata: await logins.metadata("ursula@hs1", elsewhere) })).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    // Reads and the other writes: the same.
+    const asWalt = await as("walt@hs3");
+    await expect(leaderClient.listEvents({ channelId, afterSequence: 0n }, asWalt)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(leaderClient.getChannel({ channelId }, asWalt)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(leaderClient.getChannel({ channelId: "no-such-channel" }, asWalt)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(leaderClient.getCommit({ channelId, epoch: 0n })).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    await expect(leaderClient.sendMessage({ channelId, epoch: 1n, message: update.commit }, asWalt)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(leaderClient.submitProposal({ channelId, epoch: 1n, proposal: update.commit }, asWalt)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+
+    // Nothing changed: same epoch, same log; the member's very same commit is still the epoch's one.
+    const after = await leaderClient.listEvents({ channelId, afterSequence: 0n }, await as("ursula@hs1"));
+    expect(after.lastSequence).toBe(before.lastSequence);
+    expect((await leaderClient.getChannel({ channelId }, await as("victor@hs2"))).channel?.epoch).toBe(1n);
+    expect((await leaderClient.submitCommit(commit, await as("ursula@hs1"))).epoch).toBe(2n);
   });
 
   it("one member flooding proposals is throttled with a retry delay while another's commit is accepted", async () => {
     const solo = await buildGroup(["pia@hs1"]);
     const channelId = "room-flood";
-    await leaderClient.createChannel({ channelId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" });
     const quinn = await makeDevice("quinn@hs2");
+    await publish(memberOf(solo, "pia@hs1").device, quinn.device);
+    await leaderClient.createChannel({ channelId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" }, await as("pia@hs1"));
     const add = await makeCommit(memberOf(solo, "pia@hs1").state, { add: [quinn.keyPackage.publicPackage] });
-    await submit(channelId, 0n, add);
+    await submit(channelId, 0n, add, "pia@hs1");
     await applyAcceptedCommit(solo, "pia@hs1", add);
     solo.members.set("quinn@hs2", { device: quinn.device, state: await joinFromWelcome(quinn.keyPackage, add.welcome!) });
 
     const stranger = await makeDevice("spam@hs2");
     const { bytes: proposal } = await makeProposal(memberOf(solo, "quinn@hs2").state, { proposalType: "add", add: { keyPackage: stranger.keyPackage.publicPackage } });
-    const flood = await Promise.allSettled(Array.from({ length: 60 }, () => leaderClient.submitProposal({ channelId, epoch: 1n, proposal })));
+    const asQuinn = await as("quinn@hs2");
+    const flood = await Promise.allSettled(Array.from({ length: 60 }, () => leaderClient.submitProposal({ channelId, epoch: 1n, proposal }, asQuinn)));
     const throttled = flood.filter((o): o is PromiseRejectedResult => o.status === "rejected" && (o.reason as grpc.ServiceError).code === grpc.status.RESOURCE_EXHAUSTED);
     expect(throttled.length).toBeGreaterThan(0);
     expect(Number((throttled[0]!.reason as grpc.ServiceError).metadata.get("retry-after-ms")[0])).toBeGreaterThan(0);
     // Pia's commit is not starved.
     const update = await makeCommit(memberOf(solo, "pia@hs1").state);
-    expect((await submit(channelId, 1n, update)).epoch).toBe(2n);
+    expect((await submit(channelId, 1n, update, "pia@hs1")).epoch).toBe(2n);
   });
 
   it("fuzzed MLSMessage bytes and malformed requests get INVALID_ARGUMENT and the homeserver keeps serving (property)", async () => {
     const solo = await buildGroup(["fuzz@hs1"]);
     const channelId = "room-fuzz";
-    await leaderClient.createChannel({ channelId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" });
+    await publish(memberOf(solo, "fuzz@hs1").device);
+    const asFuzz = await as("fuzz@hs1", 15_000);
+    await leaderClient.createChannel({ channelId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" }, asFuzz);
     const valid = await makeCommit(memberOf(solo, "fuzz@hs1").state);
     const seed = Number(process.env["FC_SEED"] ?? Date.now() % 2 ** 31);
     console.log(`fuzz property seed ${seed} (FC_SEED=${seed} reproduces)`);
@@ -197,10 +260,10 @@ describe("channels on a real 3-homeserver cluster", () => {
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ maxLength: 600 }), fc.constantFrom("commit", "proposal", "message", "groupInfo", "raw"), async (bytes, field) => {
         const call =
-          field === "commit" ? leaderClient.submitCommit({ channelId, epoch: 0n, commit: bytes, nextGroupInfo: valid.nextGroupInfo })
-          : field === "proposal" ? leaderClient.submitProposal({ channelId, epoch: 0n, proposal: bytes })
-          : field === "message" ? leaderClient.sendMessage({ channelId, epoch: 0n, message: bytes })
-          : field === "groupInfo" ? leaderClient.createChannel({ channelId: `fuzz-${bytes.byteLength}`, groupInfo: bytes, contentType: "text/plain" })
+          field === "commit" ? leaderClient.submitCommit({ channelId, epoch: 0n, commit: bytes, nextGroupInfo: valid.nextGroupInfo }, asFuzz)
+          : field === "proposal" ? leaderClient.submitProposal({ channelId, epoch: 0n, proposal: bytes }, asFuzz)
+          : field === "message" ? leaderClient.sendMessage({ channelId, epoch: 0n, message: bytes }, asFuzz)
+          : field === "groupInfo" ? leaderClient.createChannel({ channelId: `fuzz-${bytes.byteLength}`, groupInfo: bytes, contentType: "text/plain" }, asFuzz)
           : rawUnary(leaderClient.channel, methodPath(ChannelService.method.submitCommit), Buffer.concat([Buffer.from([0x1a, 0xff, 0xff, 0xff, 0x7f]), Buffer.from(bytes)]));
         expect(await codeOf(call), field).toBe(grpc.status.INVALID_ARGUMENT);
       }),
@@ -216,7 +279,7 @@ describe("channels on a real 3-homeserver cluster", () => {
         // A real client waits out RESOURCE_EXHAUSTED (this sender's rate limit) and retries.
         let code = grpc.status.RESOURCE_EXHAUSTED;
         for (let attempt = 0; attempt < 20 && code === grpc.status.RESOURCE_EXHAUSTED; attempt++) {
-          const error = await leaderClient.submitCommit({ channelId, epoch, commit: bytes, nextGroupInfo: valid.nextGroupInfo }, { deadlineMs: 15_000 }).then(
+          const error = await leaderClient.submitCommit({ channelId, epoch, commit: bytes, nextGroupInfo: valid.nextGroupInfo }, asFuzz).then(
             () => undefined,
             (e: grpc.ServiceError) => e,
           );
@@ -230,7 +293,7 @@ describe("channels on a real 3-homeserver cluster", () => {
       { seed, numRuns: 30 },
     );
     // Still serving.
-    expect((await leaderClient.getChannel({ channelId })).channel?.epoch).toBe(epoch);
+    expect((await leaderClient.getChannel({ channelId }, asFuzz)).channel?.epoch).toBe(epoch);
   });
 });
 

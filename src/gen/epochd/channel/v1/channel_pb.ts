@@ -976,14 +976,20 @@ export const EventKindSchema: GenEnum<EventKind> = /*@__PURE__*/
   enumDesc(file_epochd_channel_v1_channel, 2);
 
 /**
- * ChannelService is the client API for channels.
+ * ChannelService is the client API for channels. Every call but
+ * ListHomeservers is made by an authenticated device (metadata
+ * "authorization: Bearer <token>" from epochd.auth.v1.AuthService Login at
+ * this same homeserver), else UNAUTHENTICATED; and only by a member of the
+ * channel's current epoch, else PERMISSION_DENIED (also when the channel does
+ * not exist). CreateChannel only by the device that is the initial GroupInfo's
+ * sole member. Refused calls change nothing.
  *
  * @generated from service epochd.channel.v1.ChannelService
  */
 export const ChannelService: GenService<{
   /**
    * ListHomeservers returns the cluster's homeservers and their signing keys,
-   * which clients need to verify certificates.
+   * which clients need to verify certificates. It needs no authentication.
    *
    * @generated from rpc epochd.channel.v1.ChannelService.ListHomeservers
    */
