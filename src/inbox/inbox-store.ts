@@ -4,6 +4,14 @@
  * queue order is the log order and a crash recovers exactly); acks delete
  * entries through a local write. In memory: per device the sequence numbers,
  * counts and open gaps, rebuilt from RocksDB at load.
+ *
+ * A device that is online reads what was just appended and acks it soon
+ * after. So that this costs no RocksDB iterator per new entry and per ack
+ * (with a hundred members per message, those iterators and ack writes queue in
+ * front of the apply batches), each device keeps the stored bytes of its
+ * newest unacked entries in memory (bounded): reads and acks that fall inside
+ * that tail use it; others scan RocksDB. Acks that arrive together are written
+ * in one batch.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { EntryKind, GapReason, InboxEntrySchema, type InboxEntry } from "../gen/epochd/inbox/v1/inbox_pb.ts";
@@ -62,8 +70,38 @@ interface DeviceQueue {
   readonly openGaps: Map<string, bigint>;
   /** Called whenever `durable` or `acked` moves. */
   readonly waiters: Set<() => void>;
-  /** Serializes acks of this device. */
-  ackChain: Promise<unknown>;
+  /**
+   * The stored bytes of the newest entries, in sequence order, contiguous, all above `acked`
+   * (possibly not yet durable). Bounded by tailEntriesMax and tailBytesMax; the oldest go first.
+   */
+  readonly tail: TailEntry[];
+  tailBytes: number;
+}
+
+interface TailEntry {
+  readonly sequence: bigint;
+  readonly value: Uint8Array;
+  /** The channel of a gap marker (for the open-gap bookkeeping of acks). */
+  readonly gapChannelId: string | undefined;
+}
+
+/** Newest entries per device kept in memory for reads and acks (see the module comment). */
+export const tailEntriesMax = 256;
+export const tailBytesMax = 128 * 1024;
+
+/** What an ack deletes, planned before the batch is written. */
+interface AckPlan {
+  readonly through: bigint;
+  readonly writes: KvWrite[];
+  readonly count: number;
+  readonly bytes: number;
+  /** Channels whose open gap marker the ack deletes. */
+  readonly closedGaps: string[];
+}
+
+interface PendingAck {
+  through: bigint;
+  readonly waiters: Array<{ resolve: (position: InboxPosition) => void; reject: (error: unknown) => void }>;
 }
 
 /** The inbox queues of the devices one homeserver sponsors. */
@@ -71,6 +109,11 @@ export class InboxStore {
   private readonly devices = new Map<string, DeviceQueue>();
   /** Devices appended to since the last {@link markDurable}. */
   private readonly pending = new Set<string>();
+  /** Acks waiting for the next batch, by device (the highest sequence asked). */
+  private readonly pendingAcks = new Map<string, PendingAck>();
+  /** The ack batches, one after another. */
+  private ackFlushes: Promise<void> = Promise.resolve();
+  private ackFlushScheduled = false;
 
   constructor(
     private readonly storage: InboxStorage,
@@ -107,7 +150,7 @@ export class InboxStore {
   private queue(deviceId: string): DeviceQueue {
     let queue = this.devices.get(deviceId);
     if (queue === undefined) {
-      queue = { acked: 0n, durable: 0n, last: 0n, entries: 0, bytes: 0, openGaps: new Map(), waiters: new Set(), ackChain: Promise.resolve() };
+      queue = { acked: 0n, durable: 0n, last: 0n, entries: 0, bytes: 0, openGaps: new Map(), waiters: new Set(), tail: [], tailBytes: 0 };
       this.devices.set(deviceId, queue);
     }
     return queue;
@@ -150,6 +193,7 @@ export class InboxStore {
     const sequence = queue.last + 1n;
     const value = this.encode(sequence, init);
     writes.push({ key: inboxEntryKey(deviceId, sequence), value });
+    this.remember(queue, { sequence, value, gapChannelId: init.kind === EntryKind.GAP ? (init.channelId ?? "") : undefined });
     queue.last = sequence;
     queue.entries++;
     queue.bytes += value.byteLength;
@@ -158,6 +202,22 @@ export class InboxStore {
     else if (channelId !== "") queue.openGaps.delete(channelId);
     this.pending.add(deviceId);
     return sequence;
+  }
+
+  /** Adds an entry to the device's in-memory tail, dropping the oldest beyond the bounds. */
+  private remember(queue: DeviceQueue, entry: TailEntry): void {
+    queue.tail.push(entry);
+    queue.tailBytes += entry.value.byteLength;
+    while (queue.tail.length > tailEntriesMax || queue.tailBytes > tailBytesMax) {
+      queue.tailBytes -= queue.tail.shift()!.value.byteLength;
+    }
+  }
+
+  /** The tail entries from `from` (inclusive) on, when the tail holds `from`; undefined when it does not. */
+  private tailFrom(queue: DeviceQueue, from: bigint): TailEntry[] | undefined {
+    const first = queue.tail[0];
+    if (first === undefined || from < first.sequence) return undefined;
+    return queue.tail.slice(Number(from - first.sequence));
   }
 
   /** Writes local inbox keys outside an apply batch (gap markers after a snapshot). */
@@ -201,7 +261,12 @@ export class InboxStore {
     assert(limit > 0, "read limit must be positive");
     const queue = this.devices.get(deviceId);
     if (queue === undefined || after >= queue.durable) return [];
-    const from = inboxEntryKey(deviceId, (after > queue.acked ? after : queue.acked) + 1n);
+    const start = (after > queue.acked ? after : queue.acked) + 1n;
+    const cached = this.tailFrom(queue, start);
+    if (cached !== undefined) {
+      return cached.filter((e) => e.sequence <= queue.durable).slice(0, limit).map((e) => fromBinary(InboxEntrySchema, e.value));
+    }
+    const from = inboxEntryKey(deviceId, start);
     const entries: InboxEntry[] = [];
     for await (const [, value] of this.storage.scan(inboxEntryPrefix(deviceId), limit, from)) {
       const entry = fromBinary(InboxEntrySchema, value);
@@ -214,40 +279,91 @@ export class InboxStore {
   /**
    * Acknowledges `deviceId`'s entries up to `through` and deletes them from
    * RocksDB. Throws RangeError for a sequence never delivered (beyond the
-   * durable end); acking again what is acked already changes nothing.
+   * durable end); acking again what is acked already changes nothing. Acks of
+   * all devices that arrive in one turn are written in one batch.
    */
   ack(deviceId: string, through: bigint): Promise<InboxPosition> {
     const queue = this.queue(deviceId);
     if (through > queue.durable) return Promise.reject(new RangeError(`sequence ${through} is beyond the inbox's last sequence ${queue.durable}`));
-    const run = queue.ackChain.then(() => this.deleteThrough(deviceId, queue, through));
-    queue.ackChain = run.catch(() => undefined);
-    return run;
+    if (through <= queue.acked && !this.pendingAcks.has(deviceId)) return Promise.resolve(this.position(deviceId));
+    return new Promise((resolve, reject) => {
+      const pending = this.pendingAcks.get(deviceId) ?? { through: 0n, waiters: [] };
+      if (through > pending.through) pending.through = through;
+      pending.waiters.push({ resolve, reject });
+      this.pendingAcks.set(deviceId, pending);
+      this.scheduleAckFlush();
+    });
   }
 
-  private async deleteThrough(deviceId: string, queue: DeviceQueue, through: bigint): Promise<InboxPosition> {
-    if (through <= queue.acked) return this.position(deviceId);
+  private scheduleAckFlush(): void {
+    if (this.ackFlushScheduled) return;
+    this.ackFlushScheduled = true;
+    this.ackFlushes = this.ackFlushes
+      .then(() => new Promise<void>((resolve) => setImmediate(resolve)))
+      .then(() => {
+        this.ackFlushScheduled = false;
+        return this.flushAcks();
+      });
+  }
+
+  /** Writes every pending ack in one batch, then updates the counters and answers the callers. Never rejects. */
+  private async flushAcks(): Promise<void> {
+    const batch = [...this.pendingAcks];
+    this.pendingAcks.clear();
+    const plans = new Map<string, AckPlan>();
+    try {
+      for (const [deviceId, pending] of batch) {
+        const queue = this.queue(deviceId);
+        if (pending.through > queue.acked) plans.set(deviceId, await this.planAck(deviceId, queue, pending.through));
+      }
+      const writes = [...plans.values()].flatMap((plan) => plan.writes);
+      if (writes.length > 0) await this.storage.write(writes);
+    } catch (error) {
+      for (const [, pending] of batch) for (const waiter of pending.waiters) waiter.reject(error);
+      return;
+    }
+    for (const [deviceId, plan] of plans) this.applyAck(this.queue(deviceId), plan);
+    for (const [deviceId, pending] of batch) for (const waiter of pending.waiters) waiter.resolve(this.position(deviceId));
+  }
+
+  /** The deletes of an ack through `through`: from the in-memory tail when it holds them all, else from a scan. */
+  private async planAck(deviceId: string, queue: DeviceQueue, through: bigint): Promise<AckPlan> {
     const writes: KvWrite[] = [];
     let bytes = 0;
     let count = 0;
-    const gone: string[] = [];
-    const prefix = inboxEntryPrefix(deviceId);
-    for await (const [key, value] of this.storage.scan(prefix, Number(through - queue.acked), inboxEntryKey(deviceId, queue.acked + 1n))) {
-      const parsed = parseInboxKey(key);
-      if (parsed?.sequence === undefined || parsed.sequence > through) break;
+    const closedGaps: string[] = [];
+    const take = (key: Uint8Array, sequence: bigint, valueBytes: number, gapChannelId: string | undefined) => {
       writes.push({ key, delete: true });
-      bytes += value.byteLength;
+      bytes += valueBytes;
       count++;
-      const entry = fromBinary(InboxEntrySchema, value);
-      if (entry.kind === EntryKind.GAP && queue.openGaps.get(entry.channelId) === entry.sequence) gone.push(entry.channelId);
+      if (gapChannelId !== undefined && queue.openGaps.get(gapChannelId) === sequence) closedGaps.push(gapChannelId);
+    };
+    const cached = this.tailFrom(queue, queue.acked + 1n);
+    if (cached !== undefined && cached.length > 0 && cached[cached.length - 1]!.sequence >= through) {
+      for (const entry of cached) {
+        if (entry.sequence > through) break;
+        take(inboxEntryKey(deviceId, entry.sequence), entry.sequence, entry.value.byteLength, entry.gapChannelId);
+      }
+    } else {
+      for await (const [key, value] of this.storage.scan(inboxEntryPrefix(deviceId), Number(through - queue.acked), inboxEntryKey(deviceId, queue.acked + 1n))) {
+        const parsed = parseInboxKey(key);
+        if (parsed?.sequence === undefined || parsed.sequence > through) break;
+        const entry = fromBinary(InboxEntrySchema, value);
+        take(key, parsed.sequence, value.byteLength, entry.kind === EntryKind.GAP ? entry.channelId : undefined);
+      }
     }
     writes.push({ key: inboxAckedKey(deviceId), value: encodeSequence(through) });
-    await this.storage.write(writes);
-    queue.acked = through;
-    queue.entries -= count;
-    queue.bytes -= bytes;
-    for (const channelId of gone) queue.openGaps.delete(channelId);
+    return { through, writes, count, bytes, closedGaps };
+  }
+
+  /** Moves a device's counters past an ack whose deletes are written. */
+  private applyAck(queue: DeviceQueue, plan: AckPlan): void {
+    queue.acked = plan.through;
+    queue.entries -= plan.count;
+    queue.bytes -= plan.bytes;
+    for (const channelId of plan.closedGaps) queue.openGaps.delete(channelId);
+    while (queue.tail.length > 0 && queue.tail[0]!.sequence <= plan.through) queue.tailBytes -= queue.tail.shift()!.value.byteLength;
     for (const wake of queue.waiters) wake();
-    return this.position(deviceId);
   }
 
   /** Calls `wake` whenever `deviceId`'s inbox gets new durable entries or an ack; returns the unsubscribe. */
