@@ -99,8 +99,6 @@ export async function run(args: string[]): Promise<void> {
           receipts.set(entry.messageId, count);
           if (count === membersTotal) completedAtMs.set(entry.messageId, nowMs());
         },
-        ackEveryEntries: 64,
-        ackIntervalMs: 250,
       });
       inbox.start();
       inboxes.push(inbox);

@@ -41,11 +41,19 @@ export interface IdentityContext {
 
 /** How often a follower looks whether the records it forwarded were applied. */
 const appliedPollMs = 20;
+/**
+ * How often a follower forwards the proposal again while its records have not appeared: a forwarded
+ * proposal is fire-and-forget (lost when the leader changes or the peer stream is not up yet, e.g.
+ * just after the cluster started), and waiting out the caller's whole deadline for it helped nobody.
+ * A duplicate is harmless: apply refuses the second copy (not a higher sequence) and the first counts.
+ */
+const reforwardEveryMs = 1_000;
 
 /**
  * Proposes the sponsored records. The leader learns the apply result; a follower (the device must publish
  * at its own homeserver, which may not lead) forwards the proposal and watches its own index until the
- * very records appear there, or a different newer record of one of them (lost to a concurrent update).
+ * very records appear there, or a different newer record of one of them (lost to a concurrent update),
+ * forwarding the proposal again every reforwardEveryMs.
  */
 async function proposeAndWait(context: IdentityContext, data: Uint8Array, records: readonly DeviceIdentityRecord[], waitMs: number): Promise<void> {
   const { driver, groupId } = context;
@@ -59,7 +67,12 @@ async function proposeAndWait(context: IdentityContext, data: Uint8Array, record
   const index = context.machine.identity.index;
   const wanted = records.map((r) => ({ body: Buffer.from(r.body), deviceId: checkRecordDeviceId(r) }));
   const until = Date.now() + waitMs;
+  let forwardedAtMs = Date.now();
   while (Date.now() < until) {
+    if (Date.now() - forwardedAtMs >= reforwardEveryMs) {
+      forwardedAtMs = Date.now();
+      driver.proposeAnywhere(groupId, data);
+    }
     const stored = wanted.map((w) => index.record(w.deviceId)?.record.body);
     if (stored.every((body, i) => body !== undefined && wanted[i]!.body.equals(body))) return;
     if (stored.some((body, i) => body !== undefined && !wanted[i]!.body.equals(body) && isNewer(index.record(wanted[i]!.deviceId)!.body.sequence, wanted[i]!.body))) {

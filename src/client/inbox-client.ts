@@ -8,9 +8,10 @@
  * Acks also open the server's flow-control window (entries delivered and not
  * acked): once it is full the server sends nothing more until an ack arrives.
  * So an ack must never be lost for good: acks are sent when half the window
- * is handled, and a timer retries every `ackIntervalMs` while anything handled
- * is not acked (an ack sent to a homeserver that just died fails, and no new
- * batch would come to trigger another).
+ * is handled, and a timer acks every `ackIntervalMs` while anything handled is
+ * not acked (which also retries an ack sent to a homeserver that just died: no
+ * new batch would come to trigger another). A device receiving a trickle thus
+ * acks at most once per interval, not once per entry.
  */
 import { randomBytes } from "node:crypto";
 import { fromBinary } from "@bufbuild/protobuf";
@@ -30,8 +31,8 @@ export interface InboxClientOptions {
   /** Resume after this sequence (the last one the app persisted as handled); default 0. */
   readonly afterSequence?: bigint;
   /**
-   * Ack after this many handled entries (at most half the window), or after
-   * ackIntervalMs, whichever first; a failed ack is retried every ackIntervalMs.
+   * Ack once this many entries are handled and not acked (at most half the
+   * window), and otherwise every ackIntervalMs (default 1000) while any are.
    */
   readonly ackEveryEntries?: number;
   readonly ackIntervalMs?: number;
@@ -44,7 +45,7 @@ export interface InboxClientOptions {
 }
 
 /** Default of {@link InboxClientOptions.ackIntervalMs}. */
-const defaultAckIntervalMs = 200;
+const defaultAckIntervalMs = 1000;
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const subscribePath = `/${InboxService.typeName}/${InboxService.method.subscribe.name}`;
 const identity = (bytes: Buffer): Buffer => bytes;
@@ -57,7 +58,6 @@ export class InboxClient {
   private running = false;
   private loop: Promise<void> | undefined;
   private stream: grpc.ClientReadableStream<Buffer> | undefined;
-  private lastAckAtMs = Date.now();
   private acking: Promise<void> = Promise.resolve();
   private ackTimer: NodeJS.Timeout | undefined;
   /** What the client had to do: reconnects, duplicates dropped, entries handed to the app. */
@@ -160,9 +160,7 @@ export class InboxClient {
       }
       this.handledSequence = entry.sequence;
     }
-    if (this.handledSequence - this.ackedSequence >= this.ackEvery() || Date.now() - this.lastAckAtMs >= (this.options.ackIntervalMs ?? defaultAckIntervalMs)) {
-      void this.ackNow().catch(() => undefined);
-    }
+    if (this.handledSequence - this.ackedSequence >= this.ackEvery()) void this.ackNow().catch(() => undefined);
   }
 
   /** Handled entries that trigger an ack: the option, but at most half the window so the window never fills. */
@@ -185,7 +183,6 @@ export class InboxClient {
     this.acking = this.acking.catch(() => undefined).then(async () => {
       const through = this.handledSequence;
       if (through <= this.ackedSequence) return;
-      this.lastAckAtMs = Date.now();
       await this.options.session.call((metadata) => callUnary(this.options.session.channel, InboxService.method.ack, { throughSequence: through }, metadata, this.options.session.callDeadlineMs));
       if (through > this.ackedSequence) this.ackedSequence = through;
       this.stats.acks++;
