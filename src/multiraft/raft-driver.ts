@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import { RawNode, type RaftConfig, type RaftEvent, type RaftStatus } from "../raft/raw-node.ts";
-import type { ConfChange, Entry, GroupId, HardState, LogIndex, Message, NodeId, Ready, Term, Transport } from "../raft/types.ts";
+import { mayLeaveBeforePersist, type ConfChange, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
 import { planLeaderTransfers } from "./leader-balancer.ts";
@@ -413,7 +413,12 @@ export class RaftDriver {
     // 1. Persist entries, hard states and snapshots of every group in one synced batch. A Ready whose
     //    only change is the commit index is skipped: the commit index may be persisted lazily (a
     //    restarted node learns it again), and skipping saves a RocksDB write per round on the leader.
+    //    A leader's Appends and heartbeats leave first, so followers write in parallel with it.
     const toPersist = batch.filter(({ group, ready }) => !onlyCommitChanged(ready, group.store.log.getHardState()));
+    const early: Message[] = [];
+    const late: Message[] = [];
+    for (const { ready } of batch) for (const m of ready.messages) (toPersist.length > 0 && !mayLeaveBeforePersist(m) ? late : early).push(m);
+    if (early.length > 0) this.options.transport.send(early);
     if (toPersist.length > 0) await this.options.engine.persistReadies(toPersist.map(({ group, ready }) => ({ group: group.store, ready })));
     for (const { group, ready } of batch) {
       if (ready.snapshot !== null) {
@@ -424,9 +429,7 @@ export class RaftDriver {
       }
     }
     // 2. Only now may messages that depend on that state leave.
-    const messages: Message[] = [];
-    for (const { ready } of batch) for (const m of ready.messages) messages.push(m);
-    if (messages.length > 0) this.options.transport.send(messages);
+    if (late.length > 0) this.options.transport.send(late);
     // 3. Apply committed entries; state changes and applied indexes in one batch.
     const applies = [];
     const outcomes = [];

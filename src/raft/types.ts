@@ -139,10 +139,14 @@ export interface ReadState {
  * 1. Persist `snapshot` (if any), then append `entries` (dropping any stored
  *    entries from the first new index on) and save `hardState` (if any), in one
  *    write that is synced when `mustSync` is true.
- * 2. Only then send `messages`. Persistence contract: a vote response, an
- *    append response or a leader's own appended entries may be acted on by
- *    other nodes, so they must never leave before the state they depend on is
- *    durable. A crash after step 1 and before step 2 is always safe.
+ * 2. Only then send `messages`. Persistence contract: a vote or an append
+ *    response may be acted on by other nodes as durable, so it must never leave
+ *    before the state it answers for is. A leader's Appends and heartbeats
+ *    ({@link mayLeaveBeforePersist}) may leave before the write, in parallel
+ *    with it (Raft thesis 10.2.1): the commit index they carry was decided
+ *    before this Ready was taken, i.e. over writes already durable, because
+ *    the next Ready is only taken after `advance()`. A crash after step 1 and
+ *    before step 2 is always safe.
  * 3. Apply `committedEntries` to the state machine, in order. They are durable
  *    on a quorum, and never uncommitted.
  * 4. Call `advance()` on the node. Conf changes among `committedEntries` take
@@ -216,6 +220,11 @@ export const emptyConfState: ConfState = { voters: [], votersOutgoing: [], learn
 const emptyBytes = new Uint8Array(0);
 
 /** Builds a message with every unset field at its zero value. */
+/** Messages a Ready's handler may send before its write is durable: a leader's Appends and heartbeats. */
+export function mayLeaveBeforePersist(message: Message): boolean {
+  return message.type === MessageType.Append || message.type === MessageType.Heartbeat;
+}
+
 export function message(fields: Pick<Message, "type" | "groupId" | "from" | "to" | "term"> & Partial<Message>): Message {
   return {
     logTerm: 0,

@@ -8,7 +8,7 @@
  * batch, as a single-threaded node loop would.
  */
 import { RawNode, type RaftConfig, type RaftEvent } from "../raft/raw-node.ts";
-import { Role, type ConfState, type Entry, type LogIndex, type Message, type NodeId, type Ready, type Term } from "../raft/types.ts";
+import { mayLeaveBeforePersist, Role, type ConfState, type Entry, type LogIndex, type Message, type NodeId, type Ready, type Term } from "../raft/types.ts";
 import type { ClusterView, InvariantSet, LogView } from "./invariants.ts";
 import type { AppliedState, SimDisk } from "./sim-disk.ts";
 import { applyEntry, decodeAppliedState, encodeAppliedState } from "./state-machine.ts";
@@ -158,11 +158,16 @@ export class SimNode {
     else this.drain();
   }
 
-  /** Hands an input to the node loop (queued while busy or paused; ticks are lost while paused). */
+  /**
+   * Hands an input to the node loop: queued while paused (ticks are lost
+   * then); stepped at once otherwise, also while a write is in flight, as the
+   * runtime steps its cores while it awaits a Ready's write (only the next
+   * Ready waits for that write to finish).
+   */
   input(item: NodeInput): void {
     if (this.raw === null) return;
     if (this.paused && item.kind === "tick") return;
-    if (this.busy || this.paused) {
+    if (this.paused) {
       if (this.inbox.length < this.options.inboxMax) this.inbox.push(item);
       return;
     }
@@ -209,14 +214,19 @@ export class SimNode {
     for (let guard = 0; guard < 100; guard++) {
       const raw = this.raw;
       if (raw === null || this.busy || this.paused || !raw.hasReady()) return;
-      const ready = raw.ready();
-      if (ready.mustSync || ready.snapshot !== null) {
+      const taken = raw.ready();
+      if (taken.mustSync || taken.snapshot !== null) {
+        // A leader's Appends and heartbeats leave before its own write (as the runtime does); what
+        // answers for persisted state (votes, append acknowledgements) waits for the sync.
+        const early = taken.messages.filter(mayLeaveBeforePersist);
+        if (early.length > 0) this.host.send(this, early);
+        const ready: Ready = { ...taken, messages: taken.messages.filter((m) => !mayLeaveBeforePersist(m)) };
         this.busy = true;
         const incarnation = this.incarnation;
         this.host.schedule(this.host.nowMs + this.host.fsyncDelayMs(), () => this.syncDone(ready, incarnation));
         return;
       }
-      this.finishReady(raw, ready);
+      this.finishReady(raw, taken);
     }
   }
 
@@ -322,3 +332,4 @@ export class SimNode {
     this.host.coreEvent(this, event);
   }
 }
+
