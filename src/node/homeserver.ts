@@ -47,6 +47,7 @@ import { ClusterStateMachine } from "./cluster-state-machine.ts";
 import { raftTicks, type NodeConfig } from "./config.ts";
 import type { HomeserverRecord } from "./directory-command.ts";
 import { CertificateCollector } from "./certificate-collector.ts";
+import { hastenFirstElection } from "./first-election.ts";
 import { CertificateExchange, signatureBatchTopic } from "./certificate-exchange.ts";
 import { assertNotLeft, wireDirectory } from "./directory-wiring.ts";
 import { NodeMetrics } from "./metrics.ts";
@@ -218,6 +219,7 @@ export class Homeserver {
     metrics.watchTransport(transport);
     const metricsServer = config.metricsListen === "" ? undefined : await metrics.serve(config.metricsListen);
     driver.start();
+    const stopFirstElection = hastenFirstElection({ selfId: config.id, groupId: clusterGroupId, initialVoters, driver, peerStates: () => transport.peerStates() });
     exchange.start();
     exchange.resume(stateMachine.channels.gatheringCertificates());
     const registration = new SelfRegistration(
@@ -230,7 +232,7 @@ export class Homeserver {
     health.setStatus("", "SERVING");
     health.setStatus("epochd.kv.v1.KvService", "SERVING");
     logger.info({ id: config.id, peerListen: config.peerListen, clientListen: config.clientListen, metricsListen: config.metricsListen }, "homeserver started");
-    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer, [() => exchange.stop(), () => registration.stop(), () => directory.reconciler.stop()]);
+    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer, [() => exchange.stop(), () => registration.stop(), stopFirstElection, () => directory.reconciler.stop()]);
   }
 
   /** Stops serving and closes everything, in reverse order of starting. Idempotent. */
