@@ -21,6 +21,7 @@ import {
 import { ChannelCommandSchema, type ChannelRecord, type EpochRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { inspectMessage, maxGroupInfoBytes, maxMessageBytes, maxWelcomeBytes } from "../mls/index.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
+import type { CertificateLookup } from "../node/certificate-lookup.ts";
 import { encodeChannelCommand, type ClusterStateMachine } from "../node/cluster-state-machine.ts";
 import type { GroupId, LogIndex } from "../raft/types.ts";
 import { channelAccess } from "./channel-access.ts";
@@ -44,47 +45,6 @@ export const commitConflictMetadataKey = "epochd-commit-conflict-bin";
 export const eventsPageMax = 1000;
 
 type Command = NonNullable<MessageInitShape<typeof ChannelCommandSchema>["command"]>;
-
-/**
- * Resolves waiters when a commit's certificate completes: assembled in memory
- * from the signatures homeservers exchange (`certified`), or recorded in the
- * log (`onChannelResult`), whichever comes first.
- */
-export class CertificateWaiters {
-  private readonly waiters = new Map<string, Array<() => void>>();
-
-  /** Call with every applied channel result. */
-  onChannelResult(result: ChannelResult): void {
-    if (!result.ok || result.kind !== "signatures") return;
-    for (const { channelId, epoch } of result.certified) this.certified(channelId, epoch);
-  }
-
-  /** Wakes whoever waits for the certificate of (channelId, epoch). */
-  certified(channelId: string, epoch: bigint): void {
-    const key = `${channelId}/${epoch}`;
-    for (const wake of this.waiters.get(key) ?? []) wake();
-    this.waiters.delete(key);
-  }
-
-  /** Resolves when (channelId, epoch) is certified; `isDone` covers a certificate completed already. */
-  async wait(channelId: string, epoch: bigint, isDone: () => Promise<boolean>): Promise<void> {
-    const key = `${channelId}/${epoch}`;
-    const done = new Promise<void>((resolve) => {
-      const list = this.waiters.get(key) ?? [];
-      list.push(resolve);
-      this.waiters.set(key, list);
-    });
-    if (await isDone()) return;
-    await done;
-  }
-}
-
-/** Where complete certificates come from: the in-memory collector first, then the stored epoch record. */
-export interface CertificateSource {
-  readonly waiters: CertificateWaiters;
-  /** A complete certificate assembled in memory, if any (not yet, or no longer, in the log). */
-  collected(channelId: string, epoch: bigint): Certificate | undefined;
-}
 
 function checkSize(bytes: Uint8Array, max: number, field: string): void {
   if (bytes.byteLength > max) throw new ApiError(grpc.status.INVALID_ARGUMENT, `${field} is ${bytes.byteLength} bytes, at most ${max}`);
@@ -144,7 +104,7 @@ export function addChannelService(
   driver: RaftDriver,
   groupId: GroupId,
   machine: ClusterStateMachine,
-  certificates: CertificateSource,
+  certificates: CertificateLookup,
   authenticator: ClientAuthenticator,
 ): void {
   const channels = machine.channels;
@@ -168,14 +128,8 @@ export function addChannelService(
 
   /** Waits until the commit that ended `epoch` is certified; resolves with its complete certificate. */
   const certified = async (channelId: string, epoch: bigint, waitMs: number): Promise<Certificate | undefined> => {
-    const complete = async () => {
-      const collected = certificates.collected(channelId, epoch);
-      if (collected !== undefined || channels.isGathering(channelId, epoch)) return collected;
-      const stored = (await recordOf(channelId, epoch))?.certificate;
-      return stored !== undefined && isCertified(stored) ? stored : undefined;
-    };
-    await withDeadline(certificates.waiters.wait(channelId, epoch, async () => (await complete()) !== undefined), waitMs, "waiting for the channel's homeservers to co-sign the commit");
-    return complete();
+    await withDeadline(certificates.waitComplete(channelId, epoch), waitMs, "waiting for the channel's homeservers to co-sign the commit");
+    return certificates.complete(channelId, epoch);
   };
 
   /** Waits until the commit that ended `epoch` is certified, then returns its record. */

@@ -329,10 +329,16 @@ export class ChannelStateMachine {
     if (gathering !== undefined) {
       record.certificate = gathering;
     } else {
-      const complete = await get(certificateKey(channelId, epoch));
-      if (complete !== undefined) record.certificate = fromBinary(CertificateSchema, complete);
+      const complete = await this.recordedCertificate(get, channelId, epoch);
+      if (complete !== undefined) record.certificate = complete;
     }
     return record;
+  }
+
+  /** The complete certificate the log recorded for the commit that ended `epoch`, if it has one yet. */
+  async recordedCertificate(get: (key: Uint8Array) => Promise<Uint8Array | undefined>, channelId: string, epoch: bigint): Promise<Certificate | undefined> {
+    const bytes = await get(certificateKey(channelId, epoch));
+    return bytes === undefined ? undefined : fromBinary(CertificateSchema, bytes);
   }
 
   /** Up to `limit` events of a channel after `afterSequence`, commits with their certificates. */

@@ -5,6 +5,7 @@
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { DirectCommandSchema, type DirectCommand } from "../gen/epochd/inbox/v1/inbox_state_pb.ts";
+import { entryBody, entryPayload } from "../multiraft/entry-payload.ts";
 
 /** The op byte of a direct-message entry (after the version byte 1). */
 export const directInboxOp = 6;
@@ -14,19 +15,15 @@ export const directNonceBytes = 16;
 
 /** Encodes a direct message as a log entry payload. */
 export function encodeDirectCommand(command: Omit<DirectCommand, "$typeName" | "$unknown">): Uint8Array {
-  const body = toBinary(DirectCommandSchema, create(DirectCommandSchema, command));
-  const out = new Uint8Array(2 + body.byteLength);
-  out[0] = 1;
-  out[1] = directInboxOp;
-  out.set(body, 2);
-  return out;
+  return entryPayload(directInboxOp, toBinary(DirectCommandSchema, create(DirectCommandSchema, command)));
 }
 
 /** Decodes a direct-message entry payload; undefined if malformed. */
 export function decodeDirectCommand(data: Uint8Array): DirectCommand | undefined {
-  if (data.byteLength < 2 || data[0] !== 1 || data[1] !== directInboxOp) return undefined;
+  const body = entryBody(data, directInboxOp);
+  if (body === undefined) return undefined;
   try {
-    return fromBinary(DirectCommandSchema, data.subarray(2));
+    return fromBinary(DirectCommandSchema, body);
   } catch {
     return undefined;
   }

@@ -1,7 +1,7 @@
 /**
  * Turns stored inbox entries into deliverable ones: a commit leaves only with
- * its complete certificate (read from the channel's epoch record, so it is the
- * certificate as the "certified" notion of src/channel defines it), and
+ * its complete certificate (src/node/certificate-lookup.ts: assembled from the
+ * homeservers' signatures, or recorded in the log), and
  * delivery stops at a commit still waiting for signatures, so nothing after it
  * overtakes it.
  */
@@ -12,7 +12,7 @@ import type { InboxStore } from "./inbox-store.ts";
 
 /** Where delivery finds commit certificates. */
 export interface CertificateSource {
-  /** The stored certificate of the commit that ended `epoch` of `channelId`, complete or not. */
+  /** The complete certificate of the commit that ended `epoch` of `channelId`; undefined (or incomplete) while it gathers signatures. */
   certificate(channelId: string, epoch: bigint): Promise<Certificate | undefined>;
   /** Resolves once that certificate is complete. */
   waitCertified(channelId: string, epoch: bigint): Promise<void>;

@@ -1,4 +1,5 @@
 import { fromBinary } from "@bufbuild/protobuf";
+import { entryPayload } from "../multiraft/entry-payload.ts";
 import { ApplyBatch } from "../multiraft/apply-batch.ts";
 import { channelRecordPrefix } from "../channel/channel-keys.ts";
 import { ChannelStateMachine, type ChannelResult } from "../channel/channel-state-machine.ts";
@@ -52,11 +53,7 @@ function namespaceWriter(prefix: number, writes: KvWrite[]) {
 
 /** Encodes a channel command as a log entry payload. */
 export function encodeChannelCommand(commandBytes: Uint8Array): Uint8Array {
-  const out = new Uint8Array(2 + commandBytes.byteLength);
-  out[0] = 1;
-  out[1] = channelCommandOp;
-  out.set(commandBytes, 2);
-  return out;
+  return entryPayload(channelCommandOp, commandBytes);
 }
 
 /** Local reactions to applied entries: peer links, certificate signing, waiting clients. */

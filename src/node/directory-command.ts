@@ -5,6 +5,7 @@
  * The stored form of a record is the same encoding, with its status.
  */
 import { isValidHomeserverId } from "../transport/tls.ts";
+import { entryBody, entryPayload } from "../multiraft/entry-payload.ts";
 
 /**
  * A homeserver's membership standing in the directory: "active" until it
@@ -52,19 +53,15 @@ export function isValidHomeserverRecord(record: HomeserverRecord): boolean {
 /** The entry payload (and stored value) of `record`. */
 export function encodeSetHomeserver(record: HomeserverRecord): Uint8Array {
   const fields = { id: record.id, peerAddress: record.peerAddress, clientAddress: record.clientAddress, signingKey: record.signingKey };
-  const json = new TextEncoder().encode(JSON.stringify(record.status === undefined ? fields : { ...fields, status: record.status }));
-  const out = new Uint8Array(2 + json.byteLength);
-  out[0] = 1;
-  out[1] = setHomeserverOp;
-  out.set(json, 2);
-  return out;
+  return entryPayload(setHomeserverOp, new TextEncoder().encode(JSON.stringify(record.status === undefined ? fields : { ...fields, status: record.status })));
 }
 
 /** Decodes a set-homeserver command, or undefined when the bytes are not a valid one. */
 export function decodeSetHomeserver(data: Uint8Array): HomeserverRecord | undefined {
-  if (data.byteLength < 3 || data[0] !== 1 || data[1] !== setHomeserverOp) return undefined;
+  const body = entryBody(data, setHomeserverOp);
+  if (body === undefined || body.byteLength === 0) return undefined;
   try {
-    const value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(data.subarray(2))) as Record<string, unknown>;
+    const value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body)) as Record<string, unknown>;
     const record = { id: value["id"], peerAddress: value["peerAddress"], clientAddress: value["clientAddress"], signingKey: value["signingKey"] ?? "" };
     if (typeof record.id !== "string" || typeof record.peerAddress !== "string" || typeof record.clientAddress !== "string" || typeof record.signingKey !== "string") return undefined;
     const status = value["status"];

@@ -6,6 +6,7 @@
  * proposed it (possibly a follower) can wait for its apply result. Any time
  * the rules need is stamped by the proposer (`issuedAtMs`, `nowMs`).
  */
+import { entryPayload } from "../multiraft/entry-payload.ts";
 import { isValidHomeserverId } from "../transport/tls.ts";
 import { isValidInviteId } from "./directory-token.ts";
 
@@ -63,12 +64,7 @@ function isTime(value: unknown): value is number {
 
 /** The entry payload of `command`. */
 export function encodeMembershipCommand(command: MembershipCommand): Uint8Array {
-  const json = new TextEncoder().encode(JSON.stringify(command));
-  const out = new Uint8Array(2 + json.byteLength);
-  out[0] = 1;
-  out[1] = membershipOp;
-  out.set(json, 2);
-  return out;
+  return entryPayload(membershipOp, new TextEncoder().encode(JSON.stringify(command)));
 }
 
 /** Decodes and checks the body of a membership entry (after version and op bytes); undefined when malformed. */

@@ -16,7 +16,7 @@ import { ChallengeStore } from "../auth/challenges.ts";
 import { file_epochd_auth_v1_auth } from "../gen/epochd/auth/v1/auth_pb.ts";
 import { file_epochd_identity_v1_identity } from "../gen/epochd/identity/v1/identity_pb.ts";
 import { file_epochd_keypackage_v1_keypackage } from "../gen/epochd/keypackage/v1/keypackage_pb.ts";
-import { CertificateWaiters, addChannelService } from "../api/channel-service.ts";
+import { addChannelService } from "../api/channel-service.ts";
 import { addKvService } from "../api/kv-service.ts";
 import { addInboxService } from "../api/inbox-service.ts";
 import { addJoinService } from "../api/join-service.ts";
@@ -26,7 +26,6 @@ import { hostTestGroups } from "../api/test-group-service.ts";
 import { loadOrCreateAuthSecret } from "../auth/auth-secret.ts";
 import { TokenAuthenticator } from "../auth/client-authenticator.ts";
 import { TokenIssuer } from "../auth/token.ts";
-import { isCertified } from "../channel/certificate.ts";
 import { file_epochd_inbox_v1_inbox } from "../gen/epochd/inbox/v1/inbox_pb.ts";
 import { InboxFanout } from "../inbox/inbox-fanout.ts";
 import { defaultInboxLimits } from "../inbox/inbox-limits.ts";
@@ -47,6 +46,7 @@ import { ClusterStateMachine } from "./cluster-state-machine.ts";
 import { raftTicks, type NodeConfig } from "./config.ts";
 import type { HomeserverRecord } from "./directory-command.ts";
 import { CertificateCollector } from "./certificate-collector.ts";
+import { CertificateLookup } from "./certificate-lookup.ts";
 import { hastenFirstElection } from "./first-election.ts";
 import { CertificateExchange, signatureBatchTopic } from "./certificate-exchange.ts";
 import { assertNotLeft, wireDirectory } from "./directory-wiring.ts";
@@ -137,7 +137,6 @@ export class Homeserver {
       balanceLeadersEveryMs: 5000,
     });
     const signingKey = loadOrCreateSigningKey(config.dataDir);
-    const waiters = new CertificateWaiters();
     /** Follows the replicated directory: leader hints and peer links. */
     const learnHomeserver = (record: HomeserverRecord) => {
       clientAddresses.set(record.id, record.clientAddress);
@@ -147,14 +146,14 @@ export class Homeserver {
       onDirectoryChange: learnHomeserver,
       onChannelResult: (result, index) => {
         exchange?.onChannelResult(result, index);
-        waiters.onChannelResult(result);
+        certificates.onChannelResult(result);
       },
     });
     const collector = new CertificateCollector(config.clusterId, (id) => stateMachine.signingKeyOf(id), (certificate) => {
       exchange?.onComplete(certificate);
-      waiters.certified(certificate.channelId, certificate.epoch);
+      certificates.onCollected(certificate);
     });
-    const certificates = { waiters, collected: (channelId: string, epoch: bigint) => collector.certificate(channelId, epoch) };
+    const certificates = new CertificateLookup((channelId, epoch) => collector.certificate(channelId, epoch), stateMachine.channels, (key) => stateMachine.channelGet(key));
     exchange = new CertificateExchange({
       selfId: config.id,
       key: signingKey,
@@ -189,22 +188,11 @@ export class Homeserver {
     addAuthService(clientServer, { clusterId: config.clusterId, homeserverId: config.id, challenges: new ChallengeStore(), tokens, devices: stateMachine.identity.index });
     addIdentityService(clientServer, { homeserverId: config.id, driver, groupId: clusterGroupId, machine: stateMachine, sign: (m) => signingKey.sign(m), authenticator });
     addKeyPackageService(clientServer, { driver, groupId: clusterGroupId, machine: stateMachine, authenticator });
-    const certificateOf = async (channelId: string, epoch: bigint) => {
-      const stored = (await stateMachine.channels.epochRecord((k) => stateMachine.channelGet(k), channelId, epoch))?.certificate;
-      return stored !== undefined && isCertified(stored) ? stored : (collector.certificate(channelId, epoch) ?? stored);
-    };
     addInboxService(clientServer, {
       selfId: config.id,
       authenticator,
       fanout: inbox,
-      certificates: {
-        certificate: certificateOf,
-        waitCertified: (channelId, epoch) =>
-          waiters.wait(channelId, epoch, async () => {
-            const certificate = await certificateOf(channelId, epoch);
-            return certificate !== undefined && isCertified(certificate);
-          }),
-      },
+      certificates: { certificate: (channelId, epoch) => certificates.complete(channelId, epoch), waitCertified: (channelId, epoch) => certificates.waitComplete(channelId, epoch) },
       clientAddressOf: (id) => clientAddresses.get(id),
       proposeAnywhere: (data) => driver.proposeAnywhere(clusterGroupId, data),
     });
