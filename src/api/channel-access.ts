@@ -9,20 +9,37 @@
  * and devices added later are bound to their DIRs by the KeyPackage
  * directory. Refusals happen before anything is proposed: they change nothing.
  *
- * Membership is read from this homeserver's applied state. When it says "not
- * a member", the homeserver first catches up with the leader (a read index)
- * and asks again, so a device added a moment ago is not refused by a
- * homeserver that has not applied its addition yet; members pay nothing.
+ * Membership is read from this homeserver's applied state of the channel's
+ * own group. When it says "not a member", the homeserver first catches up
+ * with the group's leader (a read index) and asks again, so a device added a
+ * moment ago is not refused by a homeserver that has not applied its addition
+ * yet; members pay nothing. A channel's group is hosted by the homeservers of
+ * its members: a device asking another homeserver than its own about a
+ * channel not hosted there is sent to its own (a leader hint); a device of
+ * this homeserver asking about a channel not hosted here is not a member
+ * (after a short wait, in case its homeserver is just joining the group).
  * The check and the apply are not atomic: a device removed between the two
  * can still have one command ordered, which apply then judges on its own
  * (a removed leaf's commit fails the MLS checks there).
  */
 import * as grpc from "@grpc/grpc-js";
 import type { AuthenticatedDevice, ClientAuthenticator } from "../auth/client-authenticator.ts";
-import { isChannelMember, requireChannelMember, type ChannelMembers } from "../auth/channel-membership.ts";
+import { isChannelMember, requireChannelMember } from "../auth/channel-membership.ts";
+import type { HostedChannels } from "../node/channel-groups.ts";
 import { decodeGroupInfoMessage } from "../mls/index.ts";
 import { withDeadline } from "./deadline.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, leaderAddressMetadataKey, leaderIdMetadataKey } from "./errors.ts";
+
+/** How long a device of this homeserver waits for a channel's group to arrive here before it is refused. */
+export const hostingWaitMsMax = 1500;
+
+/** Where ChannelService finds the channels and the homeservers' client addresses. */
+export interface ChannelAccessContext {
+  readonly selfId: string;
+  readonly authenticator: ClientAuthenticator;
+  readonly channels: HostedChannels;
+  readonly clientAddressOf: (homeserverId: string) => string | undefined;
+}
 
 /** The checks ChannelService runs on every call; see the module comment. */
 export interface ChannelAccess {
@@ -34,14 +51,32 @@ export interface ChannelAccess {
   creator(metadata: grpc.Metadata, groupInfo: Uint8Array): Promise<AuthenticatedDevice>;
 }
 
-/** Builds the ChannelService checks over an authenticator and the applied channel state. */
-export function channelAccess(authenticator: ClientAuthenticator, channels: ChannelMembers, catchUp: () => Promise<unknown>): ChannelAccess {
+/** Builds the ChannelService checks over an authenticator and the channels hosted here. */
+export function channelAccess(context: ChannelAccessContext): ChannelAccess {
+  const { authenticator, channels } = context;
+  /** Resolves once the channel is hosted here; refuses (or redirects) the device otherwise. */
+  const hosted = async (device: AuthenticatedDevice, channelId: string, waitMs: number): Promise<void> => {
+    if (channels.hosts(channelId)) return;
+    if (device.homeserverId !== context.selfId) throw toOwnHomeserver(device, `channel ${channelId} is not hosted here`);
+    const until = Date.now() + Math.min(waitMs, hostingWaitMsMax);
+    while (!channels.hosts(channelId) && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+    if (!channels.hosts(channelId)) requireChannelMember(channels, channelId, device);
+  };
+  /** A leader hint sending the device to its own homeserver (clients follow it). */
+  const toOwnHomeserver = (device: AuthenticatedDevice, why: string): ApiError => {
+    const metadata = new grpc.Metadata();
+    metadata.set(leaderIdMetadataKey, device.homeserverId);
+    const address = context.clientAddressOf(device.homeserverId);
+    if (address !== undefined && address !== "") metadata.set(leaderAddressMetadataKey, address);
+    return new ApiError(grpc.status.FAILED_PRECONDITION, `${why}: ask ${device.homeserverId}, the homeserver of ${device.deviceId}`, metadata);
+  };
   return {
     device: (metadata) => authenticator.authenticate(metadata),
     async member(metadata, channelId, waitMs) {
       const device = await authenticator.authenticate(metadata);
       if (isChannelMember(channels, channelId, device.deviceId)) return device;
-      await withDeadline(catchUp(), waitMs, "catching up before refusing a non-member");
+      await hosted(device, channelId, waitMs);
+      await withDeadline(channels.readIndex(channelId), waitMs, "catching up before refusing a non-member");
       requireChannelMember(channels, channelId, device);
       return device;
     },
@@ -53,6 +88,8 @@ export function channelAccess(authenticator: ClientAuthenticator, channels: Chan
       if (sole === undefined || sole.deviceId !== device.deviceId) {
         throw new ApiError(grpc.status.PERMISSION_DENIED, `a new channel's only member must be its creator ${device.deviceId}`);
       }
+      // A channel's group starts on its creator's homeserver.
+      if (device.homeserverId !== context.selfId) throw toOwnHomeserver(device, "a channel is created on its creator's homeserver");
       return device;
     },
   };

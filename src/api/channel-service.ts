@@ -1,12 +1,15 @@
 /**
- * epochd.channel.v1.ChannelService: channels over the cluster group. Every
- * write is a channel command through Raft; the state machine's result becomes
- * the reply. SubmitCommit returns once the commit is certified. Every call but
+ * epochd.channel.v1.ChannelService: each channel over its own Raft group
+ * (see src/node/channel-groups.ts). Every write is a channel command through
+ * the channel's group; the state machine's result becomes the reply.
+ * SubmitCommit returns once the commit is certified and the channel's group
+ * follows the members the commit left (an added member's homeserver votes). Every call but
  * ListHomeservers is authenticated as a device and allowed only to a member of
  * the channel (CreateChannel: to the new channel's sole member), see
  * channel-access.ts.
  */
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import type { ChannelStateMachine } from "../channel/channel-state-machine.ts";
 import * as grpc from "@grpc/grpc-js";
 import { requireChannelMember } from "../auth/channel-membership.ts";
 import type { ClientAuthenticator } from "../auth/client-authenticator.ts";
@@ -18,12 +21,14 @@ import {
   type Certificate,
   type ChannelStateSchema,
 } from "../gen/epochd/channel/v1/channel_pb.ts";
-import { ChannelCommandSchema, type ChannelRecord, type EpochRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
+import type { ChannelCommandSchema, ChannelRecord, EpochRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { inspectMessage, maxGroupInfoBytes, maxMessageBytes, maxWelcomeBytes } from "../mls/index.ts";
-import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import type { CertificateLookup } from "../node/certificate-lookup.ts";
-import { encodeChannelCommand, type ClusterStateMachine } from "../node/cluster-state-machine.ts";
-import type { GroupId, LogIndex } from "../raft/types.ts";
+import { ChannelNotHostedError, type ChannelGroups } from "../node/channel-groups.ts";
+import { ChannelTakenError } from "../node/channel-claim.ts";
+import { isValidChannelId } from "../channel/channel-keys.ts";
+import type { ClusterStateMachine } from "../node/cluster-state-machine.ts";
+import type { LogIndex } from "../raft/types.ts";
 import { channelAccess } from "./channel-access.ts";
 import { remainingMs, withDeadline } from "./deadline.ts";
 import { ApiError } from "./errors.ts";
@@ -95,32 +100,45 @@ function handshakeThrottle(): (channelId: string, bytes: Uint8Array, contentType
   };
 }
 
-/**
- * Registers ChannelService on `server`; `authenticator` (the homeserver's
- * TokenAuthenticator) tells which device calls.
- */
-export function addChannelService(
-  server: grpc.Server,
-  driver: RaftDriver,
-  groupId: GroupId,
-  machine: ClusterStateMachine,
-  certificates: CertificateLookup,
-  authenticator: ClientAuthenticator,
-): void {
-  const channels = machine.channels;
-  const access = channelAccess(authenticator, channels, () => driver.readIndex(groupId));
+/** What ChannelService needs from its homeserver. */
+export interface ChannelServiceContext {
+  readonly selfId: string;
+  /** The cluster group's state: its id and directory (ListHomeservers). */
+  readonly machine: ClusterStateMachine;
+  /** The channel groups hosted here. */
+  readonly groups: ChannelGroups;
+  /** The records of the channels hosted here. */
+  readonly channels: ChannelStateMachine;
+  readonly certificates: CertificateLookup;
+  /** The homeserver's TokenAuthenticator: which device calls. */
+  readonly authenticator: ClientAuthenticator;
+  readonly clientAddressOf: (homeserverId: string) => string | undefined;
+}
+
+/** Registers ChannelService on `server`. */
+export function addChannelService(server: grpc.Server, context: ChannelServiceContext): void {
+  const { machine, groups, channels, certificates } = context;
+  const access = channelAccess({ selfId: context.selfId, authenticator: context.authenticator, channels: groups, clientAddressOf: context.clientAddressOf });
   const throttleHandshake = handshakeThrottle();
   const messageLimiter = new RateLimiter(channelMessageLimit);
 
-  const run = async (command: Command, waitMs: number): Promise<{ result: ChannelResult; index: LogIndex }> => {
-    const data = encodeChannelCommand(toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command })));
-    const applied = await withDeadline(driver.propose(groupId, data), waitMs, "waiting for the channel command to commit");
-    return { result: applied.result as ChannelResult, index: applied.index };
+  const run = async (channelId: string, command: Command, waitMs: number): Promise<{ result: ChannelResult; index: LogIndex }> => {
+    try {
+      return await withDeadline(
+        command.case === "createChannel" ? groups.create(channelId, command, waitMs) : groups.propose(channelId, command, waitMs),
+        waitMs,
+        "waiting for the channel command to commit",
+      );
+    } catch (error) {
+      if (error instanceof ChannelNotHostedError) throw new ApiError(grpc.status.UNAVAILABLE, `${error.message} any more: retry`);
+      if (error instanceof ChannelTakenError) throw new ApiError(grpc.status.ALREADY_EXISTS, error.message);
+      throw error;
+    }
   };
 
   /** The stored record of the commit that ended `epoch`, with the complete certificate from wherever it is. */
   const recordOf = async (channelId: string, epoch: bigint): Promise<EpochRecord | undefined> => {
-    const record = await channels.epochRecord((k) => machine.channelGet(k), channelId, epoch);
+    const record = await channels.epochRecord((k) => groups.channelGet(channelId, k), channelId, epoch);
     if (record === undefined || (record.certificate !== undefined && isCertified(record.certificate))) return record;
     const collected = certificates.collected(channelId, epoch);
     return collected === undefined ? record : { ...record, certificate: collected };
@@ -141,6 +159,7 @@ export function addChannelService(
   const fail = async (result: Extract<ChannelResult, { ok: false }>, waitMs: number): Promise<never> => {
     if (result.code === "not-found") throw new ApiError(grpc.status.NOT_FOUND, result.reason);
     if (result.code === "exists") throw new ApiError(grpc.status.ALREADY_EXISTS, result.reason);
+    if (result.code === "busy") throw new ApiError(grpc.status.UNAVAILABLE, result.reason);
     if (result.code === "invalid") throw new ApiError(grpc.status.INVALID_ARGUMENT, result.reason);
     if (result.code !== "conflict") throw new ApiError(grpc.status.INTERNAL, result.reason);
     const metadata = new grpc.Metadata();
@@ -157,8 +176,8 @@ export function addChannelService(
 
   /** The channel's record after a read index, for a member of it (anyone else: PERMISSION_DENIED, even for no channel). */
   const readable = async (call: grpc.ServerUnaryCall<Buffer, Buffer>, channelId: string): Promise<ChannelRecord> => {
-    const device = await access.device(call.metadata);
-    await withDeadline(driver.readIndex(groupId), remainingMs(call.getDeadline()), "confirming the read index");
+    const device = await access.member(call.metadata, channelId, remainingMs(call.getDeadline()));
+    await withDeadline(groups.readIndex(channelId), remainingMs(call.getDeadline()), "confirming the read index");
     requireChannelMember(channels, channelId, device);
     const record = channels.channel(channelId);
     if (record === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no channel ${channelId}`);
@@ -172,8 +191,9 @@ export function addChannelService(
     })),
     createChannel: unaryHandler(ChannelService.method.createChannel, async (request, call) => {
       checkSize(request.groupInfo, maxGroupInfoBytes, "group_info");
+      if (!isValidChannelId(request.channelId)) throw new ApiError(grpc.status.INVALID_ARGUMENT, "channel_id must be 1 to 128 characters of [A-Za-z0-9._-]");
       await access.creator(call.metadata, request.groupInfo);
-      const { result } = await run({ case: "createChannel", value: request }, remainingMs(call.getDeadline()));
+      const { result } = await run(request.channelId, { case: "createChannel", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       return { channel: channelState(channels.channel(request.channelId)!) };
     }),
@@ -183,17 +203,19 @@ export function addChannelService(
       checkSize(request.welcome, maxWelcomeBytes, "welcome");
       await access.member(call.metadata, request.channelId, remainingMs(call.getDeadline()));
       throttleHandshake(request.channelId, request.commit, "commit");
-      const { result } = await run({ case: "submitCommit", value: request }, remainingMs(call.getDeadline()));
+      const { result } = await run(request.channelId, { case: "submitCommit", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       if (result.kind !== "commit-accepted") throw new ApiError(grpc.status.INTERNAL, "unexpected result");
       const certificate = await certified(result.channelId, result.epoch, remainingMs(call.getDeadline()));
+      // An added member's homeserver votes (and a removed one's no longer) before the commit is acknowledged.
+      await groups.waitSettled(result.channelId, remainingMs(call.getDeadline()));
       return { epoch: result.epoch + 1n, ...(certificate === undefined ? {} : { certificate }) };
     }),
     submitProposal: unaryHandler(ChannelService.method.submitProposal, async (request, call) => {
       checkSize(request.proposal, maxMessageBytes, "proposal");
       await access.member(call.metadata, request.channelId, remainingMs(call.getDeadline()));
       throttleHandshake(request.channelId, request.proposal, "proposal");
-      const { result } = await run({ case: "submitProposal", value: request }, remainingMs(call.getDeadline()));
+      const { result } = await run(request.channelId, { case: "submitProposal", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       return { sequence: result.kind === "proposal-accepted" ? result.sequence : 0n };
     }),
@@ -202,7 +224,7 @@ export function addChannelService(
       await access.member(call.metadata, request.channelId, remainingMs(call.getDeadline()));
       checkFraming(request.message, "application", "message");
       throttle(messageLimiter, request.channelId, `messages in ${request.channelId}`);
-      const { result } = await run({ case: "sendMessage", value: request }, remainingMs(call.getDeadline()));
+      const { result } = await run(request.channelId, { case: "sendMessage", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       return { sequence: result.kind === "message-accepted" ? result.sequence : 0n };
     }),
@@ -223,8 +245,8 @@ export function addChannelService(
       const record = await readable(call, request.channelId);
       const limit = request.limit === 0 || request.limit > eventsPageMax ? eventsPageMax : request.limit;
       const events = await channels.events(
-        (prefix, from, max) => machine.channelScan(prefix, from, max),
-        (k) => machine.channelGet(k),
+        (prefix, from, max) => groups.channelScan(request.channelId, prefix, from, max),
+        (k) => groups.channelGet(request.channelId, k),
         request.channelId,
         request.afterSequence,
         limit,

@@ -13,6 +13,8 @@ import { encodeKeyPackageCommand } from "../keypackages/keypackage-command.ts";
 import { keyPackagesPerPublishMax, type KeyPackageResult } from "../keypackages/keypackage-state.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import type { ClusterStateMachine } from "../node/cluster-state-machine.ts";
+import type { HostedChannels } from "../node/channel-groups.ts";
+import { isChannelMember } from "../auth/channel-membership.ts";
 import type { GroupId } from "../raft/types.ts";
 import { retryAfterMetadataKey } from "./channel-service.ts";
 import { remainingMs, withDeadline } from "./deadline.ts";
@@ -32,6 +34,8 @@ export interface KeyPackageContext {
   readonly groupId: GroupId;
   readonly machine: ClusterStateMachine;
   readonly authenticator: ClientAuthenticator;
+  /** The channels hosted here, for consent through a shared channel. */
+  readonly channels: HostedChannels;
 }
 
 function throttle(limiter: RateLimiter, key: string, what: string): void {
@@ -52,6 +56,17 @@ export function addKeyPackageService(server: grpc.Server, context: KeyPackageCon
     const result = applied.result as KeyPackageResult;
     if (!result.ok) throw refusalError(result);
     return result;
+  };
+  /**
+   * Whether `channelId` (hosted here: the claimer's homeserver hosts every
+   * channel the claimer is in) has the claimer and a current device of
+   * `userName` among its members, as of a read index on the channel's group.
+   */
+  const sharesChannel = async (claimerDeviceId: string, userName: string, channelId: string, call: grpc.ServerUnaryCall<Buffer, Buffer>): Promise<boolean> => {
+    if (channelId === "" || !context.channels.hosts(channelId)) return false;
+    await withDeadline(context.channels.readIndex(channelId), remainingMs(call.getDeadline()), "confirming the channel's read index");
+    const targets = machine.identity.index.userDevices(userName).map((d) => d.body.deviceId);
+    return isChannelMember(context.channels, channelId, claimerDeviceId) && targets.some((deviceId) => isChannelMember(context.channels, channelId, deviceId));
   };
   server.addService(serviceDefinition(KeyPackageService), {
     publishKeyPackages: unaryHandler(KeyPackageService.method.publishKeyPackages, async (request, call) => {
@@ -76,7 +91,8 @@ export function addKeyPackageService(server: grpc.Server, context: KeyPackageCon
       const device = await context.authenticator.authenticate(call.metadata);
       if (parseUserName(request.userName) === undefined) throw new ApiError(grpc.status.INVALID_ARGUMENT, "user_name must be user@homeserver");
       throttle(claims, device.deviceId, `KeyPackage claims of ${device.deviceId}`);
-      const result = await run({ command: { case: "claim", value: { claimerDeviceId: device.deviceId, userName: request.userName, viaChannelId: request.viaChannelId, nowMs: BigInt(Date.now()) } } }, call);
+      const viaChannelId = await sharesChannel(device.deviceId, request.userName, request.viaChannelId, call) ? request.viaChannelId : "";
+      const result = await run({ command: { case: "claim", value: { claimerDeviceId: device.deviceId, userName: request.userName, viaChannelId, nowMs: BigInt(Date.now()) } } }, call);
       return result.kind === "claimed" ? { keyPackages: [...result.keyPackages], missingDeviceIds: [...result.missingDeviceIds] } : {};
     }),
     setClaimAllowList: unaryHandler(KeyPackageService.method.setClaimAllowList, async (request, call) => {

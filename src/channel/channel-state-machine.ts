@@ -53,6 +53,8 @@ export type ChannelResult =
   | { ok: true; kind: "signatures"; certified: Array<{ channelId: string; epoch: bigint }> }
   | { ok: false; code: "invalid"; reason: string }
   | { ok: false; code: "not-found" | "exists"; reason: string }
+  /** The channel's Raft group is still being changed to its members' homeservers: retry shortly. */
+  | { ok: false; code: "busy"; reason: string }
   | { ok: false; code: "conflict"; channelId: string; currentEpoch: bigint; builtOn: bigint; reason: string };
 
 /** The replicated facts the channel machine needs from the rest of the cluster state. */
@@ -60,6 +62,15 @@ export interface ChannelDirectory {
   readonly clusterId: string;
   /** The raw Ed25519 key a homeserver signs certificates with; undefined if unknown. */
   signingKeyOf(homeserverId: string): Uint8Array | undefined;
+  /**
+   * The voters of the channel's own Raft group at the entry being applied,
+   * when each channel has its own group (undefined while it has none).
+   * Absent: every homeserver sponsoring a member votes (all channels in one
+   * group). With groups, a command is applied only while the voters are
+   * exactly the members' homeservers, so that a certificate's voters are the
+   * homeservers of the tree it certifies.
+   */
+  votersOf?(channelId: string): readonly string[] | undefined;
 }
 
 const invalid = (reason: string): ChannelResult => ({ ok: false, code: "invalid", reason });
@@ -86,6 +97,11 @@ export class ChannelStateMachine {
   async load(scan: (prefix: Uint8Array) => AsyncIterable<[Uint8Array, Uint8Array]>): Promise<void> {
     this.channels.clear();
     this.uncertified.clear();
+    await this.loadMore(scan);
+  }
+
+  /** Adds the channels `scan` holds (one channel group's store) to those loaded. */
+  async loadMore(scan: (prefix: Uint8Array) => AsyncIterable<[Uint8Array, Uint8Array]>): Promise<void> {
     for await (const [, value] of scan(Uint8Array.of(channelRecordPrefix))) {
       const record = fromBinary(ChannelRecordSchema, value);
       this.channels.set(record.channelId, record);
@@ -94,6 +110,13 @@ export class ChannelStateMachine {
       const certificate = fromBinary(CertificateSchema, value);
       this.uncertified.set(`${certificate.channelId}/${certificate.epoch}`, certificate);
     }
+  }
+
+  /** Drops a channel from memory (its group left this homeserver, or is about to be reloaded). */
+  forget(channelId: string): void {
+    this.channels.delete(channelId);
+    const prefix = `${channelId}/`;
+    for (const key of this.uncertified.keys()) if (key.startsWith(prefix)) this.uncertified.delete(key);
   }
 
   channel(channelId: string): ChannelRecord | undefined {
@@ -170,6 +193,8 @@ export class ChannelStateMachine {
   private async commit(request: SubmitCommitRequest, logIndex: bigint, batch: ApplyBatch): Promise<ChannelResult> {
     const record = this.channels.get(request.channelId);
     if (record === undefined) return { ok: false, code: "not-found", reason: `no channel ${request.channelId}` };
+    const busy = this.busy(record);
+    if (busy !== undefined) return busy;
     if (request.epoch !== record.epoch) return this.conflict(record, request.epoch);
     const view = { groupId: record.groupId, epoch: record.epoch, groupInfo: record.groupInfo };
     let commitHash: Uint8Array;
@@ -235,15 +260,36 @@ export class ChannelStateMachine {
     return undefined;
   }
 
-  /** The homeservers that certify a channel's commits: those sponsoring a member, if the directory knows their key. */
+  /**
+   * The homeservers that certify a channel's commits: the voters of its
+   * group, else those sponsoring a member whose key the directory knows.
+   */
   voters(record: ChannelRecord): string[] {
-    const homeservers = new Set(record.members.map((m) => m.homeserverId));
-    return [...homeservers].filter((id) => this.directory.signingKeyOf(id) !== undefined).sort();
+    const groupVoters = this.directory.votersOf?.(record.channelId);
+    if (groupVoters !== undefined) return [...groupVoters].sort();
+    return memberHomeservers(record).filter((id) => this.directory.signingKeyOf(id) !== undefined);
+  }
+
+  /**
+   * Refuses every command of a channel whose group's voters differ from its
+   * members' homeservers (an MLS add or remove was accepted and the group is
+   * following it): its certificates would not match its tree, and a
+   * homeserver losing its last member must see no new channel content.
+   */
+  private busy(record: ChannelRecord): ChannelResult | undefined {
+    const groupVoters = this.directory.votersOf?.(record.channelId);
+    if (groupVoters === undefined) return undefined;
+    const wanted = memberHomeservers(record);
+    const voters = [...groupVoters].sort();
+    if (voters.length === wanted.length && voters.every((v, i) => v === wanted[i])) return undefined;
+    return { ok: false, code: "busy", reason: `${record.channelId} is changing its homeservers from [${voters.join(", ")}] to [${wanted.join(", ")}]: retry shortly` };
   }
 
   private async proposal(request: SubmitProposalRequest, batch: ApplyBatch): Promise<ChannelResult> {
     const record = this.channels.get(request.channelId);
     if (record === undefined) return { ok: false, code: "not-found", reason: `no channel ${request.channelId}` };
+    const busy = this.busy(record);
+    if (busy !== undefined) return busy;
     if (request.epoch !== record.epoch) return this.conflict(record, request.epoch);
     if (record.handshakeMode !== HandshakeMode.PUBLIC) return invalid("standalone proposals need a channel with public handshakes");
     if (record.pendingProposals.length >= pendingProposalsMax) return invalid(`at most ${pendingProposalsMax} proposals per epoch`);
@@ -264,6 +310,8 @@ export class ChannelStateMachine {
   private message(request: SendMessageRequest, batch: ApplyBatch): ChannelResult {
     const record = this.channels.get(request.channelId);
     if (record === undefined) return { ok: false, code: "not-found", reason: `no channel ${request.channelId}` };
+    const busy = this.busy(record);
+    if (busy !== undefined) return busy;
     const inspected = inspectApplicationMessage(record.groupId, request.message);
     if (!inspected.ok) return invalid(inspected.reason);
     if (inspected.epoch !== request.epoch) return invalid(`message is encrypted in epoch ${inspected.epoch}, not ${request.epoch}`);
@@ -363,6 +411,11 @@ export class ChannelStateMachine {
     }
     return events;
   }
+}
+
+/** The homeservers sponsoring a member of the channel, sorted. */
+export function memberHomeservers(record: ChannelRecord): string[] {
+  return [...new Set(record.members.map((m) => m.homeserverId))].sort();
 }
 
 function toMember(member: MlsMember, role: MemberRole): Member {

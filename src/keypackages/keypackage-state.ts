@@ -6,7 +6,6 @@
  * out only when a device's queue is empty. Layout: keypackage-keys.ts.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { isChannelMember, type ChannelMembers } from "../auth/channel-membership.ts";
 import type { AuthenticatedDevice, DeviceLookup } from "../auth/client-authenticator.ts";
 import {
   AllowListSchema,
@@ -46,10 +45,9 @@ export type KeyPackageResult =
 type Refusal = Extract<KeyPackageResult, { ok: false }>;
 const refuse = (code: Refusal["code"], reason: string): Refusal => ({ ok: false, code, reason });
 
-/** The replicated state the directory reads: who is a current device, which user, which channels. */
+/** The replicated state the directory reads: who is a current device, of which user. */
 export interface KeyPackageContext {
   readonly devices: DeviceLookup & { userDevices(userName: string): ReadonlyArray<{ readonly body: { readonly deviceId: string } }> };
-  readonly channels: ChannelMembers;
 }
 
 /** The KeyPackage part of the cluster state machine. */
@@ -109,7 +107,7 @@ export class KeyPackageState {
     if (claimer === undefined) return refuse("unauthenticated", `device ${command.claimerDeviceId} is not current`);
     const targets = this.context.devices.userDevices(command.userName).map((d) => d.body.deviceId);
     if (targets.length === 0) return refuse("not-found", `user ${command.userName} has no current device`);
-    if (!(await this.consents(claimer, command.userName, targets, command.viaChannelId, batch))) {
+    if (!(await this.consents(claimer, command.userName, command.viaChannelId, batch))) {
       return refuse("permission-denied", `${claimer.deviceId} may not claim KeyPackages of ${command.userName}: share a channel or be on its allow list`);
     }
     const nowSeconds = BigInt(Math.floor(Number(command.nowMs) / 1000));
@@ -124,13 +122,18 @@ export class KeyPackageState {
     return { ok: true, kind: "claimed", keyPackages, missingDeviceIds };
   }
 
-  /** Consent (MIMI): the user's own device, the user's allow list, or a channel both are members of. */
-  private async consents(claimer: AuthenticatedDevice, userName: string, targets: readonly string[], viaChannelId: string, batch: ApplyBatch): Promise<boolean> {
+  /**
+   * Consent (MIMI): the user's own device, the user's allow list, or a
+   * channel both are members of. Channels live in their own groups, which
+   * only their homeservers host: the proposing homeserver (the claimer's,
+   * which hosts every channel the claimer is in) checked the shared channel
+   * before proposing, and names it only then (see keypackage-service.ts).
+   */
+  private async consents(claimer: AuthenticatedDevice, userName: string, viaChannelId: string, batch: ApplyBatch): Promise<boolean> {
     if (claimer.userName === userName) return true;
     const stored = await batch.get(allowListKey(userName));
     if (stored !== undefined && fromBinary(AllowListSchema, stored).allowedUserNames.includes(claimer.userName)) return true;
-    if (viaChannelId === "" || !isChannelMember(this.context.channels, viaChannelId, claimer.deviceId)) return false;
-    return targets.some((deviceId) => isChannelMember(this.context.channels, viaChannelId, deviceId));
+    return viaChannelId !== "";
   }
 
   /** Pops the device's oldest unexpired KeyPackage (dropping expired ones), else its last resort. */

@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import { RawNode, type RaftConfig, type RaftEvent, type RaftStatus } from "../raft/raw-node.ts";
-import { mayLeaveBeforePersist, type ConfChange, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
+import { mayLeaveBeforePersist, type ConfChange, type ConfState, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
 import { planLeaderTransfers } from "./leader-balancer.ts";
@@ -59,6 +59,11 @@ export interface RaftDriverOptions {
   readonly balanceLeadersEveryMs?: number;
   /** Most leadership transfers started per balancing round. Default 20. */
   readonly balanceTransfersMax?: number;
+  /**
+   * Told when a group this homeserver leads gets a message from a homeserver
+   * outside its membership (one removed that never learned it was).
+   */
+  readonly onForeignMessage?: (from: NodeId, groupId: GroupId) => void;
 }
 
 /** The committed outcome of a proposal. */
@@ -155,6 +160,34 @@ export class RaftDriver {
     };
     this.groups.set(groupId, group);
     this.touch(group);
+  }
+
+  /**
+   * Stops hosting `groupId` (this homeserver is no longer one of its
+   * members); its callers fail. Resolves once no Ready of it is in flight,
+   * so the caller may then drop its storage.
+   */
+  async removeGroup(groupId: GroupId): Promise<void> {
+    const group = this.groups.get(groupId);
+    if (group === undefined) return;
+    this.groups.delete(groupId);
+    this.awake.delete(group);
+    this.dirty.delete(group);
+    for (const waiter of group.proposals.values()) waiter.reject(new OutcomeUnknownError(groupId, "this homeserver left the group"));
+    for (const read of group.reads.values()) read.reject(new OutcomeUnknownError(groupId, "this homeserver left the group"));
+    group.proposals.clear();
+    group.reads.clear();
+    await this.loopRunning;
+  }
+
+  /** Whether `groupId` is hosted here. */
+  hosts(groupId: GroupId): boolean {
+    return this.groups.has(groupId);
+  }
+
+  /** The membership of `groupId` as its core knows it now. */
+  confState(groupId: GroupId): ConfState {
+    return this.group(groupId).node.confState();
   }
 
   /**
@@ -256,6 +289,9 @@ export class RaftDriver {
       if (m.from !== from) continue;
       const group = this.groups.get(m.groupId);
       if (group === undefined) continue;
+      if (this.options.onForeignMessage !== undefined && group.node.leader() === this.options.selfId && !isMember(group.node.confState(), from)) {
+        this.options.onForeignMessage(from, m.groupId);
+      }
       group.node.step(m);
       this.touch(group);
     }
@@ -438,9 +474,9 @@ export class RaftDriver {
       const outcome = await group.stateMachine.apply(ready.committedEntries);
       const appliedIndex = ready.committedEntries[ready.committedEntries.length - 1]!.index;
       applies.push({ group: group.store, appliedIndex, writes: outcome.writes });
-      outcomes.push({ group, entries: ready.committedEntries, results: outcome.results, appliedIndex, afterWrite: outcome.afterWrite });
+      outcomes.push({ group, entries: ready.committedEntries, results: outcome.results, appliedIndex, afterWrite: outcome.afterWrite, localWrites: outcome.localWrites });
     }
-    if (applies.length > 0) await this.options.engine.apply(applies);
+    if (applies.length > 0) await this.options.engine.apply(applies, outcomes.flatMap((o) => o.localWrites ?? []));
     for (const { afterWrite } of outcomes) afterWrite?.();
     // 4. Answer callers and advance the cores.
     for (const { group, entries, results, appliedIndex } of outcomes) {
@@ -518,6 +554,10 @@ export class RaftDriver {
         group.snapshotting = false;
       });
   }
+}
+
+function isMember(conf: ConfState, id: NodeId): boolean {
+  return conf.voters.includes(id) || conf.learners.includes(id) || conf.votersOutgoing.includes(id) || conf.learnersNext.includes(id);
 }
 
 /** Whether the only thing `ready` asks to persist is a new commit index. */

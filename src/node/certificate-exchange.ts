@@ -3,8 +3,9 @@
  * turn of the event loop with one signature over their Merkle root, sends
  * that batch to the commits' other voters on the peer streams, and collects
  * theirs (CertificateCollector). A certificate is complete, and the waiting
- * client answered, as soon as a quorum has signed. The leader then records
- * complete certificates in the log, many per entry, so that every homeserver
+ * client answered, as soon as a quorum has signed. The leader of the
+ * channel's group then records complete certificates in its log, many per
+ * entry, so that every homeserver of the channel
  * stores them (one that was down learns them there). Own batches are sent
  * again, and complete certificates proposed by whoever holds them, while the
  * log has not recorded them, so a lost notice or a leader change delays a
@@ -18,7 +19,7 @@ import type { Certificate } from "../gen/epochd/channel/v1/channel_pb.ts";
 import { ChannelCommandSchema, SignatureBatchSchema, type SignatureBatch } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import type { LogIndex } from "../raft/types.ts";
 import type { AppliedCommit, BatchRefusal, CertificateCollector } from "./certificate-collector.ts";
-import { encodeChannelCommand } from "./cluster-state-machine.ts";
+import { encodeChannelCommand } from "../channel/channel-command.ts";
 import type { SigningKey } from "./signing-key.ts";
 
 /** The peer-stream notice topic of signature batches. */
@@ -45,9 +46,10 @@ export interface CertificateExchangeOptions {
   readonly collector: CertificateCollector;
   /** Sends a notice to a peer homeserver (best effort). */
   readonly sendNotice: (to: string, topic: string, payload: Uint8Array) => void;
-  /** Proposes a log entry, forwarded to the leader when this homeserver is not it; false without a leader. */
-  readonly propose: (data: Uint8Array) => boolean;
-  readonly isLeader: () => boolean;
+  /** Proposes an entry to a channel's group, forwarded to its leader when this homeserver is not it; false without a leader. */
+  readonly propose: (channelId: string, data: Uint8Array) => boolean;
+  /** Whether this homeserver leads the channel's group. */
+  readonly isLeader: (channelId: string) => boolean;
   /** Told about a refused batch from a peer (for a log line or a counter). */
   readonly onRefused?: (from: string, reason: BatchRefusal | "malformed" | "forged-signer") => void;
 }
@@ -108,7 +110,7 @@ export class CertificateExchange {
   /** A certificate the collector completed: queued for the log (proposed now by the leader, later by others). */
   onComplete(certificate: Certificate): void {
     this.toRecord.set(keyOf(certificate.channelId, certificate.epoch), { certificate, proposedAtMs: 0 });
-    if (this.options.isLeader()) this.schedule();
+    if (this.options.isLeader(certificate.channelId)) this.schedule();
   }
 
   /** A signature batch from peer `from`. Malformed or forged batches are refused and change nothing. */
@@ -134,7 +136,7 @@ export class CertificateExchange {
     setImmediate(() => {
       this.flushScheduled = false;
       this.signApplied();
-      if (this.options.isLeader()) this.propose(0);
+      this.propose(0, Infinity);
     });
   }
 
@@ -158,17 +160,32 @@ export class CertificateExchange {
     }
   }
 
-  /** Proposes the certificates waiting to be recorded that were not proposed within the last `minAgeMs`. */
-  private propose(minAgeMs: number): void {
+  /**
+   * Proposes the certificates waiting to be recorded that were not proposed
+   * within the last `leaderMinAgeMs` (channels whose group this homeserver
+   * leads) or `otherMinAgeMs` (the others: forwarded to their leader), one
+   * entry per channel and at most {@link certificatesPerEntryMax} per entry.
+   */
+  private propose(leaderMinAgeMs: number, otherMinAgeMs: number): void {
     const now = Date.now();
-    const due = [...this.toRecord.values()].filter((r) => now - r.proposedAtMs >= minAgeMs);
-    for (let i = 0; i < due.length; i += certificatesPerEntryMax) {
-      const chunk = due.slice(i, i + certificatesPerEntryMax);
-      const command = create(ChannelCommandSchema, {
-        command: { case: "signatures", value: { items: chunk.map(({ certificate: c }) => ({ channelId: c.channelId, epoch: c.epoch, signatures: c.signatures })) } },
-      });
-      if (!this.options.propose(encodeChannelCommand(toBinary(ChannelCommandSchema, command)))) return;
-      for (const record of chunk) record.proposedAtMs = now;
+    const byChannel = new Map<string, Array<{ certificate: Certificate; proposedAtMs: number }>>();
+    for (const record of this.toRecord.values()) {
+      const channelId = record.certificate.channelId;
+      const minAgeMs = this.options.isLeader(channelId) ? leaderMinAgeMs : otherMinAgeMs;
+      if (now - record.proposedAtMs < minAgeMs) continue;
+      const list = byChannel.get(channelId) ?? [];
+      list.push(record);
+      byChannel.set(channelId, list);
+    }
+    for (const [channelId, due] of byChannel) {
+      for (let i = 0; i < due.length; i += certificatesPerEntryMax) {
+        const chunk = due.slice(i, i + certificatesPerEntryMax);
+        const command = create(ChannelCommandSchema, {
+          command: { case: "signatures", value: { items: chunk.map(({ certificate: c }) => ({ channelId: c.channelId, epoch: c.epoch, signatures: c.signatures })) } },
+        });
+        if (!this.options.propose(channelId, encodeChannelCommand(toBinary(ChannelCommandSchema, command)))) break;
+        for (const record of chunk) record.proposedAtMs = now;
+      }
     }
   }
 
@@ -187,6 +204,6 @@ export class CertificateExchange {
       sent.sentAtMs = now;
       for (const peer of sent.peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
     }
-    this.propose(this.options.isLeader() ? resendIntervalMs : 3 * resendIntervalMs);
+    this.propose(resendIntervalMs, 3 * resendIntervalMs);
   }
 }

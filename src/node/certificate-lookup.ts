@@ -40,15 +40,15 @@ export class CertificateLookup {
     /** The certificate the collector completed in memory, if any. */
     readonly collected: (channelId: string, epoch: bigint) => Certificate | undefined,
     private readonly channels: ChannelStateMachine,
-    /** Reads a channel-namespace key as of the last applied index. */
-    private readonly channelGet: (key: Uint8Array) => Promise<Uint8Array | undefined>,
+    /** Reads a key of a channel's records as of the last applied index here. */
+    private readonly channelGet: (channelId: string, key: Uint8Array) => Promise<Uint8Array | undefined>,
   ) {}
 
   /** The complete certificate of the commit that ended `epoch`; undefined while it gathers signatures (or is unknown). */
   async complete(channelId: string, epoch: bigint): Promise<Certificate | undefined> {
     const collected = this.collected(channelId, epoch);
     if (collected !== undefined || this.channels.isGathering(channelId, epoch)) return collected;
-    return this.channels.recordedCertificate(this.channelGet, channelId, epoch);
+    return this.channels.recordedCertificate((key) => this.channelGet(channelId, key), channelId, epoch);
   }
 
   /** Resolves once the certificate is complete (the caller bounds the wait). */

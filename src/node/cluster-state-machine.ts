@@ -1,14 +1,9 @@
-import { fromBinary } from "@bufbuild/protobuf";
-import { entryPayload } from "../multiraft/entry-payload.ts";
 import { ApplyBatch } from "../multiraft/apply-batch.ts";
-import { channelRecordPrefix } from "../channel/channel-keys.ts";
-import { ChannelStateMachine, type ChannelResult } from "../channel/channel-state-machine.ts";
-import { ChannelCommandSchema, type ChannelCommand } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { decodeKvCommand } from "../kv/kv-command.ts";
 import { decodePairs, snapshotPairs } from "../multiraft/pairs-snapshot.ts";
 import type { ApplyOutcome, StateMachine } from "../multiraft/state-machine.ts";
 import { directInboxOp } from "../inbox/direct-command.ts";
-import type { InboxApplyRound, InboxFanout } from "../inbox/inbox-fanout.ts";
+import type { InboxFanout } from "../inbox/inbox-fanout.ts";
 import { inboxNamespace } from "../inbox/inbox-keys.ts";
 import { identityOp } from "../identity/identity-command.ts";
 import { IdentityState } from "../identity/identity-state.ts";
@@ -18,17 +13,16 @@ import { EntryType, type Entry, type LogIndex } from "../raft/types.ts";
 import type { GroupStore, KvWrite } from "../storage/storage-engine.ts";
 import { decodeSetHomeserver, encodeSetHomeserver, setHomeserverOp, type HomeserverRecord } from "./directory-command.ts";
 import { membershipOp } from "./directory-membership-command.ts";
+import { channelClaimOp, decodeChannelClaim } from "./channel-claim.ts";
 import { DirectoryMembership, type MembershipResult } from "./directory-membership.ts";
 
 /** What a proposer of a key-value or directory entry learns once it is applied. */
 export type ClusterResult = { ok: true } | { ok: false; reason: string };
 
-/** The op byte of a channel command entry (after the version byte 1). */
-export const channelCommandOp = 3;
-
 const kvPrefix = 0x6b; // "k"
 const directoryPrefix = 0x64; // "d"
-const channelPrefix = 0x43; // "C"
+/** Namespace of the channel claims (op 9): channel id -> the homeserver that created it. */
+const claimNamespace = 0x68; // "h"
 /** Namespace of the device identity records (src/identity). */
 export const identityNamespace = 0x69; // "i"
 /** Namespace of the KeyPackage directory (src/keypackages). */
@@ -51,27 +45,25 @@ function namespaceWriter(prefix: number, writes: KvWrite[]) {
   };
 }
 
-/** Encodes a channel command as a log entry payload. */
-export function encodeChannelCommand(commandBytes: Uint8Array): Uint8Array {
-  return entryPayload(channelCommandOp, commandBytes);
-}
-
-/** Local reactions to applied entries: peer links, certificate signing, waiting clients. */
+/** Local reactions to applied entries: peer links, channel creation. */
 export interface ClusterListener {
   onDirectoryChange?(record: HomeserverRecord): void;
-  onChannelResult?(result: ChannelResult, index: LogIndex): void;
+  /** A channel id was claimed (by `homeserverId`), or a claim was refused because it was taken. */
+  onChannelClaim?(channelId: string, homeserverId: string): void;
 }
 
 /**
  * The state machine of the cluster group: the cluster directory (which
- * homeservers exist, where, and with which signing key), the channels and
- * their epochs, and the key-value store of the runtime tests and the Raft
+ * homeservers exist, where, and with which signing key), device identities,
+ * KeyPackages, direct messages, which channel ids are taken (each channel's
+ * epochs live in its own group, see channel-group-machine.ts), and the key-value store of the runtime tests and the Raft
  * benchmark. Apply is a pure function of entries and stored state; the
  * listener reacts locally afterwards.
  */
 export class ClusterStateMachine implements StateMachine {
   private readonly directory = new Map<string, HomeserverRecord>();
-  readonly channels: ChannelStateMachine;
+  /** Claimed channel ids and the homeserver that created each. */
+  private readonly claims = new Map<string, string>();
   /** Device identity records and blocked homeservers (op byte 4, namespace 'i'). */
   readonly identity: IdentityState;
   /** The KeyPackage directory (op byte 5, namespace 'p'). */
@@ -86,15 +78,8 @@ export class ClusterStateMachine implements StateMachine {
     readonly clusterId: string,
     private readonly listener: ClusterListener = {},
   ) {
-    this.channels = new ChannelStateMachine({
-      clusterId,
-      signingKeyOf: (id) => {
-        const key = this.directory.get(id)?.signingKey;
-        return key === undefined || key === "" ? undefined : new Uint8Array(Buffer.from(key, "base64"));
-      },
-    });
     this.identity = new IdentityState({ clusterId, signingKeyOf: (id) => this.directoryKeyOf(id) });
-    this.keyPackages = new KeyPackageState({ devices: this.identity.index, channels: this.channels });
+    this.keyPackages = new KeyPackageState({ devices: this.identity.index });
   }
 
   /** Fills local device inboxes from now on (see src/inbox); call before {@link load}. */
@@ -109,7 +94,8 @@ export class ClusterStateMachine implements StateMachine {
       const record = decodeSetHomeserver(value);
       if (record !== undefined) this.directory.set(record.id, record);
     }
-    await this.channels.load((prefix) => this.store.scan(prefixed(channelPrefix, prefix)));
+    this.claims.clear();
+    for await (const [key, value] of this.store.scan(Uint8Array.of(claimNamespace))) this.claims.set(new TextDecoder().decode(key.subarray(1)), new TextDecoder().decode(value));
     await this.identity.load((prefix) => this.store.scan(prefixed(identityNamespace, prefix)));
     await this.membership.load(() => this.store.scan(Uint8Array.of(inviteNamespace)));
     await this.inbox?.store.load();
@@ -126,6 +112,11 @@ export class ClusterStateMachine implements StateMachine {
     return this.directoryKeyOf(homeserverId);
   }
 
+  /** The homeserver that claimed `channelId`, if any did. */
+  channelClaim(channelId: string): string | undefined {
+    return this.claims.get(channelId);
+  }
+
   /** The homeservers the directory knows. */
   homeservers(): ReadonlyMap<string, HomeserverRecord> {
     return this.directory;
@@ -134,8 +125,7 @@ export class ClusterStateMachine implements StateMachine {
   async apply(entries: readonly Entry[]): Promise<ApplyOutcome> {
     const writes: KvWrite[] = [];
     const results = new Map<LogIndex, unknown>();
-    const channelBatch = new ApplyBatch(channelPrefix, (key) => this.store.get(key));
-    const channelResults: Array<[ChannelResult, LogIndex]> = [];
+    const claimed: Array<[string, string]> = [];
     const keyPackageBatch = new ApplyBatch(keyPackageNamespace, (key) => this.store.get(key));
     const inbox = this.inbox?.begin();
     const membershipResults: Array<[string, MembershipResult]> = [];
@@ -144,10 +134,10 @@ export class ClusterStateMachine implements StateMachine {
       const op = entry.data[1];
       if (op === directInboxOp) {
         results.set(entry.index, inbox?.direct(entry) ?? { ok: true });
-      } else if (op === channelCommandOp) {
-        const result = await this.applyChannel(entry, channelBatch, inbox);
+      } else if (op === channelClaimOp) {
+        const result = this.applyClaim(entry, writes);
         results.set(entry.index, result);
-        channelResults.push([result, entry.index]);
+        if (result.ok) claimed.push([result.channelId, result.homeserverId]);
       } else if (op === keyPackageOp) {
         results.set(entry.index, await this.keyPackages.apply(entry.data.subarray(2), keyPackageBatch));
       } else if (op === identityOp) {
@@ -167,12 +157,11 @@ export class ClusterStateMachine implements StateMachine {
         }
       }
     }
-    for (const write of channelBatch.writes) writes.push(write);
     for (const write of keyPackageBatch.writes) writes.push(write);
     for (const write of inbox?.writes ?? []) writes.push(write);
     const afterWrite = () => {
       inbox?.afterWrite();
-      for (const [result, index] of channelResults) this.listener.onChannelResult?.(result, index);
+      for (const [channelId, homeserverId] of claimed) this.listener.onChannelClaim?.(channelId, homeserverId);
       for (const [nonce, result] of membershipResults) this.membership.settle(nonce, result);
     };
     return { writes, results, afterWrite };
@@ -202,15 +191,17 @@ export class ClusterStateMachine implements StateMachine {
     };
   }
 
-  private async applyChannel(entry: Entry, batch: ApplyBatch, inbox: InboxApplyRound | undefined): Promise<ChannelResult> {
-    let command: ChannelCommand;
-    try {
-      command = fromBinary(ChannelCommandSchema, entry.data.subarray(2));
-    } catch {
-      return { ok: false, code: "invalid", reason: "malformed channel command" };
+  /** First claim wins; a claim of an id taken by the same homeserver again is fine (a retried create). */
+  private applyClaim(entry: Entry, writes: KvWrite[]): { ok: true; channelId: string; homeserverId: string } | { ok: false; reason: string } {
+    const claim = decodeChannelClaim(entry.data);
+    if (claim === undefined) return { ok: false, reason: "malformed channel claim" };
+    const owner = this.claims.get(claim.channelId);
+    if (owner !== undefined && owner !== claim.homeserverId) return { ok: false, reason: `channel ${claim.channelId} exists` };
+    if (owner === undefined) {
+      this.claims.set(claim.channelId, claim.homeserverId);
+      writes.push({ key: prefixed(claimNamespace, new TextEncoder().encode(claim.channelId)), value: new TextEncoder().encode(claim.homeserverId) });
     }
-    const apply = () => this.channels.apply(command, entry.index, batch);
-    return inbox === undefined ? apply() : inbox.channelCommand(command, entry.index, apply);
+    return { ok: true, ...claim };
   }
 
   /** Reads a key of the key-value store as of the last applied index. */
@@ -221,16 +212,6 @@ export class ClusterStateMachine implements StateMachine {
   /** Reads a KeyPackage-namespace key as of the last applied index. */
   keyPackageGet(key: Uint8Array): Promise<Uint8Array | undefined> {
     return this.store.get(prefixed(keyPackageNamespace, key));
-  }
-
-  /** Reads a channel-namespace key as of the last applied index. */
-  channelGet(key: Uint8Array): Promise<Uint8Array | undefined> {
-    return this.store.get(prefixed(channelPrefix, key));
-  }
-
-  /** Scans channel-namespace keys under `prefix`, from `from`, at most `limit`. */
-  channelScan(prefix: Uint8Array, from: Uint8Array, limit: number): AsyncIterable<[Uint8Array, Uint8Array]> {
-    return this.store.scan(prefixed(channelPrefix, prefix), limit, prefixed(channelPrefix, from));
   }
 
   /** The replicated state only: local inbox keys ('q') stay out of snapshots. */
@@ -250,9 +231,8 @@ export class ClusterStateMachine implements StateMachine {
     const replicated = decodePairs(data).filter(([key]) => key[0] !== inboxNamespace);
     await this.store.restoreStateMachine([...replicated, ...local], index);
     await this.load();
-    const channelIds: string[] = [];
-    for await (const [key] of this.store.scan(prefixed(channelPrefix, Uint8Array.of(channelRecordPrefix)))) channelIds.push(new TextDecoder().decode(key.subarray(2)));
-    await this.inbox?.afterSnapshot(index, channelIds);
+    // Channel events reach the inboxes through the channel groups; the skipped entries here were direct messages.
+    await this.inbox?.afterSnapshot(index, []);
     for (const record of this.directory.values()) this.listener.onDirectoryChange?.(record);
   }
 }

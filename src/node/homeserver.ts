@@ -43,6 +43,9 @@ import { PeerTransport } from "../transport/peer-transport.ts";
 import { peerServerOptions } from "../transport/peer-service.ts";
 import { loadTlsMaterial, type PeerCredentials } from "../transport/tls.ts";
 import { ClusterStateMachine } from "./cluster-state-machine.ts";
+import { ChannelClaims } from "./channel-claim.ts";
+import { ChannelGroups } from "./channel-groups.ts";
+import { ChannelStateMachine } from "../channel/channel-state-machine.ts";
 import { raftTicks, type NodeConfig } from "./config.ts";
 import type { HomeserverRecord } from "./directory-command.ts";
 import { CertificateCollector } from "./certificate-collector.ts";
@@ -103,6 +106,7 @@ export class Homeserver {
     // The driver and transport refer to each other; the late binding is confined to these closures.
     let driver: RaftDriver | undefined;
     let exchange: CertificateExchange | undefined;
+    let groups: ChannelGroups | undefined;
     const transport = new PeerTransport({
       selfId: config.id,
       peers: new Map(config.peers.filter((p) => p.id !== config.id).map((p) => [p.id, p.peerAddress])),
@@ -110,7 +114,10 @@ export class Homeserver {
       logger: logger.child({ component: "transport" }),
       onMessages: (from, messages) => driver?.receive(from, messages),
       onNotices: (from, notices) => {
-        for (const notice of notices) if (notice.topic === signatureBatchTopic) exchange?.onNotice(from, notice.payload);
+        for (const notice of notices) {
+          if (notice.topic === signatureBatchTopic) exchange?.onNotice(from, notice.payload);
+          else groups?.onNotice(from, notice.topic, notice.payload);
+        }
       },
       onSnapshotStatus: (to, groupId, ok) => driver?.reportSnapshot(to, groupId, ok),
       onUnreachable: (to) => {
@@ -135,6 +142,7 @@ export class Homeserver {
       onFatal,
       // Groups added with balanceLeadership (the test groups today): hand some over when leading more than a share.
       balanceLeadersEveryMs: 5000,
+      onForeignMessage: (from, groupId) => groups?.onForeignMessage(from, groupId),
     });
     const signingKey = loadOrCreateSigningKey(config.dataDir);
     /** Follows the replicated directory: leader hints and peer links. */
@@ -142,36 +150,59 @@ export class Homeserver {
       clientAddresses.set(record.id, record.clientAddress);
       if (record.id !== config.id) transport.setPeer(record.id, record.peerAddress);
     };
+    let claims: ChannelClaims | undefined;
     const stateMachine = new ClusterStateMachine(store, config.clusterId, {
       onDirectoryChange: learnHomeserver,
-      onChannelResult: (result, index) => {
-        exchange?.onChannelResult(result, index);
-        certificates.onChannelResult(result);
-      },
+      onChannelClaim: (channelId) => claims?.applied(channelId),
+    });
+    claims = new ChannelClaims(config.id, (channelId) => stateMachine.channelClaim(channelId), (data) => driver.proposeAnywhere(clusterGroupId, data));
+    /** The channels hosted here, each in its own group (see channel-groups.ts). */
+    const channels = new ChannelStateMachine({
+      clusterId: config.clusterId,
+      signingKeyOf: (id) => stateMachine.signingKeyOf(id),
+      votersOf: (channelId) => groups?.votersOf(channelId),
     });
     const collector = new CertificateCollector(config.clusterId, (id) => stateMachine.signingKeyOf(id), (certificate) => {
       exchange?.onComplete(certificate);
       certificates.onCollected(certificate);
     });
-    const certificates = new CertificateLookup((channelId, epoch) => collector.certificate(channelId, epoch), stateMachine.channels, (key) => stateMachine.channelGet(key));
+    const certificates = new CertificateLookup((channelId, epoch) => collector.certificate(channelId, epoch), channels, (channelId, key) =>
+      groups?.hosts(channelId) === true ? groups.channelGet(channelId, key) : Promise.resolve(undefined),
+    );
     exchange = new CertificateExchange({
       selfId: config.id,
       key: signingKey,
       collector,
       sendNotice: (to, topic, payload) => transport.sendNotice(to, { topic, payload }),
-      propose: (data) => driver.proposeAnywhere(clusterGroupId, data),
-      isLeader: () => driver.status(clusterGroupId).role === Role.Leader,
+      propose: (channelId, data) => groups?.proposeAnywhere(channelId, data) ?? false,
+      isLeader: (channelId) => groups?.leads(channelId) ?? false,
       onRefused: (from, reason) => logger.warn({ from, reason }, "certificate signatures from a peer refused"),
     });
     let inboxStore: InboxStore | undefined;
     const inboxObserver = metrics.watchInbox(() => inboxStore?.totalEntries() ?? 0);
     inboxStore = new InboxStore({ scan: (prefix, limit, from) => store.scan(prefix, limit, from), write: localWriter(engine, store) }, defaultInboxLimits, inboxObserver);
-    const inbox = new InboxFanout(config.id, inboxStore, stateMachine.channels);
+    const inbox = new InboxFanout(config.id, inboxStore, channels);
     stateMachine.attachInbox(inbox);
     await stateMachine.load();
     assertNotLeft(stateMachine, config.id);
     for (const record of stateMachine.homeservers().values()) learnHomeserver(record);
     await driver.addGroup(store, stateMachine);
+    groups = new ChannelGroups({
+      selfId: config.id,
+      engine,
+      driver,
+      channels,
+      inbox,
+      inboxStore: store,
+      sendNotice: (to, topic, payload) => transport.sendNotice(to, { topic, payload }),
+      claim: (channelId, waitMs) => claims.claim(channelId, waitMs),
+      onChannelResult: (result, index) => {
+        exchange?.onChannelResult(result, index);
+        certificates.onChannelResult(result);
+      },
+      logger: logger.child({ component: "channels" }),
+    });
+    await groups.reopen();
 
     const health = new HealthImplementation({ "": "NOT_SERVING", "epochd.kv.v1.KvService": "NOT_SERVING" });
     const peerServer = new grpc.Server(peerServerOptions());
@@ -184,10 +215,10 @@ export class Homeserver {
     addKvService(clientServer, driver, clusterGroupId, stateMachine);
     const tokens = new TokenIssuer(loadOrCreateAuthSecret(config.dataDir), config.clusterId, config.id);
     const authenticator = new TokenAuthenticator(tokens, stateMachine.identity.index);
-    addChannelService(clientServer, driver, clusterGroupId, stateMachine, certificates, authenticator);
+    addChannelService(clientServer, { selfId: config.id, machine: stateMachine, groups, channels, certificates, authenticator, clientAddressOf: (id) => clientAddresses.get(id) });
     addAuthService(clientServer, { clusterId: config.clusterId, homeserverId: config.id, challenges: new ChallengeStore(), tokens, devices: stateMachine.identity.index });
     addIdentityService(clientServer, { homeserverId: config.id, driver, groupId: clusterGroupId, machine: stateMachine, sign: (m) => signingKey.sign(m), authenticator });
-    addKeyPackageService(clientServer, { driver, groupId: clusterGroupId, machine: stateMachine, authenticator });
+    addKeyPackageService(clientServer, { driver, groupId: clusterGroupId, machine: stateMachine, authenticator, channels: groups });
     addInboxService(clientServer, {
       selfId: config.id,
       authenticator,
@@ -208,8 +239,9 @@ export class Homeserver {
     const metricsServer = config.metricsListen === "" ? undefined : await metrics.serve(config.metricsListen);
     driver.start();
     const stopFirstElection = hastenFirstElection({ selfId: config.id, groupId: clusterGroupId, initialVoters, driver, peerStates: () => transport.peerStates() });
+    groups.start();
     exchange.start();
-    exchange.resume(stateMachine.channels.gatheringCertificates());
+    exchange.resume(channels.gatheringCertificates());
     const registration = new SelfRegistration(
       { id: config.id, peerAddress: config.peerListen, clientAddress: config.clientListen, signingKey: Buffer.from(signingKey.publicKeyRaw).toString("base64") },
       () => stateMachine.homeservers().get(config.id),
@@ -220,7 +252,7 @@ export class Homeserver {
     health.setStatus("", "SERVING");
     health.setStatus("epochd.kv.v1.KvService", "SERVING");
     logger.info({ id: config.id, peerListen: config.peerListen, clientListen: config.clientListen, metricsListen: config.metricsListen }, "homeserver started");
-    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer, [() => exchange.stop(), () => registration.stop(), stopFirstElection, () => directory.reconciler.stop()]);
+    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer, [() => exchange.stop(), () => groups.stop(), () => registration.stop(), stopFirstElection, () => directory.reconciler.stop()]);
   }
 
   /** Stops serving and closes everything, in reverse order of starting. Idempotent. */

@@ -138,6 +138,19 @@ export class GroupStore {
     return { ops, commit: () => (this.appliedIndex = appliedIndex) };
   }
 
+  /**
+   * Writes to this group's state key space that leave its applied index as
+   * it is: local (non-replicated) keys another group's apply fills, such as
+   * the inboxes, so they commit in the same batch as that apply.
+   */
+  planLocal(writes: readonly KvWrite[]): RawBatchOp[] {
+    this.checkOpen();
+    return writes.map((write) => {
+      const key = this.keys.stateMachine(write.key);
+      return "delete" in write ? { type: "del", key: asBuffer(key) } : this.put(key, write.value);
+    });
+  }
+
   /** The state machine value under `key`, checked; throws CorruptionError if it fails its checksum. */
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     this.checkOpen();

@@ -214,13 +214,17 @@ export class StorageEngine {
 
   /**
    * Writes the state machine changes and applied index of one or more groups
-   * in one batch. Not synced: after a crash the log replays what was lost,
+   * in one batch, with `localWrites` (see GroupStore.planLocal). Not synced: after a crash the log replays what was lost,
    * and the applied index always matches the data it was written with.
    */
-  apply(items: ReadonlyArray<{ readonly group: GroupStore; readonly appliedIndex: LogIndex; readonly writes: readonly KvWrite[] }>): Promise<void> {
+  apply(
+    items: ReadonlyArray<{ readonly group: GroupStore; readonly appliedIndex: LogIndex; readonly writes: readonly KvWrite[] }>,
+    localWrites: ReadonlyArray<{ readonly group: GroupStore; readonly writes: readonly KvWrite[] }> = [],
+  ): Promise<void> {
     return this.context.stateQueue.run(async () => {
       const plans = items.map(({ group, appliedIndex, writes }) => group.planApply(appliedIndex, writes));
-      await this.write(plans.flatMap((plan) => plan.ops), false);
+      const local = localWrites.flatMap(({ group, writes }) => group.planLocal(writes));
+      await this.write([...plans.flatMap((plan) => plan.ops), ...local], false);
       for (const plan of plans) plan.commit();
     });
   }

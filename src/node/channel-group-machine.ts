@@ -1,0 +1,162 @@
+/**
+ * The state machine of one channel's own Raft group: the channel's commands
+ * (create, commits, proposals, messages, certificate signatures) applied by
+ * the shared {@link ChannelStateMachine}, and the group's membership as its
+ * conf-change entries leave it, so that apply knows the voters at each entry
+ * (a certificate names exactly them, and a channel whose voters differ from
+ * its members' homeservers takes no command until the group follows).
+ *
+ * Each homeserver hosting the group fills its local devices' inboxes while
+ * applying; those writes go to the cluster group's key space (where the
+ * inboxes live) in the same RocksDB batch as the apply.
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import type { ChannelResult, ChannelStateMachine } from "../channel/channel-state-machine.ts";
+import { ChannelCommandSchema, type ChannelCommand } from "../gen/epochd/state/v1/channel_state_pb.ts";
+import type { InboxFanout } from "../inbox/inbox-fanout.ts";
+import { ApplyBatch } from "../multiraft/apply-batch.ts";
+import { entryBody } from "../multiraft/entry-payload.ts";
+import { decodePairs, snapshotPairs } from "../multiraft/pairs-snapshot.ts";
+import type { ApplyOutcome, StateMachine } from "../multiraft/state-machine.ts";
+import { applyConfChange, decodeConfChange } from "../raft/conf-change.ts";
+import { emptyConfState, EntryType, type ConfState, type Entry, type LogIndex } from "../raft/types.ts";
+import type { GroupStore, KvWrite } from "../storage/storage-engine.ts";
+import { channelCommandOp } from "../channel/channel-command.ts";
+
+/** Namespace of the channel's records in its group's key space (see channel-keys.ts). */
+export const channelNamespace = 0x43; // "C"
+/** Key of the group's membership as of the last applied entry. */
+const confStateKey = Uint8Array.of(0x47); // "G"
+
+/** What a channel group's apply tells its homeserver, after the batch is written. */
+export interface ChannelGroupListener {
+  /** A channel command's result; `requestId` as the proposer chose it (empty if none). */
+  onChannelResult(result: ChannelResult, index: LogIndex, requestId: Uint8Array): void;
+  /** The group's membership as of the last applied entry changed (or was loaded). */
+  onMembership(channelId: string, confState: ConfState): void;
+}
+
+/** The shared parts every channel group's machine uses. */
+export interface ChannelGroupContext {
+  readonly channels: ChannelStateMachine;
+  /** Local inboxes, filled while applying; undefined in tests without inboxes. */
+  readonly inbox: InboxFanout | undefined;
+  /** The store the inboxes live in (the cluster group's). */
+  readonly inboxStore: GroupStore | undefined;
+  readonly listener: ChannelGroupListener;
+}
+
+function encodeConfState(conf: ConfState): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify([conf.voters, conf.votersOutgoing, conf.learners, conf.learnersNext]));
+}
+
+function decodeConfState(bytes: Uint8Array | undefined): ConfState {
+  if (bytes === undefined) return emptyConfState;
+  const [voters, votersOutgoing, learners, learnersNext] = JSON.parse(new TextDecoder().decode(bytes)) as string[][];
+  return { voters: voters ?? [], votersOutgoing: votersOutgoing ?? [], learners: learners ?? [], learnersNext: learnersNext ?? [] };
+}
+
+/** See the module comment. */
+export class ChannelGroupMachine implements StateMachine {
+  private conf: ConfState = emptyConfState;
+
+  constructor(
+    readonly channelId: string,
+    readonly store: GroupStore,
+    private readonly context: ChannelGroupContext,
+  ) {}
+
+  /** The group's membership as of the last applied entry. */
+  confState(): ConfState {
+    return this.conf;
+  }
+
+  /** Loads the channel and the membership from the group's store; call before hosting it. */
+  async load(): Promise<void> {
+    this.context.channels.forget(this.channelId);
+    this.conf = decodeConfState(await this.store.get(confStateKey));
+    await this.context.channels.loadMore((prefix) => this.store.scan(withNamespace(prefix)));
+    this.context.listener.onMembership(this.channelId, this.conf);
+  }
+
+  async apply(entries: readonly Entry[]): Promise<ApplyOutcome> {
+    const writes: KvWrite[] = [];
+    const results = new Map<LogIndex, unknown>();
+    const batch = new ApplyBatch(channelNamespace, (key) => this.store.get(key));
+    const inbox = this.context.inbox?.begin();
+    const announced: Array<[ChannelResult, LogIndex, Uint8Array]> = [];
+    let confChanged = false;
+    for (const entry of entries) {
+      if (entry.type === EntryType.ConfChange) {
+        confChanged = this.applyConfChange(entry) || confChanged;
+        continue;
+      }
+      const body = entryBody(entry.data, channelCommandOp);
+      if (body === undefined) continue;
+      let command: ChannelCommand;
+      try {
+        command = fromBinary(ChannelCommandSchema, body);
+      } catch {
+        results.set(entry.index, { ok: false, code: "invalid", reason: "malformed channel command" } satisfies ChannelResult);
+        continue;
+      }
+      const result = await this.applyCommand(command, entry.index, batch, inbox);
+      results.set(entry.index, result);
+      announced.push([result, entry.index, command.requestId]);
+    }
+    writes.push(...batch.writes);
+    if (confChanged) writes.push({ key: confStateKey, value: encodeConfState(this.conf) });
+    const inboxWrites = inbox?.writes ?? [];
+    const localWrites = inboxWrites.length > 0 && this.context.inboxStore !== undefined ? [{ group: this.context.inboxStore, writes: inboxWrites }] : [];
+    const conf = this.conf;
+    const afterWrite = () => {
+      inbox?.afterWrite();
+      if (confChanged) this.context.listener.onMembership(this.channelId, conf);
+      for (const [result, index, requestId] of announced) this.context.listener.onChannelResult(result, index, requestId);
+    };
+    return { writes, results, localWrites, afterWrite };
+  }
+
+  /** Follows a conf-change entry exactly as the Raft core does (the same pure function); true if it changed. */
+  private applyConfChange(entry: Entry): boolean {
+    let outcome;
+    try {
+      outcome = applyConfChange(this.conf, decodeConfChange(entry.data));
+    } catch {
+      return false;
+    }
+    if (!outcome.ok) return false;
+    this.conf = outcome.confState;
+    return true;
+  }
+
+  private applyCommand(command: ChannelCommand, index: LogIndex, batch: ApplyBatch, inbox: ReturnType<InboxFanout["begin"]> | undefined): Promise<ChannelResult> {
+    const value = command.command.value;
+    // A group holds one channel: a command naming another is refused, and signatures for another are ignored.
+    if (command.command.case === "signatures" && value !== undefined && "items" in value) {
+      value.items = value.items.filter((item) => item.channelId === this.channelId);
+    } else if (value !== undefined && "channelId" in value && value.channelId !== this.channelId) {
+      return Promise.resolve({ ok: false, code: "invalid", reason: `this group orders channel ${this.channelId}, not ${value.channelId}` });
+    }
+    const apply = () => this.context.channels.apply(command, index, batch);
+    return inbox === undefined ? apply() : inbox.channelCommand(command, index, apply);
+  }
+
+  snapshotData(): Promise<Uint8Array> {
+    return snapshotPairs(this.store);
+  }
+
+  async restore(data: Uint8Array, index: LogIndex): Promise<void> {
+    await this.store.restoreStateMachine(decodePairs(data), index);
+    await this.load();
+    await this.context.inbox?.afterSnapshot(index, [this.channelId]);
+  }
+}
+
+/** `key` in the channel namespace of a channel group's key space. */
+export function withNamespace(key: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + key.byteLength);
+  out[0] = channelNamespace;
+  out.set(key, 1);
+  return out;
+}

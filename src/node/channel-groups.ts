@@ -1,0 +1,434 @@
+/**
+ * One Raft group per channel, made of the homeservers that sponsor its
+ * members. This module hosts a homeserver's channel groups and keeps each
+ * one's membership following its MLS members:
+ *
+ * - Creating a channel claims its id in the cluster group, then creates the
+ *   group with this homeserver as its only voter.
+ * - When an accepted commit adds the first member of another homeserver, the
+ *   group's leader asks that homeserver to host the group (a notice on the
+ *   peer stream), adds it as a learner, and makes it a voter once it has
+ *   caught up. When a commit removes a homeserver's last member, the leader
+ *   removes it from the group and tells it to drop its copy.
+ * - Until the voters are exactly the members' homeservers, the channel
+ *   takes no command (see ChannelStateMachine's "busy"): certificates always
+ *   name the homeservers of the tree they certify, and a homeserver that lost
+ *   its last member sees no new channel content.
+ *
+ * A command proposed on a follower is forwarded to the group's leader inside
+ * Raft; the follower learns its result when it applies the entry (by the
+ * command's request id), so clients always talk to their own homeserver.
+ */
+import { randomBytes } from "node:crypto";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
+import type { ChannelMembers } from "../auth/channel-membership.ts";
+import { encodeChannelCommand } from "../channel/channel-command.ts";
+import { isValidChannelId } from "../channel/channel-keys.ts";
+import { memberHomeservers, type ChannelResult, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
+import type { ChannelRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
+import { ChannelCommandSchema } from "../gen/epochd/state/v1/channel_state_pb.ts";
+import type { InboxFanout } from "../inbox/inbox-fanout.ts";
+import { NotLeaderError, OutcomeUnknownError } from "../multiraft/errors.ts";
+import type { RaftDriver } from "../multiraft/raft-driver.ts";
+import { ConfChangeType, type ConfState, type GroupId, type LogIndex, type NodeId } from "../raft/types.ts";
+import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
+import { ChannelGroupMachine, withNamespace, type ChannelGroupListener } from "./channel-group-machine.ts";
+
+/** Every channel group's id starts with this; the channel id follows. */
+export const channelGroupPrefix = "channel/";
+/** Peer notice: "host this channel's group" (payload: the channel id), from its leader. */
+export const hostChannelGroupTopic = "channel-group-host";
+/** Peer notice: "you are no longer a member of this channel's group" (payload: the channel id). */
+export const leaveChannelGroupTopic = "channel-group-leave";
+/** Most channel groups one homeserver hosts. */
+export const channelGroupsMax = 200_000;
+/** How often the leaders look at channels whose group does not yet follow their members. */
+export const reconcileIntervalMs = 50;
+/** How often a notice to one homeserver about one group is sent again while it has no effect. */
+export const noticeRepeatMs = 1000;
+/** Longest a follower waits for a forwarded command's entry before answering UNAVAILABLE (the client retries). */
+export const forwardWaitMsMax = 4000;
+
+/** The group id of channel `channelId`. */
+export function channelGroupId(channelId: string): GroupId {
+  return `${channelGroupPrefix}${channelId}`;
+}
+
+/** What the client API needs of the channels hosted here. */
+export interface HostedChannels extends ChannelMembers {
+  /** Whether this homeserver hosts the channel's group (it sponsors a member, or is about to). */
+  hosts(channelId: string): boolean;
+  /** A linearizable read point of the channel's group (forwarded to its leader by a follower). */
+  readIndex(channelId: string): Promise<LogIndex>;
+}
+
+/** A command for a channel that is not hosted here. */
+export class ChannelNotHostedError extends Error {
+  constructor(readonly channelId: string) {
+    super(`channel ${channelId} is not hosted by this homeserver`);
+    this.name = "ChannelNotHostedError";
+  }
+}
+
+type Command = NonNullable<MessageInitShape<typeof ChannelCommandSchema>["command"]>;
+
+/** What the channel groups need from their homeserver. */
+export interface ChannelGroupsOptions {
+  readonly selfId: NodeId;
+  readonly engine: StorageEngine;
+  readonly driver: RaftDriver;
+  /** The in-memory index of the channels hosted here (shared by all their groups). */
+  readonly channels: ChannelStateMachine;
+  readonly inbox: InboxFanout | undefined;
+  /** Where the inboxes live (the cluster group's store). */
+  readonly inboxStore: GroupStore | undefined;
+  readonly sendNotice: (to: NodeId, topic: string, payload: Uint8Array) => void;
+  /** Claims `channelId` for this homeserver in the cluster group; rejects if another homeserver has it. */
+  readonly claim: (channelId: string, waitMs: number) => Promise<void>;
+  /** Every applied channel command's result, in log order per channel (certificates, waiting clients). */
+  readonly onChannelResult: (result: ChannelResult, index: LogIndex) => void;
+  readonly logger: Logger;
+}
+
+interface Waiter<T> {
+  readonly resolve: (value: T) => void;
+  readonly reject: (error: Error) => void;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function isMember(conf: ConfState, id: NodeId): boolean {
+  return conf.voters.includes(id) || conf.learners.includes(id) || conf.votersOutgoing.includes(id) || conf.learnersNext.includes(id);
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x) => b.includes(x));
+}
+
+/** See the module comment. */
+export class ChannelGroups implements HostedChannels {
+  private readonly machines = new Map<string, ChannelGroupMachine>();
+  /** Channels whose group is being opened, created or dropped here. */
+  private readonly busyOpening = new Map<string, Promise<void>>();
+  /** Channels whose voters differ from their members' homeservers (as applied here). */
+  private readonly unsettled = new Set<string>();
+  /** Channels this homeserver was a member of (so a membership without it means it was removed). */
+  private readonly wasMember = new Set<string>();
+  private readonly resultWaiters = new Map<string, Waiter<{ result: ChannelResult; index: LogIndex }>>();
+  private readonly settleWaiters = new Map<string, Array<() => void>>();
+  private readonly lastNoticeMs = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(private readonly options: ChannelGroupsOptions) {}
+
+  /** The listener every channel group machine reports to. */
+  private readonly listener: ChannelGroupListener = {
+    onChannelResult: (result, index, requestId) => {
+      if (requestId.byteLength > 0) this.resultWaiters.get(Buffer.from(requestId).toString("hex"))?.resolve({ result, index });
+      this.options.onChannelResult(result, index);
+      if (result.ok && result.kind === "commit-accepted") this.refreshSettled(result.channelId);
+    },
+    onMembership: (channelId, conf) => {
+      if (isMember(conf, this.options.selfId)) this.wasMember.add(channelId);
+      else if (this.wasMember.has(channelId)) void this.leave(channelId, "the group removed this homeserver");
+      this.refreshSettled(channelId);
+    },
+  };
+
+  /** The voters of the channel's group as applied here, for the channel state machine. */
+  votersOf(channelId: string): readonly string[] | undefined {
+    return this.machines.get(channelId)?.confState().voters;
+  }
+
+  hosts(channelId: string): boolean {
+    return this.machines.has(channelId);
+  }
+
+  channel(channelId: string): ChannelRecord | undefined {
+    return this.options.channels.channel(channelId);
+  }
+
+  /** How many channel groups are hosted here. */
+  count(): number {
+    return this.machines.size;
+  }
+
+  /** The store of a hosted channel's group, for reads of its records. */
+  store(channelId: string): GroupStore {
+    const machine = this.machines.get(channelId);
+    if (machine === undefined) throw new ChannelNotHostedError(channelId);
+    return machine.store;
+  }
+
+  /** A channel record key (see channel-keys.ts) as of the last entry applied here. */
+  channelGet(channelId: string, key: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.store(channelId).get(withNamespace(key));
+  }
+
+  /** Channel record keys under `prefix`, from `from`, at most `limit`, as of the last entry applied here. */
+  channelScan(channelId: string, prefix: Uint8Array, from: Uint8Array, limit: number): AsyncIterable<[Uint8Array, Uint8Array]> {
+    return this.store(channelId).scan(withNamespace(prefix), limit, withNamespace(from));
+  }
+
+  /** Hosts again the channel groups stored here (after a restart); returns how many. */
+  async reopen(): Promise<number> {
+    const ids = (await this.options.engine.listGroups()).filter((id) => id.startsWith(channelGroupPrefix));
+    for (const groupId of ids) await this.host(groupId.slice(channelGroupPrefix.length), await this.options.engine.openGroup(groupId));
+    if (ids.length > 0) this.options.logger.info({ groups: ids.length }, "channel groups reopened");
+    return ids.length;
+  }
+
+  private async host(channelId: string, store: GroupStore): Promise<void> {
+    const machine = new ChannelGroupMachine(channelId, store, { channels: this.options.channels, inbox: this.options.inbox, inboxStore: this.options.inboxStore, listener: this.listener });
+    this.machines.set(channelId, machine);
+    await machine.load();
+    await this.options.driver.addGroup(store, machine, { quiesce: true });
+  }
+
+  start(): void {
+    this.timer = setInterval(() => this.reconcileAll(), reconcileIntervalMs);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    for (const waiter of this.resultWaiters.values()) waiter.reject(new OutcomeUnknownError("channel", "the homeserver is stopping"));
+    this.resultWaiters.clear();
+  }
+
+  /** Runs `work` for `channelId` after any open, create or drop of its group in progress here. */
+  private exclusive(channelId: string, work: () => Promise<void>): Promise<void> {
+    const previous = this.busyOpening.get(channelId) ?? Promise.resolve();
+    const next = previous.then(work, work).finally(() => {
+      if (this.busyOpening.get(channelId) === next) this.busyOpening.delete(channelId);
+    });
+    this.busyOpening.set(channelId, next);
+    return next;
+  }
+
+  /**
+   * Creates the channel: claims its id, creates its group with this
+   * homeserver as the only voter, waits for leadership and proposes the
+   * create command. Idempotent for a retried create of the same id here.
+   */
+  async create(channelId: string, command: Command, waitMs: number): Promise<{ result: ChannelResult; index: LogIndex }> {
+    const deadline = Date.now() + waitMs;
+    await this.options.claim(channelId, waitMs);
+    const groupId = channelGroupId(channelId);
+    await this.exclusive(channelId, async () => {
+      if (this.machines.has(channelId)) return;
+      const [store] = await this.options.engine.createGroups([groupId], [this.options.selfId]);
+      await this.host(channelId, store!);
+      this.options.driver.campaign(groupId);
+    });
+    await this.waitForLeader(groupId, deadline);
+    return this.propose(channelId, command, deadline - Date.now());
+  }
+
+  /** Waits (bounded) until the group has a leader; a one-voter group elects itself at once. */
+  private async waitForLeader(groupId: GroupId, deadline: number): Promise<void> {
+    for (let tries = 0; this.options.driver.leaderOf(groupId) === "" && Date.now() < deadline && tries < 2000; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+  }
+
+  /**
+   * Orders `command` in the channel's group and resolves with its result:
+   * proposed here on the leader, else forwarded to the leader and learned
+   * from this homeserver's own apply of the entry.
+   */
+  async propose(channelId: string, command: Command, waitMs: number): Promise<{ result: ChannelResult; index: LogIndex }> {
+    if (!this.machines.has(channelId)) throw new ChannelNotHostedError(channelId);
+    const groupId = channelGroupId(channelId);
+    const requestId = randomBytes(16);
+    const data = encodeChannelCommand(toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command, requestId })));
+    const driver = this.options.driver;
+    if (driver.leaderOf(groupId) === this.options.selfId) {
+      const applied = await withTimeout(driver.propose(groupId, data), waitMs, () => new OutcomeUnknownError(groupId, "the command did not commit in time"));
+      return { result: applied.result as ChannelResult, index: applied.index };
+    }
+    const key = requestId.toString("hex");
+    const done = new Promise<{ result: ChannelResult; index: LogIndex }>((resolve, reject) => this.resultWaiters.set(key, { resolve, reject }));
+    try {
+      if (!driver.proposeAnywhere(groupId, data)) throw new NotLeaderError(groupId, "");
+      return await withTimeout(done, Math.min(waitMs, forwardWaitMsMax), () => new OutcomeUnknownError(groupId, "the forwarded command was not ordered in time"));
+    } finally {
+      this.resultWaiters.delete(key);
+    }
+  }
+
+  readIndex(channelId: string): Promise<LogIndex> {
+    if (!this.machines.has(channelId)) return Promise.reject(new ChannelNotHostedError(channelId));
+    return this.options.driver.readIndex(channelGroupId(channelId));
+  }
+
+  /** Whether this homeserver leads the channel's group. */
+  leads(channelId: string): boolean {
+    return this.machines.has(channelId) && this.options.driver.leaderOf(channelGroupId(channelId)) === this.options.selfId;
+  }
+
+  /** Proposes a channel command on the group's leader or forwards it, fire and forget; false without a leader. */
+  proposeAnywhere(channelId: string, data: Uint8Array): boolean {
+    return this.machines.has(channelId) && this.options.driver.proposeAnywhere(channelGroupId(channelId), data);
+  }
+
+  /** Resolves once the channel's group follows its members (the voters are their homeservers), or at `waitMs`. */
+  async waitSettled(channelId: string, waitMs: number): Promise<boolean> {
+    if (!this.unsettled.has(channelId)) return true;
+    let wake: () => void = () => {};
+    const settled = new Promise<void>((resolve) => (wake = resolve));
+    const list = this.settleWaiters.get(channelId) ?? [];
+    list.push(wake);
+    this.settleWaiters.set(channelId, list);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
+    await Promise.race([settled, timedOut]);
+    clearTimeout(timer);
+    return !this.unsettled.has(channelId);
+  }
+
+  private refreshSettled(channelId: string): void {
+    const record = this.options.channels.channel(channelId);
+    const machine = this.machines.get(channelId);
+    if (record === undefined || machine === undefined) {
+      this.unsettled.delete(channelId);
+      return;
+    }
+    const conf = machine.confState();
+    const settled = sameSet(conf.voters, memberHomeservers(record)) && conf.votersOutgoing.length === 0 && conf.learners.length === 0;
+    if (!settled) {
+      this.unsettled.add(channelId);
+      this.reconcile(channelId);
+      return;
+    }
+    this.unsettled.delete(channelId);
+    for (const wake of this.settleWaiters.get(channelId) ?? []) wake();
+    this.settleWaiters.delete(channelId);
+  }
+
+  private reconcileAll(): void {
+    if (this.stopped) return;
+    for (const channelId of this.unsettled) this.reconcile(channelId);
+  }
+
+  /**
+   * On the group's leader, takes the next step towards voters = the members'
+   * homeservers: host and add a missing homeserver as a learner, make a
+   * caught-up learner a voter, or remove a homeserver without members. One
+   * membership change at a time (the core refuses another while one is in
+   * flight).
+   */
+  private reconcile(channelId: string): void {
+    const groupId = channelGroupId(channelId);
+    const driver = this.options.driver;
+    const record = this.options.channels.channel(channelId);
+    if (record === undefined || !driver.hosts(groupId) || driver.leaderOf(groupId) !== this.options.selfId) return;
+    const status = driver.status(groupId);
+    const conf = status.confState;
+    if (conf.votersOutgoing.length > 0) return;
+    const wanted = memberHomeservers(record);
+    if (wanted.length === 0) return;
+    const missing = wanted.find((id) => !conf.voters.includes(id) && !conf.learners.includes(id));
+    if (missing !== undefined) {
+      this.notice(missing, hostChannelGroupTopic, channelId, true);
+      this.changeMembership(groupId, ConfChangeType.AddLearner, missing);
+      return;
+    }
+    for (const learner of conf.learners) {
+      if (!wanted.includes(learner)) continue;
+      const match = status.progress.get(learner)?.match ?? 0;
+      if (match >= status.commit) {
+        this.changeMembership(groupId, ConfChangeType.AddVoter, learner);
+        return;
+      }
+      if (match === 0) this.notice(learner, hostChannelGroupTopic, channelId);
+    }
+    const extra = [...conf.voters, ...conf.learners].find((id) => !wanted.includes(id));
+    if (extra !== undefined) this.changeMembership(groupId, ConfChangeType.RemoveNode, extra);
+  }
+
+  private changeMembership(groupId: GroupId, type: ConfChangeType, nodeId: NodeId): void {
+    try {
+      this.options.driver.proposeConfChange(groupId, { steps: [{ type, nodeId }], leaveJoint: false }).then(
+        () => {
+          if (type !== ConfChangeType.RemoveNode) return;
+          this.notice(nodeId, leaveChannelGroupTopic, groupId.slice(channelGroupPrefix.length), true);
+        },
+        () => undefined,
+      );
+    } catch {
+      // One change at a time: the next reconcile round tries again.
+    }
+  }
+
+  /** Sends a notice about `channelId` to `to`, at most once per {@link noticeRepeatMs} unless `now`. */
+  private notice(to: NodeId, topic: string, channelId: string, now = false): void {
+    if (to === this.options.selfId) return;
+    const key = `${topic}/${to}/${channelId}`;
+    const at = Date.now();
+    if (!now && at - (this.lastNoticeMs.get(key) ?? 0) < noticeRepeatMs) return;
+    this.lastNoticeMs.set(key, at);
+    if (this.lastNoticeMs.size > 10_000) this.lastNoticeMs.clear();
+    this.options.sendNotice(to, topic, encoder.encode(channelId));
+  }
+
+  /** A peer's notice about a channel group (see the topics above). */
+  onNotice(from: NodeId, topic: string, payload: Uint8Array): void {
+    const channelId = decoder.decode(payload);
+    if (!isValidChannelId(channelId) || this.stopped) return;
+    if (topic === hostChannelGroupTopic) {
+      if (this.machines.has(channelId) || this.machines.size >= channelGroupsMax) return;
+      void this.exclusive(channelId, async () => {
+        if (this.machines.has(channelId) || this.stopped) return;
+        await this.host(channelId, await this.options.engine.openGroup(channelGroupId(channelId)));
+        this.options.logger.info({ channelId, from }, "hosting a channel group at its leader's request");
+      }).catch((error: unknown) => this.options.logger.warn({ channelId, from, err: error }, "could not host a channel group"));
+    } else if (topic === leaveChannelGroupTopic) {
+      const machine = this.machines.get(channelId);
+      if (machine === undefined) return;
+      // Only a member of the group (its leader, which removed this homeserver) is believed.
+      const conf = this.options.driver.confState(channelGroupId(channelId));
+      if (!isMember(conf, from)) return;
+      void this.leave(channelId, `${from} removed this homeserver from the group`);
+    }
+  }
+
+  /** A message for a group this homeserver leads came from a non-member: it was removed and missed it. */
+  onForeignMessage(from: NodeId, groupId: GroupId): void {
+    if (groupId.startsWith(channelGroupPrefix)) this.notice(from, leaveChannelGroupTopic, groupId.slice(channelGroupPrefix.length));
+  }
+
+  /** Stops hosting the channel's group and deletes its copy here. */
+  private leave(channelId: string, why: string): Promise<void> {
+    return this.exclusive(channelId, async () => {
+      if (!this.machines.has(channelId)) return;
+      const groupId = channelGroupId(channelId);
+      this.machines.delete(channelId);
+      this.wasMember.delete(channelId);
+      this.unsettled.delete(channelId);
+      await this.options.driver.removeGroup(groupId);
+      await this.options.engine.dropGroup(groupId);
+      this.options.channels.forget(channelId);
+      this.options.logger.info({ channelId, why }, "left a channel group");
+    }).catch((error: unknown) => this.options.logger.warn({ channelId, err: error }, "could not leave a channel group"));
+  }
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(error()), ms);
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (failure: unknown) => {
+        clearTimeout(timer);
+        reject(failure instanceof Error ? failure : new Error(String(failure)));
+      },
+    );
+  });
+}
