@@ -15,9 +15,9 @@
  * moment ago is not refused by a homeserver that has not applied its addition
  * yet; members pay nothing. A channel's group is hosted by the homeservers of
  * its members: a device asking another homeserver than its own about a
- * channel not hosted there is sent to its own (a leader hint); a device of
- * this homeserver asking about a channel not hosted here is not a member
- * (after a short wait, in case its homeserver is just joining the group).
+ * channel it is not a member of there is sent to its own (a leader hint); a
+ * device of this homeserver asking about a channel not hosted here is not a
+ * member (after a short wait, in case the group is just arriving here).
  * The check and the apply are not atomic: a device removed between the two
  * can still have one command ordered, which apply then judges on its own
  * (a removed leaf's commit fails the MLS checks there).
@@ -54,10 +54,15 @@ export interface ChannelAccess {
 /** Builds the ChannelService checks over an authenticator and the channels hosted here. */
 export function channelAccess(context: ChannelAccessContext): ChannelAccess {
   const { authenticator, channels } = context;
-  /** Resolves once the channel is hosted here; refuses (or redirects) the device otherwise. */
+  /**
+   * Resolves once the channel is hosted here; refuses the device otherwise.
+   * A device of another homeserver that is not a member here is sent to its
+   * own, whether or not the channel is hosted here, so the answer tells it
+   * nothing about channels it is not in.
+   */
   const hosted = async (device: AuthenticatedDevice, channelId: string, waitMs: number): Promise<void> => {
+    if (device.homeserverId !== context.selfId) throw toOwnHomeserver(device, `${device.deviceId} is not a member of channel ${JSON.stringify(channelId)} here`);
     if (channels.hosts(channelId)) return;
-    if (device.homeserverId !== context.selfId) throw toOwnHomeserver(device, `channel ${channelId} is not hosted here`);
     const until = Date.now() + Math.min(waitMs, hostingWaitMsMax);
     while (!channels.hosts(channelId) && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
     if (!channels.hosts(channelId)) requireChannelMember(channels, channelId, device);

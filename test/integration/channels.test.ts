@@ -27,25 +27,26 @@ const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
 describe("channels on a real 3-homeserver cluster", () => {
   let cluster: ProcessCluster;
-  let leaderClient: ChannelClient;
+  let entryClient: ChannelClient;
   let keys: Map<string, Uint8Array>;
   let clusterId: string;
-  let leader: string;
+  /** Where every call goes: hs1, whose devices create the test's channels (a channel's group starts on its creator's homeserver). */
+  const entry = "hs1";
   let logins: DeviceLogins;
   /** Publishes fixture devices' identity records so they can log in. */
   const publish = (...devices: TestDevice[]) => Promise.all(devices.map((d) => logins.publish(d)));
-  /** Call options authenticating `deviceId` at the leader. */
-  const as = async (deviceId: string, deadlineMs = 10_000) => ({ deadlineMs, metadata: await logins.metadata(deviceId, leader) });
+  /** Call options authenticating `deviceId` at hs1. */
+  const as = async (deviceId: string, deadlineMs = 10_000) => ({ deadlineMs, metadata: await logins.metadata(deviceId, entry) });
 
   beforeAll(async () => {
     cluster = await ProcessCluster.create(3);
     cluster.startAll();
-    leader = await cluster.waitForLeader();
-    leaderClient = unaryClient(ChannelService, cluster.get(leader).clientAddress, cluster.clientCredentials(), { "grpc.ssl_target_name_override": "localhost" });
+    await cluster.waitForLeader();
+    entryClient = unaryClient(ChannelService, cluster.get(entry).clientAddress, cluster.clientCredentials(), { "grpc.ssl_target_name_override": "localhost" });
     // Every homeserver registers its signing key in the directory.
     const deadline = Date.now() + 15_000;
     for (;;) {
-      const directory = await leaderClient.listHomeservers({});
+      const directory = await entryClient.listHomeservers({});
       keys = new Map(directory.homeservers.filter((h) => h.signingKey.byteLength === 32).map((h) => [h.homeserverId, h.signingKey]));
       clusterId = directory.clusterId;
       if (keys.size === 3 || Date.now() > deadline) break;
@@ -57,7 +58,7 @@ describe("channels on a real 3-homeserver cluster", () => {
 
   afterAll(async () => {
     logins?.close();
-    leaderClient?.close();
+    entryClient?.close();
     await cluster?.close();
   });
 
@@ -75,9 +76,9 @@ describe("channels on a real 3-homeserver cluster", () => {
     }
   }
 
-  /** Submits `pending` to the leader as device `by`. */
+  /** Submits `pending` to hs1 as device `by`. */
   async function submit(channelId: string, epoch: bigint, pending: PendingCommit, by: string) {
-    return leaderClient.submitCommit(
+    return entryClient.submitCommit(
       { channelId, epoch, commit: pending.commit, nextGroupInfo: pending.nextGroupInfo, welcome: pending.welcome ?? new Uint8Array(0) },
       await as(by, 15_000),
     );
@@ -89,7 +90,7 @@ describe("channels on a real 3-homeserver cluster", () => {
     const bob = await makeDevice("bob@hs2");
     const carol = await makeDevice("carol@hs3");
     await publish(memberOf(group, "alice@hs1").device, bob.device, carol.device);
-    const created = await leaderClient.createChannel({ channelId, groupInfo: group.initialGroupInfo, contentType: "text/plain" }, await as("alice@hs1"));
+    const created = await entryClient.createChannel({ channelId, groupInfo: group.initialGroupInfo, contentType: "text/plain" }, await as("alice@hs1"));
     expect(created.channel?.epoch).toBe(0n);
 
     // Alice adds Bob (hs2) and Carol (hs3); only hs1 certifies epoch 0.
@@ -127,12 +128,12 @@ describe("channels on a real 3-homeserver cluster", () => {
 
     const authenticators = new Set([...group.members.values()].map((m) => hex(epochAuthenticator(m.state))));
     expect(authenticators.size).toBe(1);
-    const state = await leaderClient.getChannel({ channelId }, await as("alice@hs1"));
+    const state = await entryClient.getChannel({ channelId }, await as("alice@hs1"));
     expect(state.channel?.epoch).toBe(3n);
     expect(state.channel?.homeservers).toEqual(["hs1", "hs2", "hs3"]);
 
     // The event log holds exactly one commit per epoch, each with a certificate.
-    const events = await leaderClient.listEvents({ channelId, afterSequence: 0n }, await as("alice@hs1"));
+    const events = await entryClient.listEvents({ channelId, afterSequence: 0n }, await as("alice@hs1"));
     const commits = events.events.filter((e) => e.kind === EventKind.COMMIT);
     expect(commits.map((e) => e.epoch)).toEqual([0n, 1n, 2n]);
     for (const event of commits) expect(isCertified(event.certificate!)).toBe(true);
@@ -144,7 +145,7 @@ describe("channels on a real 3-homeserver cluster", () => {
     const mia = await makeDevice("mia@hs2");
     const nils = await makeDevice("nils@hs3");
     await publish(memberOf(solo, "olga@hs1").device, mia.device, nils.device);
-    await leaderClient.createChannel({ channelId: soloId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" }, await as("olga@hs1"));
+    await entryClient.createChannel({ channelId: soloId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" }, await as("olga@hs1"));
     const add = await makeCommit(memberOf(solo, "olga@hs1").state, { add: [mia.keyPackage.publicPackage, nils.keyPackage.publicPackage] });
     await submit(soloId, 0n, add, "olga@hs1");
     await applyAcceptedCommit(solo, "olga@hs1", add);
@@ -165,7 +166,8 @@ describe("channels on a real 3-homeserver cluster", () => {
     await submit(soloId, 1n, remove, "olga@hs1");
     await applyAcceptedCommit(solo, "olga@hs1", remove);
     const nilsCommit = await makeCommit(nilsStateBefore);
-    await expect(submit(soloId, 2n, nilsCommit, "nils@hs3")).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    const nilsSubmits = { channelId: soloId, epoch: 2n, commit: nilsCommit.commit, nextGroupInfo: nilsCommit.nextGroupInfo };
+    await expectNotMember("nils@hs3", (client, options) => client.submitCommit(nilsSubmits, options));
     await expect(submit(soloId, 2n, nilsCommit, "mia@hs2")).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
 
     // A device of another group with the same group id: not a member; its commit (relayed) is signed by a key not in this tree.
@@ -180,6 +182,26 @@ describe("channels on a real 3-homeserver cluster", () => {
     expect((await submit(soloId, 2n, miaUpdate, "mia@hs2")).epoch).toBe(3n);
   });
 
+  /**
+   * A device that is not a member (of the channel `call` is about) asks hs1: a device of another
+   * homeserver is sent to its own (a leader hint naming it, whatever the channel), which refuses it with
+   * PERMISSION_DENIED; a device of hs1 is refused there.
+   */
+  async function expectNotMember(deviceId: string, call: (client: ChannelClient, options: { deadlineMs: number; metadata: grpc.Metadata }) => Promise<unknown>): Promise<void> {
+    const homeId = deviceId.slice(deviceId.indexOf("@") + 1);
+    if (entry !== homeId) {
+      const redirected = await call(entryClient, await as(deviceId)).then(() => undefined, (error: grpc.ServiceError) => error);
+      expect(redirected).toMatchObject({ code: grpc.status.FAILED_PRECONDITION });
+      expect(redirected?.metadata.get("epochd-leader-id")).toEqual([homeId]);
+    }
+    const home = unaryClient(ChannelService, cluster.get(homeId).clientAddress, cluster.clientCredentials(), { "grpc.ssl_target_name_override": "localhost" });
+    try {
+      await expect(call(home, { deadlineMs: 10_000, metadata: await logins.metadata(deviceId, homeId) })).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    } finally {
+      home.close();
+    }
+  }
+
   it("an unauthenticated caller gets UNAUTHENTICATED and a non-member PERMISSION_DENIED, and neither changes the channel", async () => {
     const group = await buildGroup(["ursula@hs1"]);
     const channelId = "room-auth";
@@ -188,39 +210,38 @@ describe("channels on a real 3-homeserver cluster", () => {
     await publish(memberOf(group, "ursula@hs1").device, victor.device, walt.device);
     // CreateChannel: only the GroupInfo's sole member may create it; a refused creation creates nothing.
     const request = { channelId, groupInfo: group.initialGroupInfo, contentType: "text/plain" };
-    await expect(leaderClient.createChannel(request, await as("walt@hs3"))).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
-    await expect(leaderClient.createChannel(request)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
-    await leaderClient.createChannel(request, await as("ursula@hs1"));
+    await expect(entryClient.createChannel(request, await as("walt@hs3"))).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(entryClient.createChannel(request)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    await entryClient.createChannel(request, await as("ursula@hs1"));
     const add = await makeCommit(memberOf(group, "ursula@hs1").state, { add: [victor.keyPackage.publicPackage] });
     await submit(channelId, 0n, add, "ursula@hs1");
     await applyAcceptedCommit(group, "ursula@hs1", add);
-    const before = await leaderClient.listEvents({ channelId, afterSequence: 0n }, await as("ursula@hs1"));
+    const before = await entryClient.listEvents({ channelId, afterSequence: 0n }, await as("ursula@hs1"));
 
     // A genuine commit of a member, submitted without a token, with a forged one, and by a non-member.
     const update = await makeCommit(memberOf(group, "ursula@hs1").state);
     const commit = { channelId, epoch: 1n, commit: update.commit, nextGroupInfo: update.nextGroupInfo };
     const forgedToken = new grpc.Metadata();
     forgedToken.set("authorization", "Bearer not-a-token");
-    await expect(leaderClient.submitCommit(commit)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
-    await expect(leaderClient.submitCommit(commit, { metadata: forgedToken })).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
-    await expect(leaderClient.submitCommit(commit, await as("walt@hs3"))).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(entryClient.submitCommit(commit)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    await expect(entryClient.submitCommit(commit, { metadata: forgedToken })).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    await expectNotMember("walt@hs3", (client, options) => client.submitCommit(commit, options));
     // A token is valid only at the homeserver that issued it.
-    const elsewhere = ["hs1", "hs2", "hs3"].find((id) => id !== leader)!;
-    await expect(leaderClient.submitCommit(commit, { metadata: await logins.metadata("ursula@hs1", elsewhere) })).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    const elsewhere = ["hs1", "hs2", "hs3"].find((id) => id !== entry)!;
+    await expect(entryClient.submitCommit(commit, { metadata: await logins.metadata("ursula@hs1", elsewhere) })).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
     // Reads and the other writes: the same.
-    const asWalt = await as("walt@hs3");
-    await expect(leaderClient.listEvents({ channelId, afterSequence: 0n }, asWalt)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
-    await expect(leaderClient.getChannel({ channelId }, asWalt)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
-    await expect(leaderClient.getChannel({ channelId: "no-such-channel" }, asWalt)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
-    await expect(leaderClient.getCommit({ channelId, epoch: 0n })).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
-    await expect(leaderClient.sendMessage({ channelId, epoch: 1n, message: update.commit }, asWalt)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
-    await expect(leaderClient.submitProposal({ channelId, epoch: 1n, proposal: update.commit }, asWalt)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expectNotMember("walt@hs3", (client, options) => client.listEvents({ channelId, afterSequence: 0n }, options));
+    await expectNotMember("walt@hs3", (client, options) => client.getChannel({ channelId }, options));
+    await expectNotMember("walt@hs3", (client, options) => client.getChannel({ channelId: "no-such-channel" }, options));
+    await expect(entryClient.getCommit({ channelId, epoch: 0n })).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    await expectNotMember("walt@hs3", (client, options) => client.sendMessage({ channelId, epoch: 1n, message: update.commit }, options));
+    await expectNotMember("walt@hs3", (client, options) => client.submitProposal({ channelId, epoch: 1n, proposal: update.commit }, options));
 
     // Nothing changed: same epoch, same log; the member's very same commit is still the epoch's one.
-    const after = await leaderClient.listEvents({ channelId, afterSequence: 0n }, await as("ursula@hs1"));
+    const after = await entryClient.listEvents({ channelId, afterSequence: 0n }, await as("ursula@hs1"));
     expect(after.lastSequence).toBe(before.lastSequence);
-    expect((await leaderClient.getChannel({ channelId }, await as("victor@hs2"))).channel?.epoch).toBe(1n);
-    expect((await leaderClient.submitCommit(commit, await as("ursula@hs1"))).epoch).toBe(2n);
+    expect((await entryClient.getChannel({ channelId }, await as("victor@hs2"))).channel?.epoch).toBe(1n);
+    expect((await entryClient.submitCommit(commit, await as("ursula@hs1"))).epoch).toBe(2n);
   });
 
   it("one member flooding proposals is throttled with a retry delay while another's commit is accepted", async () => {
@@ -228,7 +249,7 @@ describe("channels on a real 3-homeserver cluster", () => {
     const channelId = "room-flood";
     const quinn = await makeDevice("quinn@hs2");
     await publish(memberOf(solo, "pia@hs1").device, quinn.device);
-    await leaderClient.createChannel({ channelId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" }, await as("pia@hs1"));
+    await entryClient.createChannel({ channelId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" }, await as("pia@hs1"));
     const add = await makeCommit(memberOf(solo, "pia@hs1").state, { add: [quinn.keyPackage.publicPackage] });
     await submit(channelId, 0n, add, "pia@hs1");
     await applyAcceptedCommit(solo, "pia@hs1", add);
@@ -237,7 +258,7 @@ describe("channels on a real 3-homeserver cluster", () => {
     const stranger = await makeDevice("spam@hs2");
     const { bytes: proposal } = await makeProposal(memberOf(solo, "quinn@hs2").state, { proposalType: "add", add: { keyPackage: stranger.keyPackage.publicPackage } });
     const asQuinn = await as("quinn@hs2");
-    const flood = await Promise.allSettled(Array.from({ length: 60 }, () => leaderClient.submitProposal({ channelId, epoch: 1n, proposal }, asQuinn)));
+    const flood = await Promise.allSettled(Array.from({ length: 60 }, () => entryClient.submitProposal({ channelId, epoch: 1n, proposal }, asQuinn)));
     const throttled = flood.filter((o): o is PromiseRejectedResult => o.status === "rejected" && (o.reason as grpc.ServiceError).code === grpc.status.RESOURCE_EXHAUSTED);
     expect(throttled.length).toBeGreaterThan(0);
     expect(Number((throttled[0]!.reason as grpc.ServiceError).metadata.get("retry-after-ms")[0])).toBeGreaterThan(0);
@@ -251,7 +272,7 @@ describe("channels on a real 3-homeserver cluster", () => {
     const channelId = "room-fuzz";
     await publish(memberOf(solo, "fuzz@hs1").device);
     const asFuzz = await as("fuzz@hs1", 15_000);
-    await leaderClient.createChannel({ channelId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" }, asFuzz);
+    await entryClient.createChannel({ channelId, groupInfo: solo.initialGroupInfo, contentType: "text/plain" }, asFuzz);
     const valid = await makeCommit(memberOf(solo, "fuzz@hs1").state);
     const seed = Number(process.env["FC_SEED"] ?? Date.now() % 2 ** 31);
     console.log(`fuzz property seed ${seed} (FC_SEED=${seed} reproduces)`);
@@ -260,11 +281,11 @@ describe("channels on a real 3-homeserver cluster", () => {
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ maxLength: 600 }), fc.constantFrom("commit", "proposal", "message", "groupInfo", "raw"), async (bytes, field) => {
         const call =
-          field === "commit" ? leaderClient.submitCommit({ channelId, epoch: 0n, commit: bytes, nextGroupInfo: valid.nextGroupInfo }, asFuzz)
-          : field === "proposal" ? leaderClient.submitProposal({ channelId, epoch: 0n, proposal: bytes }, asFuzz)
-          : field === "message" ? leaderClient.sendMessage({ channelId, epoch: 0n, message: bytes }, asFuzz)
-          : field === "groupInfo" ? leaderClient.createChannel({ channelId: `fuzz-${bytes.byteLength}`, groupInfo: bytes, contentType: "text/plain" }, asFuzz)
-          : rawUnary(leaderClient.channel, methodPath(ChannelService.method.submitCommit), Buffer.concat([Buffer.from([0x1a, 0xff, 0xff, 0xff, 0x7f]), Buffer.from(bytes)]));
+          field === "commit" ? entryClient.submitCommit({ channelId, epoch: 0n, commit: bytes, nextGroupInfo: valid.nextGroupInfo }, asFuzz)
+          : field === "proposal" ? entryClient.submitProposal({ channelId, epoch: 0n, proposal: bytes }, asFuzz)
+          : field === "message" ? entryClient.sendMessage({ channelId, epoch: 0n, message: bytes }, asFuzz)
+          : field === "groupInfo" ? entryClient.createChannel({ channelId: `fuzz-${bytes.byteLength}`, groupInfo: bytes, contentType: "text/plain" }, asFuzz)
+          : rawUnary(entryClient.channel, methodPath(ChannelService.method.submitCommit), Buffer.concat([Buffer.from([0x1a, 0xff, 0xff, 0xff, 0x7f]), Buffer.from(bytes)]));
         expect(await codeOf(call), field).toBe(grpc.status.INVALID_ARGUMENT);
       }),
       { seed, numRuns: 50 },
@@ -279,7 +300,7 @@ describe("channels on a real 3-homeserver cluster", () => {
         // A real client waits out RESOURCE_EXHAUSTED (this sender's rate limit) and retries.
         let code = grpc.status.RESOURCE_EXHAUSTED;
         for (let attempt = 0; attempt < 20 && code === grpc.status.RESOURCE_EXHAUSTED; attempt++) {
-          const error = await leaderClient.submitCommit({ channelId, epoch, commit: bytes, nextGroupInfo: valid.nextGroupInfo }, asFuzz).then(
+          const error = await entryClient.submitCommit({ channelId, epoch, commit: bytes, nextGroupInfo: valid.nextGroupInfo }, asFuzz).then(
             () => undefined,
             (e: grpc.ServiceError) => e,
           );
@@ -293,7 +314,7 @@ describe("channels on a real 3-homeserver cluster", () => {
       { seed, numRuns: 30 },
     );
     // Still serving.
-    expect((await leaderClient.getChannel({ channelId }, asFuzz)).channel?.epoch).toBe(epoch);
+    expect((await entryClient.getChannel({ channelId }, asFuzz)).channel?.epoch).toBe(epoch);
   });
 });
 
