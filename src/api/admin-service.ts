@@ -132,12 +132,12 @@ export function addAdminService(server: grpc.Server, context: AdminContext): voi
   };
 
   server.addService(serviceDefinition(AdminService), {
-    status: unaryHandler(AdminService.method.status, async (_request, call) => {
+    status: unaryHandler(AdminService.method.status, async (request, call) => {
       authorize(call);
       const addresses = context.transport.peerAddresses();
       return {
         nodeId: context.selfId,
-        groups: driver.groupIds().map((id) => groupStatus(driver.status(id))),
+        groups: (request.groupIds.length === 0 ? driver.groupIds() : request.groupIds.filter((id) => driver.hosts(id))).map((id) => groupStatus(driver.status(id))),
         peers: [...context.transport.peerStates()].map(([nodeId, state]) => ({ nodeId, address: addresses.get(nodeId) ?? "", streamState: streamStates[state] })),
         directory: directoryEntries(context.directory.invites.directory().values(), driver.status(group), (id) => context.directory.isBlocked(id)),
       };

@@ -196,7 +196,7 @@ export async function waitForLeader(cluster: LocalCluster, timeoutMs: number): P
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       for (const { id, client } of clients) {
-        const status = await client.status({}, { deadlineMs: 500 }).catch(() => undefined);
+        const status = await client.status({ groupIds: ["cluster"] }, { deadlineMs: 500 }).catch(() => undefined);
         if (status !== undefined && status.groups.length > 0 && status.groups.every((g) => g.role === ProtoRole.LEADER)) return id;
       }
       await new Promise((r) => setTimeout(r, 50));

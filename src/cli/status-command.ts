@@ -5,8 +5,9 @@ import { adminClient } from "./admin-client.ts";
 import { parseArgs } from "./args.ts";
 import { readLocalCluster } from "./cluster-layout.ts";
 
-const help = `usage: epochd status [--data DIR] [--json]
-Asks every homeserver of the local cluster in DIR (./data) for its status.`;
+const help = `usage: epochd status [--data DIR] [--json] [--all-groups]
+Asks every homeserver of the local cluster in DIR (./data) for its status: the
+cluster group (directory), or with --all-groups every group it hosts (channels too).`;
 
 const roleNames: Record<number, string> = {
   [ProtoRole.FOLLOWER]: "follower",
@@ -61,7 +62,8 @@ export async function statusCommand(args: string[]): Promise<number> {
     console.log(help);
     return 0;
   }
-  const { flags } = parseArgs(args, new Set(["json"]));
+  const { flags } = parseArgs(args, new Set(["json", "all-groups"]));
+  const allGroups = flags.has("all-groups");
   const dataDir = resolve(flags.get("data") ?? "./data");
   const cluster = readLocalCluster(dataDir);
   if (cluster === undefined) {
@@ -72,7 +74,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     cluster.homeservers.map(async (h): Promise<HomeserverStatus> => {
       const client = adminClient(cluster, h.peerAddress);
       try {
-        return toStatus(h.id, await client.status({}, { deadlineMs: 2000 }));
+        return toStatus(h.id, await client.status({ groupIds: allGroups ? [] : ["cluster"] }, { deadlineMs: 2000 }));
       } catch (error) {
         return { id: h.id, reachable: false, error: (error as Error).message, groups: [], peers: {} };
       } finally {
@@ -80,7 +82,7 @@ export async function statusCommand(args: string[]): Promise<number> {
       }
     }),
   );
-  const leaders = statuses.filter((s) => s.groups.some((g) => g.role === "leader")).map((s) => s.id);
+  const leaders = statuses.filter((s) => s.groups.some((g) => g.groupId === "cluster" && g.role === "leader")).map((s) => s.id);
   if (flags.has("json")) {
     console.log(JSON.stringify({ leader: leaders.length === 1 ? leaders[0] : null, leaders, homeservers: statuses }));
   } else {

@@ -91,7 +91,7 @@ async function askMembership(credentials: PeerCredentials, address: string | und
   // TLS names the server by homeserver id (its certificate's DNS SAN), as peer links do.
   const client = unaryClient(AdminService, address, channel, credentials.kind === "tls" ? { "grpc.ssl_target_name_override": id } : {});
   try {
-    const status = await client.status({}, { deadlineMs: 1000 });
+    const status = await client.status({ groupIds: [groupId] }, { deadlineMs: 1000 });
     const group = status.groups.find((g) => g.groupId === groupId);
     if (group === undefined) return undefined;
     return { leaderId: group.leaderId, members: [...group.voters, ...group.learners], appliedIndex: Number(group.appliedIndex) };

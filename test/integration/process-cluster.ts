@@ -145,7 +145,7 @@ export class ProcessCluster {
         among.map(async (id) => {
           const client = this.admin(id);
           try {
-            return { id, status: await client.status({}, { deadlineMs: 500 }) };
+            return { id, status: await client.status({ groupIds: ["cluster"] }, { deadlineMs: 500 }) };
           } catch {
             return { id, status: undefined };
           } finally {
