@@ -106,7 +106,13 @@ export async function runChaos(config: ChaosConfig, options: ChaosRunOptions = {
     await workload.settle(30, 30_000);
     poller.stop();
     const final: Record<string, HomeserverFinal> = {};
-    await Promise.all(cluster.ids().map(async (id) => (final[id] = await readFinalState(cluster.channels(id), workload.channelIds(), 30_000, (channelId) => workload.readerMetadata(channelId, id)))));
+    // Each channel from every homeserver hosting its group (those of its members at the end).
+    await Promise.all(
+      cluster.ids().map(async (id) => {
+        const hosted = workload.channelIds().filter((channelId) => workload.hostsOf(channelId).includes(id));
+        final[id] = await readFinalState(cluster.channels(id), hosted, 30_000, (channelId) => workload.readerMetadata(channelId, id));
+      }),
+    );
     await workload.finish(20_000);
     workload.close();
     const check = checkHistory({ ops: history.ops, deliveries: history.deliveries, final, sentTexts: history.sentTexts });

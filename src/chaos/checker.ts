@@ -129,7 +129,7 @@ function checkAgreement(history: RunHistory, out: Violation[]): void {
   for (const [hs, final] of Object.entries(history.final)) if (!final.ok) out.push({ check: "final-state", message: `${hs} could not be read at the end: ${final.error}` });
   const channels = new Set(readable.flatMap(([, f]) => Object.keys(f.channels)));
   for (const channel of channels) {
-    const views = readable.map(([hs, f]) => ({ hs, events: f.channels[channel]?.events }));
+    const views = readable.filter(([, f]) => channel in f.channels).map(([hs, f]) => ({ hs, events: f.channels[channel]?.events }));
     const [first, ...rest] = views;
     for (const other of rest) {
       const a = first!.events?.map(eventKey) ?? [];
@@ -153,7 +153,9 @@ function checkDurable(history: RunHistory, out: Violation[], stats: CheckStats):
     if (!final.ok) continue;
     for (const op of history.ops) {
       if (op.outcome !== "ok" || (op.kind !== "commit" && op.kind !== "message")) continue;
-      const events = final.channels[op.channel]?.events ?? [];
+      // Only the homeservers hosting a channel's group at the end hold (and were asked for) its log.
+      if (!(op.channel in final.channels)) continue;
+      const events = final.channels[op.channel]!.events;
       const found = events.find((e) => e.hash === op.hash);
       const expected = op.kind === "commit" ? found?.kind === "commit" && found.epoch === op.epoch : found?.kind === "message" && found.sequence === op.sequence;
       if (!expected) {

@@ -153,8 +153,14 @@ class ChannelDriver {
     this.history.sent(this.channelId, Number(sequence), text);
   }
 
+  /** The homeservers hosting the channel's group: those of the owner's current tree (the owner, a member to the end, included). */
+  hosts(): string[] {
+    const members = this.owner.handle?.members() ?? [];
+    return [...new Set([this.owner.homeserver, ...members.map((m) => m.deviceId.slice(m.deviceId.indexOf("@") + 1))])].sort();
+  }
+
   private async read(): Promise<void> {
-    const homeserver = this.prng.pick(this.access.homeservers);
+    const homeserver = this.prng.pick(this.hosts());
     const op = this.history.invoke(`reader-${homeserver}`, "read", this.channelId);
     try {
       const metadata = await this.ownerMetadata(homeserver);
@@ -321,6 +327,11 @@ export class Workload {
   /** The channel ids. */
   channelIds(): string[] {
     return this.drivers.map((d) => d.channelId);
+  }
+
+  /** The homeservers hosting `channelId`'s group now (see ChannelDriver.hosts). */
+  hostsOf(channelId: string): string[] {
+    return this.drivers.find((d) => d.channelId === channelId)?.hosts() ?? [];
   }
 
   /** Call metadata for raw reads of `channelId` at `homeserver`, as the channel's owner. */

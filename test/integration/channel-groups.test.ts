@@ -1,0 +1,217 @@
+/**
+ * One Raft group per channel, on real processes (RocksDB, gRPC over TLS on 127.0.0.1, ts-mls devices):
+ * a channel's group is made of the homeservers of its members and follows MLS adds and removes before
+ * the commit is acknowledged; a certificate counts exactly the voters of its epoch; a homeserver whose
+ * last member was removed drops the group. Killing one homeserver leaves every channel whose group keeps
+ * a majority accepting commits, and the channels it is not in are not affected at all (same leader, same
+ * term). Devices talk to their own homeserver only.
+ */
+import { createHash } from "node:crypto";
+import { fromBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { unaryClient } from "../../src/api/grpc-service.ts";
+import { isCertified } from "../../src/channel/certificate.ts";
+import { ChannelService, CommitConflictSchema, type Certificate } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
+import { applyAcceptedCommit, buildGroup, joinFromWelcome, makeCommit, makeDevice, memberOf, type PendingCommit, type TestGroup } from "../fixtures/mls-group.ts";
+import { DeviceLogins } from "./device-login.ts";
+import { ProcessCluster } from "./process-cluster.ts";
+
+type ChannelClient = ReturnType<typeof unaryClient<(typeof ChannelService)["method"]>>;
+
+const homeOf = (deviceId: string) => deviceId.slice(deviceId.indexOf("@") + 1);
+const sorted = (ids: Iterable<string>) => [...ids].sort();
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe("one Raft group per channel, made of its members' homeservers (real processes)", () => {
+  let cluster: ProcessCluster;
+  let logins: DeviceLogins;
+  const clients = new Map<string, ChannelClient>();
+
+  beforeAll(async () => {
+    cluster = await ProcessCluster.create(3);
+    cluster.startAll();
+    await cluster.waitForLeader();
+    for (const id of ["hs1", "hs2", "hs3"]) clients.set(id, unaryClient(ChannelService, cluster.get(id).clientAddress, cluster.clientCredentials(), { "grpc.ssl_target_name_override": "localhost" }));
+    // Every homeserver registers its signing key before certificates can be checked.
+    let clusterId = "";
+    for (let attempt = 0; attempt < 150; attempt++) {
+      const directory = await clients.get("hs1")!.listHomeservers({});
+      clusterId = directory.clusterId;
+      if (directory.homeservers.filter((h) => h.signingKey.byteLength === 32).length === 3) break;
+      await sleep(100);
+    }
+    logins = new DeviceLogins(cluster, clusterId);
+  }, 60_000);
+
+  afterAll(async () => {
+    logins?.close();
+    for (const client of clients.values()) client.close();
+    await cluster?.close();
+  });
+
+  /** Call options authenticating `deviceId` at its own homeserver. */
+  const as = async (deviceId: string, deadlineMs = 15_000) => ({ deadlineMs, metadata: await logins.metadata(deviceId, homeOf(deviceId)) });
+  const clientOf = (deviceId: string) => clients.get(homeOf(deviceId))!;
+
+  async function submit(channelId: string, group: TestGroup, pending: PendingCommit, by: string, deadlineMs = 15_000) {
+    const epoch = memberOf(group, by).state.groupContext.epoch;
+    const request = { channelId, epoch, commit: pending.commit, nextGroupInfo: pending.nextGroupInfo, welcome: pending.welcome ?? new Uint8Array(0) };
+    return clientOf(by).submitCommit(request, await as(by, deadlineMs));
+  }
+
+  /** Creates `channelId` by `creator` (on its homeserver) and adds `joiners` in one commit; returns the group and that commit's certificate. */
+  async function createChannel(channelId: string, creator: string, joiners: string[]): Promise<{ group: TestGroup; addCertificate: Certificate | undefined }> {
+    const group = await buildGroup([creator]);
+    const devices = await Promise.all(joiners.map((id) => makeDevice(id)));
+    await Promise.all([memberOf(group, creator).device, ...devices.map((d) => d.device)].map((d) => logins.publish(d)));
+    await clientOf(creator).createChannel({ channelId, groupInfo: group.initialGroupInfo, contentType: "text/plain" }, await as(creator));
+    if (joiners.length === 0) return { group, addCertificate: undefined };
+    const add = await makeCommit(memberOf(group, creator).state, { add: devices.map((d) => d.keyPackage.publicPackage) });
+    const added = await submit(channelId, group, add, creator);
+    await applyAcceptedCommit(group, creator, add);
+    for (const joiner of devices) group.members.set(joiner.device.deviceId, { device: joiner.device, state: await joinFromWelcome(joiner.keyPackage, add.welcome!) });
+    return { group, addCertificate: added.certificate };
+  }
+
+  /** `by` updates its keys; returns the accepted commit's certificate. */
+  async function update(channelId: string, group: TestGroup, by: string): Promise<Certificate> {
+    const pending = await makeCommit(memberOf(group, by).state);
+    const accepted = await submit(channelId, group, pending, by);
+    await applyAcceptedCommit(group, by, pending);
+    expectCertificate(accepted.certificate, channelId, pending.commit);
+    return accepted.certificate!;
+  }
+
+  function expectCertificate(certificate: Certificate | undefined, channelId: string, commit: Uint8Array): void {
+    expect(certificate).toMatchObject({ channelId });
+    expect(Buffer.from(certificate!.commitHash).toString("hex")).toBe(createHash("sha256").update(commit).digest("hex"));
+    expect(isCertified(certificate!)).toBe(true);
+    for (const signature of certificate!.signatures) expect(certificate!.voters).toContain(signature.homeserverId);
+  }
+
+  /** The status of the channel's group at homeserver `id`, or undefined when `id` does not host it. */
+  async function groupAt(id: string, channelId: string) {
+    const admin = cluster.admin(id);
+    try {
+      return (await admin.status({ groupIds: [`channel/${channelId}`] }, { deadlineMs: 5000 })).groups[0];
+    } finally {
+      admin.close();
+    }
+  }
+
+  /** Which homeservers host the channel's group, and the voters each sees. */
+  async function hosting(channelId: string): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    for (const id of ["hs1", "hs2", "hs3"]) {
+      const group = await groupAt(id, channelId);
+      if (group !== undefined) out.set(id, sorted(group.voters));
+    }
+    return out;
+  }
+
+  async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (!(await check())) {
+      if (Date.now() > until) throw new Error(`timed out waiting until ${what}`);
+      await sleep(50);
+    }
+  }
+
+  it("a channel's group is its members' homeservers: it follows adds and removes before the commit is acknowledged, and certificates count only that epoch's voters", async () => {
+    // One member on hs1: only hs1 hosts the group.
+    const solo = await createChannel("cg-solo", "ann@hs1", []);
+    expect(await hosting("cg-solo")).toEqual(new Map([["hs1", ["hs1"]]]));
+    await update("cg-solo", solo.group, "ann@hs1");
+
+    // Adding bob@hs2: the add is certified by hs1 alone (the voters of epoch 0); once it is acknowledged
+    // hs2 votes, and the next commit is certified by hs1 and hs2. hs3 never sees the channel.
+    const pair = await createChannel("cg-pair", "amy@hs1", ["bob@hs2"]);
+    expect(pair.addCertificate!.voters).toEqual(["hs1"]);
+    expect(pair.addCertificate!.signatures.map((s) => s.homeserverId)).toEqual(["hs1"]);
+    expect(await hosting("cg-pair")).toEqual(new Map([["hs1", ["hs1", "hs2"]], ["hs2", ["hs1", "hs2"]]]));
+    const pairUpdate = await update("cg-pair", pair.group, "bob@hs2");
+    expect(pairUpdate.voters).toEqual(["hs1", "hs2"]);
+
+    // Three homeservers; then the owner removes the only member of hs3: the removal is certified by the
+    // three voters of its epoch, hs3 leaves the group (and drops its copy) before the removal is
+    // acknowledged, and later commits count hs1 and hs2 only.
+    const trio = await createChannel("cg-trio", "ada@hs1", ["ben@hs2", "cy@hs3"]);
+    expect(await hosting("cg-trio")).toEqual(new Map([["hs1", ["hs1", "hs2", "hs3"]], ["hs2", ["hs1", "hs2", "hs3"]], ["hs3", ["hs1", "hs2", "hs3"]]]));
+    const cyLeaf = memberOf(trio.group, "cy@hs3").state.privatePath.leafIndex;
+    const removal = await makeCommit(memberOf(trio.group, "ada@hs1").state, { remove: [cyLeaf] });
+    const removed = await submit("cg-trio", trio.group, removal, "ada@hs1");
+    expect(removed.certificate!.voters).toEqual(["hs1", "hs2", "hs3"]);
+    await applyAcceptedCommit(trio.group, "ada@hs1", removal);
+    expect((await groupAt("hs1", "cg-trio"))!.voters).toEqual(expect.arrayContaining(["hs1", "hs2"]));
+    expect(sorted((await groupAt("hs1", "cg-trio"))!.voters)).toEqual(["hs1", "hs2"]);
+    await waitUntil(async () => (await groupAt("hs3", "cg-trio")) === undefined, 10_000, "hs3 drops the group it was removed from");
+    const after = await update("cg-trio", trio.group, "ben@hs2");
+    expect(after.voters).toEqual(["hs1", "hs2"]);
+    expect(after.signatures.map((s) => s.homeserverId).every((id) => id !== "hs3")).toBe(true);
+    expect(await groupAt("hs3", "cg-trio")).toBeUndefined();
+    // cy, removed, is refused at its own homeserver (which no longer hosts the channel).
+    await expect(clientOf("cy@hs3").getChannel({ channelId: "cg-trio" }, await as("cy@hs3"))).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+  }, 120_000);
+
+  it("killing a homeserver: channels keeping a majority accept commits, channels without it are not affected at all", async () => {
+    const onlyHs1 = await createChannel("kill-1", "al@hs1", []);
+    const hs1hs2 = await createChannel("kill-12", "ab@hs1", ["bo@hs2"]);
+    const all = await createChannel("kill-123", "ac@hs1", ["bc@hs2", "cc@hs3"]);
+    const ledByHs3 = await createChannel("kill-321", "cd@hs3", ["ad@hs1", "bd@hs2"]);
+    const hs2hs3 = await createChannel("kill-23", "be@hs2", ["ce@hs3"]);
+    const unaffected = ["kill-1", "kill-12"];
+    const before = new Map(await Promise.all(unaffected.map(async (c) => [c, await groupAt("hs1", c)] as const)));
+    expect((await groupAt("hs3", "kill-321"))!.leaderId).toBe("hs3");
+
+    await cluster.kill("hs3", "SIGKILL");
+    const killedAt = Date.now();
+    const timings: string[] = [];
+    const timed = async <T>(label: string, work: () => Promise<T>): Promise<T> => {
+      const start = Date.now();
+      const value = await work();
+      timings.push(`${label} ${Date.now() - start} ms`);
+      return value;
+    };
+    // Channels without hs3: commits as before.
+    await timed("kill-1", () => update("kill-1", onlyHs1.group, "al@hs1"));
+    await timed("kill-12", () => update("kill-12", hs1hs2.group, "bo@hs2"));
+    // hs3's channels that keep a majority: accepted (the one hs3 led elects hs1 or hs2 first).
+    await timed("kill-123", () => update("kill-123", all.group, "bc@hs2"));
+    await timed("kill-321 (its leader killed)", () => update("kill-321", ledByHs3.group, "ad@hs1"));
+    // hs2 + hs3 without hs3: no majority, nothing is acknowledged.
+    const stuck = await makeCommit(memberOf(hs2hs3.group, "be@hs2").state);
+    const refused = await submit("kill-23", hs2hs3.group, stuck, "be@hs2", 2500).then(() => undefined, (error: grpc.ServiceError) => error);
+    expect([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]).toContain(refused?.code);
+
+    // Not affected at all: the same leader in the same term.
+    for (const channelId of unaffected) {
+      const now = await groupAt("hs1", channelId);
+      expect({ leader: now!.leaderId, term: now!.term }).toEqual({ leader: before.get(channelId)!.leaderId, term: before.get(channelId)!.term });
+    }
+
+    // hs3 returns: the channel that had lost its majority orders commits again (the stuck commit, or its
+    // acceptance, comes first), and hs3 catches up on the channels it is in.
+    cluster.start("hs3");
+    const recovered = Date.now();
+    for (let attempt = 0; ; attempt++) {
+      const outcome = await submit("kill-23", hs2hs3.group, stuck, "be@hs2", 5000).then(() => "accepted" as const, (error: grpc.ServiceError) => error);
+      if (outcome === "accepted") break;
+      if (outcome.code === grpc.status.FAILED_PRECONDITION) {
+        const conflict = fromBinary(CommitConflictSchema, outcome.metadata.get("epochd-commit-conflict-bin")[0] as Buffer);
+        expect(Buffer.from(conflict.winner!.commit).equals(Buffer.from(stuck.commit))).toBe(true);
+        break;
+      }
+      if (attempt >= 20) throw outcome;
+      await sleep(500);
+    }
+    timings.push(`kill-23 orders again ${Date.now() - recovered} ms after hs3 restarted`);
+    await applyAcceptedCommit(hs2hs3.group, "be@hs2", stuck);
+    await update("kill-23", hs2hs3.group, "ce@hs3");
+    await waitUntil(async () => {
+      const [leader, back] = [await groupAt("hs1", "kill-123"), await groupAt("hs3", "kill-123")];
+      return back !== undefined && leader !== undefined && back.appliedIndex >= leader.commitIndex;
+    }, 20_000, "hs3 catches up on kill-123");
+    console.log(`[channel groups] hs3 killed ${recovered - killedAt} ms: ${timings.join("; ")}`);
+  }, 180_000);
+});
