@@ -37,6 +37,7 @@ import type { LogIndex } from "../raft/types.ts";
 import { certificateStatement, isCertified, verifyCommitSignature } from "./certificate.ts";
 import { certificateKey, channelKey, channelRecordPrefix, epochKey, eventKey, eventPrefix, isValidChannelId, uncertifiedKey, uncertifiedPrefix } from "./channel-keys.ts";
 import type { ApplyBatch } from "../multiraft/apply-batch.ts";
+import { followsMembers } from "./group-membership.ts";
 
 /** Application messages may be encrypted in this many epochs before the current one. */
 export const messageEpochWindow = 4n;
@@ -280,8 +281,8 @@ export class ChannelStateMachine {
     const groupVoters = this.directory.votersOf?.(record.channelId);
     if (groupVoters === undefined) return undefined;
     const wanted = memberHomeservers(record);
+    if (followsMembers(groupVoters, wanted)) return undefined;
     const voters = [...groupVoters].sort();
-    if (voters.length === wanted.length && voters.every((v, i) => v === wanted[i])) return undefined;
     return { ok: false, code: "busy", reason: `${record.channelId} is changing its homeservers from [${voters.join(", ")}] to [${wanted.join(", ")}]: retry shortly` };
   }
 

@@ -16,12 +16,23 @@ export interface InjectedFault {
   endMs: number | undefined;
 }
 
-/** Resolves a role to a homeserver id, from the homeservers' own status answers. */
+/**
+ * Resolves a role to a homeserver id, from the homeservers' own status answers. The "leader" is the
+ * homeserver leading the most channel groups of more than one voter (where commits are ordered and a
+ * quorum matters), else the cluster group's.
+ */
 async function resolveTarget(cluster: ChaosCluster, target: FaultTarget, not?: string): Promise<string> {
   const ids = cluster.ids().filter((id) => id !== not);
   if (target !== "leader" && target !== "follower") return target === not ? ids[0]! : target;
   const statuses = await Promise.all(cluster.ids().map((id) => cluster.status(id)));
-  const leader = statuses.find((s) => s?.groups[0]?.leaderId !== undefined && s.groups[0].leaderId !== "")?.groups[0]?.leaderId;
+  const channelsLed = new Map<string, number>();
+  for (const status of statuses) {
+    for (const group of status?.groups ?? []) {
+      if (group.groupId.startsWith("channel/") && group.voters.length > 1 && group.leaderId === status!.nodeId) channelsLed.set(group.leaderId, (channelsLed.get(group.leaderId) ?? 0) + 1);
+    }
+  }
+  const busiest = [...channelsLed].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))[0]?.[0];
+  const leader = busiest ?? statuses.find((s) => s?.groups[0]?.leaderId !== undefined && s.groups[0].leaderId !== "")?.groups[0]?.leaderId;
   if (target === "leader" && leader !== undefined && leader !== not) return leader;
   const followers = ids.filter((id) => id !== leader);
   return followers[0] ?? ids[0]!;

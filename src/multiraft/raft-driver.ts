@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import { RawNode, type RaftConfig, type RaftEvent, type RaftStatus } from "../raft/raw-node.ts";
-import { mayLeaveBeforePersist, type ConfChange, type ConfState, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
+import { mayLeaveBeforePersist, MessageType, type ConfChange, type ConfState, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
 import { planLeaderTransfers } from "./leader-balancer.ts";
@@ -64,6 +64,11 @@ export interface RaftDriverOptions {
    * outside its membership (one removed that never learned it was).
    */
   readonly onForeignMessage?: (from: NodeId, groupId: GroupId) => void;
+  /**
+   * Asked, on a group's leader, before a proposal a follower forwarded is
+   * appended; false keeps it out of the log (the hook may propose it later).
+   */
+  readonly admitForwarded?: (groupId: GroupId, message: Message) => boolean;
 }
 
 /** The committed outcome of a proposal. */
@@ -100,6 +105,8 @@ interface HostedGroup {
   snapshotting: boolean;
   /** Counted in leader balancing. */
   readonly balanced: boolean;
+  /** Index of the empty entry this node appended when it last became leader of the group. */
+  termStartIndex: LogIndex;
 }
 
 /**
@@ -157,6 +164,7 @@ export class RaftDriver {
       lastSnapshotIndex: snapshot.metadata.index,
       snapshotting: false,
       balanced: options.balanceLeadership ?? false,
+      termStartIndex: 0,
     };
     this.groups.set(groupId, group);
     this.touch(group);
@@ -178,6 +186,16 @@ export class RaftDriver {
     group.proposals.clear();
     group.reads.clear();
     await this.loopRunning;
+  }
+
+  /**
+   * Whether this homeserver leads `groupId` and has applied the first entry
+   * of its term: everything committed before it became leader is then
+   * applied here, so its state machine is current for deciding what to admit.
+   */
+  leaderReady(groupId: GroupId): boolean {
+    const group = this.groups.get(groupId);
+    return group !== undefined && group.node.leader() === this.options.selfId && group.appliedIndex >= group.termStartIndex;
   }
 
   /** Whether `groupId` is hosted here. */
@@ -210,9 +228,12 @@ export class RaftDriver {
     this.options.observer?.onEvent?.(groupId, event);
     const log = this.options.logger;
     switch (event.kind) {
-      case "became-leader":
+      case "became-leader": {
+        const group = this.groups.get(groupId);
+        if (group !== undefined) group.termStartIndex = group.node.status().lastIndex;
         log.info({ groupId, term: event.term }, "became leader");
         break;
+      }
       case "became-follower":
         if (event.leader !== "") log.info({ groupId, term: event.term, leader: event.leader }, "following leader");
         break;
@@ -289,8 +310,9 @@ export class RaftDriver {
       if (m.from !== from) continue;
       const group = this.groups.get(m.groupId);
       if (group === undefined) continue;
-      if (this.options.onForeignMessage !== undefined && group.node.leader() === this.options.selfId && !isMember(group.node.confState(), from)) {
-        this.options.onForeignMessage(from, m.groupId);
+      if (group.node.leader() === this.options.selfId) {
+        if (this.options.onForeignMessage !== undefined && !isMember(group.node.confState(), from)) this.options.onForeignMessage(from, m.groupId);
+        if (m.type === MessageType.Propose && this.options.admitForwarded?.(m.groupId, m) === false) continue;
       }
       group.node.step(m);
       this.touch(group);

@@ -34,6 +34,11 @@ export interface ChannelGroupListener {
   onChannelResult(result: ChannelResult, index: LogIndex, requestId: Uint8Array): void;
   /** The group's membership as of the last applied entry changed (or was loaded). */
   onMembership(channelId: string, confState: ConfState): void;
+  /**
+   * A commit changed the channel's members: called during apply, before the
+   * batch is written, so that the leader stops admitting commands at once.
+   */
+  onMembersApplied(channelId: string): void;
 }
 
 /** The shared parts every channel group's machine uses. */
@@ -102,6 +107,7 @@ export class ChannelGroupMachine implements StateMachine {
       }
       const result = await this.applyCommand(command, entry.index, batch, inbox);
       results.set(entry.index, result);
+      if (result.ok && result.kind === "commit-accepted") this.context.listener.onMembersApplied(this.channelId);
       announced.push([result, entry.index, command.requestId]);
     }
     writes.push(...batch.writes);

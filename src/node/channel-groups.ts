@@ -18,6 +18,13 @@
  * A command proposed on a follower is forwarded to the group's leader inside
  * Raft; the follower learns its result when it applies the entry (by the
  * command's request id), so clients always talk to their own homeserver.
+ *
+ * The leader admits a command into the log only while the group follows its
+ * members and it has applied everything committed before its term; until
+ * then it holds the command (its own and forwarded ones) and proposes it
+ * once admitted. So a homeserver whose last member a commit removed gets no
+ * channel command appended after that commit was applied, only the
+ * membership change that removes it.
  */
 import { randomBytes } from "node:crypto";
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
@@ -26,6 +33,7 @@ import type { ChannelMembers } from "../auth/channel-membership.ts";
 import { encodeChannelCommand } from "../channel/channel-command.ts";
 import { isValidChannelId } from "../channel/channel-keys.ts";
 import { memberHomeservers, type ChannelResult, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
+import { membershipSettled, nextMembershipStep } from "../channel/group-membership.ts";
 import type { ChannelRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { ChannelCommandSchema } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
@@ -49,6 +57,8 @@ export const reconcileIntervalMs = 50;
 export const noticeRepeatMs = 1000;
 /** Longest a follower waits for a forwarded command's entry before answering UNAVAILABLE (the client retries). */
 export const forwardWaitMsMax = 4000;
+/** Most commands a leader holds for one channel while it does not admit them; more are dropped (their callers retry). */
+export const heldCommandsMax = 1000;
 
 /** The group id of channel `channelId`. */
 export function channelGroupId(channelId: string): GroupId {
@@ -103,10 +113,6 @@ function isMember(conf: ConfState, id: NodeId): boolean {
   return conf.voters.includes(id) || conf.learners.includes(id) || conf.votersOutgoing.includes(id) || conf.learnersNext.includes(id);
 }
 
-function sameSet(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((x) => b.includes(x));
-}
-
 /** See the module comment. */
 export class ChannelGroups implements HostedChannels {
   private readonly machines = new Map<string, ChannelGroupMachine>();
@@ -119,6 +125,8 @@ export class ChannelGroups implements HostedChannels {
   private readonly resultWaiters = new Map<string, Waiter<{ result: ChannelResult; index: LogIndex }>>();
   private readonly settleWaiters = new Map<string, Array<() => void>>();
   private readonly lastNoticeMs = new Map<string, number>();
+  /** Commands held until the channel's leader admits them (see the module comment), with when they arrived. */
+  private readonly held = new Map<string, Array<{ readonly data: Uint8Array; readonly atMs: number }>>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
@@ -129,12 +137,13 @@ export class ChannelGroups implements HostedChannels {
     onChannelResult: (result, index, requestId) => {
       if (requestId.byteLength > 0) this.resultWaiters.get(Buffer.from(requestId).toString("hex"))?.resolve({ result, index });
       this.options.onChannelResult(result, index);
-      if (result.ok && result.kind === "commit-accepted") this.refreshSettled(result.channelId);
     },
+    onMembersApplied: (channelId) => this.refreshSettled(channelId),
     onMembership: (channelId, conf) => {
       if (isMember(conf, this.options.selfId)) this.wasMember.add(channelId);
       else if (this.wasMember.has(channelId)) void this.leave(channelId, "the group removed this homeserver");
       this.refreshSettled(channelId);
+      this.releaseHeld(channelId);
     },
   };
 
@@ -228,9 +237,9 @@ export class ChannelGroups implements HostedChannels {
     return this.propose(channelId, command, deadline - Date.now());
   }
 
-  /** Waits (bounded) until the group has a leader; a one-voter group elects itself at once. */
+  /** Waits (bounded) until this homeserver leads the new group and has applied its first entry; a one-voter group elects itself at once. */
   private async waitForLeader(groupId: GroupId, deadline: number): Promise<void> {
-    for (let tries = 0; this.options.driver.leaderOf(groupId) === "" && Date.now() < deadline && tries < 2000; tries++) {
+    for (let tries = 0; !this.options.driver.leaderReady(groupId) && Date.now() < deadline && tries < 2000; tries++) {
       await new Promise((resolve) => setTimeout(resolve, 2));
     }
   }
@@ -246,18 +255,66 @@ export class ChannelGroups implements HostedChannels {
     const requestId = randomBytes(16);
     const data = encodeChannelCommand(toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command, requestId })));
     const driver = this.options.driver;
-    if (driver.leaderOf(groupId) === this.options.selfId) {
+    const leading = driver.leaderOf(groupId) === this.options.selfId;
+    if (leading && this.admits(channelId)) {
       const applied = await withTimeout(driver.propose(groupId, data), waitMs, () => new OutcomeUnknownError(groupId, "the command did not commit in time"));
       return { result: applied.result as ChannelResult, index: applied.index };
     }
     const key = requestId.toString("hex");
     const done = new Promise<{ result: ChannelResult; index: LogIndex }>((resolve, reject) => this.resultWaiters.set(key, { resolve, reject }));
     try {
-      if (!driver.proposeAnywhere(groupId, data)) throw new NotLeaderError(groupId, "");
+      if (leading) this.hold(channelId, data);
+      else if (!driver.proposeAnywhere(groupId, data)) throw new NotLeaderError(groupId, "");
       return await withTimeout(done, Math.min(waitMs, forwardWaitMsMax), () => new OutcomeUnknownError(groupId, "the forwarded command was not ordered in time"));
     } finally {
       this.resultWaiters.delete(key);
     }
+  }
+
+  /** Whether this homeserver, the channel's leader, admits commands into its log now (see the module comment). */
+  private admits(channelId: string): boolean {
+    return !this.unsettled.has(channelId) && this.options.driver.leaderReady(channelGroupId(channelId));
+  }
+
+  /** Keeps a command out of the log until {@link admits}; the oldest are dropped beyond {@link heldCommandsMax}. */
+  private hold(channelId: string, data: Uint8Array): void {
+    const list = this.held.get(channelId) ?? [];
+    list.push({ data, atMs: Date.now() });
+    if (list.length > heldCommandsMax) list.shift();
+    this.held.set(channelId, list);
+  }
+
+  /** Proposes the held commands once admitted here, or forwards them to a new leader; drops those nobody waits for any more. */
+  private releaseHeld(channelId: string): void {
+    const list = this.held.get(channelId);
+    if (list === undefined) return;
+    const groupId = channelGroupId(channelId);
+    const driver = this.options.driver;
+    if (!this.machines.has(channelId)) {
+      this.held.delete(channelId);
+      return;
+    }
+    const leader = driver.leaderOf(groupId);
+    if (leader === this.options.selfId ? !this.admits(channelId) : leader === "") {
+      const fresh = list.filter((c) => Date.now() - c.atMs < forwardWaitMsMax);
+      if (fresh.length === 0) this.held.delete(channelId);
+      else this.held.set(channelId, fresh);
+      return;
+    }
+    this.held.delete(channelId);
+    for (const { data } of list) driver.proposeAnywhere(groupId, data);
+  }
+
+  /**
+   * The driver asks before appending a proposal a follower forwarded to this
+   * leader: admitted now, or held and proposed once admitted.
+   */
+  admitForwarded(groupId: GroupId, entries: readonly { readonly data: Uint8Array }[]): boolean {
+    if (!groupId.startsWith(channelGroupPrefix)) return true;
+    const channelId = groupId.slice(channelGroupPrefix.length);
+    if (this.admits(channelId)) return true;
+    for (const entry of entries) if (entry.data.byteLength > 0) this.hold(channelId, entry.data);
+    return false;
   }
 
   readIndex(channelId: string): Promise<LogIndex> {
@@ -297,9 +354,7 @@ export class ChannelGroups implements HostedChannels {
       this.unsettled.delete(channelId);
       return;
     }
-    const conf = machine.confState();
-    const settled = sameSet(conf.voters, memberHomeservers(record)) && conf.votersOutgoing.length === 0 && conf.learners.length === 0;
-    if (!settled) {
+    if (!membershipSettled(machine.confState(), memberHomeservers(record))) {
       this.unsettled.add(channelId);
       this.reconcile(channelId);
       return;
@@ -312,14 +367,13 @@ export class ChannelGroups implements HostedChannels {
   private reconcileAll(): void {
     if (this.stopped) return;
     for (const channelId of this.unsettled) this.reconcile(channelId);
+    for (const channelId of [...this.held.keys()]) this.releaseHeld(channelId);
   }
 
   /**
    * On the group's leader, takes the next step towards voters = the members'
-   * homeservers: host and add a missing homeserver as a learner, make a
-   * caught-up learner a voter, or remove a homeserver without members. One
-   * membership change at a time (the core refuses another while one is in
-   * flight).
+   * homeservers (see nextMembershipStep). One membership change at a time:
+   * the core refuses another while one is in flight.
    */
   private reconcile(channelId: string): void {
     const groupId = channelGroupId(channelId);
@@ -327,27 +381,16 @@ export class ChannelGroups implements HostedChannels {
     const record = this.options.channels.channel(channelId);
     if (record === undefined || !driver.hosts(groupId) || driver.leaderOf(groupId) !== this.options.selfId) return;
     const status = driver.status(groupId);
-    const conf = status.confState;
-    if (conf.votersOutgoing.length > 0) return;
-    const wanted = memberHomeservers(record);
-    if (wanted.length === 0) return;
-    const missing = wanted.find((id) => !conf.voters.includes(id) && !conf.learners.includes(id));
-    if (missing !== undefined) {
-      this.notice(missing, hostChannelGroupTopic, channelId, true);
-      this.changeMembership(groupId, ConfChangeType.AddLearner, missing);
-      return;
+    const step = nextMembershipStep(memberHomeservers(record), status.confState, (id) => status.progress.get(id)?.match ?? 0, status.commit);
+    if (step === undefined) return;
+    if (step.kind === "add-learner") {
+      this.notice(step.homeserver, hostChannelGroupTopic, channelId, true);
+      this.changeMembership(groupId, ConfChangeType.AddLearner, step.homeserver);
+    } else if (step.kind === "remind-learner") {
+      this.notice(step.homeserver, hostChannelGroupTopic, channelId);
+    } else {
+      this.changeMembership(groupId, step.kind === "promote" ? ConfChangeType.AddVoter : ConfChangeType.RemoveNode, step.homeserver);
     }
-    for (const learner of conf.learners) {
-      if (!wanted.includes(learner)) continue;
-      const match = status.progress.get(learner)?.match ?? 0;
-      if (match >= status.commit) {
-        this.changeMembership(groupId, ConfChangeType.AddVoter, learner);
-        return;
-      }
-      if (match === 0) this.notice(learner, hostChannelGroupTopic, channelId);
-    }
-    const extra = [...conf.voters, ...conf.learners].find((id) => !wanted.includes(id));
-    if (extra !== undefined) this.changeMembership(groupId, ConfChangeType.RemoveNode, extra);
   }
 
   private changeMembership(groupId: GroupId, type: ConfChangeType, nodeId: NodeId): void {

@@ -143,6 +143,7 @@ export class Homeserver {
       // Groups added with balanceLeadership (the test groups today): hand some over when leading more than a share.
       balanceLeadersEveryMs: 5000,
       onForeignMessage: (from, groupId) => groups?.onForeignMessage(from, groupId),
+      admitForwarded: (groupId, message) => groups?.admitForwarded(groupId, message.entries) ?? true,
     });
     const signingKey = loadOrCreateSigningKey(config.dataDir);
     /** Follows the replicated directory: leader hints and peer links. */

@@ -1,0 +1,555 @@
+/**
+ * The multi-group simulator: homeservers hosting one Raft group per channel
+ * (the real core, RawNode), in virtual time, with the channel layer's own
+ * logic: a group is created on its creator's homeserver; its leader follows
+ * MLS adds and removes with membership changes (nextMembershipStep: host and
+ * add a learner, promote it once caught up, remove a homeserver without
+ * members) and admits commands only while the group follows its members and
+ * it has applied its term's first entry; a removed homeserver drops its copy.
+ * Faults: crashes and restarts of whole homeservers (all their groups),
+ * partitions, message loss and delay. Storage is synchronous here (the
+ * single-group simulator covers lost unsynced writes).
+ *
+ * Checked after every event, per group: at most one leader per term; every
+ * replica applies the same entry and decides the same result at each index
+ * (so one accepted commit per epoch); a certificate names exactly the group's
+ * voters at the commit's entry, which are the homeservers of the tree it
+ * certifies, and only they sign; after the commit that removes a homeserver's
+ * last member is applied, that homeserver is sent no channel entry appended
+ * later (until it is added again). Then a liveness phase: healed, every
+ * group must settle on its members' homeservers and accept a commit, and
+ * every other homeserver must have dropped its copy.
+ */
+import { membershipSettled, nextMembershipStep } from "../channel/group-membership.ts";
+import { defaultRaftConfig, RawNode, type RaftEvent } from "../raft/raw-node.ts";
+import { MemoryStorage } from "../raft/memory-storage.ts";
+import { ConfChangeType, EntryType, MessageType, type ConfState, type Entry, type GroupId, type LogIndex, type Message, type NodeId } from "../raft/types.ts";
+import { ChannelModel, encodeModelCommand, homeserversOf, type ChannelModelCommand, type ChannelModelResult } from "./channel-model.ts";
+import { Prng } from "./prng.ts";
+
+/** Settings of one multi-group run. */
+export interface ChannelSimOptions {
+  readonly seed: number;
+  readonly homeservers?: number;
+  readonly channels?: number;
+  /** Ticks of the fault phase. */
+  readonly steps?: number;
+  /** Inject crashes, partitions, loss and delay (default true). */
+  readonly faults?: boolean;
+  /** Ticks the healed cluster gets to settle every channel and accept a commit in each. */
+  readonly livenessTicks?: number;
+  /**
+   * Deliberately broken variants, for tests that prove the checks bite:
+   * "admit-unsettled" (the leader admits commands while the group does not
+   * follow its members), "no-busy" (and apply accepts them then too).
+   */
+  readonly broken?: "admit-unsettled" | "no-busy";
+}
+
+/** One broken promise. */
+export interface ChannelSimViolation {
+  readonly seed: number;
+  readonly check: string;
+  readonly message: string;
+  readonly tick: number;
+}
+
+/** The outcome of one run. */
+export interface ChannelSimResult {
+  readonly seed: number;
+  readonly ticks: number;
+  readonly channels: number;
+  readonly commitsAccepted: number;
+  readonly messagesAccepted: number;
+  readonly conflicts: number;
+  readonly busyRefusals: number;
+  readonly membershipChanges: number;
+  /** Homeservers removed from a channel's group after losing their last member. */
+  readonly removals: number;
+  readonly crashes: number;
+  readonly partitions: number;
+  readonly violations: readonly ChannelSimViolation[];
+}
+
+interface Replica {
+  readonly groupId: GroupId;
+  readonly storage: MemoryStorage;
+  readonly model: ChannelModel;
+  raw: RawNode | undefined;
+  wasMember: boolean;
+  /** Index of the empty entry appended when this replica last became leader. */
+  termStart: LogIndex;
+  /** Tick it was created at a leader's request (a homeserver drops a copy that never became a member). */
+  readonly hostedAt: number;
+}
+
+interface Homeserver {
+  readonly id: NodeId;
+  up: boolean;
+  readonly groups: Map<GroupId, Replica>;
+}
+
+type Packet =
+  | { readonly kind: "raft"; readonly from: NodeId; readonly to: NodeId; readonly message: Message }
+  | { readonly kind: "host"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId }
+  /** From a leader in `term` whose membership as of `confIndex` lacks `to`. */
+  | { readonly kind: "leave"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId; readonly term: number; readonly confIndex: LogIndex };
+
+const electionTimeoutTicks = 10;
+
+/** Ticks after which a copy made at a leader's request that never received an entry is dropped. */
+const unjoinedCopyTicks = 300;
+
+/** Runs one multi-group simulation. */
+export function runChannelSimulation(options: ChannelSimOptions): ChannelSimResult {
+  return new ChannelSimulator(options).run();
+}
+
+class ChannelSimulator {
+  private readonly rng: Prng;
+  private readonly homeservers: Homeserver[] = [];
+  private readonly byId = new Map<NodeId, Homeserver>();
+  private tickNow = 0;
+  private readonly inFlight: Array<{ at: number; packet: Packet }> = [];
+  /** Homeservers cut off from the rest, until the given tick. */
+  private readonly isolatedUntil = new Map<NodeId, number>();
+  private readonly violations: ChannelSimViolation[] = [];
+  private readonly counts = { commitsAccepted: 0, messagesAccepted: 0, conflicts: 0, busyRefusals: 0, membershipChanges: 0, removals: 0, crashes: 0, partitions: 0 };
+  private readonly channelIds: string[] = [];
+  private deviceCounter = 0;
+  private commandCounter = 0;
+  // ---- the checks' memory ----
+  private readonly leaders = new Map<string, NodeId>();
+  private readonly appliedAt = new Map<string, string>();
+  /** Per group: (index, conf) of every membership the first replica to apply it saw, in index order. */
+  private readonly confHistory = new Map<GroupId, Array<{ index: LogIndex; conf: ConfState }>>();
+  /** Per group and homeserver: the tick its last member's removal was first applied (until it is added again). */
+  private readonly removedAt = new Map<string, number>();
+  /** When each proposal was appended, by group/term/index. */
+  private readonly appendedAt = new Map<string, number>();
+  /** Whether each liveness probe commit was accepted, once applied. */
+  private readonly probeOutcomes = new Map<string, boolean>();
+
+  constructor(private readonly options: ChannelSimOptions) {
+    this.rng = new Prng(options.seed);
+    const count = options.homeservers ?? 4;
+    for (let i = 1; i <= count; i++) {
+      const hs: Homeserver = { id: `hs${i}`, up: true, groups: new Map() };
+      this.homeservers.push(hs);
+      this.byId.set(hs.id, hs);
+    }
+  }
+
+  run(): ChannelSimResult {
+    const steps = this.options.steps ?? 2000;
+    const channels = this.options.channels ?? 6;
+    const faults = this.options.faults ?? true;
+    for (; this.tickNow < steps && this.violations.length === 0; this.tickNow++) {
+      if (this.channelIds.length < channels && this.tickNow % 20 === 0) this.createChannel();
+      if (faults) this.injectFaults(steps);
+      this.step(faults);
+      this.workload();
+    }
+    if (this.violations.length === 0) this.liveness();
+    return { seed: this.options.seed, ticks: this.tickNow, channels: this.channelIds.length, ...this.counts, violations: this.violations };
+  }
+
+  // ---- time ---------------------------------------------------------------------------------------
+
+  private step(lossy: boolean): void {
+    const due = this.inFlight.filter((p) => p.at <= this.tickNow);
+    this.inFlight.splice(0, this.inFlight.length, ...this.inFlight.filter((p) => p.at > this.tickNow));
+    for (const { packet } of due) this.deliver(packet, lossy);
+    for (const hs of this.homeservers) {
+      if (!hs.up) continue;
+      for (const replica of hs.groups.values()) replica.raw?.tick();
+    }
+    for (const hs of this.homeservers) if (hs.up) for (const replica of [...hs.groups.values()]) this.handleReadies(hs, replica);
+    for (const hs of this.homeservers) if (hs.up) for (const replica of [...hs.groups.values()]) this.reconcile(hs, replica);
+    for (const hs of this.homeservers) {
+      for (const replica of [...hs.groups.values()]) {
+        if (!hs.up) continue;
+        if (!replica.wasMember && replica.storage.lastIndex() === 0 && this.tickNow - replica.hostedAt > unjoinedCopyTicks) this.drop(hs, replica);
+      }
+    }
+  }
+
+  private send(packet: Packet, lossy: boolean): void {
+    if (packet.kind === "raft") this.checkRemovedReceivesNothing(packet.to, packet.message);
+    const delay = 1 + (lossy ? this.rng.int(3) : 0);
+    this.inFlight.push({ at: this.tickNow + delay, packet });
+  }
+
+  private cut(a: NodeId, b: NodeId): boolean {
+    return (this.isolatedUntil.get(a) ?? -1) > this.tickNow || (this.isolatedUntil.get(b) ?? -1) > this.tickNow;
+  }
+
+  private deliver(packet: Packet, lossy: boolean): void {
+    const to = this.byId.get(packet.to)!;
+    if (!to.up || this.cut(packet.from, packet.to) || (lossy && this.rng.chance(0.02))) return;
+    if (packet.kind !== "raft") {
+      const hosted = to.groups.get(packet.groupId);
+      if (packet.kind === "host" && hosted === undefined) to.groups.set(packet.groupId, this.newReplica(to, packet.groupId, new MemoryStorage()));
+      if (packet.kind === "leave" && hosted !== undefined && this.believesLeave(hosted, packet)) this.drop(to, hosted);
+      return;
+    }
+    const message = packet.message;
+    const replica = to.groups.get(message.groupId);
+    if (replica === undefined) return;
+    const raw = replica.raw!;
+    if (raw.leader() === to.id && !isMember(raw.confState(), packet.from)) this.tellToLeave(to, replica, packet.from);
+    this.guard(() => raw.step(message));
+  }
+
+  /**
+   * A leave notice is believed only from a member of the group, in a term no older than this copy's,
+   * about a membership no older than the one it applied: a deposed leader or a delayed notice cannot
+   * make a voter drop its copy.
+   */
+  private believesLeave(replica: Replica, notice: Extract<Packet, { kind: "leave" }>): boolean {
+    const raw = replica.raw;
+    if (raw === undefined || !isMember(raw.confState(), notice.from)) return false;
+    return notice.term >= raw.status().term && notice.confIndex >= replica.model.confIndex;
+  }
+
+  private newReplica(hs: Homeserver, groupId: GroupId, storage: MemoryStorage): Replica {
+    const replica: Replica = { groupId, storage, model: new ChannelModel(), raw: undefined, wasMember: false, termStart: 0, hostedAt: this.tickNow };
+    this.startReplica(hs, replica);
+    return replica;
+  }
+
+  private startReplica(hs: Homeserver, replica: Replica): void {
+    const random = () => this.rng.float();
+    replica.raw = new RawNode({
+      ...defaultRaftConfig(hs.id, replica.groupId, replica.storage, random),
+      electionTimeoutTicks,
+      applied: replica.model.appliedIndex,
+      onEvent: (event) => this.onEvent(hs, replica, event),
+    });
+  }
+
+  private onEvent(hs: Homeserver, replica: Replica, event: RaftEvent): void {
+    if (event.kind !== "became-leader") return;
+    const key = `${replica.groupId}/${event.term}`;
+    const existing = this.leaders.get(key);
+    if (existing !== undefined && existing !== hs.id) this.violate("one-leader-per-term", `${replica.groupId} term ${event.term}: ${existing} and ${hs.id} both lead`);
+    this.leaders.set(key, hs.id);
+    replica.termStart = replica.raw?.status().lastIndex ?? replica.storage.lastIndex() + 1;
+  }
+
+  private handleReadies(hs: Homeserver, replica: Replica): void {
+    for (let round = 0; round < 10 && replica.raw !== undefined && replica.raw.hasReady(); round++) {
+      const raw = replica.raw;
+      const ready = raw.ready();
+      if (ready.snapshot !== null) throw new Error("channel sim: snapshots are not taken here");
+      replica.storage.append(ready.entries);
+      if (ready.hardState !== null) replica.storage.setHardState(ready.hardState);
+      for (const m of ready.messages) this.send({ kind: "raft", from: hs.id, to: m.to, message: m }, true);
+      for (const entry of ready.committedEntries) {
+        this.apply(hs, replica, entry);
+        if (!hs.groups.has(replica.groupId)) return; // dropped: it was removed from the group
+      }
+      raw.advance();
+    }
+  }
+
+  private apply(hs: Homeserver, replica: Replica, entry: Entry): void {
+    const model = replica.model;
+    let result: ChannelModelResult | undefined;
+    const voters = model.conf.voters;
+    if (this.options.broken === "no-busy" && entry.type === EntryType.Normal && entry.data.byteLength > 0 && model.created) {
+      const saved = model.conf;
+      model.conf = { ...saved, voters: homeserversOf(model.members) };
+      result = model.apply(entry);
+      model.conf = saved;
+      if (result?.ok === true && result.kind === "commit") result = { ...result, voters: [...voters].sort() };
+    } else {
+      result = model.apply(entry);
+    }
+    const fingerprint = `${entry.term}/${entry.type}/${Buffer.from(entry.data).toString("base64")} => ${JSON.stringify(result ?? null)}`;
+    const key = `${replica.groupId}/${entry.index}`;
+    const first = this.appliedAt.get(key);
+    if (first === undefined) {
+      this.appliedAt.set(key, fingerprint);
+      this.firstApplication(replica, entry, result);
+    } else if (first !== fingerprint) {
+      this.violate("state-machine-safety", `${replica.groupId} index ${entry.index}: ${hs.id} applied ${fingerprint.slice(0, 120)}, another replica ${first.slice(0, 120)}`);
+    }
+    if (entry.type !== EntryType.ConfChange) return;
+    // A copy does not drop itself on applying its own removal: a copy catching up replays old removals
+    // before its latest addition, and the others may still need its vote to learn the removal committed.
+    // It drops its copy when the group's leader tells it to (see tellToLeave).
+    if (isMember(model.conf, hs.id)) replica.wasMember = true;
+    this.tellRemoved(hs, replica);
+  }
+
+  /** The checks made once per entry, at its first application anywhere. */
+  private firstApplication(replica: Replica, entry: Entry, result: ChannelModelResult | undefined): void {
+    const history = this.confHistory.get(replica.groupId) ?? [];
+    this.confHistory.set(replica.groupId, history);
+    if (entry.type === EntryType.ConfChange) {
+      history.push({ index: entry.index, conf: replica.model.conf });
+      this.counts.membershipChanges++;
+      for (const id of [...replica.model.conf.voters, ...replica.model.conf.learners]) this.removedAt.delete(`${replica.groupId}/${id}`);
+      return;
+    }
+    if (result === undefined) return;
+    const id = (JSON.parse(new TextDecoder().decode(entry.data)) as ChannelModelCommand).id;
+    if (id.startsWith("probe-")) this.probeOutcomes.set(id, result.ok);
+    if (!result.ok) {
+      if (result.code === "conflict") this.counts.conflicts++;
+      if (result.code === "busy") this.counts.busyRefusals++;
+      return;
+    }
+    if (result.kind === "message") this.counts.messagesAccepted++;
+    if (result.kind !== "commit") return;
+    this.counts.commitsAccepted++;
+    // The voters at this entry, from the memberships as first applied (independent of the replica's model).
+    const atEntry = [...history].reverse().find((h) => h.index < entry.index)?.conf.voters ?? [];
+    if (!sameSet(result.voters, atEntry)) this.violate("certificate-voters", `${replica.groupId} epoch ${result.epoch}: the certificate names [${result.voters}] but the group's voters were [${atEntry}]`);
+    if (!sameSet(result.voters, result.before)) this.violate("certificate-voters", `${replica.groupId} epoch ${result.epoch}: the certificate names [${result.voters}] but the tree's homeservers were [${result.before}]`);
+    for (const gone of result.before.filter((id) => !result.after.includes(id))) {
+      this.removedAt.set(`${replica.groupId}/${gone}`, this.tickNow);
+      this.counts.removals++;
+    }
+  }
+
+  /** The leader tells homeservers a membership change removed that they are out (they may not learn it from the log). */
+  private tellRemoved(hs: Homeserver, replica: Replica): void {
+    for (const id of replica.model.former) this.tellToLeave(hs, replica, id);
+  }
+
+  /**
+   * The leader tells `to` to drop its copy, only when that is safe: the leader has applied every
+   * membership change before its term and has none in flight (so its membership is the latest), `to` is
+   * not in it, and no member of the channel is on `to` (so this leader will not add it back).
+   */
+  private tellToLeave(hs: Homeserver, replica: Replica, to: NodeId): void {
+    const raw = replica.raw;
+    if (raw === undefined || raw.leader() !== hs.id || to === hs.id || replica.model.appliedIndex < replica.termStart) return;
+    if (isMember(raw.confState(), to) || homeserversOf(replica.model.members).includes(to)) return;
+    this.send({ kind: "leave", from: hs.id, to, groupId: replica.groupId, term: raw.status().term, confIndex: replica.model.confIndex }, true);
+  }
+
+  /** A homeserver stops hosting a group and deletes its copy. */
+  private drop(hs: Homeserver, replica: Replica): void {
+    hs.groups.delete(replica.groupId);
+    replica.raw = undefined;
+  }
+
+  /** Nothing appended after a homeserver's last member was removed reaches it (until it is added again). */
+  private checkRemovedReceivesNothing(to: NodeId, m: Message): void {
+    if (m.type !== MessageType.Append) return;
+    const removedAt = this.removedAt.get(`${m.groupId}/${to}`);
+    if (removedAt === undefined) return;
+    for (const e of m.entries) {
+      if (e.type !== EntryType.Normal || e.data.byteLength === 0) continue;
+      const appended = this.appendedAt.get(`${m.groupId}/${e.term}/${e.index}`);
+      if (appended !== undefined && appended > removedAt) {
+        this.violate("removed-homeserver-gets-nothing", `${m.groupId}: ${to} lost its last member at tick ${removedAt} but is sent entry ${e.index} appended at tick ${appended}`);
+      }
+    }
+  }
+
+  /** The leader's next membership step (the homeserver's reconciler). */
+  private reconcile(hs: Homeserver, replica: Replica): void {
+    const raw = replica.raw;
+    if (raw === undefined || raw.leader() !== hs.id || !replica.model.created) return;
+    // Former members may have missed the notice (lost, or sent before this leader could vouch for it).
+    if (this.tickNow % 25 === 0) this.tellRemoved(hs, replica);
+    const status = raw.status();
+    const step = nextMembershipStep(homeserversOf(replica.model.members), status.confState, (id) => status.progress.get(id)?.match ?? 0, status.commit);
+    if (step === undefined) return;
+    if (step.kind === "add-learner" || step.kind === "remind-learner") {
+      if (this.tickNow % 5 === 0 || step.kind === "add-learner") this.send({ kind: "host", from: hs.id, to: step.homeserver, groupId: replica.groupId }, true);
+      if (step.kind === "remind-learner") return;
+    }
+    const type = step.kind === "add-learner" ? ConfChangeType.AddLearner : step.kind === "promote" ? ConfChangeType.AddVoter : ConfChangeType.RemoveNode;
+    this.guard(() => raw.proposeConfChange({ steps: [{ type, nodeId: step.homeserver }], leaveJoint: false }));
+  }
+
+  // ---- the workload -------------------------------------------------------------------------------
+
+  private createChannel(): void {
+    const creator = this.rng.pick(this.homeservers.filter((h) => h.up));
+    if (creator === undefined) return;
+    const channelId = `c${this.channelIds.length}`;
+    const groupId = `channel/${channelId}`;
+    const storage = new MemoryStorage([creator.id]);
+    const replica = this.newReplica(creator, groupId, storage);
+    creator.groups.set(groupId, replica);
+    this.channelIds.push(channelId);
+    replica.raw!.campaign();
+    this.pending.push({ groupId, command: { t: "create", id: `create-${channelId}`, members: [[this.newDevice(creator.id), creator.id]] } });
+  }
+
+  /** Commands waiting for their channel's leader to admit them. */
+  private readonly pending: Array<{ groupId: GroupId; command: ChannelModelCommand }> = [];
+
+  private newDevice(homeserver: NodeId): string {
+    return `d${this.deviceCounter++}@${homeserver}`;
+  }
+
+  /** The replica leading `groupId` now, if one is up. */
+  private leaderOf(groupId: GroupId): { hs: Homeserver; replica: Replica } | undefined {
+    for (const hs of this.homeservers) {
+      const replica = hs.groups.get(groupId);
+      if (hs.up && replica?.raw?.leader() === hs.id) return { hs, replica };
+    }
+    return undefined;
+  }
+
+  /** Whether the leader admits a command now (what ChannelGroups.admits decides). */
+  private admits(replica: Replica): boolean {
+    if (this.options.broken !== undefined) return true;
+    const created = replica.model.created;
+    return replica.model.appliedIndex >= replica.termStart && (!created || membershipSettled(replica.model.conf, homeserversOf(replica.model.members)));
+  }
+
+  private workload(): void {
+    // Proposals waiting for admission first.
+    for (let i = 0; i < this.pending.length; i++) {
+      const { groupId, command } = this.pending[i]!;
+      const leader = this.leaderOf(groupId);
+      if (leader === undefined || !this.admits(leader.replica)) continue;
+      this.propose(leader, command);
+      this.pending.splice(i--, 1);
+    }
+    if (this.pending.length > 50) this.pending.splice(0, this.pending.length - 50);
+    if (this.channelIds.length === 0 || !this.rng.chance(0.5)) return;
+    const groupId = `channel/${this.rng.pick(this.channelIds)}`;
+    const leader = this.leaderOf(groupId);
+    if (leader === undefined || !leader.replica.model.created) return;
+    const model = leader.replica.model;
+    const epoch = model.epoch - (this.rng.chance(0.1) ? 1 : 0);
+    const id = `x${this.commandCounter++}`;
+    const roll = this.rng.float();
+    let command: ChannelModelCommand;
+    if (roll < 0.4) command = { t: "message", id, epoch };
+    else if (roll < 0.6 || model.members.size >= 6) {
+      command = { t: "commit", id, epoch, add: [], remove: model.members.size > 1 ? [this.rng.pick([...model.members.keys()])] : [] };
+    } else {
+      const homeserver = this.rng.pick(this.homeservers).id;
+      command = { t: "commit", id, epoch, add: [[this.newDevice(homeserver), homeserver]], remove: [] };
+    }
+    // A rival built on the same epoch, now and then.
+    if (command.t === "commit" && this.rng.chance(0.15)) this.pending.push({ groupId, command: { t: "commit", id: `${id}-rival`, epoch, add: [], remove: [] } });
+    if (this.admits(leader.replica)) this.propose(leader, command);
+    else this.pending.push({ groupId, command });
+  }
+
+  private propose(leader: { hs: Homeserver; replica: Replica }, command: ChannelModelCommand): void {
+    const raw = leader.replica.raw!;
+    const outcome = raw.propose(encodeModelCommand(command));
+    if (outcome.ok) this.appendedAt.set(`${leader.replica.groupId}/${outcome.term}/${outcome.index}`, this.tickNow);
+  }
+
+  // ---- faults -------------------------------------------------------------------------------------
+
+  private injectFaults(steps: number): void {
+    if (this.tickNow > steps - 100) return;
+    for (const hs of this.homeservers) {
+      if (!hs.up && this.rng.chance(0.05)) this.restart(hs);
+    }
+    if (this.rng.chance(0.004)) {
+      const victim = this.rng.pick(this.homeservers);
+      if (victim.up && this.homeservers.filter((h) => h.up).length > 1) this.crash(victim);
+    }
+    if (this.rng.chance(0.004)) {
+      const victim = this.rng.pick(this.homeservers);
+      this.isolatedUntil.set(victim.id, this.tickNow + 20 + this.rng.int(60));
+      this.counts.partitions++;
+    }
+  }
+
+  private crash(hs: Homeserver): void {
+    hs.up = false;
+    for (const replica of hs.groups.values()) replica.raw = undefined;
+    this.counts.crashes++;
+  }
+
+  private restart(hs: Homeserver): void {
+    hs.up = true;
+    for (const replica of hs.groups.values()) this.startReplica(hs, replica);
+  }
+
+  // ---- liveness -----------------------------------------------------------------------------------
+
+  private liveness(): void {
+    for (const hs of this.homeservers) if (!hs.up) this.restart(hs);
+    this.isolatedUntil.clear();
+    this.pending.splice(0);
+    const limit = this.tickNow + (this.options.livenessTicks ?? 1500);
+    const probes = new Map<GroupId, string>();
+    for (; this.tickNow < limit && this.violations.length === 0; this.tickNow++) {
+      this.step(false);
+      let done = true;
+      for (const channelId of this.channelIds) {
+        const groupId = `channel/${channelId}`;
+        const leader = this.leaderOf(groupId);
+        if (leader === undefined || !leader.replica.model.created || !this.admits(leader.replica)) {
+          done = false;
+          continue;
+        }
+        const probe = probes.get(groupId);
+        if (probe === undefined || this.probeOutcomes.get(probe) === false || (!this.probeOutcomes.has(probe) && this.tickNow - Number(probe.split("-").at(-1)) > 100)) {
+          // A probe lost with a leader change, or refused, is sent again.
+          const id = `probe-${channelId}-${this.tickNow}`;
+          probes.set(groupId, id);
+          this.propose(leader, { t: "commit", id, epoch: leader.replica.model.epoch, add: [], remove: [] });
+          done = false;
+          continue;
+        }
+        if (!this.settledEverywhere(groupId, leader.replica)) done = false;
+      }
+      if (done && probes.size === this.channelIds.length && [...probes.values()].every((id) => this.probeOutcomes.get(id) === true)) return;
+    }
+    if (this.violations.length === 0) {
+      const states = this.channelIds.map((channelId) => {
+        const groupId = `channel/${channelId}`;
+        const leader = this.leaderOf(groupId);
+        const copies = this.homeservers.filter((h) => h.groups.has(groupId)).map((h) => {
+          const r = h.groups.get(groupId)!;
+          return `${h.id}(voters ${r.model.conf.voters}; learners ${r.model.conf.learners}; applied ${r.model.appliedIndex}; leader ${r.raw?.leader() ?? "-"})`;
+        });
+        const members = leader === undefined ? "?" : homeserversOf(leader.replica.model.members).join(",");
+        return `${channelId}: members on [${members}], admits ${leader === undefined ? "-" : this.admits(leader.replica)}, copies ${copies.join(" ")}`;
+      });
+      this.violate("liveness", `the healed cluster did not settle every channel and accept a commit in each within ${this.options.livenessTicks ?? 1500} ticks: ${states.join(" | ")}`);
+    }
+  }
+
+  /** Every member homeserver hosts the group with the same membership; nobody else hosts it. */
+  private settledEverywhere(groupId: GroupId, leader: Replica): boolean {
+    const wanted = homeserversOf(leader.model.members);
+    for (const hs of this.homeservers) {
+      const replica = hs.groups.get(groupId);
+      if (wanted.includes(hs.id) !== (replica !== undefined)) return false;
+      if (replica !== undefined && (!membershipSettled(replica.model.conf, wanted) || replica.model.appliedIndex < leader.model.appliedIndex)) return false;
+    }
+    return true;
+  }
+
+  // ---- reporting ----------------------------------------------------------------------------------
+
+  private violate(check: string, message: string): void {
+    this.violations.push({ seed: this.options.seed, check, message, tick: this.tickNow });
+  }
+
+  private guard(action: () => void): void {
+    try {
+      action();
+    } catch (error) {
+      this.violate("core-error", error instanceof Error ? error.message : String(error));
+    }
+  }
+}
+
+function isMember(conf: ConfState, id: NodeId): boolean {
+  return conf.voters.includes(id) || conf.learners.includes(id) || conf.votersOutgoing.includes(id) || conf.learnersNext.includes(id);
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x) => b.includes(x));
+}
+
