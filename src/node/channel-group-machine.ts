@@ -51,19 +51,33 @@ export interface ChannelGroupContext {
   readonly listener: ChannelGroupListener;
 }
 
-function encodeConfState(conf: ConfState): Uint8Array {
-  return new TextEncoder().encode(JSON.stringify([conf.voters, conf.votersOutgoing, conf.learners, conf.learnersNext]));
+/** The group's membership as applied: the conf state, the index of its entry, and who left it. */
+interface AppliedMembership {
+  readonly conf: ConfState;
+  readonly index: LogIndex;
+  /** Homeservers a membership change removed and none added back: they may still hold a copy. */
+  readonly former: readonly string[];
 }
 
-function decodeConfState(bytes: Uint8Array | undefined): ConfState {
-  if (bytes === undefined) return emptyConfState;
-  const [voters, votersOutgoing, learners, learnersNext] = JSON.parse(new TextDecoder().decode(bytes)) as string[][];
-  return { voters: voters ?? [], votersOutgoing: votersOutgoing ?? [], learners: learners ?? [], learnersNext: learnersNext ?? [] };
+const noMembership: AppliedMembership = { conf: emptyConfState, index: 0, former: [] };
+
+function encodeMembership(m: AppliedMembership): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify([m.conf.voters, m.conf.votersOutgoing, m.conf.learners, m.conf.learnersNext, m.index, m.former]));
+}
+
+function decodeMembership(bytes: Uint8Array | undefined): AppliedMembership {
+  if (bytes === undefined) return noMembership;
+  const [voters, votersOutgoing, learners, learnersNext, index, former] = JSON.parse(new TextDecoder().decode(bytes)) as [string[], string[], string[], string[], number, string[]];
+  return { conf: { voters, votersOutgoing, learners, learnersNext }, index: index ?? 0, former: former ?? [] };
+}
+
+function everyone(conf: ConfState): string[] {
+  return [...conf.voters, ...conf.votersOutgoing, ...conf.learners, ...conf.learnersNext];
 }
 
 /** See the module comment. */
 export class ChannelGroupMachine implements StateMachine {
-  private conf: ConfState = emptyConfState;
+  private membership: AppliedMembership = noMembership;
 
   constructor(
     readonly channelId: string,
@@ -73,15 +87,25 @@ export class ChannelGroupMachine implements StateMachine {
 
   /** The group's membership as of the last applied entry. */
   confState(): ConfState {
-    return this.conf;
+    return this.membership.conf;
+  }
+
+  /** Index of the entry of the membership last applied. */
+  confIndex(): LogIndex {
+    return this.membership.index;
+  }
+
+  /** Homeservers removed from the group (and not added back): they may still hold a copy to drop. */
+  formerMembers(): readonly string[] {
+    return this.membership.former;
   }
 
   /** Loads the channel and the membership from the group's store; call before hosting it. */
   async load(): Promise<void> {
     this.context.channels.forget(this.channelId);
-    this.conf = decodeConfState(await this.store.get(confStateKey));
+    this.membership = decodeMembership(await this.store.get(confStateKey));
     await this.context.channels.loadMore((prefix) => this.store.scan(withNamespace(prefix)));
-    this.context.listener.onMembership(this.channelId, this.conf);
+    this.context.listener.onMembership(this.channelId, this.membership.conf);
   }
 
   async apply(entries: readonly Entry[]): Promise<ApplyOutcome> {
@@ -111,10 +135,10 @@ export class ChannelGroupMachine implements StateMachine {
       announced.push([result, entry.index, command.requestId]);
     }
     writes.push(...batch.writes);
-    if (confChanged) writes.push({ key: confStateKey, value: encodeConfState(this.conf) });
+    if (confChanged) writes.push({ key: confStateKey, value: encodeMembership(this.membership) });
     const inboxWrites = inbox?.writes ?? [];
     const localWrites = inboxWrites.length > 0 && this.context.inboxStore !== undefined ? [{ group: this.context.inboxStore, writes: inboxWrites }] : [];
-    const conf = this.conf;
+    const conf = this.membership.conf;
     const afterWrite = () => {
       inbox?.afterWrite();
       if (confChanged) this.context.listener.onMembership(this.channelId, conf);
@@ -127,12 +151,14 @@ export class ChannelGroupMachine implements StateMachine {
   private applyConfChange(entry: Entry): boolean {
     let outcome;
     try {
-      outcome = applyConfChange(this.conf, decodeConfChange(entry.data));
+      outcome = applyConfChange(this.membership.conf, decodeConfChange(entry.data));
     } catch {
       return false;
     }
     if (!outcome.ok) return false;
-    this.conf = outcome.confState;
+    const now = new Set(everyone(outcome.confState));
+    const former = new Set([...this.membership.former, ...everyone(this.membership.conf).filter((id) => !now.has(id))].filter((id) => !now.has(id)));
+    this.membership = { conf: outcome.confState, index: entry.index, former: [...former].sort() };
     return true;
   }
 

@@ -59,6 +59,10 @@ export const noticeRepeatMs = 1000;
 export const forwardWaitMsMax = 4000;
 /** Most commands a leader holds for one channel while it does not admit them; more are dropped (their callers retry). */
 export const heldCommandsMax = 1000;
+/** How long after a membership change the leader keeps telling former members to drop their copies. */
+export const leaveNoticesMs = 30_000;
+/** A copy hosted at a leader's request that got no entry within this is dropped (the addition was abandoned). */
+export const unjoinedCopyMs = 30_000;
 
 /** The group id of channel `channelId`. */
 export function channelGroupId(channelId: string): GroupId {
@@ -120,8 +124,10 @@ export class ChannelGroups implements HostedChannels {
   private readonly busyOpening = new Map<string, Promise<void>>();
   /** Channels whose voters differ from their members' homeservers (as applied here). */
   private readonly unsettled = new Set<string>();
-  /** Channels this homeserver was a member of (so a membership without it means it was removed). */
-  private readonly wasMember = new Set<string>();
+  /** Channels whose membership changed lately, by when: their leader tells former members to drop their copies. */
+  private readonly recentlyChanged = new Map<string, number>();
+  /** Channels hosted at a leader's request, by when: a copy that got no entry within {@link unjoinedCopyMs} is dropped. */
+  private readonly hostedOnRequest = new Map<string, number>();
   private readonly resultWaiters = new Map<string, Waiter<{ result: ChannelResult; index: LogIndex }>>();
   private readonly settleWaiters = new Map<string, Array<() => void>>();
   private readonly lastNoticeMs = new Map<string, number>();
@@ -139,9 +145,11 @@ export class ChannelGroups implements HostedChannels {
       this.options.onChannelResult(result, index);
     },
     onMembersApplied: (channelId) => this.refreshSettled(channelId),
-    onMembership: (channelId, conf) => {
-      if (isMember(conf, this.options.selfId)) this.wasMember.add(channelId);
-      else if (this.wasMember.has(channelId)) void this.leave(channelId, "the group removed this homeserver");
+    onMembership: (channelId) => {
+      // A copy does not drop itself on applying its own removal: one catching up replays old removals
+      // before its latest addition, and the others may still need its vote to learn the removal
+      // committed. The group's leader tells it when to (see tellToLeave).
+      this.recentlyChanged.set(channelId, Date.now());
       this.refreshSettled(channelId);
       this.releaseHeld(channelId);
     },
@@ -366,8 +374,19 @@ export class ChannelGroups implements HostedChannels {
 
   private reconcileAll(): void {
     if (this.stopped) return;
+    const now = Date.now();
     for (const channelId of this.unsettled) this.reconcile(channelId);
     for (const channelId of [...this.held.keys()]) this.releaseHeld(channelId);
+    for (const [channelId, at] of this.recentlyChanged) {
+      if (now - at > leaveNoticesMs || !this.machines.has(channelId)) this.recentlyChanged.delete(channelId);
+      else for (const former of this.machines.get(channelId)!.formerMembers()) this.tellToLeave(channelId, former);
+    }
+    for (const [channelId, at] of this.hostedOnRequest) {
+      if (now - at < unjoinedCopyMs) continue;
+      this.hostedOnRequest.delete(channelId);
+      const machine = this.machines.get(channelId);
+      if (machine !== undefined && machine.store.log.lastIndex() === 0) void this.leave(channelId, "its addition to the group was abandoned");
+    }
   }
 
   /**
@@ -397,8 +416,7 @@ export class ChannelGroups implements HostedChannels {
     try {
       this.options.driver.proposeConfChange(groupId, { steps: [{ type, nodeId }], leaveJoint: false }).then(
         () => {
-          if (type !== ConfChangeType.RemoveNode) return;
-          this.notice(nodeId, leaveChannelGroupTopic, groupId.slice(channelGroupPrefix.length), true);
+          if (type === ConfChangeType.RemoveNode) this.tellToLeave(groupId.slice(channelGroupPrefix.length), nodeId);
         },
         () => undefined,
       );
@@ -408,40 +426,66 @@ export class ChannelGroups implements HostedChannels {
   }
 
   /** Sends a notice about `channelId` to `to`, at most once per {@link noticeRepeatMs} unless `now`. */
-  private notice(to: NodeId, topic: string, channelId: string, now = false): void {
+  private notice(to: NodeId, topic: string, channelId: string, now = false, payload: string = channelId): void {
     if (to === this.options.selfId) return;
     const key = `${topic}/${to}/${channelId}`;
     const at = Date.now();
     if (!now && at - (this.lastNoticeMs.get(key) ?? 0) < noticeRepeatMs) return;
     this.lastNoticeMs.set(key, at);
     if (this.lastNoticeMs.size > 10_000) this.lastNoticeMs.clear();
-    this.options.sendNotice(to, topic, encoder.encode(channelId));
+    this.options.sendNotice(to, topic, encoder.encode(payload));
+  }
+
+  /**
+   * As the group's leader, tells `to` to drop its copy, only when that is safe (the multi-group
+   * simulator checks the same rule): this leader has applied every membership change before its term
+   * (so, with none of its own in flight, its membership is the latest), `to` is not in it, and no member
+   * of the channel is on `to` (so this leader will not add it back). The notice names this leader's term
+   * and the index of its membership, so that a deposed leader or a delayed notice is not believed.
+   */
+  private tellToLeave(channelId: string, to: NodeId): void {
+    const groupId = channelGroupId(channelId);
+    const machine = this.machines.get(channelId);
+    const record = this.options.channels.channel(channelId);
+    const driver = this.options.driver;
+    if (machine === undefined || to === this.options.selfId || !driver.leaderReady(groupId)) return;
+    if (isMember(driver.confState(groupId), to) || (record !== undefined && memberHomeservers(record).includes(to))) return;
+    this.notice(to, leaveChannelGroupTopic, channelId, false, `${driver.status(groupId).term}\n${machine.confIndex()}\n${channelId}`);
+  }
+
+  /** Whether a leave notice is believed: from a member, in a term no older than ours, about a membership no older than ours. */
+  private believesLeave(channelId: string, from: NodeId, term: number, confIndex: LogIndex): boolean {
+    const machine = this.machines.get(channelId);
+    if (machine === undefined) return false;
+    const groupId = channelGroupId(channelId);
+    return isMember(this.options.driver.confState(groupId), from) && term >= this.options.driver.status(groupId).term && confIndex >= machine.confIndex();
   }
 
   /** A peer's notice about a channel group (see the topics above). */
   onNotice(from: NodeId, topic: string, payload: Uint8Array): void {
+    if (this.stopped) return;
+    if (topic === leaveChannelGroupTopic) {
+      const [term, confIndex, channelId] = decoder.decode(payload).split("\n");
+      if (channelId === undefined || !isValidChannelId(channelId) || !/^\d{1,15}$/.test(term ?? "") || !/^\d{1,15}$/.test(confIndex ?? "")) return;
+      if (this.believesLeave(channelId, from, Number(term), Number(confIndex))) void this.leave(channelId, `${from}, the group's leader, removed this homeserver`);
+      return;
+    }
     const channelId = decoder.decode(payload);
-    if (!isValidChannelId(channelId) || this.stopped) return;
+    if (!isValidChannelId(channelId)) return;
     if (topic === hostChannelGroupTopic) {
       if (this.machines.has(channelId) || this.machines.size >= channelGroupsMax) return;
       void this.exclusive(channelId, async () => {
         if (this.machines.has(channelId) || this.stopped) return;
         await this.host(channelId, await this.options.engine.openGroup(channelGroupId(channelId)));
+        this.hostedOnRequest.set(channelId, Date.now());
         this.options.logger.info({ channelId, from }, "hosting a channel group at its leader's request");
       }).catch((error: unknown) => this.options.logger.warn({ channelId, from, err: error }, "could not host a channel group"));
-    } else if (topic === leaveChannelGroupTopic) {
-      const machine = this.machines.get(channelId);
-      if (machine === undefined) return;
-      // Only a member of the group (its leader, which removed this homeserver) is believed.
-      const conf = this.options.driver.confState(channelGroupId(channelId));
-      if (!isMember(conf, from)) return;
-      void this.leave(channelId, `${from} removed this homeserver from the group`);
     }
   }
 
   /** A message for a group this homeserver leads came from a non-member: it was removed and missed it. */
   onForeignMessage(from: NodeId, groupId: GroupId): void {
-    if (groupId.startsWith(channelGroupPrefix)) this.notice(from, leaveChannelGroupTopic, groupId.slice(channelGroupPrefix.length));
+    if (groupId.startsWith(channelGroupPrefix)) this.tellToLeave(groupId.slice(channelGroupPrefix.length), from);
   }
 
   /** Stops hosting the channel's group and deletes its copy here. */
@@ -450,8 +494,9 @@ export class ChannelGroups implements HostedChannels {
       if (!this.machines.has(channelId)) return;
       const groupId = channelGroupId(channelId);
       this.machines.delete(channelId);
-      this.wasMember.delete(channelId);
       this.unsettled.delete(channelId);
+      this.recentlyChanged.delete(channelId);
+      this.hostedOnRequest.delete(channelId);
       await this.options.driver.removeGroup(groupId);
       await this.options.engine.dropGroup(groupId);
       this.options.channels.forget(channelId);
