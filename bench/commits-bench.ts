@@ -194,9 +194,14 @@ function publicSource(set: PublicChannelSet): CommitSource {
   return (index, epoch) => set.channels[index]?.commits[epoch];
 }
 
-/** A SubmitCommit target on a fresh connection to the current epochd leader. */
+/** The client address of the load generator's device's homeserver (hs1): channels live in their own groups, and a device talks to its own homeserver. */
+function entryAddress(cluster: EpochdCluster): string {
+  return cluster.homeservers.find((h) => h.id === "hs1")!.clientAddress;
+}
+
+/** A SubmitCommit target on a fresh connection to hs1, the homeserver of the channels' creator. */
 async function openEpochd(cluster: EpochdCluster, device: BenchDevice, channelIds: readonly string[], source: CommitSource): Promise<{ target: CommitTarget; leader: string; close: () => void }> {
-  const address = await findEpochdLeader(cluster);
+  const address = entryAddress(cluster);
   const auth = await device.at(address);
   const channel = epochdChannel(cluster, address);
   const leader = cluster.homeservers.find((h) => h.clientAddress === address)?.id ?? address;
@@ -205,7 +210,7 @@ async function openEpochd(cluster: EpochdCluster, device: BenchDevice, channelId
 
 /** Creates the channels and submits each one's first commit (untimed). */
 async function setUpChannels(options: BenchOptions, material: Material, cluster: EpochdCluster, device: BenchDevice): Promise<{ encryptedEpochs: number[]; publicEpochs: number[] }> {
-  const address = await findEpochdLeader(cluster);
+  const address = entryAddress(cluster);
   const auth = await device.at(address);
   const encryptedEpochs = material.encrypted.map(() => 0);
   const publicEpochs = (material.publicSet?.channels ?? []).map(() => 0);

@@ -54,8 +54,10 @@ export interface EncryptedChannel {
   readonly initialGroupInfo: Uint8Array;
   /** The commit building on `epoch`: a PrivateMessage of `commitBytes` bytes. Valid until the next call. */
   commit(epoch: number): Uint8Array;
-  /** The GroupInfo for `epoch` (3 members). Valid until the next call. */
+  /** The GroupInfo for `epoch` (the members from epoch 1 on). Valid until the next call. */
   groupInfo(epoch: number): Uint8Array;
+  /** How many members the channel has from epoch 1 on. */
+  readonly memberCount: number;
 }
 
 /** Offset of the epoch field in an MLSMessage-framed PrivateMessage with a `groupIdLength`-byte group id. */
@@ -107,13 +109,14 @@ function patchEpoch(bytes: Uint8Array, offset: number, epoch: number): void {
 
 /**
  * Makes `count` channels' material, ids `${prefix}-00000` and up: two real ts-mls groups (a few hundred
- * ms), then one Ed25519 signature and three encodings per channel.
+ * ms), then one Ed25519 signature and three encodings per channel. From epoch 1 the members are
+ * `memberIds` (the creator, alice@hs1, first).
  */
-export async function makeEncryptedChannels(prefix: string, count: number, commitBytes: number): Promise<EncryptedChannel[]> {
+export async function makeEncryptedChannels(prefix: string, count: number, commitBytes: number, memberIds: readonly string[] = ["alice@hs1", "bob@hs2", "carol@hs3"]): Promise<EncryptedChannel[]> {
   const impl = await clientSuiteImpl();
   const creator = await makeDevice("alice@hs1");
   const initial = unframeGroupInfo((await createTestGroup(creator.keyPackage)).groupInfo);
-  const three = await buildGroup(["alice@hs1", "bob@hs2", "carol@hs3"]);
+  const three = await buildGroup(memberIds);
   const threeMembers = unframeGroupInfo(three.view.groupInfo);
   const channels: EncryptedChannel[] = [];
   for (let i = 0; i < count; i++) {
@@ -136,6 +139,7 @@ export async function makeEncryptedChannels(prefix: string, count: number, commi
         patchEpoch(next, groupInfoEpochAt, epoch);
         return next;
       },
+      memberCount: memberIds.length,
     });
   }
   return channels;
@@ -155,6 +159,6 @@ export async function selfCheckEncryptedChannel(channel: EncryptedChannel, epoch
     if (!framed.ok) throw new Error(`mode (a) commit for epoch ${epoch} refused: ${framed.reason}`);
     const next = decodeGroupInfoMessage(channel.groupInfo(epoch + 1));
     if ("reason" in next) throw new Error(`mode (a) GroupInfo for epoch ${epoch + 1} refused: ${next.reason}`);
-    if (next.context.epoch !== BigInt(epoch + 1) || next.members.length !== 3) throw new Error(`mode (a) GroupInfo for epoch ${epoch + 1} decodes as epoch ${next.context.epoch} with ${next.members.length} members`);
+    if (next.context.epoch !== BigInt(epoch + 1) || next.members.length !== channel.memberCount) throw new Error(`mode (a) GroupInfo for epoch ${epoch + 1} decodes as epoch ${next.context.epoch} with ${next.members.length} members`);
   }
 }

@@ -47,8 +47,15 @@ class Harness {
   machine: ChannelStateMachine;
   index = 10;
 
-  constructor(readonly homeservers: Map<string, Homeserver>) {
-    this.machine = new ChannelStateMachine({ clusterId: "test-cluster", signingKeyOf: (id) => homeservers.get(id)?.publicKeyRaw });
+  /** The voters of each channel's own group, when the test gives channels groups (see votersOf). */
+  readonly groupVoters = new Map<string, string[]>();
+
+  constructor(readonly homeservers: Map<string, Homeserver>, withGroups = false) {
+    this.machine = new ChannelStateMachine({
+      clusterId: "test-cluster",
+      signingKeyOf: (id) => homeservers.get(id)?.publicKeyRaw,
+      ...(withGroups ? { votersOf: (channelId: string) => this.groupVoters.get(channelId) } : {}),
+    });
   }
 
   async apply(command: CommandInit): Promise<ChannelResult> {
@@ -245,6 +252,29 @@ describe("the channel state machine", () => {
     const other = await buildGroup(["mallory@hs1"]);
     const { bytes: foreign } = await makeApplicationMessage(memberOf(other, "mallory@hs1").state, "x");
     expect(await h.apply({ case: "sendMessage", value: { channelId: "c5", epoch: 0n, message: foreign } })).toMatchObject({ ok: false, code: "invalid" });
+  });
+
+  it("with a group per channel: takes no command while the group's voters differ from the members' homeservers, and a certificate names the group's voters", async () => {
+    const g = new Harness(servers, true);
+    const group = await buildGroup(["alice@hs1"]);
+    g.groupVoters.set("g1", ["hs1"]);
+    expect(await g.apply({ case: "createChannel", value: { channelId: "g1", groupInfo: group.initialGroupInfo, contentType: "text/plain" } })).toMatchObject({ ok: true });
+    const bob = await makeDevice("bob@hs2");
+    const add = await makeCommit(memberOf(group, "alice@hs1").state, { add: [bob.keyPackage.publicPackage] });
+    // The add is certified by the group's voters of its epoch (hs1 alone).
+    expect(await g.commit("g1", 0n, add)).toMatchObject({ ok: true, kind: "commit-accepted", voters: ["hs1"] });
+    await applyAcceptedCommit(group, "alice@hs1", add);
+    group.members.set("bob@hs2", { device: bob.device, state: await joinFromWelcome(bob.keyPackage, add.welcome!) });
+    // hs2 sponsors a member but does not vote yet: commits and messages wait, deterministically, and change nothing.
+    const update = await makeCommit(memberOf(group, "bob@hs2").state);
+    const { bytes: hello } = await makeApplicationMessage(memberOf(group, "alice@hs1").state, "hi");
+    const before = new Map(g.stored);
+    expect(await g.commit("g1", 1n, update)).toMatchObject({ ok: false, code: "busy" });
+    expect(await g.apply({ case: "sendMessage", value: { channelId: "g1", epoch: 1n, message: hello } })).toMatchObject({ ok: false, code: "busy" });
+    expect(g.stored).toEqual(before);
+    // Once hs2 votes, the same commit is accepted and certified by both.
+    g.groupVoters.set("g1", ["hs2", "hs1"]);
+    expect(await g.commit("g1", 1n, update)).toMatchObject({ ok: true, kind: "commit-accepted", epoch: 1n, voters: ["hs1", "hs2"] });
   });
 
   it("is deterministic: replaying the same log gives the same stored bytes", async () => {

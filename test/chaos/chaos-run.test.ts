@@ -22,9 +22,9 @@ const tempDirs = [reportDir];
 
 /** The broken build: a majority of one for the commit index (elections keep their real majority). */
 const mutant = {
-  file: "src/raft/quorum.ts",
-  search: "  const majority = Math.floor(voters.size / 2) + 1;\n  return matches[majority - 1]!;",
-  replace: "  const majority = 1;\n  return matches[majority - 1]!;",
+  file: "src/raft/raft.ts",
+  search: "    if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {",
+  replace: "    if (canVote) {",
 };
 
 function mutatedProject(): string {
@@ -54,8 +54,10 @@ describe("chaos runs on real processes", () => {
     expect(report.check.stats.linearizabilityUndecided).toBe(0);
   }, 300_000);
 
-  it("catches a leader that acknowledges commits before a majority has them", async () => {
-    const flags = new Map([["report-dir", reportDir], ["seed", "7"]]);
+  it("catches homeservers that vote for a candidate whose log is behind theirs", async () => {
+    // A stale homeserver can then win a channel group's election and overwrite what a majority
+    // acknowledged. Faults that cut off or kill the busiest channel leader, no single-homeserver channel.
+    const flags = new Map([["report-dir", reportDir], ["seed", "7"], ["faults", "partition,kill"], ["local-channel-every", "0"]]);
     const { report } = await runChaos(loadChaosConfig(ciConfig, flags), { projectRoot: mutatedProject() });
     const checks = new Set(report.check.violations.map((v) => v.check));
     console.log(`mutant caught by: ${[...checks].join(", ")} (${report.check.violations.length} violations)`);

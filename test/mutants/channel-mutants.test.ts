@@ -93,6 +93,18 @@ export const channelMutants: readonly ChannelMutant[] = [
     replace: "  return 1;",
   },
   {
+    name: "commands-while-group-unsettled",
+    file: channelMachine,
+    search: "    if (followsMembers(groupVoters, wanted)) return undefined;",
+    replace: "    return undefined;",
+  },
+  {
+    name: "learner-promoted-before-caught-up",
+    file: "src/channel/group-membership.ts",
+    search: "    if (match >= commitIndex) return { kind: \"promote\", homeserver: learner };",
+    replace: "    return { kind: \"promote\", homeserver: learner };",
+  },
+  {
     name: "message-epoch-window-ignored",
     file: channelMachine,
     search: "    if (inspected.epoch > record.epoch || inspected.epoch + messageEpochWindow < record.epoch) {",

@@ -1,0 +1,39 @@
+/**
+ * How a channel's group follows its members (src/channel/group-membership.ts): the leader's next step
+ * towards voters = the members' homeservers, one membership change at a time.
+ */
+import { describe, expect, it } from "vitest";
+import { followsMembers, membershipSettled, nextMembershipStep } from "../../src/channel/group-membership.ts";
+import type { ConfState } from "../../src/raft/types.ts";
+
+const conf = (voters: string[], learners: string[] = [], votersOutgoing: string[] = []): ConfState => ({ voters, learners, votersOutgoing, learnersNext: [] });
+const matches = (m: Record<string, number>) => (id: string) => m[id] ?? 0;
+
+describe("a channel group following its members", () => {
+  it("compares voters and members' homeservers as sets", () => {
+    expect(followsMembers(["hs2", "hs1"], ["hs1", "hs2"])).toBe(true);
+    expect(followsMembers(["hs1"], ["hs1", "hs2"])).toBe(false);
+    expect(followsMembers(["hs1", "hs2"], ["hs1"])).toBe(false);
+    expect(membershipSettled(conf(["hs1", "hs2"]), ["hs1", "hs2"])).toBe(true);
+    expect(membershipSettled(conf(["hs1", "hs2"], ["hs3"]), ["hs1", "hs2"])).toBe(false);
+    expect(membershipSettled(conf(["hs1", "hs2"], [], ["hs1"]), ["hs1", "hs2"])).toBe(false);
+  });
+
+  it("adds a missing homeserver as a learner, promotes it only once caught up, then removes homeservers without members", () => {
+    expect(nextMembershipStep(["hs1", "hs2"], conf(["hs1"]), matches({}), 10)).toEqual({ kind: "add-learner", homeserver: "hs2" });
+    expect(nextMembershipStep(["hs1", "hs2"], conf(["hs1"], ["hs2"]), matches({ hs2: 0 }), 10)).toEqual({ kind: "remind-learner", homeserver: "hs2" });
+    expect(nextMembershipStep(["hs1", "hs2"], conf(["hs1"], ["hs2"]), matches({ hs2: 9 }), 10)).toEqual({ kind: "remind-learner", homeserver: "hs2" });
+    expect(nextMembershipStep(["hs1", "hs2"], conf(["hs1"], ["hs2"]), matches({ hs2: 10 }), 10)).toEqual({ kind: "promote", homeserver: "hs2" });
+    expect(nextMembershipStep(["hs1", "hs2"], conf(["hs1", "hs2"]), matches({}), 10)).toBeUndefined();
+    // hs3 lost its last member; hs4 gained one: the add comes first, the removal after.
+    expect(nextMembershipStep(["hs1", "hs4"], conf(["hs1", "hs3"]), matches({}), 10)).toEqual({ kind: "add-learner", homeserver: "hs4" });
+    expect(nextMembershipStep(["hs1", "hs4"], conf(["hs1", "hs3", "hs4"]), matches({}), 10)).toEqual({ kind: "remove", homeserver: "hs3" });
+    // The leader's own homeserver leaves too when it has no member left.
+    expect(nextMembershipStep(["hs2"], conf(["hs1", "hs2"]), matches({}), 10)).toEqual({ kind: "remove", homeserver: "hs1" });
+  });
+
+  it("waits while in a joint configuration, and never empties the group", () => {
+    expect(nextMembershipStep(["hs1"], conf(["hs1"], [], ["hs1", "hs2"]), matches({}), 10)).toBeUndefined();
+    expect(nextMembershipStep([], conf(["hs1"]), matches({}), 10)).toBeUndefined();
+  });
+});
