@@ -15,6 +15,7 @@ const benches: Record<string, string> = {
   steady: "./steady-bench.ts",
   inbox: "./inbox-bench.ts",
   groups: "./groups-bench.ts",
+  scale: "./scale-bench.ts",
 };
 
 const [name, ...args] = process.argv.slice(2);
