@@ -32,7 +32,7 @@ const confStateKey = Uint8Array.of(0x47); // "G"
 export interface ChannelGroupListener {
   /** A channel command's result; `requestId` as the proposer chose it (empty if none). */
   onChannelResult(result: ChannelResult, index: LogIndex, requestId: Uint8Array): void;
-  /** The group's membership as of the last applied entry changed (or was loaded). */
+  /** The group's membership as of the last applied entry changed (by an entry or a snapshot). */
   onMembership(channelId: string, confState: ConfState): void;
   /**
    * A commit changed the channel's members: called during apply, before the
@@ -105,7 +105,6 @@ export class ChannelGroupMachine implements StateMachine {
     this.context.channels.forget(this.channelId);
     this.membership = decodeMembership(await this.store.get(confStateKey));
     await this.context.channels.loadMore((prefix) => this.store.scan(withNamespace(prefix)));
-    this.context.listener.onMembership(this.channelId, this.membership.conf);
   }
 
   async apply(entries: readonly Entry[]): Promise<ApplyOutcome> {
@@ -181,6 +180,7 @@ export class ChannelGroupMachine implements StateMachine {
   async restore(data: Uint8Array, index: LogIndex): Promise<void> {
     await this.store.restoreStateMachine(decodePairs(data), index);
     await this.load();
+    this.context.listener.onMembership(this.channelId, this.membership.conf);
     await this.context.inbox?.afterSnapshot(index, [this.channelId]);
   }
 }

@@ -203,6 +203,7 @@ export class ChannelGroups implements HostedChannels {
     this.machines.set(channelId, machine);
     await machine.load();
     await this.options.driver.addGroup(store, machine, { quiesce: true });
+    this.refreshSettled(channelId);
   }
 
   start(): void {
