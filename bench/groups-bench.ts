@@ -12,6 +12,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { GroupsClient } from "../test/integration/groups-client.ts";
 import { ProcessCluster } from "../test/integration/process-cluster.ts";
+import { positiveOption } from "./lib/options.ts";
 import { cpuTimeMs, rssMiB } from "./lib/proc.ts";
 import { fixed, formatTable, integer } from "./lib/table.ts";
 
@@ -25,12 +26,7 @@ interface Options {
 }
 
 function parseOptions(args: string[]): Options {
-  const value = (name: string, fallback: number): number => {
-    const i = args.indexOf(`--${name}`);
-    const parsed = i < 0 ? fallback : Number(args[i + 1]);
-    if (!Number.isFinite(parsed) || parsed <= 0) throw new Error(`--${name} must be a positive number`);
-    return parsed;
-  };
+  const value = (name: string, fallback: number) => positiveOption(args, name, fallback);
   return { groups: value("groups", 10_000), idleSeconds: value("idle-seconds", 30), writeSeconds: value("write-seconds", 10), inflight: value("inflight", 64), chunk: value("chunk", 500) };
 }
 

@@ -18,6 +18,7 @@ import { measureCommitRow } from "./lib/commit-load.ts";
 import { createChannels, firstCommits } from "./lib/commit-setup.ts";
 import { epochdCommitTarget, type CommitSource } from "./lib/commit-targets.ts";
 import { epochdChannel, findEpochdLeader, startEpochdCluster, stopEpochdCluster } from "./lib/epochd-cluster.ts";
+import { positiveOption } from "./lib/options.ts";
 import { cpuTimeMs, rssMiB } from "./lib/proc.ts";
 import { fixed, formatTable, integer } from "./lib/table.ts";
 
@@ -29,12 +30,7 @@ interface Options {
 }
 
 function parseOptions(args: string[]): Options {
-  const value = (name: string, fallback: number): number => {
-    const i = args.indexOf(`--${name}`);
-    const parsed = i < 0 ? fallback : Number(args[i + 1]);
-    if (!Number.isFinite(parsed) || parsed <= 0) throw new Error(`--${name} must be a positive number`);
-    return parsed;
-  };
+  const value = (name: string, fallback: number) => positiveOption(args, name, fallback);
   return { channels: value("channels", 10_000), idleSeconds: value("idle-seconds", 30), seconds: value("seconds", 10), concurrency: value("concurrency", 64) };
 }
 

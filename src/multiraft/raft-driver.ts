@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { isConfMember } from "../raft/conf-change.ts";
 import { RawNode, type RaftConfig, type RaftEvent, type RaftStatus } from "../raft/raw-node.ts";
 import { mayLeaveBeforePersist, MessageType, type ConfChange, type ConfState, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
@@ -311,7 +312,7 @@ export class RaftDriver {
       const group = this.groups.get(m.groupId);
       if (group === undefined) continue;
       if (group.node.leader() === this.options.selfId) {
-        if (this.options.onForeignMessage !== undefined && !isMember(group.node.confState(), from)) this.options.onForeignMessage(from, m.groupId);
+        if (this.options.onForeignMessage !== undefined && !isConfMember(group.node.confState(), from)) this.options.onForeignMessage(from, m.groupId);
         if (m.type === MessageType.Propose && this.options.admitForwarded?.(m.groupId, m) === false) continue;
       }
       group.node.step(m);
@@ -576,10 +577,6 @@ export class RaftDriver {
         group.snapshotting = false;
       });
   }
-}
-
-function isMember(conf: ConfState, id: NodeId): boolean {
-  return conf.voters.includes(id) || conf.learners.includes(id) || conf.votersOutgoing.includes(id) || conf.learnersNext.includes(id);
 }
 
 /** Whether the only thing `ready` asks to persist is a new commit index. */

@@ -18,7 +18,7 @@ import { ApplyBatch } from "../multiraft/apply-batch.ts";
 import { entryBody } from "../multiraft/entry-payload.ts";
 import { decodePairs, snapshotPairs } from "../multiraft/pairs-snapshot.ts";
 import type { ApplyOutcome, StateMachine } from "../multiraft/state-machine.ts";
-import { applyConfChange, decodeConfChange } from "../raft/conf-change.ts";
+import { applyConfChange, confMembers, decodeConfChange } from "../raft/conf-change.ts";
 import { emptyConfState, EntryType, type ConfState, type Entry, type LogIndex } from "../raft/types.ts";
 import type { GroupStore, KvWrite } from "../storage/storage-engine.ts";
 import { channelCommandOp } from "../channel/channel-command.ts";
@@ -71,9 +71,7 @@ function decodeMembership(bytes: Uint8Array | undefined): AppliedMembership {
   return { conf: { voters, votersOutgoing, learners, learnersNext }, index: index ?? 0, former: former ?? [] };
 }
 
-function everyone(conf: ConfState): string[] {
-  return [...conf.voters, ...conf.votersOutgoing, ...conf.learners, ...conf.learnersNext];
-}
+
 
 /** See the module comment. */
 export class ChannelGroupMachine implements StateMachine {
@@ -155,8 +153,8 @@ export class ChannelGroupMachine implements StateMachine {
       return false;
     }
     if (!outcome.ok) return false;
-    const now = new Set(everyone(outcome.confState));
-    const former = new Set([...this.membership.former, ...everyone(this.membership.conf).filter((id) => !now.has(id))].filter((id) => !now.has(id)));
+    const now = new Set(confMembers(outcome.confState));
+    const former = new Set([...this.membership.former, ...confMembers(this.membership.conf).filter((id) => !now.has(id))].filter((id) => !now.has(id)));
     this.membership = { conf: outcome.confState, index: entry.index, former: [...former].sort() };
     return true;
   }

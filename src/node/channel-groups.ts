@@ -39,7 +39,8 @@ import { ChannelCommandSchema } from "../gen/epochd/state/v1/channel_state_pb.ts
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
 import { NotLeaderError, OutcomeUnknownError } from "../multiraft/errors.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
-import { ConfChangeType, type ConfState, type GroupId, type LogIndex, type NodeId } from "../raft/types.ts";
+import { isConfMember } from "../raft/conf-change.ts";
+import { ConfChangeType, type GroupId, type LogIndex, type NodeId } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
 import { ChannelGroupMachine, withNamespace, type ChannelGroupListener } from "./channel-group-machine.ts";
 
@@ -112,10 +113,6 @@ interface Waiter<T> {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function isMember(conf: ConfState, id: NodeId): boolean {
-  return conf.voters.includes(id) || conf.learners.includes(id) || conf.votersOutgoing.includes(id) || conf.learnersNext.includes(id);
-}
 
 /** See the module comment. */
 export class ChannelGroups implements HostedChannels {
@@ -450,7 +447,7 @@ export class ChannelGroups implements HostedChannels {
     const record = this.options.channels.channel(channelId);
     const driver = this.options.driver;
     if (machine === undefined || to === this.options.selfId || !driver.leaderReady(groupId)) return;
-    if (isMember(driver.confState(groupId), to) || (record !== undefined && memberHomeservers(record).includes(to))) return;
+    if (isConfMember(driver.confState(groupId), to) || (record !== undefined && memberHomeservers(record).includes(to))) return;
     this.notice(to, leaveChannelGroupTopic, channelId, false, `${driver.status(groupId).term}\n${machine.confIndex()}\n${channelId}`);
   }
 
@@ -459,7 +456,7 @@ export class ChannelGroups implements HostedChannels {
     const machine = this.machines.get(channelId);
     if (machine === undefined) return false;
     const groupId = channelGroupId(channelId);
-    return isMember(this.options.driver.confState(groupId), from) && term >= this.options.driver.status(groupId).term && confIndex >= machine.confIndex();
+    return isConfMember(this.options.driver.confState(groupId), from) && term >= this.options.driver.status(groupId).term && confIndex >= machine.confIndex();
   }
 
   /** A peer's notice about a channel group (see the topics above). */

@@ -124,3 +124,13 @@ function symmetricDifferenceSize(a: ReadonlySet<NodeId>, b: ReadonlySet<NodeId>)
   for (const id of b) if (!a.has(id)) size++;
   return size;
 }
+
+/** Every node of a membership: voters of both halves and learners. */
+export function confMembers(conf: ConfState): NodeId[] {
+  return [...new Set([...conf.voters, ...conf.votersOutgoing, ...conf.learners, ...conf.learnersNext])];
+}
+
+/** Whether `id` is a voter (of either half) or a learner of `conf`. */
+export function isConfMember(conf: ConfState, id: NodeId): boolean {
+  return conf.voters.includes(id) || conf.votersOutgoing.includes(id) || conf.learners.includes(id) || conf.learnersNext.includes(id);
+}

@@ -11,7 +11,7 @@
  * function. Deterministic; encodes to bytes so replicas can be compared.
  */
 import { followsMembers } from "../channel/group-membership.ts";
-import { applyConfChange, decodeConfChange } from "../raft/conf-change.ts";
+import { applyConfChange, confMembers, decodeConfChange } from "../raft/conf-change.ts";
 import { emptyConfState, EntryType, type ConfState, type Entry, type LogIndex, type NodeId } from "../raft/types.ts";
 
 /** A command of the model, as JSON in an entry's data. */
@@ -56,9 +56,8 @@ export class ChannelModel {
     if (entry.type === EntryType.ConfChange) {
       const outcome = applyConfChange(this.conf, decodeConfChange(entry.data));
       if (outcome.ok) {
-        const members = (c: ConfState) => [...c.voters, ...c.votersOutgoing, ...c.learners, ...c.learnersNext];
-        const now = new Set(members(outcome.confState));
-        for (const id of members(this.conf)) if (!now.has(id)) this.former.add(id);
+        const now = new Set(confMembers(outcome.confState));
+        for (const id of confMembers(this.conf)) if (!now.has(id)) this.former.add(id);
         for (const id of now) this.former.delete(id);
         this.conf = outcome.confState;
         this.confIndex = entry.index;

@@ -22,6 +22,7 @@
  */
 import { membershipSettled, nextMembershipStep } from "../channel/group-membership.ts";
 import { defaultRaftConfig, RawNode, type RaftEvent } from "../raft/raw-node.ts";
+import { isConfMember } from "../raft/conf-change.ts";
 import { MemoryStorage } from "../raft/memory-storage.ts";
 import { ConfChangeType, EntryType, MessageType, type ConfState, type Entry, type GroupId, type LogIndex, type Message, type NodeId } from "../raft/types.ts";
 import { ChannelModel, encodeModelCommand, homeserversOf, type ChannelModelCommand, type ChannelModelResult } from "./channel-model.ts";
@@ -197,7 +198,7 @@ class ChannelSimulator {
     const replica = to.groups.get(message.groupId);
     if (replica === undefined) return;
     const raw = replica.raw!;
-    if (raw.leader() === to.id && !isMember(raw.confState(), packet.from)) this.tellToLeave(to, replica, packet.from);
+    if (raw.leader() === to.id && !isConfMember(raw.confState(), packet.from)) this.tellToLeave(to, replica, packet.from);
     this.guard(() => raw.step(message));
   }
 
@@ -208,7 +209,7 @@ class ChannelSimulator {
    */
   private believesLeave(replica: Replica, notice: Extract<Packet, { kind: "leave" }>): boolean {
     const raw = replica.raw;
-    if (raw === undefined || !isMember(raw.confState(), notice.from)) return false;
+    if (raw === undefined || !isConfMember(raw.confState(), notice.from)) return false;
     return notice.term >= raw.status().term && notice.confIndex >= replica.model.confIndex;
   }
 
@@ -279,7 +280,7 @@ class ChannelSimulator {
     // A copy does not drop itself on applying its own removal: a copy catching up replays old removals
     // before its latest addition, and the others may still need its vote to learn the removal committed.
     // It drops its copy when the group's leader tells it to (see tellToLeave).
-    if (isMember(model.conf, hs.id)) replica.wasMember = true;
+    if (isConfMember(model.conf, hs.id)) replica.wasMember = true;
     this.tellRemoved(hs, replica);
   }
 
@@ -327,7 +328,7 @@ class ChannelSimulator {
   private tellToLeave(hs: Homeserver, replica: Replica, to: NodeId): void {
     const raw = replica.raw;
     if (raw === undefined || raw.leader() !== hs.id || to === hs.id || replica.model.appliedIndex < replica.termStart) return;
-    if (isMember(raw.confState(), to) || homeserversOf(replica.model.members).includes(to)) return;
+    if (isConfMember(raw.confState(), to) || homeserversOf(replica.model.members).includes(to)) return;
     this.send({ kind: "leave", from: hs.id, to, groupId: replica.groupId, term: raw.status().term, confIndex: replica.model.confIndex }, true);
   }
 
@@ -415,7 +416,12 @@ class ChannelSimulator {
       this.propose(leader, command);
       this.pending.splice(i--, 1);
     }
-    if (this.pending.length > 50) this.pending.splice(0, this.pending.length - 50);
+    // A bounded queue; a channel's creation is never dropped (it would never exist).
+    while (this.pending.length > 50) {
+      const oldest = this.pending.findIndex((p) => p.command.t !== "create");
+      if (oldest < 0) break;
+      this.pending.splice(oldest, 1);
+    }
     if (this.channelIds.length === 0 || !this.rng.chance(0.5)) return;
     const groupId = `channel/${this.rng.pick(this.channelIds)}`;
     const leader = this.leaderOf(groupId);
@@ -478,7 +484,7 @@ class ChannelSimulator {
   private liveness(): void {
     for (const hs of this.homeservers) if (!hs.up) this.restart(hs);
     this.isolatedUntil.clear();
-    this.pending.splice(0);
+    this.pending.splice(0, this.pending.length, ...this.pending.filter((p) => p.command.t === "create"));
     const limit = this.tickNow + (this.options.livenessTicks ?? 1500);
     const probes = new Map<GroupId, string>();
     for (; this.tickNow < limit && this.violations.length === 0; this.tickNow++) {
@@ -487,7 +493,13 @@ class ChannelSimulator {
       for (const channelId of this.channelIds) {
         const groupId = `channel/${channelId}`;
         const leader = this.leaderOf(groupId);
-        if (leader === undefined || !leader.replica.model.created || !this.admits(leader.replica)) {
+        if (leader === undefined || !this.admits(leader.replica)) {
+          done = false;
+          continue;
+        }
+        if (!leader.replica.model.created) {
+          // The creation was lost with a crashed leader before it committed: the creator sends it again.
+          if (this.tickNow % 50 === 0) this.propose(leader, { t: "create", id: `create-${channelId}-${this.tickNow}`, members: [[this.newDevice(leader.hs.id), leader.hs.id]] });
           done = false;
           continue;
         }
@@ -543,10 +555,6 @@ class ChannelSimulator {
       this.violate("core-error", error instanceof Error ? error.message : String(error));
     }
   }
-}
-
-function isMember(conf: ConfState, id: NodeId): boolean {
-  return conf.voters.includes(id) || conf.learners.includes(id) || conf.votersOutgoing.includes(id) || conf.learnersNext.includes(id);
 }
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {
