@@ -98,7 +98,7 @@ export async function run(args: string[]): Promise<void> {
     const rows = cluster.homeservers.map((h, i) => ({ homeserver: h.id, channels: channels.length, idleCpuPercentOfCore: idleCpu[i]!, rssEmptyMiB: rssEmpty[i]!, rssIdleMiB: rssIdle[i]! }));
     console.log(
       formatTable(
-        ["homeserver", "channels", "idle CPU % of a core", "RSS empty MiB", "RSS idle MiB"],
+        ["homeserver", "channels in cluster", "idle CPU % of a core", "RSS empty MiB", "RSS idle MiB"],
         rows.map((r) => [r.homeserver, integer(r.channels), fixed(r.idleCpuPercentOfCore, 2), fixed(r.rssEmptyMiB, 0), fixed(r.rssIdleMiB, 0)]),
         new Set([1, 2, 3, 4]),
       ),
