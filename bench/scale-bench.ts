@@ -8,7 +8,7 @@
  * over all N channels next to commits/s in a single channel, at concurrency C (default 64).
  * Prints tables; writes bench/results/scale.json.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { HandshakeMode } from "../src/gen/epochd/channel/v1/channel_pb.ts";
@@ -38,6 +38,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function source(channels: readonly EncryptedChannel[]): CommitSource {
   return (index, epoch) => ({ commit: channels[index]!.commit(epoch), nextGroupInfo: channels[index]!.groupInfo(epoch + 1) });
+}
+
+/** The JavaScript heap in use and the memory outside it (buffers, native) of a homeserver, from its metrics, MiB. */
+async function heapOf(metricsAddress: string): Promise<{ heapUsedMiB: number; externalMiB: number }> {
+  const text = await (await fetch(`http://${metricsAddress}/metrics`)).text();
+  const gauge = (name: string) => Number(text.split("\n").find((line) => line.startsWith(`${name} `))?.split(" ")[1] ?? NaN) / 1_048_576;
+  return { heapUsedMiB: gauge("epochd_process_nodejs_heap_size_used_bytes"), externalMiB: gauge("epochd_process_nodejs_external_memory_bytes") };
 }
 
 /** Retries `register` while the homeservers register themselves in the directory (bounded). */
@@ -86,6 +93,8 @@ export async function run(args: string[]): Promise<void> {
     const idleMs = performance.now() - idleStart;
     const idleCpu = pids.map((pid, i) => (100 * ((cpuTimeMs(pid) ?? 0) - cpuStart[i]!)) / idleMs);
     const rssIdle = pids.map((pid) => rssMiB(pid));
+    const layout = JSON.parse(readFileSync(join(cluster.dataDir, "cluster.json"), "utf8")) as { homeservers: Array<{ id: string; metricsAddress: string }> };
+    const heaps = await Promise.all(cluster.homeservers.map((h) => heapOf(layout.homeservers.find((l) => l.id === h.id)!.metricsAddress).catch(() => ({ heapUsedMiB: NaN, externalMiB: NaN }))));
     console.error(`idle: CPU % of a core ${idleCpu.map((c) => fixed(c, 2)).join(" / ")}, RSS MiB ${rssIdle.map((r) => fixed(r, 0)).join(" / ")} (hs1 / hs2 / hs3)`);
     console.error(`measuring commits for ${options.seconds} s over all channels, then in one channel ...`);
     const processes = cluster.homeservers.map((h) => ({ name: h.id, pid: h.pid }));
@@ -95,12 +104,12 @@ export async function run(args: string[]): Promise<void> {
     // One channel orders one commit at a time (each builds on the last): concurrency 1.
     const single = await measureCommitRow(oneChannel, [epochs[0]!], processes, { ...phase, concurrency: 1 });
     connection.close();
-    const rows = cluster.homeservers.map((h, i) => ({ homeserver: h.id, channels: channels.length, idleCpuPercentOfCore: idleCpu[i]!, rssEmptyMiB: rssEmpty[i]!, rssIdleMiB: rssIdle[i]! }));
+    const rows = cluster.homeservers.map((h, i) => ({ homeserver: h.id, channels: channels.length, idleCpuPercentOfCore: idleCpu[i]!, rssEmptyMiB: rssEmpty[i]!, rssIdleMiB: rssIdle[i]!, heapUsedMiB: heaps[i]!.heapUsedMiB, externalMiB: heaps[i]!.externalMiB }));
     console.log(
       formatTable(
-        ["homeserver", "channels in cluster", "idle CPU % of a core", "RSS empty MiB", "RSS idle MiB"],
-        rows.map((r) => [r.homeserver, integer(r.channels), fixed(r.idleCpuPercentOfCore, 2), fixed(r.rssEmptyMiB, 0), fixed(r.rssIdleMiB, 0)]),
-        new Set([1, 2, 3, 4]),
+        ["homeserver", "channels in cluster", "idle CPU % of a core", "RSS empty MiB", "RSS idle MiB", "JS heap used MiB", "external MiB"],
+        rows.map((r) => [r.homeserver, integer(r.channels), fixed(r.idleCpuPercentOfCore, 2), fixed(r.rssEmptyMiB, 0), fixed(r.rssIdleMiB, 0), fixed(r.heapUsedMiB, 0), fixed(r.externalMiB, 0)]),
+        new Set([1, 2, 3, 4, 5, 6]),
       ),
     );
     console.log(
