@@ -78,6 +78,9 @@ export class ChannelClaims {
     const timedOut = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
     await Promise.race([applied, timedOut]);
     clearTimeout(timer);
+    const left = (this.waiters.get(channelId) ?? []).filter((w) => w !== wake);
+    if (left.length > 0) this.waiters.set(channelId, left);
+    else this.waiters.delete(channelId);
     const now = this.ownerOf(channelId);
     if (now === undefined) throw new OutcomeUnknownError("cluster", `claiming channel ${channelId} did not finish in time`);
     if (now !== this.selfId) throw new ChannelTakenError(channelId);

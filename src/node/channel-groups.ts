@@ -350,6 +350,9 @@ export class ChannelGroups implements HostedChannels {
     const timedOut = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
     await Promise.race([settled, timedOut]);
     clearTimeout(timer);
+    const left = (this.settleWaiters.get(channelId) ?? []).filter((w) => w !== wake);
+    if (left.length > 0) this.settleWaiters.set(channelId, left);
+    else this.settleWaiters.delete(channelId);
     return !this.unsettled.has(channelId);
   }
 
