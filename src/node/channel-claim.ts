@@ -6,6 +6,7 @@
  */
 import { entryBody, entryPayload } from "../multiraft/entry-payload.ts";
 import { NotLeaderError, OutcomeUnknownError } from "../multiraft/errors.ts";
+import { KeyedWaiters } from "./keyed-waiters.ts";
 
 /** The op byte of a channel claim in the cluster log. */
 export const channelClaimOp = 9;
@@ -41,7 +42,7 @@ export class ChannelTakenError extends Error {
 
 /** Claims channel ids for one homeserver and waits for the claims to be applied here. */
 export class ChannelClaims {
-  private readonly waiters = new Map<string, Array<() => void>>();
+  private readonly waiters = new KeyedWaiters();
 
   constructor(
     private readonly selfId: string,
@@ -53,8 +54,7 @@ export class ChannelClaims {
 
   /** Call when a claim was applied here. */
   applied(channelId: string): void {
-    for (const wake of this.waiters.get(channelId) ?? []) wake();
-    this.waiters.delete(channelId);
+    this.waiters.wake(channelId);
   }
 
   /**
@@ -66,21 +66,11 @@ export class ChannelClaims {
     const owner = this.ownerOf(channelId);
     if (owner === this.selfId) return;
     if (owner !== undefined) throw new ChannelTakenError(channelId);
-    let wake: () => void = () => {};
-    const applied = new Promise<void>((resolve) => (wake = resolve));
-    const list = this.waiters.get(channelId) ?? [];
-    list.push(wake);
-    this.waiters.set(channelId, list);
+    const applied = this.waiters.wait(channelId, waitMs);
     if (!this.proposeAnywhere(encodeChannelClaim({ channelId, homeserverId: this.selfId }))) {
       throw new NotLeaderError("cluster", "");
     }
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
-    await Promise.race([applied, timedOut]);
-    clearTimeout(timer);
-    const left = (this.waiters.get(channelId) ?? []).filter((w) => w !== wake);
-    if (left.length > 0) this.waiters.set(channelId, left);
-    else this.waiters.delete(channelId);
+    await applied;
     const now = this.ownerOf(channelId);
     if (now === undefined) throw new OutcomeUnknownError("cluster", `claiming channel ${channelId} did not finish in time`);
     if (now !== this.selfId) throw new ChannelTakenError(channelId);

@@ -43,6 +43,7 @@ import { isConfMember } from "../raft/conf-change.ts";
 import { ConfChangeType, type GroupId, type LogIndex, type NodeId } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
 import { ChannelGroupMachine, withNamespace, type ChannelGroupListener } from "./channel-group-machine.ts";
+import { KeyedWaiters } from "./keyed-waiters.ts";
 
 /** Every channel group's id starts with this; the channel id follows. */
 export const channelGroupPrefix = "channel/";
@@ -126,7 +127,7 @@ export class ChannelGroups implements HostedChannels {
   /** Channels hosted at a leader's request, by when: a copy that got no entry within {@link unjoinedCopyMs} is dropped. */
   private readonly hostedOnRequest = new Map<string, number>();
   private readonly resultWaiters = new Map<string, Waiter<{ result: ChannelResult; index: LogIndex }>>();
-  private readonly settleWaiters = new Map<string, Array<() => void>>();
+  private readonly settleWaiters = new KeyedWaiters();
   private readonly lastNoticeMs = new Map<string, number>();
   /** Commands held until the channel's leader admits them (see the module comment), with when they arrived. */
   private readonly held = new Map<string, Array<{ readonly data: Uint8Array; readonly atMs: number }>>();
@@ -341,18 +342,7 @@ export class ChannelGroups implements HostedChannels {
   /** Resolves once the channel's group follows its members (the voters are their homeservers), or at `waitMs`. */
   async waitSettled(channelId: string, waitMs: number): Promise<boolean> {
     if (!this.unsettled.has(channelId)) return true;
-    let wake: () => void = () => {};
-    const settled = new Promise<void>((resolve) => (wake = resolve));
-    const list = this.settleWaiters.get(channelId) ?? [];
-    list.push(wake);
-    this.settleWaiters.set(channelId, list);
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
-    await Promise.race([settled, timedOut]);
-    clearTimeout(timer);
-    const left = (this.settleWaiters.get(channelId) ?? []).filter((w) => w !== wake);
-    if (left.length > 0) this.settleWaiters.set(channelId, left);
-    else this.settleWaiters.delete(channelId);
+    await this.settleWaiters.wait(channelId, waitMs);
     return !this.unsettled.has(channelId);
   }
 
@@ -369,8 +359,7 @@ export class ChannelGroups implements HostedChannels {
       return;
     }
     this.unsettled.delete(channelId);
-    for (const wake of this.settleWaiters.get(channelId) ?? []) wake();
-    this.settleWaiters.delete(channelId);
+    this.settleWaiters.wake(channelId);
   }
 
   private reconcileAll(): void {
