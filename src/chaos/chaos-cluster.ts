@@ -270,6 +270,20 @@ export class ChaosCluster {
     throw new Error(`no agreed leader within ${timeoutMs} ms`);
   }
 
+  /**
+   * Waits until every homeserver's replicated directory lists every homeserver (each registers itself
+   * once the cluster group has a leader); devices of a homeserver not listed yet are refused.
+   */
+  async waitForDirectory(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const statuses = await Promise.all(this.ids().map((id) => this.status(id)));
+      if (statuses.every((s) => s !== undefined && this.ids().every((id) => s.directory.some((d) => d.nodeId === id)))) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`the directory did not list every homeserver within ${timeoutMs} ms`);
+  }
+
   /** The tail of homeserver `id`'s log. */
   logTail(id: string, lines = 20): string {
     try {

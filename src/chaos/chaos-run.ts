@@ -70,6 +70,7 @@ export async function runChaos(config: ChaosConfig, options: ChaosRunOptions = {
   try {
     cluster.startAll();
     log(`chaos: cluster up, leader ${await cluster.waitForLeader(90_000)} (${Date.now() - runStarted} ms); files in ${root}`);
+    await cluster.waitForDirectory(60_000);
     const history = new HistoryRecorder();
     const access = { homeservers: cluster.ids(), clientAddress: (id: string) => cluster.get(id).clientAddress, channels: (id: string) => cluster.channels(id), caPem: cluster.caPem() };
     const workload = new Workload(
