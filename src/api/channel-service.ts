@@ -9,7 +9,7 @@
  * channel-access.ts.
  */
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
-import type { ChannelStateMachine } from "../channel/channel-state-machine.ts";
+import { memberHomeservers, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
 import * as grpc from "@grpc/grpc-js";
 import { requireChannelMember } from "../auth/channel-membership.ts";
 import type { ClientAuthenticator } from "../auth/client-authenticator.ts";
@@ -63,7 +63,7 @@ function channelState(record: ChannelRecord): MessageInitShape<typeof ChannelSta
     contentType: record.contentType,
     handshakeMode: record.handshakeMode,
     members: record.members,
-    homeservers: [...new Set(record.members.map((m) => m.homeserverId))].sort(),
+    homeservers: memberHomeservers(record),
     lastSequence: record.lastSequence,
   };
 }

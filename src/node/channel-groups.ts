@@ -264,7 +264,8 @@ export class ChannelGroups implements HostedChannels {
     const driver = this.options.driver;
     const leading = driver.leaderOf(groupId) === this.options.selfId;
     if (leading && this.admits(channelId)) {
-      const applied = await withTimeout(driver.propose(groupId, data), waitMs, () => new OutcomeUnknownError(groupId, "the command did not commit in time"));
+      // The caller bounds the wait (its deadline); a lost proposal fails at once here.
+      const applied = await driver.propose(groupId, data);
       return { result: applied.result as ChannelResult, index: applied.index };
     }
     const key = requestId.toString("hex");

@@ -87,9 +87,4 @@ export class ChannelModel {
     this.epoch++;
     return { ok: true, kind: "commit", epoch: this.epoch - 1, voters, before, after: homeserversOf(this.members) };
   }
-
-  /** Whether the group follows the members and no change is under way. */
-  settled(): boolean {
-    return this.created && followsMembers(this.conf.voters, homeserversOf(this.members)) && this.conf.learners.length === 0 && this.conf.votersOutgoing.length === 0;
-  }
 }

@@ -20,7 +20,7 @@
  * group must settle on its members' homeservers and accept a commit, and
  * every other homeserver must have dropped its copy.
  */
-import { membershipSettled, nextMembershipStep } from "../channel/group-membership.ts";
+import { followsMembers, membershipSettled, nextMembershipStep } from "../channel/group-membership.ts";
 import { defaultRaftConfig, RawNode, type RaftEvent } from "../raft/raw-node.ts";
 import { isConfMember } from "../raft/conf-change.ts";
 import { MemoryStorage } from "../raft/memory-storage.ts";
@@ -307,8 +307,8 @@ class ChannelSimulator {
     this.counts.commitsAccepted++;
     // The voters at this entry, from the memberships as first applied (independent of the replica's model).
     const atEntry = [...history].reverse().find((h) => h.index < entry.index)?.conf.voters ?? [];
-    if (!sameSet(result.voters, atEntry)) this.violate("certificate-voters", `${replica.groupId} epoch ${result.epoch}: the certificate names [${result.voters}] but the group's voters were [${atEntry}]`);
-    if (!sameSet(result.voters, result.before)) this.violate("certificate-voters", `${replica.groupId} epoch ${result.epoch}: the certificate names [${result.voters}] but the tree's homeservers were [${result.before}]`);
+    if (!followsMembers(result.voters, atEntry)) this.violate("certificate-voters", `${replica.groupId} epoch ${result.epoch}: the certificate names [${result.voters}] but the group's voters were [${atEntry}]`);
+    if (!followsMembers(result.voters, result.before)) this.violate("certificate-voters", `${replica.groupId} epoch ${result.epoch}: the certificate names [${result.voters}] but the tree's homeservers were [${result.before}]`);
     for (const gone of result.before.filter((id) => !result.after.includes(id))) {
       this.removedAt.set(`${replica.groupId}/${gone}`, this.tickNow);
       this.counts.removals++;
@@ -557,7 +557,4 @@ class ChannelSimulator {
   }
 }
 
-function sameSet(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((x) => b.includes(x));
-}
 
