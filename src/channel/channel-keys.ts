@@ -57,6 +57,19 @@ export function uncertifiedKey(channelId: string, epoch: bigint): Uint8Array {
 }
 
 /** Key of the complete certificate of the commit that ended `epoch`. */
+/**
+ * Key of an accepted application message, by the SHA-256 of its bytes ('m' len(channelId) channelId
+ * hash): the value is its event sequence, so a message ordered twice (a client retrying after a lost
+ * answer) is recognized and answered with its first place.
+ */
+export function messageKey(channelId: string, messageHash: Uint8Array): Uint8Array {
+  const prefix = withChannel(0x6d, channelId);
+  const out = new Uint8Array(prefix.byteLength + messageHash.byteLength);
+  out.set(prefix, 0);
+  out.set(messageHash, prefix.byteLength);
+  return out;
+}
+
 export function certificateKey(channelId: string, epoch: bigint): Uint8Array {
   return withChannel(0x4b, channelId, epoch);
 }

@@ -32,10 +32,11 @@ import {
   verifyPublicProposal,
   type Member as MlsMember,
   outlineGroupInfoMessage,
+  sha256,
 } from "../mls/index.ts";
 import type { LogIndex } from "../raft/types.ts";
 import { certificateStatement, isCertified, verifyCommitSignature } from "./certificate.ts";
-import { certificateKey, channelKey, channelRecordPrefix, epochKey, eventKey, eventPrefix, isValidChannelId, uncertifiedKey, uncertifiedPrefix } from "./channel-keys.ts";
+import { messageKey, certificateKey, channelKey, channelRecordPrefix, epochKey, eventKey, eventPrefix, isValidChannelId, uncertifiedKey, uncertifiedPrefix } from "./channel-keys.ts";
 import type { ApplyBatch } from "../multiraft/apply-batch.ts";
 import { followsMembers } from "./group-membership.ts";
 
@@ -50,7 +51,9 @@ export const contentTypeBytesMax = 128;
 export type ChannelResult =
   | { ok: true; kind: "created"; channelId: string }
   | { ok: true; kind: "commit-accepted"; channelId: string; epoch: bigint; commitHash: Uint8Array; sequence: bigint; voters: string[] }
-  | { ok: true; kind: "proposal-accepted" | "message-accepted"; channelId: string; sequence: bigint }
+  | { ok: true; kind: "proposal-accepted"; channelId: string; sequence: bigint }
+  /** `duplicate`: the same message bytes were accepted before, at `sequence`; nothing changed. */
+  | { ok: true; kind: "message-accepted"; channelId: string; sequence: bigint; duplicate?: true }
   | { ok: true; kind: "signatures"; certified: Array<{ channelId: string; epoch: bigint }> }
   | { ok: false; code: "invalid"; reason: string }
   | { ok: false; code: "not-found" | "exists"; reason: string }
@@ -308,7 +311,7 @@ export class ChannelStateMachine {
     return { ok: true, kind: "proposal-accepted", channelId: record.channelId, sequence };
   }
 
-  private message(request: SendMessageRequest, batch: ApplyBatch): ChannelResult {
+  private async message(request: SendMessageRequest, batch: ApplyBatch): Promise<ChannelResult> {
     const record = this.channels.get(request.channelId);
     if (record === undefined) return { ok: false, code: "not-found", reason: `no channel ${request.channelId}` };
     const busy = this.busy(record);
@@ -319,7 +322,14 @@ export class ChannelStateMachine {
     if (inspected.epoch > record.epoch || inspected.epoch + messageEpochWindow < record.epoch) {
       return invalid(`epoch ${inspected.epoch} is outside the accepted window [${record.epoch > messageEpochWindow ? record.epoch - messageEpochWindow : 0n}, ${record.epoch}]`);
     }
+    // MLS never encrypts two messages to the same bytes: the same bytes again are a retry of one already ordered.
+    const seenKey = messageKey(record.channelId, sha256(request.message));
+    const seen = await batch.get(seenKey);
+    if (seen !== undefined) return { ok: true, kind: "message-accepted", channelId: record.channelId, sequence: new DataView(seen.buffer, seen.byteOffset, 8).getBigUint64(0), duplicate: true };
     const sequence = this.appendEvent(record, EventKind.MESSAGE, inspected.epoch, request.message, batch);
+    const value = new Uint8Array(8);
+    new DataView(value.buffer).setBigUint64(0, sequence);
+    batch.put(seenKey, value);
     this.save(record, batch);
     return { ok: true, kind: "message-accepted", channelId: record.channelId, sequence };
   }

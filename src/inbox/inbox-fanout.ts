@@ -98,7 +98,7 @@ export class InboxFanout {
     } else if (result.kind === "proposal-accepted" && command.command.case === "submitProposal") {
       const { proposal, epoch } = command.command.value;
       this.queueForMembers(channelId, { kind: EntryKind.PROPOSAL, payload: proposal, epoch, sequence: result.sequence, logIndex }, writes);
-    } else if (result.kind === "message-accepted" && command.command.case === "sendMessage") {
+    } else if (result.kind === "message-accepted" && result.duplicate !== true && command.command.case === "sendMessage") {
       const { message, epoch } = command.command.value;
       this.queueForMembers(channelId, { kind: EntryKind.MESSAGE, payload: message, epoch, sequence: result.sequence, logIndex }, writes);
     }

@@ -239,7 +239,13 @@ describe("the channel state machine", () => {
     const h = new Harness(servers);
     const group = await threeMemberChannel(h, "c5");
     const { bytes: atEpoch1 } = await makeApplicationMessage(memberOf(group, "bob@hs2").state, "hi");
-    expect(await h.apply({ case: "sendMessage", value: { channelId: "c5", epoch: 1n, message: atEpoch1 } })).toMatchObject({ ok: true, kind: "message-accepted" });
+    const first = await h.apply({ case: "sendMessage", value: { channelId: "c5", epoch: 1n, message: atEpoch1 } });
+    expect(first).toMatchObject({ ok: true, kind: "message-accepted" });
+    // The same bytes again (a client retrying after a lost answer): answered with the first place, nothing added.
+    const lastSequence = h.machine.channel("c5")!.lastSequence;
+    const again = await h.apply({ case: "sendMessage", value: { channelId: "c5", epoch: 1n, message: atEpoch1 } });
+    expect(again).toMatchObject({ ok: true, kind: "message-accepted", duplicate: true, sequence: (first as { sequence: bigint }).sequence });
+    expect(h.machine.channel("c5")!.lastSequence).toBe(lastSequence);
     expect(await h.apply({ case: "sendMessage", value: { channelId: "c5", epoch: 2n, message: atEpoch1 } })).toMatchObject({ ok: false, code: "invalid" });
     for (let epoch = 1n; epoch <= 5n; epoch++) {
       const committer = memberOf(group, "alice@hs1");
