@@ -1,7 +1,8 @@
 import type { Logger } from "pino";
+import { assert } from "../raft/assert.ts";
 import { isConfMember } from "../raft/conf-change.ts";
-import { RawNode, type RaftConfig, type RaftEvent, type RaftStatus } from "../raft/raw-node.ts";
-import { mayLeaveBeforePersist, MessageType, type ConfChange, type ConfState, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
+import { RawNode, type QuietState, type RaftConfig, type RaftEvent, type RaftStatus } from "../raft/raw-node.ts";
+import { mayLeaveBeforePersist, MessageType, Role, type ConfChange, type ConfState, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
 import { planLeaderTransfers } from "./leader-balancer.ts";
@@ -22,6 +23,33 @@ export interface AddGroupOptions {
   readonly quiesce?: boolean;
   /** Count the group in leader balancing (see {@link RaftDriverOptions.balanceLeadersEveryMs}). Default false. */
   readonly balanceLeadership?: boolean;
+  /**
+   * Let the group leave memory when it has been quiet for
+   * {@link RaftDriverOptions.hibernateAfterMs} (needs `quiesce`), and come
+   * back on its next input; see {@link GroupHibernation}.
+   */
+  readonly hibernation?: GroupHibernation;
+  /**
+   * Host the group unloaded from the start (needs `hibernation`): for a
+   * homeserver reopening thousands of groups after a restart, which know no
+   * leader yet and elect one when something needs them.
+   */
+  readonly startUnloaded?: boolean;
+}
+
+/**
+ * How the owner of a group unloads it and loads it again. A hibernating
+ * group costs a few hundred bytes: its core, log mirror and state machine
+ * are dropped and rebuilt from RocksDB on its next message, proposal or
+ * read, in the same quiet role it had (see `RaftConfig.resume`).
+ */
+export interface GroupHibernation {
+  /** Opens the group's store and its state machine again. */
+  load(): Promise<{ readonly store: GroupStore; readonly stateMachine: StateMachine }>;
+  /** Asked before unloading: false keeps the group in memory (its owner has work pending for it). */
+  mayUnload(): boolean;
+  /** The group was unloaded and its store closed: drop every reference to the store and the state machine. */
+  unloaded(): void;
 }
 
 /** Observers for metrics; every member optional. */
@@ -70,6 +98,8 @@ export interface RaftDriverOptions {
    * appended; false keeps it out of the log (the hook may propose it later).
    */
   readonly admitForwarded?: (groupId: GroupId, message: Message) => boolean;
+  /** Unload groups added with `hibernation` after this long quiet; 0 or absent: never. */
+  readonly hibernateAfterMs?: number;
 }
 
 /** The committed outcome of a proposal. */
@@ -108,7 +138,28 @@ interface HostedGroup {
   readonly balanced: boolean;
   /** Index of the empty entry this node appended when it last became leader of the group. */
   termStartIndex: LogIndex;
+  readonly options: AddGroupOptions;
+  /** When the hibernation sweep first saw the group quiet (0: not quiet then). */
+  quietSinceMs: number;
 }
+
+/** A hosted group unloaded from memory (see {@link GroupHibernation}): what is needed to answer for it and reload it. */
+interface DormantGroup {
+  readonly groupId: GroupId;
+  readonly options: AddGroupOptions & { readonly hibernation: GroupHibernation };
+  /** The quiet role to resume in; undefined when the group knows no leader (restarted, or its leader's stream broke). */
+  quiet: QuietState | undefined;
+  readonly status: RaftStatus;
+  readonly termStartIndex: LogIndex;
+  /** Messages that arrived for it, delivered in order once it is loaded. */
+  readonly pending: Message[];
+  loading: Promise<HostedGroup | undefined> | undefined;
+  /** Campaign at once when loaded without a leader: a local caller needs the group. */
+  campaignOnLoad: boolean;
+}
+
+/** Most messages queued for one unloaded group while it loads; Raft copes with the rest being lost. */
+const dormantPendingMax = 1024;
 
 /**
  * Runs many Raft groups in one process: ticks them, routes peer messages to
@@ -122,12 +173,15 @@ interface HostedGroup {
  */
 export class RaftDriver {
   private readonly groups = new Map<GroupId, HostedGroup>();
+  /** Hosted groups unloaded from memory. Invariant: disjoint from `groups`. */
+  private readonly dormant = new Map<GroupId, DormantGroup>();
   /** Groups whose core is not quiesced: the only ones ticked. Invariant: holds every such hosted group. */
   private readonly awake = new Set<HostedGroup>();
   /** Groups given an input since their last empty Ready: the only ones the Ready loop asks. */
   private readonly dirty = new Set<HostedGroup>();
   private ticker: NodeJS.Timeout | undefined;
   private balancer: NodeJS.Timeout | undefined;
+  private hibernator: NodeJS.Timeout | undefined;
   private loopScheduled = false;
   private loopRunning: Promise<void> | undefined;
   private stopped = false;
@@ -143,6 +197,16 @@ export class RaftDriver {
       await stateMachine.restore(snapshot.data, snapshot.metadata.index);
       store.appliedIndex = snapshot.metadata.index;
     }
+    assert(options.hibernation === undefined || options.quiesce === true, "a hibernating group must quiesce");
+    assert(!this.groups.has(store.groupId) && !this.dormant.has(store.groupId), `group ${store.groupId} is already hosted`);
+    const group = this.host(store, stateMachine, options, undefined, 0);
+    // Unloaded from the start only with nothing left to apply (a crash may have lost applied state).
+    const settled = group.appliedIndex >= group.node.status().commit;
+    if (options.startUnloaded === true && options.hibernation !== undefined && settled) this.unload(group, { ...options, hibernation: options.hibernation }, undefined);
+    else this.touch(group);
+  }
+
+  private host(store: GroupStore, stateMachine: StateMachine, options: AddGroupOptions, resume: QuietState | undefined, termStartIndex: LogIndex): HostedGroup {
     const groupId = store.groupId;
     const node = new RawNode({
       ...this.options.raft,
@@ -153,6 +217,7 @@ export class RaftDriver {
       applied: store.appliedIndex,
       quiesce: options.quiesce ?? false,
       onEvent: (event) => this.onRaftEvent(groupId, event),
+      ...(resume === undefined ? {} : { resume }),
     });
     const group: HostedGroup = {
       groupId,
@@ -162,13 +227,105 @@ export class RaftDriver {
       proposals: new Map(),
       reads: new Map(),
       appliedIndex: store.appliedIndex,
-      lastSnapshotIndex: snapshot.metadata.index,
+      lastSnapshotIndex: store.log.snapshot().metadata.index,
       snapshotting: false,
       balanced: options.balanceLeadership ?? false,
-      termStartIndex: 0,
+      termStartIndex,
+      options,
+      quietSinceMs: 0,
     };
     this.groups.set(groupId, group);
+    return group;
+  }
+
+  // ---- hibernation ---------------------------------------------------------------------------------
+
+  /** Unloads the groups quiet for `hibernateAfterMs` whose owner agrees; never while a Ready is handled. */
+  private hibernateQuietGroups(): void {
+    const afterMs = this.options.hibernateAfterMs ?? 0;
+    if (this.stopped || afterMs <= 0 || this.loopRunning !== undefined || this.loopScheduled) return;
+    const now = Date.now();
+    for (const group of [...this.groups.values()]) {
+      const hibernation = group.options.hibernation;
+      if (hibernation === undefined) continue;
+      if (!group.node.isQuiesced() || this.dirty.has(group)) {
+        group.quietSinceMs = 0;
+        continue;
+      }
+      if (group.quietSinceMs === 0) group.quietSinceMs = now;
+      if (now - group.quietSinceMs < afterMs) continue;
+      if (group.proposals.size > 0 || group.reads.size > 0 || group.snapshotting) continue;
+      const quiet = group.node.quietState();
+      if (quiet === undefined || !hibernation.mayUnload()) continue;
+      this.unload(group, { ...group.options, hibernation }, quiet);
+    }
+  }
+
+  /** Replaces a loaded group by its dormant record and closes its store. Only between Readies. */
+  private unload(group: HostedGroup, options: DormantGroup["options"], quiet: QuietState | undefined): void {
+    this.groups.delete(group.groupId);
+    this.awake.delete(group);
+    this.dirty.delete(group);
+    this.dormant.set(group.groupId, {
+      groupId: group.groupId,
+      options,
+      quiet,
+      status: group.node.status(),
+      termStartIndex: group.termStartIndex,
+      pending: [],
+      loading: undefined,
+      campaignOnLoad: false,
+    });
+    this.options.engine.closeGroup(group.store);
+    options.hibernation.unloaded();
+  }
+
+  /**
+   * Loads `groupId` again if it hibernates (no-op otherwise); resolves once
+   * it is in memory. With `campaignIfLeaderless`, a group that knows no
+   * leader campaigns at once: a local caller needs it.
+   */
+  async wake(groupId: GroupId, campaignIfLeaderless = true): Promise<void> {
+    const dormant = this.dormant.get(groupId);
+    if (dormant !== undefined && campaignIfLeaderless) dormant.campaignOnLoad = true;
+    await this.load(groupId);
+  }
+
+  /** Whether `groupId` is hosted here but unloaded from memory. */
+  isDormant(groupId: GroupId): boolean {
+    return this.dormant.has(groupId);
+  }
+
+  private load(groupId: GroupId): Promise<HostedGroup | undefined> {
+    const loaded = this.groups.get(groupId);
+    if (loaded !== undefined) return Promise.resolve(loaded);
+    const dormant = this.dormant.get(groupId);
+    if (dormant === undefined) return Promise.resolve(undefined);
+    dormant.loading ??= this.reload(dormant);
+    return dormant.loading;
+  }
+
+  private async reload(dormant: DormantGroup): Promise<HostedGroup | undefined> {
+    let opened;
+    try {
+      opened = await dormant.options.hibernation.load();
+    } catch (error) {
+      // The group's records could not be read back: storage failed under us.
+      this.failFatally(error);
+      return undefined;
+    }
+    if (this.stopped || this.dormant.get(dormant.groupId) !== dormant) {
+      // Removed (or the driver stopped) while loading.
+      this.options.engine.closeGroup(opened.store);
+      dormant.options.hibernation.unloaded();
+      return undefined;
+    }
+    this.dormant.delete(dormant.groupId);
+    const group = this.host(opened.store, opened.stateMachine, dormant.options, dormant.quiet, dormant.termStartIndex);
+    for (const message of dormant.pending) this.deliver(group, message);
+    if (dormant.quiet === undefined && dormant.campaignOnLoad) group.node.campaign();
     this.touch(group);
+    return group;
   }
 
   /**
@@ -177,6 +334,11 @@ export class RaftDriver {
    * so the caller may then drop its storage.
    */
   async removeGroup(groupId: GroupId): Promise<void> {
+    const dormant = this.dormant.get(groupId);
+    if (dormant !== undefined) {
+      this.dormant.delete(groupId);
+      await dormant.loading;
+    }
     const group = this.groups.get(groupId);
     if (group === undefined) return;
     this.groups.delete(groupId);
@@ -195,17 +357,22 @@ export class RaftDriver {
    * applied here, so its state machine is current for deciding what to admit.
    */
   leaderReady(groupId: GroupId): boolean {
+    const dormant = this.dormant.get(groupId);
+    // Unloaded quiet: everything was applied, its term's first entry included.
+    if (dormant !== undefined) return dormant.quiet?.leader === this.options.selfId;
     const group = this.groups.get(groupId);
     return group !== undefined && group.node.leader() === this.options.selfId && group.appliedIndex >= group.termStartIndex;
   }
 
   /** Whether `groupId` is hosted here. */
   hosts(groupId: GroupId): boolean {
-    return this.groups.has(groupId);
+    return this.groups.has(groupId) || this.dormant.has(groupId);
   }
 
   /** The membership of `groupId` as its core knows it now. */
   confState(groupId: GroupId): ConfState {
+    const dormant = this.dormant.get(groupId);
+    if (dormant !== undefined) return dormant.status.confState;
     return this.group(groupId).node.confState();
   }
 
@@ -220,9 +387,9 @@ export class RaftDriver {
     this.schedule();
   }
 
-  /** How many groups are hosted and how many of them are awake (ticking). */
-  counts(): { readonly groups: number; readonly awake: number } {
-    return { groups: this.groups.size, awake: this.awake.size };
+  /** How many groups are hosted, how many of them are awake (ticking), and how many are unloaded (hibernating). */
+  counts(): { readonly groups: number; readonly awake: number; readonly unloaded: number } {
+    return { groups: this.groups.size + this.dormant.size, awake: this.awake.size, unloaded: this.dormant.size };
   }
 
   private onRaftEvent(groupId: GroupId, event: RaftEvent): void {
@@ -269,6 +436,11 @@ export class RaftDriver {
       this.balancer = setInterval(() => this.balanceLeaders(), every);
       this.balancer.unref();
     }
+    const hibernateAfterMs = this.options.hibernateAfterMs ?? 0;
+    if (hibernateAfterMs > 0) {
+      this.hibernator = setInterval(() => this.hibernateQuietGroups(), Math.max(50, Math.min(1000, hibernateAfterMs / 4)));
+      this.hibernator.unref();
+    }
   }
 
   /**
@@ -295,7 +467,9 @@ export class RaftDriver {
     this.stopped = true;
     if (this.ticker !== undefined) clearInterval(this.ticker);
     if (this.balancer !== undefined) clearInterval(this.balancer);
+    if (this.hibernator !== undefined) clearInterval(this.hibernator);
     await this.loopRunning;
+    await Promise.all([...this.dormant.values()].map((d) => d.loading));
     for (const group of this.groups.values()) {
       for (const waiter of group.proposals.values()) waiter.reject(new OutcomeUnknownError(group.groupId, "the homeserver is stopping"));
       for (const read of group.reads.values()) read.reject(new OutcomeUnknownError(group.groupId, "the homeserver is stopping"));
@@ -310,15 +484,25 @@ export class RaftDriver {
     for (const m of messages) {
       if (m.from !== from) continue;
       const group = this.groups.get(m.groupId);
-      if (group === undefined) continue;
-      if (group.node.leader() === this.options.selfId) {
-        if (this.options.onForeignMessage !== undefined && !isConfMember(group.node.confState(), from)) this.options.onForeignMessage(from, m.groupId);
-        if (m.type === MessageType.Propose && this.options.admitForwarded?.(m.groupId, m) === false) continue;
+      if (group !== undefined) {
+        this.deliver(group, m);
+        continue;
       }
-      group.node.step(m);
-      this.touch(group);
+      const dormant = this.dormant.get(m.groupId);
+      if (dormant === undefined) continue;
+      if (dormant.pending.length < dormantPendingMax) dormant.pending.push(m);
+      void this.load(m.groupId);
     }
     this.schedule();
+  }
+
+  private deliver(group: HostedGroup, m: Message): void {
+    if (group.node.leader() === this.options.selfId) {
+      if (this.options.onForeignMessage !== undefined && !isConfMember(group.node.confState(), m.from)) this.options.onForeignMessage(m.from, m.groupId);
+      if (m.type === MessageType.Propose && this.options.admitForwarded?.(m.groupId, m) === false) return;
+    }
+    group.node.step(m);
+    this.touch(group);
   }
 
   /**
@@ -332,6 +516,8 @@ export class RaftDriver {
       group.node.forgetLeader();
       this.touch(group);
     }
+    // Unloaded ones stay unloaded: they elect when something needs them.
+    for (const dormant of this.dormant.values()) if (dormant.quiet?.leader === id) dormant.quiet = undefined;
   }
 
   reportSnapshot(to: NodeId, groupId: GroupId, ok: boolean): void {
@@ -351,22 +537,36 @@ export class RaftDriver {
     return group;
   }
 
+  /** The group's status; for an unloaded group, as it was when unloaded (its leader as known now). */
   status(groupId: GroupId): RaftStatus {
+    const dormant = this.dormant.get(groupId);
+    if (dormant !== undefined) {
+      const leader = dormant.quiet?.leader ?? "";
+      return { ...dormant.status, leader, role: leader === this.options.selfId ? Role.Leader : Role.Follower, progress: new Map() };
+    }
     return this.group(groupId).node.status();
   }
 
   /** The leader group `groupId` knows of here, or "" (cheaper than `status`). */
   leaderOf(groupId: GroupId): NodeId {
+    const dormant = this.dormant.get(groupId);
+    if (dormant !== undefined) return dormant.quiet?.leader ?? "";
     return this.group(groupId).node.leader();
   }
 
   groupIds(): GroupId[] {
-    return [...this.groups.keys()];
+    return [...this.groups.keys(), ...this.dormant.keys()];
+  }
+
+  /** The loaded group, loading it first if it hibernates; throws UnknownGroupError if not hosted. */
+  private async loaded(groupId: GroupId): Promise<HostedGroup> {
+    if (this.dormant.has(groupId)) await this.wake(groupId);
+    return this.group(groupId);
   }
 
   /** Proposes `data`; resolves once it is committed and applied here, with its result. */
-  propose(groupId: GroupId, data: Uint8Array): Promise<Applied> {
-    const group = this.group(groupId);
+  async propose(groupId: GroupId, data: Uint8Array): Promise<Applied> {
+    const group = await this.loaded(groupId);
     this.options.observer?.onProposal?.(groupId);
     const result = group.node.propose(data);
     this.touch(group);
@@ -375,6 +575,12 @@ export class RaftDriver {
 
   /** Proposes on the leader or forwards to it, fire and forget; false when no leader is known. */
   proposeAnywhere(groupId: GroupId, data: Uint8Array): boolean {
+    const dormant = this.dormant.get(groupId);
+    if (dormant !== undefined && !this.stopped) {
+      if (dormant.quiet === undefined) return false;
+      void this.wake(groupId).then(() => this.proposeAnywhere(groupId, data));
+      return true;
+    }
     const group = this.groups.get(groupId);
     if (group === undefined || this.stopped) return false;
     const sent = group.node.proposeAnywhere(data);
@@ -383,8 +589,8 @@ export class RaftDriver {
   }
 
   /** Proposes a membership change; resolves once it is applied here. */
-  proposeConfChange(groupId: GroupId, change: ConfChange): Promise<Applied> {
-    const group = this.group(groupId);
+  async proposeConfChange(groupId: GroupId, change: ConfChange): Promise<Applied> {
+    const group = await this.loaded(groupId);
     const result = group.node.proposeConfChange(change);
     this.touch(group);
     return this.await(group, result);
@@ -410,8 +616,8 @@ export class RaftDriver {
    * A linearizable read point: resolves with an index once this node has
    * applied everything committed before the call, as confirmed by a quorum.
    */
-  readIndex(groupId: GroupId): Promise<LogIndex> {
-    const group = this.group(groupId);
+  async readIndex(groupId: GroupId): Promise<LogIndex> {
+    const group = await this.loaded(groupId);
     const status = group.node.status();
     if (status.leader === "") throw this.notLeader(group);
     const context = `r${++this.readCounter}`;
@@ -423,12 +629,20 @@ export class RaftDriver {
 
   /** Starts an election for `groupId` now (a pre-election first with PreVote), rather than at its timeout. */
   campaign(groupId: GroupId): void {
+    if (this.dormant.has(groupId)) {
+      void this.wake(groupId).then(() => this.campaign(groupId));
+      return;
+    }
     const group = this.group(groupId);
     group.node.campaign();
     this.touch(group);
   }
 
   transferLeadership(groupId: GroupId, to: NodeId): void {
+    if (this.dormant.has(groupId)) {
+      void this.wake(groupId).then(() => this.transferLeadership(groupId, to));
+      return;
+    }
     const group = this.group(groupId);
     group.node.transferLeadership(to);
     this.touch(group);
@@ -461,11 +675,17 @@ export class RaftDriver {
       }
       this.schedule();
     } catch (error) {
-      this.stopped = true;
-      if (this.ticker !== undefined) clearInterval(this.ticker);
-      if (this.balancer !== undefined) clearInterval(this.balancer);
-      this.options.onFatal(error);
+      this.failFatally(error);
     }
+  }
+
+  private failFatally(error: unknown): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.ticker !== undefined) clearInterval(this.ticker);
+    if (this.balancer !== undefined) clearInterval(this.balancer);
+    if (this.hibernator !== undefined) clearInterval(this.hibernator);
+    this.options.onFatal(error);
   }
 
   private async handleReadies(batch: Array<{ group: HostedGroup; ready: Ready }>): Promise<void> {

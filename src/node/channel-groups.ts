@@ -117,6 +117,9 @@ const decoder = new TextDecoder();
 
 /** See the module comment. */
 export class ChannelGroups implements HostedChannels {
+  /** Every channel whose group is hosted here, loaded or hibernating (see GroupHibernation). */
+  private readonly hosted = new Set<string>();
+  /** The state machines of the hosted groups loaded in memory. */
   private readonly machines = new Map<string, ChannelGroupMachine>();
   /** Channels whose group is being opened, created or dropped here. */
   private readonly busyOpening = new Map<string, Promise<void>>();
@@ -155,53 +158,92 @@ export class ChannelGroups implements HostedChannels {
 
   /** The voters of the channel's group as applied here, for the channel state machine. */
   votersOf(channelId: string): readonly string[] | undefined {
-    return this.machines.get(channelId)?.confState().voters;
+    if (!this.hosted.has(channelId)) return undefined;
+    return this.machines.get(channelId)?.confState().voters ?? this.options.driver.confState(channelGroupId(channelId)).voters;
   }
 
   hosts(channelId: string): boolean {
-    return this.machines.has(channelId);
+    return this.hosted.has(channelId);
   }
 
   channel(channelId: string): ChannelRecord | undefined {
     return this.options.channels.channel(channelId);
   }
 
-  /** How many channel groups are hosted here. */
+  /** How many channel groups are hosted here, and how many of them are loaded in memory. */
   count(): number {
+    return this.hosted.size;
+  }
+
+  /** How many hosted channel groups are loaded in memory (the others hibernate). */
+  loadedCount(): number {
     return this.machines.size;
   }
 
-  /** The store of a hosted channel's group, for reads of its records. */
-  store(channelId: string): GroupStore {
-    const machine = this.machines.get(channelId);
-    if (machine === undefined) throw new ChannelNotHostedError(channelId);
-    return machine.store;
+  /** Reads of a hosted channel group's records (loaded or hibernating). */
+  private reader(channelId: string): Pick<GroupStore, "get" | "scan"> {
+    if (!this.hosted.has(channelId)) throw new ChannelNotHostedError(channelId);
+    return this.machines.get(channelId)?.store ?? this.options.engine.reader(channelGroupId(channelId));
   }
 
   /** A channel record key (see channel-keys.ts) as of the last entry applied here. */
   channelGet(channelId: string, key: Uint8Array): Promise<Uint8Array | undefined> {
-    return this.store(channelId).get(withNamespace(key));
+    return this.reader(channelId).get(withNamespace(key));
   }
 
   /** Channel record keys under `prefix`, from `from`, at most `limit`, as of the last entry applied here. */
   channelScan(channelId: string, prefix: Uint8Array, from: Uint8Array, limit: number): AsyncIterable<[Uint8Array, Uint8Array]> {
-    return this.store(channelId).scan(withNamespace(prefix), limit, withNamespace(from));
+    return this.reader(channelId).scan(withNamespace(prefix), limit, withNamespace(from));
   }
 
-  /** Hosts again the channel groups stored here (after a restart); returns how many. */
+  /**
+   * Hosts again the channel groups stored here (after a restart); returns
+   * how many. Each is loaded and checked, then unloaded again unless it has
+   * work left: none knows a leader yet, and each elects one when it is next
+   * needed, instead of all of them campaigning at once.
+   */
   async reopen(): Promise<number> {
     const ids = (await this.options.engine.listGroups()).filter((id) => id.startsWith(channelGroupPrefix));
-    for (const groupId of ids) await this.host(groupId.slice(channelGroupPrefix.length), await this.options.engine.openGroup(groupId));
-    if (ids.length > 0) this.options.logger.info({ groups: ids.length }, "channel groups reopened");
+    for (const groupId of ids) await this.host(groupId.slice(channelGroupPrefix.length), await this.options.engine.openGroup(groupId), true);
+    if (ids.length > 0) this.options.logger.info({ groups: ids.length, loaded: this.machines.size }, "channel groups reopened");
     return ids.length;
   }
 
-  private async host(channelId: string, store: GroupStore): Promise<void> {
-    const machine = new ChannelGroupMachine(channelId, store, { channels: this.options.channels, inbox: this.options.inbox, inboxStore: this.options.inboxStore, listener: this.listener });
-    this.machines.set(channelId, machine);
-    await machine.load();
-    await this.options.driver.addGroup(store, machine, { quiesce: true });
+  private async host(channelId: string, store: GroupStore, reopening = false): Promise<void> {
+    this.hosted.add(channelId);
+    await this.loadMachine(channelId, store);
     this.refreshSettled(channelId);
+    const hibernation = {
+      load: async () => {
+        const loaded = await this.loadMachine(channelId, await this.options.engine.openGroup(channelGroupId(channelId)));
+        this.refreshSettled(channelId);
+        return { store: loaded.store, stateMachine: loaded };
+      },
+      mayUnload: () => this.mayUnload(channelId),
+      unloaded: () => {
+        this.machines.delete(channelId);
+      },
+    };
+    await this.options.driver.addGroup(store, this.machines.get(channelId)!, { quiesce: true, hibernation, startUnloaded: reopening && this.mayUnload(channelId) });
+  }
+
+  private async loadMachine(channelId: string, store: GroupStore): Promise<ChannelGroupMachine> {
+    const machine = new ChannelGroupMachine(channelId, store, { channels: this.options.channels, inbox: this.options.inbox, inboxStore: this.options.inboxStore, listener: this.listener });
+    await machine.load();
+    this.machines.set(channelId, machine);
+    return machine;
+  }
+
+  /** Whether the channel's group may leave memory: nothing is pending for it here. */
+  private mayUnload(channelId: string): boolean {
+    return (
+      this.hosted.has(channelId) &&
+      !this.unsettled.has(channelId) &&
+      !this.recentlyChanged.has(channelId) &&
+      !this.hostedOnRequest.has(channelId) &&
+      !this.held.has(channelId) &&
+      !this.busyOpening.has(channelId)
+    );
   }
 
   start(): void {
@@ -235,7 +277,7 @@ export class ChannelGroups implements HostedChannels {
     await this.options.claim(channelId, waitMs);
     const groupId = channelGroupId(channelId);
     await this.exclusive(channelId, async () => {
-      if (this.machines.has(channelId)) return;
+      if (this.hosted.has(channelId)) return;
       const [store] = await this.options.engine.createGroups([groupId], [this.options.selfId]);
       await this.host(channelId, store!);
       this.options.driver.campaign(groupId);
@@ -257,8 +299,9 @@ export class ChannelGroups implements HostedChannels {
    * from this homeserver's own apply of the entry.
    */
   async propose(channelId: string, command: Command, waitMs: number): Promise<{ result: ChannelResult; index: LogIndex }> {
-    if (!this.machines.has(channelId)) throw new ChannelNotHostedError(channelId);
+    if (!this.hosted.has(channelId)) throw new ChannelNotHostedError(channelId);
     const groupId = channelGroupId(channelId);
+    await this.options.driver.wake(groupId);
     const requestId = randomBytes(16);
     const data = encodeChannelCommand(toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command, requestId })));
     const driver = this.options.driver;
@@ -298,7 +341,7 @@ export class ChannelGroups implements HostedChannels {
     if (list === undefined) return;
     const groupId = channelGroupId(channelId);
     const driver = this.options.driver;
-    if (!this.machines.has(channelId)) {
+    if (!this.hosted.has(channelId)) {
       this.held.delete(channelId);
       return;
     }
@@ -325,19 +368,20 @@ export class ChannelGroups implements HostedChannels {
     return false;
   }
 
-  readIndex(channelId: string): Promise<LogIndex> {
-    if (!this.machines.has(channelId)) return Promise.reject(new ChannelNotHostedError(channelId));
+  async readIndex(channelId: string): Promise<LogIndex> {
+    if (!this.hosted.has(channelId)) throw new ChannelNotHostedError(channelId);
+    await this.options.driver.wake(channelGroupId(channelId));
     return this.options.driver.readIndex(channelGroupId(channelId));
   }
 
   /** Whether this homeserver leads the channel's group. */
   leads(channelId: string): boolean {
-    return this.machines.has(channelId) && this.options.driver.leaderOf(channelGroupId(channelId)) === this.options.selfId;
+    return this.hosted.has(channelId) && this.options.driver.leaderOf(channelGroupId(channelId)) === this.options.selfId;
   }
 
   /** Proposes a channel command on the group's leader or forwards it, fire and forget; false without a leader. */
   proposeAnywhere(channelId: string, data: Uint8Array): boolean {
-    return this.machines.has(channelId) && this.options.driver.proposeAnywhere(channelGroupId(channelId), data);
+    return this.hosted.has(channelId) && this.options.driver.proposeAnywhere(channelGroupId(channelId), data);
   }
 
   /** Resolves once the channel's group follows its members (the voters are their homeservers), or at `waitMs`. */
@@ -369,8 +413,9 @@ export class ChannelGroups implements HostedChannels {
     for (const channelId of this.unsettled) this.reconcile(channelId);
     for (const channelId of [...this.held.keys()]) this.releaseHeld(channelId);
     for (const [channelId, at] of this.recentlyChanged) {
-      if (now - at > leaveNoticesMs || !this.machines.has(channelId)) this.recentlyChanged.delete(channelId);
-      else for (const former of this.machines.get(channelId)!.formerMembers()) this.tellToLeave(channelId, former);
+      const machine = this.machines.get(channelId);
+      if (now - at > leaveNoticesMs || machine === undefined) this.recentlyChanged.delete(channelId);
+      else for (const former of machine.formerMembers()) this.tellToLeave(channelId, former);
     }
     for (const [channelId, at] of this.hostedOnRequest) {
       if (now - at < unjoinedCopyMs) continue;
@@ -458,15 +503,22 @@ export class ChannelGroups implements HostedChannels {
     if (topic === leaveChannelGroupTopic) {
       const [term, confIndex, channelId] = decoder.decode(payload).split("\n");
       if (channelId === undefined || !isValidChannelId(channelId) || !/^\d{1,15}$/.test(term ?? "") || !/^\d{1,15}$/.test(confIndex ?? "")) return;
-      if (this.believesLeave(channelId, from, Number(term), Number(confIndex))) void this.leave(channelId, `${from}, the group's leader, removed this homeserver`);
+      if (!this.hosted.has(channelId)) return;
+      // A hibernating copy is loaded first: the notice is checked against its applied membership.
+      void this.options.driver
+        .wake(channelGroupId(channelId), false)
+        .then(() => {
+          if (this.believesLeave(channelId, from, Number(term), Number(confIndex))) void this.leave(channelId, `${from}, the group's leader, removed this homeserver`);
+        })
+        .catch(() => undefined);
       return;
     }
     const channelId = decoder.decode(payload);
     if (!isValidChannelId(channelId)) return;
     if (topic === hostChannelGroupTopic) {
-      if (this.machines.has(channelId) || this.machines.size >= channelGroupsMax) return;
+      if (this.hosted.has(channelId) || this.hosted.size >= channelGroupsMax) return;
       void this.exclusive(channelId, async () => {
-        if (this.machines.has(channelId) || this.stopped) return;
+        if (this.hosted.has(channelId) || this.stopped) return;
         await this.host(channelId, await this.options.engine.openGroup(channelGroupId(channelId)));
         this.hostedOnRequest.set(channelId, Date.now());
         this.options.logger.info({ channelId, from }, "hosting a channel group at its leader's request");
@@ -482,8 +534,9 @@ export class ChannelGroups implements HostedChannels {
   /** Stops hosting the channel's group and deletes its copy here. */
   private leave(channelId: string, why: string): Promise<void> {
     return this.exclusive(channelId, async () => {
-      if (!this.machines.has(channelId)) return;
+      if (!this.hosted.has(channelId)) return;
       const groupId = channelGroupId(channelId);
+      this.hosted.delete(channelId);
       this.machines.delete(channelId);
       this.unsettled.delete(channelId);
       this.recentlyChanged.delete(channelId);

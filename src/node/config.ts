@@ -58,6 +58,8 @@ export interface NodeConfig {
   readonly snapshotEveryEntries: number;
   /** Entries kept behind a snapshot for followers slightly behind. */
   readonly snapshotKeepEntries: number;
+  /** A channel group quiet this long leaves memory until its next message or request; 0 keeps every group loaded. */
+  readonly hibernateAfterMs: number;
   /** pino log level. */
   readonly logLevel: string;
 }
@@ -83,6 +85,7 @@ export const defaultNodeConfig: NodeConfig = {
   sync: true,
   snapshotEveryEntries: 10_000,
   snapshotKeepEntries: 5_000,
+  hibernateAfterMs: 10_000,
   logLevel: "info",
 };
 
@@ -95,7 +98,7 @@ export class ConfigError extends Error {
 }
 
 type Key = keyof NodeConfig;
-const numberKeys: Key[] = ["electionTimeoutMs", "heartbeatIntervalMs", "tickIntervalMs", "snapshotEveryEntries", "snapshotKeepEntries"];
+const numberKeys: Key[] = ["electionTimeoutMs", "heartbeatIntervalMs", "tickIntervalMs", "snapshotEveryEntries", "snapshotKeepEntries", "hibernateAfterMs"];
 const booleanKeys: Key[] = ["bootstrap", "insecure", "sync"];
 const pathKeys: Key[] = ["dataDir", "tlsCaCert", "tlsCert", "tlsKey", "tlsCaKey"];
 
@@ -198,6 +201,7 @@ export function validateNodeConfig(config: NodeConfig): void {
   if (heartbeatIntervalMs < tickIntervalMs) throw new ConfigError("heartbeatIntervalMs must be at least tickIntervalMs");
   if (electionTimeoutMs < 3 * heartbeatIntervalMs) throw new ConfigError("electionTimeoutMs must be at least 3 x heartbeatIntervalMs");
   if (config.snapshotKeepEntries >= config.snapshotEveryEntries) throw new ConfigError("snapshotKeepEntries must be below snapshotEveryEntries");
+  if (config.hibernateAfterMs < 0) throw new ConfigError("hibernateAfterMs must be 0 (never) or more");
   if (!config.insecure && (config.tlsCaCert === "" || config.tlsCert === "" || config.tlsKey === "")) {
     throw new ConfigError("TLS needs tlsCaCert, tlsCert and tlsKey (or run with --insecure for plaintext)");
   }

@@ -142,6 +142,7 @@ export class Homeserver {
       onFatal,
       // Groups added with balanceLeadership (the test groups today): hand some over when leading more than a share.
       balanceLeadersEveryMs: 5000,
+      hibernateAfterMs: config.hibernateAfterMs,
       onForeignMessage: (from, groupId) => groups?.onForeignMessage(from, groupId),
       admitForwarded: (groupId, message) => groups?.admitForwarded(groupId, message.entries) ?? true,
     });

@@ -57,6 +57,26 @@ export interface RaftConfig {
    * them (see {@link Raft.quiesced}). Default off.
    */
   readonly quiesce?: boolean;
+  /**
+   * Start quiet, in the role this node had when its runtime unloaded it (see
+   * {@link QuietState}), instead of as a follower knowing no leader. Only for
+   * a node unloaded cleanly while quiesced, with `quiesce` on.
+   */
+  readonly resume?: QuietState;
+}
+
+/**
+ * What a quiesced node's role was when its runtime unloaded it from memory
+ * (everything persisted and applied, nothing in flight), so that reloading it
+ * restores the same quiet group instead of starting an election. The term
+ * and the log come from storage, unchanged since: no other input reached the
+ * node in between (the runtime queues them until the node is loaded again).
+ */
+export interface QuietState {
+  /** The leader of the current term: this node itself, or the one it follows. */
+  readonly leader: NodeId;
+  /** A follower's index up to which its log is known to match the leader's (see `leaderMatchIndex`). */
+  readonly leaderMatchIndex: LogIndex;
 }
 
 /** Returns a configuration with the defaults epochd runs with. */
@@ -166,11 +186,59 @@ export class Raft {
     this.confState = confState;
     this.quorum = quorumOf(confState);
     this.replayAppliedConfChanges();
+    if (config.resume !== undefined) {
+      this.resumeQuiet(config.resume);
+      return;
+    }
     this.becomeFollower(this.term, "");
     // A node that just started knows of no leader: let its first timeout fall
     // in [T/2, 3T/2) rather than [T, 2T), so a new cluster elects sooner.
     // PreVote and the leader lease keep this from disturbing a running group.
     this.electionElapsed = Math.floor(config.electionTimeoutTicks / 2);
+  }
+
+  /**
+   * Restores the quiet role a clean unload recorded (see {@link QuietState}).
+   * A leader keeps its term: it was elected in it, nobody else can have been,
+   * and its log is exactly what it held (the unload waited until everything
+   * was persisted, committed and applied). Its followers' progress restarts
+   * from probing, as after any election; its next append finds their match.
+   */
+  private resumeQuiet(state: QuietState): void {
+    const last = this.log.lastIndex();
+    assert(this.config.quiesce === true, "resuming a quiet node needs quiesce on");
+    assert(state.leader !== "", "resuming a quiet node needs its leader");
+    assert(this.log.committed === last && this.log.applied === last, `resuming a quiet node needs everything applied (applied ${this.log.applied}, committed ${this.log.committed}, last ${last})`);
+    // No role-change event: the role is the one it had, not a new one.
+    this.reset(this.term);
+    this.lead = state.leader;
+    if (state.leader === this.id) {
+      assert(this.promotable() && this.log.term(last) === this.term, "a quiet leader resumes only in the term of its last entry, as a voter");
+      this.role = Role.Leader;
+      this.progress.get(this.id)?.becomeReplicate();
+      this.pendingConfIndex = last;
+    } else {
+      this.role = Role.Follower;
+      this.leaderMatchIndex = Math.min(state.leaderMatchIndex, last);
+    }
+    this.quiesced = true;
+  }
+
+  /**
+   * This node's role, when it is quiet and may be unloaded and later resumed
+   * with {@link RaftConfig.resume}: everything committed and applied, no
+   * read, transfer or membership change pending. Undefined otherwise.
+   */
+  quietState(): QuietState | undefined {
+    const last = this.log.lastIndex();
+    if (!this.quiesced || this.lead === "" || this.log.committed !== last || this.log.applied !== last) return undefined;
+    if (this.log.unstable.entries.length > 0 || this.log.unstable.snapshot !== null || this.messages.length > 0 || this.readStates.length > 0) return undefined;
+    if (this.role === Role.Leader) {
+      if (!this.canQuiesce()) return undefined;
+    } else if (this.role !== Role.Follower) {
+      return undefined;
+    }
+    return { leader: this.lead, leaderMatchIndex: this.leaderMatchIndex };
   }
 
   /** Rebuilds the membership from conf changes between the stored snapshot and the applied index. */

@@ -1,5 +1,5 @@
 import { assert } from "./assert.ts";
-import { Raft, type ProposalResult, type RaftConfig } from "./raft.ts";
+import { Raft, type ProposalResult, type QuietState, type RaftConfig } from "./raft.ts";
 import type { ReplicationState } from "./progress.ts";
 import {
   Role,
@@ -15,7 +15,7 @@ import {
   type Term,
 } from "./types.ts";
 
-export { defaultRaftConfig, quiesceContext, type ProposalResult, type RaftConfig, type RaftEvent } from "./raft.ts";
+export { defaultRaftConfig, quiesceContext, type ProposalResult, type QuietState, type RaftConfig, type RaftEvent } from "./raft.ts";
 
 /** The leader's view of one member's replication. */
 export interface ProgressStatus {
@@ -110,6 +110,15 @@ export class RawNode {
   /** Whether the group is quiet here: `tick()` does nothing until another input wakes it. */
   isQuiesced(): boolean {
     return this.raft.quiesced;
+  }
+
+  /**
+   * The node's quiet role when it may be unloaded now (see `RaftConfig.resume`):
+   * quiesced, everything applied, nothing pending, no Ready outstanding.
+   */
+  quietState(): QuietState | undefined {
+    if (this.outstanding !== null) return undefined;
+    return this.raft.quietState();
   }
 
   /** The leader this node knows of, or "": cheaper than `status()`. */

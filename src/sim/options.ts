@@ -47,6 +47,12 @@ export interface SimKnobs {
   readonly quiesce: boolean;
   /** Ticks before a node notices a peer's stream broke (crash, partition); frozen peers take 5 times longer. */
   readonly peerLossDetectTicks: number;
+  /**
+   * With `quiesce`: a node quiet this many ticks is unloaded and its core
+   * rebuilt from its disk in its quiet role (`RaftConfig.resume`), as the
+   * runtime's hibernation does; 0 never.
+   */
+  readonly hibernateAfterTicks: number;
 }
 
 /** Everything that defines a run. */
@@ -101,6 +107,8 @@ export function resolveKnobs(seed: number, given: Partial<SimKnobs> = {}): SimKn
     // Drawn last, so the draws above (and the runs of older seeds without quiescence) do not move.
     quiesce: rng.chance(0.4),
     peerLossDetectTicks: 2,
+    // Drawn after everything else, for the same reason.
+    hibernateAfterTicks: rng.chance(0.5) ? rng.range(1, 8) : 0,
   };
   return { ...drawn, ...given };
 }

@@ -43,6 +43,8 @@ export interface NodeOptions {
   readonly compactKeepEntries: number;
   /** Inputs queued while busy or paused beyond this are dropped (a bounded mailbox). */
   readonly inboxMax: number;
+  /** Quiet ticks after which the core is unloaded and rebuilt from disk in its quiet role; 0 never. */
+  readonly hibernateAfterTicks: number;
 }
 
 /** A simulated node process. */
@@ -66,6 +68,9 @@ export class SimNode {
   tickCount = 0;
   /** Ticks the runtime would skip because the core was quiet (counted, not given to the core). */
   quiescedTicks = 0;
+  /** Times the core was unloaded and rebuilt from disk in its quiet role. */
+  hibernations = 0;
+  private quietTicksInARow = 0;
   private busy = false;
   private parked: Ready | null = null;
   private inbox: NodeInput[] = [];
@@ -182,13 +187,30 @@ export class SimNode {
       if (item.kind === "message") raw.step(item.message);
       else if (item.kind === "tick") {
         // The runtime stops ticking a quiet group; the core would ignore the tick anyway.
-        if (raw.isQuiesced()) this.quiescedTicks++;
-        else {
+        if (raw.isQuiesced()) {
+          this.quiescedTicks++;
+          if (++this.quietTicksInARow >= this.options.hibernateAfterTicks && this.options.hibernateAfterTicks > 0) this.hibernate(raw);
+        } else {
+          this.quietTicksInARow = 0;
           this.tickCount++;
           raw.tick();
         }
       } else item.run(raw);
     });
+  }
+
+  /**
+   * Unloads the quiet core and builds it again from the disk in its quiet
+   * role, as the runtime's hibernation does between two inputs: only with
+   * nothing in flight (no write, no queued input).
+   */
+  private hibernate(raw: RawNode): void {
+    const quiet = raw.quietState();
+    if (quiet === undefined || this.busy || this.parked !== null || this.inbox.length > 0 || raw.hasReady()) return;
+    const config = this.makeConfig(this.disk.live, this.state.index, (e) => this.onEvent(e));
+    this.raw = new RawNode({ ...config, resume: quiet });
+    this.quietTicksInARow = 0;
+    this.hibernations++;
   }
 
   private guard(action: () => void): void {

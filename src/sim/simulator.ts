@@ -42,6 +42,8 @@ export interface SimResult {
   readonly nodeTicks: number;
   /** Node ticks skipped because the node's group was quiet (0 unless the `quiesce` knob is on). */
   readonly quiescedTicks: number;
+  /** Times a quiet node's core was unloaded and rebuilt from disk in its quiet role (the `hibernateAfterTicks` knob). */
+  readonly hibernations: number;
   readonly elections: number;
   /** Highest log index any node applied. */
   readonly commits: number;
@@ -542,6 +544,7 @@ export class Simulator implements NodeHost, FaultContext {
       ticks: this.tickCount,
       nodeTicks: this.nodes.reduce((sum, n) => sum + n.tickCount, 0),
       quiescedTicks: this.nodes.reduce((sum, n) => sum + n.quiescedTicks, 0),
+      hibernations: this.nodes.reduce((sum, n) => sum + n.hibernations, 0),
       elections: this.elections,
       commits: this.commits,
       proposals: this.workload.stats.proposed,

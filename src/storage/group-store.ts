@@ -43,6 +43,7 @@ export class GroupStore {
   /** The durable applied index: as loaded, then as last written by apply or restore. */
   appliedIndex: LogIndex;
   private closed = false;
+  private readonly reader: GroupReader;
 
   /** @internal Built by the engine only. */
   constructor(
@@ -53,6 +54,7 @@ export class GroupStore {
     appliedIndex: LogIndex,
   ) {
     this.appliedIndex = appliedIndex;
+    this.reader = new GroupReader(context, keys);
   }
 
   get groupId(): GroupId {
@@ -154,9 +156,7 @@ export class GroupStore {
   /** The state machine value under `key`, checked; throws CorruptionError if it fails its checksum. */
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     this.checkOpen();
-    const fullKey = this.keys.stateMachine(key);
-    const value = await this.context.db.get(fullKey);
-    return value === undefined ? undefined : openRecord(fullKey, value);
+    return this.reader.get(key);
   }
 
   /**
@@ -165,13 +165,7 @@ export class GroupStore {
    */
   async *scan(prefix: Uint8Array, limit?: number, from?: Uint8Array): AsyncGenerator<[Uint8Array, Uint8Array]> {
     this.checkOpen();
-    const end = prefixEnd(this.keys.stateMachine(prefix));
-    // `from` (a key under `prefix`) starts the scan part way, for paging.
-    const start = this.keys.stateMachine(from ?? prefix);
-    const skip = this.keys.stateMachinePrefix.length;
-    for await (const [key, value] of this.context.db.iterate(start, end, limit ?? -1)) {
-      yield [new Uint8Array(key.buffer, key.byteOffset + skip, key.length - skip), openRecord(key, value)];
-    }
+    yield* this.reader.scan(prefix, limit, from);
   }
 
   /**
@@ -219,5 +213,38 @@ export class GroupStore {
       await this.context.write(ops, true);
       this.appliedIndex = appliedIndex;
     });
+  }
+}
+
+/**
+ * Reads of one group's state machine records straight from RocksDB, without
+ * its log: for a group whose store is not loaded (it hibernates).
+ */
+export class GroupReader {
+  /** @internal Built by the engine and GroupStore only. */
+  constructor(
+    private readonly context: EngineContext,
+    private readonly keys: GroupKeys,
+  ) {}
+
+  /** The state machine value under `key`, checked; throws CorruptionError if it fails its checksum. */
+  async get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    const fullKey = this.keys.stateMachine(key);
+    const value = await this.context.db.get(fullKey);
+    return value === undefined ? undefined : openRecord(fullKey, value);
+  }
+
+  /**
+   * State machine pairs whose key starts with `prefix`, in key order, at most
+   * `limit` of them (all when omitted), from `from` (a key under `prefix`)
+   * when given, for paging. Each value is checked as it is read.
+   */
+  async *scan(prefix: Uint8Array, limit?: number, from?: Uint8Array): AsyncGenerator<[Uint8Array, Uint8Array]> {
+    const end = prefixEnd(this.keys.stateMachine(prefix));
+    const start = this.keys.stateMachine(from ?? prefix);
+    const skip = this.keys.stateMachinePrefix.length;
+    for await (const [key, value] of this.context.db.iterate(start, end, limit ?? -1)) {
+      yield [new Uint8Array(key.buffer, key.byteOffset + skip, key.length - skip), openRecord(key, value)];
+    }
   }
 }

@@ -14,14 +14,14 @@ import { decodeCounter, encodeCounter, encodeEntryBody, encodeHardState, encodeL
 import type { EngineContext } from "./engine-context.ts";
 import { injectedSyncDelay } from "./fault-hook.ts";
 import { loadGroup } from "./group-loader.ts";
-import { GroupStore, type KvWrite, type PlannedWrite } from "./group-store.ts";
+import { GroupReader, GroupStore, type KvWrite, type PlannedWrite } from "./group-store.ts";
 import { describeKey, formatVersionKey, groupRegistryKey, groupRegistryPrefix, GroupKeys, parseKey, prefixEnd } from "./keys.ts";
 import { CorruptionError, decodeRecord, openRecord, sealRecord } from "./records.ts";
 import { asBuffer, RawDb, type RawBatchOp } from "./rocksdb-promises.ts";
 import { SerialQueue } from "./serial-queue.ts";
 
 export { CorruptionError } from "./records.ts";
-export { GroupStore, type KvWrite } from "./group-store.ts";
+export { GroupReader, GroupStore, type KvWrite } from "./group-store.ts";
 
 /** The on-disk format this code writes and reads. */
 export const formatVersion = 1;
@@ -227,6 +227,22 @@ export class StorageEngine {
       await this.write([...plans.flatMap((plan) => plan.ops), ...local], false);
       for (const plan of plans) plan.commit();
     });
+  }
+
+  /** Reads of group `groupId`'s state machine records, whether or not its store is open. */
+  reader(groupId: GroupId): GroupReader {
+    assert(!this.closed, "storage engine is closed");
+    return new GroupReader(this.context, new GroupKeys(groupId));
+  }
+
+  /**
+   * Forgets an open group's store without touching its records (its Raft
+   * group hibernates; `openGroup` loads it again). The caller guarantees no
+   * write of it is queued.
+   */
+  closeGroup(store: GroupStore): void {
+    store.markClosed();
+    if (this.groups.get(store.groupId) === store) this.groups.delete(store.groupId);
   }
 
   /**

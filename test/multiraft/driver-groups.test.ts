@@ -49,18 +49,21 @@ class Loopback {
   }
 }
 
-async function startCluster(groupCount: number, balance: boolean, balanceEveryMs: (id: NodeId) => number = () => 50) {
+async function startCluster(groupCount: number, balance: boolean, balanceEveryMs: (id: NodeId) => number = () => 50, hibernateAfterMs = 0) {
   const net = new Loopback();
   const machines = new Map<NodeId, Map<string, KvStateMachine>>();
+  const engines = new Map<NodeId, StorageEngine>();
   for (const id of ids) {
     const dir = mkdtempSync(join(tmpdir(), "epochd-groups-"));
     const engine = await StorageEngine.open(dir, { sync: false });
+    engines.set(id, engine);
     const driver = new RaftDriver({
       selfId: id, engine, transport: net.transportOf(id), logger: pino({ level: "silent" }),
       raft: { ...defaultRaftConfig(id, "", null as never, Math.random), electionTimeoutTicks: 10, heartbeatTicks: 1 },
       tickIntervalMs: 10, random: Math.random, snapshotEveryEntries: 1000, snapshotKeepEntries: 100,
       clientAddressOf: () => "", onFatal: (error) => { throw error; },
       ...(balance ? { balanceLeadersEveryMs: balanceEveryMs(id), balanceTransfersMax: 10 } : {}),
+      hibernateAfterMs,
     });
     net.drivers.set(id, driver);
     const stores = await engine.createGroups(Array.from({ length: groupCount }, (_, n) => `g${n}`), ids);
@@ -68,7 +71,18 @@ async function startCluster(groupCount: number, balance: boolean, balanceEveryMs
     for (const store of stores) {
       const machine = new KvStateMachine(store);
       own.set(store.groupId, machine);
-      await driver.addGroup(store, machine, { quiesce: true, balanceLeadership: balance });
+      const groupId = store.groupId;
+      const hibernation = {
+        load: async () => {
+          const reopenedStore = await engine.openGroup(groupId);
+          const reopened = new KvStateMachine(reopenedStore);
+          own.set(groupId, reopened);
+          return { store: reopenedStore, stateMachine: reopened };
+        },
+        mayUnload: () => true,
+        unloaded: () => void own.delete(groupId),
+      };
+      await driver.addGroup(store, machine, { quiesce: true, balanceLeadership: balance, ...(hibernateAfterMs > 0 ? { hibernation } : {}) });
     }
     machines.set(id, own);
     cleanups.push(async () => {
@@ -77,7 +91,7 @@ async function startCluster(groupCount: number, balance: boolean, balanceEveryMs
       rmSync(dir, { recursive: true, force: true });
     });
   }
-  return { net, machines, driver: (id: NodeId) => net.drivers.get(id)! };
+  return { net, machines, engines, driver: (id: NodeId) => net.drivers.get(id)! };
 }
 
 async function until(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
@@ -125,6 +139,48 @@ describe("RaftDriver with many groups", () => {
     c.net.drivers.delete("hs1");
     for (const id of ["hs2", "hs3"]) c.driver(id).peerLost("hs1");
     await until("new leaders", () => led.every((n) => ["hs2", "hs3"].includes(c.driver("hs2").leaderOf(`g${n}`))));
+  });
+
+  it("quiet groups leave memory and come back on their next input in the same role, without an election", async () => {
+    const groupCount = 30;
+    const c = await startCluster(groupCount, false, undefined, 100);
+    for (const id of ids) c.driver(id).start();
+    await until("every group led", () => [...leaderCounts(c, groupCount).values()].reduce((a, b) => a + b, 0) === groupCount);
+    await until("every group unloaded everywhere", () => ids.every((id) => c.driver(id).counts().unloaded === groupCount));
+    expect(ids.every((id) => c.machines.get(id)!.size === 0)).toBe(true);
+    const leader = c.driver("hs1").leaderOf("g3");
+    const term = c.driver(leader).status("g3").term;
+    const applied = await c.driver(leader).propose("g3", encodePut(new TextEncoder().encode("k"), new TextEncoder().encode("v")));
+    expect(applied.result).toBe(true);
+    expect(applied.term).toBe(term);
+    await until("applied everywhere", () => ids.every((id) => c.driver(id).status("g3").applied >= applied.index));
+    for (const id of ids) expect(c.driver(id).leaderOf("g3")).toBe(leader);
+    // Only g3 was loaded by the write; it leaves memory again once quiet.
+    await until("unloaded again", () => ids.every((id) => c.driver(id).counts().unloaded === groupCount));
+    // Read back from RocksDB on a follower, the group unloaded there.
+    expect(new TextDecoder().decode(await c.engines.get("hs2")!.reader("g3").get(new TextEncoder().encode("k")))).toBe("v");
+  });
+
+  it("a hibernating group whose leader is lost elects a new one when it is next needed", async () => {
+    const groupCount = 12;
+    const c = await startCluster(groupCount, false, undefined, 100);
+    for (const id of ids) c.driver(id).start();
+    await until("every group led", () => [...leaderCounts(c, groupCount).values()].reduce((a, b) => a + b, 0) === groupCount);
+    await until("every group unloaded", () => ids.every((id) => c.driver(id).counts().unloaded === groupCount));
+    const led = [...Array(groupCount).keys()].filter((n) => c.driver("hs2").leaderOf(`g${n}`) === "hs1");
+    expect(led.length).toBeGreaterThan(0);
+    await c.driver("hs1").stop();
+    c.net.drivers.delete("hs1");
+    for (const id of ["hs2", "hs3"]) c.driver(id).peerLost("hs1");
+    // Nothing elects until asked: the groups stay unloaded.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(c.driver("hs2").counts().unloaded).toBe(groupCount);
+    const groupId = `g${led[0]!}`;
+    await c.driver("hs2").wake(groupId);
+    await until("a new leader", () => ["hs2", "hs3"].includes(c.driver("hs2").leaderOf(groupId)), 5000);
+    const leader = c.driver("hs2").leaderOf(groupId);
+    const applied = await c.driver(leader).propose(groupId, encodePut(new TextEncoder().encode("k"), new TextEncoder().encode("w")));
+    expect(applied.result).toBe(true);
   });
 
   it("leader balancing hands groups over until each homeserver leads about its share", async () => {

@@ -97,4 +97,11 @@ export const mutants: readonly Mutant[] = [
     replace: "      this.term = term;\n",
     description: "a node does not reset its vote when its term changes",
   },
+  {
+    name: "resume-as-leader",
+    file: "src/raft/raft.ts",
+    search: '    this.lead = state.leader;\n    if (state.leader === this.id) {\n      assert(this.promotable() && this.log.term(last) === this.term, "a quiet leader resumes only in the term of its last entry, as a voter");\n',
+    replace: "    this.lead = this.id;\n    if (this.promotable()) {\n",
+    description: "a voter unloaded while quiet comes back as the leader of its term, whoever led it",
+  },
 ];

@@ -5,6 +5,10 @@ const tickMs = 10;
 
 /** Runs `schedule` on 3 quiescing nodes, recording when messages were sent and when leaders were elected. */
 function observedRun(seed: number, schedule: FaultEvent[], steps: number) {
+  return observedRunWith(seed, schedule, steps, {});
+}
+
+function observedRunWith(seed: number, schedule: FaultEvent[], steps: number, knobs: { hibernateAfterTicks?: number }) {
   const sentAtMs: number[] = [];
   const electedAtMs: { term: number; atMs: number; node: string }[] = [];
   let sim: Simulator | undefined;
@@ -12,7 +16,7 @@ function observedRun(seed: number, schedule: FaultEvent[], steps: number) {
     messageSent: () => sentAtMs.push(sim!.nowMs),
     leaderElected: (node, term) => electedAtMs.push({ node, term, atMs: sim!.nowMs }),
   });
-  sim = new Simulator({ seed, nodes: 3, steps, faults: new Set(), schedule, knobs: { quiesce: true, tickMs }, extraInvariants: { spy } });
+  sim = new Simulator({ seed, nodes: 3, steps, faults: new Set(), schedule, knobs: { quiesce: true, tickMs, hibernateAfterTicks: 0, ...knobs }, extraInvariants: { spy } });
   const result = sim.run();
   return { result, sentAtMs, electedAtMs };
 }
@@ -28,6 +32,28 @@ describe("simulator with quiescence", () => {
     }
     // Idle gaps between client bursts: nearly every run has quiet groups.
     expect(quiesced).toBeGreaterThanOrEqual(13);
+  });
+
+  it("stays safe and live while quiet nodes are unloaded and rebuilt from disk in their quiet role", () => {
+    let hibernations = 0;
+    let elections = 0;
+    for (let seed = 1; seed <= 16; seed++) {
+      const r = runSimulation({ seed, nodes: 5, steps: 300, faults: new Set(faultKinds), knobs: { quiesce: true, hibernateAfterTicks: 1 + (seed % 4) } });
+      expect(r.violations, `seed ${seed}`).toEqual([]);
+      expect(r.recoveryTicks, `seed ${seed}`).toBeGreaterThanOrEqual(0);
+      hibernations += r.hibernations;
+      elections += r.elections;
+    }
+    expect(hibernations).toBeGreaterThan(100);
+    void elections;
+  });
+
+  it("a group whose nodes were all unloaded while quiet resumes without an election", () => {
+    const { result, electedAtMs } = observedRunWith(7, [], 300, { hibernateAfterTicks: 2 });
+    expect(result.violations).toEqual([]);
+    expect(result.hibernations).toBeGreaterThan(10);
+    // One election at the start; every later burst is served by the same leader in the same term.
+    expect(new Set(electedAtMs.map((e) => e.term)).size).toBe(1);
   });
 
   it("a leader crash while the group is quiet is followed by a new leader within a few election timeouts, before any heal", () => {
