@@ -86,8 +86,9 @@ const roles: Record<Role, ProtoRole> = {
 const progressStates = { probe: ProtoProgressState.PROBE, replicate: ProtoProgressState.REPLICATE, snapshot: ProtoProgressState.SNAPSHOT };
 const streamStates = { connected: ProtoStreamState.CONNECTED, connecting: ProtoStreamState.CONNECTING, backoff: ProtoStreamState.BACKOFF };
 
-function groupStatus(status: RaftStatus) {
+function groupStatus(status: RaftStatus, hibernating: boolean) {
   return {
+    hibernating,
     groupId: status.groupId,
     role: roles[status.role],
     term: BigInt(status.term),
@@ -137,7 +138,7 @@ export function addAdminService(server: grpc.Server, context: AdminContext): voi
       const addresses = context.transport.peerAddresses();
       return {
         nodeId: context.selfId,
-        groups: (request.groupIds.length === 0 ? driver.groupIds() : request.groupIds.filter((id) => driver.hosts(id))).map((id) => groupStatus(driver.status(id))),
+        groups: (request.groupIds.length === 0 ? driver.groupIds() : request.groupIds.filter((id) => driver.hosts(id))).map((id) => groupStatus(driver.status(id), driver.isDormant(id))),
         peers: [...context.transport.peerStates()].map(([nodeId, state]) => ({ nodeId, address: addresses.get(nodeId) ?? "", streamState: streamStates[state] })),
         directory: directoryEntries(context.directory.invites.directory().values(), driver.status(group), (id) => context.directory.isBlocked(id)),
       };

@@ -179,7 +179,7 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
     const device = await access.member(call.metadata, channelId, remainingMs(call.getDeadline()));
     await withDeadline(groups.readIndex(channelId), remainingMs(call.getDeadline()), "confirming the read index");
     requireChannelMember(channels, channelId, device);
-    const record = channels.channel(channelId);
+    const record = await channels.wholeRecord(channelId, (key) => groups.channelGet(channelId, key));
     if (record === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no channel ${channelId}`);
     return record;
   };

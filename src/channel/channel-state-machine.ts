@@ -94,6 +94,8 @@ export class ChannelStateMachine {
    * under 'u' for restarts) so that recording signatures needs no read.
    */
   private readonly uncertified = new Map<string, Certificate>();
+  /** Channels whose record in memory is slimmed (see {@link slim}). */
+  private readonly slimmed = new Set<string>();
 
   constructor(private readonly directory: ChannelDirectory) {}
 
@@ -101,6 +103,7 @@ export class ChannelStateMachine {
   async load(scan: (prefix: Uint8Array) => AsyncIterable<[Uint8Array, Uint8Array]>): Promise<void> {
     this.channels.clear();
     this.uncertified.clear();
+    this.slimmed.clear();
     await this.loadMore(scan);
   }
 
@@ -109,6 +112,7 @@ export class ChannelStateMachine {
     for await (const [, value] of scan(Uint8Array.of(channelRecordPrefix))) {
       const record = fromBinary(ChannelRecordSchema, value);
       this.channels.set(record.channelId, record);
+      this.slimmed.delete(record.channelId);
     }
     for await (const [, value] of scan(Uint8Array.of(uncertifiedPrefix))) {
       const certificate = fromBinary(CertificateSchema, value);
@@ -116,9 +120,30 @@ export class ChannelStateMachine {
     }
   }
 
+  /**
+   * Keeps only what answering for a channel needs while its group
+   * hibernates (members, roles, epoch): its GroupInfo and pending proposals
+   * leave memory. Loading the group again brings the whole record back;
+   * {@link wholeRecord} reads it from the store meanwhile.
+   */
+  slim(channelId: string): void {
+    const record = this.channels.get(channelId);
+    if (record === undefined) return;
+    this.channels.set(channelId, create(ChannelRecordSchema, { ...record, groupInfo: new Uint8Array(0), pendingProposals: [] }));
+    this.slimmed.add(channelId);
+  }
+
+  /** The channel's whole record: the one in memory, or, while it is slimmed, the stored one (read with `get`). */
+  async wholeRecord(channelId: string, get: (key: Uint8Array) => Promise<Uint8Array | undefined>): Promise<ChannelRecord | undefined> {
+    if (!this.slimmed.has(channelId)) return this.channels.get(channelId);
+    const bytes = await get(channelKey(channelId));
+    return bytes === undefined ? undefined : fromBinary(ChannelRecordSchema, bytes);
+  }
+
   /** Drops a channel from memory (its group left this homeserver, or is about to be reloaded). */
   forget(channelId: string): void {
     this.channels.delete(channelId);
+    this.slimmed.delete(channelId);
     const prefix = `${channelId}/`;
     for (const key of this.uncertified.keys()) if (key.startsWith(prefix)) this.uncertified.delete(key);
   }

@@ -66,8 +66,11 @@ export function membersOf(tree: RatchetTree): Member[] | Rejection {
   return members;
 }
 
-/** Most total GroupInfo bytes whose decodings are memoized (see {@link decodeGroupInfoMessage}). */
-export const decodedGroupInfoCacheBytesMax = 16 * 1_048_576;
+/**
+ * Most total GroupInfo bytes whose decodings are memoized (see {@link decodeGroupInfoMessage}); the
+ * decoded objects take about three times as much again. Enough for the channels active right now.
+ */
+export const decodedGroupInfoCacheBytesMax = 4 * 1_048_576;
 
 const decodedCache = new Map<string, DecodedGroupInfo>();
 let decodedCacheBytes = 0;
@@ -86,7 +89,9 @@ export function decodeGroupInfoMessage(bytes: Uint8Array): DecodedGroupInfo | Re
   const key = toHex(sha256(bytes));
   const hit = decodedCache.get(key);
   if (hit !== undefined) return hit;
-  const decoded = decodeGroupInfoUncached(bytes);
+  // Decoded from a copy: the decoding's byte fields are views into its input, which would otherwise keep
+  // alive whatever larger buffer `bytes` is a view of (a gRPC message, a RocksDB value).
+  const decoded = decodeGroupInfoUncached(bytes.slice());
   if ("reason" in decoded) return decoded;
   decodedCache.set(key, decoded);
   decodedCacheBytes += decoded.byteSize;

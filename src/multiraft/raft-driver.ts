@@ -158,6 +158,8 @@ interface DormantGroup {
   campaignOnLoad: boolean;
 }
 
+const noProgress: RaftStatus["progress"] = new Map();
+
 /** Most messages queued for one unloaded group while it loads; Raft copes with the rest being lost. */
 const dormantPendingMax = 1024;
 
@@ -270,7 +272,7 @@ export class RaftDriver {
       groupId: group.groupId,
       options,
       quiet,
-      status: group.node.status(),
+      status: { ...group.node.status(), progress: noProgress },
       termStartIndex: group.termStartIndex,
       pending: [],
       loading: undefined,
@@ -542,7 +544,7 @@ export class RaftDriver {
     const dormant = this.dormant.get(groupId);
     if (dormant !== undefined) {
       const leader = dormant.quiet?.leader ?? "";
-      return { ...dormant.status, leader, role: leader === this.options.selfId ? Role.Leader : Role.Follower, progress: new Map() };
+      return { ...dormant.status, leader, role: leader === this.options.selfId ? Role.Leader : Role.Follower };
     }
     return this.group(groupId).node.status();
   }

@@ -59,6 +59,8 @@ export const reconcileIntervalMs = 50;
 export const noticeRepeatMs = 1000;
 /** Longest a follower waits for a forwarded command's entry before answering UNAVAILABLE (the client retries). */
 export const forwardWaitMsMax = 4000;
+/** Longest a command waits for its group to elect a leader before it is refused (UNAVAILABLE; the client retries). */
+export const leaderWaitMsMax = 3000;
 /** Most commands a leader holds for one channel while it does not admit them; more are dropped (their callers retry). */
 export const heldCommandsMax = 1000;
 /** How long after a membership change the leader keeps telling former members to drop their copies. */
@@ -222,6 +224,7 @@ export class ChannelGroups implements HostedChannels {
       mayUnload: () => this.mayUnload(channelId),
       unloaded: () => {
         this.machines.delete(channelId);
+        this.options.channels.slim(channelId);
       },
     };
     await this.options.driver.addGroup(store, this.machines.get(channelId)!, { quiesce: true, hibernation, startUnloaded: reopening && this.mayUnload(channelId) });
@@ -239,7 +242,8 @@ export class ChannelGroups implements HostedChannels {
     return (
       this.hosted.has(channelId) &&
       !this.unsettled.has(channelId) &&
-      !this.recentlyChanged.has(channelId) &&
+      // Former members are told to drop their copies for a while after a change (see reconcileAll).
+      !(this.recentlyChanged.has(channelId) && (this.machines.get(channelId)?.formerMembers().length ?? 0) > 0) &&
       !this.hostedOnRequest.has(channelId) &&
       !this.held.has(channelId) &&
       !this.busyOpening.has(channelId)
@@ -302,6 +306,8 @@ export class ChannelGroups implements HostedChannels {
     if (!this.hosted.has(channelId)) throw new ChannelNotHostedError(channelId);
     const groupId = channelGroupId(channelId);
     await this.options.driver.wake(groupId);
+    // A group loaded without a leader (its leader's homeserver went away while it hibernated) is electing one now.
+    await this.waitForLeaderKnown(groupId, Date.now() + Math.min(waitMs, leaderWaitMsMax));
     const requestId = randomBytes(16);
     const data = encodeChannelCommand(toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command, requestId })));
     const driver = this.options.driver;
@@ -319,6 +325,13 @@ export class ChannelGroups implements HostedChannels {
       return await withTimeout(done, Math.min(waitMs, forwardWaitMsMax), () => new OutcomeUnknownError(groupId, "the forwarded command was not ordered in time"));
     } finally {
       this.resultWaiters.delete(key);
+    }
+  }
+
+  /** Waits (bounded) until the group knows a leader. */
+  private async waitForLeaderKnown(groupId: GroupId, deadline: number): Promise<void> {
+    for (let tries = 0; this.options.driver.leaderOf(groupId) === "" && Date.now() < deadline && tries < 1000; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }
 
@@ -418,10 +431,11 @@ export class ChannelGroups implements HostedChannels {
       else for (const former of machine.formerMembers()) this.tellToLeave(channelId, former);
     }
     for (const [channelId, at] of this.hostedOnRequest) {
-      if (now - at < unjoinedCopyMs) continue;
-      this.hostedOnRequest.delete(channelId);
       const machine = this.machines.get(channelId);
-      if (machine !== undefined && machine.store.log.lastIndex() === 0) void this.leave(channelId, "its addition to the group was abandoned");
+      const joined = machine === undefined || machine.store.log.lastIndex() > 0;
+      if (!joined && now - at < unjoinedCopyMs) continue;
+      this.hostedOnRequest.delete(channelId);
+      if (!joined) void this.leave(channelId, "its addition to the group was abandoned");
     }
   }
 

@@ -238,6 +238,7 @@ export class Homeserver {
     const clientCredentials = credentials.kind === "insecure" ? grpc.ServerCredentials.createInsecure() : grpc.ServerCredentials.createSsl(credentials.ca, [{ private_key: credentials.key, cert_chain: credentials.cert }], false);
     await bind(clientServer, config.clientListen, clientCredentials);
     metrics.watchTransport(transport);
+    metrics.watchGroups(() => driver.counts());
     const metricsServer = config.metricsListen === "" ? undefined : await metrics.serve(config.metricsListen);
     driver.start();
     const stopFirstElection = hastenFirstElection({ selfId: config.id, groupId: clusterGroupId, initialVoters, driver, peerStates: () => transport.peerStates() });

@@ -7,12 +7,18 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import type { DriverObserver } from "../multiraft/raft-driver.ts";
 import type { PeerTransport } from "../transport/peer-transport.ts";
 
+/** A group's kind for metric labels: the part of its id before the first "/" ("cluster", "channel", ...). */
+export function groupKind(groupId: string): string {
+  const slash = groupId.indexOf("/");
+  return slash < 0 ? groupId : groupId.slice(0, slash);
+}
+
 /** The metrics of one homeserver process, in their own registry. */
 export class NodeMetrics {
   readonly registry = new Registry();
   readonly proposals = new Counter({ name: "epochd_proposals_total", help: "Proposals submitted to Raft groups", labelNames: ["group"], registers: [this.registry] });
   readonly committed = new Counter({ name: "epochd_committed_entries_total", help: "Committed entries applied", labelNames: ["group"], registers: [this.registry] });
-  readonly applyLag = new Gauge({ name: "epochd_apply_lag_entries", help: "Committed entries not yet applied", labelNames: ["group"], registers: [this.registry] });
+  readonly applyLag = new Gauge({ name: "epochd_apply_lag_entries", help: "Committed entries not yet applied (groups without a kind prefix, such as the cluster group)", labelNames: ["group"], registers: [this.registry] });
   readonly elections = new Counter({ name: "epochd_elections_total", help: "Elections this homeserver started", labelNames: ["group"], registers: [this.registry] });
   readonly leaderChanges = new Counter({ name: "epochd_leader_changes_total", help: "Times this homeserver became leader", labelNames: ["group"], registers: [this.registry] });
   readonly fsyncSeconds = new Histogram({
@@ -29,22 +35,44 @@ export class NodeMetrics {
     registers: [this.registry],
   });
   readonly inboxEntries = new Gauge({ name: "epochd_inbox_entries", help: "Entries held in the inboxes of the devices this homeserver sponsors", registers: [this.registry] });
+  readonly groups = new Gauge({
+    name: "epochd_raft_groups",
+    help: "Raft groups hosted here (state=hosted), of them ticking (state=awake) and unloaded from memory while quiet (state=hibernating)",
+    labelNames: ["state"],
+    registers: [this.registry],
+  });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "epochd_process_" });
   }
 
-  /** Hooks for the Raft driver. */
+  /**
+   * Hooks for the Raft driver. The `group` label is the group's kind (the
+   * cluster group, or all channel groups together), not its id: one series
+   * per channel would grow with the channels.
+   */
   observer(): DriverObserver {
     return {
-      onProposal: (group) => this.proposals.inc({ group }),
-      onCommitted: (group, entries) => this.committed.inc({ group }, entries),
-      onApplyLag: (group, entries) => this.applyLag.set({ group }, entries),
-      onEvent: (group, event) => {
-        if (event.kind === "became-candidate") this.elections.inc({ group });
-        if (event.kind === "became-leader") this.leaderChanges.inc({ group });
+      onProposal: (groupId) => this.proposals.inc({ group: groupKind(groupId) }),
+      onCommitted: (groupId, entries) => this.committed.inc({ group: groupKind(groupId) }, entries),
+      onApplyLag: (groupId, entries) => {
+        if (groupKind(groupId) === groupId) this.applyLag.set({ group: groupId }, entries);
+      },
+      onEvent: (groupId, event) => {
+        if (event.kind === "became-candidate") this.elections.inc({ group: groupKind(groupId) });
+        if (event.kind === "became-leader") this.leaderChanges.inc({ group: groupKind(groupId) });
       },
     };
+  }
+
+  /** Reads how many Raft groups are hosted, awake and hibernating at every scrape. */
+  watchGroups(counts: () => { readonly groups: number; readonly awake: number; readonly unloaded: number }): void {
+    this.collectors.push(() => {
+      const now = counts();
+      this.groups.set({ state: "hosted" }, now.groups);
+      this.groups.set({ state: "awake" }, now.awake);
+      this.groups.set({ state: "hibernating" }, now.unloaded);
+    });
   }
 
   private readonly collectors: Array<() => void> = [];

@@ -4,7 +4,8 @@
  * the commit is acknowledged; a certificate counts exactly the voters of its epoch; a homeserver whose
  * last member was removed drops the group. Killing one homeserver leaves every channel whose group keeps
  * a majority accepting commits, and the channels it is not in are not affected at all (same leader, same
- * term). Devices talk to their own homeserver only.
+ * term). Devices talk to their own homeserver only. Groups hibernate after 300 ms quiet here, so
+ * every step also crosses unloads and reloads; the last test checks hibernation itself.
  */
 import { createHash } from "node:crypto";
 import { fromBinary } from "@bufbuild/protobuf";
@@ -22,6 +23,7 @@ type ChannelClient = ReturnType<typeof unaryClient<(typeof ChannelService)["meth
 const homeOf = (deviceId: string) => deviceId.slice(deviceId.indexOf("@") + 1);
 const sorted = (ids: Iterable<string>) => [...ids].sort();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const hibernateAfterMs = 300;
 
 describe("one Raft group per channel, made of its members' homeservers (real processes)", () => {
   let cluster: ProcessCluster;
@@ -29,7 +31,7 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
   const clients = new Map<string, ChannelClient>();
 
   beforeAll(async () => {
-    cluster = await ProcessCluster.create(3);
+    cluster = await ProcessCluster.create(3, ["--hibernate-after-ms", String(hibernateAfterMs)]);
     cluster.startAll();
     await cluster.waitForLeader();
     for (const id of ["hs1", "hs2", "hs3"]) clients.set(id, unaryClient(ChannelService, cluster.get(id).clientAddress, cluster.clientCredentials(), { "grpc.ssl_target_name_override": "localhost" }));
@@ -214,4 +216,38 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     }, 20_000, "hs3 catches up on kill-123");
     console.log(`[channel groups] hs3 killed ${recovered - killedAt} ms: ${timings.join("; ")}`);
   }, 180_000);
+
+  it("a channel group hibernating on every homeserver takes the next commit in the same term; with its leader killed, it elects on the next commit", async () => {
+    const trio = await createChannel("hib-123", "ha@hs1", ["hb@hs2", "hc@hs3"]);
+    const everywhere = async (check: (g: Awaited<ReturnType<typeof groupAt>>) => boolean) =>
+      (await Promise.all(["hs1", "hs2", "hs3"].map((id) => groupAt(id, "hib-123")))).every(check);
+    await waitUntil(() => everywhere((g) => g?.hibernating === true), 15_000, "the group hibernates everywhere");
+    const before = (await groupAt("hs1", "hib-123"))!;
+    expect(before.leaderId).not.toBe("");
+
+    // Loaded again by the commit, on every homeserver, in the same role: no election.
+    await update("hib-123", trio.group, "hb@hs2");
+    const after = (await groupAt("hs1", "hib-123"))!;
+    expect({ leader: after.leaderId, term: after.term }).toEqual({ leader: before.leaderId, term: before.term });
+    await waitUntil(() => everywhere((g) => g?.hibernating === true), 15_000, "the group hibernates again");
+
+    // Its leader dies while the group hibernates: the survivors elect when the next commit needs them.
+    const leader = before.leaderId;
+    const survivor = ["hb@hs2", "hc@hs3", "ha@hs1"].find((d) => homeOf(d) !== leader)!;
+    await cluster.kill(leader, "SIGKILL");
+    const killedAt = Date.now();
+    await update("hib-123", trio.group, survivor);
+    const electedMs = Date.now() - killedAt;
+    const elected = (await groupAt(homeOf(survivor), "hib-123"))!;
+    expect(elected.leaderId).not.toBe(leader);
+    expect(elected.term).toBeGreaterThan(before.term);
+
+    // The killed homeserver restarts with the group unloaded (it knows no leader), and its own device's
+    // commit loads it and is ordered by the new leader.
+    cluster.start(leader);
+    await waitUntil(async () => (await groupAt(leader, "hib-123").catch(() => undefined))?.hibernating === true, 20_000, `${leader} reopens the group unloaded`);
+    const own = ["ha@hs1", "hb@hs2", "hc@hs3"].find((d) => homeOf(d) === leader)!;
+    await update("hib-123", trio.group, own);
+    console.log(`[channel groups] hibernation: commit after the leader of a hibernating group was killed ${electedMs} ms`);
+  }, 120_000);
 });
