@@ -100,6 +100,8 @@ export interface RaftDriverOptions {
   readonly admitForwarded?: (groupId: GroupId, message: Message) => boolean;
   /** Unload groups added with `hibernation` after this long quiet; 0 or absent: never. */
   readonly hibernateAfterMs?: number;
+  /** Told after a hibernation sweep how many groups it unloaded (when any). */
+  readonly onHibernated?: (unloaded: number) => void;
 }
 
 /** The committed outcome of a proposal. */
@@ -247,6 +249,7 @@ export class RaftDriver {
     const afterMs = this.options.hibernateAfterMs ?? 0;
     if (this.stopped || afterMs <= 0 || this.loopRunning !== undefined || this.loopScheduled) return;
     const now = Date.now();
+    let unloaded = 0;
     for (const group of [...this.groups.values()]) {
       const hibernation = group.options.hibernation;
       if (hibernation === undefined) continue;
@@ -260,7 +263,9 @@ export class RaftDriver {
       const quiet = group.node.quietState();
       if (quiet === undefined || !hibernation.mayUnload()) continue;
       this.unload(group, { ...group.options, hibernation }, quiet);
+      unloaded++;
     }
+    if (unloaded > 0) this.options.onHibernated?.(unloaded);
   }
 
   /** Replaces a loaded group by its dormant record and closes its store. Only between Readies. */

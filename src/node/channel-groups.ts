@@ -217,7 +217,7 @@ export class ChannelGroups implements HostedChannels {
     this.refreshSettled(channelId);
     const hibernation = {
       load: async () => {
-        const loaded = await this.loadMachine(channelId, await this.options.engine.openGroup(channelGroupId(channelId)));
+        const loaded = await this.loadMachine(channelId, await this.options.engine.reopenGroup(channelGroupId(channelId)));
         this.refreshSettled(channelId);
         return { store: loaded.store, stateMachine: loaded };
       },

@@ -54,11 +54,15 @@ import { hastenFirstElection } from "./first-election.ts";
 import { CertificateExchange, signatureBatchTopic } from "./certificate-exchange.ts";
 import { assertNotLeft, wireDirectory } from "./directory-wiring.ts";
 import { NodeMetrics } from "./metrics.ts";
+import { collectGarbage } from "./collect-garbage.ts";
 import { SelfRegistration } from "./self-registration.ts";
 import { loadOrCreateSigningKey } from "./signing-key.ts";
 
 /** The Raft group holding the cluster directory and the key-value store. */
 export const clusterGroupId = "cluster";
+/** After this many groups were unloaded (hibernation) a full garbage collection follows, at most every {@link gcIntervalMsMin}. */
+const gcAfterUnloadingGroups = 500;
+const gcIntervalMsMin = 30_000;
 
 /** A running homeserver. */
 export class Homeserver {
@@ -127,6 +131,8 @@ export class Homeserver {
     });
     const ticks = raftTicks(config);
     const base = defaultRaftConfig(config.id, clusterGroupId, store.log, Math.random);
+    let unloadedSinceGc = 0;
+    let lastGcMs = 0;
     driver = new RaftDriver({
       selfId: config.id,
       engine,
@@ -143,6 +149,14 @@ export class Homeserver {
       // Groups added with balanceLeadership (the test groups today): hand some over when leading more than a share.
       balanceLeadersEveryMs: 5000,
       hibernateAfterMs: config.hibernateAfterMs,
+      // Many groups left memory: collect them now rather than whenever V8 next feels pressed.
+      onHibernated: (unloaded) => {
+        unloadedSinceGc += unloaded;
+        if (unloadedSinceGc < gcAfterUnloadingGroups || Date.now() - lastGcMs < gcIntervalMsMin) return;
+        unloadedSinceGc = 0;
+        lastGcMs = Date.now();
+        collectGarbage();
+      },
       onForeignMessage: (from, groupId) => groups?.onForeignMessage(from, groupId),
       admitForwarded: (groupId, message) => groups?.admitForwarded(groupId, message.entries) ?? true,
     });

@@ -36,9 +36,13 @@ interface RawGroup {
   stateMachineRecords: number;
 }
 
-/** Reads and checks every record of the group under `keys`; throws {@link CorruptionError} on any problem. */
-export async function loadGroup(db: RawDb, keys: GroupKeys): Promise<LoadedGroup> {
-  const raw = await readRecords(db, keys);
+/**
+ * Reads and checks every record of the group under `keys`; throws {@link CorruptionError} on any problem.
+ * With `stateMachine` false the state machine records are skipped (they are checked as they are read
+ * anyway): for reloading a group this process already loaded and checked whole.
+ */
+export async function loadGroup(db: RawDb, keys: GroupKeys, stateMachine = true): Promise<LoadedGroup> {
+  const raw = await readRecords(db, keys, stateMachine);
   const where = `group ${JSON.stringify(keys.groupId)}`;
   const missing = (what: string): never => {
     throw new CorruptionError(where, `its ${what} record is missing`);
@@ -57,9 +61,10 @@ export async function loadGroup(db: RawDb, keys: GroupKeys): Promise<LoadedGroup
   return { mirror, appliedIndex, stateMachineRecords: raw.stateMachineRecords };
 }
 
-async function readRecords(db: RawDb, keys: GroupKeys): Promise<RawGroup> {
+async function readRecords(db: RawDb, keys: GroupKeys, stateMachine: boolean): Promise<RawGroup> {
   const raw: RawGroup = { entries: [], stateMachineRecords: 0 };
-  for await (const [key, value] of db.iterate(keys.prefix, prefixEnd(keys.prefix))) {
+  const end = stateMachine ? prefixEnd(keys.prefix) : keys.stateMachinePrefix;
+  for await (const [key, value] of db.iterate(keys.prefix, end)) {
     const payload = openRecord(key, value);
     const parsed = parseKey(key);
     if (parsed.space !== "group" || parsed.groupId !== keys.groupId) {

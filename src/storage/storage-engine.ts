@@ -229,6 +229,27 @@ export class StorageEngine {
     });
   }
 
+  /**
+   * Opens again a group this process opened before and closed with
+   * {@link closeGroup} (its Raft group hibernated): like `openGroup`, but its
+   * state machine records are not all read and checked again (each is
+   * checked whenever it is read).
+   */
+  async reopenGroup(groupId: GroupId): Promise<GroupStore> {
+    assert(!this.closed, "storage engine is closed");
+    assert(!this.groups.has(groupId) && !this.opening.has(groupId), `group ${groupId} is already open`);
+    this.opening.add(groupId);
+    try {
+      const keys = new GroupKeys(groupId);
+      const loaded = await loadGroup(this.db, keys, false);
+      const group = new GroupStore(this.context, keys, loaded.mirror, loaded.appliedIndex);
+      this.groups.set(groupId, group);
+      return group;
+    } finally {
+      this.opening.delete(groupId);
+    }
+  }
+
   /** Reads of group `groupId`'s state machine records, whether or not its store is open. */
   reader(groupId: GroupId): GroupReader {
     assert(!this.closed, "storage engine is closed");
