@@ -40,6 +40,7 @@ export interface ChaosClusterOptions {
   readonly electionTimeoutMs: number;
   readonly heartbeatIntervalMs: number;
   readonly tickIntervalMs: number;
+  readonly hibernateAfterMs: number;
 }
 
 /** One homeserver of the cluster and its process state. */
@@ -154,7 +155,7 @@ export class ChaosCluster {
       "--peers", this.peersFlag(),
       "--tls-ca-cert", this.certs.ca.certPath, "--tls-cert", files.certPath, "--tls-key", files.keyPath,
       "--election-timeout-ms", String(o.electionTimeoutMs), "--heartbeat-interval-ms", String(o.heartbeatIntervalMs),
-      "--tick-interval-ms", String(o.tickIntervalMs),
+      "--tick-interval-ms", String(o.tickIntervalMs), "--hibernate-after-ms", String(o.hibernateAfterMs),
     ];
     const env: NodeJS.ProcessEnv = { ...process.env, grpc_proxy: node.proxyUrl, [faultControlFileEnv]: node.controlFile };
     for (const key of ["no_grpc_proxy", "no_proxy", "NO_PROXY", "https_proxy", "http_proxy"]) delete env[key];

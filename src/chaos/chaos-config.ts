@@ -27,6 +27,8 @@ export interface ChaosConfig {
   electionTimeoutMs: number;
   heartbeatIntervalMs: number;
   tickIntervalMs: number;
+  /** The homeservers' `hibernateAfterMs`: short, so that channel groups unload and reload under the faults too. */
+  hibernateAfterMs: number;
   /** Where the JSON and HTML reports go (relative to the working directory). */
   reportDir: string;
   /** Keep data directories and logs after the run (always kept when a violation was found). */
@@ -52,6 +54,7 @@ export const defaultChaosConfig: ChaosConfig = {
   electionTimeoutMs: 1_000,
   heartbeatIntervalMs: 100,
   tickIntervalMs: 50,
+  hibernateAfterMs: 500,
   reportDir: "data/chaos",
   keep: false,
 };

@@ -65,6 +65,7 @@ export async function runChaos(config: ChaosConfig, options: ChaosRunOptions = {
     electionTimeoutMs: config.electionTimeoutMs,
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     tickIntervalMs: config.tickIntervalMs,
+    hibernateAfterMs: config.hibernateAfterMs,
   });
   let keep = config.keep;
   try {
