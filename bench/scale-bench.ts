@@ -40,11 +40,35 @@ function source(channels: readonly EncryptedChannel[]): CommitSource {
   return (index, epoch) => ({ commit: channels[index]!.commit(epoch), nextGroupInfo: channels[index]!.groupInfo(epoch + 1) });
 }
 
-/** The JavaScript heap in use and the memory outside it (buffers, native) of a homeserver, from its metrics, MiB. */
-async function heapOf(metricsAddress: string): Promise<{ heapUsedMiB: number; externalMiB: number }> {
+/** The JavaScript heap in use, the memory outside it (buffers, native), MiB, and the groups hibernating, of a homeserver, from its metrics. */
+async function heapOf(metricsAddress: string): Promise<{ heapUsedMiB: number; externalMiB: number; hibernating: number }> {
   const text = await (await fetch(`http://${metricsAddress}/metrics`)).text();
-  const gauge = (name: string) => Number(text.split("\n").find((line) => line.startsWith(`${name} `))?.split(" ")[1] ?? NaN) / 1_048_576;
-  return { heapUsedMiB: gauge("epochd_process_nodejs_heap_size_used_bytes"), externalMiB: gauge("epochd_process_nodejs_external_memory_bytes") };
+  const gauge = (name: string) => Number(text.split("\n").find((line) => line.startsWith(`${name} `))?.split(" ")[1] ?? NaN);
+  return {
+    heapUsedMiB: gauge("epochd_process_nodejs_heap_size_used_bytes") / 1_048_576,
+    externalMiB: gauge("epochd_process_nodejs_external_memory_bytes") / 1_048_576,
+    hibernating: gauge('epochd_raft_groups{state="hibernating"}'),
+  };
+}
+
+/**
+ * Waits until the groups have gone quiet and hibernated (see hibernateAfterMs): at least `minMs`, then
+ * until no homeserver's count of hibernating groups changed for 6 s, at most `maxMs`.
+ */
+async function untilHibernationSettles(metricsAddresses: readonly string[], minMs: number, maxMs: number): Promise<void> {
+  const start = Date.now();
+  let last = "";
+  let stableSince = Date.now();
+  while (Date.now() - start < maxMs) {
+    await sleep(2000);
+    const now = JSON.stringify(await Promise.all(metricsAddresses.map((a) => heapOf(a).then((h) => h.hibernating, () => NaN))));
+    if (now !== last) {
+      last = now;
+      stableSince = Date.now();
+    } else if (Date.now() - start >= minMs && Date.now() - stableSince >= 6000) {
+      return;
+    }
+  }
 }
 
 /** Retries `register` while the homeservers register themselves in the directory (bounded). */
@@ -85,16 +109,17 @@ export async function run(args: string[]): Promise<void> {
     const target = epochdCommitTarget(connection, channels.map((c) => c.channelId), source(channels), auth, 60_000);
     await firstCommits(target, epochs, 64);
     const setupMs = performance.now() - setupStart;
-    console.error(`set up in ${fixed(setupMs / 1000, 1)} s (created in ${fixed(createdMs / 1000, 1)} s); letting the groups go quiet ...`);
-    await sleep(15_000);
+    console.error(`set up in ${fixed(setupMs / 1000, 1)} s (created in ${fixed(createdMs / 1000, 1)} s); letting the groups go quiet and hibernate ...`);
+    const layout = JSON.parse(readFileSync(join(cluster.dataDir, "cluster.json"), "utf8")) as { homeservers: Array<{ id: string; metricsAddress: string }> };
+    const metricsAddresses = cluster.homeservers.map((h) => layout.homeservers.find((l) => l.id === h.id)!.metricsAddress);
+    await untilHibernationSettles(metricsAddresses, 15_000, 120_000);
     const cpuStart = pids.map((pid) => cpuTimeMs(pid) ?? 0);
     const idleStart = performance.now();
     await sleep(options.idleSeconds * 1000);
     const idleMs = performance.now() - idleStart;
     const idleCpu = pids.map((pid, i) => (100 * ((cpuTimeMs(pid) ?? 0) - cpuStart[i]!)) / idleMs);
     const rssIdle = pids.map((pid) => rssMiB(pid));
-    const layout = JSON.parse(readFileSync(join(cluster.dataDir, "cluster.json"), "utf8")) as { homeservers: Array<{ id: string; metricsAddress: string }> };
-    const heaps = await Promise.all(cluster.homeservers.map((h) => heapOf(layout.homeservers.find((l) => l.id === h.id)!.metricsAddress).catch(() => ({ heapUsedMiB: NaN, externalMiB: NaN }))));
+    const heaps = await Promise.all(metricsAddresses.map((address) => heapOf(address).catch(() => ({ heapUsedMiB: NaN, externalMiB: NaN, hibernating: NaN }))));
     console.error(`idle: CPU % of a core ${idleCpu.map((c) => fixed(c, 2)).join(" / ")}, RSS MiB ${rssIdle.map((r) => fixed(r, 0)).join(" / ")} (hs1 / hs2 / hs3)`);
     console.error(`measuring commits for ${options.seconds} s over all channels, then in one channel ...`);
     const processes = cluster.homeservers.map((h) => ({ name: h.id, pid: h.pid }));
@@ -104,12 +129,12 @@ export async function run(args: string[]): Promise<void> {
     // One channel orders one commit at a time (each builds on the last): concurrency 1.
     const single = await measureCommitRow(oneChannel, [epochs[0]!], processes, { ...phase, concurrency: 1 });
     connection.close();
-    const rows = cluster.homeservers.map((h, i) => ({ homeserver: h.id, channels: channels.length, idleCpuPercentOfCore: idleCpu[i]!, rssEmptyMiB: rssEmpty[i]!, rssIdleMiB: rssIdle[i]!, heapUsedMiB: heaps[i]!.heapUsedMiB, externalMiB: heaps[i]!.externalMiB }));
+    const rows = cluster.homeservers.map((h, i) => ({ homeserver: h.id, channels: channels.length, idleCpuPercentOfCore: idleCpu[i]!, rssEmptyMiB: rssEmpty[i]!, rssIdleMiB: rssIdle[i]!, heapUsedMiB: heaps[i]!.heapUsedMiB, externalMiB: heaps[i]!.externalMiB, hibernating: heaps[i]!.hibernating }));
     console.log(
       formatTable(
-        ["homeserver", "channels in cluster", "idle CPU % of a core", "RSS empty MiB", "RSS idle MiB", "JS heap used MiB", "external MiB"],
-        rows.map((r) => [r.homeserver, integer(r.channels), fixed(r.idleCpuPercentOfCore, 2), fixed(r.rssEmptyMiB, 0), fixed(r.rssIdleMiB, 0), fixed(r.heapUsedMiB, 0), fixed(r.externalMiB, 0)]),
-        new Set([1, 2, 3, 4, 5, 6]),
+        ["homeserver", "channels in cluster", "groups hibernating", "idle CPU % of a core", "RSS empty MiB", "RSS idle MiB", "JS heap used MiB", "external MiB"],
+        rows.map((r) => [r.homeserver, integer(r.channels), integer(r.hibernating), fixed(r.idleCpuPercentOfCore, 2), fixed(r.rssEmptyMiB, 0), fixed(r.rssIdleMiB, 0), fixed(r.heapUsedMiB, 0), fixed(r.externalMiB, 0)]),
+        new Set([1, 2, 3, 4, 5, 6, 7]),
       ),
     );
     console.log(

@@ -100,7 +100,7 @@ export interface RaftDriverOptions {
   readonly admitForwarded?: (groupId: GroupId, message: Message) => boolean;
   /** Unload groups added with `hibernation` after this long quiet; 0 or absent: never. */
   readonly hibernateAfterMs?: number;
-  /** Told after a hibernation sweep how many groups it unloaded (when any). */
+  /** Told after every hibernation sweep how many groups it unloaded (0 too: a wave of unloads is over). */
   readonly onHibernated?: (unloaded: number) => void;
 }
 
@@ -265,7 +265,7 @@ export class RaftDriver {
       this.unload(group, { ...group.options, hibernation }, quiet);
       unloaded++;
     }
-    if (unloaded > 0) this.options.onHibernated?.(unloaded);
+    this.options.onHibernated?.(unloaded);
   }
 
   /** Replaces a loaded group by its dormant record and closes its store. Only between Readies. */

@@ -150,9 +150,11 @@ export class Homeserver {
       balanceLeadersEveryMs: 5000,
       hibernateAfterMs: config.hibernateAfterMs,
       // Many groups left memory: collect them now rather than whenever V8 next feels pressed.
+      // Collect while a long wave of unloads goes on (every gcIntervalMsMin), and once more when it ends.
       onHibernated: (unloaded) => {
         unloadedSinceGc += unloaded;
-        if (unloadedSinceGc < gcAfterUnloadingGroups || Date.now() - lastGcMs < gcIntervalMsMin) return;
+        const waveOver = unloaded === 0 && unloadedSinceGc >= gcAfterUnloadingGroups / 5 && Date.now() - lastGcMs >= gcIntervalMsMin / 6;
+        if (!waveOver && (unloadedSinceGc < gcAfterUnloadingGroups || Date.now() - lastGcMs < gcIntervalMsMin)) return;
         unloadedSinceGc = 0;
         lastGcMs = Date.now();
         collectGarbage();
