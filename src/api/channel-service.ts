@@ -64,6 +64,7 @@ function channelState(record: ChannelRecord): MessageInitShape<typeof ChannelSta
     handshakeMode: record.handshakeMode,
     members: record.members,
     homeservers: memberHomeservers(record),
+    witnesses: record.witnesses,
     lastSequence: record.lastSequence,
   };
 }
@@ -195,6 +196,8 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
       await access.creator(call.metadata, request.groupInfo);
       const { result } = await run(request.channelId, { case: "createChannel", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
+      // A channel naming witnesses is acknowledged once they vote in its group.
+      await groups.waitSettled(request.channelId, remainingMs(call.getDeadline()));
       return { channel: channelState(channels.channel(request.channelId)!) };
     }),
     submitCommit: unaryHandler(ChannelService.method.submitCommit, async (request, call) => {

@@ -198,6 +198,8 @@ export class ChannelStateMachine {
     if ("reason" in decoded) return invalid(decoded.reason);
     const verified = await verifyInitialGroupInfo(decoded.context.groupId, request.groupInfo);
     if (!verified.ok) return invalid(verified.reason);
+    const unknown = decoded.witnesses.filter((id) => this.directory.signingKeyOf(id) === undefined);
+    if (unknown.length > 0) return invalid(`witnesses ${unknown.join(", ")} are not homeservers of this cluster`);
     const members = verified.members.map((m) => toMember(m, MemberRole.OWNER));
     this.save(
       create(ChannelRecordSchema, {
@@ -208,6 +210,7 @@ export class ChannelStateMachine {
         handshakeMode: mode,
         groupInfo: verified.view.groupInfo,
         members,
+        witnesses: [...decoded.witnesses],
       }),
       batch,
     );
@@ -229,6 +232,7 @@ export class ChannelStateMachine {
     let commitHash: Uint8Array;
     let nextMembers: readonly MlsMember[];
     let nextGroupInfo: Uint8Array;
+    let nextWitnesses: readonly string[];
     if (record.handshakeMode === HandshakeMode.ENCRYPTED) {
       const framed = inspectPrivateCommit(view, request.commit);
       if (!framed.ok) return invalid(framed.reason);
@@ -240,6 +244,7 @@ export class ChannelStateMachine {
       commitHash = framed.commitHash;
       nextMembers = next.members;
       nextGroupInfo = request.nextGroupInfo;
+      nextWitnesses = next.witnesses;
     } else {
       const verified = await verifyPublicCommit(view, request.commit, record.pendingProposals);
       if (!verified.ok) return invalid(verified.reason);
@@ -250,7 +255,10 @@ export class ChannelStateMachine {
       commitHash = verified.commitHash;
       nextMembers = next.members;
       nextGroupInfo = next.view.groupInfo;
+      const decoded = decodeGroupInfoMessage(nextGroupInfo);
+      nextWitnesses = "reason" in decoded ? [] : decoded.witnesses;
     }
+    if (!sameList(nextWitnesses, record.witnesses)) return invalid(`a commit may not change the channel's witnesses [${record.witnesses.join(", ")}]`);
     const voters = this.voters(record);
     const epochRecord = create(EpochRecordSchema, {
       epoch: record.epoch,
@@ -296,7 +304,7 @@ export class ChannelStateMachine {
   voters(record: ChannelRecord): string[] {
     const groupVoters = this.directory.votersOf?.(record.channelId);
     if (groupVoters !== undefined) return [...groupVoters].sort();
-    return memberHomeservers(record).filter((id) => this.directory.signingKeyOf(id) !== undefined);
+    return orderingHomeservers(record).filter((id) => this.directory.signingKeyOf(id) !== undefined);
   }
 
   /**
@@ -308,7 +316,7 @@ export class ChannelStateMachine {
   private busy(record: ChannelRecord): ChannelResult | undefined {
     const groupVoters = this.directory.votersOf?.(record.channelId);
     if (groupVoters === undefined) return undefined;
-    const wanted = memberHomeservers(record);
+    const wanted = orderingHomeservers(record);
     if (followsMembers(groupVoters, wanted)) return undefined;
     const voters = [...groupVoters].sort();
     return { ok: false, code: "busy", reason: `${record.channelId} is changing its homeservers from [${voters.join(", ")}] to [${wanted.join(", ")}]: retry shortly` };
@@ -452,6 +460,18 @@ export class ChannelStateMachine {
 /** The homeservers sponsoring a member of the channel, sorted. */
 export function memberHomeservers(record: ChannelRecord): string[] {
   return [...new Set(record.members.map((m) => m.homeserverId))].sort();
+}
+
+/**
+ * The homeservers that order the channel (the voters its group follows and
+ * its certificates count): those sponsoring a member, and its witnesses.
+ */
+export function orderingHomeservers(record: ChannelRecord): string[] {
+  return [...new Set([...record.members.map((m) => m.homeserverId), ...record.witnesses])].sort();
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function toMember(member: MlsMember, role: MemberRole): Member {

@@ -30,6 +30,7 @@ import { commitRemovesOwnLeaf } from "./commit-effects.ts";
 import { buildProposals, checkKeyPackages, committableProposals, type CommitIntent } from "./commit-intent.ts";
 import { sdkClientConfig, type Device } from "./device.ts";
 import { joinFromWelcome } from "./welcome-join.ts";
+import { witnessesExtension, witnessesOf } from "../mls/witnesses.ts";
 import { decodeKeyPackageMessage, decodeWelcomeMessage, decodeWholeMessage, encodeGroupInfoMessage, encodeWelcomeMessage, sha256, toHex, treeHomeservers, treeMembers, type TreeMember } from "./mls-codec.ts";
 import { CertificateError, CommitRetriesExhaustedError, ForkError, NotAMemberError, type ChannelTransport, type SubmitOutcome } from "./transport.ts";
 
@@ -145,11 +146,16 @@ export class Channel {
     this.certificateWaitMs = options.certificateWaitMs ?? 5_000;
   }
 
-  /** Creates a channel with this device as its only member (and owner), at epoch 0. */
-  static async create(device: Device, transport: ChannelTransport, channelId: string, options: ChannelOptions & { contentType?: string } = {}): Promise<Channel> {
+  /**
+   * Creates a channel with this device as its only member (and owner), at epoch 0. `witnesses` names
+   * homeservers that vote in its group without sponsoring a member (fixed for the channel's life; see
+   * src/mls/witnesses.ts): a channel on two homeservers with a third as witness survives losing one.
+   */
+  static async create(device: Device, transport: ChannelTransport, channelId: string, options: ChannelOptions & { contentType?: string; witnesses?: readonly string[] } = {}): Promise<Channel> {
     const own = await device.newKeyPackage();
     await device.forgetKeyPackage(own.publicPackage);
-    const state = await createGroup(new Uint8Array(randomBytes(16)), own.publicPackage, own.privatePackage, [], device.impl, sdkClientConfig);
+    const extensions = (options.witnesses ?? []).length > 0 ? [witnessesExtension(options.witnesses!)] : [];
+    const state = await createGroup(new Uint8Array(randomBytes(16)), own.publicPackage, own.privatePackage, extensions, device.impl, sdkClientConfig);
     const groupInfo = await createGroupInfoWithExternalPubAndRatchetTree(state, [], device.impl);
     const channelState = await transport.createChannel({
       channelId,
@@ -357,7 +363,7 @@ export class Channel {
    * a quorum or certificateWaitMs passed (then CertificatePendingError: nothing was applied, try later).
    */
   private async requireCertificate(certificate: Certificate | undefined, epoch: bigint, commitHash: Uint8Array, base: ClientState): Promise<Certificate> {
-    const voters = treeHomeservers(base.ratchetTree);
+    const voters = channelVoters(base);
     let directory = await this.transport.directory();
     if (voters.some((v) => !directory.keys.has(v))) directory = await this.transport.directory(true);
     const deadline = Date.now() + this.certificateWaitMs;
@@ -483,4 +489,14 @@ export class Channel {
       this.inbox.push({ kind: "skipped", sequence: event.sequence, epoch: event.epoch, reason: (error as Error).message });
     }
   }
+}
+
+/**
+ * The homeservers whose certificate the client accepts for a commit on `base`: those sponsoring a member
+ * of its own tree, and the witnesses its own GroupContext names. A server cannot add either.
+ */
+export function channelVoters(base: ClientState): string[] {
+  const witnesses = witnessesOf(base.groupContext.extensions);
+  if (!Array.isArray(witnesses)) throw new CertificateError(`the group's ${witnesses.reason}`);
+  return [...new Set([...treeHomeservers(base.ratchetTree), ...witnesses])].sort();
 }

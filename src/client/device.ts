@@ -21,6 +21,7 @@ import { defaultClientConfig } from "ts-mls/clientConfig.js";
 import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
 import { channelCipherSuite, deviceIdentityBytes, parseDeviceId } from "../mls/identity.ts";
 import { encodeKeyPackageMessage, toHex } from "./mls-codec.ts";
+import { witnessesExtensionType } from "../mls/witnesses.ts";
 
 /** At most this many unused KeyPackages are kept per device; older ones are forgotten first. */
 export const keyPackagesKeptMax = 64;
@@ -88,7 +89,7 @@ export class Device {
 
   /** Makes a KeyPackage, keeps its private half, and returns it (the object, for createChannel). */
   async newKeyPackage(): Promise<OwnKeyPackage> {
-    const made = await generateKeyPackageWithKey(this.credential, defaultCapabilities(), defaultLifetime, [], { ...this.signatureKeyPair }, this.impl);
+    const made = await generateKeyPackageWithKey(this.credential, deviceCapabilities(), defaultLifetime, [], { ...this.signatureKeyPair }, this.impl);
     const ref = toHex(await makeKeyPackageRef(made.publicPackage, this.impl.hash));
     this.keyPackages.set(ref, made);
     while (this.keyPackages.size > keyPackagesKeptMax) {
@@ -121,4 +122,10 @@ export class Device {
   async forgetKeyPackage(keyPackage: KeyPackage): Promise<void> {
     this.keyPackages.delete(toHex(await makeKeyPackageRef(keyPackage, this.impl.hash)));
   }
+}
+
+/** ts-mls' default capabilities plus the witnesses GroupContext extension, so the device can join channels that name witnesses. */
+export function deviceCapabilities(): ReturnType<typeof defaultCapabilities> {
+  const capabilities = defaultCapabilities();
+  return { ...capabilities, extensions: [...capabilities.extensions, witnessesExtensionType] };
 }

@@ -17,6 +17,7 @@ import { channelCipherSuite, parseDeviceId } from "./identity.ts";
 import { maxGroupInfoBytes, maxMembers } from "./limits.ts";
 import type { Member } from "./group-view.ts";
 import { reject, type Rejection } from "./rejection.ts";
+import { witnessesExtensionType, witnessesOf } from "./witnesses.ts";
 
 /** What {@link outlineGroupInfoMessage} reads. */
 export interface GroupInfoOutline {
@@ -25,6 +26,8 @@ export interface GroupInfoOutline {
   /** Leaf index of the member that signed the GroupInfo. */
   readonly signer: number;
   readonly members: readonly Member[];
+  /** The channel's witness homeservers, as its GroupContext names them (see witnesses.ts). */
+  readonly witnesses: readonly string[];
 }
 
 /** Suite 1's code point (RFC 9420 section 17.1), the only suite channels accept. */
@@ -157,7 +160,7 @@ function outline(bytes: Uint8Array): GroupInfoOutline | Rejection {
   const epoch = reader.u64();
   reader.skipVector(); // tree_hash
   reader.skipVector(); // confirmed_transcript_hash
-  extensionsOfType(reader, -1); // GroupContext extensions: walked for their framing only
+  const witnessData = extensionsOfType(reader, witnessesExtensionType); // GroupContext extensions
   const trees = extensionsOfType(reader, ratchetTreeExtension);
   reader.skipVector(); // confirmation_tag
   const signer = reader.u32();
@@ -167,7 +170,9 @@ function outline(bytes: Uint8Array): GroupInfoOutline | Rejection {
   const members = treeMembers(trees[0]!);
   if (!Array.isArray(members)) return members;
   if (!members.some((m) => m.leafIndex === signer)) return reject(`GroupInfo: signer ${signer} is not a member`);
-  return { groupId, epoch, signer, members };
+  const witnesses = witnessesOf(witnessData.map((extensionData) => ({ extensionType: witnessesExtensionType, extensionData })));
+  if (!Array.isArray(witnesses)) return reject(`GroupInfo: ${witnesses.reason}`);
+  return { groupId, epoch, signer, members, witnesses };
 }
 
 /** Reads the outline of an MLSMessage-framed GroupInfo (see the module comment). */

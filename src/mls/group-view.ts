@@ -7,6 +7,7 @@ import { bytesEqual, decodeFramed, sha256, toHex } from "./decode.ts";
 import { maxGroupInfoBytes, maxMembers } from "./limits.ts";
 import { reject, type Rejection } from "./rejection.ts";
 import { decodeRatchetTree } from "ts-mls/ratchetTree.js";
+import { witnessesOf } from "./witnesses.ts";
 
 /**
  * A channel's current public MLS view, kept by the channel state machine as bytes so it is easy to persist
@@ -36,6 +37,8 @@ export interface DecodedGroupInfo {
   /** The exact bytes of the ratchet_tree extension (the encoded tree). */
   readonly treeBytes: Uint8Array;
   readonly members: readonly Member[];
+  /** The channel's witness homeservers, as its GroupContext names them (see witnesses.ts). */
+  readonly witnesses: readonly string[];
   /** Size of the encoded GroupInfo message. */
   readonly byteSize: number;
 }
@@ -126,7 +129,9 @@ function decodeGroupInfoUncached(bytes: Uint8Array): DecodedGroupInfo | Rejectio
   const members = membersOf(tree);
   if (!Array.isArray(members)) return members;
   if (!members.some((m) => m.leafIndex === groupInfo.signer)) return reject(`GroupInfo: signer ${groupInfo.signer} is not a member`);
-  return { groupInfo, context, tree, treeBytes, members, byteSize: bytes.length };
+  const witnesses = witnessesOf(context.extensions);
+  if (!Array.isArray(witnesses)) return reject(`GroupInfo: ${witnesses.reason}`);
+  return { groupInfo, context, tree, treeBytes, members, witnesses, byteSize: bytes.length };
 }
 
 /** Decodes the channel's current view and checks it is self-consistent (group id and epoch). */

@@ -128,7 +128,8 @@ export class ChannelGroupMachine implements StateMachine {
       }
       const result = await this.applyCommand(command, entry.index, batch, inbox);
       results.set(entry.index, result);
-      if (result.ok && result.kind === "commit-accepted") this.context.listener.onMembersApplied(this.channelId);
+      // A commit changes the members; a creation names the first member and any witnesses.
+      if (result.ok && (result.kind === "commit-accepted" || result.kind === "created")) this.context.listener.onMembersApplied(this.channelId);
       announced.push([result, entry.index, command.requestId]);
     }
     writes.push(...batch.writes);

@@ -32,7 +32,7 @@ import type { Logger } from "pino";
 import type { ChannelMembers } from "../auth/channel-membership.ts";
 import { encodeChannelCommand } from "../channel/channel-command.ts";
 import { isValidChannelId } from "../channel/channel-keys.ts";
-import { memberHomeservers, type ChannelResult, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
+import { orderingHomeservers, type ChannelResult, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
 import { membershipSettled, nextMembershipStep } from "../channel/group-membership.ts";
 import type { ChannelRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { ChannelCommandSchema } from "../gen/epochd/state/v1/channel_state_pb.ts";
@@ -411,7 +411,7 @@ export class ChannelGroups implements HostedChannels {
       this.unsettled.delete(channelId);
       return;
     }
-    if (!membershipSettled(machine.confState(), memberHomeservers(record))) {
+    if (!membershipSettled(machine.confState(), orderingHomeservers(record))) {
       this.unsettled.add(channelId);
       this.reconcile(channelId);
       return;
@@ -450,7 +450,7 @@ export class ChannelGroups implements HostedChannels {
     const record = this.options.channels.channel(channelId);
     if (record === undefined || !driver.hosts(groupId) || driver.leaderOf(groupId) !== this.options.selfId) return;
     const status = driver.status(groupId);
-    const step = nextMembershipStep(memberHomeservers(record), status.confState, (id) => status.progress.get(id)?.match ?? 0, status.commit);
+    const step = nextMembershipStep(orderingHomeservers(record), status.confState, (id) => status.progress.get(id)?.match ?? 0, status.commit);
     if (step === undefined) return;
     if (step.kind === "add-learner") {
       this.notice(step.homeserver, hostChannelGroupTopic, channelId, true);
@@ -499,7 +499,7 @@ export class ChannelGroups implements HostedChannels {
     const record = this.options.channels.channel(channelId);
     const driver = this.options.driver;
     if (machine === undefined || to === this.options.selfId || !driver.leaderReady(groupId)) return;
-    if (isConfMember(driver.confState(groupId), to) || (record !== undefined && memberHomeservers(record).includes(to))) return;
+    if (isConfMember(driver.confState(groupId), to) || (record !== undefined && orderingHomeservers(record).includes(to))) return;
     this.notice(to, leaveChannelGroupTopic, channelId, false, `${driver.status(groupId).term}\n${machine.confIndex()}\n${channelId}`);
   }
 

@@ -283,6 +283,30 @@ describe("the channel state machine", () => {
     expect(await g.commit("g1", 1n, update)).toMatchObject({ ok: true, kind: "commit-accepted", epoch: 1n, voters: ["hs1", "hs2"] });
   });
 
+  it("witnesses: named by the GroupContext at creation, they must be homeservers of the cluster, count as voters, and no commit may change them", async () => {
+    const g = new Harness(servers, true);
+    const unknown = await buildGroup(["alice@hs1"], undefined, ["hs9"]);
+    expect(await g.apply({ case: "createChannel", value: { channelId: "w0", groupInfo: unknown.initialGroupInfo, contentType: "text/plain" } })).toMatchObject({ ok: false, code: "invalid", reason: expect.stringMatching(/hs9 are not homeservers/) });
+    const group = await buildGroup(["alice@hs1"], undefined, ["hs3"]);
+    g.groupVoters.set("w1", ["hs1"]);
+    const created = { channelId: "w1", groupInfo: group.initialGroupInfo, contentType: "text/plain", handshakeMode: HandshakeMode.ENCRYPTED };
+    expect(await g.apply({ case: "createChannel", value: created })).toMatchObject({ ok: true });
+    expect(g.machine.channel("w1")?.witnesses).toEqual(["hs3"]);
+    const bob = await makeDevice("bob@hs2");
+    const add = await makeCommit(memberOf(group, "alice@hs1").state, { add: [bob.keyPackage.publicPackage], publicMessage: false });
+    // Until the witness votes, the channel takes nothing; then its certificates count it.
+    expect(await g.commit("w1", 0n, add)).toMatchObject({ ok: false, code: "busy" });
+    g.groupVoters.set("w1", ["hs1", "hs3"]);
+    // A commit whose next GroupInfo drops the witnesses (a twin group without them, same id and epoch) is refused.
+    const twin = await buildGroup(["alice@hs1"], group.groupId);
+    const dropping = await makeCommit(memberOf(twin, "alice@hs1").state, { add: [bob.keyPackage.publicPackage], publicMessage: false });
+    expect(await g.commit("w1", 0n, dropping)).toMatchObject({ ok: false, code: "invalid", reason: expect.stringMatching(/may not change the channel's witnesses/) });
+    expect(await g.commit("w1", 0n, add)).toMatchObject({ ok: true, kind: "commit-accepted", voters: ["hs1", "hs3"] });
+    // The group now follows hs1, hs2 (bob) and hs3 (witness).
+    g.groupVoters.set("w1", ["hs1", "hs2", "hs3"]);
+    expect(await g.commit("w1", 1n, await makeCommit(add.newState, { publicMessage: false }))).toMatchObject({ ok: true, voters: ["hs1", "hs2", "hs3"] });
+  });
+
   it("is deterministic: replaying the same log gives the same stored bytes", async () => {
     const log: CommandInit[] = [];
     const recorder = new Harness(servers);

@@ -63,8 +63,8 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
   }
 
   /** Creates `channelId` by `creator` (on its homeserver) and adds `joiners` in one commit; returns the group and that commit's certificate. */
-  async function createChannel(channelId: string, creator: string, joiners: string[]): Promise<{ group: TestGroup; addCertificate: Certificate | undefined }> {
-    const group = await buildGroup([creator]);
+  async function createChannel(channelId: string, creator: string, joiners: string[], witnesses: string[] = []): Promise<{ group: TestGroup; addCertificate: Certificate | undefined }> {
+    const group = await buildGroup([creator], undefined, witnesses);
     const devices = await Promise.all(joiners.map((id) => makeDevice(id)));
     await Promise.all([memberOf(group, creator).device, ...devices.map((d) => d.device)].map((d) => logins.publish(d)));
     await clientOf(creator).createChannel({ channelId, groupInfo: group.initialGroupInfo, contentType: "text/plain" }, await as(creator));
@@ -249,5 +249,28 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     const own = ["ha@hs1", "hb@hs2", "hc@hs3"].find((d) => homeOf(d) === leader)!;
     await update("hib-123", trio.group, own);
     console.log(`[channel groups] hibernation: commit after the leader of a hibernating group was killed ${electedMs} ms`);
+  }, 120_000);
+
+  it("a witness homeserver votes in a channel it sponsors no member of: with one of the two members' homeservers killed, the channel still orders commits", async () => {
+    await cluster.waitForLeader(); // the test before restarted a homeserver
+    const pair = await createChannel("wit-12", "wa@hs1", ["wb@hs2"], ["hs3"]);
+    // hs3 hosts and votes from the start; its certificate signature counts like the others'.
+    expect(pair.addCertificate!.voters).toEqual(["hs1", "hs3"]);
+    await waitUntil(async () => (await hosting("wit-12")).size === 3, 10_000, "hs3 hosts the witnessed channel");
+    expect((await hosting("wit-12")).get("hs1")).toEqual(["hs1", "hs2", "hs3"]);
+    const certificate = await update("wit-12", pair.group, "wb@hs2");
+    expect(certificate.voters).toEqual(["hs1", "hs2", "hs3"]);
+    // hs3 has no member: its devices are refused, and the channel's state names it as a witness only.
+    const state = (await clientOf("wa@hs1").getChannel({ channelId: "wit-12" }, await as("wa@hs1"))).channel!;
+    expect({ homeservers: state.homeservers, witnesses: state.witnesses }).toEqual({ homeservers: ["hs1", "hs2"], witnesses: ["hs3"] });
+
+    // Without a witness, a channel on hs1 and hs2 stops when either dies; with hs3 as witness it goes on.
+    await cluster.kill("hs2", "SIGKILL");
+    try {
+      const after = await update("wit-12", pair.group, "wa@hs1");
+      expect(after.signatures.map((s) => s.homeserverId).sort()).toEqual(["hs1", "hs3"]);
+    } finally {
+      cluster.start("hs2");
+    }
   }, 120_000);
 });
