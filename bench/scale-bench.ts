@@ -3,8 +3,8 @@
  * group per channel at scale. Starts a local 3-homeserver cluster (`epochd cluster up`, TLS, fsync on),
  * creates N channels (default 10,000) of encrypted handshakes as alice@hs1, and gives each members on
  * hs2 (every channel) and hs3 (every other one) with its first commit, so each channel's group grows to
- * 2 or 3 homeservers through learner catch-up and promotion. Then measures per process the idle CPU (% of
- * one core over S seconds, default 30) and resident memory, and commits/s (accepted and certified) spread
+ * 2 or 3 homeservers through learner catch-up and promotion. Waits until the groups have hibernated, then
+ * measures per process the idle CPU (% of one core over S seconds, default 120) and resident memory at its end, and commits/s (accepted and certified) spread
  * over all N channels next to commits/s in a single channel, at concurrency C (default 64).
  * Prints tables; writes bench/results/scale.json.
  */
@@ -31,7 +31,7 @@ interface Options {
 
 function parseOptions(args: string[]): Options {
   const value = (name: string, fallback: number) => positiveOption(args, name, fallback);
-  return { channels: value("channels", 10_000), idleSeconds: value("idle-seconds", 30), seconds: value("seconds", 10), concurrency: value("concurrency", 64) };
+  return { channels: value("channels", 10_000), idleSeconds: value("idle-seconds", 120), seconds: value("seconds", 10), concurrency: value("concurrency", 64) };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
