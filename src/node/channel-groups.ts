@@ -227,7 +227,7 @@ export class ChannelGroups implements HostedChannels {
         this.options.channels.slim(channelId);
       },
     };
-    await this.options.driver.addGroup(store, this.machines.get(channelId)!, { quiesce: true, hibernation, startUnloaded: reopening && this.mayUnload(channelId) });
+    await this.options.driver.addGroup(store, this.machines.get(channelId)!, { quiesce: true, balanceLeadership: true, hibernation, startUnloaded: reopening && this.mayUnload(channelId) });
   }
 
   private async loadMachine(channelId: string, store: GroupStore): Promise<ChannelGroupMachine> {

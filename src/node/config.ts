@@ -60,6 +60,8 @@ export interface NodeConfig {
   readonly snapshotKeepEntries: number;
   /** A channel group quiet this long leaves memory until its next message or request; 0 keeps every group loaded. */
   readonly hibernateAfterMs: number;
+  /** How often to hand over leadership of loaded channel groups when this homeserver leads more than its share; 0 never. */
+  readonly balanceLeadersEveryMs: number;
   /** pino log level. */
   readonly logLevel: string;
 }
@@ -86,6 +88,7 @@ export const defaultNodeConfig: NodeConfig = {
   snapshotEveryEntries: 10_000,
   snapshotKeepEntries: 5_000,
   hibernateAfterMs: 10_000,
+  balanceLeadersEveryMs: 5_000,
   logLevel: "info",
 };
 
@@ -98,7 +101,7 @@ export class ConfigError extends Error {
 }
 
 type Key = keyof NodeConfig;
-const numberKeys: Key[] = ["electionTimeoutMs", "heartbeatIntervalMs", "tickIntervalMs", "snapshotEveryEntries", "snapshotKeepEntries", "hibernateAfterMs"];
+const numberKeys: Key[] = ["electionTimeoutMs", "heartbeatIntervalMs", "tickIntervalMs", "snapshotEveryEntries", "snapshotKeepEntries", "hibernateAfterMs", "balanceLeadersEveryMs"];
 const booleanKeys: Key[] = ["bootstrap", "insecure", "sync"];
 const pathKeys: Key[] = ["dataDir", "tlsCaCert", "tlsCert", "tlsKey", "tlsCaKey"];
 
@@ -202,6 +205,7 @@ export function validateNodeConfig(config: NodeConfig): void {
   if (electionTimeoutMs < 3 * heartbeatIntervalMs) throw new ConfigError("electionTimeoutMs must be at least 3 x heartbeatIntervalMs");
   if (config.snapshotKeepEntries >= config.snapshotEveryEntries) throw new ConfigError("snapshotKeepEntries must be below snapshotEveryEntries");
   if (config.hibernateAfterMs < 0) throw new ConfigError("hibernateAfterMs must be 0 (never) or more");
+  if (config.balanceLeadersEveryMs < 0) throw new ConfigError("balanceLeadersEveryMs must be 0 (never) or more");
   if (!config.insecure && (config.tlsCaCert === "" || config.tlsCert === "" || config.tlsKey === "")) {
     throw new ConfigError("TLS needs tlsCaCert, tlsCert and tlsKey (or run with --insecure for plaintext)");
   }

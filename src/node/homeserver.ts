@@ -146,8 +146,9 @@ export class Homeserver {
       clientAddressOf: (id) => clientAddresses.get(id) ?? "",
       observer: metrics.observer(),
       onFatal,
-      // Groups added with balanceLeadership (the test groups today): hand some over when leading more than a share.
-      balanceLeadersEveryMs: 5000,
+      // Groups added with balanceLeadership (channel and test groups) that are loaded: hand some over when
+      // leading more than a share. Hibernating groups cost nothing whoever leads them and are left alone.
+      balanceLeadersEveryMs: config.balanceLeadersEveryMs,
       hibernateAfterMs: config.hibernateAfterMs,
       // Many groups left memory: collect them now rather than whenever V8 next feels pressed.
       // Collect while a long wave of unloads goes on (every gcIntervalMsMin), and once more when it ends.

@@ -31,7 +31,8 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
   const clients = new Map<string, ChannelClient>();
 
   beforeAll(async () => {
-    cluster = await ProcessCluster.create(3, ["--hibernate-after-ms", String(hibernateAfterMs)]);
+    // Leader balancing off: the kill test checks that channels without the killed homeserver keep their leader and term.
+    cluster = await ProcessCluster.create(3, ["--hibernate-after-ms", String(hibernateAfterMs), "--balance-leaders-every-ms", "0"]);
     cluster.startAll();
     await cluster.waitForLeader();
     for (const id of ["hs1", "hs2", "hs3"]) clients.set(id, unaryClient(ChannelService, cluster.get(id).clientAddress, cluster.clientCredentials(), { "grpc.ssl_target_name_override": "localhost" }));
