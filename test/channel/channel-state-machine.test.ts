@@ -307,6 +307,18 @@ describe("the channel state machine", () => {
     expect(await g.commit("w1", 1n, await makeCommit(add.newState, { publicMessage: false }))).toMatchObject({ ok: true, voters: ["hs1", "hs2", "hs3"] });
   });
 
+  it("a slimmed record (its group hibernates) keeps members and epoch in memory; the whole record is read from the store", async () => {
+    const h = new Harness(servers);
+    await threeMemberChannel(h, "s1");
+    const whole = h.machine.channel("s1")!;
+    const get = async (key: Uint8Array) => h.stored.get(Buffer.concat([Buffer.from([0x43]), key]).toString("hex"));
+    h.machine.slim("s1");
+    const slim = h.machine.channel("s1")!;
+    expect(slim.groupInfo.byteLength).toBe(0);
+    expect({ epoch: slim.epoch, members: slim.members }).toEqual({ epoch: whole.epoch, members: whole.members });
+    expect(await h.machine.wholeRecord("s1", get)).toEqual(whole);
+  });
+
   it("is deterministic: replaying the same log gives the same stored bytes", async () => {
     const log: CommandInit[] = [];
     const recorder = new Harness(servers);
