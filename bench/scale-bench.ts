@@ -112,8 +112,8 @@ export async function run(args: string[]): Promise<void> {
     console.error(`set up in ${fixed(setupMs / 1000, 1)} s (created in ${fixed(createdMs / 1000, 1)} s); letting the groups go quiet and hibernate ...`);
     const layout = JSON.parse(readFileSync(join(cluster.dataDir, "cluster.json"), "utf8")) as { homeservers: Array<{ id: string; metricsAddress: string }> };
     const metricsAddresses = cluster.homeservers.map((h) => layout.homeservers.find((l) => l.id === h.id)!.metricsAddress);
-    // The groups hibernate after hibernateAfterMs (60 s by default) quiet.
-    await untilHibernationSettles(metricsAddresses, 75_000, 180_000);
+    // The groups hibernate after hibernateAfterMs (10 s by default) quiet; slower settings take longer.
+    await untilHibernationSettles(metricsAddresses, 15_000, 180_000);
     const cpuStart = pids.map((pid) => cpuTimeMs(pid) ?? 0);
     const idleStart = performance.now();
     await sleep(options.idleSeconds * 1000);

@@ -87,7 +87,7 @@ export const defaultNodeConfig: NodeConfig = {
   sync: true,
   snapshotEveryEntries: 10_000,
   snapshotKeepEntries: 5_000,
-  hibernateAfterMs: 60_000,
+  hibernateAfterMs: 10_000,
   balanceLeadersEveryMs: 5_000,
   logLevel: "info",
 };
