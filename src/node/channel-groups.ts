@@ -172,14 +172,9 @@ export class ChannelGroups implements HostedChannels {
     return this.options.channels.channel(channelId);
   }
 
-  /** How many channel groups are hosted here, and how many of them are loaded in memory. */
+  /** How many channel groups are hosted here, loaded or hibernating. */
   count(): number {
     return this.hosted.size;
-  }
-
-  /** How many hosted channel groups are loaded in memory (the others hibernate). */
-  loadedCount(): number {
-    return this.machines.size;
   }
 
   /** Reads of a hosted channel group's records (loaded or hibernating). */
