@@ -637,7 +637,8 @@ export class RaftDriver {
   /** Starts an election for `groupId` now (a pre-election first with PreVote), rather than at its timeout. */
   campaign(groupId: GroupId): void {
     if (this.dormant.has(groupId)) {
-      void this.wake(groupId).then(() => this.campaign(groupId));
+      // Loaded without campaigning on its own: the campaign below is the one asked for.
+      void this.wake(groupId, false).then(() => this.campaign(groupId));
       return;
     }
     const group = this.group(groupId);

@@ -378,7 +378,7 @@ export class ChannelGroups implements HostedChannels {
 
   async readIndex(channelId: string): Promise<LogIndex> {
     if (!this.hosted.has(channelId)) throw new ChannelNotHostedError(channelId);
-    await this.options.driver.wake(channelGroupId(channelId));
+    // The driver loads a hibernating group first (electing at once if it knows no leader).
     return this.options.driver.readIndex(channelGroupId(channelId));
   }
 
