@@ -1,12 +1,12 @@
 /**
  * Conversion between the core's Raft messages (src/raft/types.ts) and their
- * protobuf wire form (proto/epochd/raft/v1/raft.proto), with strict
+ * protobuf wire form (proto/epochd/raft/v1/raft.proto), written by hand over
+ * protowire.ts (the peer stream's hot path; tests check it against the
+ * generated protobuf-es codec in both directions), with strict
  * validation of everything a peer sends: a malformed or out-of-bounds message
  * becomes a {@link CodecError}, never a crash and never a value the core could
  * trip over.
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import * as pb from "../gen/epochd/raft/v1/raft_pb.ts";
 import { assert } from "../raft/assert.ts";
 import {
   EntryType,
@@ -17,36 +17,10 @@ import {
   type SnapshotMetadata,
 } from "../raft/types.ts";
 
-/** Why a peer's input was refused. Stable strings: they appear in logs and counters. */
-export type CodecErrorCode =
-  | "malformed-protobuf"
-  | "unknown-message-type"
-  | "unknown-entry-type"
-  | "bad-id"
-  | "number-out-of-range"
-  | "too-many-messages"
-  | "too-many-entries"
-  | "too-many-members"
-  | "entry-too-large"
-  | "context-too-large"
-  | "entries-not-contiguous"
-  | "entry-terms-out-of-order"
-  | "snapshot-misplaced"
-  | "missing-field"
-  | "too-many-notices"
-  | "notice-too-large";
+import { CodecError } from "./codec-error.ts";
+import { delimitedSize, utf8Length, varintFieldSize, WireReader, WireType, WireWriter } from "./protowire.ts";
 
-/** A peer sent bytes that are not a valid Raft message. Expected input, not a bug: drop it and log. */
-export class CodecError extends Error {
-  constructor(
-    readonly code: CodecErrorCode,
-    message: string,
-    options?: { cause: unknown },
-  ) {
-    super(`${code}: ${message}`, options);
-    this.name = "CodecError";
-  }
-}
+export { CodecError, type CodecErrorCode } from "./codec-error.ts";
 
 /** Bounds on what one peer message may hold. Checked on every decode, at the edge. */
 export interface CodecLimits {
@@ -86,77 +60,341 @@ export interface PeerNotice {
   readonly payload: Uint8Array;
 }
 
+const emptyBytes: Uint8Array = new Uint8Array(0);
+
 const knownMessageTypes: ReadonlySet<number> = new Set(
   Object.values(MessageType).filter((v): v is number => typeof v === "number"),
 );
 
-/** Core EntryType -> wire EntryType (the wire reserves 0 for "unspecified"). */
-function entryTypeToProto(type: EntryType): pb.EntryType {
-  return type === EntryType.ConfChange ? pb.EntryType.CONF_CHANGE : pb.EntryType.NORMAL;
+/** Field numbers of raft.proto, by message. */
+const EntryField = { term: 1, index: 2, type: 3, data: 4 } as const;
+const ConfStateField = { voters: 1, votersOutgoing: 2, learners: 3, learnersNext: 4 } as const;
+const SnapshotMetadataField = { index: 1, term: 2, confState: 3 } as const;
+const MessageField = {
+  type: 1, groupId: 2, from: 3, to: 4, term: 5, logTerm: 6, index: 7, entries: 8,
+  commit: 9, reject: 10, rejectHint: 11, rejectHintTerm: 12, snapshot: 13, context: 14,
+} as const;
+const BatchField = { messages: 1 } as const;
+const StreamRequestField = { batch: 1, notices: 2 } as const;
+const NoticeField = { topic: 1, payload: 2 } as const;
+const StreamResponseField = { nodeId: 1, droppedBatches: 2 } as const;
+const SnapshotHeaderField = { message: 1, dataBytes: 2 } as const;
+const SendSnapshotRequestField = { header: 1, data: 2 } as const;
+
+/** Wire EntryType (proto reserves 0 for "unspecified"): NORMAL = 1, CONF_CHANGE = 2. */
+const wireEntryType = { normal: 1, confChange: 2 } as const;
+
+function entryTypeToWire(type: EntryType): number {
+  return type === EntryType.ConfChange ? wireEntryType.confChange : wireEntryType.normal;
 }
 
-function entryTypeFromProto(type: pb.EntryType): EntryType {
-  if (type === pb.EntryType.NORMAL) return EntryType.Normal;
-  if (type === pb.EntryType.CONF_CHANGE) return EntryType.ConfChange;
+function entryTypeFromWire(type: number): EntryType {
+  if (type === wireEntryType.normal) return EntryType.Normal;
+  if (type === wireEntryType.confChange) return EntryType.ConfChange;
   throw new CodecError("unknown-entry-type", `entry type ${type}`);
 }
 
-function confStateToProto(confState: ConfState): pb.ConfState {
-  return create(pb.ConfStateSchema, {
-    voters: [...confState.voters],
-    votersOutgoing: [...confState.votersOutgoing],
-    learners: [...confState.learners],
-    learnersNext: [...confState.learnersNext],
-  });
+// ---- encoding: size everything, then write once into one buffer ------------------------------------
+
+function entrySize(entry: Entry): number {
+  return varintFieldSize(entry.term) + varintFieldSize(entry.index) + varintFieldSize(entryTypeToWire(entry.type)) + (entry.data.length === 0 ? 0 : delimitedSize(entry.data.length));
 }
 
-/**
- * The wire form of `message`. A snapshot's data is left out: it travels in
- * SendSnapshot chunks (see {@link encodeSnapshotHeader}).
- */
-export function messageToProto(message: Message): pb.Message {
+function writeEntry(writer: WireWriter, entry: Entry, size: number): void {
+  writer
+    .delimited(MessageField.entries, size)
+    .varintField(EntryField.term, entry.term)
+    .varintField(EntryField.index, entry.index)
+    .varintField(EntryField.type, entryTypeToWire(entry.type))
+    .bytesField(EntryField.data, entry.data);
+}
+
+const confStateLists = ["voters", "votersOutgoing", "learners", "learnersNext"] as const;
+
+function confStateSize(confState: ConfState): number {
+  let size = 0;
+  for (const list of confStateLists) for (const id of confState[list]) size += delimitedSize(utf8Length(id));
+  return size;
+}
+
+function snapshotMetadataSize(metadata: SnapshotMetadata): number {
+  return varintFieldSize(metadata.index) + varintFieldSize(metadata.term) + delimitedSize(confStateSize(metadata.confState));
+}
+
+function writeSnapshotMetadata(writer: WireWriter, metadata: SnapshotMetadata): void {
+  writer.delimited(MessageField.snapshot, snapshotMetadataSize(metadata)).varintField(SnapshotMetadataField.index, metadata.index).varintField(SnapshotMetadataField.term, metadata.term);
+  writer.delimited(SnapshotMetadataField.confState, confStateSize(metadata.confState));
+  for (const list of confStateLists) for (const id of metadata.confState[list]) writer.stringElement(ConfStateField[list], id, utf8Length(id));
+}
+
+/** A message's sizes, computed once and used by both passes. */
+interface MessagePlan {
+  readonly message: Message;
+  readonly groupIdBytes: number;
+  readonly fromBytes: number;
+  readonly toBytes: number;
+  readonly entrySizes: readonly number[];
+  readonly bodyBytes: number;
+}
+
+function planMessage(message: Message): MessagePlan {
   for (const value of [message.term, message.logTerm, message.index, message.commit, message.rejectHint, message.rejectHintTerm]) {
     assert(Number.isSafeInteger(value) && value >= 0, `message field out of range: ${value} (${MessageType[message.type]} to ${message.to})`);
   }
-  const metadata = message.snapshot?.metadata;
-  return create(pb.MessageSchema, {
-    type: message.type as number as pb.MessageType,
-    groupId: message.groupId,
-    from: message.from,
-    to: message.to,
-    term: BigInt(message.term),
-    logTerm: BigInt(message.logTerm),
-    index: BigInt(message.index),
-    entries: message.entries.map((entry) =>
-      create(pb.EntrySchema, {
-        term: BigInt(entry.term),
-        index: BigInt(entry.index),
-        type: entryTypeToProto(entry.type),
-        data: entry.data,
-      }),
-    ),
-    commit: BigInt(message.commit),
-    reject: message.reject,
-    rejectHint: BigInt(message.rejectHint),
-    rejectHintTerm: BigInt(message.rejectHintTerm),
-    context: message.context,
-    ...(metadata === undefined
-      ? {}
-      : {
-          snapshot: create(pb.SnapshotMetadataSchema, {
-            index: BigInt(metadata.index),
-            term: BigInt(metadata.term),
-            confState: confStateToProto(metadata.confState),
-          }),
-        }),
-  });
+  const groupIdBytes = utf8Length(message.groupId);
+  const fromBytes = utf8Length(message.from);
+  const toBytes = utf8Length(message.to);
+  const entrySizes = message.entries.map(entrySize);
+  let bodyBytes =
+    varintFieldSize(message.type) +
+    (groupIdBytes === 0 ? 0 : delimitedSize(groupIdBytes)) +
+    (fromBytes === 0 ? 0 : delimitedSize(fromBytes)) +
+    (toBytes === 0 ? 0 : delimitedSize(toBytes)) +
+    varintFieldSize(message.term) +
+    varintFieldSize(message.logTerm) +
+    varintFieldSize(message.index) +
+    varintFieldSize(message.commit) +
+    (message.reject ? 2 : 0) +
+    varintFieldSize(message.rejectHint) +
+    varintFieldSize(message.rejectHintTerm) +
+    (message.context.length === 0 ? 0 : delimitedSize(message.context.length));
+  for (const size of entrySizes) bodyBytes += delimitedSize(size);
+  if (message.snapshot !== null) bodyBytes += delimitedSize(snapshotMetadataSize(message.snapshot.metadata));
+  return { message, groupIdBytes, fromBytes, toBytes, entrySizes, bodyBytes };
 }
 
-function safeNumber(value: bigint, field: string): number {
-  if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw new CodecError("number-out-of-range", `${field} = ${value} exceeds 2^53 - 1`);
+function writeMessage(writer: WireWriter, field: number, plan: MessagePlan): void {
+  const m = plan.message;
+  writer
+    .delimited(field, plan.bodyBytes)
+    .varintField(MessageField.type, m.type)
+    .stringField(MessageField.groupId, m.groupId, plan.groupIdBytes)
+    .stringField(MessageField.from, m.from, plan.fromBytes)
+    .stringField(MessageField.to, m.to, plan.toBytes)
+    .varintField(MessageField.term, m.term)
+    .varintField(MessageField.logTerm, m.logTerm)
+    .varintField(MessageField.index, m.index);
+  m.entries.forEach((entry, i) => writeEntry(writer, entry, plan.entrySizes[i]!));
+  writer.varintField(MessageField.commit, m.commit).varintField(MessageField.reject, m.reject ? 1 : 0).varintField(MessageField.rejectHint, m.rejectHint).varintField(MessageField.rejectHintTerm, m.rejectHintTerm);
+  if (m.snapshot !== null) writeSnapshotMetadata(writer, m.snapshot.metadata);
+  writer.bytesField(MessageField.context, m.context);
+}
+
+/**
+ * Encodes one stream request: Raft messages and notices. Snapshot messages
+ * never go in a batch: the caller routes them through SendSnapshot (a
+ * programmer error otherwise).
+ */
+export function encodeBatch(messages: readonly Message[], notices: readonly PeerNotice[] = []): Buffer {
+  const plans = messages.map((message) => {
+    assert(message.type !== MessageType.Snapshot, "Snapshot messages go through SendSnapshot, not a batch");
+    return planMessage(message);
+  });
+  let batchBytes = 0;
+  for (const plan of plans) batchBytes += delimitedSize(plan.bodyBytes);
+  const noticeSizes = notices.map((n) => {
+    const topicBytes = utf8Length(n.topic);
+    return { topicBytes, bodyBytes: (topicBytes === 0 ? 0 : delimitedSize(topicBytes)) + (n.payload.length === 0 ? 0 : delimitedSize(n.payload.length)) };
+  });
+  let size = delimitedSize(batchBytes);
+  for (const { bodyBytes } of noticeSizes) size += delimitedSize(bodyBytes);
+  const writer = new WireWriter(size).delimited(StreamRequestField.batch, batchBytes);
+  for (const plan of plans) writeMessage(writer, BatchField.messages, plan);
+  notices.forEach((notice, i) => {
+    const { topicBytes, bodyBytes } = noticeSizes[i]!;
+    writer.delimited(StreamRequestField.notices, bodyBytes).stringField(NoticeField.topic, notice.topic, topicBytes).bytesField(NoticeField.payload, notice.payload);
+  });
+  return writer.finish();
+}
+
+/** Encodes what a receiver writes back on a stream. */
+export function encodeStreamResponse(nodeId: string, droppedBatches: number): Buffer {
+  const nodeIdBytes = utf8Length(nodeId);
+  return new WireWriter((nodeIdBytes === 0 ? 0 : delimitedSize(nodeIdBytes)) + varintFieldSize(droppedBatches))
+    .stringField(StreamResponseField.nodeId, nodeId, nodeIdBytes)
+    .varintField(StreamResponseField.droppedBatches, droppedBatches)
+    .finish();
+}
+
+/** Encodes the first request of a SendSnapshot call: the Snapshot message and its data length. */
+export function encodeSnapshotHeader(message: Message): Buffer {
+  assert(message.type === MessageType.Snapshot && message.snapshot !== null, "snapshot header needs a Snapshot message");
+  const plan = planMessage(message);
+  const dataBytes = message.snapshot.data.length;
+  const headerBytes = delimitedSize(plan.bodyBytes) + varintFieldSize(dataBytes);
+  const writer = new WireWriter(delimitedSize(headerBytes)).delimited(SendSnapshotRequestField.header, headerBytes);
+  writeMessage(writer, SnapshotHeaderField.message, plan);
+  return writer.varintField(SnapshotHeaderField.dataBytes, dataBytes).finish();
+}
+
+/** Encodes one data chunk of a SendSnapshot call. */
+export function encodeSnapshotChunk(data: Uint8Array): Buffer {
+  // A oneof member is written even when empty (it says which case is set).
+  return new WireWriter(delimitedSize(data.length)).delimited(SendSnapshotRequestField.data, data.length).raw(data).finish();
+}
+
+/** Encodes the receiver's acknowledgement of a whole snapshot. */
+export function encodeSendSnapshotResponse(dataBytes: number): Buffer {
+  return new WireWriter(varintFieldSize(dataBytes)).varintField(1, dataBytes).finish();
+}
+
+// ---- decoding: read the wire form, then validate it -------------------------------------------------
+
+/** A Message as read off the wire, before validation. */
+interface WireMessage {
+  type: number;
+  groupId: string;
+  from: string;
+  to: string;
+  term: number;
+  logTerm: number;
+  index: number;
+  readonly entries: Array<{ term: number; index: number; type: number; data: Uint8Array }>;
+  commit: number;
+  reject: boolean;
+  rejectHint: number;
+  rejectHintTerm: number;
+  snapshot: { index: number; term: number; confState: ConfState | undefined } | undefined;
+  context: Uint8Array;
+}
+
+function readEntry(reader: WireReader, limits: CodecLimits): WireMessage["entries"][number] {
+  const entry = { term: 0, index: 0, type: 0, data: emptyBytes };
+  while (!reader.done()) {
+    const tag = reader.tag();
+    switch (tag >>> 3) {
+      case EntryField.term:
+        reader.expect(tag, WireType.Varint);
+        entry.term = reader.varint("entry term");
+        break;
+      case EntryField.index:
+        reader.expect(tag, WireType.Varint);
+        entry.index = reader.varint("entry index");
+        break;
+      case EntryField.type:
+        reader.expect(tag, WireType.Varint);
+        entry.type = reader.enumValue();
+        break;
+      case EntryField.data:
+        reader.expect(tag, WireType.LengthDelimited);
+        entry.data = reader.bytes(limits.maxEntryBytes, "entry-too-large");
+        break;
+      default:
+        reader.skip(tag & 7);
+    }
   }
-  return Number(value);
+  return entry;
+}
+
+function readConfState(reader: WireReader, limits: CodecLimits): ConfState {
+  const lists: Record<(typeof confStateLists)[number], string[]> = { voters: [], votersOutgoing: [], learners: [], learnersNext: [] };
+  while (!reader.done()) {
+    const tag = reader.tag();
+    const list = confStateLists[(tag >>> 3) - 1];
+    if (list === undefined) {
+      reader.skip(tag & 7);
+      continue;
+    }
+    reader.expect(tag, WireType.LengthDelimited);
+    if (lists[list].length >= limits.maxMembers) throw new CodecError("too-many-members", `${list} has more than ${limits.maxMembers} ids`);
+    lists[list].push(checkId(reader.string(), `${list}[${lists[list].length}]`, limits));
+  }
+  return lists;
+}
+
+function readSnapshotMetadata(reader: WireReader, limits: CodecLimits): NonNullable<WireMessage["snapshot"]> {
+  const metadata: NonNullable<WireMessage["snapshot"]> = { index: 0, term: 0, confState: undefined };
+  while (!reader.done()) {
+    const tag = reader.tag();
+    switch (tag >>> 3) {
+      case SnapshotMetadataField.index:
+        reader.expect(tag, WireType.Varint);
+        metadata.index = reader.varint("snapshot.index");
+        break;
+      case SnapshotMetadataField.term:
+        reader.expect(tag, WireType.Varint);
+        metadata.term = reader.varint("snapshot.term");
+        break;
+      case SnapshotMetadataField.confState:
+        reader.expect(tag, WireType.LengthDelimited);
+        metadata.confState = readConfState(reader.nested(), limits);
+        break;
+      default:
+        reader.skip(tag & 7);
+    }
+  }
+  return metadata;
+}
+
+function readMessage(reader: WireReader, limits: CodecLimits): WireMessage {
+  const m: WireMessage = {
+    type: 0, groupId: "", from: "", to: "", term: 0, logTerm: 0, index: 0, entries: [],
+    commit: 0, reject: false, rejectHint: 0, rejectHintTerm: 0, snapshot: undefined, context: emptyBytes,
+  };
+  while (!reader.done()) {
+    const tag = reader.tag();
+    const field = tag >>> 3;
+    switch (field) {
+      case MessageField.type:
+        reader.expect(tag, WireType.Varint);
+        m.type = reader.enumValue();
+        break;
+      case MessageField.groupId:
+      case MessageField.from:
+      case MessageField.to: {
+        reader.expect(tag, WireType.LengthDelimited);
+        const value = reader.string();
+        if (field === MessageField.groupId) m.groupId = value;
+        else if (field === MessageField.from) m.from = value;
+        else m.to = value;
+        break;
+      }
+      case MessageField.term:
+        reader.expect(tag, WireType.Varint);
+        m.term = reader.varint("term");
+        break;
+      case MessageField.logTerm:
+        reader.expect(tag, WireType.Varint);
+        m.logTerm = reader.varint("log_term");
+        break;
+      case MessageField.index:
+        reader.expect(tag, WireType.Varint);
+        m.index = reader.varint("index");
+        break;
+      case MessageField.entries:
+        reader.expect(tag, WireType.LengthDelimited);
+        if (m.entries.length >= limits.maxEntriesPerMessage) throw new CodecError("too-many-entries", `more than ${limits.maxEntriesPerMessage} entries`);
+        m.entries.push(readEntry(reader.nested(), limits));
+        break;
+      case MessageField.commit:
+        reader.expect(tag, WireType.Varint);
+        m.commit = reader.varint("commit");
+        break;
+      case MessageField.reject:
+        reader.expect(tag, WireType.Varint);
+        m.reject = reader.enumValue() !== 0;
+        break;
+      case MessageField.rejectHint:
+        reader.expect(tag, WireType.Varint);
+        m.rejectHint = reader.varint("reject_hint");
+        break;
+      case MessageField.rejectHintTerm:
+        reader.expect(tag, WireType.Varint);
+        m.rejectHintTerm = reader.varint("reject_hint_term");
+        break;
+      case MessageField.snapshot:
+        reader.expect(tag, WireType.LengthDelimited);
+        m.snapshot = readSnapshotMetadata(reader.nested(), limits);
+        break;
+      case MessageField.context:
+        reader.expect(tag, WireType.LengthDelimited);
+        m.context = reader.bytes(limits.maxContextBytes, "context-too-large");
+        break;
+      default:
+        reader.skip(tag & 7);
+    }
+  }
+  return m;
 }
 
 function checkId(id: string, field: string, limits: CodecLimits): string {
@@ -166,165 +404,132 @@ function checkId(id: string, field: string, limits: CodecLimits): string {
   return id;
 }
 
-function checkIds(ids: readonly string[], field: string, limits: CodecLimits): string[] {
-  if (ids.length > limits.maxMembers) {
-    throw new CodecError("too-many-members", `${field} has ${ids.length} ids (max ${limits.maxMembers})`);
-  }
-  return ids.map((id, i) => checkId(id, `${field}[${i}]`, limits));
-}
-
-function confStateFromProto(confState: pb.ConfState | undefined, limits: CodecLimits): ConfState {
-  if (confState === undefined) throw new CodecError("missing-field", "snapshot.conf_state");
-  return {
-    voters: checkIds(confState.voters, "voters", limits),
-    votersOutgoing: checkIds(confState.votersOutgoing, "voters_outgoing", limits),
-    learners: checkIds(confState.learners, "learners", limits),
-    learnersNext: checkIds(confState.learnersNext, "learners_next", limits),
-  };
-}
-
-/**
- * Copies bytes out of a receive buffer into a plain Uint8Array, so stored
- * entries do not pin whole batches in memory (Buffer#slice would be a view).
- */
-function ownedBytes(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(bytes);
-}
-
 /**
  * Validates the entries of one message. Invariant checked: entries[i].index
  * == index + 1 + i, and logTerm <= entries[0].term <= ... <= term (a Raft
  * log's terms never decrease, and no entry is newer than its sender's term).
  */
-function entriesFromProto(p: pb.Message, index: number, logTerm: number, term: number, limits: CodecLimits): Entry[] {
-  if (p.entries.length > limits.maxEntriesPerMessage) {
-    throw new CodecError("too-many-entries", `${p.entries.length} entries (max ${limits.maxEntriesPerMessage})`);
-  }
-  if (p.type === pb.MessageType.PROPOSE) return proposedEntriesFromProto(p, limits);
+function entriesFromWire(w: WireMessage): Entry[] {
+  if (w.type === MessageType.Propose) return proposedEntriesFromWire(w);
   const entries: Entry[] = [];
-  let previousTerm = logTerm;
-  for (const [i, e] of p.entries.entries()) {
-    const entryIndex = safeNumber(e.index, `entries[${i}].index`);
-    const entryTerm = safeNumber(e.term, `entries[${i}].term`);
-    if (entryIndex !== index + 1 + i) {
-      throw new CodecError("entries-not-contiguous", `entries[${i}].index = ${entryIndex}, expected ${index + 1 + i}`);
+  let previousTerm = w.logTerm;
+  for (const [i, e] of w.entries.entries()) {
+    if (e.index !== w.index + 1 + i) {
+      throw new CodecError("entries-not-contiguous", `entries[${i}].index = ${e.index}, expected ${w.index + 1 + i}`);
     }
-    if (entryTerm < previousTerm || entryTerm > term) {
-      throw new CodecError("entry-terms-out-of-order", `entries[${i}].term = ${entryTerm} (after ${previousTerm}, message term ${term})`);
+    if (e.term < previousTerm || e.term > w.term) {
+      throw new CodecError("entry-terms-out-of-order", `entries[${i}].term = ${e.term} (after ${previousTerm}, message term ${w.term})`);
     }
-    if (e.data.length > limits.maxEntryBytes) {
-      throw new CodecError("entry-too-large", `entries[${i}] has ${e.data.length} bytes (max ${limits.maxEntryBytes})`);
-    }
-    entries.push({ term: entryTerm, index: entryIndex, type: entryTypeFromProto(e.type), data: ownedBytes(e.data) });
-    previousTerm = entryTerm;
+    entries.push({ term: e.term, index: e.index, type: entryTypeFromWire(e.type), data: e.data });
+    previousTerm = e.term;
   }
   return entries;
 }
 
 /** Forwarded proposals: index and term 0 (the leader assigns them), application data only. */
-function proposedEntriesFromProto(p: pb.Message, limits: CodecLimits): Entry[] {
-  return p.entries.map((e, i) => {
-    if (e.index !== 0n || e.term !== 0n) throw new CodecError("entries-not-contiguous", `proposed entries[${i}] must have index and term 0`);
-    if (entryTypeFromProto(e.type) !== EntryType.Normal) throw new CodecError("unknown-entry-type", `proposed entries[${i}] must be normal entries`);
-    if (e.data.length > limits.maxEntryBytes) {
-      throw new CodecError("entry-too-large", `entries[${i}] has ${e.data.length} bytes (max ${limits.maxEntryBytes})`);
-    }
-    return { term: 0, index: 0, type: EntryType.Normal, data: ownedBytes(e.data) };
+function proposedEntriesFromWire(w: WireMessage): Entry[] {
+  return w.entries.map((e, i) => {
+    if (e.index !== 0 || e.term !== 0) throw new CodecError("entries-not-contiguous", `proposed entries[${i}] must have index and term 0`);
+    if (entryTypeFromWire(e.type) !== EntryType.Normal) throw new CodecError("unknown-entry-type", `proposed entries[${i}] must be normal entries`);
+    return { term: 0, index: 0, type: EntryType.Normal, data: e.data };
   });
 }
 
-function snapshotMetadataFromProto(p: pb.Message, limits: CodecLimits): SnapshotMetadata | null {
-  const isSnapshot = p.type === pb.MessageType.SNAPSHOT;
-  if (p.snapshot === undefined) {
+function snapshotMetadataFromWire(w: WireMessage): SnapshotMetadata | null {
+  const isSnapshot = w.type === MessageType.Snapshot;
+  if (w.snapshot === undefined) {
     if (isSnapshot) throw new CodecError("missing-field", "snapshot metadata of a Snapshot message");
     return null;
   }
-  if (!isSnapshot) throw new CodecError("snapshot-misplaced", `snapshot metadata on message type ${p.type}`);
-  return {
-    index: safeNumber(p.snapshot.index, "snapshot.index"),
-    term: safeNumber(p.snapshot.term, "snapshot.term"),
-    confState: confStateFromProto(p.snapshot.confState, limits),
-  };
+  if (!isSnapshot) throw new CodecError("snapshot-misplaced", `snapshot metadata on message type ${w.type}`);
+  if (w.snapshot.confState === undefined) throw new CodecError("missing-field", "snapshot.conf_state");
+  return { index: w.snapshot.index, term: w.snapshot.term, confState: w.snapshot.confState };
 }
 
 /**
- * The core message `p` stands for, after checking every field against
+ * The core message `w` stands for, after checking every field against
  * `limits`. For a Snapshot message, `snapshotData` is the reassembled data;
  * any other message must come with null.
  */
-export function messageFromProto(p: pb.Message, limits: CodecLimits, snapshotData: Uint8Array | null): Message {
-  if (!knownMessageTypes.has(p.type)) throw new CodecError("unknown-message-type", `type ${p.type}`);
-  const term = safeNumber(p.term, "term");
-  const logTerm = safeNumber(p.logTerm, "log_term");
-  const index = safeNumber(p.index, "index");
-  if (p.context.length > limits.maxContextBytes) {
-    throw new CodecError("context-too-large", `context has ${p.context.length} bytes (max ${limits.maxContextBytes})`);
-  }
-  const metadata = snapshotMetadataFromProto(p, limits);
+function messageFromWire(w: WireMessage, limits: CodecLimits, snapshotData: Uint8Array | null): Message {
+  if (!knownMessageTypes.has(w.type)) throw new CodecError("unknown-message-type", `type ${w.type}`);
+  const metadata = snapshotMetadataFromWire(w);
   if ((metadata === null) !== (snapshotData === null)) {
     throw new CodecError("snapshot-misplaced", "snapshot data without a Snapshot message, or the reverse");
   }
   return {
-    type: p.type as number as MessageType,
-    groupId: checkId(p.groupId, "group_id", limits),
-    from: checkId(p.from, "from", limits),
-    to: checkId(p.to, "to", limits),
-    term,
-    logTerm,
-    index,
-    entries: entriesFromProto(p, index, logTerm, term, limits),
-    commit: safeNumber(p.commit, "commit"),
-    reject: p.reject,
-    rejectHint: safeNumber(p.rejectHint, "reject_hint"),
-    rejectHintTerm: safeNumber(p.rejectHintTerm, "reject_hint_term"),
+    type: w.type as MessageType,
+    groupId: checkId(w.groupId, "group_id", limits),
+    from: checkId(w.from, "from", limits),
+    to: checkId(w.to, "to", limits),
+    term: w.term,
+    logTerm: w.logTerm,
+    index: w.index,
+    entries: entriesFromWire(w),
+    commit: w.commit,
+    reject: w.reject,
+    rejectHint: w.rejectHint,
+    rejectHintTerm: w.rejectHintTerm,
     snapshot: metadata === null || snapshotData === null ? null : { metadata, data: snapshotData },
-    context: ownedBytes(p.context),
+    context: w.context,
   };
 }
 
-function parse<T extends pb.StreamRequest | pb.SendSnapshotRequest | pb.StreamResponse>(
-  decode: () => T,
-): T {
-  try {
-    return decode();
-  } catch (cause) {
-    throw new CodecError("malformed-protobuf", cause instanceof Error ? cause.message : String(cause), { cause });
-  }
-}
-
 /**
- * Encodes one stream request: Raft messages and notices. Snapshot messages
- * never go in a batch: the caller routes them through SendSnapshot (a
- * programmer error otherwise).
+ * Decodes and validates one stream request from a peer. Throws
+ * {@link CodecError}. As protobuf readers do, repeated occurrences of the
+ * batch merge, and unknown fields are skipped.
  */
-export function encodeBatch(messages: readonly Message[], notices: readonly PeerNotice[] = []): Uint8Array {
-  const protos = messages.map((message) => {
-    assert(message.type !== MessageType.Snapshot, "Snapshot messages go through SendSnapshot, not a batch");
-    return messageToProto(message);
-  });
-  return toBinary(pb.StreamRequestSchema, create(pb.StreamRequestSchema, { batch: { messages: protos }, notices: notices.map((n) => ({ topic: n.topic, payload: n.payload })) }));
+export function decodeStreamRequest(bytes: Uint8Array, limits: CodecLimits): { messages: Message[]; notices: PeerNotice[] } {
+  const reader = new WireReader(bytes);
+  const messages: Message[] = [];
+  const notices: PeerNotice[] = [];
+  while (!reader.done()) {
+    const tag = reader.tag();
+    const field = tag >>> 3;
+    if (field === StreamRequestField.batch) {
+      reader.expect(tag, WireType.LengthDelimited);
+      const batch = reader.nested();
+      while (!batch.done()) {
+        const batchTag = batch.tag();
+        if (batchTag >>> 3 !== BatchField.messages) {
+          batch.skip(batchTag & 7);
+          continue;
+        }
+        batch.expect(batchTag, WireType.LengthDelimited);
+        if (messages.length >= limits.maxMessagesPerBatch) throw new CodecError("too-many-messages", `more than ${limits.maxMessagesPerBatch} messages`);
+        const wire = readMessage(batch.nested(), limits);
+        if (wire.type === MessageType.Snapshot) throw new CodecError("snapshot-misplaced", "Snapshot message in a stream batch");
+        messages.push(messageFromWire(wire, limits, null));
+      }
+    } else if (field === StreamRequestField.notices) {
+      reader.expect(tag, WireType.LengthDelimited);
+      if (notices.length >= limits.maxNoticesPerBatch) throw new CodecError("too-many-notices", `more than ${limits.maxNoticesPerBatch} notices`);
+      notices.push(readNotice(reader.nested(), limits));
+    } else {
+      reader.skip(tag & 7);
+    }
+  }
+  return { messages, notices };
 }
 
-/** Decodes and validates one stream request from a peer. Throws {@link CodecError}. */
-export function decodeStreamRequest(bytes: Uint8Array, limits: CodecLimits): { messages: Message[]; notices: PeerNotice[] } {
-  const request = parse(() => fromBinary(pb.StreamRequestSchema, bytes, { readUnknownFields: false }));
-  const protos = request.batch?.messages ?? [];
-  if (protos.length > limits.maxMessagesPerBatch) {
-    throw new CodecError("too-many-messages", `${protos.length} messages (max ${limits.maxMessagesPerBatch})`);
+function readNotice(reader: WireReader, limits: CodecLimits): PeerNotice {
+  let topic = "";
+  let payload = emptyBytes;
+  while (!reader.done()) {
+    const tag = reader.tag();
+    const field = tag >>> 3;
+    if (field === NoticeField.topic) {
+      reader.expect(tag, WireType.LengthDelimited);
+      topic = reader.string();
+    } else if (field === NoticeField.payload) {
+      reader.expect(tag, WireType.LengthDelimited);
+      payload = reader.bytes(limits.maxNoticeBytes, "notice-too-large");
+    } else {
+      reader.skip(tag & 7);
+    }
   }
-  if (request.notices.length > limits.maxNoticesPerBatch) {
-    throw new CodecError("too-many-notices", `${request.notices.length} notices (max ${limits.maxNoticesPerBatch})`);
-  }
-  const notices = request.notices.map((n) => {
-    checkId(n.topic, "notice topic", limits);
-    if (n.payload.byteLength > limits.maxNoticeBytes) throw new CodecError("notice-too-large", `${n.payload.byteLength} bytes (max ${limits.maxNoticeBytes})`);
-    return { topic: n.topic, payload: n.payload };
-  });
-  const messages = protos.map((p) => {
-    if (p.type === pb.MessageType.SNAPSHOT) throw new CodecError("snapshot-misplaced", "Snapshot message in a stream batch");
-    return messageFromProto(p, limits, null);
-  });
-  return { messages, notices };
+  return { topic: checkId(topic, "notice topic", limits), payload };
 }
 
 /** Decodes and validates the Raft messages of one stream request. Throws {@link CodecError}. */
@@ -332,30 +537,24 @@ export function decodeBatch(bytes: Uint8Array, limits: CodecLimits): Message[] {
   return decodeStreamRequest(bytes, limits).messages;
 }
 
-/** Encodes what a receiver writes back on a stream. */
-export function encodeStreamResponse(nodeId: string, droppedBatches: number): Uint8Array {
-  return toBinary(pb.StreamResponseSchema, create(pb.StreamResponseSchema, { nodeId, droppedBatches: BigInt(droppedBatches) }));
-}
-
 /** Decodes a receiver's stream response. Throws {@link CodecError}. */
 export function decodeStreamResponse(bytes: Uint8Array): { nodeId: string; droppedBatches: number } {
-  const response = parse(() => fromBinary(pb.StreamResponseSchema, bytes, { readUnknownFields: false }));
-  return { nodeId: response.nodeId, droppedBatches: safeNumber(response.droppedBatches, "dropped_batches") };
-}
-
-/** Encodes the first request of a SendSnapshot call: the Snapshot message and its data length. */
-export function encodeSnapshotHeader(message: Message): Uint8Array {
-  assert(message.type === MessageType.Snapshot && message.snapshot !== null, "snapshot header needs a Snapshot message");
-  const header = create(pb.SnapshotHeaderSchema, {
-    message: messageToProto(message),
-    dataBytes: BigInt(message.snapshot.data.length),
-  });
-  return toBinary(pb.SendSnapshotRequestSchema, create(pb.SendSnapshotRequestSchema, { chunk: { case: "header", value: header } }));
-}
-
-/** Encodes one data chunk of a SendSnapshot call. */
-export function encodeSnapshotChunk(data: Uint8Array): Uint8Array {
-  return toBinary(pb.SendSnapshotRequestSchema, create(pb.SendSnapshotRequestSchema, { chunk: { case: "data", value: data } }));
+  const reader = new WireReader(bytes);
+  const response = { nodeId: "", droppedBatches: 0 };
+  while (!reader.done()) {
+    const tag = reader.tag();
+    const field = tag >>> 3;
+    if (field === StreamResponseField.nodeId) {
+      reader.expect(tag, WireType.LengthDelimited);
+      response.nodeId = reader.string();
+    } else if (field === StreamResponseField.droppedBatches) {
+      reader.expect(tag, WireType.Varint);
+      response.droppedBatches = reader.varint("dropped_batches");
+    } else {
+      reader.skip(tag & 7);
+    }
+  }
+  return response;
 }
 
 /**
@@ -366,24 +565,49 @@ export type SnapshotRequest =
   | { readonly kind: "header"; readonly message: Message; readonly dataBytes: number }
   | { readonly kind: "data"; readonly data: Uint8Array };
 
-/** Decodes and validates one SendSnapshot request. Throws {@link CodecError}. */
+/** Decodes and validates one SendSnapshot request (the last member of the oneof wins). Throws {@link CodecError}. */
 export function decodeSnapshotRequest(bytes: Uint8Array, limits: CodecLimits): SnapshotRequest {
-  const request = parse(() => fromBinary(pb.SendSnapshotRequestSchema, bytes, { readUnknownFields: false }));
-  const chunk = request.chunk;
-  if (chunk.case === "data") return { kind: "data", data: chunk.value };
-  if (chunk.case !== "header" || chunk.value.message === undefined) {
-    throw new CodecError("missing-field", "snapshot request without header or data");
+  const reader = new WireReader(bytes);
+  let chunk: { kind: "header"; message: WireMessage | undefined; dataBytes: number } | { kind: "data"; data: Uint8Array } | undefined;
+  while (!reader.done()) {
+    const tag = reader.tag();
+    const field = tag >>> 3;
+    if (field === SendSnapshotRequestField.data) {
+      reader.expect(tag, WireType.LengthDelimited);
+      // A chunk is at most one gRPC message; the transfer's own limit bounds the whole.
+      chunk = { kind: "data", data: reader.bytes(Number.MAX_SAFE_INTEGER, "entry-too-large") };
+    } else if (field === SendSnapshotRequestField.header) {
+      reader.expect(tag, WireType.LengthDelimited);
+      chunk = readSnapshotHeader(reader.nested(), limits);
+    } else {
+      reader.skip(tag & 7);
+    }
   }
-  if (chunk.value.message.type !== pb.MessageType.SNAPSHOT) {
-    throw new CodecError("snapshot-misplaced", `snapshot header holds message type ${chunk.value.message.type}`);
+  if (chunk === undefined) throw new CodecError("missing-field", "snapshot request without header or data");
+  if (chunk.kind === "data") return chunk;
+  if (chunk.message === undefined) throw new CodecError("missing-field", "snapshot header without its message");
+  if (chunk.message.type !== MessageType.Snapshot) {
+    throw new CodecError("snapshot-misplaced", `snapshot header holds message type ${chunk.message.type}`);
   }
-  const message = messageFromProto(chunk.value.message, limits, new Uint8Array(0));
-  return { kind: "header", message, dataBytes: safeNumber(chunk.value.dataBytes, "data_bytes") };
+  return { kind: "header", message: messageFromWire(chunk.message, limits, new Uint8Array(0)), dataBytes: chunk.dataBytes };
 }
 
-/** Encodes the receiver's acknowledgement of a whole snapshot. */
-export function encodeSendSnapshotResponse(dataBytes: number): Uint8Array {
-  return toBinary(pb.SendSnapshotResponseSchema, create(pb.SendSnapshotResponseSchema, { dataBytes: BigInt(dataBytes) }));
+function readSnapshotHeader(reader: WireReader, limits: CodecLimits): { kind: "header"; message: WireMessage | undefined; dataBytes: number } {
+  const header: { kind: "header"; message: WireMessage | undefined; dataBytes: number } = { kind: "header", message: undefined, dataBytes: 0 };
+  while (!reader.done()) {
+    const tag = reader.tag();
+    const field = tag >>> 3;
+    if (field === SnapshotHeaderField.message) {
+      reader.expect(tag, WireType.LengthDelimited);
+      header.message = readMessage(reader.nested(), limits);
+    } else if (field === SnapshotHeaderField.dataBytes) {
+      reader.expect(tag, WireType.Varint);
+      header.dataBytes = reader.varint("data_bytes");
+    } else {
+      reader.skip(tag & 7);
+    }
+  }
+  return header;
 }
 
 /**

@@ -94,11 +94,11 @@ export class InboundService {
     const log = this.options.logger.child({ peer: peerId });
     let droppedBatches = 0;
     this.streams.set(call, peerId);
-    call.write(Buffer.from(encodeStreamResponse(this.options.selfId, 0)));
+    call.write(encodeStreamResponse(this.options.selfId, 0));
     call.on("data", (bytes: Buffer) => {
       if (!this.receiveBatch(peerId, bytes, log)) {
         droppedBatches += 1;
-        call.write(Buffer.from(encodeStreamResponse(this.options.selfId, droppedBatches)));
+        call.write(encodeStreamResponse(this.options.selfId, droppedBatches));
       }
     });
     call.on("end", () => call.end());
@@ -192,7 +192,7 @@ export class InboundService {
       const metadata = result.snapshot?.metadata;
       log.info({ group: result.groupId, index: metadata?.index, term: metadata?.term, bytes: result.snapshot?.data.length }, "snapshot received");
       this.options.onMessages(auth.id, [result]);
-      callback(null, Buffer.from(encodeSendSnapshotResponse(result.snapshot?.data.length ?? 0)));
+      callback(null, encodeSendSnapshotResponse(result.snapshot?.data.length ?? 0));
     });
     call.on("error", () => { finished = true; });
   }

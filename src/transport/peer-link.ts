@@ -238,7 +238,7 @@ export class PeerLink {
       counters.messagesSent += batch.length + notices.length;
       counters.bytesSent += bytes.length;
       counters.batchesSent += 1;
-      if (!call.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))) this.waitingForDrain = true;
+      if (!call.write(bytes)) this.waitingForDrain = true;
     }
   }
 
