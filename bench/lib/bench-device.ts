@@ -46,7 +46,17 @@ export class BenchDevice {
     try {
       const { clusterId } = await callUnary(channel, ChannelService.method.listHomeservers, {}, new grpc.Metadata(), 15_000);
       const record = await signIdentityRecord(signer, { clusterId, userName: deviceId, inboxPublicKey: generateInboxKeyPair().publicKeyRaw, sequence: 1n, createdAtMs: Date.now() });
-      await callUnary(channel, IdentityService.method.publishIdentity, { records: [record] }, new grpc.Metadata(), 30_000);
+      // Right after start-up a homeserver may not have published its own key into the cluster
+      // directory yet (FAILED_PRECONDITION): retry for a bounded while.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await callUnary(channel, IdentityService.method.publishIdentity, { records: [record] }, new grpc.Metadata(), 30_000);
+          break;
+        } catch (error) {
+          if ((error as { code?: number }).code !== grpc.status.FAILED_PRECONDITION || attempt >= 100) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      }
     } finally {
       channel.close();
     }

@@ -104,8 +104,12 @@ export class PeerTransport implements Transport {
     server.addService(peerServiceDefinition, this.inbound.handlers());
   }
 
-  /** Queues messages for their destinations; batches flush on the next turn of the event loop. Never blocks. */
+  /**
+   * Queues messages for their destinations and writes them at once, one
+   * batch per peer (the messages of one Ready belong together). Never blocks.
+   */
   send(messages: readonly Message[]): void {
+    const touched = new Set<PeerLink>();
     for (const message of messages) {
       const link = this.links.get(message.to);
       if (link === undefined || this.closed) {
@@ -113,8 +117,12 @@ export class PeerTransport implements Transport {
         continue;
       }
       if (PeerLink.isSnapshot(message)) link.sendSnapshot(message);
-      else link.enqueue(message);
+      else {
+        link.enqueue(message, false);
+        touched.add(link);
+      }
     }
+    for (const link of touched) link.flushNow();
   }
 
   /**
