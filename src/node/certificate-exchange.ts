@@ -75,21 +75,28 @@ export class CertificateExchange {
     if (this.timer !== undefined) clearInterval(this.timer);
   }
 
-  /** Reacts to an applied channel command (called in log order, after the apply is durable). */
-  onChannelResult(result: ChannelResult, index: LogIndex): void {
-    if (!result.ok) return;
-    if (result.kind === "commit-accepted") {
-      const commit: AppliedCommit = { channelId: result.channelId, epoch: result.epoch, commitHash: result.commitHash, logIndex: BigInt(index), voters: result.voters };
-      this.options.collector.applied(commit);
-      if (result.voters.includes(this.options.selfId)) {
-        this.toSign.push(commit);
-        this.schedule();
-      }
-    } else if (result.kind === "signatures") {
-      for (const { channelId, epoch } of result.certified) {
-        this.options.collector.forget(channelId, epoch);
-        this.toRecord.delete(keyOf(channelId, epoch));
-      }
+  /**
+   * Collects (and, as a voter, co-signs) a commit the log accepted at
+   * `index`. Called during apply, before the batch is written: acceptance
+   * follows from the committed log alone (a restart replays the same
+   * decision), so the signature need not wait for the local write, which
+   * under load queues behind other groups' synced writes.
+   */
+  onCommitAccepted(result: Extract<ChannelResult, { kind: "commit-accepted" }>, index: LogIndex): void {
+    const commit: AppliedCommit = { channelId: result.channelId, epoch: result.epoch, commitHash: result.commitHash, logIndex: BigInt(index), voters: result.voters };
+    this.options.collector.applied(commit);
+    if (result.voters.includes(this.options.selfId)) {
+      this.toSign.push(commit);
+      this.schedule();
+    }
+  }
+
+  /** Reacts to an applied channel command (called in log order, after the apply is written): certificates the log recorded. */
+  onChannelResult(result: ChannelResult): void {
+    if (!result.ok || result.kind !== "signatures") return;
+    for (const { channelId, epoch } of result.certified) {
+      this.options.collector.forget(channelId, epoch);
+      this.toRecord.delete(keyOf(channelId, epoch));
     }
   }
 

@@ -39,6 +39,8 @@ export interface ChannelGroupListener {
    * batch is written, so that the leader stops admitting commands at once.
    */
   onMembersApplied(channelId: string): void;
+  /** A commit was accepted at `index`: called during apply, before the batch is written (co-signing starts at once). */
+  onCommitAccepted(result: Extract<ChannelResult, { kind: "commit-accepted" }>, index: LogIndex): void;
 }
 
 /** The shared parts every channel group's machine uses. */
@@ -130,6 +132,7 @@ export class ChannelGroupMachine implements StateMachine {
       results.set(entry.index, result);
       // A commit changes the members; a creation names the first member and any witnesses.
       if (result.ok && (result.kind === "commit-accepted" || result.kind === "created")) this.context.listener.onMembersApplied(this.channelId);
+      if (result.ok && result.kind === "commit-accepted") this.context.listener.onCommitAccepted(result, entry.index);
       announced.push([result, entry.index, command.requestId]);
     }
     writes.push(...batch.writes);

@@ -106,6 +106,8 @@ export interface ChannelGroupsOptions {
   readonly claim: (channelId: string, waitMs: number) => Promise<void>;
   /** Every applied channel command's result, in log order per channel (certificates, waiting clients). */
   readonly onChannelResult: (result: ChannelResult, index: LogIndex) => void;
+  /** A commit was accepted, told during apply before the batch is written (see ChannelGroupListener.onCommitAccepted). */
+  readonly onCommitAccepted: (result: Extract<ChannelResult, { kind: "commit-accepted" }>, index: LogIndex) => void;
   readonly logger: Logger;
 }
 
@@ -148,6 +150,7 @@ export class ChannelGroups implements HostedChannels {
       this.options.onChannelResult(result, index);
     },
     onMembersApplied: (channelId) => this.refreshSettled(channelId),
+    onCommitAccepted: (result, index) => this.options.onCommitAccepted(result, index),
     onMembership: (channelId) => {
       // A copy does not drop itself on applying its own removal: one catching up replays old removals
       // before its latest addition, and the others may still need its vote to learn the removal

@@ -215,10 +215,11 @@ export class Homeserver {
       inboxStore: store,
       sendNotice: (to, topic, payload) => transport.sendNotice(to, { topic, payload }),
       claim: (channelId, waitMs) => claims.claim(channelId, waitMs),
-      onChannelResult: (result, index) => {
-        exchange?.onChannelResult(result, index);
+      onChannelResult: (result) => {
+        exchange?.onChannelResult(result);
         certificates.onChannelResult(result);
       },
+      onCommitAccepted: (result, index) => exchange?.onCommitAccepted(result, index),
       logger: logger.child({ component: "channels" }),
     });
     await groups.reopen();
