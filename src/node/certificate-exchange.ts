@@ -61,6 +61,8 @@ export class CertificateExchange {
   private toSign: AppliedCommit[] = [];
   /** Complete certificates to propose, by key; insertion order = age. */
   private readonly toRecord = new Map<string, { certificate: Certificate; proposedAtMs: number }>();
+  /** Keys of complete certificates this homeserver leads and has not proposed yet: the next flush proposes them. */
+  private fresh: string[] = [];
   private readonly sent: SentBatch[] = [];
   private flushScheduled = false;
   private timer: NodeJS.Timeout | undefined;
@@ -116,8 +118,11 @@ export class CertificateExchange {
 
   /** A certificate the collector completed: queued for the log (proposed now by the leader, later by others). */
   onComplete(certificate: Certificate): void {
-    this.toRecord.set(keyOf(certificate.channelId, certificate.epoch), { certificate, proposedAtMs: 0 });
-    if (this.options.isLeader(certificate.channelId)) this.schedule();
+    const key = keyOf(certificate.channelId, certificate.epoch);
+    this.toRecord.set(key, { certificate, proposedAtMs: 0 });
+    if (!this.options.isLeader(certificate.channelId)) return;
+    this.fresh.push(key);
+    this.schedule();
   }
 
   /** A signature batch from peer `from`. Malformed or forged batches are refused and change nothing. */
@@ -143,7 +148,17 @@ export class CertificateExchange {
     setImmediate(() => {
       this.flushScheduled = false;
       this.signApplied();
-      this.propose(0, Infinity);
+      // Only the fresh ones: those proposed already are in the log's pipeline, and retry() proposes
+      // again any still unrecorded a second later. (Proposing every pending one on every turn put the
+      // same certificates into the log over and over under load.)
+      const fresh = this.fresh;
+      this.fresh = [];
+      const due = [];
+      for (const key of fresh) {
+        const record = this.toRecord.get(key);
+        if (record !== undefined && record.proposedAtMs === 0) due.push(record);
+      }
+      this.propose(due, 0, Infinity);
     });
   }
 
@@ -168,15 +183,15 @@ export class CertificateExchange {
   }
 
   /**
-   * Proposes the certificates waiting to be recorded that were not proposed
+   * Proposes those of `records` that were not proposed
    * within the last `leaderMinAgeMs` (channels whose group this homeserver
    * leads) or `otherMinAgeMs` (the others: forwarded to their leader), one
    * entry per channel and at most {@link certificatesPerEntryMax} per entry.
    */
-  private propose(leaderMinAgeMs: number, otherMinAgeMs: number): void {
+  private propose(records: Iterable<{ certificate: Certificate; proposedAtMs: number }>, leaderMinAgeMs: number, otherMinAgeMs: number): void {
     const now = Date.now();
     const byChannel = new Map<string, Array<{ certificate: Certificate; proposedAtMs: number }>>();
-    for (const record of this.toRecord.values()) {
+    for (const record of records) {
       const channelId = record.certificate.channelId;
       const minAgeMs = this.options.isLeader(channelId) ? leaderMinAgeMs : otherMinAgeMs;
       if (now - record.proposedAtMs < minAgeMs) continue;
@@ -211,6 +226,6 @@ export class CertificateExchange {
       sent.sentAtMs = now;
       for (const peer of sent.peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
     }
-    this.propose(resendIntervalMs, 3 * resendIntervalMs);
+    this.propose(this.toRecord.values(), resendIntervalMs, 3 * resendIntervalMs);
   }
 }
