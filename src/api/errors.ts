@@ -29,7 +29,10 @@ export function toServiceError(error: unknown): Partial<grpc.ServiceError> {
     if (error.leaderAddress !== "") metadata.set(leaderAddressMetadataKey, error.leaderAddress);
     return { code: grpc.status.FAILED_PRECONDITION, details: error.message, metadata };
   }
-  if (error instanceof ProposalRefusedError) return { code: grpc.status.RESOURCE_EXHAUSTED, details: error.message };
+  if (error instanceof ProposalRefusedError) {
+    // Too much uncommitted data is back-pressure; a hand-over or a membership change in flight passes.
+    return { code: error.reason === "overloaded" ? grpc.status.RESOURCE_EXHAUSTED : grpc.status.UNAVAILABLE, details: error.message };
+  }
   if (error instanceof ProposalDroppedError || error instanceof OutcomeUnknownError) return { code: grpc.status.UNAVAILABLE, details: error.message };
   if (error instanceof UnknownGroupError) return { code: grpc.status.NOT_FOUND, details: error.message };
   if (error instanceof DeadlineError) return { code: grpc.status.DEADLINE_EXCEEDED, details: error.message };
