@@ -477,7 +477,12 @@ export class Raft {
 
   private handleVoteRequest(m: Message): void {
     const preVote = m.type === MessageType.PreVote;
-    const canVote = this.vote === m.from || (this.vote === "" && this.lead === "") || (preVote && m.term > this.term);
+    // A copy that knows no membership yet (hosted empty, waiting for its first snapshot) never votes: its
+    // homeserver may have been a voter of this group, removed, wiped and asked to host it again, and a
+    // member lagging behind the removal still counts it; an empty log's vote could elect that member
+    // without the entries committed since (the multi-group simulator found it, seed 700389).
+    const knowsMembership = this.confState.voters.length > 0 || this.confState.votersOutgoing.length > 0;
+    const canVote = knowsMembership && (this.vote === m.from || (this.vote === "" && this.lead === "") || (preVote && m.term > this.term));
     const responseType = preVote ? MessageType.PreVoteResponse : MessageType.VoteResponse;
     if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
       // A granted pre-vote carries the term it was asked for, so the pre-candidate counts it.

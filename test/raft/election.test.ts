@@ -133,3 +133,23 @@ describe("forgetting a lost leader", () => {
     expect(c.leaders()).toEqual(["a"]);
   });
 });
+
+describe("a copy that knows no membership yet", () => {
+  it("refuses votes and pre-votes until it learns one: its homeserver may be a wiped former voter", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    // "d" hosts the group empty, as a homeserver asked to host it does before its first snapshot.
+    const d = c.add("d");
+    for (const type of [MessageType.PreVote, MessageType.Vote]) {
+      d.node.step(message({ type, groupId: "g", from: "b", to: "d", term: 9, index: 1, logTerm: 1 }));
+    }
+    const answers = d.node.ready().messages.filter((m) => m.type === MessageType.PreVoteResponse || m.type === MessageType.VoteResponse);
+    d.node.advance();
+    expect(answers.map((m) => [m.type, m.reject])).toEqual([
+      [MessageType.PreVoteResponse, true],
+      [MessageType.VoteResponse, true],
+    ]);
+    // A member (here without a leader) votes as before.
+    c.get("c").node.step(message({ type: MessageType.PreVote, groupId: "g", from: "b", to: "c", term: 9, index: 99, logTerm: 9 }));
+    expect(c.get("c").node.ready().messages.find((m) => m.type === MessageType.PreVoteResponse)?.reject).toBe(false);
+  });
+});
