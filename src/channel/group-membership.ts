@@ -4,7 +4,8 @@
  * by the homeserver (src/node/channel-groups.ts), the channel state machine
  * (which takes no command while they differ) and the multi-group simulator.
  */
-import type { ConfState, LogIndex, NodeId } from "../raft/types.ts";
+import { isConfMember } from "../raft/conf-change.ts";
+import type { ConfState, LogIndex, NodeId, Term } from "../raft/types.ts";
 
 /** Whether `voters` are exactly the homeservers in `wanted` (as sets). */
 export function followsMembers(voters: readonly NodeId[], wanted: readonly NodeId[]): boolean {
@@ -50,4 +51,35 @@ export function nextMembershipStep(wanted: readonly NodeId[], conf: ConfState, m
   const extra = [...conf.voters, ...conf.learners].find((id) => !wanted.includes(id));
   if (extra !== undefined) return { kind: "remove", homeserver: extra };
   return waiting === undefined ? undefined : { kind: "remind-learner", homeserver: waiting };
+}
+
+/** A group leader's notice that a homeserver is out of the group: what the leader knew when it sent it. */
+export interface LeaveNotice {
+  readonly from: NodeId;
+  readonly term: Term;
+  /** Index of the membership the leader had applied (the latest: it sends only with none in flight). */
+  readonly confIndex: LogIndex;
+  /** The leader's last log index. */
+  readonly lastIndex: LogIndex;
+}
+
+/** What a copy of the group knows of itself when a leave notice arrives. */
+export interface CopyPosition {
+  readonly confState: ConfState;
+  readonly term: Term;
+  readonly confIndex: LogIndex;
+  readonly lastIndex: LogIndex;
+}
+
+/**
+ * Whether a copy drops itself on a leave notice. Never on one from a term
+ * older than the copy's or about an older membership (a deposed leader, a
+ * delayed notice), nor when the copy holds entries past the leader's last
+ * index then (it was added back since, and took entries). Otherwise from a
+ * member of the copy's membership, or from the leader of a newer one: a
+ * copy removed long ago may know none of the homeservers that lead now.
+ */
+export function believesLeaveNotice(notice: LeaveNotice, copy: CopyPosition): boolean {
+  if (notice.term < copy.term || notice.confIndex < copy.confIndex || copy.lastIndex > notice.lastIndex) return false;
+  return isConfMember(copy.confState, notice.from) || notice.confIndex > copy.confIndex;
 }

@@ -33,7 +33,7 @@ import type { ChannelMembers } from "../auth/channel-membership.ts";
 import { encodeChannelCommand } from "../channel/channel-command.ts";
 import { isValidChannelId } from "../channel/channel-keys.ts";
 import { orderingHomeservers, type ChannelResult, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
-import { membershipSettled, nextMembershipStep } from "../channel/group-membership.ts";
+import { believesLeaveNotice, membershipSettled, nextMembershipStep, type LeaveNotice } from "../channel/group-membership.ts";
 import type { ChannelRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { ChannelCommandSchema } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
@@ -504,8 +504,9 @@ export class ChannelGroups implements HostedChannels {
    * As the group's leader, tells `to` to drop its copy, only when that is safe (the multi-group
    * simulator checks the same rule): this leader has applied every membership change before its term
    * (so, with none of its own in flight, its membership is the latest), `to` is not in it, and no member
-   * of the channel is on `to` (so this leader will not add it back). The notice names this leader's term
-   * and the index of its membership, so that a deposed leader or a delayed notice is not believed.
+   * of the channel is on `to` (so this leader will not add it back). The notice names this leader's term,
+   * the index of its membership and its last index, so that a deposed leader or a delayed notice is not
+   * believed (see believesLeaveNotice).
    */
   private tellToLeave(channelId: string, to: NodeId): void {
     const groupId = channelGroupId(channelId);
@@ -514,29 +515,32 @@ export class ChannelGroups implements HostedChannels {
     const driver = this.options.driver;
     if (machine === undefined || to === this.options.selfId || !driver.leaderReady(groupId)) return;
     if (isConfMember(driver.confState(groupId), to) || (record !== undefined && orderingHomeservers(record).includes(to))) return;
-    this.notice(to, leaveChannelGroupTopic, channelId, false, `${driver.status(groupId).term}\n${machine.confIndex()}\n${channelId}`);
+    const status = driver.status(groupId);
+    this.notice(to, leaveChannelGroupTopic, channelId, false, `${status.term}\n${machine.confIndex()}\n${channelId}\n${status.lastIndex}`);
   }
 
-  /** Whether a leave notice is believed: from a member, in a term no older than ours, about a membership no older than ours. */
-  private believesLeave(channelId: string, from: NodeId, term: number, confIndex: LogIndex): boolean {
+  /** Whether this copy believes a leave notice (see believesLeaveNotice). */
+  private believesLeave(channelId: string, notice: LeaveNotice): boolean {
     const machine = this.machines.get(channelId);
     if (machine === undefined) return false;
     const groupId = channelGroupId(channelId);
-    return isConfMember(this.options.driver.confState(groupId), from) && term >= this.options.driver.status(groupId).term && confIndex >= machine.confIndex();
+    const status = this.options.driver.status(groupId);
+    return believesLeaveNotice(notice, { confState: this.options.driver.confState(groupId), term: status.term, confIndex: machine.confIndex(), lastIndex: status.lastIndex });
   }
 
   /** A peer's notice about a channel group (see the topics above). */
   onNotice(from: NodeId, topic: string, payload: Uint8Array): void {
     if (this.stopped) return;
     if (topic === leaveChannelGroupTopic) {
-      const [term, confIndex, channelId] = decoder.decode(payload).split("\n");
-      if (channelId === undefined || !isValidChannelId(channelId) || !/^\d{1,15}$/.test(term ?? "") || !/^\d{1,15}$/.test(confIndex ?? "")) return;
+      const [term, confIndex, channelId, lastIndex] = decoder.decode(payload).split("\n");
+      if (channelId === undefined || !isValidChannelId(channelId) || ![term, confIndex, lastIndex].every((n) => /^\d{1,15}$/.test(n ?? ""))) return;
+      const notice: LeaveNotice = { from, term: Number(term), confIndex: Number(confIndex), lastIndex: Number(lastIndex) };
       if (!this.hosted.has(channelId)) return;
       // A hibernating copy is loaded first: the notice is checked against its applied membership.
       void this.options.driver
         .wake(channelGroupId(channelId), false)
         .then(() => {
-          if (this.believesLeave(channelId, from, Number(term), Number(confIndex))) void this.leave(channelId, `${from}, the group's leader, removed this homeserver`);
+          if (this.believesLeave(channelId, notice)) void this.leave(channelId, `${from}, the group's leader, removed this homeserver`);
         })
         .catch(() => undefined);
       return;

@@ -22,6 +22,12 @@ export class Progress {
   pendingSnapshot: LogIndex = 0;
   /** Heard from since the last check-quorum round. */
   recentActive: boolean;
+  /**
+   * An Append went to this follower since the leader's last heartbeat tick:
+   * it reset the follower's election timer just as a heartbeat would, so the
+   * next plain heartbeat to a follower replicating smoothly may be left out.
+   */
+  appendSinceHeartbeat = false;
   /** Last indexes of the Appends in flight, oldest first. */
   private readonly inflights: LogIndex[] = [];
 

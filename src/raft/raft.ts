@@ -759,6 +759,7 @@ export class Raft {
     if (entries.length === 0 && !sendIfEmpty) return false;
     this.send({ type: MessageType.Append, to, index: prevIndex, logTerm: prevTerm, entries, commit: this.log.committed });
     progress.sentEntries(entries.length, prevIndex + entries.length);
+    progress.appendSinceHeartbeat = true;
     return true;
   }
 
@@ -775,9 +776,20 @@ export class Raft {
     for (const id of this.progress.keys()) if (id !== this.id) this.sendAppend(id, true);
   }
 
+  /**
+   * Sends a heartbeat to every follower, except, for a plain heartbeat (no
+   * read or quiesce context), those that got an Append since the last tick
+   * and replicate unpaused: the Append already told them the leader lives
+   * and what is committed, and its answer tells the leader they do. Under
+   * load that spares every busy group its heartbeat traffic.
+   */
   private broadcastHeartbeat(context: Uint8Array): void {
+    const plain = context.byteLength === 0;
     for (const [id, progress] of this.progress) {
       if (id === this.id) continue;
+      const skip = plain && progress.appendSinceHeartbeat && progress.state === "replicate" && !progress.isPaused();
+      progress.appendSinceHeartbeat = false;
+      if (skip) continue;
       const commit = Math.min(progress.match, this.log.committed);
       this.send({ type: MessageType.Heartbeat, to: id, commit, context });
     }

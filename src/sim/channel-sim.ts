@@ -20,7 +20,7 @@
  * group must settle on its members' homeservers and accept a commit, and
  * every other homeserver must have dropped its copy.
  */
-import { followsMembers, membershipSettled, nextMembershipStep } from "../channel/group-membership.ts";
+import { believesLeaveNotice, followsMembers, membershipSettled, nextMembershipStep } from "../channel/group-membership.ts";
 import { defaultRaftConfig, RawNode, type RaftEvent } from "../raft/raw-node.ts";
 import { isConfMember } from "../raft/conf-change.ts";
 import { MemoryStorage } from "../raft/memory-storage.ts";
@@ -94,7 +94,7 @@ type Packet =
   | { readonly kind: "raft"; readonly from: NodeId; readonly to: NodeId; readonly message: Message }
   | { readonly kind: "host"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId }
   /** From a leader in `term` whose membership as of `confIndex` lacks `to`. */
-  | { readonly kind: "leave"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId; readonly term: number; readonly confIndex: LogIndex };
+  | { readonly kind: "leave"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId; readonly term: number; readonly confIndex: LogIndex; readonly lastIndex: LogIndex };
 
 const electionTimeoutTicks = 10;
 
@@ -202,15 +202,12 @@ class ChannelSimulator {
     this.guard(() => raw.step(message));
   }
 
-  /**
-   * A leave notice is believed only from a member of the group, in a term no older than this copy's,
-   * about a membership no older than the one it applied: a deposed leader or a delayed notice cannot
-   * make a voter drop its copy.
-   */
+  /** The homeserver's rule for leave notices (see believesLeaveNotice), on this copy. */
   private believesLeave(replica: Replica, notice: Extract<Packet, { kind: "leave" }>): boolean {
     const raw = replica.raw;
-    if (raw === undefined || !isConfMember(raw.confState(), notice.from)) return false;
-    return notice.term >= raw.status().term && notice.confIndex >= replica.model.confIndex;
+    if (raw === undefined) return false;
+    const status = raw.status();
+    return believesLeaveNotice(notice, { confState: raw.confState(), term: status.term, confIndex: replica.model.confIndex, lastIndex: status.lastIndex });
   }
 
   private newReplica(hs: Homeserver, groupId: GroupId, storage: MemoryStorage): Replica {
@@ -329,7 +326,8 @@ class ChannelSimulator {
     const raw = replica.raw;
     if (raw === undefined || raw.leader() !== hs.id || to === hs.id || replica.model.appliedIndex < replica.termStart) return;
     if (isConfMember(raw.confState(), to) || homeserversOf(replica.model.members).includes(to)) return;
-    this.send({ kind: "leave", from: hs.id, to, groupId: replica.groupId, term: raw.status().term, confIndex: replica.model.confIndex }, true);
+    const status = raw.status();
+    this.send({ kind: "leave", from: hs.id, to, groupId: replica.groupId, term: status.term, confIndex: replica.model.confIndex, lastIndex: status.lastIndex }, true);
   }
 
   /** A homeserver stops hosting a group and deletes its copy. */

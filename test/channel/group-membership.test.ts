@@ -3,7 +3,7 @@
  * towards voters = the members' homeservers, one membership change at a time.
  */
 import { describe, expect, it } from "vitest";
-import { followsMembers, membershipSettled, nextMembershipStep } from "../../src/channel/group-membership.ts";
+import { believesLeaveNotice, followsMembers, membershipSettled, nextMembershipStep } from "../../src/channel/group-membership.ts";
 import type { ConfState } from "../../src/raft/types.ts";
 
 const conf = (voters: string[], learners: string[] = [], votersOutgoing: string[] = []): ConfState => ({ voters, learners, votersOutgoing, learnersNext: [] });
@@ -35,5 +35,29 @@ describe("a channel group following its members", () => {
   it("waits while in a joint configuration, and never empties the group", () => {
     expect(nextMembershipStep(["hs1"], conf(["hs1"], [], ["hs1", "hs2"]), matches({}), 10)).toBeUndefined();
     expect(nextMembershipStep([], conf(["hs1"]), matches({}), 10)).toBeUndefined();
+  });
+});
+
+describe("believesLeaveNotice", () => {
+  const members = conf(["hs2", "hs3", "hs4"]);
+  const copy = { confState: members, term: 5, confIndex: 40, lastIndex: 60 };
+  const notice = { from: "hs3", term: 5, confIndex: 40, lastIndex: 60 };
+
+  it("believes a member of the copy's membership about a membership no older, in a term no older", () => {
+    expect(believesLeaveNotice(notice, copy)).toBe(true);
+    expect(believesLeaveNotice({ ...notice, term: 6, confIndex: 50, lastIndex: 90 }, copy)).toBe(true);
+  });
+
+  it("refuses a deposed leader, an older membership, and a copy that took entries past the notice", () => {
+    expect(believesLeaveNotice({ ...notice, term: 4 }, copy)).toBe(false);
+    expect(believesLeaveNotice({ ...notice, confIndex: 39 }, copy)).toBe(false);
+    expect(believesLeaveNotice({ ...notice, lastIndex: 59 }, copy)).toBe(false);
+  });
+
+  it("believes the leader of a strictly newer membership the copy never saw, and no other outsider", () => {
+    // A copy removed long ago may know none of the homeservers that lead now.
+    expect(believesLeaveNotice({ ...notice, from: "hs1", confIndex: 41 }, copy)).toBe(true);
+    expect(believesLeaveNotice({ ...notice, from: "hs1" }, copy)).toBe(false);
+    expect(believesLeaveNotice({ ...notice, from: "hs1", confIndex: 41, term: 4 }, copy)).toBe(false);
   });
 });
