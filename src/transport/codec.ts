@@ -18,7 +18,7 @@ import {
 } from "../raft/types.ts";
 
 import { CodecError } from "./codec-error.ts";
-import { delimitedSize, utf8Length, varintFieldSize, WireReader, WireType, WireWriter } from "./protowire.ts";
+import { delimitedSize, lengthFieldSize, utf8Length, varintFieldSize, WireReader, WireType, WireWriter } from "./protowire.ts";
 
 export { CodecError, type CodecErrorCode } from "./codec-error.ts";
 
@@ -97,7 +97,7 @@ function entryTypeFromWire(type: number): EntryType {
 // ---- encoding: size everything, then write once into one buffer ------------------------------------
 
 function entrySize(entry: Entry): number {
-  return varintFieldSize(entry.term) + varintFieldSize(entry.index) + varintFieldSize(entryTypeToWire(entry.type)) + (entry.data.length === 0 ? 0 : delimitedSize(entry.data.length));
+  return varintFieldSize(entry.term) + varintFieldSize(entry.index) + varintFieldSize(entryTypeToWire(entry.type)) + lengthFieldSize(entry.data.length);
 }
 
 function writeEntry(writer: WireWriter, entry: Entry, size: number): void {
@@ -147,9 +147,9 @@ function planMessage(message: Message): MessagePlan {
   const entrySizes = message.entries.map(entrySize);
   let bodyBytes =
     varintFieldSize(message.type) +
-    (groupIdBytes === 0 ? 0 : delimitedSize(groupIdBytes)) +
-    (fromBytes === 0 ? 0 : delimitedSize(fromBytes)) +
-    (toBytes === 0 ? 0 : delimitedSize(toBytes)) +
+    lengthFieldSize(groupIdBytes) +
+    lengthFieldSize(fromBytes) +
+    lengthFieldSize(toBytes) +
     varintFieldSize(message.term) +
     varintFieldSize(message.logTerm) +
     varintFieldSize(message.index) +
@@ -157,7 +157,7 @@ function planMessage(message: Message): MessagePlan {
     (message.reject ? 2 : 0) +
     varintFieldSize(message.rejectHint) +
     varintFieldSize(message.rejectHintTerm) +
-    (message.context.length === 0 ? 0 : delimitedSize(message.context.length));
+    lengthFieldSize(message.context.length);
   for (const size of entrySizes) bodyBytes += delimitedSize(size);
   if (message.snapshot !== null) bodyBytes += delimitedSize(snapshotMetadataSize(message.snapshot.metadata));
   return { message, groupIdBytes, fromBytes, toBytes, entrySizes, bodyBytes };
@@ -194,7 +194,7 @@ export function encodeBatch(messages: readonly Message[], notices: readonly Peer
   for (const plan of plans) batchBytes += delimitedSize(plan.bodyBytes);
   const noticeSizes = notices.map((n) => {
     const topicBytes = utf8Length(n.topic);
-    return { topicBytes, bodyBytes: (topicBytes === 0 ? 0 : delimitedSize(topicBytes)) + (n.payload.length === 0 ? 0 : delimitedSize(n.payload.length)) };
+    return { topicBytes, bodyBytes: lengthFieldSize(topicBytes) + lengthFieldSize(n.payload.length) };
   });
   let size = delimitedSize(batchBytes);
   for (const { bodyBytes } of noticeSizes) size += delimitedSize(bodyBytes);
@@ -210,7 +210,7 @@ export function encodeBatch(messages: readonly Message[], notices: readonly Peer
 /** Encodes what a receiver writes back on a stream. */
 export function encodeStreamResponse(nodeId: string, droppedBatches: number): Buffer {
   const nodeIdBytes = utf8Length(nodeId);
-  return new WireWriter((nodeIdBytes === 0 ? 0 : delimitedSize(nodeIdBytes)) + varintFieldSize(droppedBatches))
+  return new WireWriter(lengthFieldSize(nodeIdBytes) + varintFieldSize(droppedBatches))
     .stringField(StreamResponseField.nodeId, nodeId, nodeIdBytes)
     .varintField(StreamResponseField.droppedBatches, droppedBatches)
     .finish();

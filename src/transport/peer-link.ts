@@ -183,7 +183,7 @@ export class PeerLink {
    * Queues `message` for the next batch. Never blocks: drops it (counted)
    * when the link is in backoff or the queue is over its byte limit. The
    * batch leaves on the next turn of the event loop, or at once on
-   * {@link flushNow}.
+   * {@link flush}.
    */
   enqueue(message: Message, scheduleFlush = true): void {
     const coalesce = isCoalescable(message);
@@ -198,15 +198,6 @@ export class PeerLink {
     } else this.queue.push(message);
     this.queuedBytes += bytes;
     if (scheduleFlush) this.scheduleFlush();
-  }
-
-  /**
-   * Writes what is queued now, without waiting for the next turn of the event
-   * loop: the transport calls it after queueing all the messages of one
-   * Ready, which already form a batch (a turn saved on every hop).
-   */
-  flushNow(): void {
-    this.flush();
   }
 
   /** Turns the waiting heartbeats into coalesced notices (one per {@link heartbeatsPerNoticeMax}). */
@@ -232,8 +223,12 @@ export class PeerLink {
     });
   }
 
-  /** Writes queued messages as batches until the queue is empty or the stream pushes back. */
-  private flush(): void {
+  /**
+   * Writes queued messages as batches until the queue is empty or the stream
+   * pushes back. The transport calls it after queueing all the messages of
+   * one Ready, which already form a batch (a turn saved on every hop).
+   */
+  flush(): void {
     const call = this.call;
     if (call !== null && !this.waitingForDrain) this.coalesceBeats();
     while (call !== null && !this.waitingForDrain && (this.queue.length > 0 || this.notices.length > 0)) {

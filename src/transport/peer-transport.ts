@@ -122,7 +122,7 @@ export class PeerTransport implements Transport {
         touched.add(link);
       }
     }
-    for (const link of touched) link.flushNow();
+    for (const link of touched) link.flush();
   }
 
   /**

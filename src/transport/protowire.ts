@@ -37,6 +37,11 @@ export function delimitedSize(length: number): number {
   return 1 + varintSize(length) + length;
 }
 
+/** Bytes of a bytes or string field of `length` bytes, tag included; 0 when empty and left out. */
+export function lengthFieldSize(length: number): number {
+  return length === 0 ? 0 : delimitedSize(length);
+}
+
 /** Bytes of a varint field holding `value`, tag included; 0 when the value is the default and left out. */
 export function varintFieldSize(value: number): number {
   return value === 0 ? 0 : 1 + varintSize(value);
