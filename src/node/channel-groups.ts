@@ -105,7 +105,7 @@ export interface ChannelGroupsOptions {
   /** Claims `channelId` for this homeserver in the cluster group; rejects if another homeserver has it. */
   readonly claim: (channelId: string, waitMs: number) => Promise<void>;
   /** Every applied channel command's result, in log order per channel (certificates, waiting clients). */
-  readonly onChannelResult: (result: ChannelResult, index: LogIndex) => void;
+  readonly onChannelResult: (result: ChannelResult) => void;
   /** A commit was accepted, told during apply before the batch is written (see ChannelGroupListener.onCommitAccepted). */
   readonly onCommitAccepted: (result: Extract<ChannelResult, { kind: "commit-accepted" }>, index: LogIndex) => void;
   readonly logger: Logger;
@@ -147,7 +147,7 @@ export class ChannelGroups implements HostedChannels {
   private readonly listener: ChannelGroupListener = {
     onChannelResult: (result, index, requestId) => {
       if (requestId.byteLength > 0) this.resultWaiters.get(Buffer.from(requestId).toString("hex"))?.resolve({ result, index });
-      this.options.onChannelResult(result, index);
+      this.options.onChannelResult(result);
     },
     onMembersApplied: (channelId) => this.refreshSettled(channelId),
     onCommitAccepted: (result, index) => this.options.onCommitAccepted(result, index),
