@@ -37,7 +37,8 @@ import { believesLeaveNotice, membershipSettled, nextMembershipStep, type LeaveN
 import type { ChannelRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { ChannelCommandSchema } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
-import { NotLeaderError, OutcomeUnknownError, ProposalRefusedError } from "../multiraft/errors.ts";
+import { NotLeaderError, OutcomeUnknownError } from "../multiraft/errors.ts";
+import { retryWhileLeaderChanges } from "./leader-change-retry.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import { isConfMember } from "../raft/conf-change.ts";
 import { ConfChangeType, type GroupId, type LogIndex, type NodeId } from "../raft/types.ts";
@@ -308,18 +309,13 @@ export class ChannelGroups implements HostedChannels {
     await this.waitForLeaderKnown(groupId, Date.now() + Math.min(waitMs, leaderWaitMsMax));
     const requestId = randomBytes(16);
     const data = encodeChannelCommand(toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command, requestId })));
-    // While this leader hands the group over (leader balancing), it refuses proposals: wait for the
-    // hand-over to end, then order the command wherever the group is led (bounded by the election timeout).
-    const transferDeadline = Date.now() + Math.min(waitMs, leaderWaitMsMax);
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.order(channelId, groupId, requestId, data, waitMs);
-      } catch (error) {
-        const transferring = error instanceof ProposalRefusedError && error.reason === "leadership-transfer";
-        if (!transferring || Date.now() >= transferDeadline || attempt >= 1000) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
-    }
+    // Leader balancing hands groups over all the time: order the command wherever the group is led
+    // once the hand-over is done (bounded by the election timeout; see leader-change-retry.ts).
+    return retryWhileLeaderChanges(
+      () => this.order(channelId, groupId, requestId, data, waitMs),
+      (deadlineMs) => this.waitForLeaderKnown(groupId, deadlineMs),
+      Date.now() + Math.min(waitMs, leaderWaitMsMax),
+    );
   }
 
   /** One attempt of {@link propose}: on the leader, or forwarded to it. */
