@@ -7,7 +7,7 @@
  * not make it count a signature over another commit, epoch or log index.
  */
 import { create } from "@bufbuild/protobuf";
-import { batchSigningMessage, quorumSize, statementBytes, verifyEd25519 } from "../channel/certificate.ts";
+import { quorumSize, statementBytes, verifyBatchSignature } from "../channel/certificate.ts";
 import { buildMerkleTree, maxMerkleLeaves, merkleLeafHash } from "../channel/merkle.ts";
 import { CertificateSchema, type Certificate, type Signature } from "../gen/epochd/channel/v1/channel_pb.ts";
 import type { SignatureBatch } from "../gen/epochd/state/v1/channel_state_pb.ts";
@@ -91,7 +91,7 @@ export class CertificateCollector {
     if (batch.statements.length > maxMerkleLeaves) return "too-large";
     const statements = batch.statements.map((s) => statementBytes(s.clusterId, s.channelId, s.epoch, s.commitHash, s.logIndex));
     const tree = buildMerkleTree(statements.map(merkleLeafHash));
-    if (!own && !verifyEd25519(key, batchSigningMessage(tree.root), batch.signature)) return "bad-signature";
+    if (!own && !verifyBatchSignature(key, tree.root, batch.signature)) return "bad-signature";
     const leafCount = statements.length;
     batch.statements.forEach((s, i) => {
       if (s.clusterId !== this.clusterId) return;

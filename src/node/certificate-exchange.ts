@@ -12,7 +12,7 @@
  * certificate but does not lose it.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { batchSigningMessage } from "../channel/certificate.ts";
+import { batchSigningMessage, rememberOwnBatchSignature } from "../channel/certificate.ts";
 import type { ChannelResult } from "../channel/channel-state-machine.ts";
 import { buildMerkleTree, maxMerkleLeaves, merkleLeafHash } from "../channel/merkle.ts";
 import type { Certificate } from "../gen/epochd/channel/v1/channel_pb.ts";
@@ -168,9 +168,11 @@ export class CertificateExchange {
       const commits = this.toSign.splice(0, maxMerkleLeaves);
       const collector = this.options.collector;
       const root = buildMerkleTree(commits.map((c) => merkleLeafHash(collector.statementOf(c)))).root;
+      const signature = this.options.key.sign(batchSigningMessage(root));
+      rememberOwnBatchSignature(this.options.key.publicKeyRaw, root, signature);
       const batch = create(SignatureBatchSchema, {
         homeserverId: this.options.selfId,
-        signature: this.options.key.sign(batchSigningMessage(root)),
+        signature,
         statements: commits.map((c) => ({ clusterId: collector.clusterId, channelId: c.channelId, epoch: c.epoch, commitHash: c.commitHash, logIndex: c.logIndex })),
       });
       collector.addBatch(batch, true);
