@@ -241,9 +241,14 @@ export class Raft {
     return { leader: this.lead, leaderMatchIndex: this.leaderMatchIndex };
   }
 
-  /** Rebuilds the membership from conf changes between the stored snapshot and the applied index. */
+  /**
+   * Rebuilds the membership from conf changes after the stored snapshot, up
+   * to the applied index. Storage may keep entries behind its snapshot (for
+   * followers slightly behind); those are already in the snapshot's
+   * membership and must not be applied to it again.
+   */
   private replayAppliedConfChanges(): void {
-    const from = this.log.firstIndex();
+    const from = Math.max(this.log.firstIndex(), this.log.snapshot().metadata.index + 1);
     for (let index = from; index <= this.log.applied; index++) {
       const entry = this.log.slice(index, index + 1, Number.MAX_SAFE_INTEGER)?.[0];
       if (entry?.type === EntryType.ConfChange) this.applyConfChangeEntry(entry);

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { applyConfChange, decodeConfChange, encodeConfChange } from "../../src/raft/conf-change.ts";
+import { defaultRaftConfig, type RaftEvent } from "../../src/raft/raft.ts";
+import { RawNode } from "../../src/raft/raw-node.ts";
 import { ConfChangeType, Role, type ConfChange, type ConfState } from "../../src/raft/types.ts";
 import { TestCluster, text } from "./harness.ts";
 
@@ -153,5 +155,32 @@ describe("membership changes in a running group", () => {
     c.stabilize();
     const b = c.restart("b");
     expect(sorted(b.node.confState())).toMatchObject({ voters: ["a", "b", "c"], learners: ["d"] });
+  });
+
+  it("a restarted node applies only the conf changes after its snapshot, not those kept in the log behind it", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.add("d");
+    c.add("e");
+    c.get("a").node.proposeConfChange(change(learner("d")));
+    c.stabilize();
+    c.get("a").node.proposeConfChange(change(remove("d")));
+    c.stabilize();
+    c.get("a").node.propose(text("x"));
+    c.stabilize();
+    // b snapshots after both changes but keeps every entry (as a homeserver keeps some behind its snapshot).
+    const b = c.get("b");
+    const applied = b.applied[b.applied.length - 1]!.index;
+    b.storage.createSnapshot(applied, b.node.confState(), new Uint8Array(0));
+    expect(b.storage.firstIndex()).toBeLessThan(applied);
+    c.get("a").node.proposeConfChange(change(learner("e")));
+    c.stabilize();
+    const events: RaftEvent[] = [];
+    const restarted = new RawNode({ ...defaultRaftConfig("b", "g", b.storage, () => 0.5), applied: b.applied[b.applied.length - 1]!.index, onEvent: (e) => events.push(e) });
+    expect(sorted(restarted.confState())).toMatchObject({ voters: ["a", "b", "c"], learners: ["e"] });
+    // Replaying "add learner d" and "remove d" onto the snapshot's membership announced, as the
+    // membership at their indexes, configurations that never were (the simulator then retired a
+    // homeserver that was still a member, and stalled).
+    expect(events.filter((e) => e.kind === "conf-change-applied").map((e) => (e.kind === "conf-change-applied" ? e.index : 0))).toEqual([applied + 1]);
   });
 });
