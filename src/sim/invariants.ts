@@ -50,10 +50,12 @@ export interface Invariant {
   messageSent?(message: Message): void;
   /**
    * Called when a leader's commit index advanced to `index` (entry term
-   * `entryTerm`), after its Ready was persisted; `conf` is the membership it
-   * counted replicas with.
+   * `entryTerm`), after its Ready was persisted. It counted replicas with
+   * `conf` (its membership now) or, when a conf change took effect after it
+   * counted (a commit decided while the Ready applying that change was in
+   * flight), with `previousConf`, its membership before that Ready.
    */
-  commitAdvanced?(leader: NodeId, leaderTerm: Term, index: LogIndex, entryTerm: Term, conf: ConfState, cluster: ClusterView): void;
+  commitAdvanced?(leader: NodeId, leaderTerm: Term, index: LogIndex, entryTerm: Term, conf: ConfState, cluster: ClusterView, previousConf?: ConfState): void;
   /** Called when `node` becomes leader of `term`, with its membership and the cluster's durable state. */
   leaderElectedIn?(node: NodeId, term: Term, conf: ConfState, cluster: ClusterView): void;
   /** Called once the new leader's first Ready is persisted: its log as the leader of `term`. */
@@ -197,15 +199,18 @@ function couldWin(candidate: NodeId, conf: ConfState, cluster: ClusterView): boo
  */
 export function commitDurability(violate: (message: string) => void): Invariant {
   return {
-    commitAdvanced(leader, _leaderTerm, index, entryTerm, conf, cluster) {
-      for (const voters of [conf.voters, conf.votersOutgoing]) {
-        const holders = voters.filter((v) => cluster.holds(v, index, entryTerm));
-        if (voters.length > 0 && holders.length <= voters.length / 2) {
-          violate(
-            `${leader} committed ${index}@${entryTerm} but only [${holders.join(",")}] of [${voters.join(",")}] have it on disk`,
-          );
-          return;
+    commitAdvanced(leader, _leaderTerm, index, entryTerm, conf, cluster, previousConf) {
+      const short = (membership: ConfState): string | undefined => {
+        for (const voters of [membership.voters, membership.votersOutgoing]) {
+          const holders = voters.filter((v) => cluster.holds(v, index, entryTerm));
+          if (voters.length > 0 && holders.length <= voters.length / 2) return `only [${holders.join(",")}] of [${voters.join(",")}] have it on disk`;
         }
+        return undefined;
+      };
+      const now = short(conf);
+      if (now !== undefined && (previousConf === undefined || short(previousConf) !== undefined)) {
+        violate(`${leader} committed ${index}@${entryTerm} but ${now}`);
+        return;
       }
       for (const node of cluster.nodes()) {
         if (cluster.holds(node, index, entryTerm)) continue;
@@ -365,8 +370,8 @@ export class InvariantSet {
   leaderElectedIn(node: NodeId, term: Term, conf: ConfState, cluster: ClusterView): void {
     for (const i of this.all) i.leaderElectedIn?.(node, term, conf, cluster);
   }
-  commitAdvanced(leader: NodeId, leaderTerm: Term, index: LogIndex, entryTerm: Term, conf: ConfState, cluster: ClusterView): void {
-    for (const i of this.all) i.commitAdvanced?.(leader, leaderTerm, index, entryTerm, conf, cluster);
+  commitAdvanced(leader: NodeId, leaderTerm: Term, index: LogIndex, entryTerm: Term, conf: ConfState, cluster: ClusterView, previousConf?: ConfState): void {
+    for (const i of this.all) i.commitAdvanced?.(leader, leaderTerm, index, entryTerm, conf, cluster, previousConf);
   }
   leaderLogPersisted(node: NodeId, term: Term, log: LogView): void {
     for (const i of this.all) i.leaderLogPersisted?.(node, term, log);

@@ -76,6 +76,8 @@ export class SimNode {
   private inbox: NodeInput[] = [];
   private pendingLeaderTerm: Term = 0;
   private checkedCommit: LogIndex = 0;
+  /** The core's membership when the previous Ready was persisted, before it applied that Ready's conf changes. */
+  private confBeforeLastReady: ConfState | undefined = undefined;
   /** The membership as of the last applied index, kept across a crash (a restart rebuilds the same). */
   private lastConf: ConfState | undefined = undefined;
   readonly log: LogView;
@@ -299,14 +301,16 @@ export class SimNode {
       this.pendingLeaderTerm = 0;
     }
     const commit = ready.hardState?.commit ?? 0;
+    const conf = this.raw?.confState();
     if (this.role === Role.Leader && commit > this.checkedCommit) {
       this.checkedCommit = commit;
       const entryTerm = this.log.term(commit);
-      const conf = this.raw?.confState();
       if (entryTerm !== undefined && conf !== undefined) {
-        host.invariants.commitAdvanced(id, this.term, commit, entryTerm, conf, host.cluster);
+        host.invariants.commitAdvanced(id, this.term, commit, entryTerm, conf, host.cluster, this.confBeforeLastReady);
       }
     }
+    // The membership this Ready's commits may have been counted with, for the next Ready's check.
+    this.confBeforeLastReady = conf;
   }
 
   private apply(entries: readonly Entry[]): void {
@@ -349,6 +353,8 @@ export class SimNode {
         this.pendingLeaderTerm = event.term;
         // Commit moves made before leading (as a follower, in the same batch) are not the leader's.
         this.checkedCommit = Math.max(this.checkedCommit, this.raw?.status().commit ?? 0);
+        // A new leader counts with the membership it has now: nothing older excuses its commits.
+        this.confBeforeLastReady = undefined;
       }
     }
     this.host.coreEvent(this, event);

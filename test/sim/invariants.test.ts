@@ -149,6 +149,22 @@ describe("commit durability", () => {
     expect(violations).toEqual([]);
   });
 
+  it("accepts a commit counted with the membership before a removal that took effect while its Ready was in flight, and no other short one", () => {
+    // a counted {a,b,e} of {a,b,c,d,e}; the removal of e, committed just before, took effect in the
+    // Ready before this check. The old majority meets every majority of {a,b,c,d}, so nothing is lost.
+    const five: ConfState = { voters: ["a", "b", "c", "d", "e"], votersOutgoing: [], learners: [], learnersNext: [] };
+    const four: ConfState = { voters: ["a", "b", "c", "d"], votersOutgoing: [], learners: [], learnersNext: [] };
+    const logs = { a: [0, 2], b: [0, 2], c: [0], d: [0], e: [0, 2] };
+    const confs = { a: four, b: four, c: four, d: four };
+    const accepted = check(commitDurability);
+    accepted.inv.commitAdvanced!("a", 2, 1, 2, four, cluster(logs, {}, confs), five);
+    expect(accepted.violations).toEqual([]);
+    // Short in the membership before as well: flagged.
+    const flagged = check(commitDurability);
+    flagged.inv.commitAdvanced!("a", 2, 1, 2, four, cluster({ ...logs, e: [0] }, {}, confs), five);
+    expect(flagged.violations[0]).toMatch(/only \[a,b\] of \[a,b,c,d\]/);
+  });
+
   it("needs both majorities in a joint configuration", () => {
     const { inv, violations } = check(commitDurability);
     const joint: ConfState = { voters: ["a", "d", "e"], votersOutgoing: ["a", "b", "c"], learners: [], learnersNext: [] };
