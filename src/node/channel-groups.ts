@@ -38,13 +38,13 @@ import type { ChannelRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { ChannelCommandSchema } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
 import { NotLeaderError, OutcomeUnknownError } from "../multiraft/errors.ts";
-import { retryWhileLeaderChanges } from "./leader-change-retry.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import { isConfMember } from "../raft/conf-change.ts";
 import { ConfChangeType, type GroupId, type LogIndex, type NodeId } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
 import { ChannelGroupMachine, withNamespace, type ChannelGroupListener } from "./channel-group-machine.ts";
 import { KeyedWaiters } from "./keyed-waiters.ts";
+import { retryWhileLeaderChanges } from "./leader-change-retry.ts";
 
 /** Every channel group's id starts with this; the channel id follows. */
 export const channelGroupPrefix = "channel/";
