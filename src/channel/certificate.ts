@@ -107,7 +107,12 @@ export function rememberOwnBatchSignature(publicKeyRaw: Uint8Array, root: Uint8A
 }
 
 function batchSignatureId(publicKeyRaw: Uint8Array, root: Uint8Array, signature: Uint8Array): string {
-  return `${Buffer.from(publicKeyRaw.buffer, publicKeyRaw.byteOffset, publicKeyRaw.byteLength).toString("base64")}/${Buffer.from(root.buffer, root.byteOffset, root.byteLength).toString("base64")}/${Buffer.from(signature.buffer, signature.byteOffset, signature.byteLength).toString("base64")}`;
+  return `${base64(publicKeyRaw)}/${base64(root)}/${base64(signature)}`;
+}
+
+/** Base64 of `bytes` without copying them. */
+function base64(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
 }
 
 function rememberVerified(id: string): void {

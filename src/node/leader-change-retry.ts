@@ -8,9 +8,9 @@
 import { NotLeaderError, ProposalRefusedError } from "../multiraft/errors.ts";
 
 /** Pause between attempts while no leader takes the command. */
-export const leaderChangeRetryMs = 5;
+const leaderChangeRetryMs = 5;
 /** Most attempts, whatever the deadline. */
-export const leaderChangeAttemptsMax = 1000;
+const leaderChangeAttemptsMax = 1000;
 
 /**
  * Whether a proposal failed only because the group is changing leaders, with
