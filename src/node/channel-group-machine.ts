@@ -11,7 +11,7 @@
  * inboxes live) in the same RocksDB batch as the apply.
  */
 import { fromBinary } from "@bufbuild/protobuf";
-import type { ChannelResult, ChannelStateMachine } from "../channel/channel-state-machine.ts";
+import { readStoredChannels, type ChannelResult, type ChannelStateMachine, type StoredChannels } from "../channel/channel-state-machine.ts";
 import { ChannelCommandSchema, type ChannelCommand } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
 import { ApplyBatch } from "../multiraft/apply-batch.ts";
@@ -20,7 +20,7 @@ import { decodePairs, snapshotPairs } from "../multiraft/pairs-snapshot.ts";
 import type { ApplyOutcome, StateMachine } from "../multiraft/state-machine.ts";
 import { applyConfChange, confMembers, decodeConfChange } from "../raft/conf-change.ts";
 import { emptyConfState, EntryType, type ConfState, type Entry, type LogIndex } from "../raft/types.ts";
-import type { GroupStore, KvWrite } from "../storage/storage-engine.ts";
+import type { GroupReader, GroupStore, KvWrite } from "../storage/storage-engine.ts";
 import { channelCommandOp } from "../channel/channel-command.ts";
 
 /** Namespace of the channel's records in its group's key space (see channel-keys.ts). */
@@ -102,9 +102,17 @@ export class ChannelGroupMachine implements StateMachine {
 
   /** Loads the channel and the membership from the group's store; call before hosting it. */
   async load(): Promise<void> {
+    this.adopt(await readChannelGroup(this.store));
+  }
+
+  /**
+   * Takes what {@link readChannelGroup} read into memory in one synchronous
+   * step, so that nobody sees the channel missing halfway through a load.
+   */
+  adopt(stored: StoredChannelGroup): void {
     this.context.channels.forget(this.channelId);
-    this.membership = decodeMembership(await this.store.get(confStateKey));
-    await this.context.channels.loadMore((prefix) => this.store.scan(withNamespace(prefix)));
+    this.membership = stored.membership;
+    this.context.channels.adopt(stored.channels);
   }
 
   async apply(entries: readonly Entry[]): Promise<ApplyOutcome> {
@@ -185,6 +193,25 @@ export class ChannelGroupMachine implements StateMachine {
     this.context.listener.onMembership(this.channelId, this.membership.conf);
     await this.context.inbox?.afterSnapshot(index, [this.channelId]);
   }
+}
+
+/** A channel group's state machine records as stored: its applied membership and its channel. */
+export interface StoredChannelGroup {
+  readonly membership: AppliedMembership;
+  readonly channels: StoredChannels;
+}
+
+/** What {@link readChannelGroup} reads from: an open group's store, or the engine's reader of a closed one. */
+export type StateRecordReader = Pick<GroupReader, "get" | "scan">;
+
+/**
+ * Reads a channel group's state machine records with all reads in flight at
+ * once. A store open or not: a hibernating group's records are read while
+ * its log is loaded.
+ */
+export async function readChannelGroup(reader: StateRecordReader): Promise<StoredChannelGroup> {
+  const [membership, channels] = await Promise.all([reader.get(confStateKey), readStoredChannels((prefix) => reader.scan(withNamespace(prefix)))]);
+  return { membership: decodeMembership(membership), channels };
 }
 
 /** `key` in the channel namespace of a channel group's key space. */

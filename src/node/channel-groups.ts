@@ -39,10 +39,10 @@ import { ChannelCommandSchema } from "../gen/epochd/state/v1/channel_state_pb.ts
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
 import { NotLeaderError, OutcomeUnknownError } from "../multiraft/errors.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
-import { isConfMember } from "../raft/conf-change.ts";
+import { confMembers, isConfMember } from "../raft/conf-change.ts";
 import { ConfChangeType, type GroupId, type LogIndex, type NodeId } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
-import { ChannelGroupMachine, withNamespace, type ChannelGroupListener } from "./channel-group-machine.ts";
+import { ChannelGroupMachine, readChannelGroup, withNamespace, type ChannelGroupListener } from "./channel-group-machine.ts";
 import { KeyedWaiters } from "./keyed-waiters.ts";
 import { retryWhileLeaderChanges } from "./leader-change-retry.ts";
 
@@ -52,6 +52,13 @@ export const channelGroupPrefix = "channel/";
 export const hostChannelGroupTopic = "channel-group-host";
 /** Peer notice: "you are no longer a member of this channel's group" (payload: the channel id). */
 export const leaveChannelGroupTopic = "channel-group-leave";
+/**
+ * Peer notice: "load this channel's group now, a command for it is coming"
+ * (payload: the channel id). Sent by a homeserver waking a hibernating group
+ * for a command, so that its peers read the group from RocksDB while it does,
+ * not after its first Append reaches them.
+ */
+export const wakeChannelGroupTopic = "channel-group-wake";
 /** Most channel groups one homeserver hosts. */
 export const channelGroupsMax = 200_000;
 /** How often the leaders look at channels whose group does not yet follow their members. */
@@ -216,9 +223,16 @@ export class ChannelGroups implements HostedChannels {
     this.refreshSettled(channelId);
     const hibernation = {
       load: async () => {
-        const loaded = await this.loadMachine(channelId, await this.options.engine.reopenGroup(channelGroupId(channelId)));
+        // The log and the state machine records are read at the same time: a reload costs one round
+        // trip to RocksDB's threads, which under load is what a commit on a hibernating channel waits for.
+        const groupId = channelGroupId(channelId);
+        const engine = this.options.engine;
+        const [store, stored] = await Promise.all([engine.reopenGroup(groupId), readChannelGroup(engine.reader(groupId))]);
+        const machine = this.newMachine(channelId, store);
+        machine.adopt(stored);
+        this.machines.set(channelId, machine);
         this.refreshSettled(channelId);
-        return { store: loaded.store, stateMachine: loaded };
+        return { store, stateMachine: machine };
       },
       mayUnload: () => this.mayUnload(channelId),
       unloaded: () => {
@@ -229,8 +243,12 @@ export class ChannelGroups implements HostedChannels {
     await this.options.driver.addGroup(store, this.machines.get(channelId)!, { quiesce: true, balanceLeadership: true, hibernation, startUnloaded: reopening && this.mayUnload(channelId) });
   }
 
+  private newMachine(channelId: string, store: GroupStore): ChannelGroupMachine {
+    return new ChannelGroupMachine(channelId, store, { channels: this.options.channels, inbox: this.options.inbox, inboxStore: this.options.inboxStore, listener: this.listener });
+  }
+
   private async loadMachine(channelId: string, store: GroupStore): Promise<ChannelGroupMachine> {
-    const machine = new ChannelGroupMachine(channelId, store, { channels: this.options.channels, inbox: this.options.inbox, inboxStore: this.options.inboxStore, listener: this.listener });
+    const machine = this.newMachine(channelId, store);
     await machine.load();
     this.machines.set(channelId, machine);
     return machine;
@@ -304,6 +322,9 @@ export class ChannelGroups implements HostedChannels {
   async propose(channelId: string, command: Command, waitMs: number): Promise<{ result: ChannelResult; index: LogIndex }> {
     if (!this.hosted.has(channelId)) throw new ChannelNotHostedError(channelId);
     const groupId = channelGroupId(channelId);
+    if (this.options.driver.isDormant(groupId)) {
+      for (const peer of confMembers(this.options.driver.confState(groupId))) this.notice(peer, wakeChannelGroupTopic, channelId);
+    }
     await this.options.driver.wake(groupId);
     // A group loaded without a leader (its leader's homeserver went away while it hibernated) is electing one now.
     await this.waitForLeaderKnown(groupId, Date.now() + Math.min(waitMs, leaderWaitMsMax));
@@ -543,6 +564,11 @@ export class ChannelGroups implements HostedChannels {
     }
     const channelId = decoder.decode(payload);
     if (!isValidChannelId(channelId)) return;
+    if (topic === wakeChannelGroupTopic) {
+      // Loaded in its quiet role, without campaigning: the waking peer's command follows.
+      if (this.hosted.has(channelId)) this.options.driver.wake(channelGroupId(channelId), false).catch(() => undefined);
+      return;
+    }
     if (topic === hostChannelGroupTopic) {
       if (this.hosted.has(channelId) || this.hosted.size >= channelGroupsMax) return;
       void this.exclusive(channelId, async () => {

@@ -16,6 +16,9 @@ import { isCertified } from "../../src/channel/certificate.ts";
 import { ChannelService, CommitConflictSchema, type Certificate } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import { applyAcceptedCommit, buildGroup, joinFromWelcome, makeCommit, makeDevice, memberOf, type PendingCommit, type TestGroup } from "../fixtures/mls-group.ts";
 import { DeviceLogins } from "./device-login.ts";
+import { wakeChannelGroupTopic } from "../../src/node/channel-groups.ts";
+import { encodeBatch } from "../../src/transport/codec.ts";
+import { peerServicePaths } from "../../src/transport/peer-service.ts";
 import { ProcessCluster } from "./process-cluster.ts";
 
 type ChannelClient = ReturnType<typeof unaryClient<(typeof ChannelService)["method"]>>;
@@ -217,6 +220,29 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     }, 20_000, "hs3 catches up on kill-123");
     console.log(`[channel groups] hs3 killed ${recovered - killedAt} ms: ${timings.join("; ")}`);
   }, 180_000);
+
+  it("a wake notice from a peer loads a hibernating channel group, with no Raft message and no election", async () => {
+    await createChannel("wake-123", "ka@hs1", ["kb@hs2", "kc@hs3"]);
+    const everywhere = async () => Promise.all(["hs1", "hs2", "hs3"].map((id) => groupAt(id, "wake-123")));
+    await waitUntil(async () => (await everywhere()).every((g) => g?.hibernating === true), 15_000, "the group hibernates everywhere");
+    const before = (await groupAt("hs3", "wake-123"))!;
+    // What a homeserver waking the group for a command sends its peers first, here sent as hs1 to hs3 alone.
+    const client = new grpc.Client(cluster.get("hs3").peerAddress, cluster.peerCredentials("hs1"), { "grpc.ssl_target_name_override": "localhost" });
+    const call = client.makeBidiStreamRequest(peerServicePaths.stream, (b: Buffer) => b, (b: Buffer) => b);
+    call.on("error", () => undefined);
+    call.on("data", () => undefined);
+    try {
+      call.write(encodeBatch([], [{ topic: wakeChannelGroupTopic, payload: new TextEncoder().encode("wake-123") }]));
+      await waitUntil(async () => (await groupAt("hs3", "wake-123"))?.hibernating === false, 10_000, "hs3 loads the group");
+      const loaded = (await groupAt("hs3", "wake-123"))!;
+      expect({ leader: loaded.leaderId, term: loaded.term }).toEqual({ leader: before.leaderId, term: before.term });
+      // Nobody else was woken: the notice, not Raft traffic, loaded it.
+      expect((await groupAt("hs2", "wake-123"))?.hibernating).toBe(true);
+    } finally {
+      call.end();
+      client.close();
+    }
+  }, 60_000);
 
   it("a channel group hibernating on every homeserver takes the next commit in the same term; with its leader killed, it elects on the next commit", async () => {
     const trio = await createChannel("hib-123", "ha@hs1", ["hb@hs2", "hc@hs3"]);

@@ -124,6 +124,12 @@ export class ProcessCluster {
     return { ca: readFileSync(this.certs.ca.certPath), key: readFileSync(this.certs.operator.keyPath), cert: readFileSync(this.certs.operator.certPath) };
   }
 
+  /** Channel credentials that present homeserver `id`'s own certificate: for tests that speak to a peer port as it. */
+  peerCredentials(id: string): grpc.ChannelCredentials {
+    const files = this.certs.homeservers.get(id)!;
+    return grpc.credentials.createSsl(readFileSync(this.certs.ca.certPath), readFileSync(files.keyPath), readFileSync(files.certPath));
+  }
+
   /** Credentials of a client of the client API (server-side TLS with the cluster CA). */
   clientCredentials(): grpc.ChannelCredentials {
     return grpc.credentials.createSsl(this.credentials().ca);
