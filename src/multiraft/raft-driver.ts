@@ -98,7 +98,11 @@ export interface RaftDriverOptions {
    * appended; false keeps it out of the log (the hook may propose it later).
    */
   readonly admitForwarded?: (groupId: GroupId, message: Message) => boolean;
-  /** Unload groups added with `hibernation` after this long quiet; 0 or absent: never. */
+  /**
+   * Unload groups added with `hibernation` after this long quiet; 0 or absent:
+   * never. A group that comes back soon after it left waits longer the next
+   * time (see {@link nextHibernateDelayMs}).
+   */
   readonly hibernateAfterMs?: number;
   /** Told after every hibernation sweep how many groups it unloaded (0 too: a wave of unloads is over). */
   readonly onHibernated?: (unloaded: number) => void;
@@ -143,6 +147,8 @@ interface HostedGroup {
   readonly options: AddGroupOptions;
   /** When the hibernation sweep first saw the group quiet (0: not quiet then). */
   quietSinceMs: number;
+  /** How long this group must be quiet before it is unloaded (see {@link nextHibernateDelayMs}). */
+  hibernateDelayMs: number;
 }
 
 /** A hosted group unloaded from memory (see {@link GroupHibernation}): what is needed to answer for it and reload it. */
@@ -158,12 +164,32 @@ interface DormantGroup {
   loading: Promise<HostedGroup | undefined> | undefined;
   /** Campaign at once when loaded without a leader: a local caller needs the group. */
   campaignOnLoad: boolean;
+  /** When it was unloaded, and the quiet time it had been given then. */
+  readonly unloadedAtMs: number;
+  readonly hibernateDelayMs: number;
 }
 
 const noProgress: RaftStatus["progress"] = new Map();
 
 /** Most messages queued for one unloaded group while it loads; Raft copes with the rest being lost. */
 const dormantPendingMax = 1024;
+
+/** A group back within this many of its quiet times after unloading was unloaded too early. */
+const reloadedSoonFactor = 4;
+/** Longest quiet time before unloading, in multiples of `hibernateAfterMs`. */
+const hibernateDelayFactorMax = 8;
+
+/**
+ * The quiet time a group reloaded `awayMs` after it was unloaded gets before
+ * it is unloaded again. Back soon (within {@link reloadedSoonFactor} quiet
+ * times), it doubles, up to {@link hibernateDelayFactorMax} times the base:
+ * a channel used every 15 s is not read back from RocksDB for every commit
+ * when the base is 10 s. Back after longer, it is the base again, so a group
+ * idle for good leaves memory as soon as before.
+ */
+export function nextHibernateDelayMs(baseMs: number, lastDelayMs: number, awayMs: number): number {
+  return awayMs < lastDelayMs * reloadedSoonFactor ? Math.min(lastDelayMs * 2, baseMs * hibernateDelayFactorMax) : baseMs;
+}
 
 /**
  * Runs many Raft groups in one process: ticks them, routes peer messages to
@@ -187,6 +213,8 @@ export class RaftDriver {
   private balancer: NodeJS.Timeout | undefined;
   private hibernator: NodeJS.Timeout | undefined;
   private loopScheduled = false;
+  /** The hibernation timer fired while the Ready loop ran: sweep between its rounds. */
+  private hibernationDue = false;
   private loopRunning: Promise<void> | undefined;
   private stopped = false;
   private readCounter = 0;
@@ -210,7 +238,7 @@ export class RaftDriver {
     else this.touch(group);
   }
 
-  private host(store: GroupStore, stateMachine: StateMachine, options: AddGroupOptions, resume: QuietState | undefined, termStartIndex: LogIndex): HostedGroup {
+  private host(store: GroupStore, stateMachine: StateMachine, options: AddGroupOptions, resume: QuietState | undefined, termStartIndex: LogIndex, hibernateDelayMs = this.options.hibernateAfterMs ?? 0): HostedGroup {
     const groupId = store.groupId;
     const node = new RawNode({
       ...this.options.raft,
@@ -237,6 +265,7 @@ export class RaftDriver {
       termStartIndex,
       options,
       quietSinceMs: 0,
+      hibernateDelayMs,
     };
     this.groups.set(groupId, group);
     return group;
@@ -244,10 +273,15 @@ export class RaftDriver {
 
   // ---- hibernation ---------------------------------------------------------------------------------
 
-  /** Unloads the groups quiet for `hibernateAfterMs` whose owner agrees; never while a Ready is handled. */
+  /**
+   * Unloads the groups quiet for their hibernate delay whose owner agrees.
+   * Never while a Ready is handled: the sweep runs from its timer while the
+   * Ready loop is idle, or between two rounds of the loop (which, under
+   * steady load, never idles).
+   */
   private hibernateQuietGroups(): void {
-    const afterMs = this.options.hibernateAfterMs ?? 0;
-    if (this.stopped || afterMs <= 0 || this.loopRunning !== undefined || this.loopScheduled) return;
+    this.hibernationDue = false;
+    if (this.stopped || (this.options.hibernateAfterMs ?? 0) <= 0) return;
     const now = Date.now();
     let unloaded = 0;
     for (const group of [...this.groups.values()]) {
@@ -258,7 +292,7 @@ export class RaftDriver {
         continue;
       }
       if (group.quietSinceMs === 0) group.quietSinceMs = now;
-      if (now - group.quietSinceMs < afterMs) continue;
+      if (now - group.quietSinceMs < group.hibernateDelayMs) continue;
       if (group.proposals.size > 0 || group.reads.size > 0 || group.snapshotting) continue;
       const quiet = group.node.quietState();
       if (quiet === undefined || !hibernation.mayUnload()) continue;
@@ -282,6 +316,8 @@ export class RaftDriver {
       pending: [],
       loading: undefined,
       campaignOnLoad: false,
+      unloadedAtMs: Date.now(),
+      hibernateDelayMs: group.hibernateDelayMs,
     });
     this.options.engine.closeGroup(group.store);
     options.hibernation.unloaded();
@@ -328,7 +364,8 @@ export class RaftDriver {
       return undefined;
     }
     this.dormant.delete(dormant.groupId);
-    const group = this.host(opened.store, opened.stateMachine, dormant.options, dormant.quiet, dormant.termStartIndex);
+    const delayMs = nextHibernateDelayMs(this.options.hibernateAfterMs ?? 0, dormant.hibernateDelayMs, Date.now() - dormant.unloadedAtMs);
+    const group = this.host(opened.store, opened.stateMachine, dormant.options, dormant.quiet, dormant.termStartIndex, delayMs);
     for (const message of dormant.pending) this.deliver(group, message);
     if (dormant.quiet === undefined && dormant.campaignOnLoad) group.node.campaign();
     this.touch(group);
@@ -445,7 +482,10 @@ export class RaftDriver {
     }
     const hibernateAfterMs = this.options.hibernateAfterMs ?? 0;
     if (hibernateAfterMs > 0) {
-      this.hibernator = setInterval(() => this.hibernateQuietGroups(), Math.max(50, Math.min(1000, hibernateAfterMs / 4)));
+      this.hibernator = setInterval(() => {
+        if (this.loopRunning === undefined && !this.loopScheduled) this.hibernateQuietGroups();
+        else this.hibernationDue = true;
+      }, Math.max(50, Math.min(1000, hibernateAfterMs / 4)));
       this.hibernator.unref();
     }
   }
@@ -680,6 +720,7 @@ export class RaftDriver {
         }
         if (batch.length === 0) return;
         await this.handleReadies(batch);
+        if (this.hibernationDue) this.hibernateQuietGroups();
       }
       this.schedule();
     } catch (error) {

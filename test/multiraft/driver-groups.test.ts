@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { encodePut } from "../../src/kv/kv-command.ts";
 import { planLeaderTransfers } from "../../src/multiraft/leader-balancer.ts";
 import { KvStateMachine } from "../../src/multiraft/kv-state-machine.ts";
-import { RaftDriver } from "../../src/multiraft/raft-driver.ts";
+import { nextHibernateDelayMs, RaftDriver } from "../../src/multiraft/raft-driver.ts";
 import { defaultRaftConfig } from "../../src/raft/raft.ts";
 import type { Message, NodeId, Transport } from "../../src/raft/types.ts";
 import { StorageEngine } from "../../src/storage/storage-engine.ts";
@@ -161,24 +161,51 @@ describe("RaftDriver with many groups", () => {
     expect(new TextDecoder().decode(await c.engines.get("hs2")!.reader("g3").get(new TextEncoder().encode("k")))).toBe("v");
   });
 
+  it("a group that comes back soon after it left memory stays longer the next time; one idle for long leaves after the base time", async () => {
+    const baseMs = 100;
+    expect(nextHibernateDelayMs(baseMs, baseMs, 50)).toBe(200);
+    expect(nextHibernateDelayMs(baseMs, 200, 700)).toBe(400);
+    expect(nextHibernateDelayMs(baseMs, 800, 100)).toBe(800); // at most 8 times the base
+    expect(nextHibernateDelayMs(baseMs, 400, 1600)).toBe(baseMs); // away long enough: back to the base
+    const c = await startCluster(6, false, undefined, baseMs);
+    for (const id of ids) c.driver(id).start();
+    await until("every group led", () => [...leaderCounts(c, 6).values()].reduce((a, b) => a + b, 0) === 6);
+    await until("every group unloaded everywhere", () => ids.every((id) => c.driver(id).counts().unloaded === 6));
+    const leader = c.driver("hs1").leaderOf("g2");
+    const put = () => c.driver(leader).propose("g2", encodePut(new TextEncoder().encode("k"), new TextEncoder().encode("v")));
+    // Three writes, each soon after the group left memory: its quiet time doubles to 200, 400, 800 ms.
+    for (let i = 0; i < 3; i++) {
+      await put();
+      await until("unloaded on the leader", () => c.driver(leader).isDormant("g2"));
+    }
+    await put();
+    await until("quiet on the leader", () => c.driver(leader).counts().awake === 0);
+    await new Promise((r) => setTimeout(r, 4 * baseMs));
+    expect(c.driver(leader).isDormant("g2")).toBe(false);
+    await until("unloaded after its longer quiet time", () => c.driver(leader).isDormant("g2"));
+  });
+
   it("a hibernating group whose leader is lost elects a new one when it is next needed", async () => {
     const groupCount = 12;
     const c = await startCluster(groupCount, false, undefined, 100);
     for (const id of ids) c.driver(id).start();
     await until("every group led", () => [...leaderCounts(c, groupCount).values()].reduce((a, b) => a + b, 0) === groupCount);
     await until("every group unloaded", () => ids.every((id) => c.driver(id).counts().unloaded === groupCount));
-    const led = [...Array(groupCount).keys()].filter((n) => c.driver("hs2").leaderOf(`g${n}`) === "hs1");
+    // The homeserver leading the most groups is lost (elections are random: any of them may lead none).
+    const victim = [...leaderCounts(c, groupCount)].sort((a, b) => b[1] - a[1])[0]![0];
+    const survivors = ids.filter((id) => id !== victim);
+    const led = [...Array(groupCount).keys()].filter((n) => c.driver(survivors[0]!).leaderOf(`g${n}`) === victim);
     expect(led.length).toBeGreaterThan(0);
-    await c.driver("hs1").stop();
-    c.net.drivers.delete("hs1");
-    for (const id of ["hs2", "hs3"]) c.driver(id).peerLost("hs1");
+    await c.driver(victim).stop();
+    c.net.drivers.delete(victim);
+    for (const id of survivors) c.driver(id).peerLost(victim);
     // Nothing elects until asked: the groups stay unloaded.
     await new Promise((r) => setTimeout(r, 300));
-    expect(c.driver("hs2").counts().unloaded).toBe(groupCount);
+    expect(c.driver(survivors[0]!).counts().unloaded).toBe(groupCount);
     const groupId = `g${led[0]!}`;
-    await c.driver("hs2").wake(groupId);
-    await until("a new leader", () => ["hs2", "hs3"].includes(c.driver("hs2").leaderOf(groupId)), 5000);
-    const leader = c.driver("hs2").leaderOf(groupId);
+    await c.driver(survivors[0]!).wake(groupId);
+    await until("a new leader", () => survivors.includes(c.driver(survivors[0]!).leaderOf(groupId)), 5000);
+    const leader = c.driver(survivors[0]!).leaderOf(groupId);
     const applied = await c.driver(leader).propose(groupId, encodePut(new TextEncoder().encode("k"), new TextEncoder().encode("w")));
     expect(applied.result).toBe(true);
   });
