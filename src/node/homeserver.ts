@@ -91,15 +91,27 @@ export class Homeserver {
       sync: config.sync,
       onSyncLatency: (ms) => metrics.fsyncSeconds.observe(ms / 1000),
     });
+    // What assemble started so far, undone in reverse if a later step fails (a port already taken, a
+    // corrupt record): a homeserver that cannot start must not keep half of itself serving.
+    const started: Array<() => unknown> = [];
     try {
-      return await Homeserver.assemble(config, logger, onFatal, onLeft, metrics, engine);
+      return await Homeserver.assemble(config, logger, onFatal, onLeft, metrics, engine, started);
     } catch (error) {
+      for (const undo of started.reverse()) await Promise.resolve(undo()).catch(() => undefined);
       await engine.close().catch(() => undefined);
       throw error;
     }
   }
 
-  private static async assemble(config: NodeConfig, logger: Logger, onFatal: (error: unknown) => void, onLeft: () => void, metrics: NodeMetrics, engine: StorageEngine): Promise<Homeserver> {
+  private static async assemble(
+    config: NodeConfig,
+    logger: Logger,
+    onFatal: (error: unknown) => void,
+    onLeft: () => void,
+    metrics: NodeMetrics,
+    engine: StorageEngine,
+    started: Array<() => unknown>,
+  ): Promise<Homeserver> {
     // Used only if the data directory is new: the initial members, or this homeserver alone.
     const initialVoters = !config.bootstrap ? [] : config.peers.length > 0 ? config.peers.map((p) => p.id) : [config.id];
     const store = await engine.openGroup(clusterGroupId, initialVoters);
@@ -129,6 +141,8 @@ export class Homeserver {
         driver?.peerLost(to);
       },
     });
+    started.push(() => transport.close());
+    started.push(() => driver?.stop());
     const ticks = raftTicks(config);
     const base = defaultRaftConfig(config.id, clusterGroupId, store.log, Math.random);
     let unloadedSinceGc = 0;
@@ -226,12 +240,14 @@ export class Homeserver {
 
     const health = new HealthImplementation({ "": "NOT_SERVING", "epochd.kv.v1.KvService": "NOT_SERVING" });
     const peerServer = new grpc.Server(peerServerOptions());
+    started.push(() => peerServer.forceShutdown());
     transport.register(peerServer);
     const directory = wireDirectory({ config, credentials, groupId: clusterGroupId, driver, transport, stateMachine, logger, onLeft });
     addAdminService(peerServer, { selfId: config.id, driver, transport, clusterGroupId, insecure: config.insecure, directory: directory.admin });
     health.addToServer(peerServer);
     await hostTestGroups(peerServer, { selfId: config.id, engine, driver, logger, insecure: config.insecure });
     const clientServer = new grpc.Server({ "grpc.max_receive_message_length": 2 << 20 });
+    started.push(() => clientServer.forceShutdown());
     addKvService(clientServer, driver, clusterGroupId, stateMachine);
     const tokens = new TokenIssuer(loadOrCreateAuthSecret(config.dataDir), config.clusterId, config.id);
     const authenticator = new TokenAuthenticator(tokens, stateMachine.identity.index);

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { RawDb } from "../../src/storage/rocksdb-promises.ts";
@@ -91,6 +92,22 @@ describe("bad input to a real homeserver", () => {
       expect((await kv.put({ key: text("after"), value: text("peers") })).index).toBeGreaterThan(0n);
     } finally {
       kv.close();
+    }
+  });
+
+  it("a homeserver that cannot listen on its client port exits with an error instead of serving half started", async () => {
+    const other = await ProcessCluster.create(1);
+    const [host, port] = other.get("hs1").clientAddress.split(":");
+    const squatter = createServer();
+    await new Promise<void>((resolve) => squatter.listen(Number(port), host, resolve));
+    try {
+      other.start("hs1");
+      const code = await Promise.race([other.get("hs1").exited, new Promise((r) => setTimeout(() => r("still running"), 15_000))]);
+      expect(code).toBe(1);
+      expect(other.log("hs1")).toMatch(/cannot listen on/);
+    } finally {
+      squatter.close();
+      await other.close();
     }
   });
 

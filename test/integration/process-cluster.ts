@@ -21,15 +21,34 @@ const binPath = resolve(import.meta.dirname, "../../bin/epochd.mjs");
 export type KvClient = UnaryClient<(typeof KvService)["method"]>;
 export type AdminClient = UnaryClient<(typeof AdminService)["method"]>;
 
-/** Finds a free TCP port on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
+/** First port handed to test homeservers: below the kernel's ephemeral ports (32768 to 60999 on Linux). */
+const firstTestPort = 20_000;
+/** Ports per vitest worker: worker N takes [firstTestPort + N * portsPerWorker, + portsPerWorker). */
+const portsPerWorker = 1000;
+let portsTaken = 0;
+
+/**
+ * A TCP port on 127.0.0.1 that is free now, for a homeserver to bind. Not a
+ * port the kernel picked (listening on port 0): between that check and the
+ * homeserver's bind, the kernel may give the same port to an outgoing
+ * connection of any process, and the homeserver then fails to start. Each
+ * vitest worker takes ports from its own range below the ephemeral ones, so
+ * neither that nor two test files running at once can collide.
+ */
+export async function freePort(): Promise<number> {
+  const worker = Number(process.env.VITEST_POOL_ID ?? "0") % 12;
+  for (let tries = 0; tries < portsPerWorker; tries++) {
+    const port = firstTestPort + worker * portsPerWorker + (portsTaken++ % portsPerWorker);
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free port among ${portsPerWorker} tried`);
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address !== null ? resolvePort(address.port) : reject(new Error("no port"))));
-    });
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
 }
 
@@ -42,9 +61,14 @@ export interface ProcessNode {
   exited: Promise<number | null> | undefined;
 }
 
+/** How many lines of a homeserver's log `close()` prints when it exited on its own. */
+const logTailLines = 40;
+
 /** A cluster of real homeserver processes. */
 export class ProcessCluster {
   readonly nodes = new Map<string, ProcessNode>();
+  /** Processes that exited without being killed (a crash, a failed start): their logs are printed by `close()`. */
+  private readonly unexpectedExits: string[] = [];
   private constructor(
     readonly root: string,
     private readonly certs: ClusterCertificates,
@@ -85,7 +109,12 @@ export class ProcessCluster {
     const log = openSync(join(this.root, `${id}.log`), "a");
     const child = spawn(process.execPath, args, { stdio: ["ignore", log, log] });
     node.child = child;
-    node.exited = new Promise((resolveExit) => child.once("exit", (code) => resolveExit(code)));
+    node.exited = new Promise((resolveExit) =>
+      child.once("exit", (code, signal) => {
+        if (node.child === child) this.unexpectedExits.push(`${id} (pid ${child.pid}) exited by itself with ${code ?? signal}`);
+        resolveExit(code);
+      }),
+    );
   }
 
   startAll(): void {
@@ -103,11 +132,11 @@ export class ProcessCluster {
     const node = this.get(id);
     if (node.child?.pid === undefined || node.child.exitCode !== null) return node.child?.exitCode ?? null;
     const pid = node.child.pid;
+    node.child = undefined; // from now on its exit is expected
     process.kill(pid, signal);
     const timer = setTimeout(() => process.kill(pid, "SIGKILL"), 10_000);
     const code = await node.exited;
     clearTimeout(timer);
-    node.child = undefined;
     return code ?? null;
   }
 
@@ -167,9 +196,17 @@ export class ProcessCluster {
     throw new Error(`no single leader among ${among.join(", ")} within ${timeoutMs} ms\n${tails}`);
   }
 
-  /** Stops every process by pid and removes the files. */
+  /**
+   * Stops every process by pid and removes the files; first prints the log of
+   * any homeserver that exited by itself, since its files go with the rest.
+   */
   async close(): Promise<void> {
     await Promise.all([...this.nodes.keys()].map((id) => this.kill(id, "SIGTERM").catch(() => undefined)));
+    for (const exit of this.unexpectedExits) {
+      const id = exit.split(" ")[0]!;
+      const tail = this.log(id).split("\n").slice(-logTailLines).join("\n");
+      process.stderr.write(`[process cluster] ${exit}; the last ${logTailLines} lines of its log:\n${tail}\n`);
+    }
     rmSync(this.root, { recursive: true, force: true });
   }
 }
