@@ -7,9 +7,10 @@
  * channel's group then records complete certificates in its log, many per
  * entry, so that every homeserver of the channel
  * stores them (one that was down learns them there). Own batches are sent
- * again, and complete certificates proposed by whoever holds them, while the
- * log has not recorded them, so a lost notice or a leader change delays a
- * certificate but does not lose it.
+ * again, and complete certificates proposed again (by the leader after
+ * {@link leaderReproposeMs}, by the others after {@link followerReproposeMs}),
+ * while the log has not recorded them, so a lost notice or a leader change
+ * delays a certificate but does not lose it.
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { batchSigningMessage, rememberOwnBatchSignature } from "../channel/certificate.ts";
@@ -24,8 +25,23 @@ import type { SigningKey } from "./signing-key.ts";
 
 /** The peer-stream notice topic of signature batches. */
 export const signatureBatchTopic = "certificate-signatures";
-/** How often own batches not yet recorded are sent again, and complete certificates proposed again. */
+/** How often own batches not yet recorded are sent again, and stale complete certificates looked at. */
 export const resendIntervalMs = 1000;
+/**
+ * A complete certificate of a group this homeserver leads is proposed again
+ * when the log has not recorded it this long after the last proposal. Under
+ * load an entry takes well over a second from proposal to apply, and an
+ * earlier 1 s made most certificate entries duplicates at concurrency 256
+ * (60% of the items applied were already recorded), each a full Raft round.
+ */
+export const leaderReproposeMs = 5000;
+/**
+ * A homeserver that does not lead the group forwards a complete certificate
+ * to the leader only when the log has not recorded it this long after it
+ * completed (or after its last forward): the leader records it itself, so
+ * this is for a leader that changed or lost it.
+ */
+export const followerReproposeMs = 10_000;
 /** Own batches kept for resending; the oldest are dropped beyond this. */
 export const sentBatchesMax = 10_000;
 /** Most certificates one log entry records. */
@@ -59,7 +75,10 @@ const keyOf = (channelId: string, epoch: bigint) => `${channelId}/${epoch}`;
 /** See the module comment. */
 export class CertificateExchange {
   private toSign: AppliedCommit[] = [];
-  /** Complete certificates to propose, by key; insertion order = age. */
+  /**
+   * Complete certificates the log has not recorded yet, by key; insertion
+   * order = age. `proposedAtMs`: when last proposed (0: never, due now).
+   */
   private readonly toRecord = new Map<string, { certificate: Certificate; proposedAtMs: number }>();
   /** Keys of complete certificates this homeserver leads and has not proposed yet: the next flush proposes them. */
   private fresh: string[] = [];
@@ -119,8 +138,12 @@ export class CertificateExchange {
   /** A certificate the collector completed: queued for the log (proposed now by the leader, later by others). */
   onComplete(certificate: Certificate): void {
     const key = keyOf(certificate.channelId, certificate.epoch);
+    if (!this.options.isLeader(certificate.channelId)) {
+      // Counted as if proposed now: the leader completes and proposes it too.
+      this.toRecord.set(key, { certificate, proposedAtMs: Date.now() });
+      return;
+    }
     this.toRecord.set(key, { certificate, proposedAtMs: 0 });
-    if (!this.options.isLeader(certificate.channelId)) return;
     this.fresh.push(key);
     this.schedule();
   }
@@ -228,6 +251,6 @@ export class CertificateExchange {
       sent.sentAtMs = now;
       for (const peer of sent.peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
     }
-    this.propose(this.toRecord.values(), resendIntervalMs, 3 * resendIntervalMs);
+    this.propose(this.toRecord.values(), leaderReproposeMs, followerReproposeMs);
   }
 }
