@@ -213,6 +213,8 @@ export class RaftDriver {
   private balancer: NodeJS.Timeout | undefined;
   private hibernator: NodeJS.Timeout | undefined;
   private loopScheduled = false;
+  /** The group whose core is being built: the conf changes it replays from its log change nothing. */
+  private building: GroupId | undefined;
   /** The hibernation timer fired while the Ready loop ran: sweep between its rounds. */
   private hibernationDue = false;
   private loopRunning: Promise<void> | undefined;
@@ -240,6 +242,7 @@ export class RaftDriver {
 
   private host(store: GroupStore, stateMachine: StateMachine, options: AddGroupOptions, resume: QuietState | undefined, termStartIndex: LogIndex, hibernateDelayMs = this.options.hibernateAfterMs ?? 0): HostedGroup {
     const groupId = store.groupId;
+    this.building = groupId;
     const node = new RawNode({
       ...this.options.raft,
       id: this.options.selfId,
@@ -251,6 +254,7 @@ export class RaftDriver {
       onEvent: (event) => this.onRaftEvent(groupId, event),
       ...(resume === undefined ? {} : { resume }),
     });
+    this.building = undefined;
     const group: HostedGroup = {
       groupId,
       store,
@@ -455,7 +459,9 @@ export class RaftDriver {
         log.info({ groupId, term: event.term, kind: event.kind }, "no leader heard from: campaigning");
         break;
       case "conf-change-applied":
-        log.info({ groupId, index: event.index, confState: event.confState }, "membership changed");
+        // A core loaded from storage replays its log's conf changes: not news (a reloaded channel group did this at every wake).
+        if (this.building === groupId) log.debug({ groupId, index: event.index, confState: event.confState }, "membership replayed from the log");
+        else log.info({ groupId, index: event.index, confState: event.confState }, "membership changed");
         break;
       case "snapshot-restored":
         log.info({ groupId, index: event.index, term: event.term }, "installing snapshot from leader");
