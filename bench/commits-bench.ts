@@ -34,7 +34,7 @@ import { probeFsyncMs } from "./lib/fsync-probe.ts";
 import { peakRssMiB, signalPid } from "./lib/proc.ts";
 import { fixed, formatTable, integer } from "./lib/table.ts";
 
-const help = `usage: npm run bench -- commits [--seconds N] [--warmup-seconds N] [--concurrency 1,16,64,256]
+const help = `usage: npm run bench -- commits [--seconds N] [--warmup-seconds N] [--warm-channels-seconds N] [--concurrency 1,16,64,256]
                                [--channels N] [--commit-bytes N] [--modes a,b]
                                [--public-channels N] [--public-epochs N] [--public-seconds N] [--public-warmup-seconds N]
                                [--regenerate] [--no-cache] [--insecure] [--no-etcd] [--profile] [--keep]`;
@@ -54,6 +54,8 @@ type Mode = keyof typeof modeLabel;
 interface BenchOptions {
   readonly seconds: number;
   readonly warmupSeconds: number;
+  /** Mode (a) warm-up also lasts until every channel had a commit in the row, at most this long (0: off). */
+  readonly warmChannelsSeconds: number;
   readonly concurrencies: readonly number[];
   readonly channels: number;
   readonly commitBytes: number;
@@ -94,6 +96,7 @@ function parseOptions(args: string[]): BenchOptions {
   const options: BenchOptions = {
     seconds: secondsFlag(flags, "seconds", 10, 0.5),
     warmupSeconds: secondsFlag(flags, "warmup-seconds", 2, 0),
+    warmChannelsSeconds: secondsFlag(flags, "warm-channels-seconds", 60, 0),
     concurrencies: listFlag(flags.get("concurrency"), [1, 16, 64, 256]),
     channels: intFlag(flags, "channels", 1000),
     commitBytes: intFlag(flags, "commit-bytes", 1024),
@@ -239,7 +242,7 @@ interface BenchRow extends MeasuredCommitRow {
 function printProgress(row: BenchRow): void {
   const errors = row.errors > 0 ? `  errors ${row.errors} (${row.firstError ?? ""})` : "";
   const exhausted = row.exhausted ? `  (supply ran out: ${(row.measuredMs / 1000).toFixed(1)} s measured)` : "";
-  console.error(`  (${row.mode}) ${row.system} c=${row.concurrency} (leader ${row.leader}): ${integer(row.commitsPerSecond)} commits/s  p50 ${fixed(row.p50Ms, 2)} ms  p99 ${fixed(row.p99Ms, 2)} ms${errors}${exhausted}`);
+  console.error(`  (${row.mode}) ${row.system} c=${row.concurrency} (leader ${row.leader}): ${integer(row.commitsPerSecond)} commits/s  p50 ${fixed(row.p50Ms, 2)} ms  p99 ${fixed(row.p99Ms, 2)} ms  (warm-up ${fixed(row.warmupMs / 1000, 1)} s)${errors}${exhausted}`);
 }
 
 const processesOf = (cluster: EpochdCluster) => cluster.homeservers.map((h) => ({ name: h.id, pid: h.pid }));
@@ -271,7 +274,7 @@ async function etcdRow(etcd: EtcdCluster, channelIds: readonly string[], value: 
 /** Mode (a) rows, epochd then etcd at each concurrency (so a change in machine load hits both alike); then mode (b). */
 async function runRows(options: BenchOptions, material: Material, systems: Systems): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  const phase = { warmupMs: options.warmupSeconds * 1000, measureMs: options.seconds * 1000 };
+  const phase = { warmupMs: options.warmupSeconds * 1000, warmEveryChannelMsMax: options.warmChannelsSeconds * 1000, measureMs: options.seconds * 1000 };
   const encryptedIds = material.encrypted.map((c) => c.channelId);
   const value = new Uint8Array(options.commitBytes).map((_, i) => (i * 131 + 7) & 0xff);
   if (options.modes.has("a")) {
@@ -347,7 +350,7 @@ function printReport(options: BenchOptions, material: Material, rows: readonly B
   const summary = materialSummary(material) as { a?: { commitBytes: number; nextGroupInfoBytes: number }; b?: { channels: number; commitsPerChannel: number; commitsTotal: number; keyUpdateCommitBytesMean: number; nextGroupInfoBytesMean: number; generatedSeconds?: number } };
   console.log("");
   if (summary.a !== undefined) {
-    console.log(`mode a: ${options.channels} channels with encrypted handshakes (PrivateMessage commits of ${summary.a.commitBytes} B plus a ${summary.a.nextGroupInfoBytes} B next GroupInfo; the homeservers check framing, group id, epoch and size, not the sender); ${options.seconds} s per row after ${options.warmupSeconds} s warm-up`);
+    console.log(`mode a: ${options.channels} channels with encrypted handshakes (PrivateMessage commits of ${summary.a.commitBytes} B plus a ${summary.a.nextGroupInfoBytes} B next GroupInfo; the homeservers check framing, group id, epoch and size, not the sender); ${options.seconds} s per row after a warm-up of ${options.warmupSeconds} s${options.warmChannelsSeconds > 0 ? ` and until every channel had a commit in the row (at most ${options.warmChannelsSeconds} s; each row's warm-up is in the JSON)` : ""}`);
   }
   if (summary.b !== undefined) {
     const how = summary.b.generatedSeconds === undefined ? "loaded from the cache" : `generated in ${summary.b.generatedSeconds.toFixed(0)} s before the run`;

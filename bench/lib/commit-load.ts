@@ -41,6 +41,14 @@ export interface CommitTarget {
 export interface CommitPhaseOptions {
   readonly concurrency: number;
   readonly warmupMs: number;
+  /**
+   * Also warm up until every channel has had a commit in this phase (bounded
+   * by this many ms; 0: no such rule). The measured window then sees the
+   * steady state of all channels in use, not the first commit of channels
+   * quiet since the set-up (a hibernating channel group loads on its first
+   * commit; see docs/benchmarks.md).
+   */
+  readonly warmEveryChannelMsMax?: number;
   readonly measureMs: number;
   /** Most commits the phase sends (a share of a finite supply); unlimited when absent. */
   readonly commitsMax?: number;
@@ -57,6 +65,8 @@ export interface CommitPhaseResult {
   readonly firstError: string | undefined;
   /** Length of the measured window: shorter than asked when the supply of commits ran out. */
   readonly measuredMs: number;
+  /** How long the warm-up took (longer than asked when it waited for every channel to have a commit). */
+  readonly warmupMs: number;
   readonly commitsPerSecond: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
@@ -112,7 +122,10 @@ export function runCommitPhase(target: CommitTarget, epochs: number[], options: 
   for (const { index } of order) idle.push(index);
   const recorder = new LatencyRecorder();
   const start = nowMs();
-  const windowStart = start + options.warmupMs;
+  // The window opens once the warm-up time passed and, with warmEveryChannelMsMax, every channel had
+  // a commit sent (the FIFO sends each channel once per epochs.length sends), or that bound passed.
+  const warmEveryChannel = (options.warmEveryChannelMsMax ?? 0) > 0;
+  let windowStart = warmEveryChannel ? Number.POSITIVE_INFINITY : start + options.warmupMs;
   let windowEnd = windowStart + options.measureMs;
   const state = { commits: 0, errors: 0, sent: 0, inflight: 0, exhausted: false, finished: false, firstError: undefined as string | undefined };
 
@@ -121,7 +134,7 @@ export function runCommitPhase(target: CommitTarget, epochs: number[], options: 
       if (state.finished) return;
       state.finished = true;
       clearTimeout(drainTimer);
-      const measuredMs = Math.max(0, windowEnd - windowStart);
+      const measuredMs = Number.isFinite(windowStart) ? Math.max(0, windowEnd - windowStart) : 0;
       const [p50 = Number.NaN, p99 = Number.NaN, max = Number.NaN] = recorder.percentiles([50, 99, 100]);
       resolve({
         concurrency: options.concurrency,
@@ -129,6 +142,7 @@ export function runCommitPhase(target: CommitTarget, epochs: number[], options: 
         errors: state.errors,
         firstError: state.firstError,
         measuredMs,
+        warmupMs: Number.isFinite(windowStart) ? windowStart - start : nowMs() - start,
         commitsPerSecond: measuredMs > 0 ? (state.commits * 1000) / measuredMs : Number.NaN,
         p50Ms: p50,
         p99Ms: p99,
@@ -136,7 +150,16 @@ export function runCommitPhase(target: CommitTarget, epochs: number[], options: 
         exhausted: state.exhausted,
       });
     };
-    const drainTimer = setTimeout(finish, options.warmupMs + options.measureMs + (options.drainMs ?? 10_000));
+    // Restarted when the window opens late (see maybeOpenWindow).
+    const drainTimer = setTimeout(finish, Math.max(options.warmupMs, options.warmEveryChannelMsMax ?? 0) + options.measureMs + (options.drainMs ?? 10_000));
+    const maybeOpenWindow = (atMs: number) => {
+      if (windowStart !== Number.POSITIVE_INFINITY || atMs < start + options.warmupMs) return;
+      if (state.sent < epochs.length && atMs < start + (options.warmEveryChannelMsMax ?? 0)) return;
+      windowStart = atMs;
+      windowEnd = windowStart + options.measureMs;
+      drainTimer.refresh();
+    };
+
     const runOut = (atMs: number) => {
       if (!state.exhausted) windowEnd = Math.min(windowEnd, Math.max(windowStart, atMs));
       state.exhausted = true;
@@ -145,6 +168,7 @@ export function runCommitPhase(target: CommitTarget, epochs: number[], options: 
     /** Starts the next commit on the next idle channel that has one; ends the slot when none does. */
     const send = (): void => {
       const sentMs = nowMs();
+      maybeOpenWindow(sentMs);
       if (sentMs >= windowEnd || state.exhausted) {
         if (state.inflight === 0) finish();
         return;
