@@ -101,15 +101,11 @@ export class ChannelStateMachine {
 
   /** Loads every channel record; call at start and after a snapshot restore. */
   async load(scan: (prefix: Uint8Array) => AsyncIterable<[Uint8Array, Uint8Array]>): Promise<void> {
+    const stored = await readStoredChannels(scan);
     this.channels.clear();
     this.uncertified.clear();
     this.slimmed.clear();
-    await this.loadMore(scan);
-  }
-
-  /** Adds the channels `scan` holds (one channel group's store) to those loaded. */
-  async loadMore(scan: (prefix: Uint8Array) => AsyncIterable<[Uint8Array, Uint8Array]>): Promise<void> {
-    this.adopt(await readStoredChannels(scan));
+    this.adopt(stored);
   }
 
   /** Takes channels read by {@link readStoredChannels} into memory, replacing what was held for them. */

@@ -42,7 +42,7 @@ import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import { confMembers, isConfMember } from "../raft/conf-change.ts";
 import { ConfChangeType, type GroupId, type LogIndex, type NodeId } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
-import { ChannelGroupMachine, readChannelGroup, withNamespace, type ChannelGroupListener } from "./channel-group-machine.ts";
+import { ChannelGroupMachine, readChannelGroup, withNamespace, type ChannelGroupListener, type StoredChannelGroup } from "./channel-group-machine.ts";
 import { KeyedWaiters } from "./keyed-waiters.ts";
 import { retryWhileLeaderChanges } from "./leader-change-retry.ts";
 
@@ -228,9 +228,7 @@ export class ChannelGroups implements HostedChannels {
         const groupId = channelGroupId(channelId);
         const engine = this.options.engine;
         const [store, stored] = await Promise.all([engine.reopenGroup(groupId), readChannelGroup(engine.reader(groupId))]);
-        const machine = this.newMachine(channelId, store);
-        machine.adopt(stored);
-        this.machines.set(channelId, machine);
+        const machine = this.installMachine(channelId, store, stored);
         this.refreshSettled(channelId);
         return { store, stateMachine: machine };
       },
@@ -243,13 +241,14 @@ export class ChannelGroups implements HostedChannels {
     await this.options.driver.addGroup(store, this.machines.get(channelId)!, { quiesce: true, balanceLeadership: true, hibernation, startUnloaded: reopening && this.mayUnload(channelId) });
   }
 
-  private newMachine(channelId: string, store: GroupStore): ChannelGroupMachine {
-    return new ChannelGroupMachine(channelId, store, { channels: this.options.channels, inbox: this.options.inbox, inboxStore: this.options.inboxStore, listener: this.listener });
+  private async loadMachine(channelId: string, store: GroupStore): Promise<ChannelGroupMachine> {
+    return this.installMachine(channelId, store, await readChannelGroup(store));
   }
 
-  private async loadMachine(channelId: string, store: GroupStore): Promise<ChannelGroupMachine> {
-    const machine = this.newMachine(channelId, store);
-    await machine.load();
+  /** The channel's group machine over `store`, holding what was read of it, in memory from now on. */
+  private installMachine(channelId: string, store: GroupStore, stored: StoredChannelGroup): ChannelGroupMachine {
+    const machine = new ChannelGroupMachine(channelId, store, { channels: this.options.channels, inbox: this.options.inbox, inboxStore: this.options.inboxStore, listener: this.listener });
+    machine.adopt(stored);
     this.machines.set(channelId, machine);
     return machine;
   }

@@ -68,7 +68,7 @@ const logTailLines = 40;
 export class ProcessCluster {
   readonly nodes = new Map<string, ProcessNode>();
   /** Processes that exited without being killed (a crash, a failed start): their logs are printed by `close()`. */
-  private readonly unexpectedExits: string[] = [];
+  private readonly unexpectedExits: Array<{ readonly id: string; readonly what: string }> = [];
   private constructor(
     readonly root: string,
     private readonly certs: ClusterCertificates,
@@ -111,7 +111,7 @@ export class ProcessCluster {
     node.child = child;
     node.exited = new Promise((resolveExit) =>
       child.once("exit", (code, signal) => {
-        if (node.child === child) this.unexpectedExits.push(`${id} (pid ${child.pid}) exited by itself with ${code ?? signal}`);
+        if (node.child === child) this.unexpectedExits.push({ id, what: `${id} (pid ${child.pid}) exited by itself with ${code ?? signal}` });
         resolveExit(code);
       }),
     );
@@ -202,10 +202,9 @@ export class ProcessCluster {
    */
   async close(): Promise<void> {
     await Promise.all([...this.nodes.keys()].map((id) => this.kill(id, "SIGTERM").catch(() => undefined)));
-    for (const exit of this.unexpectedExits) {
-      const id = exit.split(" ")[0]!;
+    for (const { id, what } of this.unexpectedExits) {
       const tail = this.log(id).split("\n").slice(-logTailLines).join("\n");
-      process.stderr.write(`[process cluster] ${exit}; the last ${logTailLines} lines of its log:\n${tail}\n`);
+      process.stderr.write(`[process cluster] ${what}; the last ${logTailLines} lines of its log:\n${tail}\n`);
     }
     rmSync(this.root, { recursive: true, force: true });
   }
