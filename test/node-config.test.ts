@@ -13,6 +13,8 @@ describe("homeserver configuration", () => {
     const config = loadNodeConfig(new Map([["config", file], ["heartbeat-interval-ms", "200"]]), { EPOCHD_ELECTION_TIMEOUT_MS: "3000" });
     expect(config).toMatchObject({ id: "hs2", dataDir: join(dir, "d2"), electionTimeoutMs: 3000, heartbeatIntervalMs: 200, tickIntervalMs: 50 });
     expect(raftTicks(config)).toEqual({ electionTimeoutTicks: 60, heartbeatTicks: 4 });
+    const bounded = loadNodeConfig(new Map([["config", file], ["hibernate-after-ms", "0"]]), { EPOCHD_LOADED_GROUPS_MAX: "512" });
+    expect(bounded).toMatchObject({ hibernateAfterMs: 0, loadedGroupsMax: 512 });
   });
 
   it("the example in cluster/ is valid", () => {
@@ -27,6 +29,7 @@ describe("homeserver configuration", () => {
     expect(load({ insecure: "true", "election-timeout-ms": "soon" })).toThrow(ConfigError);
     expect(load({})).toThrow(/TLS needs/);
     expect(load({ insecure: "true", id: "bad id" })).toThrow(/not a valid homeserver id/);
+    expect(load({ insecure: "true", "loaded-groups-max": "-1" })).toThrow(/loadedGroupsMax must be 0/);
     expect(() => parsePeers("hs1=a:1")).toThrow(/not id=peerHost:port\/clientHost:port/);
   });
 

@@ -104,6 +104,13 @@ export interface RaftDriverOptions {
    * time (see {@link nextHibernateDelayMs}).
    */
   readonly hibernateAfterMs?: number;
+  /**
+   * Most groups added with `hibernation` kept in memory: beyond it, quiet
+   * ones leave memory before their quiet time is up, those quiet longest
+   * first. Bounds a homeserver's memory however many channels were used
+   * lately. 0 or absent: no bound.
+   */
+  readonly loadedGroupsMax?: number;
   /** Told after every hibernation sweep how many groups it unloaded (0 too: a wave of unloads is over). */
   readonly onHibernated?: (unloaded: number) => void;
 }
@@ -145,8 +152,11 @@ interface HostedGroup {
   /** Index of the empty entry this node appended when it last became leader of the group. */
   termStartIndex: LogIndex;
   readonly options: AddGroupOptions;
-  /** When the hibernation sweep first saw the group quiet (0: not quiet then). */
-  quietSinceMs: number;
+  /**
+   * When the group last got an input (a message, a proposal, a read): its
+   * quiet time counts from here, and the longest quiet leave memory first.
+   */
+  lastInputMs: number;
   /** How long this group must be quiet before it is unloaded (see {@link nextHibernateDelayMs}). */
   hibernateDelayMs: number;
 }
@@ -268,7 +278,7 @@ export class RaftDriver {
       balanced: options.balanceLeadership ?? false,
       termStartIndex,
       options,
-      quietSinceMs: 0,
+      lastInputMs: Date.now(),
       hibernateDelayMs,
     };
     this.groups.set(groupId, group);
@@ -278,32 +288,60 @@ export class RaftDriver {
   // ---- hibernation ---------------------------------------------------------------------------------
 
   /**
-   * Unloads the groups quiet for their hibernate delay whose owner agrees.
-   * Never while a Ready is handled: the sweep runs from its timer while the
-   * Ready loop is idle, or between two rounds of the loop (which, under
-   * steady load, never idles).
+   * Unloads the groups quiet for their hibernate delay, and then, while more
+   * than `loadedGroupsMax` hibernation groups are loaded, the quiet ones in
+   * order of their last input, each only if its owner agrees. Never while a
+   * Ready is handled: the sweep runs from its timer while the Ready loop is
+   * idle, or between two rounds of the loop (which, under steady load, never
+   * idles).
    */
   private hibernateQuietGroups(): void {
     this.hibernationDue = false;
-    if (this.stopped || (this.options.hibernateAfterMs ?? 0) <= 0) return;
+    if (this.stopped || !this.hibernates()) return;
     const now = Date.now();
+    const timed = (this.options.hibernateAfterMs ?? 0) > 0;
+    let loaded = 0;
     let unloaded = 0;
+    const quietLonger: HostedGroup[] = [];
     for (const group of [...this.groups.values()]) {
-      const hibernation = group.options.hibernation;
-      if (hibernation === undefined) continue;
-      if (!group.node.isQuiesced() || this.dirty.has(group)) {
-        group.quietSinceMs = 0;
-        continue;
+      if (group.options.hibernation === undefined) continue;
+      loaded++;
+      if (!this.isIdle(group)) continue;
+      if (timed && now - group.lastInputMs >= group.hibernateDelayMs) {
+        if (this.tryUnload(group)) unloaded++;
+      } else {
+        quietLonger.push(group);
       }
-      if (group.quietSinceMs === 0) group.quietSinceMs = now;
-      if (now - group.quietSinceMs < group.hibernateDelayMs) continue;
-      if (group.proposals.size > 0 || group.reads.size > 0 || group.snapshotting) continue;
-      const quiet = group.node.quietState();
-      if (quiet === undefined || !hibernation.mayUnload()) continue;
-      this.unload(group, { ...group.options, hibernation }, quiet);
-      unloaded++;
+    }
+    const max = this.options.loadedGroupsMax ?? 0;
+    if (max > 0 && loaded - unloaded > max) {
+      quietLonger.sort((a, b) => a.lastInputMs - b.lastInputMs);
+      for (const group of quietLonger) {
+        if (loaded - unloaded <= max) break;
+        if (this.tryUnload(group)) unloaded++;
+      }
     }
     this.options.onHibernated?.(unloaded);
+  }
+
+  /** Whether hibernation is on: by quiet time, by a bound on loaded groups, or both. */
+  private hibernates(): boolean {
+    return (this.options.hibernateAfterMs ?? 0) > 0 || (this.options.loadedGroupsMax ?? 0) > 0;
+  }
+
+  /** Quiesced, no input waiting, nobody waiting on it, no snapshot being taken. */
+  private isIdle(group: HostedGroup): boolean {
+    return group.node.isQuiesced() && !this.dirty.has(group) && group.proposals.size === 0 && group.reads.size === 0 && !group.snapshotting;
+  }
+
+  /** Unloads an idle group if it is in a quiet role and its owner agrees. */
+  private tryUnload(group: HostedGroup): boolean {
+    const hibernation = group.options.hibernation;
+    if (hibernation === undefined) return false;
+    const quiet = group.node.quietState();
+    if (quiet === undefined || !hibernation.mayUnload()) return false;
+    this.unload(group, { ...group.options, hibernation }, quiet);
+    return true;
   }
 
   /** Replaces a loaded group by its dormant record and closes its store. Only between Readies. */
@@ -429,6 +467,7 @@ export class RaftDriver {
    * ticks exactly while it is not quiesced. Call after every input.
    */
   private touch(group: HostedGroup): void {
+    group.lastInputMs = Date.now();
     this.dirty.add(group);
     if (group.node.isQuiesced()) this.awake.delete(group);
     else this.awake.add(group);
@@ -487,11 +526,11 @@ export class RaftDriver {
       this.balancer.unref();
     }
     const hibernateAfterMs = this.options.hibernateAfterMs ?? 0;
-    if (hibernateAfterMs > 0) {
+    if (this.hibernates()) {
       this.hibernator = setInterval(() => {
         if (this.loopRunning === undefined && !this.loopScheduled) this.hibernateQuietGroups();
         else this.hibernationDue = true;
-      }, Math.max(50, Math.min(1000, hibernateAfterMs / 4)));
+      }, hibernateAfterMs > 0 ? Math.max(50, Math.min(1000, hibernateAfterMs / 4)) : 1000);
       this.hibernator.unref();
     }
   }

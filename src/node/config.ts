@@ -58,8 +58,10 @@ export interface NodeConfig {
   readonly snapshotEveryEntries: number;
   /** Entries kept behind a snapshot for followers slightly behind. */
   readonly snapshotKeepEntries: number;
-  /** A channel group quiet this long leaves memory until its next message or request; 0 keeps every group loaded. */
+  /** A channel group quiet this long leaves memory until its next message or request; 0: only `loadedGroupsMax` unloads. */
   readonly hibernateAfterMs: number;
+  /** Most channel groups kept in memory; beyond it the quiet ones leave, longest quiet first. 0: no bound. */
+  readonly loadedGroupsMax: number;
   /** How often to hand over leadership of loaded channel groups when this homeserver leads more than its share; 0 never. */
   readonly balanceLeadersEveryMs: number;
   /** pino log level. */
@@ -87,7 +89,8 @@ export const defaultNodeConfig: NodeConfig = {
   sync: true,
   snapshotEveryEntries: 10_000,
   snapshotKeepEntries: 5_000,
-  hibernateAfterMs: 10_000,
+  hibernateAfterMs: 60_000,
+  loadedGroupsMax: 4096,
   balanceLeadersEveryMs: 5_000,
   logLevel: "info",
 };
@@ -101,7 +104,7 @@ export class ConfigError extends Error {
 }
 
 type Key = keyof NodeConfig;
-const numberKeys: Key[] = ["electionTimeoutMs", "heartbeatIntervalMs", "tickIntervalMs", "snapshotEveryEntries", "snapshotKeepEntries", "hibernateAfterMs", "balanceLeadersEveryMs"];
+const numberKeys: Key[] = ["electionTimeoutMs", "heartbeatIntervalMs", "tickIntervalMs", "snapshotEveryEntries", "snapshotKeepEntries", "hibernateAfterMs", "loadedGroupsMax", "balanceLeadersEveryMs"];
 const booleanKeys: Key[] = ["bootstrap", "insecure", "sync"];
 const pathKeys: Key[] = ["dataDir", "tlsCaCert", "tlsCert", "tlsKey", "tlsCaKey"];
 
@@ -205,6 +208,7 @@ export function validateNodeConfig(config: NodeConfig): void {
   if (electionTimeoutMs < 3 * heartbeatIntervalMs) throw new ConfigError("electionTimeoutMs must be at least 3 x heartbeatIntervalMs");
   if (config.snapshotKeepEntries >= config.snapshotEveryEntries) throw new ConfigError("snapshotKeepEntries must be below snapshotEveryEntries");
   if (config.hibernateAfterMs < 0) throw new ConfigError("hibernateAfterMs must be 0 (never) or more");
+  if (config.loadedGroupsMax < 0) throw new ConfigError("loadedGroupsMax must be 0 (no bound) or more");
   if (config.balanceLeadersEveryMs < 0) throw new ConfigError("balanceLeadersEveryMs must be 0 (never) or more");
   if (!config.insecure && (config.tlsCaCert === "" || config.tlsCert === "" || config.tlsKey === "")) {
     throw new ConfigError("TLS needs tlsCaCert, tlsCert and tlsKey (or run with --insecure for plaintext)");

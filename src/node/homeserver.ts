@@ -171,6 +171,7 @@ export class Homeserver {
       // leading more than a share. Hibernating groups cost nothing whoever leads them and are left alone.
       balanceLeadersEveryMs: config.balanceLeadersEveryMs,
       hibernateAfterMs: config.hibernateAfterMs,
+      loadedGroupsMax: config.loadedGroupsMax,
       // Many groups left memory: collect them now rather than whenever V8 next feels pressed.
       // Collect while a long wave of unloads goes on (every gcIntervalMsMin), and once more when it ends,
       // but only while the homeserver is otherwise quiet (see gcAwakeGroupsMax).

@@ -49,7 +49,7 @@ class Loopback {
   }
 }
 
-async function startCluster(groupCount: number, balance: boolean, balanceEveryMs: (id: NodeId) => number = () => 50, hibernateAfterMs = 0) {
+async function startCluster(groupCount: number, balance: boolean, balanceEveryMs: (id: NodeId) => number = () => 50, hibernateAfterMs = 0, loadedGroupsMax = 0) {
   const net = new Loopback();
   const machines = new Map<NodeId, Map<string, KvStateMachine>>();
   const engines = new Map<NodeId, StorageEngine>();
@@ -64,6 +64,7 @@ async function startCluster(groupCount: number, balance: boolean, balanceEveryMs
       clientAddressOf: () => "", onFatal: (error) => { throw error; },
       ...(balance ? { balanceLeadersEveryMs: balanceEveryMs(id), balanceTransfersMax: 10 } : {}),
       hibernateAfterMs,
+      loadedGroupsMax,
     });
     net.drivers.set(id, driver);
     const stores = await engine.createGroups(Array.from({ length: groupCount }, (_, n) => `g${n}`), ids);
@@ -82,7 +83,7 @@ async function startCluster(groupCount: number, balance: boolean, balanceEveryMs
         mayUnload: () => true,
         unloaded: () => void own.delete(groupId),
       };
-      await driver.addGroup(store, machine, { quiesce: true, balanceLeadership: balance, ...(hibernateAfterMs > 0 ? { hibernation } : {}) });
+      await driver.addGroup(store, machine, { quiesce: true, balanceLeadership: balance, ...(hibernateAfterMs > 0 || loadedGroupsMax > 0 ? { hibernation } : {}) });
     }
     machines.set(id, own);
     cleanups.push(async () => {
@@ -183,6 +184,47 @@ describe("RaftDriver with many groups", () => {
     await new Promise((r) => setTimeout(r, 4 * baseMs));
     expect(c.driver(leader).isDormant("g2")).toBe(false);
     await until("unloaded after its longer quiet time", () => c.driver(leader).isDormant("g2"));
+  });
+
+  it("a group used more often than its quiet time stays in memory, though it goes quiet between uses", async () => {
+    // Quiet time counts from the last input. (It counted from the first sweep that found the group
+    // quiet: a group quiet again a few ticks after each write was unloaded and reloaded every 400 ms.)
+    const hibernateAfterMs = 400;
+    const c = await startCluster(4, false, undefined, hibernateAfterMs);
+    for (const id of ids) c.driver(id).start();
+    await until("every group led", () => [...leaderCounts(c, 4).values()].reduce((a, b) => a + b, 0) === 4);
+    const leader = c.driver("hs1").leaderOf("g1");
+    const put = () => c.driver(leader).propose("g1", encodePut(new TextEncoder().encode("k"), new TextEncoder().encode("v")));
+    await put();
+    for (let i = 0; i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 150));
+      for (const id of ids) expect(c.driver(id).isDormant("g1"), `g1 on ${id} after ${i + 1} writes`).toBe(false);
+      await put();
+    }
+    // It was quiet between the writes all along (a tick or two after each).
+    expect(c.driver(leader).counts().awake).toBeLessThanOrEqual(4);
+    await until("unloaded once the writes stop", () => ids.every((id) => c.driver(id).isDormant("g1")), 5000);
+  });
+
+  it("beyond loadedGroupsMax, quiet groups leave memory, those quiet longest first", async () => {
+    const groupCount = 12;
+    const loadedGroupsMax = 4;
+    // No quiet time: only the bound unloads.
+    const c = await startCluster(groupCount, false, undefined, 0, loadedGroupsMax);
+    for (const id of ids) c.driver(id).start();
+    await until("every group led", () => [...leaderCounts(c, groupCount).values()].reduce((a, b) => a + b, 0) === groupCount);
+    await until("all but the bound unloaded everywhere", () => ids.every((id) => c.driver(id).counts().unloaded === groupCount - loadedGroupsMax));
+    const recent = ["g5", "g6", "g7"];
+    for (const groupId of recent) {
+      const leader = c.driver("hs1").leaderOf(groupId);
+      await c.driver(leader).propose(groupId, encodePut(new TextEncoder().encode("k"), new TextEncoder().encode(groupId)));
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    await until("back to the bound everywhere", () => ids.every((id) => c.driver(id).counts().unloaded === groupCount - loadedGroupsMax && c.driver(id).counts().awake === 0));
+    // The three written last stay; of the groups loaded before them, one is left.
+    for (const id of ids) for (const groupId of recent) expect(c.driver(id).isDormant(groupId), `${groupId} on ${id}`).toBe(false);
+    await new Promise((r) => setTimeout(r, 1500)); // a sweep or more: quiet groups within the bound stay
+    for (const id of ids) expect(c.driver(id).counts().unloaded).toBe(groupCount - loadedGroupsMax);
   });
 
   it("a hibernating group whose leader is lost elects a new one when it is next needed", async () => {
