@@ -57,6 +57,23 @@ describe("CertificateCollector", () => {
     for (const s of certificate.signatures) expect(verifyCommitSignature(keys.get(s.homeserverId)!.raw, statement, s)).toBe(true);
   });
 
+  it("does not verify a batch that adds nothing: every certificate in it is complete already", () => {
+    const { collector: c, completed } = collector();
+    const commits = [commit("a", 1n, 10n), commit("b", 2n, 11n)];
+    for (const x of commits) c.applied(x);
+    c.addBatch(batchBy("hs1", commits));
+    c.addBatch(batchBy("hs2", commits));
+    expect(completed.length).toBe(2);
+    // A third voter's batch, even a forged one, is dropped unchecked and changes nothing.
+    const forged = batchBy("hs3", commits, keys.get("hs4")!.privateKey);
+    expect(c.addBatch(forged)).toBeUndefined();
+    expect(c.certificate("a", 1n)!.signatures.map((s) => s.homeserverId)).toEqual(["hs1", "hs2"]);
+    // One statement still open: the whole batch is verified, and refused when forged.
+    c.applied(commit("c", 3n, 12n));
+    expect(c.addBatch(batchBy("hs3", [...commits, commit("c", 3n, 12n)], keys.get("hs4")!.privateKey))).toBe("bad-signature");
+    expect(completed.length).toBe(2);
+  });
+
   it("counts early signatures only once the same statement is applied here", () => {
     const { collector: c, completed } = collector();
     const mine = commit("a", 1n, 10n);
