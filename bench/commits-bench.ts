@@ -22,6 +22,7 @@ import * as grpc from "@grpc/grpc-js";
 import { HandshakeMode } from "../src/gen/epochd/channel/v1/channel_pb.ts";
 import { intFlag, parseArgs } from "../src/cli/args.ts";
 import { makeEncryptedChannels, selfCheckEncryptedChannel, type EncryptedChannel } from "./lib/commit-framing.ts";
+import { readWorkTotals, workColumns } from "./lib/work-counters.ts";
 import { measureCommitRow, type CommitTarget, type MeasuredCommitRow } from "./lib/commit-load.ts";
 import { publicChannels, selfCheckPublicChannel, type PublicChannelSet } from "./lib/commit-public.ts";
 import { BenchDevice } from "./lib/bench-device.ts";
@@ -250,7 +251,8 @@ const processesOf = (cluster: EpochdCluster) => cluster.homeservers.map((h) => (
 async function epochdRow(mode: Mode, systems: Systems, channelIds: readonly string[], source: CommitSource, epochs: number[], phase: Parameters<typeof measureCommitRow>[3]): Promise<BenchRow> {
   const open = await openEpochd(systems.epochd, systems.device, channelIds, source);
   try {
-    const row: BenchRow = { ...(await measureCommitRow(open.target, epochs, processesOf(systems.epochd), phase)), mode, system: "epochd", leader: open.leader };
+    const readWork = () => readWorkTotals(systems.epochd.metricsAddresses);
+    const row: BenchRow = { ...(await measureCommitRow(open.target, epochs, processesOf(systems.epochd), phase, readWork)), mode, system: "epochd", leader: open.leader };
     printProgress(row);
     return row;
   } finally {
@@ -326,6 +328,17 @@ function renderTable(rows: readonly BenchRow[]): string {
   return formatTable(headers, cells, new Set([2, 3, 4, 5, 6, 8, 10, 11, 12]));
 }
 
+/** Work per certified commit on epochd, summed over the three homeservers (from their metrics). */
+function renderWorkTable(rows: readonly BenchRow[]): string {
+  const measured = rows.filter((row) => row.workPerCommit !== undefined);
+  const headers = ["mode", "conc", "cpu ms", ...workColumns];
+  const cells = measured.map((row) => {
+    const cpuMs = (Object.values(row.cpuPercent).reduce((sum, p) => sum + p, 0) * 10) / row.commitsPerSecond;
+    return [modeLabel[row.mode], String(row.concurrency), fixed(cpuMs, 2), ...workColumns.map((column) => fixed(row.workPerCommit![column], 2))];
+  });
+  return formatTable(headers, cells, new Set(headers.map((_, i) => i).filter((i) => i > 0)));
+}
+
 /** Sizes of what the load generator sends, for the report. */
 function materialSummary(material: Material): Record<string, unknown> {
   const a = material.encrypted[0];
@@ -359,6 +372,10 @@ function printReport(options: BenchOptions, material: Material, rows: readonly B
   console.log(`etcd: ${systems.etcd === undefined ? systems.etcdSkipped : `${systems.etcd.version}, 3 members, Txn: create_revision(channel/<id>/<epoch>) == 0 then put ${options.commitBytes} B; ratio on mode a`}`);
   console.log(`epochd: 3 homeservers, ${options.insecure ? "plaintext" : "TLS"}, fsync on; a commit counts once SubmitCommit returned its certificate (2 of the 3 homeservers' signatures). ${cpus().length} cores shared by all processes and the load generator.\n`);
   console.log(renderTable(rows));
+  if (rows.some((row) => row.workPerCommit !== undefined)) {
+    console.log("\nwork per certified commit, all three homeservers together (cpu ms: their CPU time over the row, warm-up included; the rest from their metrics over the window: peer messages sent (a coalesced heartbeat notice counts once), heartbeats inside them, peer batches written, Ready rounds, synced writes, Raft entries applied, hibernating groups loaded):\n");
+    console.log(renderWorkTable(rows));
+  }
 }
 
 function reportProfiles(profileDir: string, cluster: EpochdCluster, rows: readonly BenchRow[]): Record<string, unknown> {

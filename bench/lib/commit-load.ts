@@ -15,6 +15,7 @@
  */
 import { LatencyRecorder, nowMs } from "./stats.ts";
 import { ProcessSampler } from "./proc.ts";
+import { perOperation, type WorkTotals } from "./work-counters.ts";
 
 /** What became of one submitted commit. */
 export type CommitOutcome =
@@ -54,6 +55,8 @@ export interface CommitPhaseOptions {
   readonly commitsMax?: number;
   /** After the window, in-flight commits get this long to finish. */
   readonly drainMs?: number;
+  /** Told once, when the measured window opens. */
+  readonly onWindowOpen?: () => void;
 }
 
 /** What one phase measured. */
@@ -127,6 +130,7 @@ export function runCommitPhase(target: CommitTarget, epochs: number[], options: 
   const warmEveryChannel = (options.warmEveryChannelMsMax ?? 0) > 0;
   let windowStart = warmEveryChannel ? Number.POSITIVE_INFINITY : start + options.warmupMs;
   let windowEnd = windowStart + options.measureMs;
+  const openTimer = warmEveryChannel ? undefined : setTimeout(() => options.onWindowOpen?.(), options.warmupMs);
   const state = { commits: 0, errors: 0, sent: 0, inflight: 0, exhausted: false, finished: false, firstError: undefined as string | undefined };
 
   return new Promise((resolve) => {
@@ -134,6 +138,7 @@ export function runCommitPhase(target: CommitTarget, epochs: number[], options: 
       if (state.finished) return;
       state.finished = true;
       clearTimeout(drainTimer);
+      clearTimeout(openTimer);
       const measuredMs = Number.isFinite(windowStart) ? Math.max(0, windowEnd - windowStart) : 0;
       const [p50 = Number.NaN, p99 = Number.NaN, max = Number.NaN] = recorder.percentiles([50, 99, 100]);
       resolve({
@@ -158,6 +163,7 @@ export function runCommitPhase(target: CommitTarget, epochs: number[], options: 
       windowStart = atMs;
       windowEnd = windowStart + options.measureMs;
       drainTimer.refresh();
+      options.onWindowOpen?.();
     };
 
     const runOut = (atMs: number) => {
@@ -219,20 +225,37 @@ export interface MeasuredCommitRow extends CommitPhaseResult {
   readonly peakRssMiB: Record<string, number>;
   /** CPU use of the load generator (this process), percent of one core. */
   readonly clientCpuPercent: number;
+  /** Work per commit accepted in the window, summed over the servers (see work-counters.ts); absent without `readWork`. */
+  readonly workPerCommit?: WorkTotals;
 }
 
-/** Runs one phase while sampling the server processes' CPU and memory and this process's CPU. */
+/**
+ * Runs one phase while sampling the server processes' CPU and memory and this
+ * process's CPU; with `readWork`, also reads the servers' work counters when
+ * the window opens and `measureMs` later, for the work per commit.
+ */
 export async function measureCommitRow(
   target: CommitTarget,
   epochs: number[],
   servers: ReadonlyArray<{ readonly name: string; readonly pid: number }>,
   options: CommitPhaseOptions,
+  readWork?: () => Promise<WorkTotals>,
 ): Promise<MeasuredCommitRow> {
   const sampler = new ProcessSampler(servers.map((s) => s.pid));
   const clientStart = process.cpuUsage();
   const startedMs = performance.now();
   sampler.start();
-  const result = await runCommitPhase(target, epochs, options);
+  let work: Promise<[WorkTotals, WorkTotals]> | undefined;
+  const onWindowOpen = () => {
+    if (readWork === undefined || work !== undefined) return;
+    const before = readWork();
+    work = before.then(async (totals) => {
+      await new Promise((resolve) => setTimeout(resolve, options.measureMs));
+      return [totals, await readWork()];
+    });
+  };
+  const result = await runCommitPhase(target, epochs, { ...options, onWindowOpen });
+  const counted = await work?.catch(() => undefined);
   const samples = sampler.stop();
   const clientUsage = process.cpuUsage(clientStart);
   const elapsedMs = Math.max(1, performance.now() - startedMs);
@@ -242,5 +265,6 @@ export async function measureCommitRow(
     cpuPercent[server.name] = samples.get(server.pid)?.cpuPercent ?? 0;
     peakRssMiB[server.name] = samples.get(server.pid)?.peakRssMiB ?? 0;
   }
-  return { ...result, cpuPercent, peakRssMiB, clientCpuPercent: (100 * (clientUsage.user + clientUsage.system)) / 1000 / elapsedMs };
+  const clientCpuPercent = (100 * (clientUsage.user + clientUsage.system)) / 1000 / elapsedMs;
+  return { ...result, cpuPercent, peakRssMiB, clientCpuPercent, ...(counted === undefined ? {} : { workPerCommit: perOperation(counted[0], counted[1], result.commits) }) };
 }

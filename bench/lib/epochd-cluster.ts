@@ -28,6 +28,8 @@ export interface EpochdCluster {
    * TLS forbids an IP address as the server name, and Node warns when given one.
    */
   readonly channelOptions: grpc.ChannelOptions;
+  /** Each homeserver's Prometheus endpoint, host:port. */
+  readonly metricsAddresses: readonly string[];
 }
 
 /** A client channel to `address` of `cluster`. */
@@ -70,7 +72,7 @@ export async function startEpochdCluster(options: EpochdClusterOptions): Promise
   const { code, output } = await runCli(args, { ...process.env, ...options.env }, 60_000);
   if (!existsSync(join(options.dataDir, "cluster.json"))) throw new Error(`epochd cluster up failed (exit ${code}):\n${output}`);
   const layout = JSON.parse(readFileSync(join(options.dataDir, "cluster.json"), "utf8")) as {
-    homeservers: Array<{ id: string; pid?: number; clientAddress: string }>;
+    homeservers: Array<{ id: string; pid?: number; clientAddress: string; metricsAddress?: string }>;
     caCert: string;
   };
   const homeservers = layout.homeservers.map((h) => ({ id: h.id, pid: h.pid ?? -1, clientAddress: h.clientAddress }));
@@ -80,6 +82,7 @@ export async function startEpochdCluster(options: EpochdClusterOptions): Promise
     homeservers,
     credentials: options.insecure ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(readFileSync(layout.caCert)),
     channelOptions: options.insecure ? {} : { "grpc.ssl_target_name_override": "localhost" },
+    metricsAddresses: layout.homeservers.flatMap((h) => (h.metricsAddress === undefined || h.metricsAddress === "" ? [] : [h.metricsAddress])),
   };
   // `cluster up` gives up waiting for a leader after 15 s; on a loaded machine the homeservers may
   // still be starting, so a missing leader is left to findEpochdLeader. Dead processes are not.

@@ -58,6 +58,10 @@ export interface DriverObserver {
   onCommitted?(groupId: GroupId, entries: number): void;
   onEvent?(groupId: GroupId, event: RaftEvent): void;
   onApplyLag?(groupId: GroupId, entries: number): void;
+  /** A round of the Ready loop handled the Readies of `groups` groups together. */
+  onReadyRound?(groups: number): void;
+  /** A hibernating group was loaded back into memory. */
+  onGroupLoaded?(groupId: GroupId): void;
 }
 
 /** Settings of a {@link RaftDriver}. */
@@ -408,6 +412,7 @@ export class RaftDriver {
     this.dormant.delete(dormant.groupId);
     const delayMs = nextHibernateDelayMs(this.options.hibernateAfterMs ?? 0, dormant.hibernateDelayMs, Date.now() - dormant.unloadedAtMs);
     const group = this.host(opened.store, opened.stateMachine, dormant.options, dormant.quiet, dormant.termStartIndex, delayMs);
+    this.options.observer?.onGroupLoaded?.(dormant.groupId);
     for (const message of dormant.pending) this.deliver(group, message);
     if (dormant.quiet === undefined && dormant.campaignOnLoad) group.node.campaign();
     this.touch(group);
@@ -783,6 +788,7 @@ export class RaftDriver {
   }
 
   private async handleReadies(batch: Array<{ group: HostedGroup; ready: Ready }>): Promise<void> {
+    this.options.observer?.onReadyRound?.(batch.length);
     // 1. Persist entries, hard states and snapshots of every group in one synced batch. A Ready whose
     //    only change is the commit index is skipped: the commit index may be persisted lazily (a
     //    restarted node learns it again), and skipping saves a RocksDB write per round on the leader.

@@ -5,6 +5,7 @@
 import { createServer, type Server } from "node:http";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { DriverObserver } from "../multiraft/raft-driver.ts";
+import type { TransportCounters } from "../transport/counters.ts";
 import type { PeerTransport } from "../transport/peer-transport.ts";
 
 /** A group's kind for metric labels: the part of its id before the first "/" ("cluster", "channel", ...). */
@@ -42,6 +43,20 @@ export class NodeMetrics {
     registers: [this.registry],
   });
 
+  readonly readyRounds = new Counter({ name: "epochd_raft_ready_rounds_total", help: "Rounds of the Raft Ready loop (each persists the Readies of all groups with work in one synced batch)", registers: [this.registry] });
+  readonly groupLoads = new Counter({ name: "epochd_raft_group_loads_total", help: "Hibernating Raft groups loaded back into memory", labelNames: ["group"], registers: [this.registry] });
+  readonly peerMessages = new Counter({ name: "epochd_peer_messages_total", help: "Peer messages (Raft messages and notices; a coalesced heartbeat notice counts once)", labelNames: ["direction"], registers: [this.registry] });
+  readonly peerHeartbeats = new Counter({ name: "epochd_peer_heartbeats_total", help: "Heartbeats and heartbeat responses carried inside coalesced notices", labelNames: ["direction"], registers: [this.registry] });
+  readonly peerBatches = new Counter({ name: "epochd_peer_batches_total", help: "Batches written to or read from the peer streams", labelNames: ["direction"], registers: [this.registry] });
+  readonly peerBytes = new Counter({ name: "epochd_peer_bytes_total", help: "Bytes of peer batches", labelNames: ["direction"], registers: [this.registry] });
+  readonly peerDropped = new Counter({ name: "epochd_peer_messages_dropped_total", help: "Outbound peer messages not sent (queue full, link in backoff, too large); Raft retransmits", registers: [this.registry] });
+  readonly peerRefused = new Counter({
+    name: "epochd_peer_refused_total",
+    help: "Inbound peer input refused: batches that failed decoding (kind=malformed), messages with a forged sender or another recipient, calls from unknown homeservers",
+    labelNames: ["kind"],
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "epochd_process_" });
   }
@@ -62,6 +77,8 @@ export class NodeMetrics {
         if (event.kind === "became-candidate") this.elections.inc({ group: groupKind(groupId) });
         if (event.kind === "became-leader") this.leaderChanges.inc({ group: groupKind(groupId) });
       },
+      onReadyRound: () => this.readyRounds.inc(),
+      onGroupLoaded: (groupId) => this.groupLoads.inc({ group: groupKind(groupId) }),
     };
   }
 
@@ -77,11 +94,28 @@ export class NodeMetrics {
 
   private readonly collectors: Array<() => void> = [];
 
-  /** Reads the peer stream states from `transport` at every scrape. */
+  /** Reads the peer stream states and the transport's counters from `transport` at every scrape. */
   watchTransport(transport: PeerTransport): void {
+    let last = transport.counters();
     this.collectors.push(() => {
       this.peerConnected.reset();
       for (const [peer, state] of transport.peerStates()) this.peerConnected.set({ peer }, state === "connected" ? 1 : 0);
+      const now = transport.counters();
+      const grown = (key: keyof TransportCounters) => Math.max(0, now[key] - last[key]);
+      this.peerMessages.inc({ direction: "sent" }, grown("messagesSent"));
+      this.peerMessages.inc({ direction: "received" }, grown("messagesReceived"));
+      this.peerHeartbeats.inc({ direction: "sent" }, grown("heartbeatsCoalesced"));
+      this.peerHeartbeats.inc({ direction: "received" }, grown("heartbeatsExpanded"));
+      this.peerBatches.inc({ direction: "sent" }, grown("batchesSent"));
+      this.peerBatches.inc({ direction: "received" }, grown("batchesReceived"));
+      this.peerBytes.inc({ direction: "sent" }, grown("bytesSent"));
+      this.peerBytes.inc({ direction: "received" }, grown("bytesReceived"));
+      this.peerDropped.inc(grown("messagesDropped"));
+      this.peerRefused.inc({ kind: "malformed" }, grown("batchesMalformed"));
+      this.peerRefused.inc({ kind: "forged" }, grown("messagesForged"));
+      this.peerRefused.inc({ kind: "misaddressed" }, grown("messagesMisaddressed"));
+      this.peerRefused.inc({ kind: "unknown-caller" }, grown("callsRefused"));
+      last = now;
     });
   }
 

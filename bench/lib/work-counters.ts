@@ -1,0 +1,56 @@
+/**
+ * Work per operation, read from the homeservers' Prometheus counters: peer
+ * messages, Ready rounds, synced writes, entries and group loads summed over
+ * every homeserver. Counts of work move far less between runs on a shared
+ * machine than rates do, so they are what an A/B comparison of a change to
+ * the commit path rests on (see docs/benchmarks.md).
+ */
+
+/** The counters read, by column name: each sums these series (a prefix match on `name{labels}`) over all homeservers. */
+const series: Readonly<Record<string, readonly string[]>> = {
+  "msgs": ['epochd_peer_messages_total{direction="sent"}'],
+  "heartbeats": ['epochd_peer_heartbeats_total{direction="sent"}'],
+  "batches": ['epochd_peer_batches_total{direction="sent"}'],
+  "rounds": ["epochd_raft_ready_rounds_total"],
+  "fsyncs": ["epochd_fsync_latency_seconds_count"],
+  "entries": ["epochd_committed_entries_total"],
+  "loads": ["epochd_raft_group_loads_total"],
+};
+
+/** The column names, in print order. */
+export const workColumns: readonly string[] = Object.keys(series);
+
+/** Counter totals over all homeservers, by column. */
+export type WorkTotals = Record<string, number>;
+
+async function scrapeOne(address: string): Promise<Map<string, number>> {
+  const response = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(5000) });
+  const samples = new Map<string, number>();
+  for (const line of (await response.text()).split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const at = line.lastIndexOf(" ");
+    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return samples;
+}
+
+/** Reads the counters of every homeserver at `metricsAddresses` and sums them per column. */
+export async function readWorkTotals(metricsAddresses: readonly string[]): Promise<WorkTotals> {
+  const scraped = await Promise.all(metricsAddresses.map(scrapeOne));
+  const totals: WorkTotals = {};
+  for (const [column, names] of Object.entries(series)) {
+    let sum = 0;
+    for (const samples of scraped) {
+      for (const [key, value] of samples) if (names.some((name) => key === name || (!name.includes("{") && key.startsWith(`${name}{`)))) sum += value;
+    }
+    totals[column] = sum;
+  }
+  return totals;
+}
+
+/** (after - before) / operations, per column. */
+export function perOperation(before: WorkTotals, after: WorkTotals, operations: number): WorkTotals {
+  const per: WorkTotals = {};
+  for (const column of workColumns) per[column] = operations > 0 ? ((after[column] ?? 0) - (before[column] ?? 0)) / operations : Number.NaN;
+  return per;
+}
