@@ -43,6 +43,14 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 export class CertificateCollector {
   /** Insertion order = age, for the memory bound. */
   private readonly entries = new Map<string, Collecting>();
+  /**
+   * Keys of certificates the log recorded (forgotten here), newest last, as
+   * many as `maxEntries`: a peer's batch arriving after that must not start
+   * collecting them again. (It did: the entry it created was never forgotten,
+   * so the own batch over that commit counted as open and was sent again
+   * every second for good, thousands a second after a few minutes of load.)
+   */
+  private readonly recorded = new Set<string>();
 
   constructor(
     readonly clusterId: string,
@@ -70,6 +78,7 @@ export class CertificateCollector {
 
   /** Records a commit this homeserver applied; signatures that came early now count if they match it. */
   applied(commit: AppliedCommit): void {
+    if (this.recorded.has(keyOf(commit.channelId, commit.epoch))) return;
     const entry = this.entry(keyOf(commit.channelId, commit.epoch));
     if (entry.applied !== undefined) return;
     entry.applied = { ...commit, statement: this.statementOf(commit) };
@@ -98,7 +107,9 @@ export class CertificateCollector {
     const leafCount = statements.length;
     batch.statements.forEach((s, i) => {
       if (s.clusterId !== this.clusterId) return;
-      const entry = this.entry(keyOf(s.channelId, s.epoch));
+      const key = keyOf(s.channelId, s.epoch);
+      if (this.recorded.has(key)) return;
+      const entry = this.entry(key);
       if (entry.complete !== undefined) return;
       // A plain object of the generated type: create() per statement costs more than everything else here.
       const signature: Signature = { $typeName: "epochd.channel.v1.Signature", homeserverId: signer, signature: batch.signature, leafIndex: i, leafCount, proof: tree.proof(i) };
@@ -110,7 +121,10 @@ export class CertificateCollector {
 
   /** Whether every statement of `batch` is of this cluster and for a certificate already complete here. */
   private addsNothing(batch: SignatureBatch): boolean {
-    return batch.statements.every((s) => s.clusterId === this.clusterId && this.entries.get(keyOf(s.channelId, s.epoch))?.complete !== undefined);
+    return batch.statements.every((s) => {
+      const key = keyOf(s.channelId, s.epoch);
+      return s.clusterId === this.clusterId && (this.recorded.has(key) || this.entries.get(key)?.complete !== undefined);
+    });
   }
 
   private count(entry: Collecting, signer: string, signature: Signature): void {
@@ -135,14 +149,22 @@ export class CertificateCollector {
     return this.entries.get(keyOf(channelId, epoch))?.complete;
   }
 
-  /** Drops what is kept for a commit whose certificate the log now holds. */
+  /** Drops what is kept for a commit whose certificate the log now holds; later signatures for it are ignored. */
   forget(channelId: string, epoch: bigint): void {
-    this.entries.delete(keyOf(channelId, epoch));
+    const key = keyOf(channelId, epoch);
+    this.entries.delete(key);
+    this.recorded.add(key);
+    if (this.recorded.size > this.maxEntries) this.recorded.delete(this.recorded.values().next().value!);
   }
 
   /** Whether the commit `channel/epoch` is still collected (its certificate not yet recorded in the log). */
   isCollecting(key: string): boolean {
     return this.entries.has(key);
+  }
+
+  /** Whether the certificate of `channel/epoch` is complete here. */
+  isComplete(key: string): boolean {
+    return this.entries.get(key)?.complete !== undefined;
   }
 
   /** How many commits are being collected (for metrics and tests). */

@@ -74,6 +74,21 @@ describe("CertificateCollector", () => {
     expect(completed.length).toBe(2);
   });
 
+  it("once the log recorded a certificate, a late signature for it does not start collecting it again", () => {
+    const { collector: c } = collector();
+    const mine = commit("a", 1n, 10n);
+    c.applied(mine);
+    c.addBatch(batchBy("hs1", [mine]));
+    c.addBatch(batchBy("hs2", [mine]));
+    c.forget("a", 1n);
+    expect(c.isCollecting("a/1")).toBe(false);
+    // The third voter's batch arrives after the log recorded the certificate.
+    expect(c.addBatch(batchBy("hs3", [mine]))).toBeUndefined();
+    c.applied(mine);
+    expect(c.isCollecting("a/1")).toBe(false);
+    expect(c.size()).toBe(0);
+  });
+
   it("counts early signatures only once the same statement is applied here", () => {
     const { collector: c, completed } = collector();
     const mine = commit("a", 1n, 10n);
