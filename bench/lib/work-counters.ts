@@ -6,6 +6,8 @@
  * the commit path rests on (see docs/benchmarks.md).
  */
 
+import { parseMetricsText } from "../../src/node/metrics.ts";
+
 /** The counters read, by column name: each sums these series (a prefix match on `name{labels}`) over all homeservers. */
 const series: Readonly<Record<string, readonly string[]>> = {
   "msgs": ['epochd_peer_messages_total{direction="sent"}'],
@@ -25,13 +27,7 @@ export type WorkTotals = Record<string, number>;
 
 async function scrapeOne(address: string): Promise<Map<string, number>> {
   const response = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(5000) });
-  const samples = new Map<string, number>();
-  for (const line of (await response.text()).split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const at = line.lastIndexOf(" ");
-    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return samples;
+  return parseMetricsText(await response.text());
 }
 
 /** Reads the counters of every homeserver at `metricsAddresses` and sums them per column. */

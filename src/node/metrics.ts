@@ -147,6 +147,17 @@ export class NodeMetrics {
   }
 }
 
+/** The samples of Prometheus exposition text, `name{labels}` -> value: for tools reading a homeserver's /metrics. */
+export function parseMetricsText(text: string): Map<string, number> {
+  const samples = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const at = line.lastIndexOf(" ");
+    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return samples;
+}
+
 /** Splits "host:port". */
 export function splitHostPort(hostPort: string): [string, number] {
   const at = hostPort.lastIndexOf(":");

@@ -5,6 +5,7 @@
  * writes, and each counter must move with the work done.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseMetricsText } from "../../src/node/metrics.ts";
 import { KvWriter } from "./kv-writer.ts";
 import { freePort, ProcessCluster } from "./process-cluster.ts";
 
@@ -12,13 +13,7 @@ import { freePort, ProcessCluster } from "./process-cluster.ts";
 async function scrape(address: string): Promise<Map<string, number>> {
   const response = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(5000) });
   expect(response.status).toBe(200);
-  const samples = new Map<string, number>();
-  for (const line of (await response.text()).split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const at = line.lastIndexOf(" ");
-    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return samples;
+  return parseMetricsText(await response.text());
 }
 
 describe("metrics over HTTP", () => {
