@@ -126,6 +126,49 @@ describe("forgetting a lost leader", () => {
     expect(ticks).toBeLessThanOrEqual(6);
   });
 
+  it("followers of a lost leader campaign one after another, so the vote is never split (100 seeds, 3 and 5 voters)", () => {
+    for (const ids of [["a", "b", "c"], ["a", "b", "c", "d", "e"]]) {
+      for (let seed = 1; seed <= 100; seed++) {
+        const c = new TestCluster(ids, { electionTimeoutTicks: 20, heartbeatTicks: 2 }, seed);
+        c.elect("a");
+        const term = c.get("b").node.status().term;
+        c.isolate("a");
+        const followers = ids.slice(1);
+        for (const id of followers) c.get(id).node.forgetLeader();
+        let ticks = 0;
+        while (c.leaders().filter((id) => id !== "a").length === 0 && ticks < 40) {
+          for (const id of followers) c.get(id).node.tick();
+          c.stabilize();
+          ticks++;
+        }
+        const [leader] = c.leaders().filter((id) => id !== "a");
+        expect(leader, `seed ${seed}, ${ids.length} voters`).toBeDefined();
+        // One election, won at once: a split vote would have taken a second term and a whole timeout.
+        expect(c.get(leader!).node.status().term, `seed ${seed}, ${ids.length} voters`).toBe(term + 1);
+        expect(ticks, `seed ${seed}, ${ids.length} voters`).toBeLessThanOrEqual(1 + (ids.length - 1) * 2);
+      }
+    }
+  });
+
+  it("a follower that grants a pre-vote after losing the leader lets that candidate run instead of campaigning too", () => {
+    const c = new TestCluster(["a", "b", "c"], { electionTimeoutTicks: 20, heartbeatTicks: 2 });
+    c.elect("a");
+    c.isolate("a");
+    // c learns of the loss first and campaigns in its slot; b learns of it just before c's pre-vote arrives.
+    c.get("c").node.forgetLeader();
+    for (let i = 0; i < 10 && c.get("c").node.status().role !== Role.PreCandidate; i++) c.get("c").node.tick();
+    expect(c.get("c").node.status().role).toBe(Role.PreCandidate);
+    c.get("b").node.forgetLeader();
+    // b's answers are held back, so the only thing that can keep b from campaigning is the grant itself.
+    c.filter = (m) => m.from !== "b";
+    c.stabilize();
+    for (let i = 0; i < 5; i++) {
+      c.get("b").node.tick();
+      c.stabilize();
+    }
+    expect(c.get("b").node.status().role).toBe(Role.Follower);
+  });
+
   it("does nothing on a node that has no leader or leads", () => {
     const c = new TestCluster(["a", "b", "c"]);
     c.elect("a");
