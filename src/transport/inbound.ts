@@ -33,6 +33,8 @@ export interface InboundOptions {
   readonly isKnownPeer: (id: NodeId) => boolean;
   readonly onMessages: (from: NodeId, messages: Message[]) => void;
   readonly onNotices: (from: NodeId, notices: PeerNotice[]) => void;
+  /** An authenticated peer opened a stream to us: it is up (again). */
+  readonly onPeerStream?: (from: NodeId) => void;
 }
 
 type Refusal = { readonly code: grpc.status; readonly details: string };
@@ -95,6 +97,7 @@ export class InboundService {
     let droppedBatches = 0;
     this.streams.set(call, peerId);
     call.write(encodeStreamResponse(this.options.selfId, 0));
+    this.options.onPeerStream?.(peerId);
     call.on("data", (bytes: Buffer) => {
       if (!this.receiveBatch(peerId, bytes, log)) {
         droppedBatches += 1;

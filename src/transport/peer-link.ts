@@ -132,6 +132,19 @@ export class PeerLink {
     }
   }
 
+  /**
+   * Reconnects at once if the link waits out a backoff (the peer is known to
+   * be up: it just opened a stream to us), with the backoff reset.
+   */
+  reconnectNow(): void {
+    if (this.closed || this.reconnectTimer === null) return;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.failedAttempts = 0;
+    this.options.counters.reconnects += 1;
+    this.openStream();
+  }
+
   private onStreamEnded(call: grpc.ClientDuplexStream<Buffer, Buffer>, status: grpc.StatusObject): void {
     if (this.call !== call || this.closed) return;
     this.call = null;

@@ -93,6 +93,9 @@ export class PeerTransport implements Transport {
       isKnownPeer: options.isKnownPeer ?? ((id) => this.addresses.has(id)),
       onMessages: options.onMessages,
       onNotices: (from, notices) => options.onNotices?.(from, notices),
+      // A peer that restarted reaches us first: our link to it may be waiting out a backoff of up to
+      // seconds, and until it reconnects our votes and answers to it are dropped.
+      onPeerStream: (from) => this.links.get(from)?.reconnectNow(),
     });
     for (const [id, address] of options.peers) this.setPeer(id, address);
   }

@@ -151,6 +151,26 @@ describe("PeerTransport over mutual TLS", () => {
     expect(a!.transport.counters().reconnects).toBeGreaterThanOrEqual(1);
   });
 
+  it("reconnects at once, not after its backoff, when the restarted peer opens its own stream to us", async () => {
+    // hs1 waits 8 s between attempts; hs2 comes back within that and connects to hs1 first.
+    const [a, b] = await nodes(["hs1", "hs2"], tlsOf, { backoff: { minMs: 8000, maxMs: 8000 } });
+    a!.transport.send([heartbeat("hs1", "hs2", "g", 1)]);
+    await waitFor("first message", () => b!.received.length === 1);
+    const port = Number(b!.address.split(":")[1]);
+    await b!.stop();
+    running.splice(running.indexOf(b!), 1);
+    await waitFor("link down", () => a!.transport.peerStates().get("hs2") !== "connected");
+    const { server } = await startServer(tlsOf("hs2"), port);
+    const b2 = startNode("hs2", server, b!.address, new Map([["hs1", a!.address]]), tlsOf("hs2"));
+    running.push(b2);
+    const backAtMs = Date.now();
+    b2.transport.send([heartbeat("hs2", "hs1", "g", 1)]);
+    await waitFor("hs1 reconnected", () => a!.transport.peerStates().get("hs2") === "connected", 10_000);
+    expect(Date.now() - backAtMs).toBeLessThan(4000); // well before its 8 s backoff ran out
+    a!.transport.send([heartbeat("hs1", "hs2", "g", 2)]);
+    await waitFor("message after restart", () => b2.received.length === 1);
+  });
+
   it("refuses a client whose certificate comes from another CA", async () => {
     const [a] = await nodes(["hs1"]);
     const raw = rawStream(a!.address, certs.rogue);
