@@ -157,8 +157,9 @@ interface HostedGroup {
   termStartIndex: LogIndex;
   readonly options: AddGroupOptions;
   /**
-   * When the group last got an input (a message, a proposal, a read): its
-   * quiet time counts from here, and the longest quiet leave memory first.
+   * When the Ready loop last found the group with an input (a message, a
+   * proposal, a read, a tick while awake): its quiet time counts from here,
+   * and the longest quiet leave memory first.
    */
   lastInputMs: number;
   /** How long this group must be quiet before it is unloaded (see {@link nextHibernateDelayMs}). */
@@ -472,7 +473,6 @@ export class RaftDriver {
    * ticks exactly while it is not quiesced. Call after every input.
    */
   private touch(group: HostedGroup): void {
-    group.lastInputMs = Date.now();
     this.dirty.add(group);
     if (group.node.isQuiesced()) this.awake.delete(group);
     else this.awake.add(group);
@@ -764,7 +764,10 @@ export class RaftDriver {
     try {
       for (let round = 0; round < 1000 && !this.stopped; round++) {
         const batch: Array<{ group: HostedGroup; ready: Ready }> = [];
+        // Every group given an input (or a tick) since the last round: its quiet time starts over.
+        const now = Date.now();
         for (const group of this.dirty) {
+          group.lastInputMs = now;
           if (group.node.hasReady()) batch.push({ group, ready: group.node.ready() });
           else this.dirty.delete(group);
         }

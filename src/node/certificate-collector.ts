@@ -162,11 +162,6 @@ export class CertificateCollector {
     return this.entries.has(key);
   }
 
-  /** Whether the certificate of `channel/epoch` is complete here. */
-  isComplete(key: string): boolean {
-    return this.entries.get(key)?.complete !== undefined;
-  }
-
   /** How many commits are being collected (for metrics and tests). */
   size(): number {
     return this.entries.size;

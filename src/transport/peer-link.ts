@@ -139,8 +139,13 @@ export class PeerLink {
   reconnectNow(): void {
     if (this.closed || this.reconnectTimer === null) return;
     clearTimeout(this.reconnectTimer);
-    this.reconnectTimer = null;
     this.failedAttempts = 0;
+    this.reconnect();
+  }
+
+  /** Opens the stream again once the backoff timer fired (or was cut short). */
+  private reconnect(): void {
+    this.reconnectTimer = null;
     this.options.counters.reconnects += 1;
     this.openStream();
   }
@@ -159,11 +164,7 @@ export class PeerLink {
     if (wasConnected) this.log.warn(fields, "peer stream lost");
     else if ((this.failedAttempts & (this.failedAttempts - 1)) === 0) this.log.warn(fields, "peer stream attempt failed");
     else this.log.debug(fields, "peer stream attempt failed");
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = null;
-      this.options.counters.reconnects += 1;
-      this.openStream();
-    }, delayMs);
+    this.reconnectTimer = setTimeout(() => this.reconnect(), delayMs);
     this.reconnectTimer.unref();
     this.options.onUnreachable(this.options.peerId);
   }

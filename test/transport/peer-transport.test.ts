@@ -131,19 +131,28 @@ describe("PeerTransport over mutual TLS", () => {
     expect(a!.snapshotStatus).toEqual([{ to: "hs2", groupId: "g", ok: false }]);
   });
 
+  /**
+   * hs1 (`a`) reaches hs2 (`b`); hs2 stops, and once hs1's link is down (`whileDown` then runs) hs2
+   * restarts on the same port, its own link to hs1 fresh. Returns the restarted hs2.
+   */
+  async function restartAfterLinkDown(a: TestNode, b: TestNode, whileDown: () => void = () => {}): Promise<TestNode> {
+    a.transport.send([heartbeat("hs1", "hs2", "g", 1)]);
+    await waitFor("first message", () => b.received.length === 1);
+    const port = Number(b.address.split(":")[1]);
+    await b.stop();
+    running.splice(running.indexOf(b), 1);
+    await waitFor("link down", () => a.transport.peerStates().get("hs2") !== "connected");
+    whileDown();
+    const { server } = await startServer(tlsOf("hs2"), port);
+    const restarted = startNode("hs2", server, b.address, new Map([["hs1", a.address]]), tlsOf("hs2"));
+    running.push(restarted);
+    return restarted;
+  }
+
   it("reconnects after the peer's server restarts", async () => {
     const unreachable: NodeId[] = [];
     const [a, b] = await nodes(["hs1", "hs2"], tlsOf, { onUnreachable: (to: NodeId) => unreachable.push(to) });
-    a!.transport.send([heartbeat("hs1", "hs2", "g", 1)]);
-    await waitFor("first message", () => b!.received.length === 1);
-    const port = Number(b!.address.split(":")[1]);
-    await b!.stop();
-    running.splice(running.indexOf(b!), 1);
-    await waitFor("link down", () => a!.transport.peerStates().get("hs2") !== "connected");
-    expect(unreachable).toContain("hs2");
-    const { server } = await startServer(tlsOf("hs2"), port);
-    const b2 = startNode("hs2", server, b!.address, new Map([["hs1", a!.address]]), tlsOf("hs2"));
-    running.push(b2);
+    const b2 = await restartAfterLinkDown(a!, b!, () => expect(unreachable).toContain("hs2"));
     await waitFor("reconnected", () => a!.transport.peerStates().get("hs2") === "connected", 10_000);
     a!.transport.send([heartbeat("hs1", "hs2", "g", 2)]);
     await waitFor("message after restart", () => b2.received.length === 1);
@@ -154,15 +163,7 @@ describe("PeerTransport over mutual TLS", () => {
   it("reconnects at once, not after its backoff, when the restarted peer opens its own stream to us", async () => {
     // hs1 waits 8 s between attempts; hs2 comes back within that and connects to hs1 first.
     const [a, b] = await nodes(["hs1", "hs2"], tlsOf, { backoff: { minMs: 8000, maxMs: 8000 } });
-    a!.transport.send([heartbeat("hs1", "hs2", "g", 1)]);
-    await waitFor("first message", () => b!.received.length === 1);
-    const port = Number(b!.address.split(":")[1]);
-    await b!.stop();
-    running.splice(running.indexOf(b!), 1);
-    await waitFor("link down", () => a!.transport.peerStates().get("hs2") !== "connected");
-    const { server } = await startServer(tlsOf("hs2"), port);
-    const b2 = startNode("hs2", server, b!.address, new Map([["hs1", a!.address]]), tlsOf("hs2"));
-    running.push(b2);
+    const b2 = await restartAfterLinkDown(a!, b!);
     const backAtMs = Date.now();
     b2.transport.send([heartbeat("hs2", "hs1", "g", 1)]);
     await waitFor("hs1 reconnected", () => a!.transport.peerStates().get("hs2") === "connected", 10_000);
