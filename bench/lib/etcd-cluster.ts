@@ -7,7 +7,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, openSync, closeSync } from "node:fs";
 import { join } from "node:path";
-import { createServer, type Server } from "node:net";
+import { freeLocalPorts } from "../../src/transport/local-ports.ts";
 import { isAlive, stopPids } from "./proc.ts";
 
 /** A running etcd member. */
@@ -31,29 +31,11 @@ export function etcdVersion(): string | undefined {
   return /etcd Version: (\S+)/.exec(result.stdout)?.[1] ?? result.stdout.split("\n")[0];
 }
 
-/** `count` distinct ports the kernel reports free on 127.0.0.1 (all held open while choosing). */
-async function freePorts(count: number): Promise<number[]> {
-  const servers: Server[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const server = createServer();
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(0, "127.0.0.1", () => resolve());
-      });
-      servers.push(server);
-    }
-    return servers.map((s) => (s.address() as { port: number }).port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  }
-}
-
 /** Starts `size` members and waits (at most `timeoutMs`) until all agree on a leader. */
 export async function startEtcdCluster(dataDir: string, size: number, timeoutMs = 30_000): Promise<EtcdCluster> {
   const version = etcdVersion();
   if (version === undefined) throw new Error("etcd is not on PATH");
-  const ports = await freePorts(2 * size);
+  const ports = await freeLocalPorts(2 * size);
   const names = Array.from({ length: size }, (_, i) => `m${i + 1}`);
   const peerUrl = (i: number) => `http://127.0.0.1:${ports[size + i]!}`;
   const clientUrl = (i: number) => `http://127.0.0.1:${ports[i]!}`;

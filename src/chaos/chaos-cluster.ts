@@ -6,7 +6,6 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { unaryClient, type UnaryClient } from "../api/grpc-service.ts";
@@ -14,6 +13,7 @@ import { AdminService, type StatusResponse } from "../gen/epochd/admin/v1/admin_
 import { ChannelService } from "../gen/epochd/channel/v1/channel_pb.ts";
 import { faultControlFileEnv } from "../storage/fault-hook.ts";
 import { clientChannelCredentials } from "../transport/credentials.ts";
+import { freeLocalPort } from "../transport/local-ports.ts";
 import { createClusterCertificates, type ClusterCertificates } from "../transport/tls.ts";
 import { EgressProxy, NetworkRules } from "./fault-proxy.ts";
 
@@ -58,17 +58,6 @@ export interface ChaosNode {
   control: FaultControl;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address !== null ? resolvePort(address.port) : reject(new Error("no free port"))));
-    });
-  });
-}
-
 /** A local cluster of real homeserver processes under fault injection. */
 export class ChaosCluster {
   readonly nodes = new Map<string, ChaosNode>();
@@ -104,8 +93,8 @@ export class ChaosCluster {
     for (const id of ids) {
       const node: ChaosNode = {
         id,
-        peerAddress: `127.0.0.1:${await freePort()}`,
-        clientAddress: `127.0.0.1:${await freePort()}`,
+        peerAddress: `127.0.0.1:${await freeLocalPort()}`,
+        clientAddress: `127.0.0.1:${await freeLocalPort()}`,
         dataDir: join(options.root, id),
         controlFile: join(options.root, `${id}.faults.json`),
         proxy: undefined as unknown as EgressProxy,
@@ -212,6 +201,13 @@ export class ChaosCluster {
     rmSync(staging, { force: true });
   }
 
+  /** How homeserver `id`'s process ended: its exit code or signal. */
+  private exitDescription(id: string): string {
+    const child = this.get(id).child;
+    if (child === undefined) return "not started";
+    return child.signalCode !== null ? `signal ${child.signalCode}` : `code ${child.exitCode}`;
+  }
+
   isRunning(id: string): boolean {
     const child = this.get(id).child;
     return child !== undefined && child.exitCode === null && child.signalCode === null;
@@ -262,6 +258,9 @@ export class ChaosCluster {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (this.ids().every((id) => !this.isRunning(id))) throw new Error("every homeserver process has exited");
+      // A homeserver the harness started and did not kill has died (a crash, or a port taken): no wait helps.
+      const died = this.ids().find((id) => this.get(id).child !== undefined && !this.isRunning(id));
+      if (died !== undefined) throw new Error(`homeserver ${died} exited (${this.exitDescription(died)}) while waiting for a leader`);
       const statuses = (await Promise.all(this.ids().map((id) => this.status(id)))).filter((s) => s !== undefined);
       const leaders = new Set(statuses.map((s) => s.groups[0]?.leaderId ?? ""));
       const [leader] = [...leaders];

@@ -17,7 +17,8 @@ import { KvService } from "../../src/gen/epochd/kv/v1/kv_pb.ts";
 import { parseInviteToken } from "../../src/node/directory-token.ts";
 import { clientChannelCredentials } from "../../src/transport/credentials.ts";
 import { createCertificateRequest } from "../../src/transport/tls.ts";
-import { freePort, ProcessCluster } from "./process-cluster.ts";
+import { freeLocalPort } from "../../src/transport/local-ports.ts";
+import { ProcessCluster } from "./process-cluster.ts";
 
 const binPath = resolve(import.meta.dirname, "../../bin/epochd.mjs");
 const tlsOverride = { "grpc.ssl_target_name_override": "localhost" };
@@ -108,7 +109,7 @@ describe("joining and leaving a real cluster with invite tokens", () => {
   }
 
   async function startJoiner(id: string, token: string): Promise<Joiner> {
-    const joiner = { id, peerAddress: `127.0.0.1:${await freePort()}`, clientAddress: `127.0.0.1:${await freePort()}` };
+    const joiner = { id, peerAddress: `127.0.0.1:${await freeLocalPort()}`, clientAddress: `127.0.0.1:${await freeLocalPort()}` };
     const log = openSync(join(cluster.root, `${id}.log`), "a");
     const args = [binPath, "join", "--cluster", cluster.get("hs1").clientAddress, "--token", token, "--data-dir", join(cluster.root, id), "--peer-listen", joiner.peerAddress, "--client-listen", joiner.clientAddress];
     const child = spawn(process.execPath, args, { stdio: ["ignore", log, log] });

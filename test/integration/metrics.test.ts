@@ -7,7 +7,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseMetricsText } from "../../src/node/metrics.ts";
 import { KvWriter } from "./kv-writer.ts";
-import { freePort, ProcessCluster } from "./process-cluster.ts";
+import { freeLocalPort } from "../../src/transport/local-ports.ts";
+import { ProcessCluster } from "./process-cluster.ts";
 
 /** Every sample of the exposition text: `name{labels}` -> value. */
 async function scrape(address: string): Promise<Map<string, number>> {
@@ -23,7 +24,7 @@ describe("metrics over HTTP", () => {
   beforeAll(async () => {
     cluster = await ProcessCluster.create(3);
     for (const id of ["hs1", "hs2", "hs3"]) {
-      metricsAddress.set(id, `127.0.0.1:${await freePort()}`);
+      metricsAddress.set(id, `127.0.0.1:${await freeLocalPort()}`);
       cluster.start(id, ["--metrics-listen", metricsAddress.get(id)!]);
     }
   });

@@ -5,7 +5,6 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, openSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -14,43 +13,13 @@ import { unaryClient, type UnaryClient } from "../../src/api/grpc-service.ts";
 import { AdminService, Role } from "../../src/gen/epochd/admin/v1/admin_pb.ts";
 import { KvService } from "../../src/gen/epochd/kv/v1/kv_pb.ts";
 import { clientChannelCredentials } from "../../src/transport/credentials.ts";
+import { freeLocalPort } from "../../src/transport/local-ports.ts";
 import { createClusterCertificates, type ClusterCertificates } from "../../src/transport/tls.ts";
 
 const binPath = resolve(import.meta.dirname, "../../bin/epochd.mjs");
 
 export type KvClient = UnaryClient<(typeof KvService)["method"]>;
 export type AdminClient = UnaryClient<(typeof AdminService)["method"]>;
-
-/** First port handed to test homeservers: below the kernel's ephemeral ports (32768 to 60999 on Linux). */
-const firstTestPort = 20_000;
-/** Ports per vitest worker: worker N takes [firstTestPort + N * portsPerWorker, + portsPerWorker). */
-const portsPerWorker = 1000;
-let portsTaken = 0;
-
-/**
- * A TCP port on 127.0.0.1 that is free now, for a homeserver to bind. Not a
- * port the kernel picked (listening on port 0): between that check and the
- * homeserver's bind, the kernel may give the same port to an outgoing
- * connection of any process, and the homeserver then fails to start. Each
- * vitest worker takes ports from its own range below the ephemeral ones, so
- * neither that nor two test files running at once can collide.
- */
-export async function freePort(): Promise<number> {
-  const worker = Number(process.env.VITEST_POOL_ID ?? "0") % 12;
-  for (let tries = 0; tries < portsPerWorker; tries++) {
-    const port = firstTestPort + worker * portsPerWorker + (portsTaken++ % portsPerWorker);
-    if (await canListen(port)) return port;
-  }
-  throw new Error(`no free port among ${portsPerWorker} tried`);
-}
-
-function canListen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-}
 
 export interface ProcessNode {
   readonly id: string;
@@ -81,7 +50,7 @@ export class ProcessCluster {
     const certs = await createClusterCertificates(join(root, "certs"), ids);
     const cluster = new ProcessCluster(root, certs, extraFlags);
     for (const id of ids) {
-      cluster.nodes.set(id, { id, peerAddress: `127.0.0.1:${await freePort()}`, clientAddress: `127.0.0.1:${await freePort()}`, dataDir: join(root, id), child: undefined, exited: undefined });
+      cluster.nodes.set(id, { id, peerAddress: `127.0.0.1:${await freeLocalPort()}`, clientAddress: `127.0.0.1:${await freeLocalPort()}`, dataDir: join(root, id), child: undefined, exited: undefined });
     }
     return cluster;
   }
