@@ -13,7 +13,9 @@
 import { createServer } from "node:net";
 
 /** First port handed out: below the kernel's ephemeral ports. */
-const firstLocalPort = 20_000;
+export const firstLocalPort = 20_000;
+/** The first of the kernel's ephemeral ports (Linux's default range starts here). */
+export const firstEphemeralPort = 32_768;
 /** Ports per vitest worker: worker N takes [firstLocalPort + N * portsPerWorker, + portsPerWorker). */
 const portsPerWorker = 1000;
 /** Worker ranges that fit below the ephemeral ports. */
@@ -37,7 +39,8 @@ export async function freeLocalPorts(count: number): Promise<number[]> {
   return ports;
 }
 
-function canListen(port: number): Promise<boolean> {
+/** Whether `port` can be bound on 127.0.0.1 right now. */
+export function canListen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = createServer();
     server.once("error", () => resolve(false));
