@@ -51,8 +51,10 @@ export async function run(args: string[]): Promise<void> {
     const cluster = readLocalCluster(dataDir)!;
     const before = status(dataDir);
     const leader = before.leader!;
-    const address = cluster.homeservers.find((h) => h.id === leader)!.clientAddress;
-    const client = unaryClient(KvService, address, grpc.credentials.createSsl(readFileSync(cluster.caCert)), { "grpc.ssl_target_name_override": "localhost" });
+    // Writes go to the leader; after a leader change (the run then fails anyway), to the new one.
+    const clientOf = (id: string) =>
+      unaryClient(KvService, cluster.homeservers.find((h) => h.id === id)!.clientAddress, grpc.credentials.createSsl(readFileSync(cluster.caCert)), { "grpc.ssl_target_name_override": "localhost" });
+    let client = clientOf(leader);
     const value = new Uint8Array(1024);
     const endAt = Date.now() + minutes * 60_000;
     const perMinute: Array<{ writes: number; errors: number; latencies: number[] }> = [];
@@ -79,6 +81,9 @@ export async function run(args: string[]): Promise<void> {
         if (now !== null && now !== lastLeader) {
           leaderChanges++;
           lastLeader = now;
+          const previous = client;
+          client = clientOf(now);
+          previous.close();
         }
       }
     })();
@@ -86,7 +91,7 @@ export async function run(args: string[]): Promise<void> {
     client.close();
     const after = status(dataDir);
     const termOf = (s: StatusJson) => Math.max(...s.homeservers.flatMap((h) => h.groups.map((g) => g.term)));
-    console.log(`\nsteady run: ${minutes} min, ${concurrency} writers of 1 KiB through ${leader}`);
+    console.log(`\nsteady run: ${minutes} min, ${concurrency} writers of 1 KiB to the leader (${leader} at the start)`);
     console.log("minute  writes/s  p50 ms  p99 ms  errors");
     perMinute.forEach((m, i) => {
       const sorted = m.latencies.sort((a, b) => a - b);

@@ -5,6 +5,9 @@
  */
 import type { GroupStore } from "../storage/storage-engine.ts";
 
+/** Bytes of pairs read between two turns of the event loop. */
+const yieldEveryBytes = 1 << 20;
+
 /**
  * Reads every pair of the group's state machine data into snapshot bytes. The
  * RocksDB iterator (a point-in-time view) is made synchronously by this call,
@@ -13,7 +16,14 @@ import type { GroupStore } from "../storage/storage-engine.ts";
 export async function snapshotPairs(store: Pick<GroupStore, "scan">): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let size = 0;
+  let sizeAtLastYield = 0;
   for await (const [key, value] of store.scan(new Uint8Array(0))) {
+    // The iterator hands out buffered pairs as microtasks, which never let the event loop in:
+    // without a turn every MiB, a 64 MiB state held up heartbeats for a good part of a second.
+    if (size - sizeAtLastYield >= yieldEveryBytes) {
+      sizeAtLastYield = size;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
     const header = new Uint8Array(8);
     const view = new DataView(header.buffer);
     view.setUint32(0, key.byteLength);
@@ -23,9 +33,14 @@ export async function snapshotPairs(store: Pick<GroupStore, "scan">): Promise<Ui
   }
   const out = new Uint8Array(size);
   let at = 0;
+  let atLastYield = 0;
   for (const chunk of chunks) {
     out.set(chunk, at);
     at += chunk.byteLength;
+    if (at - atLastYield >= yieldEveryBytes) {
+      atLastYield = at;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
   return out;
 }

@@ -149,6 +149,9 @@ interface HostedGroup {
   readonly reads: Map<string, ReadWaiter>;
   appliedIndex: LogIndex;
   lastSnapshotIndex: LogIndex;
+  /** Bytes of entry data applied since the last snapshot, and that snapshot's size: see {@link RaftDriver.maybeSnapshot}. */
+  appliedBytesSinceSnapshot: number;
+  lastSnapshotBytes: number;
   /** A background snapshot is being taken. */
   snapshotting: boolean;
   /** Counted in leader balancing. */
@@ -191,6 +194,9 @@ const dormantPendingMax = 1024;
 
 /** A group back within this many of its quiet times after unloading was unloaded too early. */
 const reloadedSoonFactor = 4;
+/** Most entries between two snapshots, in multiples of `snapshotEveryEntries`, however large the state. */
+const snapshotEntriesFactorMax = 8;
+
 /** Longest quiet time before unloading, in multiples of `hibernateAfterMs`. */
 const hibernateDelayFactorMax = 8;
 
@@ -279,6 +285,8 @@ export class RaftDriver {
       reads: new Map(),
       appliedIndex: store.appliedIndex,
       lastSnapshotIndex: store.log.snapshot().metadata.index,
+      appliedBytesSinceSnapshot: 0,
+      lastSnapshotBytes: 0,
       snapshotting: false,
       balanced: options.balanceLeadership ?? false,
       termStartIndex,
@@ -808,6 +816,8 @@ export class RaftDriver {
         this.failProposalsUpTo(group, ready.snapshot.metadata.index);
         group.appliedIndex = ready.snapshot.metadata.index;
         group.lastSnapshotIndex = ready.snapshot.metadata.index;
+        group.lastSnapshotBytes = ready.snapshot.data.byteLength;
+        group.appliedBytesSinceSnapshot = 0;
       }
     }
     // 2. Only now may messages that depend on that state leave.
@@ -819,6 +829,7 @@ export class RaftDriver {
       if (ready.committedEntries.length === 0) continue;
       const outcome = await group.stateMachine.apply(ready.committedEntries);
       const appliedIndex = ready.committedEntries[ready.committedEntries.length - 1]!.index;
+      for (const entry of ready.committedEntries) group.appliedBytesSinceSnapshot += entry.data.byteLength;
       applies.push({ group: group.store, appliedIndex, writes: outcome.writes });
       outcomes.push({ group, entries: ready.committedEntries, results: outcome.results, appliedIndex, afterWrite: outcome.afterWrite, localWrites: outcome.localWrites });
     }
@@ -876,14 +887,22 @@ export class RaftDriver {
 
   /**
    * Snapshots a group whose log grew by `snapshotEveryEntries` since the last
-   * one, in the background: the state machine captures a point-in-time view
-   * synchronously (a RocksDB iterator), so the Ready loop, heartbeats
-   * included, never waits for a large snapshot to be read and written.
+   * one, and by at least as many bytes as that snapshot had, in the
+   * background: the state machine captures a point-in-time view synchronously
+   * (a RocksDB iterator), so the Ready loop, heartbeats included, never waits
+   * for a large snapshot to be read and written. The byte rule keeps the cost
+   * of snapshots in proportion to the writes: a 64 MiB state overwritten with
+   * 1 KiB entries was copied whole every 10 MiB of log before. Past
+   * {@link snapshotEntriesFactorMax} times `snapshotEveryEntries` a snapshot
+   * is taken anyway, so the log kept in memory stays bounded.
    */
   private maybeSnapshot(group: HostedGroup): void {
     const { snapshotEveryEntries, snapshotKeepEntries } = this.options;
-    if (group.snapshotting || group.appliedIndex - group.lastSnapshotIndex < snapshotEveryEntries) return;
+    const entriesSince = group.appliedIndex - group.lastSnapshotIndex;
+    if (group.snapshotting || entriesSince < snapshotEveryEntries) return;
+    if (group.appliedBytesSinceSnapshot < group.lastSnapshotBytes && entriesSince < snapshotEveryEntries * snapshotEntriesFactorMax) return;
     group.snapshotting = true;
+    group.appliedBytesSinceSnapshot = 0;
     const index = group.appliedIndex;
     const confState = group.node.confState();
     group.stateMachine
@@ -892,6 +911,7 @@ export class RaftDriver {
       .then(
         (bytes) => {
           group.lastSnapshotIndex = Math.max(group.lastSnapshotIndex, index);
+          group.lastSnapshotBytes = bytes;
           this.options.logger.info({ groupId: group.groupId, index, bytes }, "snapshot taken, log compacted");
         },
         (error: unknown) => this.options.logger.warn({ groupId: group.groupId, index, err: error }, "snapshot not taken"),

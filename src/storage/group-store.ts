@@ -15,7 +15,7 @@ import {
 } from "./codec.ts";
 import type { EngineContext } from "./engine-context.ts";
 import { prefixEnd, type GroupKeys } from "./keys.ts";
-import { openRecord, sealRecord } from "./records.ts";
+import { openRecord, sealRecord, sealRecordInSlices } from "./records.ts";
 import { asBuffer, type RawBatchOp } from "./rocksdb-promises.ts";
 
 /** One change to a group's state machine data. */
@@ -122,9 +122,10 @@ export class GroupStore {
     return { ops, commit };
   }
 
-  private planSnapshotRecords(ops: RawBatchOp[], snapshot: Snapshot): void {
+  /** Plans the snapshot's two records; `sealedData`: its data record, sealed ahead (see {@link sealRecordInSlices}). */
+  private planSnapshotRecords(ops: RawBatchOp[], snapshot: Snapshot, sealedData?: Buffer): void {
     ops.push(this.put(this.keys.snapshotMetadata, encodeSnapshotMetadata(snapshot.metadata)));
-    ops.push(this.put(this.keys.snapshotData, snapshot.data));
+    ops.push({ type: "put", key: asBuffer(this.keys.snapshotData), value: sealedData ?? sealRecord(this.keys.snapshotData, snapshot.data) });
   }
 
   /** @internal Plans the state machine writes and applied index of one apply step. */
@@ -174,8 +175,10 @@ export class GroupStore {
    * `index - keepEntries` so followers slightly behind can still catch up from
    * the log. Not synced: losing it in a crash loses nothing the log cannot redo.
    */
-  createSnapshot(index: LogIndex, confState: ConfState, data: Uint8Array, keepEntries = 0): Promise<Snapshot> {
+  async createSnapshot(index: LogIndex, confState: ConfState, data: Uint8Array, keepEntries = 0): Promise<Snapshot> {
     assert(Number.isSafeInteger(keepEntries) && keepEntries >= 0, `keepEntries must be >= 0, got ${keepEntries}`);
+    // Sealed before taking the log queue, in slices: appends keep going meanwhile.
+    const sealedData = await sealRecordInSlices(this.keys.snapshotData, data);
     return this.context.logQueue.run(async () => {
       this.checkOpen();
       const storedIndex = this.log.snapshot().metadata.index;
@@ -183,7 +186,7 @@ export class GroupStore {
       assert(index <= this.log.lastIndex(), `group ${this.groupId}: snapshot at ${index} beyond last index ${this.log.lastIndex()}`);
       const snapshot: Snapshot = { metadata: { index, term: this.log.term(index), confState }, data };
       const ops: RawBatchOp[] = [];
-      this.planSnapshotRecords(ops, snapshot);
+      this.planSnapshotRecords(ops, snapshot, sealedData);
       const compactIndex = index - keepEntries;
       const firstIndex = this.log.firstIndex();
       if (compactIndex >= firstIndex) {

@@ -46,6 +46,29 @@ export function sealRecord(key: Uint8Array, payload: Uint8Array): Buffer {
   return value;
 }
 
+/** Bytes checksummed and copied between two yields to the event loop in {@link sealRecordInSlices}. */
+export const sealSliceBytes = 1 << 20;
+
+/**
+ * Like {@link sealRecord}, for a large payload (a snapshot of tens of MiB):
+ * the checksum and the copy go a slice of {@link sealSliceBytes} at a time,
+ * with a turn of the event loop between slices, so peer streams, heartbeats
+ * and the Ready loop keep running. In one piece a 64 MiB record blocked the
+ * loop for about 400 ms on this 2-core machine under load.
+ */
+export async function sealRecordInSlices(key: Uint8Array, payload: Uint8Array): Promise<Buffer> {
+  const value = Buffer.allocUnsafe(checksumBytes + payload.length);
+  let crc = crc32cUpdate(crc32cInit, key);
+  for (let at = 0; at < payload.length; at += sealSliceBytes) {
+    if (at > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    const slice = payload.subarray(at, at + sealSliceBytes);
+    crc = crc32cUpdate(crc, slice);
+    value.set(slice, checksumBytes + at);
+  }
+  value.writeUInt32BE(crc32cFinish(crc), 0);
+  return value;
+}
+
 /** The payload of a stored value, after checking it; throws {@link CorruptionError} on mismatch. */
 export function openRecord(key: Uint8Array, value: Uint8Array): Uint8Array {
   if (value.length < checksumBytes) {

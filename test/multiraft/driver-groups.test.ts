@@ -15,7 +15,7 @@ import { KvStateMachine } from "../../src/multiraft/kv-state-machine.ts";
 import { nextHibernateDelayMs, RaftDriver } from "../../src/multiraft/raft-driver.ts";
 import { defaultRaftConfig } from "../../src/raft/raft.ts";
 import type { Message, NodeId, Transport } from "../../src/raft/types.ts";
-import { StorageEngine } from "../../src/storage/storage-engine.ts";
+import { StorageEngine, type GroupStore } from "../../src/storage/storage-engine.ts";
 import { defaultCodecLimits } from "../../src/transport/codec.ts";
 import { decodeHeartbeats, encodeHeartbeats, isCoalescable } from "../../src/transport/heartbeat-codec.ts";
 
@@ -49,8 +49,9 @@ class Loopback {
   }
 }
 
-async function startCluster(groupCount: number, balance: boolean, balanceEveryMs: (id: NodeId) => number = () => 50, hibernateAfterMs = 0, loadedGroupsMax = 0) {
+async function startCluster(groupCount: number, balance: boolean, balanceEveryMs: (id: NodeId) => number = () => 50, hibernateAfterMs = 0, loadedGroupsMax = 0, snapshotEveryEntries = 1000) {
   const net = new Loopback();
+  const storesOf = new Map<NodeId, Map<string, GroupStore>>();
   const machines = new Map<NodeId, Map<string, KvStateMachine>>();
   const engines = new Map<NodeId, StorageEngine>();
   for (const id of ids) {
@@ -60,7 +61,7 @@ async function startCluster(groupCount: number, balance: boolean, balanceEveryMs
     const driver = new RaftDriver({
       selfId: id, engine, transport: net.transportOf(id), logger: pino({ level: "silent" }),
       raft: { ...defaultRaftConfig(id, "", null as never, Math.random), electionTimeoutTicks: 10, heartbeatTicks: 1 },
-      tickIntervalMs: 10, random: Math.random, snapshotEveryEntries: 1000, snapshotKeepEntries: 100,
+      tickIntervalMs: 10, random: Math.random, snapshotEveryEntries, snapshotKeepEntries: Math.min(100, snapshotEveryEntries - 1),
       clientAddressOf: () => "", onFatal: (error) => { throw error; },
       ...(balance ? { balanceLeadersEveryMs: balanceEveryMs(id), balanceTransfersMax: 10 } : {}),
       hibernateAfterMs,
@@ -69,6 +70,7 @@ async function startCluster(groupCount: number, balance: boolean, balanceEveryMs
     net.drivers.set(id, driver);
     const stores = await engine.createGroups(Array.from({ length: groupCount }, (_, n) => `g${n}`), ids);
     const own = new Map<string, KvStateMachine>();
+    storesOf.set(id, new Map(stores.map((store) => [store.groupId, store])));
     for (const store of stores) {
       const machine = new KvStateMachine(store);
       own.set(store.groupId, machine);
@@ -92,7 +94,7 @@ async function startCluster(groupCount: number, balance: boolean, balanceEveryMs
       rmSync(dir, { recursive: true, force: true });
     });
   }
-  return { net, machines, engines, driver: (id: NodeId) => net.drivers.get(id)! };
+  return { net, machines, engines, stores: storesOf, driver: (id: NodeId) => net.drivers.get(id)! };
 }
 
 async function until(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
@@ -250,6 +252,34 @@ describe("RaftDriver with many groups", () => {
     const leader = c.driver(survivors[0]!).leaderOf(groupId);
     const applied = await c.driver(leader).propose(groupId, encodePut(new TextEncoder().encode("k"), new TextEncoder().encode("w")));
     expect(applied.result).toBe(true);
+  });
+
+  it("snapshots after snapshotEveryEntries entries, but not again before the log grew by the last snapshot's size, or by 8 times the entries", async () => {
+    const every = 20;
+    const c = await startCluster(1, false, () => 50, 0, 0, every);
+    for (const id of ids) c.driver(id).start();
+    await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
+    const leader = c.driver("hs1").leaderOf("g0");
+    const store = c.stores.get(leader)!.get("g0")!;
+    const snapshotIndex = () => store.log.snapshot().metadata.index;
+    const put = (key: string, valueBytes: number) => c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(key), new Uint8Array(valueBytes)));
+    // A state of about 60 KiB in the first `every` entries: the first snapshot is taken by the entry rule alone.
+    for (let i = 0; i < every + 5; i++) await put(`big${i}`, 3000);
+    await until("the first snapshot", () => snapshotIndex() >= every);
+    const first = snapshotIndex();
+    // Small writes: 4 times `every` entries add far fewer bytes than the snapshot holds, so no new snapshot.
+    for (let i = 0; i < 4 * every; i++) await put("small", 10);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(snapshotIndex()).toBe(first);
+    // Past 8 times `every` entries since, a snapshot is taken however few bytes they added.
+    for (let i = 0; i < 4 * every + 5; i++) await put("small", 10);
+    await until("a snapshot after 8 times the entries", () => snapshotIndex() > first);
+    expect(snapshotIndex() - first).toBeGreaterThanOrEqual(8 * every);
+    // As many bytes as the last snapshot held bring the next one after `every` entries.
+    const second = snapshotIndex();
+    for (let i = 0; i < every + 5; i++) await put(`big${i}`, 3000);
+    await until("a snapshot after the bytes", () => snapshotIndex() > second);
+    expect(snapshotIndex() - second).toBeLessThan(8 * every);
   });
 
   it("leader balancing hands groups over until each homeserver leads about its share", async () => {

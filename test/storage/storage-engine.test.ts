@@ -3,7 +3,7 @@ import { MemoryStorage, SnapshotOutOfDateError } from "../../src/raft/memory-sto
 import { EntryType, type ConfState } from "../../src/raft/types.ts";
 import { encodeCounter } from "../../src/storage/codec.ts";
 import { formatVersionKey } from "../../src/storage/keys.ts";
-import { sealRecord } from "../../src/storage/records.ts";
+import { sealRecord, sealRecordInSlices, sealSliceBytes } from "../../src/storage/records.ts";
 import { asBuffer, RawDb } from "../../src/storage/rocksdb-promises.ts";
 import { StorageEngine, UnsupportedFormatError, type GroupStore } from "../../src/storage/storage-engine.ts";
 import { dumpLog, entries, makeTempDir, ready, removeDir } from "./helpers.ts";
@@ -93,6 +93,34 @@ describe("StorageEngine", () => {
     await reopen();
     group = await engine.openGroup("c1");
     expect(dumpLog(group.log)).toEqual(compacted);
+  });
+
+  it("seals a large snapshot in slices, letting the event loop run, into the same record as in one piece", async () => {
+    const key = bytes("some key");
+    for (const length of [0, 1, sealSliceBytes - 1, sealSliceBytes, sealSliceBytes + 1, 3 * sealSliceBytes + 12_345]) {
+      const payload = Uint8Array.from({ length }, (_, i) => (i * 131 + (i >> 9)) & 0xff);
+      expect(Buffer.compare(await sealRecordInSlices(key, payload), sealRecord(key, payload))).toBe(0);
+    }
+    let group = await engine.openGroup("c1");
+    await engine.persistReadies([{ group, ready: ready({ entries: entries(1, 4, 1), hardState: { term: 1, vote: "", commit: 4 } }) }]);
+    await engine.apply([{ group, appliedIndex: 4, writes: [] }]);
+    const data = Uint8Array.from({ length: 4 * sealSliceBytes + 7 }, (_, i) => (i * 7919) & 0xff);
+    // Other work runs between the slices: a spinner on setImmediate gets a turn after each.
+    let turns = 0;
+    let sealing = true;
+    const spin = (): void => {
+      turns++;
+      if (sealing) setImmediate(spin);
+    };
+    setImmediate(spin);
+    const sealed = sealRecordInSlices(key, data).finally(() => (sealing = false));
+    expect(turns).toBe(0);
+    await sealed;
+    expect(turns).toBeGreaterThanOrEqual(4);
+    await group.createSnapshot(4, conf, data);
+    await reopen();
+    group = await engine.openGroup("c1");
+    expect(Buffer.compare(group.log.snapshot().data, data)).toBe(0);
   });
 
   it("persists a leader's snapshot in place of the log and restores the state machine from it", async () => {
