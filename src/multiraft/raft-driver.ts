@@ -503,6 +503,7 @@ export class RaftDriver {
         break;
       }
       case "became-follower":
+      case "leader-known":
         if (event.leader !== "") log.info({ groupId, term: event.term, leader: event.leader }, "following leader");
         break;
       case "became-pre-candidate":

@@ -101,6 +101,8 @@ export function defaultRaftConfig(id: NodeId, groupId: GroupId, storage: LogStor
 /** Notable changes, reported through {@link RaftConfig.onEvent}. */
 export type RaftEvent =
   | { kind: "became-leader" | "became-follower" | "became-candidate" | "became-pre-candidate"; term: Term; leader: NodeId }
+  /** A follower heard from a leader it did not know (it had stepped down to a higher term with no leader yet). */
+  | { kind: "leader-known"; term: Term; leader: NodeId }
   | { kind: "conf-change-applied"; confState: ConfState; index: LogIndex }
   | { kind: "snapshot-restored"; index: LogIndex; term: Term };
 
@@ -584,21 +586,27 @@ export class Raft {
     return true;
   }
 
+  private followLeader(leader: NodeId): void {
+    if (this.lead === leader) return;
+    this.lead = leader;
+    this.emit({ kind: "leader-known", term: this.term, leader });
+  }
+
   private stepFollower(m: Message): void {
     switch (m.type) {
       case MessageType.Append:
         this.electionElapsed = 0;
-        this.lead = m.from;
+        this.followLeader(m.from);
         this.handleAppend(m);
         return;
       case MessageType.Heartbeat:
         this.electionElapsed = 0;
-        this.lead = m.from;
+        this.followLeader(m.from);
         this.handleHeartbeat(m);
         return;
       case MessageType.Snapshot:
         this.electionElapsed = 0;
-        this.lead = m.from;
+        this.followLeader(m.from);
         this.handleSnapshot(m);
         return;
       case MessageType.TimeoutNow:

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import type { RaftEvent } from "../../src/raft/raft.ts";
 import { MessageType, Role } from "../../src/raft/types.ts";
 import { TestCluster, text } from "./harness.ts";
 
@@ -26,6 +27,20 @@ describe("leadership transfer", () => {
     c.tickAll(2);
     expect(c.leaders()).toEqual(["c"]);
     expect(c.appliedText("c")).toEqual(["e0", "e1", "e2", "e3", "e4"]);
+  });
+
+  it("a follower that stepped down to the new term without a leader reports the leader it then hears from", () => {
+    const events: RaftEvent[] = [];
+    const c = new TestCluster(["a", "b", "c"], { onEvent: (event) => events.push(event) });
+    c.elect("a");
+    const term = c.get("a").node.status().term;
+    events.length = 0;
+    c.get("a").node.transferLeadership("b");
+    c.stabilize();
+    expect(c.leaders()).toEqual(["b"]);
+    // a and c step down on b's vote request (leader unknown), then learn b from its first append.
+    const known = events.filter((e) => e.kind === "leader-known" || (e.kind === "became-follower" && e.leader !== ""));
+    expect(known.map((e) => (e.kind === "leader-known" ? `${e.leader}@${e.term}` : ""))).toEqual([`b@${term + 1}`, `b@${term + 1}`]);
   });
 
   it("abandons a transfer that does not finish within an election timeout", () => {
