@@ -75,7 +75,7 @@ export interface RaftDriverOptions {
   readonly tickIntervalMs: number;
   /** Source of the cores' randomized election timeouts. */
   readonly random: () => number;
-  /** Take a snapshot (and compact the log) every this many applied entries. */
+  /** Take a snapshot (and compact the log) after this many applied entries, if they also add the last snapshot's size in bytes (see maybeSnapshot). */
   readonly snapshotEveryEntries: number;
   /** Entries kept behind a snapshot, so a follower slightly behind needs no snapshot. */
   readonly snapshotKeepEntries: number;

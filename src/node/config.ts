@@ -54,7 +54,7 @@ export interface NodeConfig {
   readonly tlsCaKey: string;
   /** fsync every write that must be durable. Off only for tests and benchmarks that say so. */
   readonly sync: boolean;
-  /** Snapshot and compact a group's log every this many applied entries. */
+  /** Snapshot and compact a group's log after this many applied entries (and as many bytes as the last snapshot, see RaftDriver). */
   readonly snapshotEveryEntries: number;
   /** Entries kept behind a snapshot for followers slightly behind. */
   readonly snapshotKeepEntries: number;
