@@ -2,7 +2,8 @@
  * `npm run bench -- steady [--minutes 10] [--concurrency 16]`: a local
  * 3-homeserver cluster under a steady write load for a while; reports whether
  * leadership ever changed (it should not: no faults, so no elections), the
- * write rate and latency per minute, and each homeserver's peak memory.
+ * write rate, latency and longest event-loop stall per minute, and each
+ * homeserver's peak memory.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -12,6 +13,7 @@ import * as grpc from "@grpc/grpc-js";
 import { unaryClient } from "../src/api/grpc-service.ts";
 import { readLocalCluster } from "../src/cli/cluster-layout.ts";
 import { KvService } from "../src/gen/epochd/kv/v1/kv_pb.ts";
+import { parseMetricsText } from "../src/node/metrics.ts";
 
 const bin = resolve(import.meta.dirname, "../bin/epochd.mjs");
 
@@ -28,6 +30,17 @@ function peakRssMb(pid: number): number {
   try {
     const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmHWM:"));
     return line === undefined ? 0 : Math.round(Number(line.split(/\s+/)[1]) / 1024);
+  } catch {
+    return 0;
+  }
+}
+
+/** A homeserver's longest event-loop delay since its metrics were last read, in ms (0 when unreadable). */
+async function loopLagMaxMs(metricsAddress: string): Promise<number> {
+  try {
+    const response = await fetch(`http://${metricsAddress}/metrics`, { signal: AbortSignal.timeout(2000) });
+    const seconds = parseMetricsText(await response.text()).get("epochd_process_nodejs_eventloop_lag_max_seconds");
+    return seconds === undefined || !Number.isFinite(seconds) ? 0 : seconds * 1000;
   } catch {
     return 0;
   }
@@ -57,13 +70,13 @@ export async function run(args: string[]): Promise<void> {
     let client = clientOf(leader);
     const value = new Uint8Array(1024);
     const endAt = Date.now() + minutes * 60_000;
-    const perMinute: Array<{ writes: number; errors: number; latencies: number[] }> = [];
+    const perMinute: Array<{ writes: number; errors: number; latencies: number[]; loopLagMaxMs?: number }> = [];
+    const minuteNow = () => Math.floor((Date.now() - (endAt - minutes * 60_000)) / 60_000);
     let leaderChanges = 0;
     let lastLeader = leader;
     const workers = Array.from({ length: concurrency }, async (_, w) => {
       for (let i = 0; Date.now() < endAt; i++) {
-        const minute = Math.floor((Date.now() - (endAt - minutes * 60_000)) / 60_000);
-        const bucket = (perMinute[minute] ??= { writes: 0, errors: 0, latencies: [] });
+        const bucket = (perMinute[minuteNow()] ??= { writes: 0, errors: 0, latencies: [] });
         const started = performance.now();
         try {
           await client.put({ key: new TextEncoder().encode(`k${w}-${i % 1000}`), value }, { deadlineMs: 5000 });
@@ -77,6 +90,10 @@ export async function run(args: string[]): Promise<void> {
     const watcher = (async () => {
       while (Date.now() < endAt) {
         await new Promise((r) => setTimeout(r, 5000));
+        // The longest event-loop stall of any homeserver since the last scrape (prom-client resets it on each).
+        const lagMs = Math.max(...(await Promise.all(cluster.homeservers.map((h) => loopLagMaxMs(h.metricsAddress)))));
+        const bucket = perMinute[Math.min(minuteNow(), minutes - 1)];
+        if (bucket !== undefined) bucket.loopLagMaxMs = Math.max(bucket.loopLagMaxMs ?? 0, lagMs);
         const now = status(dataDir).leader;
         if (now !== null && now !== lastLeader) {
           leaderChanges++;
@@ -92,11 +109,13 @@ export async function run(args: string[]): Promise<void> {
     const after = status(dataDir);
     const termOf = (s: StatusJson) => Math.max(...s.homeservers.flatMap((h) => h.groups.map((g) => g.term)));
     console.log(`\nsteady run: ${minutes} min, ${concurrency} writers of 1 KiB to the leader (${leader} at the start)`);
-    console.log("minute  writes/s  p50 ms  p99 ms  errors");
+    console.log("minute  writes/s  p50 ms  p99 ms  errors  loop stall max ms");
     perMinute.forEach((m, i) => {
       const sorted = m.latencies.sort((a, b) => a - b);
-      console.log(`${String(i + 1).padStart(6)}  ${String(Math.round(m.writes / 60)).padStart(8)}  ${percentile(sorted, 50).toFixed(2).padStart(6)}  ${percentile(sorted, 99).toFixed(2).padStart(6)}  ${String(m.errors).padStart(6)}`);
+      const lag = m.loopLagMaxMs === undefined ? "-" : String(Math.round(m.loopLagMaxMs));
+      console.log(`${String(i + 1).padStart(6)}  ${String(Math.round(m.writes / 60)).padStart(8)}  ${percentile(sorted, 50).toFixed(2).padStart(6)}  ${percentile(sorted, 99).toFixed(2).padStart(6)}  ${String(m.errors).padStart(6)}  ${lag.padStart(17)}`);
     });
+    console.log("(loop stall: the longest event-loop delay of any homeserver, from its metrics; the election timeout is 1,000 ms)");
     console.log(`term before ${termOf(before)}, after ${termOf(after)}; leader before ${leader}, after ${after.leader}; leader changes seen: ${leaderChanges}`);
     console.log(`peak RSS (MB): ${cluster.homeservers.map((h) => `${h.id} ${peakRssMb(h.pid ?? 0)}`).join(", ")}`);
     const steady = termOf(after) === termOf(before) && after.leader === leader;
