@@ -3,6 +3,7 @@
  * pairs in their group's RocksDB key space: the pairs, each as key length
  * u32, value length u32, key, value (big-endian).
  */
+import { setImmediate as eventLoopTurn } from "node:timers/promises";
 import type { GroupStore } from "../storage/storage-engine.ts";
 
 /** Bytes of pairs read between two turns of the event loop. */
@@ -22,7 +23,7 @@ export async function snapshotPairs(store: Pick<GroupStore, "scan">): Promise<Ui
     // without a turn every MiB, a 64 MiB state held up heartbeats for a good part of a second.
     if (size - sizeAtLastYield >= yieldEveryBytes) {
       sizeAtLastYield = size;
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      await eventLoopTurn();
     }
     const header = new Uint8Array(8);
     const view = new DataView(header.buffer);
@@ -39,7 +40,7 @@ export async function snapshotPairs(store: Pick<GroupStore, "scan">): Promise<Ui
     at += chunk.byteLength;
     if (at - atLastYield >= yieldEveryBytes) {
       atLastYield = at;
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      await eventLoopTurn();
     }
   }
   return out;

@@ -149,9 +149,8 @@ interface HostedGroup {
   readonly reads: Map<string, ReadWaiter>;
   appliedIndex: LogIndex;
   lastSnapshotIndex: LogIndex;
-  /** Bytes of entry data applied since the last snapshot, and that snapshot's size: see {@link RaftDriver.maybeSnapshot}. */
+  /** Bytes of entry data applied since the last snapshot began: see {@link RaftDriver.maybeSnapshot}. */
   appliedBytesSinceSnapshot: number;
-  lastSnapshotBytes: number;
   /** A background snapshot is being taken. */
   snapshotting: boolean;
   /** Counted in leader balancing. */
@@ -286,7 +285,6 @@ export class RaftDriver {
       appliedIndex: store.appliedIndex,
       lastSnapshotIndex: store.log.snapshot().metadata.index,
       appliedBytesSinceSnapshot: 0,
-      lastSnapshotBytes: 0,
       snapshotting: false,
       balanced: options.balanceLeadership ?? false,
       termStartIndex,
@@ -817,7 +815,6 @@ export class RaftDriver {
         this.failProposalsUpTo(group, ready.snapshot.metadata.index);
         group.appliedIndex = ready.snapshot.metadata.index;
         group.lastSnapshotIndex = ready.snapshot.metadata.index;
-        group.lastSnapshotBytes = ready.snapshot.data.byteLength;
         group.appliedBytesSinceSnapshot = 0;
       }
     }
@@ -901,7 +898,8 @@ export class RaftDriver {
     const { snapshotEveryEntries, snapshotKeepEntries } = this.options;
     const entriesSince = group.appliedIndex - group.lastSnapshotIndex;
     if (group.snapshotting || entriesSince < snapshotEveryEntries) return;
-    if (group.appliedBytesSinceSnapshot < group.lastSnapshotBytes && entriesSince < snapshotEveryEntries * snapshotEntriesFactorMax) return;
+    const lastSnapshotBytes = group.store.log.snapshot().data.byteLength;
+    if (group.appliedBytesSinceSnapshot < lastSnapshotBytes && entriesSince < snapshotEveryEntries * snapshotEntriesFactorMax) return;
     group.snapshotting = true;
     group.appliedBytesSinceSnapshot = 0;
     const index = group.appliedIndex;
@@ -912,7 +910,6 @@ export class RaftDriver {
       .then(
         (bytes) => {
           group.lastSnapshotIndex = Math.max(group.lastSnapshotIndex, index);
-          group.lastSnapshotBytes = bytes;
           this.options.logger.info({ groupId: group.groupId, index, bytes }, "snapshot taken, log compacted");
         },
         (error: unknown) => this.options.logger.warn({ groupId: group.groupId, index, err: error }, "snapshot not taken"),
