@@ -75,7 +75,7 @@ export interface RaftDriverOptions {
   readonly tickIntervalMs: number;
   /** Source of the cores' randomized election timeouts. */
   readonly random: () => number;
-  /** Take a snapshot (and compact the log) after this many applied entries, if they also add the last snapshot's size in bytes (see maybeSnapshot). */
+  /** Compact the log after this many applied entries (see maybeSnapshot). */
   readonly snapshotEveryEntries: number;
   /** Entries kept behind a snapshot, so a follower slightly behind needs no snapshot. */
   readonly snapshotKeepEntries: number;
@@ -149,10 +149,10 @@ interface HostedGroup {
   readonly reads: Map<string, ReadWaiter>;
   appliedIndex: LogIndex;
   lastSnapshotIndex: LogIndex;
-  /** Bytes of entry data applied since the last snapshot began: see {@link RaftDriver.maybeSnapshot}. */
-  appliedBytesSinceSnapshot: number;
-  /** A background snapshot is being taken. */
+  /** A compaction is being recorded. */
   snapshotting: boolean;
+  /** Snapshots for followers being read from the state machine. */
+  snapshotsBuilding: number;
   /** Counted in leader balancing. */
   readonly balanced: boolean;
   /** Index of the empty entry this node appended when it last became leader of the group. */
@@ -193,8 +193,8 @@ const dormantPendingMax = 1024;
 
 /** A group back within this many of its quiet times after unloading was unloaded too early. */
 const reloadedSoonFactor = 4;
-/** Most entries between two snapshots, in multiples of `snapshotEveryEntries`, however large the state. */
-const snapshotEntriesFactorMax = 8;
+/** The data of a snapshot taken to compact the log: none (see {@link RaftDriver.maybeSnapshot}). */
+const noSnapshotData = new Uint8Array(0);
 
 /** Longest quiet time before unloading, in multiples of `hibernateAfterMs`. */
 const hibernateDelayFactorMax = 8;
@@ -284,8 +284,8 @@ export class RaftDriver {
       reads: new Map(),
       appliedIndex: store.appliedIndex,
       lastSnapshotIndex: store.log.snapshot().metadata.index,
-      appliedBytesSinceSnapshot: 0,
       snapshotting: false,
+      snapshotsBuilding: 0,
       balanced: options.balanceLeadership ?? false,
       termStartIndex,
       options,
@@ -342,7 +342,7 @@ export class RaftDriver {
 
   /** Quiesced, no input waiting, nobody waiting on it, no snapshot being taken. */
   private isIdle(group: HostedGroup): boolean {
-    return group.node.isQuiesced() && !this.dirty.has(group) && group.proposals.size === 0 && group.reads.size === 0 && !group.snapshotting;
+    return group.node.isQuiesced() && !this.dirty.has(group) && group.proposals.size === 0 && group.reads.size === 0 && !group.snapshotting && group.snapshotsBuilding === 0;
   }
 
   /** Unloads an idle group if it is in a quiet role and its owner agrees. */
@@ -806,7 +806,13 @@ export class RaftDriver {
     const toPersist = batch.filter(({ group, ready }) => !onlyCommitChanged(ready, group.store.log.getHardState()));
     const early: Message[] = [];
     const late: Message[] = [];
-    for (const { ready } of batch) for (const m of ready.messages) (toPersist.length > 0 && !mayLeaveBeforePersist(m) ? late : early).push(m);
+    const snapshots: Array<{ group: HostedGroup; message: Message }> = [];
+    for (const { group, ready } of batch) {
+      for (const m of ready.messages) {
+        if (m.type === MessageType.Snapshot) snapshots.push({ group, message: m });
+        else (toPersist.length > 0 && !mayLeaveBeforePersist(m) ? late : early).push(m);
+      }
+    }
     if (early.length > 0) this.options.transport.send(early);
     if (toPersist.length > 0) await this.options.engine.persistReadies(toPersist.map(({ group, ready }) => ({ group: group.store, ready })));
     for (const { group, ready } of batch) {
@@ -815,7 +821,6 @@ export class RaftDriver {
         this.failProposalsUpTo(group, ready.snapshot.metadata.index);
         group.appliedIndex = ready.snapshot.metadata.index;
         group.lastSnapshotIndex = ready.snapshot.metadata.index;
-        group.appliedBytesSinceSnapshot = 0;
       }
     }
     // 2. Only now may messages that depend on that state leave.
@@ -827,7 +832,6 @@ export class RaftDriver {
       if (ready.committedEntries.length === 0) continue;
       const outcome = await group.stateMachine.apply(ready.committedEntries);
       const appliedIndex = ready.committedEntries[ready.committedEntries.length - 1]!.index;
-      for (const entry of ready.committedEntries) group.appliedBytesSinceSnapshot += entry.data.byteLength;
       applies.push({ group: group.store, appliedIndex, writes: outcome.writes });
       outcomes.push({ group, entries: ready.committedEntries, results: outcome.results, appliedIndex, afterWrite: outcome.afterWrite, localWrites: outcome.localWrites });
     }
@@ -845,6 +849,46 @@ export class RaftDriver {
       this.options.observer?.onApplyLag?.(group.groupId, group.node.status().commit - group.appliedIndex);
       this.maybeSnapshot(group);
     }
+    // 5. Snapshots for followers, of the state as now applied and stored.
+    for (const { group, message } of snapshots) this.sendSnapshot(group, message);
+  }
+
+  /**
+   * Sends a follower behind the compacted log the state machine's state as of
+   * the applied index, in place of the snapshot the core names (which, taken
+   * only to compact the log, holds no data: see {@link maybeSnapshot}). The
+   * state is read from a point-in-time iterator made now, between two Ready
+   * rounds, when the stored state is exactly that of `appliedIndex` and the
+   * core's membership that of the same index. Its index is at or past the
+   * core's snapshot: the follower answers with it and the leader goes on from
+   * there. A snapshot installed from a leader and not yet applied past (only
+   * right after a restart) is sent as it is.
+   */
+  private sendSnapshot(group: HostedGroup, message: Message): void {
+    const stored = message.snapshot;
+    if (stored === null || group.appliedIndex < stored.metadata.index) {
+      this.options.transport.send([message]);
+      return;
+    }
+    const index = group.appliedIndex;
+    const metadata = { index, term: group.store.log.term(index), confState: group.node.confState() };
+    group.snapshotsBuilding += 1;
+    group.stateMachine
+      .snapshotData()
+      .then(
+        (data) => {
+          if (this.stopped) return;
+          this.options.transport.send([{ ...message, snapshot: { metadata, data } }]);
+          this.options.logger.info({ groupId: group.groupId, to: message.to, index, bytes: data.byteLength }, "snapshot read for a follower");
+        },
+        (error: unknown) => {
+          this.options.logger.warn({ groupId: group.groupId, to: message.to, index, err: error }, "snapshot for a follower not read");
+          this.reportSnapshot(message.to, group.groupId, false);
+        },
+      )
+      .finally(() => {
+        group.snapshotsBuilding -= 1;
+      });
   }
 
   private answerProposals(group: HostedGroup, entries: readonly Entry[], results: ReadonlyMap<LogIndex, unknown>): void {
@@ -884,35 +928,28 @@ export class RaftDriver {
   }
 
   /**
-   * Snapshots a group whose log grew by `snapshotEveryEntries` since the last
-   * one, and by at least as many bytes as that snapshot had, in the
-   * background: the state machine captures a point-in-time view synchronously
-   * (a RocksDB iterator), so the Ready loop, heartbeats included, never waits
-   * for a large snapshot to be read and written. The byte rule keeps the cost
-   * of snapshots in proportion to the writes: a 64 MiB state overwritten with
-   * 1 KiB entries was copied whole every 10 MiB of log before. Past
-   * {@link snapshotEntriesFactorMax} times `snapshotEveryEntries` a snapshot
-   * is taken anyway, so the log kept in memory stays bounded.
+   * Compacts the log of a group that applied `snapshotEveryEntries` entries
+   * since the last compaction, keeping `snapshotKeepEntries` behind. The
+   * snapshot recorded for it holds no data: the state machine's state is
+   * already stored, with the applied index, by every apply, so nothing needs
+   * a copy until a follower falls behind the compacted log, and then it gets
+   * the state as of that moment ({@link sendSnapshot}). (Copying the state at
+   * every compaction blocked the event loop in proportion to its size: with a
+   * 256 MiB state, for longer than an election timeout.)
    */
   private maybeSnapshot(group: HostedGroup): void {
     const { snapshotEveryEntries, snapshotKeepEntries } = this.options;
-    const entriesSince = group.appliedIndex - group.lastSnapshotIndex;
-    if (group.snapshotting || entriesSince < snapshotEveryEntries) return;
-    const lastSnapshotBytes = group.store.log.snapshot().data.byteLength;
-    if (group.appliedBytesSinceSnapshot < lastSnapshotBytes && entriesSince < snapshotEveryEntries * snapshotEntriesFactorMax) return;
+    if (group.snapshotting || group.appliedIndex - group.lastSnapshotIndex < snapshotEveryEntries) return;
     group.snapshotting = true;
-    group.appliedBytesSinceSnapshot = 0;
     const index = group.appliedIndex;
-    const confState = group.node.confState();
-    group.stateMachine
-      .snapshotData()
-      .then((data) => group.store.createSnapshot(index, confState, data, snapshotKeepEntries).then(() => data.byteLength))
+    group.store
+      .createSnapshot(index, group.node.confState(), noSnapshotData, snapshotKeepEntries)
       .then(
-        (bytes) => {
+        () => {
           group.lastSnapshotIndex = Math.max(group.lastSnapshotIndex, index);
-          this.options.logger.info({ groupId: group.groupId, index, bytes }, "snapshot taken, log compacted");
+          this.options.logger.info({ groupId: group.groupId, index }, "log compacted");
         },
-        (error: unknown) => this.options.logger.warn({ groupId: group.groupId, index, err: error }, "snapshot not taken"),
+        (error: unknown) => this.options.logger.warn({ groupId: group.groupId, index, err: error }, "log not compacted"),
       )
       .finally(() => {
         group.snapshotting = false;

@@ -29,9 +29,10 @@ export interface StateMachine {
    */
   apply(entries: readonly Entry[]): Promise<ApplyOutcome>;
   /**
-   * The state as of the last applied index, for a Raft snapshot. Must capture
-   * that state synchronously, before returning (the driver keeps applying
-   * while the data is read): a storage iterator made at call time does.
+   * The state as of the last applied index, for a follower behind the
+   * compacted log (log compaction itself copies nothing). Must capture that
+   * state synchronously, before returning (the driver keeps applying while the
+   * data is read): a storage iterator made at call time does.
    */
   snapshotData(): Promise<Uint8Array>;
   /** Replaces the whole state with a snapshot's, applied up to `index`. */

@@ -28,6 +28,8 @@ afterEach(async () => {
 /** Delivers each driver's messages to the others on the next turn; heartbeats go coalesced and are counted. */
 class Loopback {
   readonly drivers = new Map<NodeId, RaftDriver>();
+  /** Homeservers cut off: nothing they send or are sent is delivered. */
+  readonly isolated = new Set<NodeId>();
   coalescedBeats = 0;
   otherMessages = 0;
 
@@ -42,6 +44,7 @@ class Loopback {
           this.coalescedBeats += beats.length;
           this.otherMessages += rest.length;
           const expanded = beats.length === 0 ? [] : decodeHeartbeats(encodeHeartbeats(beats), from, to, defaultCodecLimits);
+          if (this.isolated.has(from) || this.isolated.has(to)) continue;
           setImmediate(() => this.drivers.get(to)?.receive(from, [...rest, ...expanded]));
         }
       },
@@ -254,32 +257,43 @@ describe("RaftDriver with many groups", () => {
     expect(applied.result).toBe(true);
   });
 
-  it("snapshots after snapshotEveryEntries entries, but not again before the log grew by the last snapshot's size, or by 8 times the entries", async () => {
+  it("compaction copies no state; a follower behind the compacted log gets the state as of the leader's applied index", async () => {
     const every = 20;
     const c = await startCluster(1, false, () => 50, 0, 0, every);
     for (const id of ids) c.driver(id).start();
     await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
     const leader = c.driver("hs1").leaderOf("g0");
+    const behind = ids.find((id) => id !== leader)!;
+    c.net.isolated.add(behind);
     const store = c.stores.get(leader)!.get("g0")!;
-    const snapshotIndex = () => store.log.snapshot().metadata.index;
-    const put = (key: string, valueBytes: number) => c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(key), new Uint8Array(valueBytes)));
-    // A state of about 60 KiB in the first `every` entries: the first snapshot is taken by the entry rule alone.
-    for (let i = 0; i < every + 5; i++) await put(`big${i}`, 3000);
-    await until("the first snapshot", () => snapshotIndex() >= every);
-    const first = snapshotIndex();
-    // Small writes: 4 times `every` entries add far fewer bytes than the snapshot holds, so no new snapshot.
-    for (let i = 0; i < 4 * every; i++) await put("small", 10);
-    await new Promise((r) => setTimeout(r, 100));
-    expect(snapshotIndex()).toBe(first);
-    // Past 8 times `every` entries since, a snapshot is taken however few bytes they added.
-    for (let i = 0; i < 4 * every + 5; i++) await put("small", 10);
-    await until("a snapshot after 8 times the entries", () => snapshotIndex() > first);
-    expect(snapshotIndex() - first).toBeGreaterThanOrEqual(8 * every);
-    // As many bytes as the last snapshot held bring the next one after `every` entries.
-    const second = snapshotIndex();
-    for (let i = 0; i < every + 5; i++) await put(`big${i}`, 3000);
-    await until("a snapshot after the bytes", () => snapshotIndex() > second);
-    expect(snapshotIndex() - second).toBeLessThan(8 * every);
+    const compactedAt = () => store.log.snapshot().metadata.index;
+    const put = (key: string, value: string) => c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(key), new TextEncoder().encode(value)));
+    const written = new Map<string, string>();
+    for (let i = 0; i < 5 * every; i++) {
+      await put(`k${i % 30}`, `v${i}`);
+      written.set(`k${i % 30}`, `v${i}`);
+    }
+    await until("the log compacted past what the cut-off follower holds", () => compactedAt() >= 4 * every);
+    // Compacting recorded where, not what: the state is stored already.
+    expect(store.log.snapshot().data.byteLength).toBe(0);
+    // Fewer than `every` more entries: the applied index is now past the last compaction.
+    const lastCompaction = compactedAt();
+    await put("after", "compaction");
+    await put("k0", "last");
+    expect(compactedAt()).toBe(lastCompaction);
+    c.net.isolated.delete(behind);
+    const follower = () => c.machines.get(behind)!.get("g0")!;
+    const followerStore = c.stores.get(behind)!.get("g0")!;
+    await until("the follower caught up through a snapshot", () => followerStore.log.snapshot().metadata.index > 0);
+    const installedAt = followerStore.log.snapshot().metadata.index;
+    expect(installedAt).toBeGreaterThan(lastCompaction);
+    expect(followerStore.log.snapshot().data.byteLength).toBeGreaterThan(0);
+    const text = async (key: string) => new TextDecoder().decode((await follower().get(new TextEncoder().encode(key))) ?? new Uint8Array(0));
+    const deadline = Date.now() + 10_000;
+    while ((await text("k0")) !== "last" && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(await text("k0")).toBe("last");
+    expect(await text("after")).toBe("compaction");
+    for (let k = 1; k < 30; k++) expect(await text(`k${k}`)).toBe(written.get(`k${k}`));
   });
 
   it("leader balancing hands groups over until each homeserver leads about its share", async () => {
