@@ -72,6 +72,8 @@ export async function run(args: string[]): Promise<void> {
     const endAt = Date.now() + minutes * 60_000;
     const perMinute: Array<{ writes: number; errors: number; latencies: number[]; loopLagMaxMs?: number }> = [];
     const minuteNow = () => Math.floor((Date.now() - (endAt - minutes * 60_000)) / 60_000);
+    /** Failed writes by what failed them (gRPC status and message), for the summary. */
+    const errorKinds = new Map<string, number>();
     let leaderChanges = 0;
     let lastLeader = leader;
     const workers = Array.from({ length: concurrency }, async (_, w) => {
@@ -82,8 +84,10 @@ export async function run(args: string[]): Promise<void> {
           await client.put({ key: new TextEncoder().encode(`k${w}-${i % 1000}`), value }, { deadlineMs: 5000 });
           bucket.writes++;
           bucket.latencies.push(performance.now() - started);
-        } catch {
+        } catch (error) {
           bucket.errors++;
+          const kind = errorKind(error);
+          errorKinds.set(kind, (errorKinds.get(kind) ?? 0) + 1);
         }
       }
     });
@@ -116,6 +120,7 @@ export async function run(args: string[]): Promise<void> {
       console.log(`${String(i + 1).padStart(6)}  ${String(Math.round(m.writes / 60)).padStart(8)}  ${percentile(sorted, 50).toFixed(2).padStart(6)}  ${percentile(sorted, 99).toFixed(2).padStart(6)}  ${String(m.errors).padStart(6)}  ${lag.padStart(17)}`);
     });
     console.log("(loop stall: the longest event-loop delay of any homeserver, from its metrics; the election timeout is 1,000 ms)");
+    for (const [kind, count] of [...errorKinds].sort((a, b) => b[1] - a[1]).slice(0, 5)) console.log(`errors: ${count} x ${kind}`);
     console.log(`term before ${termOf(before)}, after ${termOf(after)}; leader before ${leader}, after ${after.leader}; leader changes seen: ${leaderChanges}`);
     console.log(`peak RSS (MB): ${cluster.homeservers.map((h) => `${h.id} ${peakRssMb(h.pid ?? 0)}`).join(", ")}`);
     const steady = termOf(after) === termOf(before) && after.leader === leader;
@@ -125,4 +130,12 @@ export async function run(args: string[]): Promise<void> {
     execFileSync(process.execPath, [bin, "cluster", "down", "--data", dataDir], { stdio: "inherit" });
     if (!keep) rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/** A failed write's gRPC status name and message, with numbers blanked so that alike failures group. */
+function errorKind(error: unknown): string {
+  const code = (error as { code?: number }).code;
+  const name = code === undefined ? "no status" : (grpc.status[code] ?? String(code));
+  const details = String((error as { details?: string }).details ?? (error as Error).message ?? error).replace(/\d+/g, "N");
+  return `${name}: ${details.slice(0, 160)}`;
 }
