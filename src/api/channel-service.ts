@@ -18,7 +18,9 @@ import type { ChannelResult } from "../channel/channel-state-machine.ts";
 import {
   ChannelService,
   CommitConflictSchema,
+  EventKind,
   type Certificate,
+  type ChannelEvent,
   type ChannelStateSchema,
 } from "../gen/epochd/channel/v1/channel_pb.ts";
 import type { ChannelCommandSchema, ChannelRecord, EpochRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
@@ -48,6 +50,13 @@ export const retryAfterMetadataKey = "retry-after-ms";
 export const commitConflictMetadataKey = "epochd-commit-conflict-bin";
 /** Largest page ListEvents returns. */
 export const eventsPageMax = 1000;
+/**
+ * Longest a page of events waits for a listed commit's certificate to
+ * complete (the log records certificates a few seconds after the fact, and
+ * until then a homeserver serves the one it collected); a commit still
+ * uncertified after that ends the page before it.
+ */
+export const eventsCertificateWaitMsMax = 5000;
 
 type Command = NonNullable<MessageInitShape<typeof ChannelCommandSchema>["command"]>;
 
@@ -240,7 +249,10 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
     }),
     getCommit: unaryHandler(ChannelService.method.getCommit, async (request, call) => {
       await readable(call, request.channelId);
-      const record = await recordOf(request.channelId, request.epoch);
+      const stored = await recordOf(request.channelId, request.epoch);
+      if (stored === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no commit ended epoch ${request.epoch} of ${request.channelId}`);
+      // Clients apply no commit without a complete certificate: one still gathering signatures is waited for.
+      const record = stored.certificate !== undefined && isCertified(stored.certificate) ? stored : await certifiedRecord(request.channelId, request.epoch, remainingMs(call.getDeadline()));
       if (record === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no commit ended epoch ${request.epoch} of ${request.channelId}`);
       return { commit: { epoch: record.epoch, commit: record.commit, welcome: record.welcome, ...(record.certificate === undefined ? {} : { certificate: record.certificate }) } };
     }),
@@ -254,7 +266,18 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
         request.afterSequence,
         limit,
       );
-      return { events, lastSequence: record.lastSequence };
+      // Commits go out with complete certificates only: one still gathering is waited for, briefly.
+      const waitUntil = Date.now() + Math.min(remainingMs(call.getDeadline()), eventsCertificateWaitMsMax);
+      const page: ChannelEvent[] = [];
+      for (const event of events) {
+        if (event.kind === EventKind.COMMIT && (event.certificate === undefined || !isCertified(event.certificate))) {
+          const certificate = await certified(request.channelId, event.epoch, waitUntil - Date.now()).catch(() => undefined);
+          if (certificate === undefined) break;
+          event.certificate = certificate;
+        }
+        page.push(event);
+      }
+      return { events: page, lastSequence: record.lastSequence };
     }),
   } satisfies grpc.UntypedServiceImplementation);
 }

@@ -162,6 +162,11 @@ export class CertificateCollector {
     return this.entries.has(key);
   }
 
+  /** Whether the commit `channel/epoch` has a complete certificate here. */
+  isComplete(key: string): boolean {
+    return this.entries.get(key)?.complete !== undefined;
+  }
+
   /** How many commits are being collected (for metrics and tests). */
   size(): number {
     return this.entries.size;

@@ -4,10 +4,13 @@
  * that batch to the commits' other voters on the peer streams, and collects
  * theirs (CertificateCollector). A certificate is complete, and the waiting
  * client answered, as soon as a quorum has signed. The leader of the
- * channel's group then records complete certificates in its log, many per
- * entry, so that every homeserver of the channel
- * stores them (one that was down learns them there). Own batches are sent
- * again, and complete certificates proposed again (by the leader after
+ * channel's group then records complete certificates in its log, so that
+ * every homeserver of the channel stores them (one that was down learns them
+ * there): with the channel's next command, in the same Append, or on their
+ * own after {@link recordDelayMs}, many per entry. Until then every
+ * homeserver serves them from its collector. Own batches are sent again
+ * while a certificate is incomplete here (and, rarely, while it stays
+ * unrecorded), and complete certificates proposed again (by the leader after
  * {@link leaderReproposeMs}, by the others after {@link followerReproposeMs}),
  * while the log has not recorded them, so a lost notice or a leader change
  * delays a certificate but does not lose it.
@@ -25,8 +28,18 @@ import type { SigningKey } from "./signing-key.ts";
 
 /** The peer-stream notice topic of signature batches. */
 export const signatureBatchTopic = "certificate-signatures";
-/** How often own batches not yet recorded are sent again, and stale complete certificates looked at. */
+/** How often own batches over certificates incomplete here are sent again, and pending certificates looked at. */
 export const resendIntervalMs = 1000;
+/** Own batches over certificates complete here but not yet recorded are sent again this often (past {@link recordDelayMs}). */
+export const completeResendIntervalMs = 5000;
+/**
+ * A complete certificate of a group this homeserver leads waits this long
+ * for the channel's next command to ride along with (a certificate entry of
+ * its own is a whole Raft round in the group: with one commit per entry,
+ * about a third of the replication work of a commit) before it is proposed
+ * on its own.
+ */
+export const recordDelayMs = 3000;
 /**
  * A complete certificate of a group this homeserver leads is proposed again
  * when the log has not recorded it this long after the last proposal. Under
@@ -66,23 +79,38 @@ export interface CertificateExchangeOptions {
   readonly propose: (channelId: string, data: Uint8Array) => boolean;
   /** Whether this homeserver leads the channel's group. */
   readonly isLeader: (channelId: string) => boolean;
+  /**
+   * Whether a complete certificate must be recorded at once rather than
+   * wait for the channel's next command: when the commit brought in a
+   * homeserver that did not vote on it, which can learn the certificate from
+   * the log only, and whose joining member waits for it.
+   */
+  readonly recordAtOnce?: (certificate: Certificate) => boolean;
   /** Told about a refused batch from a peer (for a log line or a counter). */
   readonly onRefused?: (from: string, reason: BatchRefusal | "malformed" | "forged-signer") => void;
 }
 
 const keyOf = (channelId: string, epoch: bigint) => `${channelId}/${epoch}`;
 
+/** A complete certificate waiting for the log to record it. */
+interface PendingRecord {
+  readonly certificate: Certificate;
+  /** When it is (next) proposed on its own. */
+  dueAtMs: number;
+  /** Proposed already (or left to the leader): riding along with a command would only repeat it. */
+  proposed: boolean;
+}
+
 /** See the module comment. */
 export class CertificateExchange {
   private toSign: AppliedCommit[] = [];
-  /**
-   * Complete certificates the log has not recorded yet, by key; insertion
-   * order = age. `proposedAtMs`: when last proposed (0: never, due now).
-   */
-  private readonly toRecord = new Map<string, { certificate: Certificate; proposedAtMs: number }>();
-  /** Keys of complete certificates this homeserver leads and has not proposed yet: the next flush proposes them. */
-  private fresh: string[] = [];
+  /** Complete certificates the log has not recorded yet, by key; insertion order = age. */
+  private readonly toRecord = new Map<string, PendingRecord>();
+  /** The keys of {@link toRecord} by channel, for riding along with a channel's command. */
+  private readonly toRecordByChannel = new Map<string, Set<string>>();
   private readonly sent: SentBatch[] = [];
+  /** Certificates to propose on the next turn (see {@link CertificateExchangeOptions.recordAtOnce}). */
+  private atOnce: PendingRecord[] = [];
   private flushScheduled = false;
   private timer: NodeJS.Timeout | undefined;
 
@@ -117,7 +145,11 @@ export class CertificateExchange {
     if (!result.ok || result.kind !== "signatures") return;
     for (const { channelId, epoch } of result.certified) {
       this.options.collector.forget(channelId, epoch);
-      this.toRecord.delete(keyOf(channelId, epoch));
+      const key = keyOf(channelId, epoch);
+      if (!this.toRecord.delete(key)) continue;
+      const keys = this.toRecordByChannel.get(channelId);
+      keys?.delete(key);
+      if (keys?.size === 0) this.toRecordByChannel.delete(channelId);
     }
   }
 
@@ -135,17 +167,46 @@ export class CertificateExchange {
     if (this.toSign.length > 0) this.schedule();
   }
 
-  /** A certificate the collector completed: queued for the log (proposed now by the leader, later by others). */
+  /**
+   * A certificate the collector completed: queued for the log. The leader
+   * proposes it with the channel's next command or after {@link recordDelayMs};
+   * the others leave it to the leader, which completes it too, and forward it
+   * only if it is still unrecorded after {@link followerReproposeMs}.
+   */
   onComplete(certificate: Certificate): void {
-    const key = keyOf(certificate.channelId, certificate.epoch);
-    if (!this.options.isLeader(certificate.channelId)) {
-      // Counted as if proposed now: the leader completes and proposes it too.
-      this.toRecord.set(key, { certificate, proposedAtMs: Date.now() });
-      return;
+    const { channelId, epoch } = certificate;
+    const key = keyOf(channelId, epoch);
+    const leader = this.options.isLeader(channelId);
+    const record = { certificate, dueAtMs: Date.now() + (leader ? recordDelayMs : followerReproposeMs), proposed: !leader };
+    this.toRecord.set(key, record);
+    if (leader && this.options.recordAtOnce?.(certificate) === true) {
+      this.atOnce.push(record);
+      this.schedule();
     }
-    this.toRecord.set(key, { certificate, proposedAtMs: 0 });
-    this.fresh.push(key);
-    this.schedule();
+    const keys = this.toRecordByChannel.get(channelId);
+    if (keys === undefined) this.toRecordByChannel.set(channelId, new Set([key]));
+    else keys.add(key);
+  }
+
+  /**
+   * Proposes the channel's complete certificates not proposed yet, now:
+   * called as this homeserver, the channel's leader, proposes a command to
+   * it, so that both go in the same Append.
+   */
+  recordAlongside(channelId: string): void {
+    const keys = this.toRecordByChannel.get(channelId);
+    if (keys === undefined) return;
+    const due: PendingRecord[] = [];
+    for (const key of keys) {
+      const record = this.toRecord.get(key);
+      if (record !== undefined && !record.proposed) due.push(record);
+    }
+    if (due.length > 0) this.propose(due, Date.now());
+  }
+
+  /** Complete certificates waiting for the log to record them (for metrics and tests). */
+  pendingCount(): number {
+    return this.toRecord.size;
   }
 
   /** A signature batch from peer `from`. Malformed or forged batches are refused and change nothing. */
@@ -171,17 +232,9 @@ export class CertificateExchange {
     setImmediate(() => {
       this.flushScheduled = false;
       this.signApplied();
-      // Only the fresh ones: those proposed already are in the log's pipeline, and retry() proposes
-      // again any still unrecorded a second later. (Proposing every pending one on every turn put the
-      // same certificates into the log over and over under load.)
-      const fresh = this.fresh;
-      this.fresh = [];
-      const due = [];
-      for (const key of fresh) {
-        const record = this.toRecord.get(key);
-        if (record !== undefined && record.proposedAtMs === 0) due.push(record);
-      }
-      this.propose(due, 0, Infinity);
+      const atOnce = this.atOnce.filter((record) => !record.proposed);
+      this.atOnce = [];
+      if (atOnce.length > 0) this.propose(atOnce, Date.now());
     });
   }
 
@@ -208,49 +261,59 @@ export class CertificateExchange {
   }
 
   /**
-   * Proposes those of `records` that were not proposed
-   * within the last `leaderMinAgeMs` (channels whose group this homeserver
-   * leads) or `otherMinAgeMs` (the others: forwarded to their leader), one
-   * entry per channel and at most {@link certificatesPerEntryMax} per entry.
+   * Proposes `records` (to the channel's leader, forwarded when this
+   * homeserver is not it), one entry per channel and at most
+   * {@link certificatesPerEntryMax} per entry; each is due again after
+   * {@link leaderReproposeMs} or {@link followerReproposeMs} if the log has
+   * not recorded it by then.
    */
-  private propose(records: Iterable<{ certificate: Certificate; proposedAtMs: number }>, leaderMinAgeMs: number, otherMinAgeMs: number): void {
-    const now = Date.now();
-    const byChannel = new Map<string, Array<{ certificate: Certificate; proposedAtMs: number }>>();
+  private propose(records: Iterable<PendingRecord>, now: number): void {
+    const byChannel = new Map<string, PendingRecord[]>();
     for (const record of records) {
       const channelId = record.certificate.channelId;
-      const minAgeMs = this.options.isLeader(channelId) ? leaderMinAgeMs : otherMinAgeMs;
-      if (now - record.proposedAtMs < minAgeMs) continue;
       const list = byChannel.get(channelId) ?? [];
       list.push(record);
       byChannel.set(channelId, list);
     }
     for (const [channelId, due] of byChannel) {
+      const againMs = this.options.isLeader(channelId) ? leaderReproposeMs : followerReproposeMs;
       for (let i = 0; i < due.length; i += certificatesPerEntryMax) {
         const chunk = due.slice(i, i + certificatesPerEntryMax);
         const command = create(ChannelCommandSchema, {
           command: { case: "signatures", value: { items: chunk.map(({ certificate: c }) => ({ channelId: c.channelId, epoch: c.epoch, signatures: c.signatures })) } },
         });
         if (!this.options.propose(channelId, encodeChannelCommand(toBinary(ChannelCommandSchema, command)))) break;
-        for (const record of chunk) record.proposedAtMs = now;
+        for (const record of chunk) {
+          record.proposed = true;
+          record.dueAtMs = now + againMs;
+        }
       }
     }
   }
 
-  /** Every second: send own batches again while the log lacks their certificates; propose stale ones. */
+  /**
+   * Every second: sends own batches again while a certificate of theirs is
+   * incomplete here (every {@link completeResendIntervalMs} while only
+   * unrecorded: a peer may still lack it), and proposes the pending
+   * certificates that are due.
+   */
   private retry(): void {
     const now = Date.now();
     const collector = this.options.collector;
     for (let i = this.sent.length - 1; i >= 0; i--) {
       const sent = this.sent[i]!;
-      const open = sent.keys.some((key) => collector.isCollecting(key));
-      if (!open) {
+      const open = sent.keys.filter((key) => collector.isCollecting(key));
+      if (open.length === 0) {
         this.sent.splice(i, 1);
         continue;
       }
-      if (now - sent.sentAtMs < resendIntervalMs) continue;
+      const intervalMs = open.some((key) => !collector.isComplete(key)) ? resendIntervalMs : completeResendIntervalMs;
+      if (now - sent.sentAtMs < intervalMs) continue;
       sent.sentAtMs = now;
       for (const peer of sent.peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
     }
-    this.propose(this.toRecord.values(), leaderReproposeMs, followerReproposeMs);
+    const due: PendingRecord[] = [];
+    for (const record of this.toRecord.values()) if (record.dueAtMs <= now) due.push(record);
+    this.propose(due, now);
   }
 }

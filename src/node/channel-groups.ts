@@ -116,6 +116,8 @@ export interface ChannelGroupsOptions {
   readonly onChannelResult: (result: ChannelResult) => void;
   /** A commit was accepted, told during apply before the batch is written (see ChannelGroupListener.onCommitAccepted). */
   readonly onCommitAccepted: (result: Extract<ChannelResult, { kind: "commit-accepted" }>, index: LogIndex) => void;
+  /** Told just before this homeserver, the channel's leader, appends a command to its log (its own or a forwarded one), so that more can go with it. */
+  readonly onLeaderProposing?: (channelId: string) => void;
   readonly logger: Logger;
 }
 
@@ -343,6 +345,7 @@ export class ChannelGroups implements HostedChannels {
     const driver = this.options.driver;
     const leading = driver.leaderOf(groupId) === this.options.selfId;
     if (leading && this.admits(channelId)) {
+      this.options.onLeaderProposing?.(channelId);
       // The caller bounds the wait (its deadline); a lost proposal fails at once here.
       const applied = await driver.propose(groupId, data);
       return { result: applied.result as ChannelResult, index: applied.index };
@@ -406,7 +409,10 @@ export class ChannelGroups implements HostedChannels {
   admitForwarded(groupId: GroupId, entries: readonly { readonly data: Uint8Array }[]): boolean {
     if (!groupId.startsWith(channelGroupPrefix)) return true;
     const channelId = groupId.slice(channelGroupPrefix.length);
-    if (this.admits(channelId)) return true;
+    if (this.admits(channelId)) {
+      this.options.onLeaderProposing?.(channelId);
+      return true;
+    }
     for (const entry of entries) if (entry.data.byteLength > 0) this.hold(channelId, entry.data);
     return false;
   }

@@ -222,6 +222,7 @@ export class Homeserver {
       sendNotice: (to, topic, payload) => transport.sendNotice(to, { topic, payload }),
       propose: (channelId, data) => groups?.proposeAnywhere(channelId, data) ?? false,
       isLeader: (channelId) => groups?.leads(channelId) ?? false,
+      recordAtOnce: (certificate) => channels.channel(certificate.channelId)?.members.some((m) => !certificate.voters.includes(m.homeserverId)) === true,
       onRefused: (from, reason) => logger.warn({ from, reason }, "certificate signatures from a peer refused"),
     });
     let inboxStore: InboxStore | undefined;
@@ -247,6 +248,7 @@ export class Homeserver {
         certificates.onChannelResult(result);
       },
       onCommitAccepted: (result, index) => exchange?.onCommitAccepted(result, index),
+      onLeaderProposing: (channelId) => exchange?.recordAlongside(channelId),
       logger: logger.child({ component: "channels" }),
     });
     await groups.reopen();

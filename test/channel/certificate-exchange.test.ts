@@ -1,8 +1,9 @@
 /**
- * The exchange turns complete certificates into log entries. Each must be proposed once when it
- * completes, by the group's leader, and again only if the log has not recorded it several seconds
- * later: proposing every pending certificate on every turn of the event loop, or again after one
- * second, or by every homeserver that completed it, multiplied the log's work under load.
+ * The exchange turns complete certificates into log entries. Each must be proposed once, by the
+ * group's leader, along with the channel's next command or after the record delay, and again only
+ * if the log has not recorded it several seconds later: proposing every pending certificate on
+ * every turn of the event loop, or again after one second, or by every homeserver that completed
+ * it, multiplied the log's work under load, and so did an entry of its own for every certificate.
  * Real Ed25519 keys and a real collector; the peer stream and the log are the exchange's edges.
  */
 import { generateKeyPairSync, sign } from "node:crypto";
@@ -12,7 +13,7 @@ import { channelCommandOp } from "../../src/channel/channel-command.ts";
 import { entryBody } from "../../src/multiraft/entry-payload.ts";
 import { ChannelCommandSchema } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";
 import { CertificateCollector } from "../../src/node/certificate-collector.ts";
-import { CertificateExchange, followerReproposeMs, leaderReproposeMs, resendIntervalMs, signatureBatchTopic } from "../../src/node/certificate-exchange.ts";
+import { CertificateExchange, followerReproposeMs, leaderReproposeMs, recordDelayMs, resendIntervalMs, signatureBatchTopic } from "../../src/node/certificate-exchange.ts";
 import type { ChannelResult } from "../../src/channel/channel-state-machine.ts";
 
 const clusterId = "test-cluster";
@@ -24,11 +25,12 @@ const keys = new Map(ids.map((id) => {
 }));
 
 /** hs1's exchange wired to a collector, with hs2's and hs3's exchanges feeding it their batches. */
-function cluster() {
+function cluster(recordAtOnce?: (channelId: string) => boolean) {
   const proposed: Array<{ channelId: string; epochs: bigint[] }> = [];
   /** What hs2 and hs3 forwarded to the leader. */
   const forwarded: string[] = [];
   const exchanges = new Map<string, CertificateExchange>();
+  const notices = { count: 0 };
   for (const id of ids) {
     let exchange: CertificateExchange | undefined;
     const collector = new CertificateCollector(clusterId, (signer) => keys.get(signer)?.raw, (c) => exchange!.onComplete(c));
@@ -38,6 +40,7 @@ function cluster() {
       collector,
       sendNotice: (to, topic, payload) => {
         expect(topic).toBe(signatureBatchTopic);
+        notices.count += 1;
         exchanges.get(to)!.onNotice(id, payload);
       },
       propose: (channelId, data) => {
@@ -51,10 +54,11 @@ function cluster() {
         return true;
       },
       isLeader: () => id === "hs1",
+      ...(recordAtOnce === undefined ? {} : { recordAtOnce: (c: { channelId: string }) => recordAtOnce(c.channelId) }),
     });
     exchanges.set(id, exchange);
   }
-  return { proposed, forwarded, exchanges };
+  return { proposed, forwarded, exchanges, notices };
 }
 
 function accepted(channelId: string, epoch: bigint): Extract<ChannelResult, { kind: "commit-accepted" }> {
@@ -68,36 +72,79 @@ afterEach(() => {
 });
 
 describe("CertificateExchange", () => {
-  it("proposes each complete certificate once, however many turns pass, and again only after the repropose interval", async () => {
+  it("records each complete certificate once: with its channel's next command, else on its own after the record delay; again only after the repropose interval", async () => {
     vi.useFakeTimers({ toFake: ["setInterval", "Date"] });
-    const { proposed, forwarded, exchanges } = cluster();
+    const { proposed, forwarded, exchanges, notices } = cluster();
     for (const exchange of exchanges.values()) exchange.start();
     for (let epoch = 1n; epoch <= 3n; epoch++) {
       for (const exchange of exchanges.values()) exchange.onCommitAccepted(accepted(`ch${epoch}`, epoch), Number(epoch));
       for (let i = 0; i < 5; i++) await turn();
     }
-    // More commits completing elsewhere keep the exchange busy: none of the first three comes back.
     for (const exchange of exchanges.values()) exchange.onCommitAccepted(accepted("other", 9n), 9);
     for (let i = 0; i < 5; i++) await turn();
+    // Complete everywhere, and nothing proposed yet: each waits for its channel's next command.
+    for (const [channelId, epoch] of [["ch1", 1n], ["ch2", 2n], ["ch3", 3n], ["other", 9n]] as const) {
+      for (const id of ids) expect(exchanges.get(id)!.pendingCount(), id).toBe(4);
+      expect(proposed.some((p) => p.channelId === channelId && p.epochs.includes(epoch))).toBe(false);
+    }
+    expect(proposed).toEqual([]);
+    // A command for ch2 on the leader takes ch2's certificate along, once.
+    exchanges.get("hs1")!.recordAlongside("ch2");
+    exchanges.get("hs1")!.recordAlongside("ch2");
+    expect(proposed).toEqual([{ channelId: "ch2", epochs: [2n] }]);
+    // The others wait out the record delay, then go on their own; complete batches are not resent meanwhile.
+    const noticesBefore = notices.count;
+    vi.advanceTimersByTime(recordDelayMs - resendIntervalMs);
+    expect(proposed).toHaveLength(1);
+    expect(notices.count).toBe(noticesBefore);
+    vi.advanceTimersByTime(resendIntervalMs);
     expect(proposed.map((p) => p.channelId).sort()).toEqual(["ch1", "ch2", "ch3", "other"]);
-    // Not recorded yet a few seconds later: the entries are still on their way through a loaded log.
-    vi.advanceTimersByTime(leaderReproposeMs - resendIntervalMs);
+    // Not recorded the repropose interval after each was proposed: proposed once more, by the leader only.
+    vi.advanceTimersByTime(leaderReproposeMs - recordDelayMs - resendIntervalMs);
     expect(proposed).toHaveLength(4);
-    expect(forwarded).toEqual([]);
-    // Not recorded the repropose interval later: proposed once more, each, by the leader only.
-    vi.advanceTimersByTime(2 * resendIntervalMs);
+    vi.advanceTimersByTime(resendIntervalMs);
+    expect(proposed.map((p) => p.channelId).sort()).toEqual(["ch1", "ch2", "ch2", "ch3", "other"]);
+    vi.advanceTimersByTime(recordDelayMs);
     expect(proposed.map((p) => p.channelId).sort()).toEqual(["ch1", "ch1", "ch2", "ch2", "ch3", "ch3", "other", "other"]);
     expect(forwarded).toEqual([]);
     // Much later, the others forward theirs too: for a leader that lost them.
-    vi.advanceTimersByTime(followerReproposeMs - leaderReproposeMs);
+    vi.advanceTimersByTime(followerReproposeMs - leaderReproposeMs - recordDelayMs);
     expect(forwarded.filter((f) => f.startsWith("hs2/")).sort()).toEqual(["hs2/ch1", "hs2/ch2", "hs2/ch3", "hs2/other"]);
-    // Recorded by the log: never again.
+    // Recorded by the log: never again, not even along with a command.
     for (const [channelId, epoch] of [["ch1", 1n], ["ch2", 2n], ["ch3", 3n], ["other", 9n]] as const) {
-      exchanges.get("hs1")!.onChannelResult({ ok: true, kind: "signatures", certified: [{ channelId, epoch }] });
+      for (const exchange of exchanges.values()) exchange.onChannelResult({ ok: true, kind: "signatures", certified: [{ channelId, epoch }] });
     }
+    for (const exchange of exchanges.values()) expect(exchange.pendingCount()).toBe(0);
     const before = proposed.length;
+    exchanges.get("hs1")!.recordAlongside("ch1");
     vi.advanceTimersByTime(3 * followerReproposeMs);
     expect(proposed).toHaveLength(before);
+    for (const exchange of exchanges.values()) exchange.stop();
+  });
+
+  it("records at once a certificate a homeserver that did not vote on it waits for", async () => {
+    vi.useFakeTimers({ toFake: ["setInterval", "Date"] });
+    const { proposed, exchanges } = cluster((channelId) => channelId === "joined");
+    for (const exchange of exchanges.values()) exchange.start();
+    for (const channelId of ["joined", "usual"]) for (const exchange of exchanges.values()) exchange.onCommitAccepted(accepted(channelId, 4n), 4);
+    for (let i = 0; i < 5; i++) await turn();
+    expect(proposed).toEqual([{ channelId: "joined", epochs: [4n] }]);
+    vi.advanceTimersByTime(recordDelayMs);
+    expect(proposed.map((p) => p.channelId)).toEqual(["joined", "usual"]);
+    for (const exchange of exchanges.values()) exchange.stop();
+  });
+
+  it("sends its own batch again every second while the certificate is incomplete here", async () => {
+    vi.useFakeTimers({ toFake: ["setInterval", "Date"] });
+    const { exchanges, notices } = cluster();
+    for (const exchange of exchanges.values()) exchange.start();
+    // Only hs2 applied the commit: its batch reaches peers that cannot count it yet, and nothing completes.
+    exchanges.get("hs2")!.onCommitAccepted(accepted("lonely", 1n), 1);
+    for (let i = 0; i < 5; i++) await turn();
+    const first = notices.count;
+    expect(first).toBe(2);
+    vi.advanceTimersByTime(3 * resendIntervalMs);
+    expect(notices.count).toBe(first + 3 * 2);
     for (const exchange of exchanges.values()) exchange.stop();
   });
 });
