@@ -200,6 +200,12 @@ export class InboundService {
     call.on("error", () => { finished = true; });
   }
 
+  /** Whether `peerId` holds a stream open to us. */
+  hasStreamFrom(peerId: NodeId): boolean {
+    for (const id of this.streams.values()) if (id === peerId) return true;
+    return false;
+  }
+
   /** Ends the open inbound streams of `peerId` (after it was removed: its reconnection is then refused). */
   disconnect(peerId: NodeId): void {
     for (const [call, id] of this.streams) {

@@ -40,6 +40,8 @@ export interface PeerLinkOptions {
   readonly random: () => number;
   readonly onUnreachable: (to: NodeId) => void;
   readonly onSnapshotStatus: (to: NodeId, groupId: GroupId, ok: boolean) => void;
+  /** Whether the peer holds a stream open to us now (it is up, whatever our attempts say). */
+  readonly peerStreamsToUs?: () => boolean;
 }
 
 const identity = (bytes: Buffer): Buffer => bytes;
@@ -50,7 +52,7 @@ const identity = (bytes: Buffer): Buffer => bytes;
  */
 export class PeerLink {
   private streamState: PeerStreamState = "connecting";
-  private readonly client: grpc.Client;
+  private client: grpc.Client;
   private snapshotClient: grpc.Client | null = null;
   private call: grpc.ClientDuplexStream<Buffer, Buffer> | null = null;
   private queue: Message[] = [];
@@ -70,13 +72,18 @@ export class PeerLink {
 
   constructor(private readonly options: PeerLinkOptions) {
     this.log = options.logger.child({ peer: options.peerId });
-    this.client = new grpc.Client(options.address, peerChannelCredentials(options.credentials, options.peerId), this.channelOptions());
+    this.client = this.newClient();
     this.openStream();
   }
 
   /** The stream's current state. */
   get state(): PeerStreamState {
     return this.streamState;
+  }
+
+  /** The stream's channel, with a subchannel of its own: a fresh one connects at once. */
+  private newClient(): grpc.Client {
+    return new grpc.Client(this.options.address, peerChannelCredentials(this.options.credentials, this.options.peerId), { ...this.channelOptions(), "grpc.use_local_subchannel_pool": 1 });
   }
 
   private channelOptions(): grpc.ChannelOptions {
@@ -143,10 +150,16 @@ export class PeerLink {
     this.reconnect();
   }
 
-  /** Opens the stream again once the backoff timer fired (or was cut short). */
+  /**
+   * Opens the stream again once the backoff timer fired (or was cut short),
+   * over a fresh channel: the old one keeps a backoff of its own towards the
+   * peer, failing every call until it runs out, on top of the link's.
+   */
   private reconnect(): void {
     this.reconnectTimer = null;
     this.options.counters.reconnects += 1;
+    this.client.close();
+    this.client = this.newClient();
     this.openStream();
   }
 
@@ -157,7 +170,12 @@ export class PeerLink {
     const wasConnected = this.streamState === "connected";
     this.streamState = "backoff";
     this.dropQueue();
-    const delayMs = backoffDelayMs(this.options.backoff, this.failedAttempts, this.options.random);
+    // A peer with a stream open to us is up (perhaps its server is not listening yet, as it starts): try again
+    // soon rather than after a backoff grown while it was down. (After a restart the peer connected to us
+    // before it listened; our hint-driven attempt was refused, the next came 1.4 s later, and our answers to
+    // its election meanwhile were dropped: a failover took 1.7 s.)
+    const attempts = this.options.peerStreamsToUs?.() === true ? Math.min(this.failedAttempts, 2) : this.failedAttempts;
+    const delayMs = backoffDelayMs(this.options.backoff, attempts, this.options.random);
     this.failedAttempts += 1;
     const fields = { code: grpc.status[status.code], details: status.details, attempt: this.failedAttempts, retryInMs: Math.round(delayMs) };
     // Every loss, and failed attempts at 1, 2, 4, 8, ...: a peer that stays down or refuses us is logged, boundedly.

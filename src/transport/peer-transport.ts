@@ -167,6 +167,7 @@ export class PeerTransport implements Transport {
       random: this.options.random ?? Math.random,
       onUnreachable: (to) => this.options.onUnreachable?.(to),
       onSnapshotStatus: (to, groupId, ok) => this.options.onSnapshotStatus?.(to, groupId, ok),
+      peerStreamsToUs: () => this.inbound.hasStreamFrom(id),
     }));
   }
 

@@ -22,6 +22,24 @@ async function expectAllReadable(cluster: ProcessCluster, id: string, acked: Rea
   }
 }
 
+/** A failover slower than this prints what the survivors logged meanwhile (the median is about 0.1 s). */
+const slowFailoverMs = 1000;
+
+/** The survivors' log lines from `fromMs` to `toMs` (pino's `time`), for a failover that took long. */
+function printLogsBetween(cluster: ProcessCluster, ids: readonly string[], fromMs: number, toMs: number): void {
+  for (const id of ids) {
+    const lines = cluster.log(id).split("\n").filter((line) => {
+      try {
+        const time = (JSON.parse(line) as { time?: number }).time ?? 0;
+        return time >= fromMs - 100 && time <= toMs + 100;
+      } catch {
+        return false;
+      }
+    });
+    console.log(`slow failover: ${id} logged ${lines.length} lines from ${new Date(fromMs).toISOString()} to ${new Date(toMs).toISOString()}:\n${lines.slice(-60).join("\n")}`);
+  }
+}
+
 describe("a real 3-homeserver cluster (processes, RocksDB, gRPC with mutual TLS)", () => {
   let cluster: ProcessCluster;
   let writer: KvWriter;
@@ -48,6 +66,8 @@ describe("a real 3-homeserver cluster (processes, RocksDB, gRPC with mutual TLS)
       const ackedAt = await writer.putUntilAcked(`k${n++}`, `after-kill-${round}`);
       failoversMs.push(ackedAt - killedAt);
       const survivors = [...cluster.nodes.keys()].filter((id) => id !== leader);
+      // From a little before the previous round's restart: what the links did then shows in a slow failover.
+      if (ackedAt - killedAt > slowFailoverMs) printLogsBetween(cluster, survivors, killedAt - 5000, ackedAt);
       expect(await cluster.waitForLeader(survivors)).not.toBe(leader);
       cluster.start(leader);
       await cluster.waitForLeader();

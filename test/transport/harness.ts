@@ -63,8 +63,7 @@ export async function makeTestCertificates(): Promise<TestCertificates> {
 }
 
 /** A gRPC server bound to 127.0.0.1 (port 0 picks a free port). */
-export async function startServer(credentials: PeerCredentials, port = 0): Promise<{ server: grpc.Server; address: string }> {
-  const server = new grpc.Server(peerServerOptions());
+export async function startServer(credentials: PeerCredentials, port = 0, server = new grpc.Server(peerServerOptions())): Promise<{ server: grpc.Server; address: string }> {
   const bound = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`127.0.0.1:${port}`, serverCredentials(credentials), (error, p) => (error === null ? resolve(p) : reject(error)));
   });

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EntryType, MessageType, message, type Message, type NodeId } from "../../src/raft/types.ts";
 import { decodeStreamResponse, encodeBatch } from "../../src/transport/codec.ts";
-import { insecureNodeIdMetadataKey, peerServicePaths } from "../../src/transport/peer-service.ts";
+import { insecureNodeIdMetadataKey, peerServerOptions, peerServicePaths } from "../../src/transport/peer-service.ts";
 import type { PeerCredentials, TlsMaterial } from "../../src/transport/tls.ts";
 import {
   makeTestCertificates,
@@ -135,14 +135,14 @@ describe("PeerTransport over mutual TLS", () => {
    * hs1 (`a`) reaches hs2 (`b`); hs2 stops, and once hs1's link is down (`whileDown` then runs) hs2
    * restarts on the same port, its own link to hs1 fresh. Returns the restarted hs2.
    */
-  async function restartAfterLinkDown(a: TestNode, b: TestNode, whileDown: () => void = () => {}): Promise<TestNode> {
+  async function restartAfterLinkDown(a: TestNode, b: TestNode, whileDown: () => void | Promise<void> = () => {}): Promise<TestNode> {
     a.transport.send([heartbeat("hs1", "hs2", "g", 1)]);
     await waitFor("first message", () => b.received.length === 1);
     const port = Number(b.address.split(":")[1]);
     await b.stop();
     running.splice(running.indexOf(b), 1);
     await waitFor("link down", () => a.transport.peerStates().get("hs2") !== "connected");
-    whileDown();
+    await whileDown();
     const { server } = await startServer(tlsOf("hs2"), port);
     const restarted = startNode("hs2", server, b.address, new Map([["hs1", a.address]]), tlsOf("hs2"));
     running.push(restarted);
@@ -170,6 +170,28 @@ describe("PeerTransport over mutual TLS", () => {
     expect(Date.now() - backAtMs).toBeLessThan(4000); // well before its 8 s backoff ran out
     a!.transport.send([heartbeat("hs1", "hs2", "g", 2)]);
     await waitFor("message after restart", () => b2.received.length === 1);
+  });
+
+  it("a restarted peer that connects to us before it listens is reached within moments of listening, however long our backoff grew", async () => {
+    // As a homeserver starts: its links open before its server listens, so our attempt on its hint is refused.
+    const [a, b] = await nodes(["hs1", "hs2"], tlsOf, { backoff: { minMs: 20, maxMs: 8000 } });
+    a!.transport.send([heartbeat("hs1", "hs2", "g", 1)]);
+    await waitFor("first message", () => b!.received.length === 1);
+    const port = Number(b!.address.split(":")[1]);
+    await b!.stop();
+    running.splice(running.indexOf(b!), 1);
+    await waitFor("link down", () => a!.transport.peerStates().get("hs2") !== "connected");
+    await new Promise((resolve) => setTimeout(resolve, 3000)); // both our backoff and our channel's grow to seconds
+    const server = new grpc.Server(peerServerOptions());
+    const restarted = startNode("hs2", server, b!.address, new Map([["hs1", a!.address]]), tlsOf("hs2"), { backoff: { minMs: 20, maxMs: 8000 } });
+    running.push(restarted);
+    restarted.transport.send([heartbeat("hs2", "hs1", "g", 1)]);
+    await waitFor("hs2 streams to hs1", () => restarted.transport.peerStates().get("hs1") === "connected");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await startServer(tlsOf("hs2"), port, server);
+    const listeningAtMs = Date.now();
+    await waitFor("hs1 reconnected", () => a!.transport.peerStates().get("hs2") === "connected", 10_000);
+    expect(Date.now() - listeningAtMs).toBeLessThan(500);
   });
 
   it("refuses a client whose certificate comes from another CA", async () => {
