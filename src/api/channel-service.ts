@@ -160,6 +160,14 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
     return certificates.complete(channelId, epoch);
   };
 
+  /**
+   * `certificate` if it is complete, else the complete one once a quorum has
+   * signed (waiting up to `waitMs`): clients apply no commit without one, and
+   * the log records certificates a few seconds after the fact.
+   */
+  const completeCertificate = async (channelId: string, epoch: bigint, certificate: Certificate | undefined, waitMs: number) =>
+    certificate !== undefined && isCertified(certificate) ? certificate : certified(channelId, epoch, waitMs);
+
   /** Waits until the commit that ended `epoch` is certified, then returns its record. */
   const certifiedRecord = async (channelId: string, epoch: bigint, waitMs: number) => {
     await certified(channelId, epoch, waitMs);
@@ -249,12 +257,10 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
     }),
     getCommit: unaryHandler(ChannelService.method.getCommit, async (request, call) => {
       await readable(call, request.channelId);
-      const stored = await recordOf(request.channelId, request.epoch);
-      if (stored === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no commit ended epoch ${request.epoch} of ${request.channelId}`);
-      // Clients apply no commit without a complete certificate: one still gathering signatures is waited for.
-      const record = stored.certificate !== undefined && isCertified(stored.certificate) ? stored : await certifiedRecord(request.channelId, request.epoch, remainingMs(call.getDeadline()));
+      const record = await recordOf(request.channelId, request.epoch);
       if (record === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no commit ended epoch ${request.epoch} of ${request.channelId}`);
-      return { commit: { epoch: record.epoch, commit: record.commit, welcome: record.welcome, ...(record.certificate === undefined ? {} : { certificate: record.certificate }) } };
+      const certificate = await completeCertificate(request.channelId, request.epoch, record.certificate, remainingMs(call.getDeadline()));
+      return { commit: { epoch: record.epoch, commit: record.commit, welcome: record.welcome, ...(certificate === undefined ? {} : { certificate }) } };
     }),
     listEvents: unaryHandler(ChannelService.method.listEvents, async (request, call) => {
       const record = await readable(call, request.channelId);
@@ -266,12 +272,12 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
         request.afterSequence,
         limit,
       );
-      // Commits go out with complete certificates only: one still gathering is waited for, briefly.
+      // Commits go out with complete certificates only; a commit still uncertified after a brief wait ends the page.
       const waitUntil = Date.now() + Math.min(remainingMs(call.getDeadline()), eventsCertificateWaitMsMax);
       const page: ChannelEvent[] = [];
       for (const event of events) {
-        if (event.kind === EventKind.COMMIT && (event.certificate === undefined || !isCertified(event.certificate))) {
-          const certificate = await certified(request.channelId, event.epoch, waitUntil - Date.now()).catch(() => undefined);
+        if (event.kind === EventKind.COMMIT) {
+          const certificate = await completeCertificate(request.channelId, event.epoch, event.certificate, waitUntil - Date.now()).catch(() => undefined);
           if (certificate === undefined) break;
           event.certificate = certificate;
         }

@@ -104,13 +104,9 @@ interface PendingRecord {
 /** See the module comment. */
 export class CertificateExchange {
   private toSign: AppliedCommit[] = [];
-  /** Complete certificates the log has not recorded yet, by key; insertion order = age. */
-  private readonly toRecord = new Map<string, PendingRecord>();
-  /** The keys of {@link toRecord} by channel, for riding along with a channel's command. */
-  private readonly toRecordByChannel = new Map<string, Set<string>>();
+  /** Complete certificates the log has not recorded yet, by channel (to ride along with its commands), then by key. */
+  private readonly toRecord = new Map<string, Map<string, PendingRecord>>();
   private readonly sent: SentBatch[] = [];
-  /** Certificates to propose on the next turn (see {@link CertificateExchangeOptions.recordAtOnce}). */
-  private atOnce: PendingRecord[] = [];
   private flushScheduled = false;
   private timer: NodeJS.Timeout | undefined;
 
@@ -145,11 +141,8 @@ export class CertificateExchange {
     if (!result.ok || result.kind !== "signatures") return;
     for (const { channelId, epoch } of result.certified) {
       this.options.collector.forget(channelId, epoch);
-      const key = keyOf(channelId, epoch);
-      if (!this.toRecord.delete(key)) continue;
-      const keys = this.toRecordByChannel.get(channelId);
-      keys?.delete(key);
-      if (keys?.size === 0) this.toRecordByChannel.delete(channelId);
+      const pending = this.toRecord.get(channelId);
+      if (pending?.delete(keyOf(channelId, epoch)) === true && pending.size === 0) this.toRecord.delete(channelId);
     }
   }
 
@@ -175,17 +168,13 @@ export class CertificateExchange {
    */
   onComplete(certificate: Certificate): void {
     const { channelId, epoch } = certificate;
-    const key = keyOf(channelId, epoch);
+    const now = Date.now();
     const leader = this.options.isLeader(channelId);
-    const record = { certificate, dueAtMs: Date.now() + (leader ? recordDelayMs : followerReproposeMs), proposed: !leader };
-    this.toRecord.set(key, record);
-    if (leader && this.options.recordAtOnce?.(certificate) === true) {
-      this.atOnce.push(record);
-      this.schedule();
-    }
-    const keys = this.toRecordByChannel.get(channelId);
-    if (keys === undefined) this.toRecordByChannel.set(channelId, new Set([key]));
-    else keys.add(key);
+    const record = { certificate, dueAtMs: now + (leader ? recordDelayMs : followerReproposeMs), proposed: !leader };
+    let pending = this.toRecord.get(channelId);
+    if (pending === undefined) this.toRecord.set(channelId, (pending = new Map()));
+    pending.set(keyOf(channelId, epoch), record);
+    if (leader && this.options.recordAtOnce?.(certificate) === true) this.propose([record], now);
   }
 
   /**
@@ -194,19 +183,15 @@ export class CertificateExchange {
    * it, so that both go in the same Append.
    */
   recordAlongside(channelId: string): void {
-    const keys = this.toRecordByChannel.get(channelId);
-    if (keys === undefined) return;
-    const due: PendingRecord[] = [];
-    for (const key of keys) {
-      const record = this.toRecord.get(key);
-      if (record !== undefined && !record.proposed) due.push(record);
-    }
+    const due = [...(this.toRecord.get(channelId)?.values() ?? [])].filter((record) => !record.proposed);
     if (due.length > 0) this.propose(due, Date.now());
   }
 
   /** Complete certificates waiting for the log to record them (for metrics and tests). */
   pendingCount(): number {
-    return this.toRecord.size;
+    let count = 0;
+    for (const pending of this.toRecord.values()) count += pending.size;
+    return count;
   }
 
   /** A signature batch from peer `from`. Malformed or forged batches are refused and change nothing. */
@@ -232,9 +217,6 @@ export class CertificateExchange {
     setImmediate(() => {
       this.flushScheduled = false;
       this.signApplied();
-      const atOnce = this.atOnce.filter((record) => !record.proposed);
-      this.atOnce = [];
-      if (atOnce.length > 0) this.propose(atOnce, Date.now());
     });
   }
 
@@ -313,7 +295,7 @@ export class CertificateExchange {
       for (const peer of sent.peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
     }
     const due: PendingRecord[] = [];
-    for (const record of this.toRecord.values()) if (record.dueAtMs <= now) due.push(record);
+    for (const pending of this.toRecord.values()) for (const record of pending.values()) if (record.dueAtMs <= now) due.push(record);
     this.propose(due, now);
   }
 }
