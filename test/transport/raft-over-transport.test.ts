@@ -18,10 +18,18 @@ interface Replica {
   snapshotIndex: number;
 }
 
+/**
+ * Homeservers cut off from the others. The cut is made where messages are
+ * sent as well as where they arrive: a message sent before the cut may still
+ * be on its way (under load, for hundreds of ms), and one sent to a cut-off
+ * homeserver must never reach it after the cut is lifted (it would carry
+ * entries the test wants that homeserver to miss).
+ */
+const cutOff = new Set<NodeId>();
+
 /** One homeserver: its transport and one Raft replica per group, driven by a 10 ms tick. */
 class Homeserver {
   readonly groups = new Map<GroupId, Replica>();
-  blocked = false;
   transportNode!: TestNode;
   private timer: NodeJS.Timeout | null = null;
 
@@ -43,8 +51,10 @@ class Homeserver {
   }
 
   receive(messages: Message[]): void {
-    if (this.blocked) return;
-    for (const message of messages) this.groups.get(message.groupId)?.node.step(message);
+    for (const message of messages) {
+      if (cutOff.has(this.id) || cutOff.has(message.from)) continue;
+      this.groups.get(message.groupId)?.node.step(message);
+    }
     this.handleReadies();
   }
 
@@ -58,7 +68,7 @@ class Homeserver {
         }
         replica.storage.append(ready.entries);
         if (ready.hardState !== null) replica.storage.setHardState(ready.hardState);
-        if (!this.blocked) this.transportNode.transport.send(ready.messages);
+        this.transportNode.transport.send(ready.messages.filter((m) => !cutOff.has(this.id) && !cutOff.has(m.to)));
         replica.applied.push(...ready.committedEntries.filter((e) => e.type === EntryType.Normal && e.data.length > 0));
         replica.node.advance();
       }
@@ -72,6 +82,16 @@ class Homeserver {
   stop(): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer);
     return this.transportNode.stop();
+  }
+}
+
+/** What a failed wait needs to be understood: each replica's Raft status and each transport's log lines. */
+function printDiagnostics(all: readonly Homeserver[], groupId: GroupId): void {
+  for (const hs of all) {
+    const status = hs.groups.get(groupId)!.node.status();
+    console.error(`${hs.id} ${JSON.stringify(status, (_key, value: unknown) => (value instanceof Map ? Object.fromEntries(value) : value))}`);
+    console.error(`${hs.id} counters ${JSON.stringify(hs.transportNode.transport.counters())}`);
+    for (const line of hs.transportNode.logLines) console.error(`${hs.id} log ${JSON.stringify(line)}`);
   }
 }
 
@@ -117,24 +137,36 @@ describe("Raft over the peer transport", () => {
     // Cut off a follower of g1, write and compact past it, then let it back: it needs a snapshot.
     const leader = leaderOf("g1")!;
     const lagging = byId(ids.find((id) => id !== leader.id)!);
-    lagging.blocked = true;
+    cutOff.add(lagging.id);
     const replica = leader.groups.get("g1")!;
     for (let i = 20; i < 40; i++) replica.node.propose(new TextEncoder().encode(`g1-${i}`));
     leader.handleReadies();
-    await waitFor("leader applied 40", () => replica.applied.length === 40, 10_000);
+    // Both homeservers that took the entries compact past them: whichever leads once the cut is lifted
+    // (under load, leadership may move) must send a snapshot.
+    const uptodate = homeservers.filter((hs) => hs !== lagging);
+    await waitFor("40 entries applied on both connected homeservers", () => uptodate.every((hs) => hs.groups.get("g1")!.applied.length === 40), 10_000);
     const appliedIndex = replica.applied[replica.applied.length - 1]!.index;
     const stateBytes = new Uint8Array(3 * 1024 * 1024).fill(42);
-    replica.storage.createSnapshot(appliedIndex, replica.node.confState(), stateBytes);
-    replica.storage.compact(appliedIndex);
-    lagging.blocked = false;
-    await waitFor("snapshot installed on the lagging follower", () => lagging.groups.get("g1")!.snapshotIndex === appliedIndex, 15_000);
+    for (const hs of uptodate) {
+      const { storage, node } = hs.groups.get("g1")!;
+      storage.createSnapshot(appliedIndex, node.confState(), stateBytes);
+      storage.compact(appliedIndex);
+    }
+    cutOff.delete(lagging.id);
+    try {
+      await waitFor("snapshot installed on the lagging follower", () => lagging.groups.get("g1")!.snapshotIndex === appliedIndex, 15_000);
+    } catch (error) {
+      printDiagnostics(homeservers, "g1");
+      throw error;
+    }
     expect(lagging.groups.get("g1")!.storage.snapshot().data.length).toBe(stateBytes.length);
-    await waitFor("snapshot acknowledged", () => leader.transportNode.transport.counters().snapshotsSent >= 1);
+    const snapshotsSent = () => uptodate.reduce((n, hs) => n + hs.transportNode.transport.counters().snapshotsSent, 0);
+    await waitFor("snapshot acknowledged", () => snapshotsSent() >= 1);
     const received = homeservers.reduce((n, hs) => n + hs.transportNode.transport.counters().batchesMalformed, 0);
     expect(received).toBe(0);
-    // And it keeps replicating after the snapshot.
-    replica.node.propose(new TextEncoder().encode("after"));
-    leader.handleReadies();
+    // And it keeps replicating after the snapshot (through whichever homeserver leads now).
+    await waitFor("an entry proposed after the snapshot", () => leaderOf("g1")?.groups.get("g1")!.node.propose(new TextEncoder().encode("after")).ok === true, 10_000);
+    leaderOf("g1")!.handleReadies();
     await waitFor("entry after the snapshot", () => lagging.groups.get("g1")!.applied.some((e) => new TextDecoder().decode(e.data) === "after"), 10_000);
   });
 });
