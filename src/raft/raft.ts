@@ -508,6 +508,10 @@ export class Raft {
     const knowsMembership = this.confState.voters.length > 0 || this.confState.votersOutgoing.length > 0;
     const canVote = knowsMembership && (this.vote === m.from || (this.vote === "" && this.lead === "") || (preVote && m.term > this.term));
     const responseType = preVote ? MessageType.PreVoteResponse : MessageType.VoteResponse;
+    if (preVote && this.role === Role.PreCandidate && canVote && this.log.isUpToDate(m.index, m.logTerm)) {
+      this.settlePreCandidates(m);
+      return;
+    }
     if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
       // A granted pre-vote carries the term it was asked for, so the pre-candidate counts it.
       this.send({ type: responseType, to: m.from, term: m.term, reject: false });
@@ -521,6 +525,26 @@ export class Raft {
     } else {
       this.send({ type: responseType, to: m.from, term: this.term, reject: true });
     }
+  }
+
+  /**
+   * Another pre-candidate, whose log is at least as up to date as ours, asks
+   * for our pre-vote. Both going on would make two candidates that each vote
+   * for itself: a split vote, and a whole randomized timeout (1-2 s by
+   * default) before the next try. (Followers of a lost leader that noticed it
+   * at different moments end up campaigning together despite their staggered
+   * slots.) A pre-vote binds nobody, so the tie is settled here: the better
+   * log runs, and between equal logs the lower id; the other grants its
+   * pre-vote and stands down for an election timeout.
+   */
+  private settlePreCandidates(m: Message): void {
+    const sameLog = m.index === this.log.lastIndex() && m.logTerm === this.log.lastTerm();
+    if (sameLog && this.id < m.from) {
+      this.send({ type: MessageType.PreVoteResponse, to: m.from, term: this.term, reject: true });
+      return;
+    }
+    this.send({ type: MessageType.PreVoteResponse, to: m.from, term: m.term, reject: false });
+    this.becomeFollower(this.term, "");
   }
 
   private handleVoteResponse(m: Message): void {

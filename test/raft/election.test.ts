@@ -169,6 +169,40 @@ describe("forgetting a lost leader", () => {
     expect(c.get("b").node.status().role).toBe(Role.Follower);
   });
 
+  it("pre-candidates that meet settle who runs: one election at once, never a split vote (3 and 5 voters)", () => {
+    // Followers of a lost leader notice it at different moments, so their staggered campaigns can still
+    // start together; here all of them start at the very same moment, the worst case.
+    for (const ids of [["a", "b", "c"], ["a", "b", "c", "d", "e"]]) {
+      const c = new TestCluster(ids, { electionTimeoutTicks: 20, heartbeatTicks: 2 });
+      c.elect("a");
+      const term = c.get("b").node.status().term;
+      c.isolate("a");
+      const followers = ids.slice(1);
+      for (const id of followers) c.get(id).node.campaign();
+      c.stabilize();
+      // Equal logs: the lowest id runs; the others granted its pre-vote and stood down.
+      expect(c.leaders().filter((id) => id !== "a"), `${ids.length} voters`).toEqual(["b"]);
+      expect(c.get("b").node.status().term, `${ids.length} voters`).toBe(term + 1);
+    }
+  });
+
+  it("between pre-candidates that meet, the better log runs whatever the ids", () => {
+    const c = new TestCluster(["a", "b", "c"], { electionTimeoutTicks: 20, heartbeatTicks: 2 });
+    c.elect("a");
+    const term = c.get("b").node.status().term;
+    // c takes one more entry than b before a is lost.
+    c.filter = (m) => !(m.from === "a" && m.to === "b");
+    c.get("a").node.propose(new TextEncoder().encode("only c has it"));
+    c.stabilize();
+    c.filter = () => true;
+    c.isolate("a");
+    c.get("b").node.campaign();
+    c.get("c").node.campaign();
+    c.stabilize();
+    expect(c.leaders().filter((id) => id !== "a")).toEqual(["c"]);
+    expect(c.get("c").node.status().term).toBe(term + 1);
+  });
+
   it("does nothing on a node that has no leader or leads", () => {
     const c = new TestCluster(["a", "b", "c"]);
     c.elect("a");
