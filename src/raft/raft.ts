@@ -120,6 +120,16 @@ const transferContext = new TextEncoder().encode("transfer");
  */
 export const quiesceContext: Uint8Array = new TextEncoder().encode("quiesce");
 
+/**
+ * The context of an empty Append that only moves a follower's commit index,
+ * sent to a replicating follower, which has answered (or will answer) the
+ * Appends up to its end. Its answer would tell the leader nothing, so a
+ * follower that accepts it and already knew it matched that far sends none:
+ * one peer message less per write and follower. Lost, it costs nothing; the
+ * next Append or heartbeat carries the commit index too.
+ */
+const commitOnlyContext = new TextEncoder().encode("commit");
+
 type Campaign = "pre-election" | "election" | "transfer";
 
 /**
@@ -670,9 +680,10 @@ export class Raft {
     }
     const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
     if (lastNew !== undefined) {
+      const news = lastNew > this.leaderMatchIndex || !bytesEqual(m.context, commitOnlyContext);
       // Within one term the leader's log only grows, so an older Append arriving late lowers nothing.
       this.leaderMatchIndex = Math.max(this.leaderMatchIndex, lastNew);
-      this.send({ type: MessageType.AppendResponse, to: m.from, index: lastNew });
+      if (news) this.send({ type: MessageType.AppendResponse, to: m.from, index: lastNew });
       return;
     }
     const hint = this.log.findConflictByTerm(Math.min(m.index, this.log.lastIndex()), m.logTerm);
@@ -776,7 +787,7 @@ export class Raft {
       progress.becomeReplicate();
     } else if (progress.state === "replicate") progress.freeInflightsUpTo(m.index);
 
-    if (this.maybeCommit()) this.broadcastAppend();
+    if (this.maybeCommit()) this.broadcastCommit();
     else if (wasPaused) this.sendAppend(m.from, true);
     // Keep the pipeline full.
     for (let sent = 0; sent < this.config.maxInflightMessages && this.sendAppend(m.from, false); sent++);
@@ -804,8 +815,11 @@ export class Raft {
     return true;
   }
 
-  /** Sends an Append (or a snapshot) to `to` if its progress allows; returns whether it sent. */
-  private sendAppend(to: NodeId, sendIfEmpty: boolean): boolean {
+  /**
+   * Sends an Append (or a snapshot) to `to` if its progress allows; returns
+   * whether it sent. `commitNotice`: sent because the commit index moved.
+   */
+  private sendAppend(to: NodeId, sendIfEmpty: boolean, commitNotice = false): boolean {
     const progress = this.progress.get(to);
     if (progress === undefined || to === this.id || progress.isPaused()) return false;
     const prevIndex = progress.next - 1;
@@ -814,9 +828,14 @@ export class Raft {
     const entries = prevTerm === undefined ? undefined : this.log.slice(progress.next, lastIndex + 1, this.config.maxMessageBytes);
     if (prevTerm === undefined || entries === undefined) return this.sendSnapshot(to, progress);
     if (entries.length === 0 && !sendIfEmpty) return false;
-    this.send({ type: MessageType.Append, to, index: prevIndex, logTerm: prevTerm, entries, commit: this.log.committed });
+    // Nothing to learn from the answer: a replicating follower has answered, or will answer, the Appends
+    // up to prevIndex. (If such an answer is lost, the next heartbeat's answer brings an unmarked probe.)
+    const commitOnly = commitNotice && entries.length === 0 && progress.state === "replicate";
+    const context = commitOnly ? commitOnlyContext : new Uint8Array(0);
+    this.send({ type: MessageType.Append, to, index: prevIndex, logTerm: prevTerm, entries, commit: this.log.committed, context });
     progress.sentEntries(entries.length, prevIndex + entries.length);
-    progress.appendSinceHeartbeat = true;
+    // Unanswered, it does not stand in for a heartbeat (whose answer shows the follower alive).
+    if (!commitOnly) progress.appendSinceHeartbeat = true;
     return true;
   }
 
@@ -831,6 +850,11 @@ export class Raft {
 
   private broadcastAppend(): void {
     for (const id of this.progress.keys()) if (id !== this.id) this.sendAppend(id, true);
+  }
+
+  /** Tells every follower the new commit index (with any entries it has not been sent yet). */
+  private broadcastCommit(): void {
+    for (const id of this.progress.keys()) if (id !== this.id) this.sendAppend(id, true, true);
   }
 
   /**
@@ -1013,7 +1037,7 @@ export class Raft {
     // Probe new members at once rather than at the next heartbeat.
     for (const id of added) this.sendAppend(id, true);
     if (this.leadTransferee !== "" && !this.quorum.has(this.leadTransferee)) this.leadTransferee = "";
-    if (this.maybeCommit()) this.broadcastAppend();
+    if (this.maybeCommit()) this.broadcastCommit();
     else for (const id of members) if (id !== this.id) this.sendAppend(id, false);
     this.handOverIfRemoved();
   }

@@ -116,6 +116,58 @@ describe("log replication", () => {
   });
 });
 
+describe("the Append that only moves the commit index", () => {
+  it("goes unanswered by a follower known to hold everything: per write, one answer less from each", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    const mark = c.sent.length;
+    c.get("a").node.propose(text("w"));
+    c.stabilize();
+    const sent = c.sent.slice(mark);
+    const appends = sent.filter((m) => m.type === MessageType.Append);
+    expect(appends.filter((m) => m.entries.length > 0).map((m) => m.to).sort()).toEqual(["b", "c"]);
+    expect(appends.filter((m) => m.entries.length === 0).map((m) => m.to).sort()).toEqual(["b", "c"]);
+    expect(sent.filter((m) => m.type === MessageType.AppendResponse).map((m) => m.from).sort()).toEqual(["b", "c"]);
+    for (const id of ["a", "b", "c"]) expect(c.appliedText(id)).toEqual(["w"]);
+  });
+
+  it("is answered by a follower that did not know it matched so far (restarted), and probes always are", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.get("a").node.propose(text("w"));
+    c.stabilize();
+    const commitOnly = c.sent.filter((m) => m.type === MessageType.Append && m.to === "b" && m.entries.length === 0).at(-1)!;
+    const answersOf = (id: string) => {
+      const ready = c.get(id).node.ready();
+      c.get(id).node.advance();
+      return ready.messages.filter((m) => m.type === MessageType.AppendResponse);
+    };
+    // The same message again to b as it is (b knows it matches): no answer. After a restart b knows nothing.
+    c.get("b").node.step(commitOnly);
+    expect(answersOf("b")).toEqual([]);
+    c.restart("b");
+    c.get("b").node.step(commitOnly);
+    expect(answersOf("b").map((m) => [m.index, m.reject])).toEqual([[commitOnly.index, false]]);
+    // A probe (an empty Append without the mark) is answered even by a follower that knows it matches.
+    c.get("b").node.step({ ...commitOnly, context: new Uint8Array(0) });
+    expect(answersOf("b").map((m) => [m.index, m.reject])).toEqual([[commitOnly.index, false]]);
+  });
+
+  it("is never a probe: a follower whose answer was lost gets an unmarked Append after a heartbeat, and answers it", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    // b's answer to the entry is lost: the leader commits with c, and must still learn that b holds it.
+    c.filter = (m) => !(m.from === "b" && m.type === MessageType.AppendResponse);
+    c.get("a").node.propose(text("w"));
+    c.stabilize();
+    c.filter = () => true;
+    const lastIndex = c.get("a").node.status().lastIndex;
+    expect(c.get("a").node.status().progress.get("b")!.match).toBeLessThan(lastIndex);
+    c.tickAll(5);
+    expect(c.get("a").node.status().progress.get("b")!.match).toBe(lastIndex);
+  });
+});
+
 describe("proposal forwarding", () => {
   it("a follower forwards a proposal to the leader, which appends it", () => {
     const c = new TestCluster(["a", "b", "c"]);
