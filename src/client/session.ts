@@ -32,6 +32,18 @@ interface Token {
   readonly expiresAtMs: number;
 }
 
+/**
+ * Channel options every session starts from (the caller's override them):
+ * reconnect quickly to a homeserver that was down, as one is for moments when
+ * it restarts or fails over. grpc-js by default waits 1 s after a failed
+ * connection attempt, growing to 2 minutes, and fails every call meanwhile.
+ */
+export const sessionChannelDefaults: grpc.ChannelOptions = {
+  "grpc.initial_reconnect_backoff_ms": 100,
+  "grpc.min_reconnect_backoff_ms": 100,
+  "grpc.max_reconnect_backoff_ms": 2_000,
+};
+
 /** A device's authenticated connection to one homeserver. */
 export class DeviceSession {
   /** The underlying channel; services of the same homeserver may share it. */
@@ -43,7 +55,7 @@ export class DeviceSession {
   logins = 0;
 
   constructor(private readonly options: DeviceSessionOptions) {
-    this.channel = new grpc.Client(options.address, options.credentials, options.channelOptions ?? {});
+    this.channel = new grpc.Client(options.address, options.credentials, { ...sessionChannelDefaults, ...options.channelOptions });
     this.refreshBeforeExpiryMs = options.refreshBeforeExpiryMs ?? 30_000;
     this.callDeadlineMs = options.callDeadlineMs ?? 10_000;
   }

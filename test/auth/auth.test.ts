@@ -15,6 +15,7 @@ import { callUnary } from "../../src/client/authed-call.ts";
 import { Device } from "../../src/client/device.ts";
 import { DeviceSession } from "../../src/client/session.ts";
 import { AuthService } from "../../src/gen/epochd/auth/v1/auth_pb.ts";
+import { freeLocalPort } from "../../src/transport/local-ports.ts";
 
 const secret = new Uint8Array(32).fill(7);
 
@@ -131,6 +132,30 @@ describe("client authentication", () => {
       impostor.close();
     } finally {
       channel.close();
+    }
+  });
+
+  it("a session reaches a homeserver that comes up after it tried, within moments (grpc-js alone waits 1 s and more)", async () => {
+    const port = await freeLocalPort();
+    const later = new grpc.Server();
+    addAuthService(later, { clusterId: "cluster-a", homeserverId: "hs1", challenges: new ChallengeStore(() => clock), tokens, devices, now: () => clock });
+    const s = new DeviceSession({ deviceId: alice.id, sign: (m) => alice.sign(m), address: `127.0.0.1:${port}`, credentials: grpc.credentials.createInsecure() });
+    try {
+      await expect(s.metadata()).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+      await new Promise<void>((resolve, reject) => later.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+      const upAtMs = Date.now();
+      let loggedIn = false;
+      for (let attempt = 0; attempt < 250 && !loggedIn; attempt++) {
+        loggedIn = await s.metadata().then(() => true, () => false);
+        if (!loggedIn) await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const waitedMs = Date.now() - upAtMs;
+      console.log(`session reached a homeserver that came up after it tried: ${waitedMs} ms`);
+      expect(loggedIn).toBe(true);
+      expect(waitedMs).toBeLessThan(600);
+    } finally {
+      s.close();
+      later.forceShutdown();
     }
   });
 
