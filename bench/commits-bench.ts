@@ -22,7 +22,7 @@ import * as grpc from "@grpc/grpc-js";
 import { HandshakeMode } from "../src/gen/epochd/channel/v1/channel_pb.ts";
 import { intFlag, parseArgs } from "../src/cli/args.ts";
 import { makeEncryptedChannels, selfCheckEncryptedChannel, type EncryptedChannel } from "./lib/commit-framing.ts";
-import { readWorkTotals, workColumns } from "./lib/work-counters.ts";
+import { commitStages, readWorkTotals, workColumns } from "./lib/work-counters.ts";
 import { measureCommitRow, type CommitTarget, type MeasuredCommitRow } from "./lib/commit-load.ts";
 import { publicChannels, selfCheckPublicChannel, type PublicChannelSet } from "./lib/commit-public.ts";
 import { BenchDevice } from "./lib/bench-device.ts";
@@ -331,10 +331,11 @@ function renderTable(rows: readonly BenchRow[]): string {
 /** Work per certified commit on epochd, summed over the three homeservers (from their metrics). */
 function renderWorkTable(rows: readonly BenchRow[]): string {
   const measured = rows.filter((row) => row.workPerCommit !== undefined);
-  const headers = ["mode", "conc", "cpu ms", ...workColumns];
+  const headers = ["mode", "conc", "cpu ms", ...workColumns, ...commitStages.map((stage) => `${stage} ms`)];
   const cells = measured.map((row) => {
     const cpuMs = (Object.values(row.cpuPercent).reduce((sum, p) => sum + p, 0) * 10) / row.commitsPerSecond;
-    return [modeLabel[row.mode], String(row.concurrency), fixed(cpuMs, 2), ...workColumns.map((column) => fixed(row.workPerCommit![column], 2))];
+    const stages = commitStages.map((stage) => fixed(row.stageMs?.[stage] ?? Number.NaN, 2));
+    return [modeLabel[row.mode], String(row.concurrency), fixed(cpuMs, 2), ...workColumns.map((column) => fixed(row.workPerCommit![column], 2)), ...stages];
   });
   return formatTable(headers, cells, new Set(headers.map((_, i) => i).filter((i) => i > 0)));
 }
@@ -373,7 +374,7 @@ function printReport(options: BenchOptions, material: Material, rows: readonly B
   console.log(`epochd: 3 homeservers, ${options.insecure ? "plaintext" : "TLS"}, fsync on; a commit counts once SubmitCommit returned its certificate (2 of the 3 homeservers' signatures). ${cpus().length} cores shared by all processes and the load generator.\n`);
   console.log(renderTable(rows));
   if (rows.some((row) => row.workPerCommit !== undefined)) {
-    console.log("\nwork per certified commit, all three homeservers together (cpu ms: their CPU time over the row, warm-up included; the rest from their metrics over the window: peer messages sent (a coalesced heartbeat notice counts once), heartbeats inside them, peer batches written, Ready rounds, synced writes, Raft entries applied, hibernating groups loaded):\n");
+    console.log("\nwork per certified commit, all three homeservers together (cpu ms: their CPU time over the row, warm-up included; the rest from their metrics over the window: peer messages sent (a coalesced heartbeat notice counts once), heartbeats inside them, peer batches written, Ready rounds, synced writes, Raft entries applied, hibernating groups loaded; then the mean time of each stage of a SubmitCommit as the homeservers timed it: admit (size, caller and rate checks), order (proposed until applied where served), certify (until a quorum co-signed), settle (until a changed homeserver set votes)):\n");
     console.log(renderWorkTable(rows));
   }
 }

@@ -15,7 +15,7 @@
  */
 import { LatencyRecorder, nowMs } from "./stats.ts";
 import { ProcessSampler } from "./proc.ts";
-import { perOperation, type WorkTotals } from "./work-counters.ts";
+import { perOperation, stageMeansMs, type WorkTotals } from "./work-counters.ts";
 
 /** What became of one submitted commit. */
 export type CommitOutcome =
@@ -227,6 +227,8 @@ export interface MeasuredCommitRow extends CommitPhaseResult {
   readonly clientCpuPercent: number;
   /** Work per commit accepted in the window, summed over the servers (see work-counters.ts); absent without `readWork`. */
   readonly workPerCommit?: WorkTotals;
+  /** Mean ms of each SubmitCommit stage in the window, as the homeservers timed it; absent without `readWork`. */
+  readonly stageMs?: Record<string, number>;
 }
 
 /**
@@ -266,5 +268,5 @@ export async function measureCommitRow(
     peakRssMiB[server.name] = samples.get(server.pid)?.peakRssMiB ?? 0;
   }
   const clientCpuPercent = (100 * (clientUsage.user + clientUsage.system)) / 1000 / elapsedMs;
-  return { ...result, cpuPercent, peakRssMiB, clientCpuPercent, ...(counted === undefined ? {} : { workPerCommit: perOperation(counted[0], counted[1], result.commits) }) };
+  return { ...result, cpuPercent, peakRssMiB, clientCpuPercent, ...(counted === undefined ? {} : { workPerCommit: perOperation(counted[0], counted[1], result.commits), stageMs: stageMeansMs(counted[0], counted[1]) }) };
 }

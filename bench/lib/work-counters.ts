@@ -22,6 +22,17 @@ const series: Readonly<Record<string, readonly string[]>> = {
 /** The column names, in print order. */
 export const workColumns: readonly string[] = Object.keys(series);
 
+/** The stages of a SubmitCommit the homeservers time (`epochd_commit_stage_seconds`), in order. */
+export const commitStages: readonly string[] = ["admit", "order", "certify", "settle"];
+
+/** The histogram series of each stage, read with the counters (not work columns themselves). */
+const stageSeries: Readonly<Record<string, readonly string[]>> = Object.fromEntries(
+  commitStages.flatMap((stage) => [
+    [`${stage} sum`, [`epochd_commit_stage_seconds_sum{stage="${stage}"}`]],
+    [`${stage} count`, [`epochd_commit_stage_seconds_count{stage="${stage}"}`]],
+  ]),
+);
+
 /** Counter totals over all homeservers, by column. */
 export type WorkTotals = Record<string, number>;
 
@@ -34,7 +45,7 @@ async function scrapeOne(address: string): Promise<Map<string, number>> {
 export async function readWorkTotals(metricsAddresses: readonly string[]): Promise<WorkTotals> {
   const scraped = await Promise.all(metricsAddresses.map(scrapeOne));
   const totals: WorkTotals = {};
-  for (const [column, names] of Object.entries(series)) {
+  for (const [column, names] of [...Object.entries(series), ...Object.entries(stageSeries)]) {
     let sum = 0;
     for (const samples of scraped) {
       for (const [key, value] of samples) if (names.some((name) => key === name || (!name.includes("{") && key.startsWith(`${name}{`)))) sum += value;
@@ -49,4 +60,14 @@ export function perOperation(before: WorkTotals, after: WorkTotals, operations: 
   const per: WorkTotals = {};
   for (const column of workColumns) per[column] = operations > 0 ? ((after[column] ?? 0) - (before[column] ?? 0)) / operations : Number.NaN;
   return per;
+}
+
+/** Mean ms of each SubmitCommit stage over the calls served between `before` and `after`, all homeservers together. */
+export function stageMeansMs(before: WorkTotals, after: WorkTotals): Record<string, number> {
+  const means: Record<string, number> = {};
+  for (const stage of commitStages) {
+    const delta = (suffix: string) => (after[`${stage} ${suffix}`] ?? 0) - (before[`${stage} ${suffix}`] ?? 0);
+    means[stage] = delta("count") > 0 ? (1000 * delta("sum")) / delta("count") : Number.NaN;
+  }
+  return means;
 }

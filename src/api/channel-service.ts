@@ -110,6 +110,17 @@ function handshakeThrottle(): (channelId: string, bytes: Uint8Array, contentType
   };
 }
 
+/** Reports, at each call, the time since the previous call (or since it was made) as the named stage. */
+function stageTimer(report: ((stage: CommitStage, seconds: number) => void) | undefined): (stage: CommitStage) => void {
+  if (report === undefined) return () => {};
+  let last = performance.now();
+  return (stage) => {
+    const now = performance.now();
+    report(stage, (now - last) / 1000);
+    last = now;
+  };
+}
+
 /** What ChannelService needs from its homeserver. */
 export interface ChannelServiceContext {
   readonly selfId: string;
@@ -123,7 +134,12 @@ export interface ChannelServiceContext {
   /** The homeserver's TokenAuthenticator: which device calls. */
   readonly authenticator: ClientAuthenticator;
   readonly clientAddressOf: (homeserverId: string) => string | undefined;
+  /** Told how long each stage of a SubmitCommit took (for metrics). */
+  readonly onCommitStage?: (stage: CommitStage, seconds: number) => void;
 }
+
+/** The stages of a SubmitCommit, in order. */
+export type CommitStage = "admit" | "order" | "certify" | "settle";
 
 /** Registers ChannelService on `server`. */
 export function addChannelService(server: grpc.Server, context: ChannelServiceContext): void {
@@ -218,17 +234,22 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
       return { channel: channelState(channels.channel(request.channelId)!) };
     }),
     submitCommit: unaryHandler(ChannelService.method.submitCommit, async (request, call) => {
+      const stage = stageTimer(context.onCommitStage);
       checkSize(request.commit, maxMessageBytes, "commit");
       checkSize(request.nextGroupInfo, maxGroupInfoBytes, "next_group_info");
       checkSize(request.welcome, maxWelcomeBytes, "welcome");
       await access.member(call.metadata, request.channelId, remainingMs(call.getDeadline()));
       throttleHandshake(request.channelId, request.commit, "commit");
+      stage("admit");
       const { result } = await run(request.channelId, { case: "submitCommit", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       if (result.kind !== "commit-accepted") throw new ApiError(grpc.status.INTERNAL, "unexpected result");
+      stage("order");
       const certificate = await certified(result.channelId, result.epoch, remainingMs(call.getDeadline()));
+      stage("certify");
       // An added member's homeserver votes (and a removed one's no longer) before the commit is acknowledged.
       await groups.waitSettled(result.channelId, remainingMs(call.getDeadline()));
+      stage("settle");
       return { epoch: result.epoch + 1n, ...(certificate === undefined ? {} : { certificate }) };
     }),
     submitProposal: unaryHandler(ChannelService.method.submitProposal, async (request, call) => {

@@ -28,6 +28,14 @@ export class NodeMetrics {
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
     registers: [this.registry],
   });
+  /** Where a SubmitCommit's time goes, per stage (see {@link CommitStage}). */
+  readonly commitStageSeconds = new Histogram({
+    name: "epochd_commit_stage_seconds",
+    help: "Time of each stage of a SubmitCommit served here: admit (size, caller, rate checks), order (proposed until applied here), certify (until a quorum co-signed), settle (until a changed homeserver set votes)",
+    labelNames: ["stage"],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+    registers: [this.registry],
+  });
   readonly peerConnected = new Gauge({ name: "epochd_peer_stream_connected", help: "1 when the outbound stream to a peer is connected", labelNames: ["peer"], registers: [this.registry] });
   readonly inboxFull = new Counter({
     name: "epochd_inbox_full_total",
