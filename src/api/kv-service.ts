@@ -25,7 +25,8 @@ export function addKvService(server: grpc.Server, driver: RaftDriver, groupId: G
   /** Writes through Raft; with `waitMs` the wait is bounded (unary calls), without it the stream's own life bounds it. */
   const put = async (key: Uint8Array, value: Uint8Array, waitMs?: number) => {
     checkPut(key, value);
-    const proposal = driver.propose(groupId, encodePut(key, value));
+    // Gets wait for a read index, which the write's apply batch reaches only once written.
+    const proposal = driver.propose(groupId, encodePut(key, value), { answerBeforeWrite: true });
     const applied = await (waitMs === undefined ? proposal : withDeadline(proposal, waitMs, "waiting for the write to commit"));
     const result = applied.result as ClusterResult | undefined;
     if (result !== undefined && !result.ok) throw new ApiError(grpc.status.INVALID_ARGUMENT, result.reason);

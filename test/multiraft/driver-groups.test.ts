@@ -52,7 +52,7 @@ class Loopback {
   }
 }
 
-async function startCluster(groupCount: number, balance: boolean, balanceEveryMs: (id: NodeId) => number = () => 50, hibernateAfterMs = 0, loadedGroupsMax = 0, snapshotEveryEntries = 1000) {
+async function startCluster(groupCount: number, balance: boolean, balanceEveryMs: (id: NodeId) => number = () => 50, hibernateAfterMs = 0, loadedGroupsMax = 0, snapshotEveryEntries = 1000, electionTimeoutTicks = 10) {
   const net = new Loopback();
   const storesOf = new Map<NodeId, Map<string, GroupStore>>();
   const machines = new Map<NodeId, Map<string, KvStateMachine>>();
@@ -63,7 +63,7 @@ async function startCluster(groupCount: number, balance: boolean, balanceEveryMs
     engines.set(id, engine);
     const driver = new RaftDriver({
       selfId: id, engine, transport: net.transportOf(id), logger: pino({ level: "silent" }),
-      raft: { ...defaultRaftConfig(id, "", null as never, Math.random), electionTimeoutTicks: 10, heartbeatTicks: 1 },
+      raft: { ...defaultRaftConfig(id, "", null as never, Math.random), electionTimeoutTicks, heartbeatTicks: 1 },
       tickIntervalMs: 10, random: Math.random, snapshotEveryEntries, snapshotKeepEntries: Math.min(100, snapshotEveryEntries - 1),
       clientAddressOf: () => "", onFatal: (error) => { throw error; },
       ...(balance ? { balanceLeadersEveryMs: balanceEveryMs(id), balanceTransfersMax: 10 } : {}),
@@ -294,6 +294,45 @@ describe("RaftDriver with many groups", () => {
     expect(await text("k0")).toBe("last");
     expect(await text("after")).toBe("compaction");
     for (let k = 1; k < 30; k++) expect(await text(`k${k}`)).toBe(written.get(`k${k}`));
+  });
+
+  it("a proposer that asked is answered before the apply is written; reads and other proposers wait for the write", async () => {
+    // A held write holds the leader's Ready loop, heartbeats included: an election timeout of 5 s keeps it leading.
+    const c = await startCluster(1, false, () => 50, 0, 0, 1000, 500);
+    for (const id of ids) c.driver(id).start();
+    c.driver("hs1").campaign("g0");
+    await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
+    const leader = c.driver("hs1").leaderOf("g0");
+    const driver = c.driver(leader);
+    await driver.propose("g0", encodePut(new TextEncoder().encode("warm"), new TextEncoder().encode("up")));
+    // Hold the leader's next apply write (the real engine's, delayed) until released.
+    const engine = c.engines.get(leader)!;
+    const write = engine.apply.bind(engine);
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    engine.apply = async (...args: Parameters<typeof engine.apply>) => {
+      await gate;
+      return write(...args);
+    };
+    try {
+      const key = new TextEncoder().encode("k");
+      const settled = new Set<string>();
+      const early = driver.propose("g0", encodePut(key, new TextEncoder().encode("early")), { answerBeforeWrite: true }).then((a) => (settled.add("early"), a));
+      const late = driver.propose("g0", encodePut(new TextEncoder().encode("k2"), new TextEncoder().encode("late"))).then((a) => (settled.add("late"), a));
+      const applied = await Promise.race([early, new Promise<never>((_, reject) => setTimeout(() => reject(new Error("not answered while the write was held")), 2_000))]);
+      expect(applied.result).toBe(true);
+      // Answered while the write is held: nothing is stored yet.
+      expect(await c.machines.get(leader)!.get("g0")!.get(key)).toBeUndefined();
+      const read = driver.readIndex("g0").then((index) => (settled.add("read"), index));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect([...settled]).toEqual(["early"]);
+      release();
+      await late;
+      expect(await read).toBeGreaterThanOrEqual(applied.index);
+      expect(new TextDecoder().decode(await c.machines.get(leader)!.get("g0")!.get(key))).toBe("early");
+    } finally {
+      release(); // a failed check must not leave the driver stuck for the cleanup
+    }
   });
 
   it("leader balancing hands groups over until each homeserver leads about its share", async () => {
