@@ -1,11 +1,12 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { ConfigError, envName, flagName, loadNodeConfig, parsePeers, raftTicks } from "../src/node/config.ts";
 
 describe("homeserver configuration", () => {
   const dir = mkdtempSync(join(tmpdir(), "epochd-config-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it("layers defaults, file, environment and flags in that order", () => {
     const file = join(dir, "hs2.yaml");

@@ -61,7 +61,9 @@ describe("chaos runs on real processes", () => {
     // majority of co-signatures, and CheckQuorum steps an isolated leader down within an election
     // timeout. The simulator's mutant tests catch those every time.)
     const flags = new Map([["report-dir", reportDir], ["seed", "7"]]);
-    const { report } = await runChaos(loadChaosConfig(ciConfig, flags), { projectRoot: mutatedProject() });
+    const { report, keptRoot } = await runChaos(loadChaosConfig(ciConfig, flags), { projectRoot: mutatedProject() });
+    // A run with violations keeps its cluster's files for diagnosis; this one is meant to have them.
+    if (keptRoot !== undefined) tempDirs.push(keptRoot);
     const checks = new Set(report.check.violations.map((v) => v.check));
     console.log(`mutant caught by: ${[...checks].join(", ")} (${report.check.violations.length} violations)`);
     expect([...checks].some((c) => ["durable", "one-commit-per-epoch", "homeservers-agree", "linearizable"].includes(c))).toBe(true);
