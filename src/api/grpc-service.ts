@@ -11,6 +11,15 @@ import { ApiError, toServiceError } from "./errors.ts";
 
 const identity = (bytes: Buffer): Buffer => bytes;
 
+/**
+ * Channel options that retry a failed connection after `minMs`, growing to
+ * `maxMs`, instead of grpc-js's 1 s growing to 2 minutes (every call fails
+ * while a channel waits): for clients of homeservers that restart or fail over.
+ */
+export function reconnectBackoff(minMs: number, maxMs: number): grpc.ChannelOptions {
+  return { "grpc.initial_reconnect_backoff_ms": minMs, "grpc.min_reconnect_backoff_ms": minMs, "grpc.max_reconnect_backoff_ms": maxMs };
+}
+
 /** The full gRPC path of a method, like `/epochd.kv.v1.KvService/Put`. */
 export function methodPath(method: DescMethod): string {
   return `/${method.parent.typeName}/${method.name}`;

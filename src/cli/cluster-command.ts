@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parse as parseYaml, stringify as toYaml } from "yaml";
+import { reconnectBackoff } from "../api/grpc-service.ts";
 import { Role as ProtoRole } from "../gen/epochd/admin/v1/admin_pb.ts";
 import { createClusterCertificates } from "../transport/tls.ts";
 import { adminClient } from "./admin-client.ts";
@@ -171,7 +172,7 @@ async function clusterDown(args: string[]): Promise<number> {
 }
 
 /** While homeservers boot, retry connections every 50-200 ms rather than grpc's default backoff of seconds. */
-const quickReconnect = { "grpc.initial_reconnect_backoff_ms": 50, "grpc.min_reconnect_backoff_ms": 50, "grpc.max_reconnect_backoff_ms": 200 };
+const quickReconnect = reconnectBackoff(50, 200);
 
 /** Polls every homeserver's admin API until all answer; returns when that happened (ms since epoch). */
 async function waitForAllServing(cluster: LocalCluster, timeoutMs: number): Promise<number | undefined> {

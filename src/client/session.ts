@@ -8,6 +8,7 @@
  * homeserver address.
  */
 import * as grpc from "@grpc/grpc-js";
+import { reconnectBackoff } from "../api/grpc-service.ts";
 import { authorizationMetadataKey } from "../auth/client-authenticator.ts";
 import { loginStatementBytes } from "../auth/login-statement.ts";
 import { AuthService } from "../gen/epochd/auth/v1/auth_pb.ts";
@@ -34,15 +35,10 @@ interface Token {
 
 /**
  * Channel options every session starts from (the caller's override them):
- * reconnect quickly to a homeserver that was down, as one is for moments when
- * it restarts or fails over. grpc-js by default waits 1 s after a failed
- * connection attempt, growing to 2 minutes, and fails every call meanwhile.
+ * reconnect within 100 ms to a homeserver that was down, as one is for
+ * moments when it restarts or fails over.
  */
-export const sessionChannelDefaults: grpc.ChannelOptions = {
-  "grpc.initial_reconnect_backoff_ms": 100,
-  "grpc.min_reconnect_backoff_ms": 100,
-  "grpc.max_reconnect_backoff_ms": 2_000,
-};
+export const sessionChannelDefaults: grpc.ChannelOptions = reconnectBackoff(100, 2_000);
 
 /** A device's authenticated connection to one homeserver. */
 export class DeviceSession {

@@ -910,6 +910,7 @@ export class RaftDriver {
 
   /** Answers the proposers of `entries`: with `beforeWrite`, only those who asked to be answered before the write. */
   private answerProposals(group: HostedGroup, entries: readonly Entry[], results: ReadonlyMap<LogIndex, unknown>, beforeWrite: boolean): void {
+    if (group.proposals.size === 0) return; // a follower's, and most of a leader's: no lookup per entry
     for (const entry of entries) {
       const waiter = group.proposals.get(entry.index);
       if (waiter === undefined || (beforeWrite && !waiter.beforeWrite)) continue;

@@ -518,11 +518,12 @@ export class Raft {
     const knowsMembership = this.confState.voters.length > 0 || this.confState.votersOutgoing.length > 0;
     const canVote = knowsMembership && (this.vote === m.from || (this.vote === "" && this.lead === "") || (preVote && m.term > this.term));
     const responseType = preVote ? MessageType.PreVoteResponse : MessageType.VoteResponse;
-    if (preVote && this.role === Role.PreCandidate && canVote && this.log.isUpToDate(m.index, m.logTerm)) {
+    const grantable = canVote && this.log.isUpToDate(m.index, m.logTerm);
+    if (grantable && preVote && this.role === Role.PreCandidate) {
       this.settlePreCandidates(m);
       return;
     }
-    if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
+    if (grantable) {
       // A granted pre-vote carries the term it was asked for, so the pre-candidate counts it.
       this.send({ type: responseType, to: m.from, term: m.term, reject: false });
       if (!preVote) {
@@ -831,8 +832,7 @@ export class Raft {
     // Nothing to learn from the answer: a replicating follower has answered, or will answer, the Appends
     // up to prevIndex. (If such an answer is lost, the next heartbeat's answer brings an unmarked probe.)
     const commitOnly = commitNotice && entries.length === 0 && progress.state === "replicate";
-    const context = commitOnly ? commitOnlyContext : new Uint8Array(0);
-    this.send({ type: MessageType.Append, to, index: prevIndex, logTerm: prevTerm, entries, commit: this.log.committed, context });
+    this.send({ type: MessageType.Append, to, index: prevIndex, logTerm: prevTerm, entries, commit: this.log.committed, ...(commitOnly ? { context: commitOnlyContext } : {}) });
     progress.sentEntries(entries.length, prevIndex + entries.length);
     // Unanswered, it does not stand in for a heartbeat (whose answer shows the follower alive).
     if (!commitOnly) progress.appendSinceHeartbeat = true;

@@ -81,7 +81,7 @@ export class PeerLink {
     return this.streamState;
   }
 
-  /** The stream's channel, with a subchannel of its own: a fresh one connects at once. */
+  /** A channel to the peer with a subchannel of its own: a fresh one connects at once, and a snapshot's never shares the stream's. */
   private newClient(): grpc.Client {
     return new grpc.Client(this.options.address, peerChannelCredentials(this.options.credentials, this.options.peerId), { ...this.channelOptions(), "grpc.use_local_subchannel_pool": 1 });
   }
@@ -317,10 +317,7 @@ export class PeerLink {
       setImmediate(() => report(false));
       return;
     }
-    this.snapshotClient ??= new grpc.Client(this.options.address, peerChannelCredentials(this.options.credentials, this.options.peerId), {
-      ...this.channelOptions(),
-      "grpc.use_local_subchannel_pool": 1,
-    });
+    this.snapshotClient ??= this.newClient();
     const transfer = startSnapshotTransfer(this.snapshotClient, message, {
       chunkBytes: this.options.snapshotChunkBytes, timeoutMs: this.options.snapshotTimeoutMs, metadata: this.callMetadata(),
     });

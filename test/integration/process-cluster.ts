@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { readFileSync } from "node:fs";
-import { unaryClient, type UnaryClient } from "../../src/api/grpc-service.ts";
+import { reconnectBackoff, unaryClient, type UnaryClient } from "../../src/api/grpc-service.ts";
 import { AdminService, Role } from "../../src/gen/epochd/admin/v1/admin_pb.ts";
 import { KvService } from "../../src/gen/epochd/kv/v1/kv_pb.ts";
 import { clientChannelCredentials } from "../../src/transport/credentials.ts";
@@ -141,12 +141,7 @@ export class ProcessCluster {
    * at 1.9 s had the new leader elected at once).
    */
   kv(id: string): KvClient {
-    return unaryClient(KvService, this.get(id).clientAddress, this.clientCredentials(), {
-      "grpc.ssl_target_name_override": "localhost",
-      "grpc.initial_reconnect_backoff_ms": 50,
-      "grpc.min_reconnect_backoff_ms": 50,
-      "grpc.max_reconnect_backoff_ms": 200,
-    });
+    return unaryClient(KvService, this.get(id).clientAddress, this.clientCredentials(), { "grpc.ssl_target_name_override": "localhost", ...reconnectBackoff(50, 200) });
   }
 
   admin(id: string): AdminClient {
