@@ -131,18 +131,24 @@ describe("PeerTransport over mutual TLS", () => {
     expect(a!.snapshotStatus).toEqual([{ to: "hs2", groupId: "g", ok: false }]);
   });
 
-  /**
-   * hs1 (`a`) reaches hs2 (`b`); hs2 stops, and once hs1's link is down (`whileDown` then runs) hs2
-   * restarts on the same port, its own link to hs1 fresh. Returns the restarted hs2.
-   */
-  async function restartAfterLinkDown(a: TestNode, b: TestNode, whileDown: () => void | Promise<void> = () => {}): Promise<TestNode> {
+  /** hs1 (`a`) reaches hs2 (`b`); hs2 stops; resolves with hs2's port once hs1's link is down. */
+  async function stopAfterLinkUp(a: TestNode, b: TestNode): Promise<number> {
     a.transport.send([heartbeat("hs1", "hs2", "g", 1)]);
     await waitFor("first message", () => b.received.length === 1);
     const port = Number(b.address.split(":")[1]);
     await b.stop();
     running.splice(running.indexOf(b), 1);
     await waitFor("link down", () => a.transport.peerStates().get("hs2") !== "connected");
-    await whileDown();
+    return port;
+  }
+
+  /**
+   * hs1 (`a`) reaches hs2 (`b`); hs2 stops, and once hs1's link is down (`whileDown` then runs) hs2
+   * restarts on the same port, its own link to hs1 fresh. Returns the restarted hs2.
+   */
+  async function restartAfterLinkDown(a: TestNode, b: TestNode, whileDown: () => void = () => {}): Promise<TestNode> {
+    const port = await stopAfterLinkUp(a, b);
+    whileDown();
     const { server } = await startServer(tlsOf("hs2"), port);
     const restarted = startNode("hs2", server, b.address, new Map([["hs1", a.address]]), tlsOf("hs2"));
     running.push(restarted);
@@ -175,12 +181,7 @@ describe("PeerTransport over mutual TLS", () => {
   it("a restarted peer that connects to us before it listens is reached within moments of listening, however long our backoff grew", async () => {
     // As a homeserver starts: its links open before its server listens, so our attempt on its hint is refused.
     const [a, b] = await nodes(["hs1", "hs2"], tlsOf, { backoff: { minMs: 20, maxMs: 8000 } });
-    a!.transport.send([heartbeat("hs1", "hs2", "g", 1)]);
-    await waitFor("first message", () => b!.received.length === 1);
-    const port = Number(b!.address.split(":")[1]);
-    await b!.stop();
-    running.splice(running.indexOf(b!), 1);
-    await waitFor("link down", () => a!.transport.peerStates().get("hs2") !== "connected");
+    const port = await stopAfterLinkUp(a!, b!);
     await new Promise((resolve) => setTimeout(resolve, 3000)); // both our backoff and our channel's grow to seconds
     const server = new grpc.Server(peerServerOptions());
     const restarted = startNode("hs2", server, b!.address, new Map([["hs1", a!.address]]), tlsOf("hs2"), { backoff: { minMs: 20, maxMs: 8000 } });
