@@ -22,8 +22,8 @@ export const mutants: readonly Mutant[] = [
   {
     name: "vote-without-log-check",
     file: "src/raft/raft.ts",
-    search: "if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {",
-    replace: "if (canVote) {",
+    search: "const grantable = canVote && this.log.isUpToDate(m.index, m.logTerm);",
+    replace: "const grantable = canVote;",
     description: "grants votes without the election restriction (candidate's log at least as up to date)",
   },
   {
