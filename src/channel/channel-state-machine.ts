@@ -17,7 +17,7 @@ import {
 import {
   ChannelRecordSchema,
   EpochRecordSchema,
-  type CertificateSignatures,
+  type CommitSignatures,
   type ChannelCommand,
   type ChannelRecord,
   type EpochRecord,
@@ -165,7 +165,7 @@ export class ChannelStateMachine {
       case "sendMessage":
         return this.message(command.command.value, batch);
       case "signatures":
-        return this.signatures(command.command.value, batch);
+        return this.recordSignatures(command.command.value.items, batch);
       default:
         return invalid("empty channel command");
     }
@@ -365,13 +365,15 @@ export class ChannelStateMachine {
   }
 
   /**
-   * Adds the signatures the leader collected to the stored certificates. Each
-   * is checked here, deterministically: from a voter of the commit's epoch,
-   * not there yet, and valid through its batch root over this very statement.
+   * Adds the signatures the leader collected to the stored certificates: a
+   * `signatures` command's, or those recorded along with another command
+   * (ChannelCommand.certificates). Each is checked here, deterministically:
+   * from a voter of the commit's epoch, not there yet, and valid through its
+   * batch root over this very statement.
    */
-  private signatures(command: CertificateSignatures, batch: ApplyBatch): ChannelResult {
+  recordSignatures(items: readonly CommitSignatures[], batch: ApplyBatch): Extract<ChannelResult, { kind: "signatures" }> {
     const certified: Array<{ channelId: string; epoch: bigint }> = [];
-    for (const item of command.items) {
+    for (const item of items) {
       const key = `${item.channelId}/${item.epoch}`;
       const certificate = this.uncertified.get(key);
       if (certificate === undefined) continue;

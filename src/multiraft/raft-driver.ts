@@ -99,9 +99,11 @@ export interface RaftDriverOptions {
   readonly onForeignMessage?: (from: NodeId, groupId: GroupId) => void;
   /**
    * Asked, on a group's leader, before a proposal a follower forwarded is
-   * appended; false keeps it out of the log (the hook may propose it later).
+   * appended: the proposal to append (the same, or its entries with more
+   * in them), or undefined to keep it out of the log (the hook may propose
+   * it later).
    */
-  readonly admitForwarded?: (groupId: GroupId, message: Message) => boolean;
+  readonly admitForwarded?: (groupId: GroupId, message: Message) => Message | undefined;
   /**
    * Unload groups added with `hibernation` after this long quiet; 0 or absent:
    * never. A group that comes back soon after it left waits longer the next
@@ -616,10 +618,12 @@ export class RaftDriver {
     this.schedule();
   }
 
-  private deliver(group: HostedGroup, m: Message): void {
+  private deliver(group: HostedGroup, received: Message): void {
+    let m: Message | undefined = received;
     if (group.node.leader() === this.options.selfId) {
       if (this.options.onForeignMessage !== undefined && !isConfMember(group.node.confState(), m.from)) this.options.onForeignMessage(m.from, m.groupId);
-      if (m.type === MessageType.Propose && this.options.admitForwarded?.(m.groupId, m) === false) return;
+      if (m.type === MessageType.Propose && this.options.admitForwarded !== undefined) m = this.options.admitForwarded(m.groupId, m);
+      if (m === undefined) return;
     }
     group.node.step(m);
     this.touch(group);

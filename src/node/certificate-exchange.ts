@@ -6,7 +6,7 @@
  * client answered, as soon as a quorum has signed. The leader of the
  * channel's group then records complete certificates in its log, so that
  * every homeserver of the channel stores them (one that was down learns them
- * there): with the channel's next command, in the same Append, or on their
+ * there): inside the channel's next command's entry, or in an entry of their
  * own after {@link recordDelayMs}, many per entry. Until then every
  * homeserver serves them from its collector. Own batches are sent again
  * while a certificate is incomplete here (and, rarely, while it stays
@@ -15,12 +15,12 @@
  * while the log has not recorded them, so a lost notice or a leader change
  * delays a certificate but does not lose it.
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { batchSigningMessage, rememberOwnBatchSignature } from "../channel/certificate.ts";
 import type { ChannelResult } from "../channel/channel-state-machine.ts";
 import { buildMerkleTree, maxMerkleLeaves, merkleLeafHash } from "../channel/merkle.ts";
 import type { Certificate } from "../gen/epochd/channel/v1/channel_pb.ts";
-import { ChannelCommandSchema, SignatureBatchSchema, type SignatureBatch } from "../gen/epochd/state/v1/channel_state_pb.ts";
+import { ChannelCommandSchema, SignatureBatchSchema, type CommitSignaturesSchema, type SignatureBatch } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import type { LogIndex } from "../raft/types.ts";
 import type { AppliedCommit, BatchRefusal, CertificateCollector } from "./certificate-collector.ts";
 import { encodeChannelCommand } from "../channel/channel-command.ts";
@@ -34,10 +34,10 @@ export const resendIntervalMs = 1000;
 export const completeResendIntervalMs = 5000;
 /**
  * A complete certificate of a group this homeserver leads waits this long
- * for the channel's next command to ride along with (a certificate entry of
- * its own is a whole Raft round in the group: with one commit per entry,
- * about a third of the replication work of a commit) before it is proposed
- * on its own.
+ * for the channel's next command, whose entry it goes in (a certificate entry
+ * of its own is a whole Raft round in the group: with one commit per entry,
+ * about a third of the replication work of a commit), before it is proposed
+ * in an entry of its own.
  */
 export const recordDelayMs = 3000;
 /**
@@ -91,6 +91,12 @@ export interface CertificateExchangeOptions {
 }
 
 const keyOf = (channelId: string, epoch: bigint) => `${channelId}/${epoch}`;
+const noBytes = new Uint8Array(0);
+
+/** What the log records of a complete certificate: its signatures (apply rebuilds the rest from the commit). */
+function signaturesOf(certificate: Certificate): MessageInitShape<typeof CommitSignaturesSchema> {
+  return { channelId: certificate.channelId, epoch: certificate.epoch, signatures: certificate.signatures };
+}
 
 /** A complete certificate waiting for the log to record it. */
 interface PendingRecord {
@@ -104,7 +110,7 @@ interface PendingRecord {
 /** See the module comment. */
 export class CertificateExchange {
   private toSign: AppliedCommit[] = [];
-  /** Complete certificates the log has not recorded yet, by channel (to ride along with its commands), then by key. */
+  /** Complete certificates the log has not recorded yet, by channel (to go in its commands' entries), then by key. */
   private readonly toRecord = new Map<string, Map<string, PendingRecord>>();
   private readonly sent: SentBatch[] = [];
   private flushScheduled = false;
@@ -162,7 +168,7 @@ export class CertificateExchange {
 
   /**
    * A certificate the collector completed: queued for the log. The leader
-   * proposes it with the channel's next command or after {@link recordDelayMs};
+   * records it in the channel's next command's entry or after {@link recordDelayMs};
    * the others leave it to the leader, which completes it too, and forward it
    * only if it is still unrecorded after {@link followerReproposeMs}.
    */
@@ -178,13 +184,24 @@ export class CertificateExchange {
   }
 
   /**
-   * Proposes the channel's complete certificates not proposed yet, now:
-   * called as this homeserver, the channel's leader, proposes a command to
-   * it, so that both go in the same Append.
+   * The channel's complete certificates not proposed yet, encoded as the
+   * `certificates` field of a ChannelCommand, to append to the command this
+   * homeserver, the channel's leader, is about to put in its log (its own
+   * or one a follower forwarded): both are then one entry. Empty when there
+   * are none. Each is due again after {@link leaderReproposeMs} if the log
+   * has not recorded it by then.
    */
-  recordAlongside(channelId: string): void {
-    const due = [...(this.toRecord.get(channelId)?.values() ?? [])].filter((record) => !record.proposed);
-    if (due.length > 0) this.propose(due, Date.now());
+  takeAlongside(channelId: string): Uint8Array {
+    const pending = this.toRecord.get(channelId);
+    if (pending === undefined) return noBytes;
+    const due = [...pending.values()].filter((record) => !record.proposed).slice(0, certificatesPerEntryMax);
+    if (due.length === 0) return noBytes;
+    const againAtMs = Date.now() + leaderReproposeMs;
+    for (const record of due) {
+      record.proposed = true;
+      record.dueAtMs = againAtMs;
+    }
+    return toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { certificates: due.map(({ certificate }) => signaturesOf(certificate)) }));
   }
 
   /** Complete certificates waiting for the log to record them (for metrics and tests). */
@@ -261,9 +278,7 @@ export class CertificateExchange {
       const againMs = this.options.isLeader(channelId) ? leaderReproposeMs : followerReproposeMs;
       for (let i = 0; i < due.length; i += certificatesPerEntryMax) {
         const chunk = due.slice(i, i + certificatesPerEntryMax);
-        const command = create(ChannelCommandSchema, {
-          command: { case: "signatures", value: { items: chunk.map(({ certificate: c }) => ({ channelId: c.channelId, epoch: c.epoch, signatures: c.signatures })) } },
-        });
+        const command = create(ChannelCommandSchema, { command: { case: "signatures", value: { items: chunk.map(({ certificate }) => signaturesOf(certificate)) } } });
         if (!this.options.propose(channelId, encodeChannelCommand(toBinary(ChannelCommandSchema, command)))) break;
         for (const record of chunk) {
           record.proposed = true;

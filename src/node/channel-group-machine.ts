@@ -61,6 +61,9 @@ interface AppliedMembership {
   readonly former: readonly string[];
 }
 
+/** The request id of an announcement nobody waits for. */
+const noRequestId = new Uint8Array(0);
+
 const noMembership: AppliedMembership = { conf: emptyConfState, index: 0, former: [] };
 
 function encodeMembership(m: AppliedMembership): Uint8Array {
@@ -135,6 +138,11 @@ export class ChannelGroupMachine implements StateMachine {
       } catch {
         results.set(entry.index, { ok: false, code: "invalid", reason: "malformed channel command" } satisfies ChannelResult);
         continue;
+      }
+      if (command.certificates.length > 0) {
+        // Certificates the leader recorded along with the command: of earlier commits, so before it.
+        const recorded = this.context.channels.recordSignatures(command.certificates.filter((item) => item.channelId === this.channelId), batch);
+        if (recorded.certified.length > 0) announced.push([recorded, entry.index, noRequestId]);
       }
       const result = await this.applyCommand(command, entry.index, batch, inbox);
       results.set(entry.index, result);

@@ -30,17 +30,18 @@ import { randomBytes } from "node:crypto";
 import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import type { ChannelMembers } from "../auth/channel-membership.ts";
-import { encodeChannelCommand } from "../channel/channel-command.ts";
+import { channelCommandOp, encodeChannelCommand } from "../channel/channel-command.ts";
 import { isValidChannelId } from "../channel/channel-keys.ts";
 import { orderingHomeservers, type ChannelResult, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
 import { believesLeaveNotice, membershipSettled, nextMembershipStep, type LeaveNotice } from "../channel/group-membership.ts";
 import type { ChannelRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { ChannelCommandSchema } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
+import { entryBody } from "../multiraft/entry-payload.ts";
 import { NotLeaderError, OutcomeUnknownError } from "../multiraft/errors.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import { confMembers, isConfMember } from "../raft/conf-change.ts";
-import { ConfChangeType, type GroupId, type LogIndex, type NodeId } from "../raft/types.ts";
+import { ConfChangeType, type GroupId, type LogIndex, type Message, type NodeId } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
 import { ChannelGroupMachine, readChannelGroup, withNamespace, type ChannelGroupListener, type StoredChannelGroup } from "./channel-group-machine.ts";
 import { KeyedWaiters } from "./keyed-waiters.ts";
@@ -116,8 +117,13 @@ export interface ChannelGroupsOptions {
   readonly onChannelResult: (result: ChannelResult) => void;
   /** A commit was accepted, told during apply before the batch is written (see ChannelGroupListener.onCommitAccepted). */
   readonly onCommitAccepted: (result: Extract<ChannelResult, { kind: "commit-accepted" }>, index: LogIndex) => void;
-  /** Told just before this homeserver, the channel's leader, appends a command to its log (its own or a forwarded one), so that more can go with it. */
-  readonly onLeaderProposing?: (channelId: string) => void;
+  /**
+   * Asked just before this homeserver, the channel's leader, appends a
+   * command to its log (its own or a forwarded one): more of the command's
+   * fields, encoded, to append to its encoding (a repeated field's records
+   * may follow the rest of a message), such as certificates to record.
+   */
+  readonly alongside?: (channelId: string) => Uint8Array;
   readonly logger: Logger;
 }
 
@@ -345,9 +351,8 @@ export class ChannelGroups implements HostedChannels {
     const driver = this.options.driver;
     const leading = driver.leaderOf(groupId) === this.options.selfId;
     if (leading && this.admits(channelId)) {
-      this.options.onLeaderProposing?.(channelId);
       // The caller bounds the wait (its deadline); a lost proposal fails at once here.
-      const applied = await driver.propose(groupId, data);
+      const applied = await driver.propose(groupId, this.withAlongside(channelId, data));
       return { result: applied.result as ChannelResult, index: applied.index };
     }
     const key = requestId.toString("hex");
@@ -406,15 +411,32 @@ export class ChannelGroups implements HostedChannels {
    * The driver asks before appending a proposal a follower forwarded to this
    * leader: admitted now, or held and proposed once admitted.
    */
-  admitForwarded(groupId: GroupId, entries: readonly { readonly data: Uint8Array }[]): boolean {
-    if (!groupId.startsWith(channelGroupPrefix)) return true;
+  admitForwarded(groupId: GroupId, message: Message): Message | undefined {
+    if (!groupId.startsWith(channelGroupPrefix)) return message;
     const channelId = groupId.slice(channelGroupPrefix.length);
     if (this.admits(channelId)) {
-      this.options.onLeaderProposing?.(channelId);
-      return true;
+      const last = message.entries.findLastIndex((entry) => entryBody(entry.data, channelCommandOp) !== undefined);
+      if (last < 0) return message;
+      const entries = [...message.entries];
+      entries[last] = { ...entries[last]!, data: this.withAlongside(channelId, entries[last]!.data) };
+      return { ...message, entries };
     }
-    for (const entry of entries) if (entry.data.byteLength > 0) this.hold(channelId, entry.data);
-    return false;
+    for (const entry of message.entries) if (entry.data.byteLength > 0) this.hold(channelId, entry.data);
+    return undefined;
+  }
+
+  /**
+   * `data`, a channel command's entry this homeserver, the channel's leader,
+   * is about to append, with whatever should go in the same entry (see
+   * {@link ChannelGroupsOptions.alongside}).
+   */
+  private withAlongside(channelId: string, data: Uint8Array): Uint8Array {
+    const extra = this.options.alongside?.(channelId);
+    if (extra === undefined || extra.byteLength === 0) return data;
+    const out = new Uint8Array(data.byteLength + extra.byteLength);
+    out.set(data, 0);
+    out.set(extra, data.byteLength);
+    return out;
   }
 
   async readIndex(channelId: string): Promise<LogIndex> {

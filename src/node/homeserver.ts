@@ -188,7 +188,7 @@ export class Homeserver {
         logger.info({ groupsUnloaded: groups, pauseMs: Math.round(performance.now() - startMs) }, "full garbage collection after channel groups left memory");
       },
       onForeignMessage: (from, groupId) => groups?.onForeignMessage(from, groupId),
-      admitForwarded: (groupId, message) => groups?.admitForwarded(groupId, message.entries) ?? true,
+      admitForwarded: (groupId, message) => (groups === undefined ? message : groups.admitForwarded(groupId, message)),
     });
     const signingKey = loadOrCreateSigningKey(config.dataDir);
     /** Follows the replicated directory: leader hints and peer links. */
@@ -248,7 +248,7 @@ export class Homeserver {
         certificates.onChannelResult(result);
       },
       onCommitAccepted: (result, index) => exchange?.onCommitAccepted(result, index),
-      onLeaderProposing: (channelId) => exchange?.recordAlongside(channelId),
+      alongside: (channelId) => exchange?.takeAlongside(channelId) ?? new Uint8Array(0),
       logger: logger.child({ component: "channels" }),
     });
     await groups.reopen();

@@ -1,6 +1,6 @@
 /**
  * The exchange turns complete certificates into log entries. Each must be proposed once, by the
- * group's leader, along with the channel's next command or after the record delay, and again only
+ * group's leader, inside the entry of the channel's next command or after the record delay, and again only
  * if the log has not recorded it several seconds later: proposing every pending certificate on
  * every turn of the event loop, or again after one second, or by every homeserver that completed
  * it, multiplied the log's work under load, and so did an entry of its own for every certificate.
@@ -58,7 +58,17 @@ function cluster(recordAtOnce?: (channelId: string) => boolean) {
     });
     exchanges.set(id, exchange);
   }
-  return { proposed, forwarded, exchanges, notices };
+  /**
+   * The leader appending a command to `channelId`'s log: what the exchange adds to the entry, as
+   * recorded certificates (only the `certificates` field, so that it can follow any command's encoding).
+   */
+  const alongside = (channelId: string) => {
+    const extra = fromBinary(ChannelCommandSchema, exchanges.get("hs1")!.takeAlongside(channelId));
+    expect(extra.command.case).toBeUndefined();
+    expect(extra.requestId).toHaveLength(0);
+    if (extra.certificates.length > 0) proposed.push({ channelId, epochs: extra.certificates.map((item) => item.epoch) });
+  };
+  return { proposed, forwarded, exchanges, notices, alongside };
 }
 
 function accepted(channelId: string, epoch: bigint): Extract<ChannelResult, { kind: "commit-accepted" }> {
@@ -74,7 +84,7 @@ afterEach(() => {
 describe("CertificateExchange", () => {
   it("records each complete certificate once: with its channel's next command, else on its own after the record delay; again only after the repropose interval", async () => {
     vi.useFakeTimers({ toFake: ["setInterval", "Date"] });
-    const { proposed, forwarded, exchanges, notices } = cluster();
+    const { proposed, forwarded, exchanges, notices, alongside } = cluster();
     for (const exchange of exchanges.values()) exchange.start();
     for (let epoch = 1n; epoch <= 3n; epoch++) {
       for (const exchange of exchanges.values()) exchange.onCommitAccepted(accepted(`ch${epoch}`, epoch), Number(epoch));
@@ -88,9 +98,9 @@ describe("CertificateExchange", () => {
       expect(proposed.some((p) => p.channelId === channelId && p.epochs.includes(epoch))).toBe(false);
     }
     expect(proposed).toEqual([]);
-    // A command for ch2 on the leader takes ch2's certificate along, once.
-    exchanges.get("hs1")!.recordAlongside("ch2");
-    exchanges.get("hs1")!.recordAlongside("ch2");
+    // A command for ch2 on the leader takes ch2's certificate along, in its entry, once.
+    alongside("ch2");
+    alongside("ch2");
     expect(proposed).toEqual([{ channelId: "ch2", epochs: [2n] }]);
     // The others wait out the record delay, then go on their own; complete batches are not resent meanwhile.
     const noticesBefore = notices.count;
@@ -116,7 +126,7 @@ describe("CertificateExchange", () => {
     }
     for (const exchange of exchanges.values()) expect(exchange.pendingCount()).toBe(0);
     const before = proposed.length;
-    exchanges.get("hs1")!.recordAlongside("ch1");
+    alongside("ch1");
     vi.advanceTimersByTime(3 * followerReproposeMs);
     expect(proposed).toHaveLength(before);
     for (const exchange of exchanges.values()) exchange.stop();

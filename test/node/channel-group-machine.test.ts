@@ -1,0 +1,135 @@
+/**
+ * A channel group's state machine over a real RocksDB store: certificates the
+ * leader records inside the entry of the channel's next command (appended to
+ * its encoding, see ChannelCommand.certificates) are checked and stored like a
+ * `signatures` entry's, before the command itself; those of another channel
+ * and invalid signatures are not.
+ */
+import { createPublicKey, generateKeyPairSync, sign, type KeyObject } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { afterEach, describe, expect, it } from "vitest";
+import { batchSigningMessage, statementBytes } from "../../src/channel/certificate.ts";
+import { encodeChannelCommand } from "../../src/channel/channel-command.ts";
+import { ChannelStateMachine, type ChannelResult } from "../../src/channel/channel-state-machine.ts";
+import { buildMerkleTree, merkleLeafHash } from "../../src/channel/merkle.ts";
+import { SignatureSchema } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
+import { ChannelCommandSchema, type CommitSignaturesSchema } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";
+import { ChannelGroupMachine, withNamespace } from "../../src/node/channel-group-machine.ts";
+import { EntryType, type Entry } from "../../src/raft/types.ts";
+import { StorageEngine } from "../../src/storage/storage-engine.ts";
+import { applyAcceptedCommit, buildGroup, joinFromWelcome, makeCommit, makeDevice, memberOf } from "../fixtures/mls-group.ts";
+
+const clusterId = "test-cluster";
+type CommandInit = NonNullable<MessageInitShape<typeof ChannelCommandSchema>["command"]>;
+type Accepted = Extract<ChannelResult, { kind: "commit-accepted" }>;
+
+interface Signer {
+  readonly privateKey: KeyObject;
+  readonly publicKeyRaw: Uint8Array;
+}
+
+function signer(): Signer {
+  const { privateKey } = generateKeyPairSync("ed25519");
+  const spki = createPublicKey(privateKey).export({ format: "der", type: "spki" });
+  return { privateKey, publicKeyRaw: new Uint8Array(spki.subarray(spki.length - 32)) };
+}
+
+const signers = new Map(["hs1", "hs2", "hs3"].map((id) => [id, signer()]));
+
+/** `id`'s signature over the accepted commit at `logIndex`, as a batch of one. */
+function signatureOf(id: string, accepted: Accepted, logIndex: number, tamper = false) {
+  const statement = statementBytes(clusterId, accepted.channelId, accepted.epoch, accepted.commitHash, BigInt(logIndex));
+  const tree = buildMerkleTree([merkleLeafHash(statement)]);
+  const signature = new Uint8Array(sign(null, batchSigningMessage(tree.root), signers.get(id)!.privateKey));
+  if (tamper) signature[0]! ^= 1;
+  return create(SignatureSchema, { homeserverId: id, signature, leafIndex: 0, leafCount: 1, proof: tree.proof(0) });
+}
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("ChannelGroupMachine", () => {
+  it("records the certificates appended to a command's entry, before the command, and only valid ones of its own channel", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "epochd-group-machine-"));
+    dirs.push(dir);
+    const engine = await StorageEngine.open(dir, { sync: false });
+    try {
+      const store = await engine.openGroup("channel/c1", ["hs1"]);
+      const channels = new ChannelStateMachine({ clusterId, signingKeyOf: (id) => signers.get(id)?.publicKeyRaw });
+      const announced: Array<{ result: ChannelResult; index: number; requestId: string }> = [];
+      const machine = new ChannelGroupMachine("c1", store, {
+        channels,
+        inbox: undefined,
+        inboxStore: undefined,
+        listener: {
+          onChannelResult: (result, index, requestId) => announced.push({ result, index, requestId: Buffer.from(requestId).toString("hex") }),
+          onMembership: () => {},
+          onMembersApplied: () => {},
+          onCommitAccepted: () => {},
+        },
+      });
+      let index = 1;
+      /** Applies one entry holding `command` (its request id 0xaa), with `along` appended to its encoding; returns the command's result. */
+      const apply = async (command: CommandInit, along: Array<MessageInitShape<typeof CommitSignaturesSchema>> = []) => {
+        const body = toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command, requestId: Uint8Array.of(0xaa) }));
+        const extra = toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { certificates: along }));
+        const entry: Entry = { index: ++index, term: 1, type: EntryType.Normal, data: encodeChannelCommand(Buffer.concat([body, extra])) };
+        const outcome = await machine.apply([entry]);
+        await engine.apply([{ group: store, appliedIndex: entry.index, writes: outcome.writes }]);
+        outcome.afterWrite?.();
+        return outcome.results.get(entry.index) as ChannelResult;
+      };
+
+      const group = await buildGroup(["alice@hs1"]);
+      expect(await apply({ case: "createChannel", value: { channelId: "c1", groupInfo: group.initialGroupInfo, contentType: "text/plain" } })).toMatchObject({ ok: true });
+      const bob = await makeDevice("bob@hs2");
+      const carol = await makeDevice("carol@hs3");
+      const add = await makeCommit(memberOf(group, "alice@hs1").state, { add: [bob.keyPackage.publicPackage, carol.keyPackage.publicPackage] });
+      expect(await apply({ case: "submitCommit", value: { channelId: "c1", epoch: 0n, commit: add.commit, nextGroupInfo: add.nextGroupInfo, welcome: add.welcome! } })).toMatchObject({ ok: true });
+      await applyAcceptedCommit(group, "alice@hs1", add);
+      group.members.set("bob@hs2", { device: bob.device, state: await joinFromWelcome(bob.keyPackage, add.welcome!) });
+      const update = await makeCommit(memberOf(group, "alice@hs1").state);
+      const accepted = (await apply({ case: "submitCommit", value: { channelId: "c1", epoch: 1n, commit: update.commit, nextGroupInfo: update.nextGroupInfo } })) as Accepted;
+      expect(accepted).toMatchObject({ ok: true, kind: "commit-accepted", epoch: 1n, voters: ["hs1", "hs2", "hs3"] });
+      const acceptedAt = index;
+      await applyAcceptedCommit(group, "alice@hs1", update);
+      announced.length = 0;
+
+      // Along with Bob's next commit: hs1's signature and a tampered one of hs3 (no quorum), and a
+      // valid-looking item of another channel, which this group does not order.
+      const bobUpdate = await makeCommit(memberOf(group, "bob@hs2").state);
+      const bobCommit = { case: "submitCommit", value: { channelId: "c1", epoch: 2n, commit: bobUpdate.commit, nextGroupInfo: bobUpdate.nextGroupInfo } } as const;
+      const alongFirst = [
+        { channelId: "c1", epoch: 1n, signatures: [signatureOf("hs1", accepted, acceptedAt), signatureOf("hs3", accepted, acceptedAt, true)] },
+        { channelId: "c2", epoch: 1n, signatures: [signatureOf("hs2", { ...accepted, channelId: "c2" }, acceptedAt)] },
+      ];
+      expect(await apply(bobCommit, alongFirst)).toMatchObject({ ok: true, kind: "commit-accepted", epoch: 2n });
+      expect(announced.map((a) => a.result)).toEqual([expect.objectContaining({ kind: "commit-accepted", epoch: 2n })]);
+      const get = (key: Uint8Array) => store.get(withNamespace(key));
+      expect(await channels.recordedCertificate(get, "c1", 1n)).toBeUndefined();
+      expect(channels.isGathering("c1", 1n)).toBe(true);
+
+      // Along with a message-less rival for epoch 2 (a conflict): hs3's valid signature completes the
+      // certificate, announced before the command's own result and with no request id of its own.
+      announced.length = 0;
+      const rival = await makeCommit(memberOf(group, "alice@hs1").state);
+      const conflict = await apply({ case: "submitCommit", value: { channelId: "c1", epoch: 2n, commit: rival.commit, nextGroupInfo: rival.nextGroupInfo } }, [
+        { channelId: "c1", epoch: 1n, signatures: [signatureOf("hs3", accepted, acceptedAt)] },
+      ]);
+      expect(conflict).toMatchObject({ ok: false, code: "conflict" });
+      expect(announced).toEqual([
+        { result: { ok: true, kind: "signatures", certified: [{ channelId: "c1", epoch: 1n }] }, index, requestId: "" },
+        { result: conflict, index, requestId: "aa" },
+      ]);
+      expect(channels.isGathering("c1", 1n)).toBe(false);
+      expect((await channels.recordedCertificate(get, "c1", 1n))?.signatures.map((s) => s.homeserverId)).toEqual(["hs1", "hs3"]);
+    } finally {
+      await engine.close();
+    }
+  });
+});
