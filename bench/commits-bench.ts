@@ -27,7 +27,7 @@ import { measureCommitRow, type CommitTarget, type MeasuredCommitRow } from "./l
 import { publicChannels, selfCheckPublicChannel, type PublicChannelSet } from "./lib/commit-public.ts";
 import { BenchDevice } from "./lib/bench-device.ts";
 import { createChannels, firstCommits } from "./lib/commit-setup.ts";
-import { epochdCommitTarget, etcdCasTarget, type CommitSource } from "./lib/commit-targets.ts";
+import { epochdCommitStreamTarget, epochdCommitTarget, etcdCasTarget, type CommitSource } from "./lib/commit-targets.ts";
 import { summariseProfile } from "./lib/cpu-profile.ts";
 import { epochdChannel, findEpochdLeader, startEpochdCluster, stopEpochdCluster, type EpochdCluster } from "./lib/epochd-cluster.ts";
 import { etcdVersion, startEtcdCluster, stopEtcdCluster, waitForEtcdLeader, type EtcdCluster } from "./lib/etcd-cluster.ts";
@@ -35,7 +35,7 @@ import { probeFsyncMs } from "./lib/fsync-probe.ts";
 import { peakRssMiB, signalPid } from "./lib/proc.ts";
 import { fixed, formatTable, integer } from "./lib/table.ts";
 
-const help = `usage: npm run bench -- commits [--seconds N] [--warmup-seconds N] [--warm-channels-seconds N] [--concurrency 1,16,64,256]
+const help = `usage: npm run bench -- commits [--seconds N] [--warmup-seconds N] [--warm-channels-seconds N] [--concurrency 1,16,64,256] [--unary-concurrency 1,64]
                                [--channels N] [--commit-bytes N] [--modes a,b]
                                [--public-channels N] [--public-epochs N] [--public-seconds N] [--public-warmup-seconds N]
                                [--regenerate] [--no-cache] [--insecure] [--no-etcd] [--profile] [--keep]`;
@@ -58,6 +58,8 @@ interface BenchOptions {
   /** Mode (a) warm-up also lasts until every channel had a commit in the row, at most this long (0: off). */
   readonly warmChannelsSeconds: number;
   readonly concurrencies: readonly number[];
+  /** Mode (a) reference rows over a SubmitCommit call per commit (the other rows use SubmitCommitStream). */
+  readonly unaryConcurrencies: readonly number[];
   readonly channels: number;
   readonly commitBytes: number;
   readonly modes: ReadonlySet<Mode>;
@@ -75,6 +77,7 @@ interface BenchOptions {
 
 function listFlag(text: string | undefined, fallback: number[]): number[] {
   if (text === undefined) return fallback;
+  if (text === "") return [];
   const values = text.split(",").map(Number);
   if (values.some((v) => !Number.isInteger(v) || v < 1 || v > 4096)) throw new Error(`bad concurrency list "${text}"`);
   return values;
@@ -99,6 +102,7 @@ function parseOptions(args: string[]): BenchOptions {
     warmupSeconds: secondsFlag(flags, "warmup-seconds", 2, 0),
     warmChannelsSeconds: secondsFlag(flags, "warm-channels-seconds", 60, 0),
     concurrencies: listFlag(flags.get("concurrency"), [1, 16, 64, 256]),
+    unaryConcurrencies: listFlag(flags.get("unary-concurrency"), [1, 64]),
     channels: intFlag(flags, "channels", 1000),
     commitBytes: intFlag(flags, "commit-bytes", 1024),
     modes: modes as Set<Mode>,
@@ -203,13 +207,25 @@ function entryAddress(cluster: EpochdCluster): string {
   return cluster.homeservers.find((h) => h.id === "hs1")!.clientAddress;
 }
 
-/** A SubmitCommit target on a fresh connection to hs1, the homeserver of the channels' creator. */
-async function openEpochd(cluster: EpochdCluster, device: BenchDevice, channelIds: readonly string[], source: CommitSource): Promise<{ target: CommitTarget; leader: string; close: () => void }> {
+/** How epochd rows submit commits: one SubmitCommitStream for the row, or a SubmitCommit call per commit. */
+type Api = "stream" | "unary";
+
+/** A commit target on a fresh connection to hs1, the homeserver of the channels' creator. */
+async function openEpochd(cluster: EpochdCluster, device: BenchDevice, channelIds: readonly string[], source: CommitSource, api: Api): Promise<{ target: CommitTarget; leader: string; close: () => void }> {
   const address = entryAddress(cluster);
   const auth = await device.at(address);
   const channel = epochdChannel(cluster, address);
   const leader = cluster.homeservers.find((h) => h.clientAddress === address)?.id ?? address;
-  return { target: epochdCommitTarget(channel, channelIds, source, auth, 30_000), leader, close: () => channel.close() };
+  if (api === "unary") return { target: epochdCommitTarget(channel, channelIds, source, auth, 30_000), leader, close: () => channel.close() };
+  const target = epochdCommitStreamTarget(channel, channelIds, source, auth);
+  return {
+    target,
+    leader,
+    close: () => {
+      target.close();
+      channel.close();
+    },
+  };
 }
 
 /** Creates the channels and submits each one's first commit (untimed). */
@@ -221,12 +237,12 @@ async function setUpChannels(options: BenchOptions, material: Material, cluster:
   const started = performance.now();
   if (material.encrypted.length > 0) {
     await createChannels(address, cluster.credentials, cluster.channelOptions, auth, material.encrypted, HandshakeMode.ENCRYPTED, 32);
-    const open = await openEpochd(cluster, device, material.encrypted.map((c) => c.channelId), encryptedSource(material.encrypted));
+    const open = await openEpochd(cluster, device, material.encrypted.map((c) => c.channelId), encryptedSource(material.encrypted), "stream");
     await firstCommits(open.target, encryptedEpochs, 32).finally(open.close);
   }
   if (material.publicSet !== undefined) {
     await createChannels(address, cluster.credentials, cluster.channelOptions, auth, material.publicSet.channels, HandshakeMode.PUBLIC, 32);
-    const open = await openEpochd(cluster, device, material.publicSet.channels.map((c) => c.channelId), publicSource(material.publicSet));
+    const open = await openEpochd(cluster, device, material.publicSet.channels.map((c) => c.channelId), publicSource(material.publicSet), "stream");
     await firstCommits(open.target, publicEpochs, 32).finally(open.close);
   }
   console.error(`set-up: ${encryptedEpochs.length + publicEpochs.length} channels created and given members on hs2 and hs3 in ${((performance.now() - started) / 1000).toFixed(1)} s (options: ${options.channels} + ${options.publicChannels})`);
@@ -237,22 +253,30 @@ async function setUpChannels(options: BenchOptions, material: Material, cluster:
 interface BenchRow extends MeasuredCommitRow {
   readonly mode: Mode;
   readonly system: "epochd" | "etcd";
+  /** epochd rows: how commits were submitted. */
+  readonly api?: Api;
   readonly leader: string;
 }
+
+/** The system column: epochd with its API, or etcd. */
+const systemLabel = (row: BenchRow) => (row.api === undefined ? row.system : `${row.system} ${row.api}`);
+
+/** Whether a row is one the ours/etcd ratio and the aim are taken on: epochd mode (a) over the stream. */
+const isRatioRow = (row: BenchRow) => row.system === "epochd" && row.api === "stream" && row.mode === "a";
 
 function printProgress(row: BenchRow): void {
   const errors = row.errors > 0 ? `  errors ${row.errors} (${row.firstError ?? ""})` : "";
   const exhausted = row.exhausted ? `  (supply ran out: ${(row.measuredMs / 1000).toFixed(1)} s measured)` : "";
-  console.error(`  (${row.mode}) ${row.system} c=${row.concurrency} (leader ${row.leader}): ${integer(row.commitsPerSecond)} commits/s  p50 ${fixed(row.p50Ms, 2)} ms  p99 ${fixed(row.p99Ms, 2)} ms  (warm-up ${fixed(row.warmupMs / 1000, 1)} s)${errors}${exhausted}`);
+  console.error(`  (${row.mode}) ${systemLabel(row)} c=${row.concurrency} (leader ${row.leader}): ${integer(row.commitsPerSecond)} commits/s  p50 ${fixed(row.p50Ms, 2)} ms  p99 ${fixed(row.p99Ms, 2)} ms  (warm-up ${fixed(row.warmupMs / 1000, 1)} s)${errors}${exhausted}`);
 }
 
 const processesOf = (cluster: EpochdCluster) => cluster.homeservers.map((h) => ({ name: h.id, pid: h.pid }));
 
-async function epochdRow(mode: Mode, systems: Systems, channelIds: readonly string[], source: CommitSource, epochs: number[], phase: Parameters<typeof measureCommitRow>[3]): Promise<BenchRow> {
-  const open = await openEpochd(systems.epochd, systems.device, channelIds, source);
+async function epochdRow(mode: Mode, api: Api, systems: Systems, channelIds: readonly string[], source: CommitSource, epochs: number[], phase: Parameters<typeof measureCommitRow>[3]): Promise<BenchRow> {
+  const open = await openEpochd(systems.epochd, systems.device, channelIds, source, api);
   try {
     const readWork = () => readWorkTotals(systems.epochd.metricsAddresses);
-    const row: BenchRow = { ...(await measureCommitRow(open.target, epochs, processesOf(systems.epochd), phase, readWork)), mode, system: "epochd", leader: open.leader };
+    const row: BenchRow = { ...(await measureCommitRow(open.target, epochs, processesOf(systems.epochd), phase, readWork)), mode, system: "epochd", api, leader: open.leader };
     printProgress(row);
     return row;
   } finally {
@@ -273,7 +297,11 @@ async function etcdRow(etcd: EtcdCluster, channelIds: readonly string[], value: 
   }
 }
 
-/** Mode (a) rows, epochd then etcd at each concurrency (so a change in machine load hits both alike); then mode (b). */
+/**
+ * Mode (a) rows, epochd (over SubmitCommitStream) then etcd at each
+ * concurrency (so a change in machine load hits both alike), then epochd's
+ * SubmitCommit reference rows; then mode (b), over the stream.
+ */
 async function runRows(options: BenchOptions, material: Material, systems: Systems): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   const phase = { warmupMs: options.warmupSeconds * 1000, warmEveryChannelMsMax: options.warmChannelsSeconds * 1000, measureMs: options.seconds * 1000 };
@@ -281,8 +309,11 @@ async function runRows(options: BenchOptions, material: Material, systems: Syste
   const value = new Uint8Array(options.commitBytes).map((_, i) => (i * 131 + 7) & 0xff);
   if (options.modes.has("a")) {
     for (const concurrency of options.concurrencies) {
-      rows.push(await epochdRow("a", systems, encryptedIds, encryptedSource(material.encrypted), systems.encryptedEpochs, { ...phase, concurrency }));
+      rows.push(await epochdRow("a", "stream", systems, encryptedIds, encryptedSource(material.encrypted), systems.encryptedEpochs, { ...phase, concurrency }));
       if (systems.etcd !== undefined) rows.push(await etcdRow(systems.etcd, encryptedIds, value, systems.etcdEpochs, { ...phase, concurrency }));
+    }
+    for (const concurrency of options.unaryConcurrencies) {
+      rows.push(await epochdRow("a", "unary", systems, encryptedIds, encryptedSource(material.encrypted), systems.encryptedEpochs, { ...phase, concurrency }));
     }
   }
   const set = material.publicSet;
@@ -293,7 +324,7 @@ async function runRows(options: BenchOptions, material: Material, systems: Syste
     const remaining = set.channels.reduce((sum, c, k) => sum + c.commits.length - systems.publicEpochs[k]!, 0);
     const commitsMax = Math.floor(remaining / (usable.length - i));
     const publicPhase = { warmupMs: options.publicWarmupSeconds * 1000, measureMs: options.publicSeconds * 1000, concurrency, commitsMax };
-    rows.push(await epochdRow("b", systems, publicIds, publicSource(set), systems.publicEpochs, publicPhase));
+    rows.push(await epochdRow("b", "stream", systems, publicIds, publicSource(set), systems.publicEpochs, publicPhase));
   }
   for (const c of options.concurrencies) if (!usable.includes(c)) console.error(`  (b) c=${c} skipped: only ${set.channels.length} mode (b) channels`);
   return rows;
@@ -301,7 +332,7 @@ async function runRows(options: BenchOptions, material: Material, systems: Syste
 
 /** The issue's verdict for an epochd mode (a) row, or "" where it sets no aim. */
 function aimVerdict(row: BenchRow, etcdRow: BenchRow | undefined): string {
-  if (row.system !== "epochd" || row.mode !== "a") return "";
+  if (!isRatioRow(row)) return "";
   if (row.concurrency === 1) return row.p50Ms < aimP50MsAtOne ? "met (p50 < 1 ms)" : "missed (p50 >= 1 ms)";
   if (!aimHighConcurrencies.has(row.concurrency) || etcdRow === undefined) return "";
   const ratioOk = row.commitsPerSecond >= aimRatioHigh * etcdRow.commitsPerSecond;
@@ -318,10 +349,10 @@ function renderTable(rows: readonly BenchRow[]): string {
   const headers = ["mode", "system", "conc", "commits/s", "p50 ms", "p99 ms", "ours/etcd", "aim", "errors", "leader", "leader cpu%", "follower cpu%", "client cpu%"];
   const cells = rows.map((row) => {
     const etcd = rows.find((r) => r.system === "etcd" && r.concurrency === row.concurrency);
-    const ratio = row.system === "epochd" && row.mode === "a" && etcd !== undefined ? `${(row.commitsPerSecond / etcd.commitsPerSecond).toFixed(2)}x` : "";
+    const ratio = isRatioRow(row) && etcd !== undefined ? `${(row.commitsPerSecond / etcd.commitsPerSecond).toFixed(2)}x` : "";
     const measured = row.exhausted ? `${integer(row.commitsPerSecond)}*` : integer(row.commitsPerSecond);
     return [
-      modeLabel[row.mode], row.system, String(row.concurrency), measured, fixed(row.p50Ms, 2), fixed(row.p99Ms, 2), ratio, aimVerdict(row, etcd), String(row.errors), row.leader,
+      modeLabel[row.mode], systemLabel(row), String(row.concurrency), measured, fixed(row.p50Ms, 2), fixed(row.p99Ms, 2), ratio, aimVerdict(row, etcd), String(row.errors), row.leader,
       fixed(busiest(row, true), 0), fixed(busiest(row, false), 0), fixed(row.clientCpuPercent, 0),
     ];
   });
@@ -331,13 +362,13 @@ function renderTable(rows: readonly BenchRow[]): string {
 /** Work per certified commit on epochd, summed over the three homeservers (from their metrics). */
 function renderWorkTable(rows: readonly BenchRow[]): string {
   const measured = rows.filter((row) => row.workPerCommit !== undefined);
-  const headers = ["mode", "conc", "cpu ms", ...workColumns, ...commitStages.map((stage) => `${stage} ms`)];
+  const headers = ["mode", "system", "conc", "cpu ms", ...workColumns, ...commitStages.map((stage) => `${stage} ms`)];
   const cells = measured.map((row) => {
     const cpuMs = (Object.values(row.cpuPercent).reduce((sum, p) => sum + p, 0) * 10) / row.commitsPerSecond;
     const stages = commitStages.map((stage) => fixed(row.stageMs?.[stage] ?? Number.NaN, 2));
-    return [modeLabel[row.mode], String(row.concurrency), fixed(cpuMs, 2), ...workColumns.map((column) => fixed(row.workPerCommit![column], 2)), ...stages];
+    return [modeLabel[row.mode], systemLabel(row), String(row.concurrency), fixed(cpuMs, 2), ...workColumns.map((column) => fixed(row.workPerCommit![column], 2)), ...stages];
   });
-  return formatTable(headers, cells, new Set(headers.map((_, i) => i).filter((i) => i > 0)));
+  return formatTable(headers, cells, new Set(headers.map((_, i) => i).filter((i) => i > 1)));
 }
 
 /** Sizes of what the load generator sends, for the report. */

@@ -14,7 +14,13 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { isCertified } from "../../src/channel/certificate.ts";
-import { CommitConflictSchema, SubmitCommitResponseSchema } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
+import {
+  CommitConflictSchema,
+  SubmitCommitResponseSchema,
+  SubmitCommitStreamResponseSchema,
+  type ItemStatus,
+  type SubmitCommitResponse,
+} from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import type { AuthMetadata } from "./bench-device.ts";
 import type { CommitOutcome, CommitTarget } from "./commit-load.ts";
 import { decodeFields, encodeFields } from "./proto-wire.ts";
@@ -23,6 +29,7 @@ const identity = (bytes: Buffer): Buffer => bytes;
 
 /** gRPC paths of the methods the targets call. */
 export const submitCommitPath = "/epochd.channel.v1.ChannelService/SubmitCommit";
+export const submitCommitStreamPath = "/epochd.channel.v1.ChannelService/SubmitCommitStream";
 export const etcdTxnPath = "/etcdserverpb.KV/Txn";
 
 /** One commit as a client submits it. */
@@ -69,8 +76,7 @@ function refusal(error: grpc.ServiceError): CommitOutcome {
 }
 
 /** Checks an answer: the certificate names this channel and epoch and carries a quorum of signatures. */
-function checkAnswer(bytes: Buffer, channelId: string, epoch: number): CommitOutcome {
-  const answer = fromBinary(SubmitCommitResponseSchema, bytes);
+function checkAnswer(answer: SubmitCommitResponse, channelId: string, epoch: number): CommitOutcome {
   const certificate = answer.certificate;
   if (answer.epoch !== BigInt(epoch + 1)) return { ok: false, error: new Error(`answer names epoch ${answer.epoch}, expected ${epoch + 1}`) };
   if (certificate === undefined || certificate.channelId !== channelId || certificate.epoch !== BigInt(epoch) || !isCertified(certificate)) {
@@ -89,19 +95,75 @@ export function epochdCommitTarget(channel: grpc.Client, channelIds: readonly st
     submit(index, epoch, done) {
       const material = source(index, epoch);
       if (material === undefined) return false;
-      const request = encodeFields([
-        { field: 1, bytes: idBytes[index]! },
-        { field: 2, varint: epoch },
-        { field: 3, bytes: material.commit },
-        { field: 4, bytes: material.nextGroupInfo },
-        ...(material.welcome === undefined ? [] : [{ field: 5, bytes: material.welcome }]),
-      ]);
-      channel.makeUnaryRequest(submitCommitPath, identity, identity, request, auth(), { deadline: Date.now() + deadlineMs }, (error, response) => {
+      channel.makeUnaryRequest(submitCommitPath, identity, identity, encodeSubmitCommit(idBytes[index]!, epoch, material), auth(), { deadline: Date.now() + deadlineMs }, (error, response) => {
         if (error !== null) done(refusal(error));
         else if (response === undefined) done({ ok: false, error: new Error("empty answer") });
-        else done(checkAnswer(response, channelIds[index]!, epoch));
+        else done(checkAnswer(fromBinary(SubmitCommitResponseSchema, response), channelIds[index]!, epoch));
       });
       return true;
+    },
+  };
+}
+
+/** The encoded SubmitCommitRequest of channel `channelIdBytes`'s commit `material` building on `epoch`. */
+function encodeSubmitCommit(channelIdBytes: Buffer, epoch: number, material: CommitMaterial): Buffer {
+  return encodeFields([
+    { field: 1, bytes: channelIdBytes },
+    { field: 2, varint: epoch },
+    { field: 3, bytes: material.commit },
+    { field: 4, bytes: material.nextGroupInfo },
+    ...(material.welcome === undefined ? [] : [{ field: 5, bytes: material.welcome }]),
+  ]);
+}
+
+/** Turns a refused stream item's status into an outcome, as {@link refusal} does a refused call. */
+function itemRefusal(status: ItemStatus): CommitOutcome {
+  return {
+    ok: false,
+    error: new CommitError(status.code, status.message),
+    ...(status.retryAfterMs > 0n ? { retryAfterMs: Number(status.retryAfterMs) } : {}),
+    ...(status.conflict === undefined ? {} : { currentEpoch: Number(status.conflict.currentEpoch) }),
+  };
+}
+
+/**
+ * A target over one `ChannelService/SubmitCommitStream` on `channel`: the
+ * same commits, checks and answers as {@link epochdCommitTarget}, one stream
+ * item each instead of a call. Closing it ends the stream; items still
+ * unanswered when the stream fails are failed with its status.
+ */
+export function epochdCommitStreamTarget(channel: grpc.Client, channelIds: readonly string[], source: CommitSource, auth: AuthMetadata): CommitTarget & { close(): void } {
+  const idBytes = channelIds.map((id) => Buffer.from(id, "utf8"));
+  const pending = new Map<bigint, { index: number; epoch: number; done: (outcome: CommitOutcome) => void }>();
+  let nextId = 1n;
+  const stream = channel.makeBidiStreamRequest(submitCommitStreamPath, identity, identity, auth());
+  stream.on("data", (bytes: Buffer) => {
+    const answer = fromBinary(SubmitCommitStreamResponseSchema, bytes);
+    const item = pending.get(answer.requestId);
+    if (item === undefined) return;
+    pending.delete(answer.requestId);
+    if (answer.error !== undefined) item.done(itemRefusal(answer.error));
+    else if (answer.result === undefined) item.done({ ok: false, error: new Error("empty answer") });
+    else item.done(checkAnswer(answer.result, channelIds[item.index]!, item.epoch));
+  });
+  const failAll = (why: string) => {
+    for (const item of pending.values()) item.done({ ok: false, error: new Error(why) });
+    pending.clear();
+  };
+  stream.on("error", (error: grpc.ServiceError) => failAll(`stream failed: ${error.message}`));
+  stream.on("end", () => failAll("stream ended"));
+  return {
+    submit(index, epoch, done) {
+      const material = source(index, epoch);
+      if (material === undefined) return false;
+      const requestId = nextId++;
+      pending.set(requestId, { index, epoch, done });
+      stream.write(encodeFields([{ field: 1, varint: Number(requestId) }, { field: 2, bytes: encodeSubmitCommit(idBytes[index]!, epoch, material) }]));
+      return true;
+    },
+    close() {
+      stream.end();
+      stream.cancel();
     },
   };
 }

@@ -3,12 +3,13 @@
  * (see src/node/channel-groups.ts). Every write is a channel command through
  * the channel's group; the state machine's result becomes the reply.
  * SubmitCommit returns once the commit is certified and the channel's group
- * follows the members the commit left (an added member's homeserver votes). Every call but
+ * follows the members the commit left (an added member's homeserver votes);
+ * SubmitCommitStream does the same for each item of a stream. Every call but
  * ListHomeservers is authenticated as a device and allowed only to a member of
  * the channel (CreateChannel: to the new channel's sole member), see
  * channel-access.ts.
  */
-import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { memberHomeservers, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
 import * as grpc from "@grpc/grpc-js";
 import { requireChannelMember } from "../auth/channel-membership.ts";
@@ -19,6 +20,11 @@ import {
   ChannelService,
   CommitConflictSchema,
   EventKind,
+  SubmitCommitStreamRequestSchema,
+  SubmitCommitStreamResponseSchema,
+  type ItemStatusSchema,
+  type SubmitCommitRequest,
+  type SubmitCommitResponseSchema,
   type Certificate,
   type ChannelEvent,
   type ChannelStateSchema,
@@ -32,10 +38,10 @@ import { isValidChannelId } from "../channel/channel-keys.ts";
 import type { ClusterStateMachine } from "../node/cluster-state-machine.ts";
 import type { LogIndex } from "../raft/types.ts";
 import { channelAccess } from "./channel-access.ts";
-import { remainingMs, withDeadline } from "./deadline.ts";
-import { ApiError } from "./errors.ts";
+import { callWaitMsMax, remainingMs, withDeadline } from "./deadline.ts";
+import { ApiError, itemStatus } from "./errors.ts";
 import { RateLimiter } from "./rate-limiter.ts";
-import { serviceDefinition, unaryHandler } from "./grpc-service.ts";
+import { decodeRequest, encodeMessage, serviceDefinition, unaryHandler } from "./grpc-service.ts";
 
 /** Handshakes (commits and proposals) one sender may submit to one channel: a burst, then a steady rate. */
 export const senderHandshakeLimit = { burst: 20, perSecond: 10 };
@@ -119,6 +125,69 @@ function stageTimer(report: ((stage: CommitStage, seconds: number) => void) | un
     report(stage, (now - last) / 1000);
     last = now;
   };
+}
+
+/** Most commits one SubmitCommitStream may have in flight; more are refused with RESOURCE_EXHAUSTED. */
+export const commitStreamInflightMax = 1024;
+
+/** The status of a refused stream item, with the details a unary call carries in metadata. */
+function commitItemStatus(error: unknown): MessageInitShape<typeof ItemStatusSchema> {
+  const { status, metadata } = itemStatus(error);
+  const retryAfter = metadata?.get(retryAfterMetadataKey)[0];
+  const conflict = metadata?.get(commitConflictMetadataKey)[0];
+  return {
+    ...status,
+    ...(retryAfter === undefined ? {} : { retryAfterMs: BigInt(String(retryAfter)) }),
+    ...(Buffer.isBuffer(conflict) ? { conflict: fromBinary(CommitConflictSchema, conflict) } : {}),
+  };
+}
+
+/**
+ * Serves one SubmitCommitStream with `submit` (SubmitCommit's own steps):
+ * each item as the stream's metadata authenticates it, bounded by the
+ * stream's deadline (else by the longest wait of any call), answered in
+ * whatever order the commits complete. A malformed or refused item gets its
+ * status in its answer and the stream goes on; the stream ends once the
+ * client ended it and every item is answered.
+ */
+function serveCommitStream(
+  call: grpc.ServerDuplexStream<Buffer, Buffer>,
+  submit: (request: SubmitCommitRequest, metadata: grpc.Metadata, deadline: grpc.Deadline) => Promise<MessageInitShape<typeof SubmitCommitResponseSchema>>,
+): void {
+  let inflight = 0;
+  let ended = false;
+  const respond = (message: MessageInitShape<typeof SubmitCommitStreamResponseSchema>) => {
+    if (!call.writableEnded && !call.destroyed) call.write(encodeMessage(SubmitCommitStreamResponseSchema, message));
+  };
+  const finishIfDone = () => {
+    if (ended && inflight === 0 && !call.writableEnded && !call.destroyed) call.end();
+  };
+  call.on("data", (bytes: Buffer) => {
+    let requestId = 0n;
+    try {
+      const item = decodeRequest(SubmitCommitStreamRequestSchema, bytes);
+      requestId = item.requestId;
+      if (item.commit === undefined) throw new ApiError(grpc.status.INVALID_ARGUMENT, "an item needs a commit");
+      if (inflight >= commitStreamInflightMax) throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `at most ${commitStreamInflightMax} commits in flight per stream`);
+      const streamDeadline = call.getDeadline();
+      const deadline = Number.isFinite(streamDeadline instanceof Date ? streamDeadline.getTime() : streamDeadline) ? streamDeadline : Date.now() + callWaitMsMax;
+      inflight++;
+      submit(item.commit, call.metadata, deadline)
+        .then((result) => respond({ requestId, result }))
+        .catch((error: unknown) => respond({ requestId, error: commitItemStatus(error) }))
+        .finally(() => {
+          inflight--;
+          finishIfDone();
+        });
+    } catch (error) {
+      respond({ requestId, error: commitItemStatus(error) });
+    }
+  });
+  call.on("end", () => {
+    ended = true;
+    finishIfDone();
+  });
+  call.on("error", () => undefined);
 }
 
 /** What ChannelService needs from its homeserver. */
@@ -218,6 +287,27 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
     return record;
   };
 
+  /** A SubmitCommit, by the device `metadata` authenticates: answered once accepted and certified, by `deadline`. */
+  const submitCommit = async (request: SubmitCommitRequest, metadata: grpc.Metadata, deadline: grpc.Deadline): Promise<MessageInitShape<typeof SubmitCommitResponseSchema>> => {
+    const stage = stageTimer(context.onCommitStage);
+    checkSize(request.commit, maxMessageBytes, "commit");
+    checkSize(request.nextGroupInfo, maxGroupInfoBytes, "next_group_info");
+    checkSize(request.welcome, maxWelcomeBytes, "welcome");
+    await access.member(metadata, request.channelId, remainingMs(deadline));
+    throttleHandshake(request.channelId, request.commit, "commit");
+    stage("admit");
+    const { result } = await run(request.channelId, { case: "submitCommit", value: request }, remainingMs(deadline));
+    if (!result.ok) return fail(result, remainingMs(deadline));
+    if (result.kind !== "commit-accepted") throw new ApiError(grpc.status.INTERNAL, "unexpected result");
+    stage("order");
+    const certificate = await certified(result.channelId, result.epoch, remainingMs(deadline));
+    stage("certify");
+    // An added member's homeserver votes (and a removed one's no longer) before the commit is acknowledged.
+    await groups.waitSettled(result.channelId, remainingMs(deadline));
+    stage("settle");
+    return { epoch: result.epoch + 1n, ...(certificate === undefined ? {} : { certificate }) };
+  };
+
   server.addService(serviceDefinition(ChannelService), {
     listHomeservers: unaryHandler(ChannelService.method.listHomeservers, async () => ({
       clusterId: machine.clusterId,
@@ -233,25 +323,8 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
       await groups.waitSettled(request.channelId, remainingMs(call.getDeadline()));
       return { channel: channelState(channels.channel(request.channelId)!) };
     }),
-    submitCommit: unaryHandler(ChannelService.method.submitCommit, async (request, call) => {
-      const stage = stageTimer(context.onCommitStage);
-      checkSize(request.commit, maxMessageBytes, "commit");
-      checkSize(request.nextGroupInfo, maxGroupInfoBytes, "next_group_info");
-      checkSize(request.welcome, maxWelcomeBytes, "welcome");
-      await access.member(call.metadata, request.channelId, remainingMs(call.getDeadline()));
-      throttleHandshake(request.channelId, request.commit, "commit");
-      stage("admit");
-      const { result } = await run(request.channelId, { case: "submitCommit", value: request }, remainingMs(call.getDeadline()));
-      if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
-      if (result.kind !== "commit-accepted") throw new ApiError(grpc.status.INTERNAL, "unexpected result");
-      stage("order");
-      const certificate = await certified(result.channelId, result.epoch, remainingMs(call.getDeadline()));
-      stage("certify");
-      // An added member's homeserver votes (and a removed one's no longer) before the commit is acknowledged.
-      await groups.waitSettled(result.channelId, remainingMs(call.getDeadline()));
-      stage("settle");
-      return { epoch: result.epoch + 1n, ...(certificate === undefined ? {} : { certificate }) };
-    }),
+    submitCommit: unaryHandler(ChannelService.method.submitCommit, (request, call) => submitCommit(request, call.metadata, call.getDeadline())),
+    submitCommitStream: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => serveCommitStream(call, submitCommit),
     submitProposal: unaryHandler(ChannelService.method.submitProposal, async (request, call) => {
       checkSize(request.proposal, maxMessageBytes, "proposal");
       await access.member(call.metadata, request.channelId, remainingMs(call.getDeadline()));

@@ -39,6 +39,25 @@ export function toServiceError(error: unknown): Partial<grpc.ServiceError> {
   return { code: grpc.status.INTERNAL, details: error instanceof Error ? error.message : String(error) };
 }
 
+/** The status of one item of a stream: a unary call's code and message, and the leader hint its metadata would carry. */
+export interface ItemStatusFields {
+  readonly code: number;
+  readonly message: string;
+  readonly leaderId: string;
+  readonly leaderAddress: string;
+}
+
+/** The status of one failed item of a stream, as {@link toServiceError} maps `error`, with the metadata it comes with. */
+export function itemStatus(error: unknown): { readonly status: ItemStatusFields; readonly metadata: grpc.Metadata | undefined } {
+  const serviceError = toServiceError(error);
+  const metadata = serviceError.metadata;
+  const first = (key: string) => String(metadata?.get(key)[0] ?? "");
+  return {
+    status: { code: serviceError.code ?? grpc.status.INTERNAL, message: serviceError.details ?? "", leaderId: first(leaderIdMetadataKey), leaderAddress: first(leaderAddressMetadataKey) },
+    metadata,
+  };
+}
+
 /** The caller's deadline passed before the work finished. */
 export class DeadlineError extends Error {
   constructor(what: string) {

@@ -9,7 +9,7 @@ import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import type { ClusterResult, ClusterStateMachine } from "../node/cluster-state-machine.ts";
 import type { GroupId } from "../raft/types.ts";
 import { remainingMs, withDeadline } from "./deadline.ts";
-import { ApiError, leaderAddressMetadataKey, leaderIdMetadataKey, toServiceError } from "./errors.ts";
+import { ApiError, itemStatus } from "./errors.ts";
 import { decodeRequest, encodeMessage, serviceDefinition, unaryHandler } from "./grpc-service.ts";
 
 /** Most writes one PutStream may have in flight; more are refused with RESOURCE_EXHAUSTED. */
@@ -55,10 +55,10 @@ export function addKvService(server: grpc.Server, driver: RaftDriver, groupId: G
           inflight++;
           put(request.key, request.value)
             .then((result) => respond({ requestId, result }))
-            .catch((error: unknown) => respond({ requestId, error: streamStatus(error) }))
+            .catch((error: unknown) => respond({ requestId, error: itemStatus(error).status }))
             .finally(() => inflight--);
         } catch (error) {
-          respond({ requestId, error: streamStatus(error) });
+          respond({ requestId, error: itemStatus(error).status });
         }
       });
       call.on("end", () => {
@@ -68,16 +68,4 @@ export function addKvService(server: grpc.Server, driver: RaftDriver, groupId: G
       call.on("error", () => undefined);
     },
   } satisfies grpc.UntypedServiceImplementation);
-}
-
-function streamStatus(error: unknown): { code: number; message: string; leaderId: string; leaderAddress: string } {
-  const status = toServiceError(error);
-  const metadata = status.metadata;
-  const first = (key: string) => String(metadata?.get(key)[0] ?? "");
-  return {
-    code: status.code ?? grpc.status.INTERNAL,
-    message: status.details ?? "",
-    leaderId: first(leaderIdMetadataKey),
-    leaderAddress: first(leaderAddressMetadataKey),
-  };
 }

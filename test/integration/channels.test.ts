@@ -1,11 +1,20 @@
 import { createHash } from "node:crypto";
-import { fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { methodPath, unaryClient } from "../../src/api/grpc-service.ts";
 import { isCertified, statementBytes, verifyCommitSignature } from "../../src/channel/certificate.ts";
-import { ChannelService, CommitConflictSchema, EventKind, type Certificate } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
+import {
+  ChannelService,
+  CommitConflictSchema,
+  EventKind,
+  SubmitCommitStreamRequestSchema,
+  SubmitCommitStreamResponseSchema,
+  type Certificate,
+  type SubmitCommitRequestSchema,
+  type SubmitCommitStreamResponse,
+} from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import {
   applyAcceptedCommit,
   buildGroup,
@@ -315,6 +324,102 @@ describe("channels on a real 3-homeserver cluster", () => {
     );
     // Still serving.
     expect((await entryClient.getChannel({ channelId }, asFuzz)).channel?.epoch).toBe(epoch);
+  });
+
+  /** A SubmitCommitStream to hs1 with `metadata`: send raw items, take the answers as they come. */
+  function commitStream(metadata: grpc.Metadata) {
+    const call = entryClient.channel.makeBidiStreamRequest(methodPath(ChannelService.method.submitCommitStream), (b: Buffer) => b, (b: Buffer) => b, metadata);
+    const answers: SubmitCommitStreamResponse[] = [];
+    const waiting: Array<() => void> = [];
+    call.on("data", (bytes: Buffer) => {
+      answers.push(fromBinary(SubmitCommitStreamResponseSchema, bytes));
+      for (const wake of waiting.splice(0)) wake();
+    });
+    const closed = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
+    call.on("error", () => undefined);
+    return {
+      send: (bytes: Uint8Array) => call.write(Buffer.from(bytes)),
+      /** Item `requestId` with `commit` (none: an item without one). */
+      item: (requestId: bigint, commit?: MessageInitShape<typeof SubmitCommitRequestSchema>) =>
+        call.write(Buffer.from(toBinary(SubmitCommitStreamRequestSchema, create(SubmitCommitStreamRequestSchema, commit === undefined ? { requestId } : { requestId, commit })))),
+      /** The answer to `requestId`, waiting at most 15 s. */
+      async answer(requestId: bigint): Promise<SubmitCommitStreamResponse> {
+        const until = Date.now() + 15_000;
+        for (;;) {
+          const found = answers.find((a) => a.requestId === requestId);
+          if (found !== undefined) return found;
+          if (Date.now() > until) throw new Error(`no answer to item ${requestId}`);
+          await Promise.race([new Promise<void>((resolve) => waiting.push(resolve)), new Promise((resolve) => setTimeout(resolve, 200))]);
+        }
+      },
+      end: () => call.end(),
+      closed,
+      answers,
+    };
+  }
+
+  it("SubmitCommitStream orders and certifies like SubmitCommit; a refused or malformed item gets its status and the stream goes on", async () => {
+    const group = await buildGroup(["sten@hs1"]);
+    const channelId = "room-stream";
+    const tove = await makeDevice("tove@hs2");
+    const ulf = await makeDevice("ulf@hs3");
+    await publish(memberOf(group, "sten@hs1").device, tove.device, ulf.device);
+    await entryClient.createChannel({ channelId, groupInfo: group.initialGroupInfo, contentType: "text/plain" }, await as("sten@hs1"));
+    const stream = commitStream((await as("sten@hs1")).metadata);
+
+    // Accepted and certified, on the stream: Sten adds Tove (hs2) and Ulf (hs3), then updates his keys.
+    const add = await makeCommit(memberOf(group, "sten@hs1").state, { add: [tove.keyPackage.publicPackage, ulf.keyPackage.publicPackage] });
+    stream.item(1n, { channelId, epoch: 0n, commit: add.commit, nextGroupInfo: add.nextGroupInfo, welcome: add.welcome! });
+    const added = await stream.answer(1n);
+    expect(added.error).toBeUndefined();
+    expect(added.result?.epoch).toBe(1n);
+    expectValidCertificate(added.result?.certificate, channelId, 0n, add.commit, ["hs1"]);
+    await applyAcceptedCommit(group, "sten@hs1", add);
+    const update = await makeCommit(memberOf(group, "sten@hs1").state);
+    const rival = await makeCommit(memberOf(group, "sten@hs1").state);
+    stream.item(2n, { channelId, epoch: 1n, commit: update.commit, nextGroupInfo: update.nextGroupInfo });
+    const updated = await stream.answer(2n);
+    expect(updated.result?.epoch).toBe(2n);
+    expectValidCertificate(updated.result?.certificate, channelId, 1n, update.commit, ["hs1", "hs2", "hs3"]);
+
+    // A rival for epoch 1: FAILED_PRECONDITION with the conflict detail a unary call carries in metadata.
+    stream.item(3n, { channelId, epoch: 1n, commit: rival.commit, nextGroupInfo: rival.nextGroupInfo });
+    const lost = await stream.answer(3n);
+    expect(lost.result).toBeUndefined();
+    expect(lost.error).toMatchObject({ code: grpc.status.FAILED_PRECONDITION, conflict: { channelId, currentEpoch: 2n } });
+    expect(hex(lost.error!.conflict!.winner!.commit)).toBe(hex(update.commit));
+    expectValidCertificate(lost.error!.conflict!.winner!.certificate, channelId, 1n, update.commit, ["hs1", "hs2", "hs3"]);
+
+    // Bytes that are no item, an item without a commit, and fuzzed MLS bytes: INVALID_ARGUMENT each.
+    stream.send(Uint8Array.of(0x0a, 0xff, 0xff));
+    stream.item(5n);
+    stream.item(6n, { channelId, epoch: 2n, commit: Uint8Array.of(0, 1, 2, 3), nextGroupInfo: update.nextGroupInfo });
+    expect((await stream.answer(0n)).error?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect((await stream.answer(5n)).error?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect((await stream.answer(6n)).error).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, message: expect.stringMatching(/commit/) });
+
+    // The stream still serves, and ends cleanly once the client ends it and every item is answered.
+    await applyAcceptedCommit(group, "sten@hs1", update);
+    const next = await makeCommit(memberOf(group, "sten@hs1").state);
+    stream.item(7n, { channelId, epoch: 2n, commit: next.commit, nextGroupInfo: next.nextGroupInfo });
+    stream.end();
+    expect((await stream.answer(7n)).result?.epoch).toBe(3n);
+    expect((await stream.closed).code).toBe(grpc.status.OK);
+    expect(stream.answers.map((a) => a.requestId).sort()).toEqual([0n, 1n, 2n, 3n, 5n, 6n, 7n]);
+
+    // Without a token, or with a forged one, every item is UNAUTHENTICATED and changes nothing.
+    await applyAcceptedCommit(group, "sten@hs1", next);
+    const stray = await makeCommit(memberOf(group, "sten@hs1").state);
+    const forged = new grpc.Metadata();
+    forged.set("authorization", "Bearer not-a-token");
+    for (const metadata of [new grpc.Metadata(), forged]) {
+      const anonymous = commitStream(metadata);
+      anonymous.item(1n, { channelId, epoch: 3n, commit: stray.commit, nextGroupInfo: stray.nextGroupInfo });
+      expect((await anonymous.answer(1n)).error?.code).toBe(grpc.status.UNAUTHENTICATED);
+      anonymous.end();
+      await anonymous.closed;
+    }
+    expect((await entryClient.getChannel({ channelId }, await as("tove@hs2"))).channel?.epoch).toBe(3n);
   });
 });
 

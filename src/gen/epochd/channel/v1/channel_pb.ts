@@ -24,7 +24,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file epochd/channel/v1/channel.proto.
  */
 export const file_epochd_channel_v1_channel: GenFile = /*@__PURE__*/
-  fileDesc("Ch9lcG9jaGQvY2hhbm5lbC92MS9jaGFubmVsLnByb3RvEhFlcG9jaGQuY2hhbm5lbC52MSJzCgZNZW1iZXISEQoJZGV2aWNlX2lkGAEgASgJEhUKDWhvbWVzZXJ2ZXJfaWQYAiABKAkSKwoEcm9sZRgDIAEoDjIdLmVwb2NoZC5jaGFubmVsLnYxLk1lbWJlclJvbGUSEgoKbGVhZl9pbmRleBgEIAEoDSJsCglTaWduYXR1cmUSFQoNaG9tZXNlcnZlcl9pZBgBIAEoCRIRCglzaWduYXR1cmUYAiABKAwSEgoKbGVhZl9pbmRleBgDIAEoDRISCgpsZWFmX2NvdW50GAQgASgNEg0KBXByb29mGAUgAygMIq4BCgtDZXJ0aWZpY2F0ZRISCgpjbHVzdGVyX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDQoFZXBvY2gYAyABKAQSEwoLY29tbWl0X2hhc2gYBCABKAwSEQoJbG9nX2luZGV4GAUgASgEEjAKCnNpZ25hdHVyZXMYBiADKAsyHC5lcG9jaGQuY2hhbm5lbC52MS5TaWduYXR1cmUSDgoGdm90ZXJzGAcgAygJInYKFVNpZ25lZENvbW1pdFN0YXRlbWVudBISCgpjbHVzdGVyX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDQoFZXBvY2gYAyABKAQSEwoLY29tbWl0X2hhc2gYBCABKAwSEQoJbG9nX2luZGV4GAUgASgEIo4BChRDcmVhdGVDaGFubmVsUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhIKCmdyb3VwX2luZm8YAiABKAwSFAoMY29udGVudF90eXBlGAMgASgJEjgKDmhhbmRzaGFrZV9tb2RlGAQgASgOMiAuZXBvY2hkLmNoYW5uZWwudjEuSGFuZHNoYWtlTW9kZSJJChVDcmVhdGVDaGFubmVsUmVzcG9uc2USMAoHY2hhbm5lbBgBIAEoCzIfLmVwb2NoZC5jaGFubmVsLnYxLkNoYW5uZWxTdGF0ZSJyChNTdWJtaXRDb21taXRSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSDQoFZXBvY2gYAiABKAQSDgoGY29tbWl0GAMgASgMEhcKD25leHRfZ3JvdXBfaW5mbxgEIAEoDBIPCgd3ZWxjb21lGAUgASgMIloKFFN1Ym1pdENvbW1pdFJlc3BvbnNlEg0KBWVwb2NoGAEgASgEEjMKC2NlcnRpZmljYXRlGAIgASgLMh4uZXBvY2hkLmNoYW5uZWwudjEuQ2VydGlmaWNhdGUibgoOQ29tbWl0Q29uZmxpY3QSEgoKY2hhbm5lbF9pZBgBIAEoCRIVCg1jdXJyZW50X2Vwb2NoGAIgASgEEjEKBndpbm5lchgDIAEoCzIhLmVwb2NoZC5jaGFubmVsLnYxLkNvbW1pdHRlZEVwb2NoInUKDkNvbW1pdHRlZEVwb2NoEg0KBWVwb2NoGAEgASgEEg4KBmNvbW1pdBgCIAEoDBIzCgtjZXJ0aWZpY2F0ZRgDIAEoCzIeLmVwb2NoZC5jaGFubmVsLnYxLkNlcnRpZmljYXRlEg8KB3dlbGNvbWUYBCABKAwiTAoVU3VibWl0UHJvcG9zYWxSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSDQoFZXBvY2gYAiABKAQSEAoIcHJvcG9zYWwYAyABKAwiKgoWU3VibWl0UHJvcG9zYWxSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBCJIChJTZW5kTWVzc2FnZVJlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCRINCgVlcG9jaBgCIAEoBBIPCgdtZXNzYWdlGAMgASgMIicKE1NlbmRNZXNzYWdlUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAQiJwoRR2V0Q2hhbm5lbFJlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCSL+AQoMQ2hhbm5lbFN0YXRlEhIKCmNoYW5uZWxfaWQYASABKAkSEAoIZ3JvdXBfaWQYAiABKAwSDQoFZXBvY2gYAyABKAQSFAoMY29udGVudF90eXBlGAQgASgJEjgKDmhhbmRzaGFrZV9tb2RlGAUgASgOMiAuZXBvY2hkLmNoYW5uZWwudjEuSGFuZHNoYWtlTW9kZRIqCgdtZW1iZXJzGAYgAygLMhkuZXBvY2hkLmNoYW5uZWwudjEuTWVtYmVyEhMKC2hvbWVzZXJ2ZXJzGAcgAygJEhUKDWxhc3Rfc2VxdWVuY2UYCCABKAQSEQoJd2l0bmVzc2VzGAkgAygJIkYKEkdldENoYW5uZWxSZXNwb25zZRIwCgdjaGFubmVsGAEgASgLMh8uZXBvY2hkLmNoYW5uZWwudjEuQ2hhbm5lbFN0YXRlIjUKEEdldENvbW1pdFJlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCRINCgVlcG9jaBgCIAEoBCJGChFHZXRDb21taXRSZXNwb25zZRIxCgZjb21taXQYASABKAsyIS5lcG9jaGQuY2hhbm5lbC52MS5Db21taXR0ZWRFcG9jaCIpChNHZXRHcm91cEluZm9SZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkiOQoUR2V0R3JvdXBJbmZvUmVzcG9uc2USDQoFZXBvY2gYASABKAQSEgoKZ3JvdXBfaW5mbxgCIAEoDCKyAQoMQ2hhbm5lbEV2ZW50EhAKCHNlcXVlbmNlGAEgASgEEioKBGtpbmQYAiABKA4yHC5lcG9jaGQuY2hhbm5lbC52MS5FdmVudEtpbmQSDQoFZXBvY2gYAyABKAQSDwoHcGF5bG9hZBgEIAEoDBIzCgtjZXJ0aWZpY2F0ZRgFIAEoCzIeLmVwb2NoZC5jaGFubmVsLnYxLkNlcnRpZmljYXRlEg8KB3dlbGNvbWUYBiABKAwiTgoRTGlzdEV2ZW50c1JlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoBBINCgVsaW1pdBgDIAEoDSJcChJMaXN0RXZlbnRzUmVzcG9uc2USLwoGZXZlbnRzGAEgAygLMh8uZXBvY2hkLmNoYW5uZWwudjEuQ2hhbm5lbEV2ZW50EhUKDWxhc3Rfc2VxdWVuY2UYAiABKAQiUAoKSG9tZXNlcnZlchIVCg1ob21lc2VydmVyX2lkGAEgASgJEhYKDmNsaWVudF9hZGRyZXNzGAIgASgJEhMKC3NpZ25pbmdfa2V5GAMgASgMIhgKFkxpc3RIb21lc2VydmVyc1JlcXVlc3QiYQoXTGlzdEhvbWVzZXJ2ZXJzUmVzcG9uc2USEgoKY2x1c3Rlcl9pZBgBIAEoCRIyCgtob21lc2VydmVycxgCIAMoCzIdLmVwb2NoZC5jaGFubmVsLnYxLkhvbWVzZXJ2ZXIqaAoNSGFuZHNoYWtlTW9kZRIeChpIQU5EU0hBS0VfTU9ERV9VTlNQRUNJRklFRBAAEhkKFUhBTkRTSEFLRV9NT0RFX1BVQkxJQxABEhwKGEhBTkRTSEFLRV9NT0RFX0VOQ1JZUFRFRBACKm8KCk1lbWJlclJvbGUSGwoXTUVNQkVSX1JPTEVfVU5TUEVDSUZJRUQQABIWChJNRU1CRVJfUk9MRV9NRU1CRVIQARIVChFNRU1CRVJfUk9MRV9BRE1JThACEhUKEU1FTUJFUl9ST0xFX09XTkVSEAMqbwoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIVChFFVkVOVF9LSU5EX0NPTU1JVBABEhcKE0VWRU5UX0tJTkRfUFJPUE9TQUwQAhIWChJFVkVOVF9LSU5EX01FU1NBR0UQAzLzBgoOQ2hhbm5lbFNlcnZpY2USaAoPTGlzdEhvbWVzZXJ2ZXJzEikuZXBvY2hkLmNoYW5uZWwudjEuTGlzdEhvbWVzZXJ2ZXJzUmVxdWVzdBoqLmVwb2NoZC5jaGFubmVsLnYxLkxpc3RIb21lc2VydmVyc1Jlc3BvbnNlEmIKDUNyZWF0ZUNoYW5uZWwSJy5lcG9jaGQuY2hhbm5lbC52MS5DcmVhdGVDaGFubmVsUmVxdWVzdBooLmVwb2NoZC5jaGFubmVsLnYxLkNyZWF0ZUNoYW5uZWxSZXNwb25zZRJfCgxTdWJtaXRDb21taXQSJi5lcG9jaGQuY2hhbm5lbC52MS5TdWJtaXRDb21taXRSZXF1ZXN0GicuZXBvY2hkLmNoYW5uZWwudjEuU3VibWl0Q29tbWl0UmVzcG9uc2USZQoOU3VibWl0UHJvcG9zYWwSKC5lcG9jaGQuY2hhbm5lbC52MS5TdWJtaXRQcm9wb3NhbFJlcXVlc3QaKS5lcG9jaGQuY2hhbm5lbC52MS5TdWJtaXRQcm9wb3NhbFJlc3BvbnNlElwKC1NlbmRNZXNzYWdlEiUuZXBvY2hkLmNoYW5uZWwudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GiYuZXBvY2hkLmNoYW5uZWwudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJZCgpHZXRDaGFubmVsEiQuZXBvY2hkLmNoYW5uZWwudjEuR2V0Q2hhbm5lbFJlcXVlc3QaJS5lcG9jaGQuY2hhbm5lbC52MS5HZXRDaGFubmVsUmVzcG9uc2USVgoJR2V0Q29tbWl0EiMuZXBvY2hkLmNoYW5uZWwudjEuR2V0Q29tbWl0UmVxdWVzdBokLmVwb2NoZC5jaGFubmVsLnYxLkdldENvbW1pdFJlc3BvbnNlEl8KDEdldEdyb3VwSW5mbxImLmVwb2NoZC5jaGFubmVsLnYxLkdldEdyb3VwSW5mb1JlcXVlc3QaJy5lcG9jaGQuY2hhbm5lbC52MS5HZXRHcm91cEluZm9SZXNwb25zZRJZCgpMaXN0RXZlbnRzEiQuZXBvY2hkLmNoYW5uZWwudjEuTGlzdEV2ZW50c1JlcXVlc3QaJS5lcG9jaGQuY2hhbm5lbC52MS5MaXN0RXZlbnRzUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Ch9lcG9jaGQvY2hhbm5lbC92MS9jaGFubmVsLnByb3RvEhFlcG9jaGQuY2hhbm5lbC52MSJzCgZNZW1iZXISEQoJZGV2aWNlX2lkGAEgASgJEhUKDWhvbWVzZXJ2ZXJfaWQYAiABKAkSKwoEcm9sZRgDIAEoDjIdLmVwb2NoZC5jaGFubmVsLnYxLk1lbWJlclJvbGUSEgoKbGVhZl9pbmRleBgEIAEoDSJsCglTaWduYXR1cmUSFQoNaG9tZXNlcnZlcl9pZBgBIAEoCRIRCglzaWduYXR1cmUYAiABKAwSEgoKbGVhZl9pbmRleBgDIAEoDRISCgpsZWFmX2NvdW50GAQgASgNEg0KBXByb29mGAUgAygMIq4BCgtDZXJ0aWZpY2F0ZRISCgpjbHVzdGVyX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDQoFZXBvY2gYAyABKAQSEwoLY29tbWl0X2hhc2gYBCABKAwSEQoJbG9nX2luZGV4GAUgASgEEjAKCnNpZ25hdHVyZXMYBiADKAsyHC5lcG9jaGQuY2hhbm5lbC52MS5TaWduYXR1cmUSDgoGdm90ZXJzGAcgAygJInYKFVNpZ25lZENvbW1pdFN0YXRlbWVudBISCgpjbHVzdGVyX2lkGAEgASgJEhIKCmNoYW5uZWxfaWQYAiABKAkSDQoFZXBvY2gYAyABKAQSEwoLY29tbWl0X2hhc2gYBCABKAwSEQoJbG9nX2luZGV4GAUgASgEIo4BChRDcmVhdGVDaGFubmVsUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhIKCmdyb3VwX2luZm8YAiABKAwSFAoMY29udGVudF90eXBlGAMgASgJEjgKDmhhbmRzaGFrZV9tb2RlGAQgASgOMiAuZXBvY2hkLmNoYW5uZWwudjEuSGFuZHNoYWtlTW9kZSJJChVDcmVhdGVDaGFubmVsUmVzcG9uc2USMAoHY2hhbm5lbBgBIAEoCzIfLmVwb2NoZC5jaGFubmVsLnYxLkNoYW5uZWxTdGF0ZSJyChNTdWJtaXRDb21taXRSZXF1ZXN0EhIKCmNoYW5uZWxfaWQYASABKAkSDQoFZXBvY2gYAiABKAQSDgoGY29tbWl0GAMgASgMEhcKD25leHRfZ3JvdXBfaW5mbxgEIAEoDBIPCgd3ZWxjb21lGAUgASgMIloKFFN1Ym1pdENvbW1pdFJlc3BvbnNlEg0KBWVwb2NoGAEgASgEEjMKC2NlcnRpZmljYXRlGAIgASgLMh4uZXBvY2hkLmNoYW5uZWwudjEuQ2VydGlmaWNhdGUiZwoZU3VibWl0Q29tbWl0U3RyZWFtUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgEEjYKBmNvbW1pdBgCIAEoCzImLmVwb2NoZC5jaGFubmVsLnYxLlN1Ym1pdENvbW1pdFJlcXVlc3QilwEKGlN1Ym1pdENvbW1pdFN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSNwoGcmVzdWx0GAIgASgLMicuZXBvY2hkLmNoYW5uZWwudjEuU3VibWl0Q29tbWl0UmVzcG9uc2USLAoFZXJyb3IYAyABKAsyHS5lcG9jaGQuY2hhbm5lbC52MS5JdGVtU3RhdHVzIqMBCgpJdGVtU3RhdHVzEgwKBGNvZGUYASABKA0SDwoHbWVzc2FnZRgCIAEoCRIRCglsZWFkZXJfaWQYAyABKAkSFgoObGVhZGVyX2FkZHJlc3MYBCABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYBSABKAQSMwoIY29uZmxpY3QYBiABKAsyIS5lcG9jaGQuY2hhbm5lbC52MS5Db21taXRDb25mbGljdCJuCg5Db21taXRDb25mbGljdBISCgpjaGFubmVsX2lkGAEgASgJEhUKDWN1cnJlbnRfZXBvY2gYAiABKAQSMQoGd2lubmVyGAMgASgLMiEuZXBvY2hkLmNoYW5uZWwudjEuQ29tbWl0dGVkRXBvY2gidQoOQ29tbWl0dGVkRXBvY2gSDQoFZXBvY2gYASABKAQSDgoGY29tbWl0GAIgASgMEjMKC2NlcnRpZmljYXRlGAMgASgLMh4uZXBvY2hkLmNoYW5uZWwudjEuQ2VydGlmaWNhdGUSDwoHd2VsY29tZRgEIAEoDCJMChVTdWJtaXRQcm9wb3NhbFJlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCRINCgVlcG9jaBgCIAEoBBIQCghwcm9wb3NhbBgDIAEoDCIqChZTdWJtaXRQcm9wb3NhbFJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgEIkgKElNlbmRNZXNzYWdlUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEg0KBWVwb2NoGAIgASgEEg8KB21lc3NhZ2UYAyABKAwiJwoTU2VuZE1lc3NhZ2VSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBCInChFHZXRDaGFubmVsUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJIv4BCgxDaGFubmVsU3RhdGUSEgoKY2hhbm5lbF9pZBgBIAEoCRIQCghncm91cF9pZBgCIAEoDBINCgVlcG9jaBgDIAEoBBIUCgxjb250ZW50X3R5cGUYBCABKAkSOAoOaGFuZHNoYWtlX21vZGUYBSABKA4yIC5lcG9jaGQuY2hhbm5lbC52MS5IYW5kc2hha2VNb2RlEioKB21lbWJlcnMYBiADKAsyGS5lcG9jaGQuY2hhbm5lbC52MS5NZW1iZXISEwoLaG9tZXNlcnZlcnMYByADKAkSFQoNbGFzdF9zZXF1ZW5jZRgIIAEoBBIRCgl3aXRuZXNzZXMYCSADKAkiRgoSR2V0Q2hhbm5lbFJlc3BvbnNlEjAKB2NoYW5uZWwYASABKAsyHy5lcG9jaGQuY2hhbm5lbC52MS5DaGFubmVsU3RhdGUiNQoQR2V0Q29tbWl0UmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEg0KBWVwb2NoGAIgASgEIkYKEUdldENvbW1pdFJlc3BvbnNlEjEKBmNvbW1pdBgBIAEoCzIhLmVwb2NoZC5jaGFubmVsLnYxLkNvbW1pdHRlZEVwb2NoIikKE0dldEdyb3VwSW5mb1JlcXVlc3QSEgoKY2hhbm5lbF9pZBgBIAEoCSI5ChRHZXRHcm91cEluZm9SZXNwb25zZRINCgVlcG9jaBgBIAEoBBISCgpncm91cF9pbmZvGAIgASgMIrIBCgxDaGFubmVsRXZlbnQSEAoIc2VxdWVuY2UYASABKAQSKgoEa2luZBgCIAEoDjIcLmVwb2NoZC5jaGFubmVsLnYxLkV2ZW50S2luZBINCgVlcG9jaBgDIAEoBBIPCgdwYXlsb2FkGAQgASgMEjMKC2NlcnRpZmljYXRlGAUgASgLMh4uZXBvY2hkLmNoYW5uZWwudjEuQ2VydGlmaWNhdGUSDwoHd2VsY29tZRgGIAEoDCJOChFMaXN0RXZlbnRzUmVxdWVzdBISCgpjaGFubmVsX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgEEg0KBWxpbWl0GAMgASgNIlwKEkxpc3RFdmVudHNSZXNwb25zZRIvCgZldmVudHMYASADKAsyHy5lcG9jaGQuY2hhbm5lbC52MS5DaGFubmVsRXZlbnQSFQoNbGFzdF9zZXF1ZW5jZRgCIAEoBCJQCgpIb21lc2VydmVyEhUKDWhvbWVzZXJ2ZXJfaWQYASABKAkSFgoOY2xpZW50X2FkZHJlc3MYAiABKAkSEwoLc2lnbmluZ19rZXkYAyABKAwiGAoWTGlzdEhvbWVzZXJ2ZXJzUmVxdWVzdCJhChdMaXN0SG9tZXNlcnZlcnNSZXNwb25zZRISCgpjbHVzdGVyX2lkGAEgASgJEjIKC2hvbWVzZXJ2ZXJzGAIgAygLMh0uZXBvY2hkLmNoYW5uZWwudjEuSG9tZXNlcnZlcipoCg1IYW5kc2hha2VNb2RlEh4KGkhBTkRTSEFLRV9NT0RFX1VOU1BFQ0lGSUVEEAASGQoVSEFORFNIQUtFX01PREVfUFVCTElDEAESHAoYSEFORFNIQUtFX01PREVfRU5DUllQVEVEEAIqbwoKTWVtYmVyUm9sZRIbChdNRU1CRVJfUk9MRV9VTlNQRUNJRklFRBAAEhYKEk1FTUJFUl9ST0xFX01FTUJFUhABEhUKEU1FTUJFUl9ST0xFX0FETUlOEAISFQoRTUVNQkVSX1JPTEVfT1dORVIQAypvCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhUKEUVWRU5UX0tJTkRfQ09NTUlUEAESFwoTRVZFTlRfS0lORF9QUk9QT1NBTBACEhYKEkVWRU5UX0tJTkRfTUVTU0FHRRADMuoHCg5DaGFubmVsU2VydmljZRJoCg9MaXN0SG9tZXNlcnZlcnMSKS5lcG9jaGQuY2hhbm5lbC52MS5MaXN0SG9tZXNlcnZlcnNSZXF1ZXN0GiouZXBvY2hkLmNoYW5uZWwudjEuTGlzdEhvbWVzZXJ2ZXJzUmVzcG9uc2USYgoNQ3JlYXRlQ2hhbm5lbBInLmVwb2NoZC5jaGFubmVsLnYxLkNyZWF0ZUNoYW5uZWxSZXF1ZXN0GiguZXBvY2hkLmNoYW5uZWwudjEuQ3JlYXRlQ2hhbm5lbFJlc3BvbnNlEl8KDFN1Ym1pdENvbW1pdBImLmVwb2NoZC5jaGFubmVsLnYxLlN1Ym1pdENvbW1pdFJlcXVlc3QaJy5lcG9jaGQuY2hhbm5lbC52MS5TdWJtaXRDb21taXRSZXNwb25zZRJ1ChJTdWJtaXRDb21taXRTdHJlYW0SLC5lcG9jaGQuY2hhbm5lbC52MS5TdWJtaXRDb21taXRTdHJlYW1SZXF1ZXN0Gi0uZXBvY2hkLmNoYW5uZWwudjEuU3VibWl0Q29tbWl0U3RyZWFtUmVzcG9uc2UoATABEmUKDlN1Ym1pdFByb3Bvc2FsEiguZXBvY2hkLmNoYW5uZWwudjEuU3VibWl0UHJvcG9zYWxSZXF1ZXN0GikuZXBvY2hkLmNoYW5uZWwudjEuU3VibWl0UHJvcG9zYWxSZXNwb25zZRJcCgtTZW5kTWVzc2FnZRIlLmVwb2NoZC5jaGFubmVsLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBomLmVwb2NoZC5jaGFubmVsLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USWQoKR2V0Q2hhbm5lbBIkLmVwb2NoZC5jaGFubmVsLnYxLkdldENoYW5uZWxSZXF1ZXN0GiUuZXBvY2hkLmNoYW5uZWwudjEuR2V0Q2hhbm5lbFJlc3BvbnNlElYKCUdldENvbW1pdBIjLmVwb2NoZC5jaGFubmVsLnYxLkdldENvbW1pdFJlcXVlc3QaJC5lcG9jaGQuY2hhbm5lbC52MS5HZXRDb21taXRSZXNwb25zZRJfCgxHZXRHcm91cEluZm8SJi5lcG9jaGQuY2hhbm5lbC52MS5HZXRHcm91cEluZm9SZXF1ZXN0GicuZXBvY2hkLmNoYW5uZWwudjEuR2V0R3JvdXBJbmZvUmVzcG9uc2USWQoKTGlzdEV2ZW50cxIkLmVwb2NoZC5jaGFubmVsLnYxLkxpc3RFdmVudHNSZXF1ZXN0GiUuZXBvY2hkLmNoYW5uZWwudjEuTGlzdEV2ZW50c1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * Member is one device of a channel.
@@ -350,6 +350,121 @@ export const SubmitCommitResponseSchema: GenMessage<SubmitCommitResponse> = /*@_
   messageDesc(file_epochd_channel_v1_channel, 7);
 
 /**
+ * SubmitCommitStreamRequest is one commit on a SubmitCommitStream.
+ *
+ * @generated from message epochd.channel.v1.SubmitCommitStreamRequest
+ */
+export type SubmitCommitStreamRequest = Message<"epochd.channel.v1.SubmitCommitStreamRequest"> & {
+  /**
+   * Chosen by the client, echoed in the response; unique per stream.
+   *
+   * @generated from field: uint64 request_id = 1;
+   */
+  requestId: bigint;
+
+  /**
+   * @generated from field: epochd.channel.v1.SubmitCommitRequest commit = 2;
+   */
+  commit?: SubmitCommitRequest | undefined;
+};
+
+/**
+ * Describes the message epochd.channel.v1.SubmitCommitStreamRequest.
+ * Use `create(SubmitCommitStreamRequestSchema)` to create a new message.
+ */
+export const SubmitCommitStreamRequestSchema: GenMessage<SubmitCommitStreamRequest> = /*@__PURE__*/
+  messageDesc(file_epochd_channel_v1_channel, 8);
+
+/**
+ * SubmitCommitStreamResponse answers one SubmitCommitStreamRequest, once its
+ * commit is accepted and certified or refused. Responses may come out of
+ * request order.
+ *
+ * @generated from message epochd.channel.v1.SubmitCommitStreamResponse
+ */
+export type SubmitCommitStreamResponse = Message<"epochd.channel.v1.SubmitCommitStreamResponse"> & {
+  /**
+   * @generated from field: uint64 request_id = 1;
+   */
+  requestId: bigint;
+
+  /**
+   * Set when the commit was accepted and certified.
+   *
+   * @generated from field: epochd.channel.v1.SubmitCommitResponse result = 2;
+   */
+  result?: SubmitCommitResponse | undefined;
+
+  /**
+   * Set when it was refused: what a SubmitCommit call would have failed with.
+   *
+   * @generated from field: epochd.channel.v1.ItemStatus error = 3;
+   */
+  error?: ItemStatus | undefined;
+};
+
+/**
+ * Describes the message epochd.channel.v1.SubmitCommitStreamResponse.
+ * Use `create(SubmitCommitStreamResponseSchema)` to create a new message.
+ */
+export const SubmitCommitStreamResponseSchema: GenMessage<SubmitCommitStreamResponse> = /*@__PURE__*/
+  messageDesc(file_epochd_channel_v1_channel, 9);
+
+/**
+ * ItemStatus is the gRPC status of one item of a stream, with the details a
+ * unary call carries in its trailing metadata.
+ *
+ * @generated from message epochd.channel.v1.ItemStatus
+ */
+export type ItemStatus = Message<"epochd.channel.v1.ItemStatus"> & {
+  /**
+   * A gRPC status code (0 is OK).
+   *
+   * @generated from field: uint32 code = 1;
+   */
+  code: number;
+
+  /**
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * FAILED_PRECONDITION for a device asking another homeserver than its own:
+   * its homeserver's id and client address.
+   *
+   * @generated from field: string leader_id = 3;
+   */
+  leaderId: string;
+
+  /**
+   * @generated from field: string leader_address = 4;
+   */
+  leaderAddress: string;
+
+  /**
+   * RESOURCE_EXHAUSTED by a rate limit: milliseconds to wait before retrying.
+   *
+   * @generated from field: uint64 retry_after_ms = 5;
+   */
+  retryAfterMs: bigint;
+
+  /**
+   * FAILED_PRECONDITION for a commit that lost its epoch.
+   *
+   * @generated from field: epochd.channel.v1.CommitConflict conflict = 6;
+   */
+  conflict?: CommitConflict | undefined;
+};
+
+/**
+ * Describes the message epochd.channel.v1.ItemStatus.
+ * Use `create(ItemStatusSchema)` to create a new message.
+ */
+export const ItemStatusSchema: GenMessage<ItemStatus> = /*@__PURE__*/
+  messageDesc(file_epochd_channel_v1_channel, 10);
+
+/**
  * CommitConflict is the error detail of a commit that lost its epoch.
  *
  * @generated from message epochd.channel.v1.CommitConflict
@@ -381,7 +496,7 @@ export type CommitConflict = Message<"epochd.channel.v1.CommitConflict"> & {
  * Use `create(CommitConflictSchema)` to create a new message.
  */
 export const CommitConflictSchema: GenMessage<CommitConflict> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 8);
+  messageDesc(file_epochd_channel_v1_channel, 11);
 
 /**
  * CommittedEpoch is an accepted commit with everything a member needs to
@@ -416,7 +531,7 @@ export type CommittedEpoch = Message<"epochd.channel.v1.CommittedEpoch"> & {
  * Use `create(CommittedEpochSchema)` to create a new message.
  */
 export const CommittedEpochSchema: GenMessage<CommittedEpoch> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 9);
+  messageDesc(file_epochd_channel_v1_channel, 12);
 
 /**
  * SubmitProposalRequest offers a standalone proposal for `epoch`.
@@ -445,7 +560,7 @@ export type SubmitProposalRequest = Message<"epochd.channel.v1.SubmitProposalReq
  * Use `create(SubmitProposalRequestSchema)` to create a new message.
  */
 export const SubmitProposalRequestSchema: GenMessage<SubmitProposalRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 10);
+  messageDesc(file_epochd_channel_v1_channel, 13);
 
 /**
  * SubmitProposalResponse acknowledges an accepted proposal.
@@ -464,7 +579,7 @@ export type SubmitProposalResponse = Message<"epochd.channel.v1.SubmitProposalRe
  * Use `create(SubmitProposalResponseSchema)` to create a new message.
  */
 export const SubmitProposalResponseSchema: GenMessage<SubmitProposalResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 11);
+  messageDesc(file_epochd_channel_v1_channel, 14);
 
 /**
  * SendMessageRequest sends an application message encrypted in `epoch`.
@@ -495,7 +610,7 @@ export type SendMessageRequest = Message<"epochd.channel.v1.SendMessageRequest">
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 12);
+  messageDesc(file_epochd_channel_v1_channel, 15);
 
 /**
  * SendMessageResponse acknowledges an accepted message.
@@ -516,7 +631,7 @@ export type SendMessageResponse = Message<"epochd.channel.v1.SendMessageResponse
  * Use `create(SendMessageResponseSchema)` to create a new message.
  */
 export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 13);
+  messageDesc(file_epochd_channel_v1_channel, 16);
 
 /**
  * GetChannelRequest asks for a channel's state.
@@ -535,7 +650,7 @@ export type GetChannelRequest = Message<"epochd.channel.v1.GetChannelRequest"> &
  * Use `create(GetChannelRequestSchema)` to create a new message.
  */
 export const GetChannelRequestSchema: GenMessage<GetChannelRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 14);
+  messageDesc(file_epochd_channel_v1_channel, 17);
 
 /**
  * ChannelState is a channel's public state.
@@ -601,7 +716,7 @@ export type ChannelState = Message<"epochd.channel.v1.ChannelState"> & {
  * Use `create(ChannelStateSchema)` to create a new message.
  */
 export const ChannelStateSchema: GenMessage<ChannelState> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 15);
+  messageDesc(file_epochd_channel_v1_channel, 18);
 
 /**
  * GetChannelResponse returns a channel's state.
@@ -620,7 +735,7 @@ export type GetChannelResponse = Message<"epochd.channel.v1.GetChannelResponse">
  * Use `create(GetChannelResponseSchema)` to create a new message.
  */
 export const GetChannelResponseSchema: GenMessage<GetChannelResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 16);
+  messageDesc(file_epochd_channel_v1_channel, 19);
 
 /**
  * GetCommitRequest asks for the commit that ended `epoch`.
@@ -644,7 +759,7 @@ export type GetCommitRequest = Message<"epochd.channel.v1.GetCommitRequest"> & {
  * Use `create(GetCommitRequestSchema)` to create a new message.
  */
 export const GetCommitRequestSchema: GenMessage<GetCommitRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 17);
+  messageDesc(file_epochd_channel_v1_channel, 20);
 
 /**
  * GetCommitResponse returns an accepted commit and its certificate.
@@ -663,7 +778,7 @@ export type GetCommitResponse = Message<"epochd.channel.v1.GetCommitResponse"> &
  * Use `create(GetCommitResponseSchema)` to create a new message.
  */
 export const GetCommitResponseSchema: GenMessage<GetCommitResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 18);
+  messageDesc(file_epochd_channel_v1_channel, 21);
 
 /**
  * GetGroupInfoRequest asks for the channel's current GroupInfo.
@@ -682,7 +797,7 @@ export type GetGroupInfoRequest = Message<"epochd.channel.v1.GetGroupInfoRequest
  * Use `create(GetGroupInfoRequestSchema)` to create a new message.
  */
 export const GetGroupInfoRequestSchema: GenMessage<GetGroupInfoRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 19);
+  messageDesc(file_epochd_channel_v1_channel, 22);
 
 /**
  * GetGroupInfoResponse returns the GroupInfo of the current epoch.
@@ -706,7 +821,7 @@ export type GetGroupInfoResponse = Message<"epochd.channel.v1.GetGroupInfoRespon
  * Use `create(GetGroupInfoResponseSchema)` to create a new message.
  */
 export const GetGroupInfoResponseSchema: GenMessage<GetGroupInfoResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 20);
+  messageDesc(file_epochd_channel_v1_channel, 23);
 
 /**
  * ChannelEvent is one accepted item of a channel, in channel order.
@@ -756,7 +871,7 @@ export type ChannelEvent = Message<"epochd.channel.v1.ChannelEvent"> & {
  * Use `create(ChannelEventSchema)` to create a new message.
  */
 export const ChannelEventSchema: GenMessage<ChannelEvent> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 21);
+  messageDesc(file_epochd_channel_v1_channel, 24);
 
 /**
  * ListEventsRequest reads a channel's events after `after_sequence`.
@@ -787,7 +902,7 @@ export type ListEventsRequest = Message<"epochd.channel.v1.ListEventsRequest"> &
  * Use `create(ListEventsRequestSchema)` to create a new message.
  */
 export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 22);
+  messageDesc(file_epochd_channel_v1_channel, 25);
 
 /**
  * ListEventsResponse holds events in sequence order.
@@ -813,7 +928,7 @@ export type ListEventsResponse = Message<"epochd.channel.v1.ListEventsResponse">
  * Use `create(ListEventsResponseSchema)` to create a new message.
  */
 export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 23);
+  messageDesc(file_epochd_channel_v1_channel, 26);
 
 /**
  * Homeserver is one homeserver of the cluster directory, with the key that
@@ -845,7 +960,7 @@ export type Homeserver = Message<"epochd.channel.v1.Homeserver"> & {
  * Use `create(HomeserverSchema)` to create a new message.
  */
 export const HomeserverSchema: GenMessage<Homeserver> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 24);
+  messageDesc(file_epochd_channel_v1_channel, 27);
 
 /**
  * ListHomeserversRequest asks for the cluster directory.
@@ -860,7 +975,7 @@ export type ListHomeserversRequest = Message<"epochd.channel.v1.ListHomeserversR
  * Use `create(ListHomeserversRequestSchema)` to create a new message.
  */
 export const ListHomeserversRequestSchema: GenMessage<ListHomeserversRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 25);
+  messageDesc(file_epochd_channel_v1_channel, 28);
 
 /**
  * ListHomeserversResponse is the cluster directory.
@@ -884,7 +999,7 @@ export type ListHomeserversResponse = Message<"epochd.channel.v1.ListHomeservers
  * Use `create(ListHomeserversResponseSchema)` to create a new message.
  */
 export const ListHomeserversResponseSchema: GenMessage<ListHomeserversResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_channel_v1_channel, 26);
+  messageDesc(file_epochd_channel_v1_channel, 29);
 
 /**
  * HandshakeMode says how a channel's commits and proposals travel.
@@ -1027,6 +1142,22 @@ export const ChannelService: GenService<{
     methodKind: "unary";
     input: typeof SubmitCommitRequestSchema;
     output: typeof SubmitCommitResponseSchema;
+  },
+  /**
+   * SubmitCommitStream is SubmitCommit for clients with many commits in
+   * flight (bots, bridges, load generators): one stream instead of a call per
+   * commit, answers matched by request_id. Each item is authenticated with the
+   * stream's metadata, checked, ordered and certified exactly like a
+   * SubmitCommit, and refused items get their status in the answer; the
+   * stream stays open across them. The stream's deadline, if any, bounds
+   * every item.
+   *
+   * @generated from rpc epochd.channel.v1.ChannelService.SubmitCommitStream
+   */
+  submitCommitStream: {
+    methodKind: "bidi_streaming";
+    input: typeof SubmitCommitStreamRequestSchema;
+    output: typeof SubmitCommitStreamResponseSchema;
   },
   /**
    * @generated from rpc epochd.channel.v1.ChannelService.SubmitProposal
