@@ -76,9 +76,48 @@ export function signedRoot(statement: Uint8Array, signature: Signature): Uint8Ar
  * verification, not n (see {@link verifyBatchSignature}).
  */
 export function verifyCommitSignature(publicKeyRaw: Uint8Array, statement: Uint8Array, signature: Signature): boolean {
+  const id = commitSignatureId(publicKeyRaw, statement);
+  if (sameSignature(verifiedCommitSignatures.get(id), signature)) return true;
   const root = signedRoot(statement, signature);
   if (root === undefined || root.byteLength !== merkleHashBytes) return false;
-  return verifyBatchSignature(publicKeyRaw, root, signature.signature);
+  if (!verifyBatchSignature(publicKeyRaw, root, signature.signature)) return false;
+  rememberVerifiedCommitSignature(publicKeyRaw, statement, signature);
+  return true;
+}
+
+/**
+ * Records that `signature` (batch signature, leaf and proof) is valid for
+ * `statement` under `publicKeyRaw`: the collector checked it, or it is this
+ * process's own. When the log records the certificate, every homeserver
+ * checks the same signature again, and then a lookup with byte comparisons
+ * replaces the proof's hashes. A cache of successes only: a signature that
+ * differs in any byte is checked in full, so apply stays deterministic.
+ */
+export function rememberVerifiedCommitSignature(publicKeyRaw: Uint8Array, statement: Uint8Array, signature: Signature): void {
+  const id = commitSignatureId(publicKeyRaw, statement);
+  if (verifiedCommitSignatures.has(id)) verifiedCommitSignatures.delete(id);
+  else if (verifiedCommitSignatures.size >= verifiedBatchesMax) verifiedCommitSignatures.delete(verifiedCommitSignatures.keys().next().value!);
+  verifiedCommitSignatures.set(id, signature);
+}
+
+function commitSignatureId(publicKeyRaw: Uint8Array, statement: Uint8Array): string {
+  return `${base64(publicKeyRaw)}/${base64(statement)}`;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && Buffer.compare(a, b) === 0;
+}
+
+/** Whether `b` is exactly the signature `a` (same batch signature, leaf, leaf count and proof). */
+function sameSignature(a: Signature | undefined, b: Signature): boolean {
+  return (
+    a !== undefined &&
+    a.leafIndex === b.leafIndex &&
+    a.leafCount === b.leafCount &&
+    sameBytes(a.signature, b.signature) &&
+    a.proof.length === b.proof.length &&
+    a.proof.every((hash, i) => sameBytes(hash, b.proof[i]!))
+  );
 }
 
 /**
@@ -120,6 +159,9 @@ function rememberVerified(id: string): void {
   if (verifiedBatches.size >= verifiedBatchesMax) verifiedBatches.delete(verifiedBatches.values().next().value!);
   verifiedBatches.add(id);
 }
+
+/** Recently verified commit signatures by key and statement, oldest first (see {@link rememberVerifiedCommitSignature}). */
+const verifiedCommitSignatures = new Map<string, Signature>();
 
 /** Recently verified batch signatures, oldest first. */
 const verifiedBatches = new Set<string>();

@@ -1,4 +1,4 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import {
   CertificateSchema,
   ChannelEventSchema,
@@ -39,6 +39,7 @@ import { certificateStatement, isCertified, verifyCommitSignature } from "./cert
 import { messageKey, certificateKey, channelKey, channelRecordPrefix, epochKey, eventKey, eventPrefix, isValidChannelId, uncertifiedKey, uncertifiedPrefix } from "./channel-keys.ts";
 import type { ApplyBatch } from "../multiraft/apply-batch.ts";
 import { followsMembers } from "./group-membership.ts";
+import { encodeCertificate, encodeChannelEvent, encodeChannelRecord, encodeEpochRecord } from "./record-codec.ts";
 
 /** Application messages may be encrypted in this many epochs before the current one. */
 export const messageEpochWindow = 4n;
@@ -173,13 +174,13 @@ export class ChannelStateMachine {
 
   private save(record: ChannelRecord, batch: ApplyBatch): void {
     this.channels.set(record.channelId, record);
-    batch.put(channelKey(record.channelId), toBinary(ChannelRecordSchema, record));
+    batch.put(channelKey(record.channelId), encodeChannelRecord(record));
   }
 
   private appendEvent(record: ChannelRecord, kind: EventKind, epoch: bigint, payload: Uint8Array, batch: ApplyBatch): bigint {
     record.lastSequence += 1n;
     const event = create(ChannelEventSchema, { sequence: record.lastSequence, kind, epoch, payload });
-    batch.put(eventKey(record.channelId, record.lastSequence), toBinary(ChannelEventSchema, event));
+    batch.put(eventKey(record.channelId, record.lastSequence), encodeChannelEvent(event));
     return record.lastSequence;
   }
 
@@ -265,9 +266,9 @@ export class ChannelStateMachine {
     });
     const builtOn = record.epoch;
     epochRecord.sequence = this.appendEvent(record, EventKind.COMMIT, builtOn, request.commit, batch);
-    batch.put(epochKey(record.channelId, builtOn), toBinary(EpochRecordSchema, epochRecord));
+    batch.put(epochKey(record.channelId, builtOn), encodeEpochRecord(epochRecord));
     this.uncertified.set(`${record.channelId}/${builtOn}`, epochRecord.certificate!);
-    batch.put(uncertifiedKey(record.channelId, builtOn), toBinary(CertificateSchema, epochRecord.certificate!));
+    batch.put(uncertifiedKey(record.channelId, builtOn), encodeCertificate(epochRecord.certificate!));
     const roles = new Map(record.members.map((m) => [m.deviceId, m.role]));
     record.members = nextMembers.map((m) => toMember(m, roles.get(m.deviceId) ?? MemberRole.MEMBER));
     record.epoch = builtOn + 1n;
@@ -392,10 +393,10 @@ export class ChannelStateMachine {
       if (isCertified(certificate)) {
         this.uncertified.delete(key);
         batch.delete(uncertifiedKey(item.channelId, item.epoch));
-        batch.put(certificateKey(item.channelId, item.epoch), toBinary(CertificateSchema, certificate));
+        batch.put(certificateKey(item.channelId, item.epoch), encodeCertificate(certificate));
         certified.push({ channelId: item.channelId, epoch: item.epoch });
       } else {
-        batch.put(uncertifiedKey(item.channelId, item.epoch), toBinary(CertificateSchema, certificate));
+        batch.put(uncertifiedKey(item.channelId, item.epoch), encodeCertificate(certificate));
       }
     }
     return { ok: true, kind: "signatures", certified };

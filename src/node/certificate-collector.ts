@@ -7,7 +7,7 @@
  * not make it count a signature over another commit, epoch or log index.
  */
 import { create } from "@bufbuild/protobuf";
-import { quorumSize, statementBytes, verifyBatchSignature } from "../channel/certificate.ts";
+import { quorumSize, rememberVerifiedCommitSignature, statementBytes, verifyBatchSignature } from "../channel/certificate.ts";
 import { buildMerkleTree, maxMerkleLeaves, merkleLeafHash } from "../channel/merkle.ts";
 import { CertificateSchema, type Certificate, type Signature } from "../gen/epochd/channel/v1/channel_pb.ts";
 import type { SignatureBatch } from "../gen/epochd/state/v1/channel_state_pb.ts";
@@ -131,6 +131,9 @@ export class CertificateCollector {
     const applied = entry.applied!;
     if (entry.complete !== undefined || !applied.voters.includes(signer) || entry.signatures.has(signer)) return;
     entry.signatures.set(signer, signature);
+    // Checked (or this homeserver's own): when the log records it, apply need not hash its proof again.
+    const key = this.signingKeyOf(signer);
+    if (key !== undefined) rememberVerifiedCommitSignature(key, applied.statement, signature);
     if (entry.signatures.size < quorumSize(applied.voters.length)) return;
     entry.complete = create(CertificateSchema, {
       clusterId: this.clusterId,

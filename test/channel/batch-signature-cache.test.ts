@@ -6,7 +6,7 @@
  */
 import { generateKeyPairSync, sign } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { batchSigningMessage, rememberOwnBatchSignature, statementBytes, verifyBatchSignature, verifyCommitSignature } from "../../src/channel/certificate.ts";
+import { batchSigningMessage, rememberOwnBatchSignature, rememberVerifiedCommitSignature, statementBytes, verifyBatchSignature, verifyCommitSignature } from "../../src/channel/certificate.ts";
 import { buildMerkleTree, merkleLeafHash } from "../../src/channel/merkle.ts";
 
 function keyPair() {
@@ -54,5 +54,23 @@ describe("verifyBatchSignature", () => {
     const otherRoot = buildMerkleTree(statements.slice(2).map(merkleLeafHash)).root;
     expect(verifyBatchSignature(own.raw, otherRoot, signature)).toBe(false);
     expect(verifyBatchSignature(keyPair().raw, tree.root, signature)).toBe(false);
+  });
+
+  it("after a commit signature is remembered as verified, a copy differing in any byte is checked in full and refused", () => {
+    const hs1 = keyPair();
+    const signature = new Uint8Array(sign(null, batchSigningMessage(tree.root), hs1.privateKey));
+    const valid = { $typeName: "epochd.channel.v1.Signature" as const, homeserverId: "hs1", signature, leafIndex: 1, leafCount: statements.length, proof: tree.proof(1) };
+    rememberVerifiedCommitSignature(hs1.raw, statements[1]!, valid);
+    expect(verifyCommitSignature(hs1.raw, statements[1]!, { ...valid, proof: valid.proof.map((hash) => hash.slice()) })).toBe(true);
+    const forged = signature.slice();
+    forged[7] = forged[7]! ^ 1;
+    const flipped = valid.proof.map((hash, i) => (i === 0 ? hash.map((b, j) => (j === 0 ? b ^ 1 : b)) : hash));
+    expect(verifyCommitSignature(hs1.raw, statements[1]!, { ...valid, signature: forged })).toBe(false);
+    expect(verifyCommitSignature(hs1.raw, statements[1]!, { ...valid, leafIndex: 2 })).toBe(false);
+    expect(verifyCommitSignature(hs1.raw, statements[1]!, { ...valid, leafCount: 2 })).toBe(false);
+    expect(verifyCommitSignature(hs1.raw, statements[1]!, { ...valid, proof: flipped })).toBe(false);
+    expect(verifyCommitSignature(hs1.raw, statements[1]!, { ...valid, proof: valid.proof.slice(1) })).toBe(false);
+    expect(verifyCommitSignature(hs1.raw, statements[2]!, valid)).toBe(false);
+    expect(verifyCommitSignature(keyPair().raw, statements[1]!, valid)).toBe(false);
   });
 });
