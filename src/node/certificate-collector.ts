@@ -8,7 +8,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { quorumSize, rememberVerifiedCommitSignature, statementBytes, verifyBatchSignature } from "../channel/certificate.ts";
-import { buildMerkleTree, maxMerkleLeaves, merkleLeafHash } from "../channel/merkle.ts";
+import { buildMerkleTree, maxMerkleLeaves, merkleLeafHash, type MerkleTree } from "../channel/merkle.ts";
 import { CertificateSchema, type Certificate, type Signature } from "../gen/epochd/channel/v1/channel_pb.ts";
 import type { SignatureBatch } from "../gen/epochd/state/v1/channel_state_pb.ts";
 
@@ -87,12 +87,11 @@ export class CertificateCollector {
   }
 
   /**
-   * Adds a batch of signatures: this homeserver's own (`own`: not verified
-   * again), or one a peer sent. The signature over the batch root is verified
-   * once; then each statement's signature (with its inclusion proof) counts
-   * toward that commit's certificate.
+   * Adds a batch of signatures a peer sent. The signature over the batch root
+   * is verified once; then each statement's signature (with its inclusion
+   * proof) counts toward that commit's certificate.
    */
-  addBatch(batch: SignatureBatch, own = false): BatchRefusal | undefined {
+  addBatch(batch: SignatureBatch): BatchRefusal | undefined {
     const signer = batch.homeserverId;
     const key = this.signingKeyOf(signer);
     if (key === undefined) return "unknown-signer";
@@ -100,10 +99,26 @@ export class CertificateCollector {
     if (batch.statements.length > maxMerkleLeaves) return "too-large";
     // With 3 voters, the second peer's batch usually finds every certificate complete: nothing to
     // verify it for (an Ed25519 verification and a Merkle tree per batch on every homeserver).
-    if (!own && this.addsNothing(batch)) return undefined;
+    if (this.addsNothing(batch)) return undefined;
     const statements = batch.statements.map((s) => statementBytes(s.clusterId, s.channelId, s.epoch, s.commitHash, s.logIndex));
     const tree = buildMerkleTree(statements.map(merkleLeafHash));
-    if (!own && !verifyBatchSignature(key, tree.root, batch.signature)) return "bad-signature";
+    if (!verifyBatchSignature(key, tree.root, batch.signature)) return "bad-signature";
+    this.countBatch(batch, statements, tree);
+    return undefined;
+  }
+
+  /**
+   * Adds this homeserver's own batch, signed over `tree` (the Merkle tree of
+   * `statements`, the batch's statements in order) just now: the tree and
+   * statements are the signer's, not built again, and nothing is verified.
+   */
+  addOwnBatch(batch: SignatureBatch, statements: readonly Uint8Array[], tree: MerkleTree): void {
+    this.countBatch(batch, statements, tree);
+  }
+
+  /** Counts each statement's signature (the batch signature with its proof) toward that commit's certificate. */
+  private countBatch(batch: SignatureBatch, statements: readonly Uint8Array[], tree: MerkleTree): void {
+    const signer = batch.homeserverId;
     const leafCount = statements.length;
     batch.statements.forEach((s, i) => {
       if (s.clusterId !== this.clusterId) return;
@@ -116,7 +131,6 @@ export class CertificateCollector {
       if (entry.applied === undefined) entry.early.set(signer, { statement: statements[i]!, signature });
       else if (bytesEqual(entry.applied.statement, statements[i]!)) this.count(entry, signer, signature);
     });
-    return undefined;
   }
 
   /** Whether every statement of `batch` is of this cluster and for a certificate already complete here. */

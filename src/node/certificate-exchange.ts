@@ -244,15 +244,16 @@ export class CertificateExchange {
     while (this.toSign.length > 0) {
       const commits = this.toSign.splice(0, maxMerkleLeaves);
       const collector = this.options.collector;
-      const root = buildMerkleTree(commits.map((c) => merkleLeafHash(collector.statementOf(c)))).root;
-      const signature = this.options.key.sign(batchSigningMessage(root));
-      rememberOwnBatchSignature(this.options.key.publicKeyRaw, root, signature);
+      const statements = commits.map((c) => collector.statementOf(c));
+      const tree = buildMerkleTree(statements.map(merkleLeafHash));
+      const signature = this.options.key.sign(batchSigningMessage(tree.root));
+      rememberOwnBatchSignature(this.options.key.publicKeyRaw, tree.root, signature);
       const batch = create(SignatureBatchSchema, {
         homeserverId: this.options.selfId,
         signature,
         statements: commits.map((c) => ({ clusterId: collector.clusterId, channelId: c.channelId, epoch: c.epoch, commitHash: c.commitHash, logIndex: c.logIndex })),
       });
-      collector.addBatch(batch, true);
+      collector.addOwnBatch(batch, statements, tree);
       const peers = [...new Set(commits.flatMap((c) => c.voters))].filter((id) => id !== this.options.selfId);
       const sent: SentBatch = { payload: toBinary(SignatureBatchSchema, batch), peers, keys: commits.map((c) => keyOf(c.channelId, c.epoch)), sentAtMs: Date.now() };
       for (const peer of peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
