@@ -13,7 +13,8 @@
  * that tail use it; others scan RocksDB. Acks that arrive together are written
  * in one batch.
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
+import { encodeInboxEntry } from "../channel/record-codec.ts";
 import { EntryKind, GapReason, InboxEntrySchema, type InboxEntry } from "../gen/epochd/inbox/v1/inbox_pb.ts";
 import { assert } from "../raft/assert.ts";
 import type { KvWrite } from "../storage/storage-engine.ts";
@@ -186,7 +187,7 @@ export class InboxStore {
   }
 
   private encode(sequence: bigint, init: NewEntry): Uint8Array {
-    return toBinary(InboxEntrySchema, create(InboxEntrySchema, { ...init, sequence }));
+    return encodeInboxEntry(create(InboxEntrySchema, { ...init, sequence }));
   }
 
   private put(deviceId: string, queue: DeviceQueue, init: NewEntry, writes: KvWrite[]): bigint {

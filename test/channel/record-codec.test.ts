@@ -8,7 +8,8 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { encodeCertificate, encodeChannelEvent, encodeChannelRecord, encodeEpochRecord } from "../../src/channel/record-codec.ts";
+import { encodeCertificate, encodeChannelEvent, encodeChannelRecord, encodeEpochRecord, encodeInboxEntry } from "../../src/channel/record-codec.ts";
+import { InboxEntrySchema } from "../../src/gen/epochd/inbox/v1/inbox_pb.ts";
 import { CertificateSchema, ChannelEventSchema, MemberSchema, SignatureSchema } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import { ChannelRecordSchema, EpochRecordSchema } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";
 
@@ -50,14 +51,31 @@ const event = fc
   .record({ sequence: uint64, kind: enumValue, epoch: uint64, payload: bytes(64), certificate: fc.option(certificate, { nil: undefined }), welcome: bytes(16) })
   .map(({ certificate: c, ...rest }) => create(ChannelEventSchema, { ...rest, ...(c === undefined ? {} : { certificate: c }) }));
 
+const inboxEntry = fc
+  .record({
+    sequence: uint64,
+    messageId: text,
+    kind: enumValue,
+    channelId: text,
+    channelSequence: uint64,
+    epoch: uint64,
+    payload: bytes(64),
+    certificate: fc.option(certificate, { nil: undefined }),
+    logIndex: uint64,
+    senderDeviceId: text,
+    gapReason: enumValue,
+  })
+  .map(({ certificate: c, ...rest }) => create(InboxEntrySchema, { ...rest, ...(c === undefined ? {} : { certificate: c }) }));
+
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
 describe("hand-written record encoders", () => {
-  it("write exactly toBinary's bytes for any certificate, epoch record, event and channel record", () => {
+  it("write exactly toBinary's bytes for any certificate, epoch record, event, channel record and inbox entry", () => {
     fc.assert(fc.property(certificate, (c) => hex(encodeCertificate(c)) === hex(toBinary(CertificateSchema, c))), { seed, numRuns: 500 });
     fc.assert(fc.property(epochRecord, (r) => hex(encodeEpochRecord(r)) === hex(toBinary(EpochRecordSchema, r))), { seed, numRuns: 500 });
     fc.assert(fc.property(event, (e) => hex(encodeChannelEvent(e)) === hex(toBinary(ChannelEventSchema, e))), { seed, numRuns: 500 });
     fc.assert(fc.property(channelRecord, (r) => hex(encodeChannelRecord(r)) === hex(toBinary(ChannelRecordSchema, r))), { seed, numRuns: 500 });
+    fc.assert(fc.property(inboxEntry, (e) => hex(encodeInboxEntry(e)) === hex(toBinary(InboxEntrySchema, e))), { seed, numRuns: 500 });
   });
 
   it("keep the unknown fields of a record read from a newer version, as toBinary does", () => {
