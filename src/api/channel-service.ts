@@ -266,8 +266,13 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
     if (result.code === "invalid") throw new ApiError(grpc.status.INVALID_ARGUMENT, result.reason);
     if (result.code !== "conflict") throw new ApiError(grpc.status.INTERNAL, result.reason);
     const metadata = new grpc.Metadata();
-    // The winner goes back with a complete certificate: clients apply no commit without one.
-    const winner = result.builtOn < result.currentEpoch ? await certifiedRecord(result.channelId, result.builtOn, waitMs) : undefined;
+    // The winner goes back with a complete certificate: clients apply no commit without one. Results
+    // come as soon as applied, before the apply batch is written; a read index waits for the write.
+    let winner: EpochRecord | undefined;
+    if (result.builtOn < result.currentEpoch) {
+      await withDeadline(groups.readIndex(result.channelId), waitMs, "confirming the read index");
+      winner = await certifiedRecord(result.channelId, result.builtOn, waitMs);
+    }
     const conflict = create(CommitConflictSchema, {
       channelId: result.channelId,
       currentEpoch: result.currentEpoch,

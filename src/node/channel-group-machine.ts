@@ -28,10 +28,18 @@ export const channelNamespace = 0x43; // "C"
 /** Key of the group's membership as of the last applied entry. */
 const confStateKey = Uint8Array.of(0x47); // "G"
 
-/** What a channel group's apply tells its homeserver, after the batch is written. */
+/** What a channel group's apply tells its homeserver. */
 export interface ChannelGroupListener {
-  /** A channel command's result; `requestId` as the proposer chose it (empty if none). */
-  onChannelResult(result: ChannelResult, index: LogIndex, requestId: Uint8Array): void;
+  /**
+   * A channel command's result as soon as it is applied in memory, before
+   * the batch is written; `requestId` as the proposer chose it (empty if
+   * none). Its proposer may be answered now (the entry is committed, and a
+   * restart replays the same result), but whoever reads the command's
+   * records from the store must wait for them first (a read index).
+   */
+  onCommandApplied(result: ChannelResult, index: LogIndex, requestId: Uint8Array): void;
+  /** A channel command's result (or certificates recorded along with one), after the batch is written. */
+  onChannelResult(result: ChannelResult, index: LogIndex): void;
   /** The group's membership as of the last applied entry changed (by an entry or a snapshot). */
   onMembership(channelId: string, confState: ConfState): void;
   /**
@@ -60,9 +68,6 @@ interface AppliedMembership {
   /** Homeservers a membership change removed and none added back: they may still hold a copy. */
   readonly former: readonly string[];
 }
-
-/** The request id of an announcement nobody waits for. */
-const noRequestId = new Uint8Array(0);
 
 const noMembership: AppliedMembership = { conf: emptyConfState, index: 0, former: [] };
 
@@ -123,7 +128,7 @@ export class ChannelGroupMachine implements StateMachine {
     const results = new Map<LogIndex, unknown>();
     const batch = new ApplyBatch(channelNamespace, (key) => this.store.get(key));
     const inbox = this.context.inbox?.begin();
-    const announced: Array<[ChannelResult, LogIndex, Uint8Array]> = [];
+    const announced: Array<[ChannelResult, LogIndex]> = [];
     let confChanged = false;
     for (const entry of entries) {
       if (entry.type === EntryType.ConfChange) {
@@ -142,14 +147,15 @@ export class ChannelGroupMachine implements StateMachine {
       if (command.certificates.length > 0) {
         // Certificates the leader recorded along with the command: of earlier commits, so before it.
         const recorded = this.context.channels.recordSignatures(command.certificates.filter((item) => item.channelId === this.channelId), batch);
-        if (recorded.certified.length > 0) announced.push([recorded, entry.index, noRequestId]);
+        if (recorded.certified.length > 0) announced.push([recorded, entry.index]);
       }
       const result = await this.applyCommand(command, entry.index, batch, inbox);
       results.set(entry.index, result);
+      if (command.requestId.byteLength > 0) this.context.listener.onCommandApplied(result, entry.index, command.requestId);
       // A commit changes the members; a creation names the first member and any witnesses.
       if (result.ok && (result.kind === "commit-accepted" || result.kind === "created")) this.context.listener.onMembersApplied(this.channelId);
       if (result.ok && result.kind === "commit-accepted") this.context.listener.onCommitAccepted(result, entry.index);
-      announced.push([result, entry.index, command.requestId]);
+      announced.push([result, entry.index]);
     }
     writes.push(...batch.writes);
     if (confChanged) writes.push({ key: confStateKey, value: encodeMembership(this.membership) });
@@ -159,7 +165,7 @@ export class ChannelGroupMachine implements StateMachine {
     const afterWrite = () => {
       inbox?.afterWrite();
       if (confChanged) this.context.listener.onMembership(this.channelId, conf);
-      for (const [result, index, requestId] of announced) this.context.listener.onChannelResult(result, index, requestId);
+      for (const [result, index] of announced) this.context.listener.onChannelResult(result, index);
     };
     return { writes, results, localWrites, afterWrite };
   }

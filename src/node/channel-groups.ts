@@ -161,10 +161,8 @@ export class ChannelGroups implements HostedChannels {
 
   /** The listener every channel group machine reports to. */
   private readonly listener: ChannelGroupListener = {
-    onChannelResult: (result, index, requestId) => {
-      if (requestId.byteLength > 0) this.resultWaiters.get(Buffer.from(requestId).toString("hex"))?.resolve({ result, index });
-      this.options.onChannelResult(result);
-    },
+    onCommandApplied: (result, index, requestId) => this.resultWaiters.get(Buffer.from(requestId).toString("hex"))?.resolve({ result, index }),
+    onChannelResult: (result) => this.options.onChannelResult(result),
     onMembersApplied: (channelId) => this.refreshSettled(channelId),
     onCommitAccepted: (result, index) => this.options.onCommitAccepted(result, index),
     onMembership: (channelId) => {
@@ -324,7 +322,9 @@ export class ChannelGroups implements HostedChannels {
   /**
    * Orders `command` in the channel's group and resolves with its result:
    * proposed here on the leader, else forwarded to the leader and learned
-   * from this homeserver's own apply of the entry.
+   * from this homeserver's own apply of the entry; either way as soon as
+   * the entry is applied, before the apply batch is written (reading the
+   * command's records from the store takes a read index first).
    */
   async propose(channelId: string, command: Command, waitMs: number): Promise<{ result: ChannelResult; index: LogIndex }> {
     if (!this.hosted.has(channelId)) throw new ChannelNotHostedError(channelId);
@@ -352,7 +352,8 @@ export class ChannelGroups implements HostedChannels {
     const leading = driver.leaderOf(groupId) === this.options.selfId;
     if (leading && this.admits(channelId)) {
       // The caller bounds the wait (its deadline); a lost proposal fails at once here.
-      const applied = await driver.propose(groupId, this.withAlongside(channelId, data));
+      // Answered once applied, before the apply batch is written (see ChannelGroupListener.onCommandApplied).
+      const applied = await driver.propose(groupId, this.withAlongside(channelId, data), { answerBeforeWrite: true });
       return { result: applied.result as ChannelResult, index: applied.index };
     }
     const key = requestId.toString("hex");

@@ -54,20 +54,24 @@ afterEach(() => {
 });
 
 describe("ChannelGroupMachine", () => {
-  it("records the certificates appended to a command's entry, before the command, and only valid ones of its own channel", async () => {
+  it("records the certificates appended to a command's entry, before the command, and only valid ones of its own channel; tells the proposer before the write", async () => {
     const dir = mkdtempSync(join(tmpdir(), "epochd-group-machine-"));
     dirs.push(dir);
     const engine = await StorageEngine.open(dir, { sync: false });
     try {
       const store = await engine.openGroup("channel/c1", ["hs1"]);
       const channels = new ChannelStateMachine({ clusterId, signingKeyOf: (id) => signers.get(id)?.publicKeyRaw });
-      const announced: Array<{ result: ChannelResult; index: number; requestId: string }> = [];
+      /** Results told as soon as applied (with whether the batch was written by then), and after the write. */
+      const applied: Array<{ result: ChannelResult; index: number; requestId: string; written: boolean }> = [];
+      const announced: Array<{ result: ChannelResult; index: number }> = [];
+      let written = false;
       const machine = new ChannelGroupMachine("c1", store, {
         channels,
         inbox: undefined,
         inboxStore: undefined,
         listener: {
-          onChannelResult: (result, index, requestId) => announced.push({ result, index, requestId: Buffer.from(requestId).toString("hex") }),
+          onCommandApplied: (result, index, requestId) => applied.push({ result, index, requestId: Buffer.from(requestId).toString("hex"), written }),
+          onChannelResult: (result, index) => announced.push({ result, index }),
           onMembership: () => {},
           onMembersApplied: () => {},
           onCommitAccepted: () => {},
@@ -79,8 +83,10 @@ describe("ChannelGroupMachine", () => {
         const body = toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command, requestId: Uint8Array.of(0xaa) }));
         const extra = toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { certificates: along }));
         const entry: Entry = { index: ++index, term: 1, type: EntryType.Normal, data: encodeChannelCommand(Buffer.concat([body, extra])) };
+        written = false;
         const outcome = await machine.apply([entry]);
         await engine.apply([{ group: store, appliedIndex: entry.index, writes: outcome.writes }]);
+        written = true;
         outcome.afterWrite?.();
         return outcome.results.get(entry.index) as ChannelResult;
       };
@@ -99,6 +105,7 @@ describe("ChannelGroupMachine", () => {
       const acceptedAt = index;
       await applyAcceptedCommit(group, "alice@hs1", update);
       announced.length = 0;
+      applied.length = 0;
 
       // Along with Bob's next commit: hs1's signature and a tampered one of hs3 (no quorum), and a
       // valid-looking item of another channel, which this group does not order.
@@ -114,18 +121,21 @@ describe("ChannelGroupMachine", () => {
       expect(await channels.recordedCertificate(get, "c1", 1n)).toBeUndefined();
       expect(channels.isGathering("c1", 1n)).toBe(true);
 
-      // Along with a message-less rival for epoch 2 (a conflict): hs3's valid signature completes the
-      // certificate, announced before the command's own result and with no request id of its own.
+      // Along with a rival for epoch 2 (a conflict): hs3's valid signature completes the certificate,
+      // announced after the write before the command's own result; the proposer (request id 0xaa) is
+      // told the result as soon as it is applied, before the write.
       announced.length = 0;
+      applied.length = 0;
       const rival = await makeCommit(memberOf(group, "alice@hs1").state);
       const conflict = await apply({ case: "submitCommit", value: { channelId: "c1", epoch: 2n, commit: rival.commit, nextGroupInfo: rival.nextGroupInfo } }, [
         { channelId: "c1", epoch: 1n, signatures: [signatureOf("hs3", accepted, acceptedAt)] },
       ]);
       expect(conflict).toMatchObject({ ok: false, code: "conflict" });
       expect(announced).toEqual([
-        { result: { ok: true, kind: "signatures", certified: [{ channelId: "c1", epoch: 1n }] }, index, requestId: "" },
-        { result: conflict, index, requestId: "aa" },
+        { result: { ok: true, kind: "signatures", certified: [{ channelId: "c1", epoch: 1n }] }, index },
+        { result: conflict, index },
       ]);
+      expect(applied).toEqual([{ result: conflict, index, requestId: "aa", written: false }]);
       expect(channels.isGathering("c1", 1n)).toBe(false);
       expect((await channels.recordedCertificate(get, "c1", 1n))?.signatures.map((s) => s.homeserverId)).toEqual(["hs1", "hs3"]);
     } finally {
