@@ -157,7 +157,21 @@ function serveCommitStream(
   let inflight = 0;
   let ended = false;
   const respond = (message: MessageInitShape<typeof SubmitCommitStreamResponseSchema>) => {
-    if (!call.writableEnded && !call.destroyed) call.write(encodeMessage(SubmitCommitStreamResponseSchema, message));
+    if (call.writableEnded || call.destroyed) return;
+    // Back-pressure: a client that sends without reading stops being read until it catches up.
+    if (!call.write(encodeMessage(SubmitCommitStreamResponseSchema, message)) && !call.isPaused()) {
+      call.pause();
+      call.once("drain", () => call.resume());
+    }
+  };
+  const refuse = (requestId: bigint, error: unknown) => {
+    let status: MessageInitShape<typeof ItemStatusSchema>;
+    try {
+      status = commitItemStatus(error);
+    } catch {
+      status = { code: grpc.status.INTERNAL, message: "the item's status could not be encoded" };
+    }
+    respond({ requestId, error: status });
   };
   const finishIfDone = () => {
     if (ended && inflight === 0 && !call.writableEnded && !call.destroyed) call.end();
@@ -174,13 +188,13 @@ function serveCommitStream(
       inflight++;
       submit(item.commit, call.metadata, deadline)
         .then((result) => respond({ requestId, result }))
-        .catch((error: unknown) => respond({ requestId, error: commitItemStatus(error) }))
+        .catch((error: unknown) => refuse(requestId, error))
         .finally(() => {
           inflight--;
           finishIfDone();
         });
     } catch (error) {
-      respond({ requestId, error: commitItemStatus(error) });
+      refuse(requestId, error);
     }
   });
   call.on("end", () => {

@@ -96,8 +96,9 @@ export function verifyCommitSignature(publicKeyRaw: Uint8Array, statement: Uint8
 export function rememberVerifiedCommitSignature(publicKeyRaw: Uint8Array, statement: Uint8Array, signature: Signature): void {
   const id = commitSignatureId(publicKeyRaw, statement);
   if (verifiedCommitSignatures.has(id)) verifiedCommitSignatures.delete(id);
-  else if (verifiedCommitSignatures.size >= verifiedBatchesMax) verifiedCommitSignatures.delete(verifiedCommitSignatures.keys().next().value!);
-  verifiedCommitSignatures.set(id, signature);
+  else if (verifiedCommitSignatures.size >= verifiedCommitSignaturesMax) verifiedCommitSignatures.delete(verifiedCommitSignatures.keys().next().value!);
+  // Copies: decoded bytes are views into a whole peer batch or log entry, which the cache must not keep alive.
+  verifiedCommitSignatures.set(id, { ...signature, signature: signature.signature.slice(), proof: signature.proof.map((hash) => hash.slice()) });
 }
 
 function commitSignatureId(publicKeyRaw: Uint8Array, statement: Uint8Array): string {
@@ -162,6 +163,12 @@ function rememberVerified(id: string): void {
 
 /** Recently verified commit signatures by key and statement, oldest first (see {@link rememberVerifiedCommitSignature}). */
 const verifiedCommitSignatures = new Map<string, Signature>();
+/**
+ * Enough for the signatures of the certificates a homeserver has yet to see
+ * recorded: a quorum per commit over the 10 s a certificate may wait for the
+ * channel's next command, at a few thousand commits/s.
+ */
+const verifiedCommitSignaturesMax = 65_536;
 
 /** Recently verified batch signatures, oldest first. */
 const verifiedBatches = new Set<string>();

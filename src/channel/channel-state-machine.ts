@@ -385,7 +385,8 @@ export class ChannelStateMachine {
         if (!certificate.voters.includes(signer) || certificate.signatures.some((s) => s.homeserverId === signer)) continue;
         const key = this.directory.signingKeyOf(signer);
         if (key === undefined || !verifyCommitSignature(key, statement, signature)) continue;
-        certificate.signatures.push(signature);
+        // A copy: the decoded bytes are views into the whole log entry, which memory must not keep.
+        certificate.signatures.push({ ...signature, signature: signature.signature.slice(), proof: signature.proof.map((hash) => hash.slice()) });
         added = true;
       }
       if (!added) continue;

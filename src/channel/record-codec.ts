@@ -22,9 +22,13 @@ function bytesOf(writer: WireWriter): Uint8Array {
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 
-/** Whether the hand-written path may encode a message with these uint64 values (no unknown fields either). */
-function plain(message: { readonly $unknown?: readonly unknown[] | undefined }, ...uint64s: readonly bigint[]): boolean {
-  return (message.$unknown === undefined || message.$unknown.length === 0) && uint64s.every((v) => v >= 0n && v <= safeMax);
+/**
+ * Whether the hand-written path may encode a message with these uint64 and
+ * enum values: no unknown fields, uint64s up to 2^53 - 1, no negative enum
+ * (toBinary writes those as ten-byte varints).
+ */
+function plain(message: { readonly $unknown?: readonly unknown[] | undefined }, uint64s: readonly bigint[] = [], enums: readonly number[] = []): boolean {
+  return (message.$unknown === undefined || message.$unknown.length === 0) && uint64s.every((v) => v >= 0n && v <= safeMax) && enums.every((v) => v >= 0);
 }
 
 const stringSize = (value: string) => lengthFieldSize(utf8Length(value));
@@ -74,7 +78,7 @@ function writeCertificate(writer: WireWriter, c: Certificate): void {
   writeRepeatedStrings(writer, 7, c.voters);
 }
 
-const plainCertificate = (c: Certificate) => plain(c, c.epoch, c.logIndex) && c.signatures.every((s) => plain(s));
+const plainCertificate = (c: Certificate) => plain(c, [c.epoch, c.logIndex]) && c.signatures.every((s) => plain(s));
 
 /** `toBinary(CertificateSchema, certificate)`, by hand. */
 export function encodeCertificate(certificate: Certificate): Uint8Array {
@@ -87,7 +91,7 @@ export function encodeCertificate(certificate: Certificate): Uint8Array {
 /** `toBinary(EpochRecordSchema, record)`, by hand. */
 export function encodeEpochRecord(record: EpochRecord): Uint8Array {
   const certificate = record.certificate;
-  if (!plain(record, record.epoch, record.sequence) || (certificate !== undefined && !plainCertificate(certificate))) return toBinary(EpochRecordSchema, record);
+  if (!plain(record, [record.epoch, record.sequence]) || (certificate !== undefined && !plainCertificate(certificate))) return toBinary(EpochRecordSchema, record);
   const certificateBytes = certificate === undefined ? 0 : certificateSize(certificate);
   const size =
     varintFieldSize(Number(record.epoch)) +
@@ -110,7 +114,7 @@ export function encodeEpochRecord(record: EpochRecord): Uint8Array {
 /** `toBinary(ChannelEventSchema, event)`, by hand. */
 export function encodeChannelEvent(event: ChannelEvent): Uint8Array {
   const certificate = event.certificate;
-  if (!plain(event, event.sequence, event.epoch) || (certificate !== undefined && !plainCertificate(certificate))) return toBinary(ChannelEventSchema, event);
+  if (!plain(event, [event.sequence, event.epoch], [event.kind]) || (certificate !== undefined && !plainCertificate(certificate))) return toBinary(ChannelEventSchema, event);
   const certificateBytes = certificate === undefined ? 0 : certificateSize(certificate);
   const size =
     varintFieldSize(Number(event.sequence)) +
@@ -138,7 +142,7 @@ function memberSize(m: Member): number {
 
 /** `toBinary(ChannelRecordSchema, record)`, by hand. */
 export function encodeChannelRecord(record: ChannelRecord): Uint8Array {
-  if (!plain(record, record.epoch, record.lastSequence) || !record.members.every((m) => plain(m))) return toBinary(ChannelRecordSchema, record);
+  if (!plain(record, [record.epoch, record.lastSequence], [record.handshakeMode]) || !record.members.every((m) => plain(m, [], [m.role]))) return toBinary(ChannelRecordSchema, record);
   let membersSize = 0;
   for (const m of record.members) membersSize += delimitedSize(memberSize(m));
   const size =
@@ -179,7 +183,7 @@ export function encodeChannelRecord(record: ChannelRecord): Uint8Array {
 /** `toBinary(InboxEntrySchema, entry)`, by hand. */
 export function encodeInboxEntry(entry: InboxEntry): Uint8Array {
   const certificate = entry.certificate;
-  if (!plain(entry, entry.sequence, entry.channelSequence, entry.epoch, entry.logIndex) || (certificate !== undefined && !plainCertificate(certificate))) {
+  if (!plain(entry, [entry.sequence, entry.channelSequence, entry.epoch, entry.logIndex], [entry.kind, entry.gapReason]) || (certificate !== undefined && !plainCertificate(certificate))) {
     return toBinary(InboxEntrySchema, entry);
   }
   const certificateBytes = certificate === undefined ? 0 : certificateSize(certificate);

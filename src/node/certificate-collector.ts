@@ -25,8 +25,8 @@ interface Collecting {
   /** Set once this homeserver applied the commit; until then signatures wait in `early`. */
   applied: (AppliedCommit & { readonly statement: Uint8Array }) | undefined;
   readonly signatures: Map<string, Signature>;
-  /** Signatures that arrived before the local apply, with the statement each covers. */
-  readonly early: Map<string, { statement: Uint8Array; signature: Signature }>;
+  /** Signatures that arrived before the local apply, with the statement each covers and the key that verified it. */
+  readonly early: Map<string, { statement: Uint8Array; signature: Signature; key: Uint8Array }>;
   complete: Certificate | undefined;
 }
 
@@ -82,7 +82,7 @@ export class CertificateCollector {
     const entry = this.entry(keyOf(commit.channelId, commit.epoch));
     if (entry.applied !== undefined) return;
     entry.applied = { ...commit, statement: this.statementOf(commit) };
-    for (const [signer, early] of entry.early) if (bytesEqual(early.statement, entry.applied.statement)) this.count(entry, signer, early.signature);
+    for (const [signer, early] of entry.early) if (bytesEqual(early.statement, entry.applied.statement)) this.count(entry, signer, early.signature, early.key);
     entry.early.clear();
   }
 
@@ -103,7 +103,7 @@ export class CertificateCollector {
     const statements = batch.statements.map((s) => statementBytes(s.clusterId, s.channelId, s.epoch, s.commitHash, s.logIndex));
     const tree = buildMerkleTree(statements.map(merkleLeafHash));
     if (!verifyBatchSignature(key, tree.root, batch.signature)) return "bad-signature";
-    this.countBatch(batch, statements, tree);
+    this.countBatch(batch, statements, tree, key);
     return undefined;
   }
 
@@ -112,12 +112,16 @@ export class CertificateCollector {
    * `statements`, the batch's statements in order) just now: the tree and
    * statements are the signer's, not built again, and nothing is verified.
    */
-  addOwnBatch(batch: SignatureBatch, statements: readonly Uint8Array[], tree: MerkleTree): void {
-    this.countBatch(batch, statements, tree);
+  addOwnBatch(batch: SignatureBatch, statements: readonly Uint8Array[], tree: MerkleTree, publicKeyRaw: Uint8Array): void {
+    this.countBatch(batch, statements, tree, publicKeyRaw);
   }
 
-  /** Counts each statement's signature (the batch signature with its proof) toward that commit's certificate. */
-  private countBatch(batch: SignatureBatch, statements: readonly Uint8Array[], tree: MerkleTree): void {
+  /**
+   * Counts each statement's signature (the batch signature with its proof)
+   * toward that commit's certificate; `signerKey` is the public key the
+   * batch signature is valid under (checked, or this homeserver's own).
+   */
+  private countBatch(batch: SignatureBatch, statements: readonly Uint8Array[], tree: MerkleTree, signerKey: Uint8Array): void {
     const signer = batch.homeserverId;
     const leafCount = statements.length;
     batch.statements.forEach((s, i) => {
@@ -128,8 +132,8 @@ export class CertificateCollector {
       if (entry.complete !== undefined) return;
       // A plain object of the generated type: create() per statement costs more than everything else here.
       const signature: Signature = { $typeName: "epochd.channel.v1.Signature", homeserverId: signer, signature: batch.signature, leafIndex: i, leafCount, proof: tree.proof(i) };
-      if (entry.applied === undefined) entry.early.set(signer, { statement: statements[i]!, signature });
-      else if (bytesEqual(entry.applied.statement, statements[i]!)) this.count(entry, signer, signature);
+      if (entry.applied === undefined) entry.early.set(signer, { statement: statements[i]!, signature, key: signerKey });
+      else if (bytesEqual(entry.applied.statement, statements[i]!)) this.count(entry, signer, signature, signerKey);
     });
   }
 
@@ -141,13 +145,12 @@ export class CertificateCollector {
     });
   }
 
-  private count(entry: Collecting, signer: string, signature: Signature): void {
+  private count(entry: Collecting, signer: string, signature: Signature, key: Uint8Array): void {
     const applied = entry.applied!;
     if (entry.complete !== undefined || !applied.voters.includes(signer) || entry.signatures.has(signer)) return;
     entry.signatures.set(signer, signature);
-    // Checked (or this homeserver's own): when the log records it, apply need not hash its proof again.
-    const key = this.signingKeyOf(signer);
-    if (key !== undefined) rememberVerifiedCommitSignature(key, applied.statement, signature);
+    // Valid under `key` (checked, or this homeserver's own): when the log records it, apply need not hash its proof again.
+    rememberVerifiedCommitSignature(key, applied.statement, signature);
     if (entry.signatures.size < quorumSize(applied.voters.length)) return;
     entry.complete = create(CertificateSchema, {
       clusterId: this.clusterId,

@@ -61,6 +61,19 @@ export const followerReproposeMs = 30_000;
 export const sentBatchesMax = 10_000;
 /** Most certificates one log entry records. */
 export const certificatesPerEntryMax = 256;
+/**
+ * Most bytes of certificates one command's entry takes along (a command may
+ * be several MiB already; an entry must stay below the peer codec's
+ * 8 MiB bound).
+ */
+export const alongsideBytesMax = 256 * 1024;
+
+/** About the bytes a certificate's signatures take in a log entry (an upper bound, for {@link alongsideBytesMax}). */
+function approximateCertificateBytes(certificate: Certificate): number {
+  let bytes = 64 + certificate.channelId.length;
+  for (const s of certificate.signatures) bytes += 96 + s.homeserverId.length + 34 * s.proof.length;
+  return bytes;
+}
 
 interface SentBatch {
   readonly payload: Uint8Array;
@@ -196,7 +209,14 @@ export class CertificateExchange {
   takeAlongside(channelId: string): Uint8Array {
     const pending = this.toRecord.get(channelId);
     if (pending === undefined) return noBytes;
-    const due = [...pending.values()].filter((record) => !record.proposed).slice(0, certificatesPerEntryMax);
+    const due: PendingRecord[] = [];
+    let bytes = 0;
+    for (const record of pending.values()) {
+      if (record.proposed) continue;
+      bytes += approximateCertificateBytes(record.certificate);
+      if (due.length === certificatesPerEntryMax || bytes > alongsideBytesMax) break;
+      due.push(record);
+    }
     if (due.length === 0) return noBytes;
     const againAtMs = Date.now() + leaderReproposeMs;
     for (const record of due) {
@@ -253,7 +273,7 @@ export class CertificateExchange {
         signature,
         statements: commits.map((c) => ({ clusterId: collector.clusterId, channelId: c.channelId, epoch: c.epoch, commitHash: c.commitHash, logIndex: c.logIndex })),
       });
-      collector.addOwnBatch(batch, statements, tree);
+      collector.addOwnBatch(batch, statements, tree, this.options.key.publicKeyRaw);
       const peers = [...new Set(commits.flatMap((c) => c.voters))].filter((id) => id !== this.options.selfId);
       const sent: SentBatch = { payload: toBinary(SignatureBatchSchema, batch), peers, keys: commits.map((c) => keyOf(c.channelId, c.epoch)), sentAtMs: Date.now() };
       for (const peer of peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);

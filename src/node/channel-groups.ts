@@ -41,7 +41,7 @@ import { entryBody } from "../multiraft/entry-payload.ts";
 import { NotLeaderError, OutcomeUnknownError } from "../multiraft/errors.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import { confMembers, isConfMember } from "../raft/conf-change.ts";
-import { ConfChangeType, type GroupId, type LogIndex, type Message, type NodeId } from "../raft/types.ts";
+import { ConfChangeType, EntryType, type GroupId, type LogIndex, type Message, type NodeId } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
 import { ChannelGroupMachine, readChannelGroup, withNamespace, type ChannelGroupListener, type StoredChannelGroup } from "./channel-group-machine.ts";
 import { KeyedWaiters } from "./keyed-waiters.ts";
@@ -119,9 +119,11 @@ export interface ChannelGroupsOptions {
   readonly onCommitAccepted: (result: Extract<ChannelResult, { kind: "commit-accepted" }>, index: LogIndex) => void;
   /**
    * Asked just before this homeserver, the channel's leader, appends a
-   * command to its log (its own or a forwarded one): more of the command's
+   * command to its log (its own or a forwarded one, not one held back while
+   * the group changes its voters): records of the command's repeated
    * fields, encoded, to append to its encoding (a repeated field's records
-   * may follow the rest of a message), such as certificates to record.
+   * may follow the rest of a message; a scalar field's would override it),
+   * such as certificates to record.
    */
   readonly alongside?: (channelId: string) => Uint8Array;
   readonly logger: Logger;
@@ -416,7 +418,7 @@ export class ChannelGroups implements HostedChannels {
     if (!groupId.startsWith(channelGroupPrefix)) return message;
     const channelId = groupId.slice(channelGroupPrefix.length);
     if (this.admits(channelId)) {
-      const last = message.entries.findLastIndex((entry) => entryBody(entry.data, channelCommandOp) !== undefined);
+      const last = message.entries.findLastIndex((entry) => entry.type === EntryType.Normal && entryBody(entry.data, channelCommandOp) !== undefined);
       if (last < 0) return message;
       const entries = [...message.entries];
       entries[last] = { ...entries[last]!, data: this.withAlongside(channelId, entries[last]!.data) };

@@ -1,9 +1,11 @@
 /**
- * The protobuf wire format, by hand, for the peer stream's hot path: Raft
- * batches are encoded and decoded here at several thousand per second, and
- * protobuf-es's reflection-driven codec cost the leader a fifth of its CPU.
- * Only what raft.proto uses: varints (uint64 up to 2^53 - 1, enums, bools)
- * and length-delimited fields (strings, bytes, messages). A reader rejects
+ * The protobuf wire format, by hand, for the hot paths: Raft batches on the
+ * peer stream are encoded and decoded here at several thousand per second
+ * (protobuf-es's reflection-driven codec cost the leader a fifth of its
+ * CPU), and the records every accepted commit writes are encoded here
+ * (src/channel/record-codec.ts). Only what those use: varints (uint64 up
+ * to 2^53 - 1, enums, bools) and length-delimited fields (strings, bytes,
+ * messages). A reader rejects
  * anything malformed with a {@link CodecError} and skips unknown fields, as
  * any protobuf reader does, so the schema in proto/ stays the contract.
  */

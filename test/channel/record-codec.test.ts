@@ -21,7 +21,8 @@ const bytes = (maxLength: number) => fc.uint8Array({ maxLength });
 /** uint64 values, mostly small, some at and beyond 2^53 - 1 (the fallback). */
 const uint64 = fc.oneof({ weight: 6, arbitrary: fc.bigInt({ min: 0n, max: 100_000n }) }, { weight: 1, arbitrary: fc.constantFrom(2n ** 53n - 1n, 2n ** 53n, 2n ** 64n - 1n) });
 const uint32 = fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 2 ** 32 - 1 }));
-const enumValue = fc.integer({ min: 0, max: 5 });
+/** Enum values, some negative (the fallback: toBinary writes them as ten-byte varints). */
+const enumValue = fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 0, max: 5 }) }, { weight: 1, arbitrary: fc.integer({ min: -3, max: -1 }) });
 
 const signature = fc.record({ homeserverId: text, signature: bytes(64), leafIndex: uint32, leafCount: uint32, proof: fc.array(bytes(32), { maxLength: 3 }) }).map((init) => create(SignatureSchema, init));
 const certificate = fc

@@ -1150,7 +1150,9 @@ export const ChannelService: GenService<{
    * stream's metadata, checked, ordered and certified exactly like a
    * SubmitCommit, and refused items get their status in the answer; the
    * stream stays open across them. The stream's deadline, if any, bounds
-   * every item.
+   * every item (without one, each item waits at most 30 s). The token in the
+   * stream's metadata is checked for every item: once it expires, items get
+   * UNAUTHENTICATED, and the client opens a new stream with a fresh token.
    *
    * @generated from rpc epochd.channel.v1.ChannelService.SubmitCommitStream
    */
