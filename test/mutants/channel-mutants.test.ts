@@ -71,8 +71,8 @@ export const channelMutants: readonly ChannelMutant[] = [
   {
     name: "collector-counts-another-statement",
     file: "src/node/certificate-collector.ts",
-    search: "      else if (bytesEqual(entry.applied.statement, statements[i]!)) this.count(entry, signer, signature);",
-    replace: "      else this.count(entry, signer, signature);",
+    search: "      else if (bytesEqual(entry.applied.statement, statements[i]!)) this.count(entry, signer, signature, signerKey);",
+    replace: "      else this.count(entry, signer, signature, signerKey);",
   },
   {
     name: "collector-counts-non-voter",
