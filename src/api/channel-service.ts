@@ -41,7 +41,8 @@ import { channelAccess } from "./channel-access.ts";
 import { callWaitMsMax, remainingMs, withDeadline } from "./deadline.ts";
 import { ApiError, itemStatus } from "./errors.ts";
 import { RateLimiter } from "./rate-limiter.ts";
-import { decodeRequest, encodeMessage, serviceDefinition, unaryHandler } from "./grpc-service.ts";
+import { serviceDefinition, unaryHandler } from "./grpc-service.ts";
+import { serveItemStream } from "./item-stream.ts";
 
 /** Handshakes (commits and proposals) one sender may submit to one channel: a burst, then a steady rate. */
 export const senderHandshakeLimit = { burst: 20, perSecond: 10 };
@@ -145,63 +146,26 @@ function commitItemStatus(error: unknown): MessageInitShape<typeof ItemStatusSch
 /**
  * Serves one SubmitCommitStream with `submit` (SubmitCommit's own steps):
  * each item as the stream's metadata authenticates it, bounded by the
- * stream's deadline (else by the longest wait of any call), answered in
- * whatever order the commits complete. A malformed or refused item gets its
- * status in its answer and the stream goes on; the stream ends once the
- * client ended it and every item is answered.
+ * stream's deadline (else by the longest wait of any call); see item-stream.ts.
  */
 function serveCommitStream(
   call: grpc.ServerDuplexStream<Buffer, Buffer>,
   submit: (request: SubmitCommitRequest, metadata: grpc.Metadata, deadline: grpc.Deadline) => Promise<MessageInitShape<typeof SubmitCommitResponseSchema>>,
 ): void {
-  let inflight = 0;
-  let ended = false;
-  const respond = (message: MessageInitShape<typeof SubmitCommitStreamResponseSchema>) => {
-    if (call.writableEnded || call.destroyed) return;
-    // Back-pressure: a client that sends without reading stops being read until it catches up.
-    if (!call.write(encodeMessage(SubmitCommitStreamResponseSchema, message)) && !call.isPaused()) {
-      call.pause();
-      call.once("drain", () => call.resume());
-    }
-  };
-  const refuse = (requestId: bigint, error: unknown) => {
-    let status: MessageInitShape<typeof ItemStatusSchema>;
-    try {
-      status = commitItemStatus(error);
-    } catch {
-      status = { code: grpc.status.INTERNAL, message: "the item's status could not be encoded" };
-    }
-    respond({ requestId, error: status });
-  };
-  const finishIfDone = () => {
-    if (ended && inflight === 0 && !call.writableEnded && !call.destroyed) call.end();
-  };
-  call.on("data", (bytes: Buffer) => {
-    let requestId = 0n;
-    try {
-      const item = decodeRequest(SubmitCommitStreamRequestSchema, bytes);
-      requestId = item.requestId;
+  serveItemStream(call, {
+    request: SubmitCommitStreamRequestSchema,
+    response: SubmitCommitStreamResponseSchema,
+    items: "commits",
+    inflightMax: commitStreamInflightMax,
+    requestIdOf: (item) => item.requestId,
+    async handle(item) {
       if (item.commit === undefined) throw new ApiError(grpc.status.INVALID_ARGUMENT, "an item needs a commit");
-      if (inflight >= commitStreamInflightMax) throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `at most ${commitStreamInflightMax} commits in flight per stream`);
       const streamDeadline = call.getDeadline();
       const deadline = Number.isFinite(streamDeadline instanceof Date ? streamDeadline.getTime() : streamDeadline) ? streamDeadline : Date.now() + callWaitMsMax;
-      inflight++;
-      submit(item.commit, call.metadata, deadline)
-        .then((result) => respond({ requestId, result }))
-        .catch((error: unknown) => refuse(requestId, error))
-        .finally(() => {
-          inflight--;
-          finishIfDone();
-        });
-    } catch (error) {
-      refuse(requestId, error);
-    }
+      return { requestId: item.requestId, result: await submit(item.commit, call.metadata, deadline) };
+    },
+    refusal: (requestId, error) => ({ requestId, error: commitItemStatus(error) }),
   });
-  call.on("end", () => {
-    ended = true;
-    finishIfDone();
-  });
-  call.on("error", () => undefined);
 }
 
 /** What ChannelService needs from its homeserver. */

@@ -10,7 +10,8 @@ import type { ClusterResult, ClusterStateMachine } from "../node/cluster-state-m
 import type { GroupId } from "../raft/types.ts";
 import { remainingMs, withDeadline } from "./deadline.ts";
 import { ApiError, itemStatus } from "./errors.ts";
-import { decodeRequest, encodeMessage, serviceDefinition, unaryHandler } from "./grpc-service.ts";
+import { serviceDefinition, unaryHandler } from "./grpc-service.ts";
+import { serveItemStream } from "./item-stream.ts";
 
 /** Most writes one PutStream may have in flight; more are refused with RESOURCE_EXHAUSTED. */
 export const streamInflightMax = 4096;
@@ -41,31 +42,15 @@ export function addKvService(server: grpc.Server, driver: RaftDriver, groupId: G
       const value = await stateMachine.get(request.key);
       return { found: value !== undefined, value: value ?? new Uint8Array(0), readIndex: BigInt(readIndex) };
     }),
-    putStream: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
-      let inflight = 0;
-      const respond = (message: Parameters<typeof encodeMessage<typeof PutStreamResponseSchema>>[1]) => {
-        if (!call.writableEnded && !call.destroyed) call.write(encodeMessage(PutStreamResponseSchema, message));
-      };
-      call.on("data", (bytes: Buffer) => {
-        let requestId = 0n;
-        try {
-          const request = decodeRequest(PutStreamRequestSchema, bytes);
-          requestId = request.requestId;
-          if (inflight >= streamInflightMax) throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `at most ${streamInflightMax} writes in flight per stream`);
-          inflight++;
-          put(request.key, request.value)
-            .then((result) => respond({ requestId, result }))
-            .catch((error: unknown) => respond({ requestId, error: itemStatus(error).status }))
-            .finally(() => inflight--);
-        } catch (error) {
-          respond({ requestId, error: itemStatus(error).status });
-        }
-      });
-      call.on("end", () => {
-        const finish = () => (inflight === 0 ? call.end() : setTimeout(finish, 5));
-        finish();
-      });
-      call.on("error", () => undefined);
-    },
+    putStream: (call: grpc.ServerDuplexStream<Buffer, Buffer>) =>
+      serveItemStream(call, {
+        request: PutStreamRequestSchema,
+        response: PutStreamResponseSchema,
+        items: "writes",
+        inflightMax: streamInflightMax,
+        requestIdOf: (item) => item.requestId,
+        handle: async (item) => ({ requestId: item.requestId, result: await put(item.key, item.value) }),
+        refusal: (requestId, error) => ({ requestId, error: itemStatus(error).status }),
+      }),
   } satisfies grpc.UntypedServiceImplementation);
 }

@@ -5,7 +5,9 @@ import * as grpc from "@grpc/grpc-js";
 import { RawDb } from "../../src/storage/rocksdb-promises.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { methodPath } from "../../src/api/grpc-service.ts";
-import { KvService } from "../../src/gen/epochd/kv/v1/kv_pb.ts";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { KvService, PutStreamRequestSchema, PutStreamResponseSchema } from "../../src/gen/epochd/kv/v1/kv_pb.ts";
+import { valueBytesMax } from "../../src/kv/kv-command.ts";
 import { createCertificateAuthority, issueHomeserverCertificate } from "../../src/transport/tls.ts";
 import { peerServicePaths } from "../../src/transport/peer-service.ts";
 import { ProcessCluster } from "./process-cluster.ts";
@@ -65,6 +67,34 @@ describe("bad input to a real homeserver", () => {
       );
       expect(garbage?.code).toBe(grpc.status.INVALID_ARGUMENT);
       expect((await kv.put({ key: text("still"), value: text("serving") })).index).toBeGreaterThan(0n);
+    } finally {
+      kv.close();
+    }
+  });
+
+  it("PutStream answers each item: malformed or out-of-range ones with INVALID_ARGUMENT while the stream goes on, then ends cleanly", async () => {
+    const kv = cluster.kv("hs1");
+    try {
+      const call = kv.channel.makeBidiStreamRequest(methodPath(KvService.method.putStream), identity, identity);
+      const answers: Array<ReturnType<typeof fromBinary<typeof PutStreamResponseSchema>>> = [];
+      call.on("data", (bytes: Buffer) => answers.push(fromBinary(PutStreamResponseSchema, bytes)));
+      const closed = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
+      call.on("error", () => undefined);
+      const item = (requestId: bigint, key: Uint8Array, value: Uint8Array) =>
+        call.write(Buffer.from(toBinary(PutStreamRequestSchema, create(PutStreamRequestSchema, { requestId, key, value }))));
+      item(1n, text("stream-a"), text("one"));
+      call.write(Buffer.from([0x0a, 0xff, 0xff]));
+      item(3n, new Uint8Array(0), text("no key"));
+      item(4n, text("stream-big"), new Uint8Array(valueBytesMax + 1));
+      item(5n, text("stream-b"), text("five"));
+      call.end();
+      expect((await closed).code).toBe(grpc.status.OK);
+      const byId = new Map(answers.map((a) => [a.requestId, a]));
+      expect([...byId.keys()].sort()).toEqual([0n, 1n, 3n, 4n, 5n]);
+      for (const refused of [0n, 3n, 4n]) expect(byId.get(refused)?.error?.code, `item ${refused}`).toBe(grpc.status.INVALID_ARGUMENT);
+      for (const written of [1n, 5n]) expect(byId.get(written)?.result?.index, `item ${written}`).toBeGreaterThan(0n);
+      expect(new TextDecoder().decode((await kv.get({ key: text("stream-b") })).value)).toBe("five");
+      expect((await kv.get({ key: text("stream-big") })).found).toBe(false);
     } finally {
       kv.close();
     }
