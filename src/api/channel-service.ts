@@ -38,7 +38,7 @@ import { isValidChannelId } from "../channel/channel-keys.ts";
 import type { ClusterStateMachine } from "../node/cluster-state-machine.ts";
 import type { LogIndex } from "../raft/types.ts";
 import { channelAccess } from "./channel-access.ts";
-import { callWaitMsMax, remainingMs, withDeadline } from "./deadline.ts";
+import { remainingMs, withDeadline } from "./deadline.ts";
 import { ApiError, itemStatus } from "./errors.ts";
 import { RateLimiter } from "./rate-limiter.ts";
 import { serviceDefinition, unaryHandler } from "./grpc-service.ts";
@@ -146,7 +146,7 @@ function commitItemStatus(error: unknown): MessageInitShape<typeof ItemStatusSch
 /**
  * Serves one SubmitCommitStream with `submit` (SubmitCommit's own steps):
  * each item as the stream's metadata authenticates it, bounded by the
- * stream's deadline (else by the longest wait of any call); see item-stream.ts.
+ * stream's deadline and by the longest wait of any call; see item-stream.ts.
  */
 function serveCommitStream(
   call: grpc.ServerDuplexStream<Buffer, Buffer>,
@@ -160,9 +160,7 @@ function serveCommitStream(
     requestIdOf: (item) => item.requestId,
     async handle(item) {
       if (item.commit === undefined) throw new ApiError(grpc.status.INVALID_ARGUMENT, "an item needs a commit");
-      const streamDeadline = call.getDeadline();
-      const deadline = Number.isFinite(streamDeadline instanceof Date ? streamDeadline.getTime() : streamDeadline) ? streamDeadline : Date.now() + callWaitMsMax;
-      return { requestId: item.requestId, result: await submit(item.commit, call.metadata, deadline) };
+      return { requestId: item.requestId, result: await submit(item.commit, call.metadata, Date.now() + remainingMs(call.getDeadline())) };
     },
     refusal: (requestId, error) => ({ requestId, error: commitItemStatus(error) }),
   });

@@ -5,6 +5,7 @@
  */
 import { createPublicKey, verify, type KeyObject } from "node:crypto";
 import type { Certificate, Signature } from "../gen/epochd/channel/v1/channel_pb.ts";
+import { bytesEqual } from "../mls/decode.ts";
 import { merkleHashBytes, merkleLeafHash, merkleRootFromProof } from "./merkle.ts";
 
 /**
@@ -97,16 +98,20 @@ export function rememberVerifiedCommitSignature(publicKeyRaw: Uint8Array, statem
   const id = commitSignatureId(publicKeyRaw, statement);
   if (verifiedCommitSignatures.has(id)) verifiedCommitSignatures.delete(id);
   else if (verifiedCommitSignatures.size >= verifiedCommitSignaturesMax) verifiedCommitSignatures.delete(verifiedCommitSignatures.keys().next().value!);
-  // Copies: decoded bytes are views into a whole peer batch or log entry, which the cache must not keep alive.
-  verifiedCommitSignatures.set(id, { ...signature, signature: signature.signature.slice(), proof: signature.proof.map((hash) => hash.slice()) });
+  verifiedCommitSignatures.set(id, detachedSignature(signature));
+}
+
+/**
+ * A copy of `signature` that owns its bytes: decoded bytes are views into the
+ * whole peer batch or log entry they came in, which whatever keeps a
+ * signature for long must not keep alive.
+ */
+export function detachedSignature(signature: Signature): Signature {
+  return { ...signature, signature: signature.signature.slice(), proof: signature.proof.map((hash) => hash.slice()) };
 }
 
 function commitSignatureId(publicKeyRaw: Uint8Array, statement: Uint8Array): string {
   return `${base64(publicKeyRaw)}/${base64(statement)}`;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.byteLength === b.byteLength && Buffer.compare(a, b) === 0;
 }
 
 /** Whether `b` is exactly the signature `a` (same batch signature, leaf, leaf count and proof). */
@@ -115,9 +120,9 @@ function sameSignature(a: Signature | undefined, b: Signature): boolean {
     a !== undefined &&
     a.leafIndex === b.leafIndex &&
     a.leafCount === b.leafCount &&
-    sameBytes(a.signature, b.signature) &&
+    bytesEqual(a.signature, b.signature) &&
     a.proof.length === b.proof.length &&
-    a.proof.every((hash, i) => sameBytes(hash, b.proof[i]!))
+    a.proof.every((hash, i) => bytesEqual(hash, b.proof[i]!))
   );
 }
 

@@ -35,7 +35,7 @@ import {
   sha256,
 } from "../mls/index.ts";
 import type { LogIndex } from "../raft/types.ts";
-import { certificateStatement, isCertified, verifyCommitSignature } from "./certificate.ts";
+import { certificateStatement, detachedSignature, isCertified, verifyCommitSignature } from "./certificate.ts";
 import { messageKey, certificateKey, channelKey, channelRecordPrefix, epochKey, eventKey, eventPrefix, isValidChannelId, uncertifiedKey, uncertifiedPrefix } from "./channel-keys.ts";
 import type { ApplyBatch } from "../multiraft/apply-batch.ts";
 import { followsMembers } from "./group-membership.ts";
@@ -385,8 +385,7 @@ export class ChannelStateMachine {
         if (!certificate.voters.includes(signer) || certificate.signatures.some((s) => s.homeserverId === signer)) continue;
         const key = this.directory.signingKeyOf(signer);
         if (key === undefined || !verifyCommitSignature(key, statement, signature)) continue;
-        // A copy: the decoded bytes are views into the whole log entry, which memory must not keep.
-        certificate.signatures.push({ ...signature, signature: signature.signature.slice(), proof: signature.proof.map((hash) => hash.slice()) });
+        certificate.signatures.push(detachedSignature(signature));
         added = true;
       }
       if (!added) continue;

@@ -122,6 +122,14 @@ interface PendingRecord {
   proposed: boolean;
 }
 
+/** Marks `records` proposed, each due again at `dueAtMs` unless the log records it first. */
+function markProposed(records: readonly PendingRecord[], dueAtMs: number): void {
+  for (const record of records) {
+    record.proposed = true;
+    record.dueAtMs = dueAtMs;
+  }
+}
+
 /** See the module comment. */
 export class CertificateExchange {
   private toSign: AppliedCommit[] = [];
@@ -218,11 +226,7 @@ export class CertificateExchange {
       due.push(record);
     }
     if (due.length === 0) return noBytes;
-    const againAtMs = Date.now() + leaderReproposeMs;
-    for (const record of due) {
-      record.proposed = true;
-      record.dueAtMs = againAtMs;
-    }
+    markProposed(due, Date.now() + leaderReproposeMs);
     return toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { certificates: due.map(({ certificate }) => signaturesOf(certificate)) }));
   }
 
@@ -303,10 +307,7 @@ export class CertificateExchange {
         const chunk = due.slice(i, i + certificatesPerEntryMax);
         const command = create(ChannelCommandSchema, { command: { case: "signatures", value: { items: chunk.map(({ certificate }) => signaturesOf(certificate)) } } });
         if (!this.options.propose(channelId, encodeChannelCommand(toBinary(ChannelCommandSchema, command)))) break;
-        for (const record of chunk) {
-          record.proposed = true;
-          record.dueAtMs = now + againMs;
-        }
+        markProposed(chunk, now + againMs);
       }
     }
   }

@@ -125,7 +125,7 @@ export interface ChannelGroupsOptions {
    * may follow the rest of a message; a scalar field's would override it),
    * such as certificates to record.
    */
-  readonly alongside?: (channelId: string) => Uint8Array;
+  readonly alongside?: (channelId: string) => Uint8Array | undefined;
   readonly logger: Logger;
 }
 

@@ -248,7 +248,7 @@ export class Homeserver {
         certificates.onChannelResult(result);
       },
       onCommitAccepted: (result, index) => exchange?.onCommitAccepted(result, index),
-      alongside: (channelId) => exchange?.takeAlongside(channelId) ?? new Uint8Array(0),
+      alongside: (channelId) => exchange?.takeAlongside(channelId),
       logger: logger.child({ component: "channels" }),
     });
     await groups.reopen();
