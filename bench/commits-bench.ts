@@ -34,6 +34,7 @@ import { etcdVersion, startEtcdCluster, stopEtcdCluster, waitForEtcdLeader, type
 import { probeFsyncMs } from "./lib/fsync-probe.ts";
 import { peakRssMiB, signalPid } from "./lib/proc.ts";
 import { fixed, formatTable, integer } from "./lib/table.ts";
+import { concurrencyListOption } from "./lib/options.ts";
 
 const help = `usage: npm run bench -- commits [--seconds N] [--warmup-seconds N] [--warm-channels-seconds N] [--concurrency 1,16,64,256] [--unary-concurrency 1,64]
                                [--channels N] [--commit-bytes N] [--modes a,b]
@@ -75,14 +76,6 @@ interface BenchOptions {
   readonly keep: boolean;
 }
 
-function listFlag(text: string | undefined, fallback: number[]): number[] {
-  if (text === undefined) return fallback;
-  if (text === "") return [];
-  const values = text.split(",").map(Number);
-  if (values.some((v) => !Number.isInteger(v) || v < 1 || v > 4096)) throw new Error(`bad concurrency list "${text}"`);
-  return values;
-}
-
 function secondsFlag(flags: ReadonlyMap<string, string>, name: string, fallback: number, min: number): number {
   const value = Number(flags.get(name) ?? fallback);
   if (!(value >= min && value <= 600)) throw new Error(`--${name} must be in [${min}, 600]`);
@@ -101,8 +94,8 @@ function parseOptions(args: string[]): BenchOptions {
     seconds: secondsFlag(flags, "seconds", 10, 0.5),
     warmupSeconds: secondsFlag(flags, "warmup-seconds", 2, 0),
     warmChannelsSeconds: secondsFlag(flags, "warm-channels-seconds", 60, 0),
-    concurrencies: listFlag(flags.get("concurrency"), [1, 16, 64, 256]),
-    unaryConcurrencies: listFlag(flags.get("unary-concurrency"), [1, 64]),
+    concurrencies: concurrencyListOption(flags.get("concurrency"), [1, 16, 64, 256]),
+    unaryConcurrencies: concurrencyListOption(flags.get("unary-concurrency"), [1, 64]),
     channels: intFlag(flags, "channels", 1000),
     commitBytes: intFlag(flags, "commit-bytes", 1024),
     modes: modes as Set<Mode>,

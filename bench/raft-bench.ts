@@ -19,6 +19,7 @@ import { probeFsyncMs } from "./lib/fsync-probe.ts";
 import { peakRssMiB, signalPid } from "./lib/proc.ts";
 import { startEpochd, startEtcd, type SystemUnderTest, type WriteMode } from "./lib/systems.ts";
 import { fixed, formatTable, integer } from "./lib/table.ts";
+import { concurrencyListOption } from "./lib/options.ts";
 
 const help = `usage: npm run bench -- raft [--seconds N] [--warmup-seconds N] [--concurrency 1,16,64,256]
                              [--unary-concurrency 1,16] [--keys N] [--value-bytes N]
@@ -62,14 +63,6 @@ function probeConditions(dir: string): MachineConditions {
   return { loadAverage1m: loadavg()[0] ?? 0, fsyncP50Ms: fsync.p50Ms, fsyncP99Ms: fsync.p99Ms };
 }
 
-function listFlag(text: string | undefined, fallback: number[]): number[] {
-  if (text === undefined) return fallback;
-  if (text === "" || text === "none") return [];
-  const values = text.split(",").map(Number);
-  if (values.some((v) => !Number.isInteger(v) || v < 1 || v > 4096)) throw new Error(`bad concurrency list "${text}"`);
-  return values;
-}
-
 function parseOptions(args: string[]): BenchOptions {
   const { flags } = parseArgs(args, new Set(["insecure", "no-etcd", "only-etcd", "profile", "keep", "help"]));
   if (flags.has("help")) {
@@ -86,8 +79,8 @@ function parseOptions(args: string[]): BenchOptions {
       keySpace: intFlag(flags, "keys", 10_000),
       valueBytes: intFlag(flags, "value-bytes", 1024),
     },
-    concurrencies: listFlag(flags.get("concurrency"), [1, 16, 64, 256]),
-    unaryConcurrencies: listFlag(flags.get("unary-concurrency"), [1, 16]),
+    concurrencies: concurrencyListOption(flags.get("concurrency"), [1, 16, 64, 256]),
+    unaryConcurrencies: concurrencyListOption(flags.get("unary-concurrency"), [1, 16]),
     insecure: flags.has("insecure"),
     etcd: !flags.has("no-etcd"),
     epochd: !flags.has("only-etcd"),
