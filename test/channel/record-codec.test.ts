@@ -8,7 +8,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { encodeCertificate, encodeChannelEvent, encodeChannelRecord, encodeEpochRecord, encodeInboxEntry } from "../../src/channel/record-codec.ts";
+import { encodeCertificate, encodeChannelEvent, encodeChannelRecord, encodeEpochRecord, encodeInboxEntry, handEncodedFields, writesEveryField } from "../../src/channel/record-codec.ts";
 import { InboxEntrySchema } from "../../src/gen/epochd/inbox/v1/inbox_pb.ts";
 import { CertificateSchema, ChannelEventSchema, MemberSchema, SignatureSchema } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import { ChannelRecordSchema, EpochRecordSchema } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";
@@ -85,5 +85,15 @@ describe("hand-written record encoders", () => {
     expect(hex(encodeCertificate(read))).toBe(hex(newer));
     const record = create(EpochRecordSchema, { epoch: 3n, certificate: read });
     expect(hex(encodeEpochRecord(record))).toBe(hex(toBinary(EpochRecordSchema, record)));
+  });
+
+  it("write every field of their messages: a field added to the proto and not to an encoder is caught here", () => {
+    const schemas = [SignatureSchema, CertificateSchema, EpochRecordSchema, ChannelEventSchema, MemberSchema, ChannelRecordSchema, InboxEntrySchema];
+    const numbers = (list: readonly number[]) => [...list].sort((a, b) => a - b);
+    for (const schema of schemas) expect(numbers(handEncodedFields.get(schema.typeName) ?? []), schema.typeName).toEqual(numbers(schema.fields.map((f) => f.number)));
+    expect(writesEveryField(...schemas)).toBe(true);
+    // The same schema with one more field: its records would go to toBinary.
+    const grown = { ...CertificateSchema, fields: [...CertificateSchema.fields, { ...CertificateSchema.fields[0]!, number: 8 }] };
+    expect(writesEveryField(grown)).toBe(false);
   });
 });
