@@ -3,7 +3,7 @@ import { assert } from "../raft/assert.ts";
 import { isConfMember } from "../raft/conf-change.ts";
 import { RawNode, type QuietState, type RaftConfig, type RaftEvent, type RaftStatus } from "../raft/raw-node.ts";
 import { mayLeaveBeforePersist, MessageType, Role, type ConfChange, type ConfState, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
-import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
+import type { GroupStore, KvWrite, StorageEngine } from "../storage/storage-engine.ts";
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
 import { planLeaderTransfers } from "./leader-balancer.ts";
 import type { StateMachine } from "./state-machine.ts";
@@ -21,6 +21,12 @@ export interface AddGroupOptions {
    * costs nothing per tick. Default false.
    */
   readonly quiesce?: boolean;
+  /**
+   * Followers learn new commit indexes with the next Append or at the next
+   * tick (see `RaftConfig.lazyCommitNotices`): for a group whose followers
+   * need not apply at once. Default false.
+   */
+  readonly lazyCommitNotices?: boolean;
   /** Count the group in leader balancing (see {@link RaftDriverOptions.balanceLeadersEveryMs}). Default false. */
   readonly balanceLeadership?: boolean;
   /**
@@ -156,6 +162,13 @@ interface ReadWaiter {
   readonly reject: (error: Error) => void;
 }
 
+/** What a round's apply produced: its storage writes, and what to answer once they are written. */
+interface AppliedRound {
+  readonly writes: Array<{ readonly group: GroupStore; readonly appliedIndex: LogIndex; readonly writes: readonly KvWrite[] }>;
+  readonly localWrites: Array<{ readonly group: GroupStore; readonly writes: readonly KvWrite[] }>;
+  readonly outcomes: Array<{ readonly group: HostedGroup; readonly entries: readonly Entry[]; readonly results: ReadonlyMap<LogIndex, unknown>; readonly appliedIndex: LogIndex; readonly afterWrite: (() => void) | undefined }>;
+}
+
 /** One Raft group hosted by this homeserver. */
 interface HostedGroup {
   readonly groupId: GroupId;
@@ -289,6 +302,7 @@ export class RaftDriver {
       random: this.options.random,
       applied: store.appliedIndex,
       quiesce: options.quiesce ?? false,
+      lazyCommitNotices: options.lazyCommitNotices ?? false,
       onEvent: (event) => this.onRaftEvent(groupId, event),
       ...(resume === undefined ? {} : { resume }),
     });
@@ -834,7 +848,18 @@ export class RaftDriver {
       }
     }
     if (early.length > 0) this.options.transport.send(early);
-    if (toPersist.length > 0) await this.options.engine.persistReadies(toPersist.map(({ group, ready }) => ({ group: group.store, ready })));
+    // A round with both entries to store and entries to apply writes both in one batch (one RocksDB
+    // write and thread-pool turn instead of two) when every entry it applies was stored by an
+    // earlier round: applying before this round's write must not act on an entry this node's own
+    // unwritten copy made committed (a group of one voter).
+    const merged = toPersist.length > 0 && batch.some(({ ready }) => ready.committedEntries.length > 0) && batch.every(({ ready }) => appliesOnlyStored(ready));
+    let applied: AppliedRound | undefined;
+    if (merged) {
+      applied = await this.applyCommitted(batch);
+      await this.options.engine.persistAndApply(toPersist.map(({ group, ready }) => ({ group: group.store, ready })), applied.writes, applied.localWrites);
+    } else if (toPersist.length > 0) {
+      await this.options.engine.persistReadies(toPersist.map(({ group, ready }) => ({ group: group.store, ready })));
+    }
     for (const { group, ready } of batch) {
       if (ready.snapshot !== null) {
         await group.stateMachine.restore(ready.snapshot.data, ready.snapshot.metadata.index);
@@ -845,18 +870,13 @@ export class RaftDriver {
     }
     // 2. Only now may messages that depend on that state leave.
     if (late.length > 0) this.options.transport.send(late);
-    // 3. Apply committed entries; state changes and applied indexes in one batch.
-    const applies = [];
-    const outcomes = [];
-    for (const { group, ready } of batch) {
-      if (ready.committedEntries.length === 0) continue;
-      const outcome = await group.stateMachine.apply(ready.committedEntries);
-      const appliedIndex = ready.committedEntries[ready.committedEntries.length - 1]!.index;
-      applies.push({ group: group.store, appliedIndex, writes: outcome.writes });
-      outcomes.push({ group, entries: ready.committedEntries, results: outcome.results, appliedIndex, afterWrite: outcome.afterWrite, localWrites: outcome.localWrites });
+    // 3. Apply committed entries (unless done above); state changes and applied indexes in one batch.
+    if (applied === undefined) {
+      applied = await this.applyCommitted(batch);
+      if (applied.writes.length > 0) await this.options.engine.apply(applied.writes, applied.localWrites);
     }
+    const { outcomes } = applied;
     for (const { group, entries, results } of outcomes) this.answerProposals(group, entries, results, true);
-    if (applies.length > 0) await this.options.engine.apply(applies, outcomes.flatMap((o) => o.localWrites ?? []));
     for (const { afterWrite } of outcomes) afterWrite?.();
     // 4. Answer callers and advance the cores. Reads wait for the applied index, set only now.
     for (const { group, entries, results, appliedIndex } of outcomes) {
@@ -872,6 +892,26 @@ export class RaftDriver {
     }
     // 5. Snapshots for followers, of the state as now applied and stored.
     for (const { group, message } of snapshots) this.sendSnapshot(group, message);
+  }
+
+  /**
+   * Applies the committed entries of every group in `batch` to its state
+   * machine and answers the proposers who asked to be answered before the
+   * write ({@link ProposeOptions.answerBeforeWrite}).
+   */
+  private async applyCommitted(batch: ReadonlyArray<{ group: HostedGroup; ready: Ready }>): Promise<AppliedRound> {
+    const round: AppliedRound = { writes: [], localWrites: [], outcomes: [] };
+    for (const { group, ready } of batch) {
+      const entries = ready.committedEntries;
+      if (entries.length === 0) continue;
+      const outcome = await group.stateMachine.apply(entries);
+      const appliedIndex = entries[entries.length - 1]!.index;
+      round.writes.push({ group: group.store, appliedIndex, writes: outcome.writes });
+      if (outcome.localWrites !== undefined) round.localWrites.push(...outcome.localWrites);
+      round.outcomes.push({ group, entries, results: outcome.results, appliedIndex, afterWrite: outcome.afterWrite });
+      this.answerProposals(group, entries, outcome.results, true);
+    }
+    return round;
   }
 
   /**
@@ -978,6 +1018,14 @@ export class RaftDriver {
         group.snapshotting = false;
       });
   }
+}
+
+/** Whether `ready` has no snapshot and applies only entries stored before it (none of its own `entries`). */
+function appliesOnlyStored(ready: Ready): boolean {
+  if (ready.snapshot !== null) return false;
+  const lastCommitted = ready.committedEntries[ready.committedEntries.length - 1];
+  const firstNew = ready.entries[0];
+  return lastCommitted === undefined || firstNew === undefined || lastCommitted.index < firstNew.index;
 }
 
 /** Whether the only thing `ready` asks to persist is a new commit index. */

@@ -233,7 +233,10 @@ export class Homeserver {
     await stateMachine.load();
     assertNotLeft(stateMachine, config.id);
     for (const record of stateMachine.homeservers().values()) learnHomeserver(record);
-    await driver.addGroup(store, stateMachine);
+    // Its followers need not apply at once (reads go through the leader's read index; direct
+    // messages reach a follower's inboxes at most a tick later when the cluster is idle), so they
+    // learn commits with the next Append: under load, a message, a Ready round and a write fewer per entry.
+    await driver.addGroup(store, stateMachine, { lazyCommitNotices: true });
     groups = new ChannelGroups({
       selfId: config.id,
       engine,

@@ -45,6 +45,8 @@ export interface SimKnobs {
    * peer stream would tell it, calling `reportUnreachable` and `forgetLeader`.
    */
   readonly quiesce: boolean;
+  /** Followers learn a new commit index with the next Append or at the next tick (RaftConfig.lazyCommitNotices). */
+  readonly lazyCommitNotices: boolean;
   /** Ticks before a node notices a peer's stream broke (crash, partition); frozen peers take 5 times longer. */
   readonly peerLossDetectTicks: number;
   /**
@@ -109,6 +111,8 @@ export function resolveKnobs(seed: number, given: Partial<SimKnobs> = {}): SimKn
     peerLossDetectTicks: 2,
     // Drawn after everything else, for the same reason.
     hibernateAfterTicks: rng.chance(0.5) ? rng.range(1, 8) : 0,
+    // Drawn after everything else, for the same reason.
+    lazyCommitNotices: rng.chance(0.5),
   };
   return { ...drawn, ...given };
 }

@@ -265,6 +265,7 @@ export class Simulator implements NodeHost, FaultContext {
       maxInflightMessages: k.maxInflightMessages,
       maxUncommittedBytes: k.maxUncommittedBytes,
       quiesce: k.quiesce,
+      lazyCommitNotices: k.lazyCommitNotices,
       applied,
       onEvent,
     }));

@@ -56,6 +56,28 @@ describe("StorageEngine", () => {
     expect(text(await group.get(bytes("b")))).toBe("2");
   });
 
+  it("stores a round's entries and applies earlier ones in one synced batch, and recovers both", async () => {
+    let group = await engine.openGroup("c1", conf.voters);
+    const other = await engine.openGroup("c2", conf.voters);
+    await engine.persistReadies([{ group, ready: ready({ entries: entries(2, 3, 1), hardState: { term: 1, vote: "hs2", commit: 3 } }) }]);
+    const before = engine.stats();
+    await engine.persistAndApply(
+      [{ group, ready: ready({ entries: entries(4, 5, 1), hardState: { term: 1, vote: "hs2", commit: 5 } }) }],
+      [{ group, appliedIndex: 3, writes: [{ key: bytes("a"), value: bytes("1") }] }],
+      [{ group: other, writes: [{ key: bytes("q"), value: bytes("local") }] }],
+    );
+    expect(engine.stats()).toEqual({ batches: before.batches + 1, syncedBatches: before.syncedBatches + 1 });
+    expect(group.appliedIndex).toBe(3);
+    expect(group.log.lastIndex()).toBe(5);
+    const stored = dumpLog(group.log);
+    await reopen();
+    group = await engine.openGroup("c1", ["ignored"]);
+    expect(dumpLog(group.log)).toEqual(stored);
+    expect(group.appliedIndex).toBe(3);
+    expect(text(await group.get(bytes("a")))).toBe("1");
+    expect(text(await (await engine.openGroup("c2", ["ignored"])).get(bytes("q")))).toBe("local");
+  });
+
   it("creates a group without members for a homeserver added later", async () => {
     const group = await engine.openGroup("late");
     expect(dumpLog(group.log)).toEqual(dumpLog(new MemoryStorage()));

@@ -1,0 +1,54 @@
+/**
+ * How followers learn a new commit index: by default in an empty Append the
+ * leader sends at once; with `lazyCommitNotices`, in the next Append (which
+ * carries it anyway) or at the leader's next tick, never later.
+ */
+import { describe, expect, it } from "vitest";
+import { MessageType, type Message } from "../../src/raft/types.ts";
+import { TestCluster, text } from "./harness.ts";
+
+const config = { heartbeatTicks: 3, electionTimeoutTicks: 10 };
+
+/** Appends without entries sent since `from` (an index into `c.sent`): commit notices. */
+function emptyAppendsSince(c: TestCluster, from: number): Message[] {
+  return c.sent.slice(from).filter((m) => m.type === MessageType.Append && m.entries.length === 0);
+}
+
+describe("commit notices", () => {
+  it("by default tell every follower a new commit index at once, in an empty Append", () => {
+    const c = new TestCluster(["a", "b", "c"], config);
+    c.elect("a");
+    const mark = c.sent.length;
+    c.get("a").node.propose(text("x"));
+    c.stabilize();
+    expect(emptyAppendsSince(c, mark).map((m) => m.to).sort()).toEqual(["b", "c"]);
+    for (const id of ["a", "b", "c"]) expect(c.appliedText(id), id).toEqual(["x"]);
+  });
+
+  it("with lazyCommitNotices come with the next Append, or at the leader's next tick when none follows", () => {
+    const c = new TestCluster(["a", "b", "c"], { ...config, lazyCommitNotices: true });
+    c.elect("a");
+    c.tickAll(1); // the election's empty entry: told at the tick
+    let mark = c.sent.length;
+    c.get("a").node.propose(text("x"));
+    c.stabilize();
+    // Committed and applied on the leader; the followers store x but do not know it is committed.
+    expect(c.appliedText("a")).toEqual(["x"]);
+    for (const id of ["b", "c"]) expect(c.appliedText(id), id).toEqual([]);
+    expect(emptyAppendsSince(c, mark)).toEqual([]);
+    // The next entry's Append carries x's commit: each follower applies x as it stores y.
+    c.get("a").node.propose(text("y"));
+    c.stabilize();
+    for (const id of ["b", "c"]) expect(c.appliedText(id), id).toEqual(["x"]);
+    expect(emptyAppendsSince(c, mark)).toEqual([]);
+    // Nothing follows: the next tick tells them (before any heartbeat is due).
+    mark = c.sent.length;
+    c.tickAll(1);
+    expect(emptyAppendsSince(c, mark).map((m) => m.to).sort()).toEqual(["b", "c"]);
+    for (const id of ["a", "b", "c"]) expect(c.appliedText(id), id).toEqual(["x", "y"]);
+    // Told once: further ticks send no notice.
+    mark = c.sent.length;
+    c.tickAll(config.heartbeatTicks - 1);
+    expect(emptyAppendsSince(c, mark)).toEqual([]);
+  });
+});
