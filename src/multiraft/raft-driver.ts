@@ -848,11 +848,13 @@ export class RaftDriver {
       }
     }
     if (early.length > 0) this.options.transport.send(early);
-    // A round with both entries to store and entries to apply writes both in one batch (one RocksDB
-    // write and thread-pool turn instead of two) when every entry it applies was stored by an
-    // earlier round: applying before this round's write must not act on an entry this node's own
-    // unwritten copy made committed (a group of one voter).
-    const merged = toPersist.length > 0 && batch.some(({ ready }) => ready.committedEntries.length > 0) && batch.every(({ ready }) => appliesOnlyStored(ready));
+    // In groups told commits lazily (whose followers then store entry k + 1 and apply k in the same
+    // round), a round with both entries to store and entries to apply writes both in one batch: one
+    // RocksDB write and thread-pool turn instead of two. Only when every entry it applies was stored
+    // by an earlier round: applying before this round's write must not act on an entry this node's
+    // own unwritten copy made committed (a group of one voter). Elsewhere the apply would hold back
+    // the round's answers to the leader, which channel groups' certificates wait on.
+    const merged = toPersist.length > 0 && batch.some(({ ready }) => ready.committedEntries.length > 0) && batch.every(({ group, ready }) => group.options.lazyCommitNotices === true && appliesOnlyStored(ready));
     let applied: AppliedRound | undefined;
     if (merged) {
       applied = await this.applyCommitted(batch);
@@ -876,7 +878,6 @@ export class RaftDriver {
       if (applied.writes.length > 0) await this.options.engine.apply(applied.writes, applied.localWrites);
     }
     const { outcomes } = applied;
-    for (const { group, entries, results } of outcomes) this.answerProposals(group, entries, results, true);
     for (const { afterWrite } of outcomes) afterWrite?.();
     // 4. Answer callers and advance the cores. Reads wait for the applied index, set only now.
     for (const { group, entries, results, appliedIndex } of outcomes) {

@@ -28,6 +28,8 @@ export class Progress {
    * next plain heartbeat to a follower replicating smoothly may be left out.
    */
   appendSinceHeartbeat = false;
+  /** The highest commit index an Append or heartbeat told this follower (see `RaftConfig.lazyCommitNotices`). */
+  commitSent: LogIndex = 0;
   /** Last indexes of the Appends in flight, oldest first. */
   private readonly inflights: LogIndex[] = [];
 

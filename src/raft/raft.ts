@@ -386,7 +386,7 @@ export class Raft {
   }
 
   private tickLeader(): void {
-    if (this.commitNoticeDue) this.broadcastCommit();
+    if (this.commitNoticeDue) this.sendDueCommitNotices();
     this.heartbeatElapsed++;
     this.electionElapsed++;
     if (this.electionElapsed >= this.config.electionTimeoutTicks) {
@@ -847,6 +847,7 @@ export class Raft {
     const commitOnly = commitNotice && entries.length === 0 && progress.state === "replicate";
     this.send({ type: MessageType.Append, to, index: prevIndex, logTerm: prevTerm, entries, commit: this.log.committed, ...(commitOnly ? { context: commitOnlyContext } : {}) });
     progress.sentEntries(entries.length, prevIndex + entries.length);
+    progress.commitSent = Math.max(progress.commitSent, this.log.committed);
     // Unanswered, it does not stand in for a heartbeat (whose answer shows the follower alive).
     if (!commitOnly) progress.appendSinceHeartbeat = true;
     return true;
@@ -874,6 +875,13 @@ export class Raft {
     else this.broadcastCommit();
   }
 
+  /** Tells the followers no Append or heartbeat has told the commit index since it moved. */
+  private sendDueCommitNotices(): void {
+    this.commitNoticeDue = false;
+    const committed = this.log.committed;
+    for (const [id, progress] of this.progress) if (id !== this.id && progress.commitSent < committed) this.sendAppend(id, true, true);
+  }
+
   /** Tells every follower the new commit index (with any entries it has not been sent yet). */
   private broadcastCommit(): void {
     this.commitNoticeDue = false;
@@ -896,6 +904,7 @@ export class Raft {
       if (skip) continue;
       const commit = Math.min(progress.match, this.log.committed);
       this.send({ type: MessageType.Heartbeat, to: id, commit, context });
+      progress.commitSent = Math.max(progress.commitSent, commit);
     }
   }
 

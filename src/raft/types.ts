@@ -148,7 +148,10 @@ export interface ReadState {
  *    the next Ready is only taken after `advance()`. A crash after step 1 and
  *    before step 2 is always safe.
  * 3. Apply `committedEntries` to the state machine, in order. They are durable
- *    on a quorum, and never uncommitted.
+ *    on a quorum, and never uncommitted. When all of them were stored by an
+ *    earlier Ready (none is among `entries`) and there is no snapshot, they
+ *    may be applied before step 1, their state written in step 1's batch:
+ *    acting on them then depends on no write of this Ready.
  * 4. Call `advance()` on the node. Conf changes among `committedEntries` take
  *    effect in the core at that moment.
  */

@@ -336,7 +336,6 @@ function createGroupOps(keys: GroupKeys, registryKey: Uint8Array, bootstrapVoter
   return ops;
 }
 
-/** Writes the format version into an empty database, or checks the one stored. */
 /** Each group's Ready at most once per write: two would plan against the same mirror. */
 function assertDistinctGroups(items: ReadonlyArray<{ readonly group: GroupStore }>): void {
   const seen = new Set<GroupId>();
@@ -346,6 +345,7 @@ function assertDistinctGroups(items: ReadonlyArray<{ readonly group: GroupStore 
   }
 }
 
+/** Writes the format version into an empty database, or checks the one stored. */
 async function checkFormat(db: RawDb): Promise<void> {
   const stored = await db.get(formatVersionKey);
   if (stored === undefined) {

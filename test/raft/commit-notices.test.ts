@@ -51,4 +51,20 @@ describe("commit notices", () => {
     c.tickAll(config.heartbeatTicks - 1);
     expect(emptyAppendsSince(c, mark)).toEqual([]);
   });
+
+  it("with lazyCommitNotices, a tick tells only the followers no Append has told since the commit moved", () => {
+    const c = new TestCluster(["a", "b", "c"], { ...config, lazyCommitNotices: true });
+    c.elect("a");
+    c.tickAll(1);
+    c.get("a").node.propose(text("x"));
+    c.stabilize();
+    // y's Append carries x's commit to both followers; their answers are lost, so y is not committed.
+    c.filter = (m) => m.type !== MessageType.AppendResponse;
+    c.get("a").node.propose(text("y"));
+    c.stabilize();
+    for (const id of ["b", "c"]) expect(c.appliedText(id), id).toEqual(["x"]);
+    const mark = c.sent.length;
+    c.tickAll(1);
+    expect(emptyAppendsSince(c, mark)).toEqual([]);
+  });
 });
