@@ -233,10 +233,10 @@ export class Homeserver {
     await stateMachine.load();
     assertNotLeft(stateMachine, config.id);
     for (const record of stateMachine.homeservers().values()) learnHomeserver(record);
-    // Its followers need not apply at once (reads go through the leader's read index; direct
-    // messages reach a follower's inboxes at most a tick later when the cluster is idle), so they
-    // learn commits with the next Append: under load, a message, a Ready round and a write fewer per entry.
-    await driver.addGroup(store, stateMachine, { lazyCommitNotices: true });
+    // Immediate commit notices: directory lookups (homeserver signing keys, for one) are served from
+    // this homeserver's applied state without a read index, so a follower told commits lazily
+    // (`lazyCommitNotices`) answered a client with a directory older than the certificate it checks.
+    await driver.addGroup(store, stateMachine);
     groups = new ChannelGroups({
       selfId: config.id,
       engine,
