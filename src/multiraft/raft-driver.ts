@@ -3,7 +3,7 @@ import { assert } from "../raft/assert.ts";
 import { isConfMember } from "../raft/conf-change.ts";
 import { RawNode, type QuietState, type RaftConfig, type RaftEvent, type RaftStatus } from "../raft/raw-node.ts";
 import { mayLeaveBeforePersist, MessageType, Role, type ConfChange, type ConfState, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
-import type { GroupStore, KvWrite, StorageEngine } from "../storage/storage-engine.ts";
+import type { AppliedWrites, GroupStore, LocalWrites, StorageEngine } from "../storage/storage-engine.ts";
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
 import { planLeaderTransfers } from "./leader-balancer.ts";
 import type { StateMachine } from "./state-machine.ts";
@@ -164,8 +164,8 @@ interface ReadWaiter {
 
 /** What a round's apply produced: its storage writes, and what to answer once they are written. */
 interface AppliedRound {
-  readonly writes: Array<{ readonly group: GroupStore; readonly appliedIndex: LogIndex; readonly writes: readonly KvWrite[] }>;
-  readonly localWrites: Array<{ readonly group: GroupStore; readonly writes: readonly KvWrite[] }>;
+  readonly writes: AppliedWrites[];
+  readonly localWrites: LocalWrites[];
   readonly outcomes: Array<{ readonly group: HostedGroup; readonly entries: readonly Entry[]; readonly results: ReadonlyMap<LogIndex, unknown>; readonly appliedIndex: LogIndex; readonly afterWrite: (() => void) | undefined }>;
 }
 
@@ -854,7 +854,7 @@ export class RaftDriver {
     // by an earlier round: applying before this round's write must not act on an entry this node's
     // own unwritten copy made committed (a group of one voter). Elsewhere the apply would hold back
     // the round's answers to the leader, which channel groups' certificates wait on.
-    const merged = toPersist.length > 0 && batch.some(({ ready }) => ready.committedEntries.length > 0) && batch.every(({ group, ready }) => group.options.lazyCommitNotices === true && appliesOnlyStored(ready));
+    const merged = toPersist.length > 0 && batch.every(({ group, ready }) => group.options.lazyCommitNotices === true && appliesOnlyStored(ready)) && batch.some(({ ready }) => ready.committedEntries.length > 0);
     let applied: AppliedRound | undefined;
     if (merged) {
       applied = await this.applyCommitted(batch);

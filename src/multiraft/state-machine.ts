@@ -1,5 +1,5 @@
 import type { Entry, LogIndex } from "../raft/types.ts";
-import type { GroupStore, KvWrite } from "../storage/storage-engine.ts";
+import type { KvWrite, LocalWrites } from "../storage/storage-engine.ts";
 
 /** What applying a batch of committed entries produced. */
 export interface ApplyOutcome {
@@ -11,7 +11,7 @@ export interface ApplyOutcome {
    * Writes to local keys of other groups' key spaces (the inboxes), committed
    * in the same batch as `writes`, so a crash keeps both or neither.
    */
-  readonly localWrites?: ReadonlyArray<{ readonly group: GroupStore; readonly writes: readonly KvWrite[] }>;
+  readonly localWrites?: readonly LocalWrites[];
   /** Local reactions to run once `writes` are in storage, so readers see what they announce. */
   readonly afterWrite?: () => void;
 }

@@ -884,7 +884,6 @@ export class Raft {
 
   /** Tells every follower the new commit index (with any entries it has not been sent yet). */
   private broadcastCommit(): void {
-    this.commitNoticeDue = false;
     for (const id of this.progress.keys()) if (id !== this.id) this.sendAppend(id, true, true);
   }
 

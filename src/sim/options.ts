@@ -109,9 +109,8 @@ export function resolveKnobs(seed: number, given: Partial<SimKnobs> = {}): SimKn
     // Drawn last, so the draws above (and the runs of older seeds without quiescence) do not move.
     quiesce: rng.chance(0.4),
     peerLossDetectTicks: 2,
-    // Drawn after everything else, for the same reason.
+    // Drawn after everything else, for the same reason (each after the one before).
     hibernateAfterTicks: rng.chance(0.5) ? rng.range(1, 8) : 0,
-    // Drawn after everything else, for the same reason.
     lazyCommitNotices: rng.chance(0.5),
   };
   return { ...drawn, ...given };

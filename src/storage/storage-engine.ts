@@ -38,6 +38,19 @@ export interface StorageEngineOptions {
   readonly onSyncLatency?: (latencyMs: number) => void;
 }
 
+/** One group's state machine writes and the applied index they bring it to (see {@link StorageEngine.apply}). */
+export interface AppliedWrites {
+  readonly group: GroupStore;
+  readonly appliedIndex: LogIndex;
+  readonly writes: readonly KvWrite[];
+}
+
+/** Writes to local keys of a group's state key space that leave its applied index as it is (see GroupStore.planLocal). */
+export interface LocalWrites {
+  readonly group: GroupStore;
+  readonly writes: readonly KvWrite[];
+}
+
 /** Thrown when the data directory holds a format this version cannot read. */
 export class UnsupportedFormatError extends Error {
   constructor(readonly location: string, readonly version: number) {
@@ -200,12 +213,7 @@ export class StorageEngine {
    */
   persistReadies(items: ReadonlyArray<{ readonly group: GroupStore; readonly ready: Ready }>): Promise<void> {
     assertDistinctGroups(items);
-    return this.context.logQueue.run(async () => {
-      const plans: PlannedWrite[] = items.map(({ group, ready }) => group.planPersist(ready));
-      const mustSync = items.some(({ ready }) => ready.mustSync);
-      await this.write(plans.flatMap((plan) => plan.ops), mustSync);
-      for (const plan of plans) plan.commit();
-    });
+    return this.context.logQueue.run(() => this.writePlans(items.map(({ group, ready }) => group.planPersist(ready)), [], items.some(({ ready }) => ready.mustSync)));
   }
 
   /**
@@ -214,19 +222,12 @@ export class StorageEngine {
    * entries to apply, one RocksDB write and one thread-pool turn instead of
    * two. Atomic, so a crash keeps both or neither.
    */
-  persistAndApply(
-    readies: ReadonlyArray<{ readonly group: GroupStore; readonly ready: Ready }>,
-    applies: ReadonlyArray<{ readonly group: GroupStore; readonly appliedIndex: LogIndex; readonly writes: readonly KvWrite[] }>,
-    localWrites: ReadonlyArray<{ readonly group: GroupStore; readonly writes: readonly KvWrite[] }> = [],
-  ): Promise<void> {
+  persistAndApply(readies: ReadonlyArray<{ readonly group: GroupStore; readonly ready: Ready }>, applies: readonly AppliedWrites[], localWrites: readonly LocalWrites[] = []): Promise<void> {
     assertDistinctGroups(readies);
     return this.context.logQueue.run(() =>
-      this.context.stateQueue.run(async () => {
-        const plans: PlannedWrite[] = readies.map(({ group, ready }) => group.planPersist(ready));
-        plans.push(...applies.map(({ group, appliedIndex, writes }) => group.planApply(appliedIndex, writes)));
-        const local = localWrites.flatMap(({ group, writes }) => group.planLocal(writes));
-        await this.write([...plans.flatMap((plan) => plan.ops), ...local], readies.some(({ ready }) => ready.mustSync));
-        for (const plan of plans) plan.commit();
+      this.context.stateQueue.run(() => {
+        const plans = [...readies.map(({ group, ready }) => group.planPersist(ready)), ...applies.map(({ group, appliedIndex, writes }) => group.planApply(appliedIndex, writes))];
+        return this.writePlans(plans, localWrites.flatMap(({ group, writes }) => group.planLocal(writes)), readies.some(({ ready }) => ready.mustSync));
       }),
     );
   }
@@ -236,16 +237,16 @@ export class StorageEngine {
    * in one batch, with `localWrites` (see GroupStore.planLocal). Not synced: after a crash the log replays what was lost,
    * and the applied index always matches the data it was written with.
    */
-  apply(
-    items: ReadonlyArray<{ readonly group: GroupStore; readonly appliedIndex: LogIndex; readonly writes: readonly KvWrite[] }>,
-    localWrites: ReadonlyArray<{ readonly group: GroupStore; readonly writes: readonly KvWrite[] }> = [],
-  ): Promise<void> {
-    return this.context.stateQueue.run(async () => {
-      const plans = items.map(({ group, appliedIndex, writes }) => group.planApply(appliedIndex, writes));
-      const local = localWrites.flatMap(({ group, writes }) => group.planLocal(writes));
-      await this.write([...plans.flatMap((plan) => plan.ops), ...local], false);
-      for (const plan of plans) plan.commit();
-    });
+  apply(items: readonly AppliedWrites[], localWrites: readonly LocalWrites[] = []): Promise<void> {
+    return this.context.stateQueue.run(() =>
+      this.writePlans(items.map(({ group, appliedIndex, writes }) => group.planApply(appliedIndex, writes)), localWrites.flatMap(({ group, writes }) => group.planLocal(writes)), false),
+    );
+  }
+
+  /** Writes `plans` and `extraOps` in one batch, then updates the mirrors of the plans' groups. Inside the queues that planned them. */
+  private async writePlans(plans: readonly PlannedWrite[], extraOps: readonly RawBatchOp[], sync: boolean): Promise<void> {
+    await this.write([...plans.flatMap((plan) => plan.ops), ...extraOps], sync);
+    for (const plan of plans) plan.commit();
   }
 
   /**
