@@ -171,6 +171,12 @@ export interface ChannelServiceContext {
   readonly selfId: string;
   /** The cluster group's state: its id and directory (ListHomeservers). */
   readonly machine: ClusterStateMachine;
+  /**
+   * Resolves once this homeserver has applied everything the cluster group
+   * committed before the call (a read index confirmed by a quorum), so a
+   * directory answer is never older than a certificate the client holds.
+   */
+  readonly confirmDirectoryRead: () => Promise<unknown>;
   /** The channel groups hosted here. */
   readonly groups: ChannelGroups;
   /** The records of the channels hosted here. */
@@ -290,10 +296,15 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
   };
 
   server.addService(serviceDefinition(ChannelService), {
-    listHomeservers: unaryHandler(ChannelService.method.listHomeservers, async () => ({
-      clusterId: machine.clusterId,
-      homeservers: [...machine.homeservers().values()].map((h) => ({ homeserverId: h.id, clientAddress: h.clientAddress, signingKey: new Uint8Array(Buffer.from(h.signingKey, "base64")) })),
-    })),
+    listHomeservers: unaryHandler(ChannelService.method.listHomeservers, async (_request, call) => {
+      // Linearizable: a client that found a signer missing from its copy asks again, and a
+      // follower's applied state may not yet hold a key the leader's cluster group committed.
+      await withDeadline(context.confirmDirectoryRead(), remainingMs(call.getDeadline()), "confirming the directory's read index");
+      return {
+        clusterId: machine.clusterId,
+        homeservers: [...machine.homeservers().values()].map((h) => ({ homeserverId: h.id, clientAddress: h.clientAddress, signingKey: new Uint8Array(Buffer.from(h.signingKey, "base64")) })),
+      };
+    }),
     createChannel: unaryHandler(ChannelService.method.createChannel, async (request, call) => {
       checkSize(request.groupInfo, maxGroupInfoBytes, "group_info");
       if (!isValidChannelId(request.channelId)) throw new ApiError(grpc.status.INVALID_ARGUMENT, "channel_id must be 1 to 128 characters of [A-Za-z0-9._-]");

@@ -269,7 +269,7 @@ export class Homeserver {
     addKvService(clientServer, driver, clusterGroupId, stateMachine);
     const tokens = new TokenIssuer(loadOrCreateAuthSecret(config.dataDir), config.clusterId, config.id);
     const authenticator = new TokenAuthenticator(tokens, stateMachine.identity.index);
-    addChannelService(clientServer, { selfId: config.id, machine: stateMachine, groups, channels, certificates, authenticator, clientAddressOf: (id) => clientAddresses.get(id), onCommitStage: (stage, seconds) => metrics.commitStageSeconds.observe({ stage }, seconds) });
+    addChannelService(clientServer, { selfId: config.id, machine: stateMachine, confirmDirectoryRead: () => driver.readIndex(clusterGroupId), groups, channels, certificates, authenticator, clientAddressOf: (id) => clientAddresses.get(id), onCommitStage: (stage, seconds) => metrics.commitStageSeconds.observe({ stage }, seconds) });
     addAuthService(clientServer, { clusterId: config.clusterId, homeserverId: config.id, challenges: new ChallengeStore(), tokens, devices: stateMachine.identity.index });
     addIdentityService(clientServer, { homeserverId: config.id, driver, groupId: clusterGroupId, machine: stateMachine, sign: (m) => signingKey.sign(m), authenticator });
     addKeyPackageService(clientServer, { driver, groupId: clusterGroupId, machine: stateMachine, authenticator, channels: groups });

@@ -109,6 +109,13 @@ export class ProcessCluster {
     return code ?? null;
   }
 
+  /** Pauses (SIGSTOP) or resumes (SIGCONT) homeserver `id`'s process, by its pid. */
+  setPaused(id: string, paused: boolean): void {
+    const pid = this.get(id).child?.pid;
+    if (pid === undefined) throw new Error(`${id} is not running`);
+    process.kill(pid, paused ? "SIGSTOP" : "SIGCONT");
+  }
+
   /** Removes a stopped node's data directory. */
   wipe(id: string): void {
     rmSync(this.get(id).dataDir, { recursive: true, force: true });

@@ -1116,6 +1116,9 @@ export const ChannelService: GenService<{
   /**
    * ListHomeservers returns the cluster's homeservers and their signing keys,
    * which clients need to verify certificates. It needs no authentication.
+   * The answer is linearizable: it holds every homeserver the cluster
+   * registered before the call, whichever homeserver answers (one cut off
+   * from the cluster's quorum answers DEADLINE_EXCEEDED or UNAVAILABLE).
    *
    * @generated from rpc epochd.channel.v1.ChannelService.ListHomeservers
    */
