@@ -11,6 +11,7 @@ import { tokenLifetimeMs, type TokenIssuer } from "../auth/token.ts";
 import { verifyEd25519 } from "../channel/certificate.ts";
 import { AuthService } from "../gen/epochd/auth/v1/auth_pb.ts";
 import { maxDeviceIdBytes } from "../mls/limits.ts";
+import { remainingMs } from "./deadline.ts";
 import { ApiError } from "./errors.ts";
 import { serviceDefinition, unaryHandler } from "./grpc-service.ts";
 import { RateLimiter } from "./rate-limiter.ts";
@@ -25,6 +26,13 @@ export interface AuthContext {
   readonly challenges: ChallengeStore;
   readonly tokens: TokenIssuer;
   readonly devices: DeviceLookup;
+  /**
+   * Resolves once this homeserver has applied everything its cluster group
+   * committed before the call (a read index). Asked only for a device not
+   * found: one that published its record at another homeserver a moment ago
+   * may not be applied here yet.
+   */
+  readonly catchUp?: (waitMs: number) => Promise<unknown>;
   readonly now?: () => number;
 }
 
@@ -38,8 +46,11 @@ export function addAuthService(server: grpc.Server, context: AuthContext): void 
   const now = context.now ?? Date.now;
   const limiter = new RateLimiter(challengeLimit, now);
   server.addService(serviceDefinition(AuthService), {
-    challenge: unaryHandler(AuthService.method.challenge, async (request) => {
+    challenge: unaryHandler(AuthService.method.challenge, async (request, call) => {
       checkDeviceId(request.deviceId);
+      if (context.devices.currentDevice(request.deviceId) === undefined && context.catchUp !== undefined) {
+        await context.catchUp(remainingMs(call.getDeadline()));
+      }
       if (context.devices.currentDevice(request.deviceId) === undefined) {
         throw new ApiError(grpc.status.UNAUTHENTICATED, `device ${request.deviceId} has no current identity record (unknown, revoked, or its homeserver is blocked)`);
       }

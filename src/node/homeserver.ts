@@ -17,6 +17,7 @@ import { file_epochd_auth_v1_auth } from "../gen/epochd/auth/v1/auth_pb.ts";
 import { file_epochd_identity_v1_identity } from "../gen/epochd/identity/v1/identity_pb.ts";
 import { file_epochd_keypackage_v1_keypackage } from "../gen/epochd/keypackage/v1/keypackage_pb.ts";
 import { addChannelService } from "../api/channel-service.ts";
+import { withDeadline } from "../api/deadline.ts";
 import { addKvService } from "../api/kv-service.ts";
 import { addInboxService } from "../api/inbox-service.ts";
 import { addJoinService } from "../api/join-service.ts";
@@ -233,10 +234,11 @@ export class Homeserver {
     await stateMachine.load();
     assertNotLeft(stateMachine, config.id);
     for (const record of stateMachine.homeservers().values()) learnHomeserver(record);
-    // Immediate commit notices: directory lookups (homeserver signing keys, for one) are served from
-    // this homeserver's applied state without a read index, so a follower told commits lazily
-    // (`lazyCommitNotices`) answered a client with a directory older than the certificate it checks.
-    await driver.addGroup(store, stateMachine);
+    // Lazy commit notices: under load a follower applies entry k in the write that stores k + 1; an
+    // idle one learns a commit `commitNoticeDelayMs` later. Reads a client's next step depends on
+    // do not trust the applied state alone: ListHomeservers, identity and KeyPackage reads confirm
+    // a read index, and login catches up before refusing an unknown device.
+    await driver.addGroup(store, stateMachine, { lazyCommitNotices: true });
     groups = new ChannelGroups({
       selfId: config.id,
       engine,
@@ -270,7 +272,14 @@ export class Homeserver {
     const tokens = new TokenIssuer(loadOrCreateAuthSecret(config.dataDir), config.clusterId, config.id);
     const authenticator = new TokenAuthenticator(tokens, stateMachine.identity.index);
     addChannelService(clientServer, { selfId: config.id, machine: stateMachine, confirmDirectoryRead: () => driver.readIndex(clusterGroupId), groups, channels, certificates, authenticator, clientAddressOf: (id) => clientAddresses.get(id), onCommitStage: (stage, seconds) => metrics.commitStageSeconds.observe({ stage }, seconds) });
-    addAuthService(clientServer, { clusterId: config.clusterId, homeserverId: config.id, challenges: new ChallengeStore(), tokens, devices: stateMachine.identity.index });
+    addAuthService(clientServer, {
+      clusterId: config.clusterId,
+      homeserverId: config.id,
+      challenges: new ChallengeStore(),
+      tokens,
+      devices: stateMachine.identity.index,
+      catchUp: (waitMs) => withDeadline(driver.readIndex(clusterGroupId), waitMs, "catching up before refusing an unknown device"),
+    });
     addIdentityService(clientServer, { homeserverId: config.id, driver, groupId: clusterGroupId, machine: stateMachine, sign: (m) => signingKey.sign(m), authenticator });
     addKeyPackageService(clientServer, { driver, groupId: clusterGroupId, machine: stateMachine, authenticator, channels: groups });
     addInboxService(clientServer, {

@@ -202,6 +202,11 @@ export class Raft {
   /** With lazy commit notices: a commit index the followers have not all been told (see {@link commitAdvanced}). */
   private commitNoticeDue = false;
 
+  /** Whether, with lazy commit notices, this leader holds a commit index some follower has not been told. */
+  get commitNoticePending(): boolean {
+    return this.commitNoticeDue && this.role === Role.Leader;
+  }
+
   constructor(config: RaftConfig) {
     assert(config.electionTimeoutTicks > config.heartbeatTicks, "electionTimeoutTicks must exceed heartbeatTicks");
     assert(config.heartbeatTicks > 0 && config.maxInflightMessages > 0, "heartbeatTicks and maxInflightMessages must be positive");
@@ -873,6 +878,15 @@ export class Raft {
   private commitAdvanced(): void {
     if (this.config.lazyCommitNotices === true) this.commitNoticeDue = true;
     else this.broadcastCommit();
+  }
+
+  /**
+   * Sends now the commit notices lazy notices left for the next tick: for a
+   * runtime that tells idle followers sooner than a tick, when no Append
+   * came to carry the commit meanwhile. Does nothing when none is due.
+   */
+  flushCommitNotices(): void {
+    if (this.commitNoticePending) this.sendDueCommitNotices();
   }
 
   /** Tells the followers no Append or heartbeat has told the commit index since it moved. */

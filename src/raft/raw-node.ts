@@ -94,6 +94,16 @@ export class RawNode {
     this.raft.readIndex(context);
   }
 
+  /** Whether a leader with lazy commit notices holds a commit index some follower has not been told. */
+  commitNoticePending(): boolean {
+    return this.raft.commitNoticePending;
+  }
+
+  /** Sends the commit notices due now instead of at the next tick (see `Raft.flushCommitNotices`). */
+  flushCommitNotices(): void {
+    this.raft.flushCommitNotices();
+  }
+
   /** The connection to the leader was lost: campaign soon unless a leader speaks up. */
   forgetLeader(): void {
     this.raft.forgetLeader();

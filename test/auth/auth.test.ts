@@ -135,6 +135,40 @@ describe("client authentication", () => {
     }
   });
 
+  it("catches up before refusing a device it does not know: one that published elsewhere a moment ago logs in", async () => {
+    // A second homeserver whose identity index applies bob's record only when asked to catch up
+    // (as a follower does once its read index confirms the cluster group's commit).
+    const bob = await Device.create("bob@hs1");
+    const lagging = new Devices();
+    let catchUps = 0;
+    const second = new grpc.Server();
+    addAuthService(second, {
+      clusterId: "cluster-a", homeserverId: "hs1", challenges: new ChallengeStore(() => clock), tokens, devices: lagging, now: () => clock,
+      catchUp: async () => {
+        catchUps++;
+        lagging.add(bob);
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) => second.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+    const bobSession = new DeviceSession({ deviceId: bob.id, sign: (m) => bob.sign(m), address: `127.0.0.1:${port}`, credentials: grpc.credentials.createInsecure() });
+    const channel = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    try {
+      await bobSession.metadata();
+      expect(catchUps).toBe(1);
+      // Known now: no more catching up for it; a device still unknown after catching up is refused.
+      const again = new DeviceSession({ deviceId: bob.id, sign: (m) => bob.sign(m), address: `127.0.0.1:${port}`, credentials: grpc.credentials.createInsecure() });
+      await again.metadata();
+      again.close();
+      expect(catchUps).toBe(1);
+      await expect(callUnary(channel, AuthService.method.challenge, { deviceId: "mallory@hs1" }, new grpc.Metadata(), 5000)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+      expect(catchUps).toBe(2);
+    } finally {
+      bobSession.close();
+      channel.close();
+      second.forceShutdown();
+    }
+  });
+
   it("a session reaches a homeserver that comes up after it tried, within moments (grpc-js alone waits 1 s and more)", async () => {
     const port = await freeLocalPort();
     const later = new grpc.Server();

@@ -52,7 +52,20 @@ class Loopback {
   }
 }
 
-async function startCluster(groupCount: number, balance: boolean, balanceEveryMs: (id: NodeId) => number = () => 50, hibernateAfterMs = 0, loadedGroupsMax = 0, snapshotEveryEntries = 1000, electionTimeoutTicks = 10, lazyCommitNotices = false) {
+interface ClusterOptions {
+  readonly balance?: boolean;
+  readonly balanceEveryMs?: (id: NodeId) => number;
+  readonly hibernateAfterMs?: number;
+  readonly loadedGroupsMax?: number;
+  readonly snapshotEveryEntries?: number;
+  readonly electionTimeoutTicks?: number;
+  readonly tickIntervalMs?: number;
+  readonly lazyCommitNotices?: boolean;
+  readonly commitNoticeDelayMs?: number;
+}
+
+async function startCluster(groupCount: number, options: ClusterOptions = {}) {
+  const { balance = false, balanceEveryMs = () => 50, hibernateAfterMs = 0, loadedGroupsMax = 0, snapshotEveryEntries = 1000, electionTimeoutTicks = 10, tickIntervalMs = 10, lazyCommitNotices = false } = options;
   const net = new Loopback();
   const storesOf = new Map<NodeId, Map<string, GroupStore>>();
   const machines = new Map<NodeId, Map<string, KvStateMachine>>();
@@ -64,7 +77,8 @@ async function startCluster(groupCount: number, balance: boolean, balanceEveryMs
     const driver = new RaftDriver({
       selfId: id, engine, transport: net.transportOf(id), logger: pino({ level: "silent" }),
       raft: { ...defaultRaftConfig(id, "", null as never, Math.random), electionTimeoutTicks, heartbeatTicks: 1 },
-      tickIntervalMs: 10, random: Math.random, snapshotEveryEntries, snapshotKeepEntries: Math.min(100, snapshotEveryEntries - 1),
+      tickIntervalMs, random: Math.random, snapshotEveryEntries, snapshotKeepEntries: Math.min(100, snapshotEveryEntries - 1),
+      ...(options.commitNoticeDelayMs === undefined ? {} : { commitNoticeDelayMs: options.commitNoticeDelayMs }),
       clientAddressOf: () => "", onFatal: (error) => { throw error; },
       ...(balance ? { balanceLeadersEveryMs: balanceEveryMs(id), balanceTransfersMax: 10 } : {}),
       hibernateAfterMs,
@@ -119,7 +133,7 @@ function leaderCounts(c: Awaited<ReturnType<typeof startCluster>>, groupCount: n
 
 describe("RaftDriver apply writes", () => {
   it("a follower told commits lazily applies each entry in the same write that stores the next", async () => {
-    const c = await startCluster(1, false, undefined, 0, 0, 1000, 10, true);
+    const c = await startCluster(1, { lazyCommitNotices: true });
     for (const id of ids) c.driver(id).start();
     await until("the group led", () => c.driver("hs1").leaderOf("g0") !== "");
     const leader = c.driver("hs1").leaderOf("g0");
@@ -132,6 +146,21 @@ describe("RaftDriver apply writes", () => {
     expect(batches).toBeGreaterThanOrEqual(puts);
     expect(batches).toBeLessThan(puts * 1.5);
     await until("the follower applied every put", () => c.driver(follower).status("g0").applied >= c.driver(leader).status("g0").commit);
+  });
+
+  it("an idle follower told commits lazily applies a write within commitNoticeDelayMs, not at the next tick", async () => {
+    // Ticks of 2 s: a notice left to the tick would keep the followers 2 s behind.
+    const c = await startCluster(1, { lazyCommitNotices: true, tickIntervalMs: 2000, electionTimeoutTicks: 10, commitNoticeDelayMs: 5 });
+    for (const id of ids) c.driver(id).start();
+    c.driver("hs1").campaign("g0");
+    await until("the group led", () => ids.every((id) => c.driver(id).leaderOf("g0") === "hs1"));
+    const followers = ids.filter((id) => id !== "hs1");
+    for (let n = 0; n < 3; n++) {
+      const { index } = await c.driver("hs1").propose("g0", encodePut(new TextEncoder().encode(`k${n}`), new TextEncoder().encode("v")));
+      const started = Date.now();
+      await until("the followers applied the write", () => followers.every((id) => c.driver(id).status("g0").applied >= index), 1500);
+      expect(Date.now() - started).toBeLessThan(1000);
+    }
   });
 
   it("a group of one voter applies an entry only once its own write stored it", async () => {
@@ -172,7 +201,7 @@ describe("RaftDriver apply writes", () => {
 describe("RaftDriver with many groups", () => {
   it("groups elect, go quiet (no ticks, no messages), wake on a proposal and go quiet again", async () => {
     const groupCount = 120;
-    const c = await startCluster(groupCount, false);
+    const c = await startCluster(groupCount);
     for (const id of ids) c.driver(id).start();
     await until("every group led", () => [...leaderCounts(c, groupCount).values()].reduce((a, b) => a + b, 0) === groupCount);
     await until("every group quiet everywhere", () => ids.every((id) => c.driver(id).counts().awake === 0));
@@ -189,7 +218,7 @@ describe("RaftDriver with many groups", () => {
   });
 
   it("a follower whose leader's homeserver is lost wakes and the group elects another leader", async () => {
-    const c = await startCluster(50, false);
+    const c = await startCluster(50);
     for (const id of ids) c.driver(id).start();
     await until("every group quiet", () => ids.every((id) => c.driver(id).counts().awake === 0) && leaderCounts(c, 50).size > 0);
     const led = [...Array(50).keys()].filter((n) => c.driver("hs1").leaderOf(`g${n}`) === "hs1");
@@ -201,7 +230,7 @@ describe("RaftDriver with many groups", () => {
 
   it("quiet groups leave memory and come back on their next input in the same role, without an election", async () => {
     const groupCount = 30;
-    const c = await startCluster(groupCount, false, undefined, 100);
+    const c = await startCluster(groupCount, { hibernateAfterMs: 100 });
     for (const id of ids) c.driver(id).start();
     await until("every group led", () => [...leaderCounts(c, groupCount).values()].reduce((a, b) => a + b, 0) === groupCount);
     await until("every group unloaded everywhere", () => ids.every((id) => c.driver(id).counts().unloaded === groupCount));
@@ -225,7 +254,7 @@ describe("RaftDriver with many groups", () => {
     expect(nextHibernateDelayMs(baseMs, 200, 700)).toBe(400);
     expect(nextHibernateDelayMs(baseMs, 800, 100)).toBe(800); // at most 8 times the base
     expect(nextHibernateDelayMs(baseMs, 400, 1600)).toBe(baseMs); // away long enough: back to the base
-    const c = await startCluster(6, false, undefined, baseMs);
+    const c = await startCluster(6, { hibernateAfterMs: baseMs });
     for (const id of ids) c.driver(id).start();
     await until("every group led", () => [...leaderCounts(c, 6).values()].reduce((a, b) => a + b, 0) === 6);
     await until("every group unloaded everywhere", () => ids.every((id) => c.driver(id).counts().unloaded === 6));
@@ -247,7 +276,7 @@ describe("RaftDriver with many groups", () => {
     // Quiet time counts from the last input. (It counted from the first sweep that found the group
     // quiet: a group quiet again a few ticks after each write was unloaded and reloaded every 400 ms.)
     const hibernateAfterMs = 400;
-    const c = await startCluster(4, false, undefined, hibernateAfterMs);
+    const c = await startCluster(4, { hibernateAfterMs });
     for (const id of ids) c.driver(id).start();
     await until("every group led", () => [...leaderCounts(c, 4).values()].reduce((a, b) => a + b, 0) === 4);
     const leader = c.driver("hs1").leaderOf("g1");
@@ -267,7 +296,7 @@ describe("RaftDriver with many groups", () => {
     const groupCount = 12;
     const loadedGroupsMax = 4;
     // No quiet time: only the bound unloads.
-    const c = await startCluster(groupCount, false, undefined, 0, loadedGroupsMax);
+    const c = await startCluster(groupCount, { loadedGroupsMax });
     for (const id of ids) c.driver(id).start();
     await until("every group led", () => [...leaderCounts(c, groupCount).values()].reduce((a, b) => a + b, 0) === groupCount);
     await until("all but the bound unloaded everywhere", () => ids.every((id) => c.driver(id).counts().unloaded === groupCount - loadedGroupsMax));
@@ -286,7 +315,7 @@ describe("RaftDriver with many groups", () => {
 
   it("a hibernating group whose leader is lost elects a new one when it is next needed", async () => {
     const groupCount = 12;
-    const c = await startCluster(groupCount, false, undefined, 100);
+    const c = await startCluster(groupCount, { hibernateAfterMs: 100 });
     for (const id of ids) c.driver(id).start();
     await until("every group led", () => [...leaderCounts(c, groupCount).values()].reduce((a, b) => a + b, 0) === groupCount);
     await until("every group unloaded", () => ids.every((id) => c.driver(id).counts().unloaded === groupCount));
@@ -311,7 +340,7 @@ describe("RaftDriver with many groups", () => {
 
   it("compaction copies no state; a follower behind the compacted log gets the state as of the leader's applied index", async () => {
     const every = 20;
-    const c = await startCluster(1, false, () => 50, 0, 0, every);
+    const c = await startCluster(1, { snapshotEveryEntries: every });
     for (const id of ids) c.driver(id).start();
     await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
     const leader = c.driver("hs1").leaderOf("g0");
@@ -350,7 +379,7 @@ describe("RaftDriver with many groups", () => {
 
   it("a proposer that asked is answered before the apply is written; reads and other proposers wait for the write", async () => {
     // A held write holds the leader's Ready loop, heartbeats included: an election timeout of 5 s keeps it leading.
-    const c = await startCluster(1, false, () => 50, 0, 0, 1000, 500);
+    const c = await startCluster(1, { electionTimeoutTicks: 500 });
     for (const id of ids) c.driver(id).start();
     c.driver("hs1").campaign("g0");
     await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
@@ -390,7 +419,7 @@ describe("RaftDriver with many groups", () => {
   it("leader balancing hands groups over until each homeserver leads about its share", async () => {
     const groupCount = 90;
     // hs1 balances only after 1.5 s: until then, ticking alone, it campaigns everywhere and leads every group.
-    const c = await startCluster(groupCount, true, (id) => (id === "hs1" ? 1500 : 50));
+    const c = await startCluster(groupCount, { balance: true, balanceEveryMs: (id) => (id === "hs1" ? 1500 : 50) });
     c.driver("hs1").start();
     await until("hs1 leads all", () => leaderCounts(c, groupCount).get("hs1") === groupCount, 1400);
     c.driver("hs2").start();

@@ -67,4 +67,30 @@ describe("commit notices", () => {
     c.tickAll(1);
     expect(emptyAppendsSince(c, mark)).toEqual([]);
   });
+
+  it("with lazyCommitNotices, flushCommitNotices tells the untold followers before the tick, once, and only on a leader", () => {
+    const c = new TestCluster(["a", "b", "c"], { ...config, lazyCommitNotices: true });
+    c.elect("a");
+    c.tickAll(1);
+    c.get("a").node.propose(text("x"));
+    c.stabilize();
+    expect(c.get("a").node.commitNoticePending()).toBe(true);
+    for (const id of ["b", "c"]) {
+      expect(c.get(id).node.commitNoticePending(), id).toBe(false);
+      c.get(id).node.flushCommitNotices(); // a follower has nothing to tell
+    }
+    let mark = c.sent.length;
+    c.stabilize();
+    expect(emptyAppendsSince(c, mark)).toEqual([]);
+    c.get("a").node.flushCommitNotices();
+    c.stabilize();
+    expect(emptyAppendsSince(c, mark).map((m) => m.to).sort()).toEqual(["b", "c"]);
+    for (const id of ["a", "b", "c"]) expect(c.appliedText(id), id).toEqual(["x"]);
+    expect(c.get("a").node.commitNoticePending()).toBe(false);
+    // Told: neither a second flush nor the tick sends another notice.
+    mark = c.sent.length;
+    c.get("a").node.flushCommitNotices();
+    c.tickAll(1);
+    expect(emptyAppendsSince(c, mark)).toEqual([]);
+  });
 });
