@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import { assert } from "../raft/assert.ts";
 import { isConfMember } from "../raft/conf-change.ts";
 import { RawNode, type QuietState, type RaftConfig, type RaftEvent, type RaftStatus } from "../raft/raw-node.ts";
-import { mayLeaveBeforePersist, MessageType, Role, type ConfChange, type ConfState, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
+import { mayApplyBeforePersist, mayLeaveBeforePersist, MessageType, Role, type ConfChange, type ConfState, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
 import type { AppliedWrites, GroupStore, LocalWrites, StorageEngine } from "../storage/storage-engine.ts";
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
 import { planLeaderTransfers } from "./leader-balancer.ts";
@@ -867,7 +867,7 @@ export class RaftDriver {
     // by an earlier round: applying before this round's write must not act on an entry this node's
     // own unwritten copy made committed (a group of one voter). Elsewhere the apply would hold back
     // the round's answers to the leader, which channel groups' certificates wait on.
-    const merged = toPersist.length > 0 && batch.every(({ group, ready }) => group.options.lazyCommitNotices === true && appliesOnlyStored(ready)) && batch.some(({ ready }) => ready.committedEntries.length > 0);
+    const merged = toPersist.length > 0 && batch.every(({ group, ready }) => group.options.lazyCommitNotices === true && mayApplyBeforePersist(ready)) && batch.some(({ ready }) => ready.committedEntries.length > 0);
     let applied: AppliedRound | undefined;
     if (merged) {
       applied = await this.applyCommitted(batch);
@@ -1049,14 +1049,6 @@ export class RaftDriver {
         group.snapshotting = false;
       });
   }
-}
-
-/** Whether `ready` has no snapshot and applies only entries stored before it (none of its own `entries`). */
-function appliesOnlyStored(ready: Ready): boolean {
-  if (ready.snapshot !== null) return false;
-  const lastCommitted = ready.committedEntries[ready.committedEntries.length - 1];
-  const firstNew = ready.entries[0];
-  return lastCommitted === undefined || firstNew === undefined || lastCommitted.index < firstNew.index;
 }
 
 /** Whether the only thing `ready` asks to persist is a new commit index. */

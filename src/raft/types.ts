@@ -228,6 +228,20 @@ export function mayLeaveBeforePersist(message: Message): boolean {
   return message.type === MessageType.Append || message.type === MessageType.Heartbeat;
 }
 
+/**
+ * Whether a Ready's committed entries may be applied before its own write:
+ * it installs no snapshot and commits only entries stored by earlier Readies
+ * (none of its own `entries`), so nothing is applied that only this node's
+ * unwritten copy made committed (as in a group of one voter). A runtime that
+ * writes the applied state in the same batch as the entries relies on it.
+ */
+export function mayApplyBeforePersist(ready: Ready): boolean {
+  if (ready.snapshot !== null) return false;
+  const lastCommitted = ready.committedEntries[ready.committedEntries.length - 1];
+  const firstNew = ready.entries[0];
+  return lastCommitted === undefined || firstNew === undefined || lastCommitted.index < firstNew.index;
+}
+
 export function message(fields: Pick<Message, "type" | "groupId" | "from" | "to" | "term"> & Partial<Message>): Message {
   return {
     logTerm: 0,

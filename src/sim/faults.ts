@@ -78,8 +78,14 @@ function target(ctx: FaultContext, b: number, preferLeader: boolean): NodeId | u
   return pickBy(ctx.upNodes(), b);
 }
 
+/**
+ * Nodes that may be down (crashed, or paused) at once: a minority, so the
+ * cluster can stay available. A cluster of one may lose its only node: it is
+ * unavailable then whatever happens, and what it acknowledged must survive
+ * the restart from its own disk alone.
+ */
 function maxDown(ctx: FaultContext): number {
-  return Math.floor((ctx.initialNodes - 1) / 2);
+  return ctx.initialNodes === 1 ? 1 : Math.floor((ctx.initialNodes - 1) / 2);
 }
 
 /** Isolates `nodes` from every other up node in both directions; returns the partition's handle. */

@@ -8,7 +8,7 @@
  * batch, as a single-threaded node loop would.
  */
 import { RawNode, type RaftConfig, type RaftEvent } from "../raft/raw-node.ts";
-import { mayLeaveBeforePersist, Role, type ConfState, type Entry, type LogIndex, type Message, type NodeId, type Ready, type Term } from "../raft/types.ts";
+import { mayApplyBeforePersist, mayLeaveBeforePersist, Role, type ConfState, type Entry, type LogIndex, type Message, type NodeId, type Ready, type Term } from "../raft/types.ts";
 import type { ClusterView, InvariantSet, LogView } from "./invariants.ts";
 import type { AppliedState, SimDisk } from "./sim-disk.ts";
 import { applyEntry, decodeAppliedState, encodeAppliedState } from "./state-machine.ts";
@@ -45,6 +45,13 @@ export interface NodeOptions {
   readonly inboxMax: number;
   /** Quiet ticks after which the core is unloaded and rebuilt from disk in its quiet role; 0 never. */
   readonly hibernateAfterTicks: number;
+  /**
+   * The group is told commits lazily, so the node runs the runtime's merged
+   * round: a Ready that stores entries and commits only entries stored earlier
+   * (`mayApplyBeforePersist`) applies them before its write, and the applied
+   * state becomes durable with that write; a crash before it loses both.
+   */
+  readonly lazyCommitNotices?: boolean;
 }
 
 /** A simulated node process. */
@@ -76,6 +83,8 @@ export class SimNode {
   private inbox: NodeInput[] = [];
   private pendingLeaderTerm: Term = 0;
   private checkedCommit: LogIndex = 0;
+  /** Entries applied in memory by a merged round whose write is still in flight (see `lazyCommitNotices`). */
+  private appliedUnsaved = false;
   /** The core's membership when the previous Ready was persisted, before it applied that Ready's conf changes. */
   private confBeforeLastReady: ConfState | undefined = undefined;
   /** The membership as of the last applied index, kept across a crash (a restart rebuilds the same). */
@@ -127,6 +136,7 @@ export class SimNode {
     this.busy = false;
     this.parked = null;
     this.paused = false;
+    this.appliedUnsaved = false;
     this.inbox = [];
     this.pendingLeaderTerm = 0;
     this.role = Role.Follower;
@@ -244,7 +254,13 @@ export class SimNode {
         // answers for persisted state (votes, append acknowledgements) waits for the sync.
         const early = taken.messages.filter(mayLeaveBeforePersist);
         if (early.length > 0) this.host.send(this, early);
-        const ready: Ready = { ...taken, messages: taken.messages.filter((m) => !mayLeaveBeforePersist(m)) };
+        let ready: Ready = { ...taken, messages: taken.messages.filter((m) => !mayLeaveBeforePersist(m)) };
+        if (this.options.lazyCommitNotices === true && ready.committedEntries.length > 0 && mayApplyBeforePersist(ready)) {
+          // The merged round: applied now in memory, durable only with the write below.
+          this.guard(() => this.applyInMemory(ready.committedEntries));
+          ready = { ...ready, committedEntries: [] };
+          this.appliedUnsaved = true;
+        }
         this.busy = true;
         const incarnation = this.incarnation;
         this.host.schedule(this.host.nowMs + this.host.fsyncDelayMs(), () => this.syncDone(ready, incarnation));
@@ -314,7 +330,12 @@ export class SimNode {
   }
 
   private apply(entries: readonly Entry[]): void {
-    if (entries.length === 0) return;
+    if (entries.length > 0) this.applyInMemory(entries);
+    if (entries.length > 0 || this.appliedUnsaved) this.disk.saveApplied(this.state);
+    this.appliedUnsaved = false;
+  }
+
+  private applyInMemory(entries: readonly Entry[]): void {
     const { host, id } = this;
     host.invariants.entriesCommitted(id, this.term, entries);
     for (const entry of entries) {
@@ -323,7 +344,6 @@ export class SimNode {
       this.state = after;
       host.applied(this, entry);
     }
-    this.disk.saveApplied(this.state);
   }
 
   private maybeSnapshot(raw: RawNode): void {

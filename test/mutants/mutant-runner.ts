@@ -3,8 +3,9 @@
  * consecutive seeds until a violation or a budget is reached, and prints one
  * JSON line: { caught, seed, invariant, message, seedsRun, ms }.
  *
- * usage: node --import tsx test/mutants/mutant-runner.ts <root> <maxSeeds> <budgetMs>
- * where <root>/src/sim/index.ts is the simulator to run.
+ * usage: node --import tsx test/mutants/mutant-runner.ts <root> <maxSeeds> <budgetMs> [runs]
+ * where <root>/src/sim/index.ts is the simulator to run, and `runs` (JSON:
+ * nodes, steps, faults, knobs) replaces the default configurations.
  */
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -16,17 +17,30 @@ const configs = [
   { nodes: 5, steps: 600 },
 ];
 
+/** A mutant's own runs (see Mutant.runs). */
+interface Runs {
+  readonly nodes: number;
+  readonly steps: number;
+  readonly faults: readonly string[];
+  readonly knobs: Partial<SimModule.SimKnobs>;
+}
+
+function fail(message: string): never {
+  throw new Error(message);
+}
+
 async function main(): Promise<void> {
-  const [root, maxSeedsText, budgetText] = process.argv.slice(2);
-  if (root === undefined) throw new Error("usage: mutant-runner.ts <root> [maxSeeds] [budgetMs]");
+  const [root, maxSeedsText, budgetText, runsText] = process.argv.slice(2);
+  if (root === undefined) throw new Error("usage: mutant-runner.ts <root> [maxSeeds] [budgetMs] [runs]");
   const maxSeeds = Number(maxSeedsText ?? "200");
   const budgetMs = Number(budgetText ?? "60000");
   const sim = (await import(pathToFileURL(join(root, "src/sim/index.ts")).href)) as typeof SimModule;
-  const faults = new Set(sim.faultKinds);
+  const runs = runsText === undefined ? undefined : (JSON.parse(runsText) as Runs);
+  const faults = new Set<SimModule.FaultKind>(runs === undefined ? sim.faultKinds : runs.faults.map((f) => sim.faultKinds.find((k) => k === f) ?? fail(`no fault kind ${f}`)));
   const started = performance.now();
   for (let seed = 1; seed <= maxSeeds; seed++) {
-    const config = configs[seed % configs.length]!;
-    const result = sim.runSimulation({ seed, nodes: config.nodes, steps: config.steps, faults });
+    const config = runs ?? configs[seed % configs.length]!;
+    const result = sim.runSimulation({ seed, nodes: config.nodes, steps: config.steps, faults, ...(runs === undefined ? {} : { knobs: runs.knobs }) });
     const v = result.violations[0];
     const ms = Math.round(performance.now() - started);
     if (v !== undefined) {

@@ -65,7 +65,7 @@ function run(args: string[], cwd: string): Promise<{ code: number; stdout: strin
 
 async function hunt(mutant: Mutant): Promise<RunnerReport> {
   const dir = mutatedCopy(mutant);
-  const { stdout, stderr } = await run(["--import", "tsx", runner, dir, String(maxSeeds), String(budgetMs)], dir);
+  const { stdout, stderr } = await run(["--import", "tsx", runner, dir, String(maxSeeds), String(budgetMs), ...(mutant.runs === undefined ? [] : [JSON.stringify(mutant.runs)])], dir);
   const last = stdout.trim().split("\n").pop() ?? "";
   if (!last.startsWith("{")) throw new Error(`mutant ${mutant.name}: runner printed no report\n${stdout}\n${stderr}`);
   return JSON.parse(last) as RunnerReport;
