@@ -186,6 +186,8 @@ interface HostedGroup {
   readonly proposals: Map<LogIndex, ProposalWaiter>;
   /** Read requests by context, waiting for their read index, then for apply to reach it. */
   readonly reads: Map<string, ReadWaiter>;
+  /** The read request not yet asked of the core: callers until then share it (see {@link RaftDriver.readIndex}). */
+  openRead: { readonly context: string; readonly callers: Array<Pick<ReadWaiter, "resolve" | "reject">> } | undefined;
   appliedIndex: LogIndex;
   lastSnapshotIndex: LogIndex;
   /** A compaction is being recorded. */
@@ -325,6 +327,7 @@ export class RaftDriver {
       stateMachine,
       proposals: new Map(),
       reads: new Map(),
+      openRead: undefined,
       appliedIndex: store.appliedIndex,
       lastSnapshotIndex: store.log.snapshot().metadata.index,
       snapshotting: false,
@@ -765,16 +768,43 @@ export class RaftDriver {
   /**
    * A linearizable read point: resolves with an index once this node has
    * applied everything committed before the call, as confirmed by a quorum.
+   * Calls made in the same turn of the event loop share one read index,
+   * asked of the core at the end of that turn (after every one of them
+   * started, so each still sees everything committed before it): a flood of
+   * reads costs the group one quorum round per turn, not one per call.
    */
   async readIndex(groupId: GroupId): Promise<LogIndex> {
     const group = await this.loaded(groupId);
     const status = group.node.status();
     if (status.leader === "") throw this.notLeader(group);
-    const context = `r${++this.readCounter}`;
-    const read = new Promise<LogIndex>((resolve, reject) => group.reads.set(context, { index: -1, resolve, reject }));
-    group.node.readIndex(new TextEncoder().encode(context));
-    this.touch(group);
-    return read;
+    return new Promise<LogIndex>((resolve, reject) => {
+      const open = group.openRead;
+      if (open !== undefined && group.reads.has(open.context)) {
+        open.callers.push({ resolve, reject });
+        return;
+      }
+      const context = `r${++this.readCounter}`;
+      const callers = [{ resolve, reject }];
+      group.openRead = { context, callers };
+      group.reads.set(context, {
+        index: -1,
+        resolve: (index) => callers.forEach((caller) => caller.resolve(index)),
+        reject: (error) => callers.forEach((caller) => caller.reject(error)),
+      });
+      setImmediate(() => {
+        if (group.openRead?.context === context) group.openRead = undefined;
+        // Refused meanwhile (leadership moved, the group left or the driver stopped): nothing to ask.
+        const read = group.reads.get(context);
+        if (read === undefined || this.stopped) return;
+        if (group.node.status().leader === "") {
+          group.reads.delete(context);
+          read.reject(this.notLeader(group));
+          return;
+        }
+        group.node.readIndex(new TextEncoder().encode(context));
+        this.touch(group);
+      });
+    });
   }
 
   /** Starts an election for `groupId` now (a pre-election first with PreVote), rather than at its timeout. */

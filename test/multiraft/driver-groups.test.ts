@@ -14,7 +14,7 @@ import { planLeaderTransfers } from "../../src/multiraft/leader-balancer.ts";
 import { KvStateMachine } from "../../src/multiraft/kv-state-machine.ts";
 import { nextHibernateDelayMs, RaftDriver } from "../../src/multiraft/raft-driver.ts";
 import { defaultRaftConfig } from "../../src/raft/raft.ts";
-import type { Message, NodeId, Transport } from "../../src/raft/types.ts";
+import { MessageType, type Message, type NodeId, type Transport } from "../../src/raft/types.ts";
 import { StorageEngine, type GroupStore } from "../../src/storage/storage-engine.ts";
 import { defaultCodecLimits } from "../../src/transport/codec.ts";
 import { decodeHeartbeats, encodeHeartbeats, isCoalescable } from "../../src/transport/heartbeat-codec.ts";
@@ -32,12 +32,15 @@ class Loopback {
   readonly isolated = new Set<NodeId>();
   coalescedBeats = 0;
   otherMessages = 0;
+  /** Read index requests a follower sent its leader, by sender. */
+  readonly readIndexRequests = new Map<NodeId, number>();
 
   transportOf(from: NodeId): Transport {
     return {
       send: (messages: readonly Message[]) => {
         const byPeer = new Map<NodeId, Message[]>();
         for (const m of messages) byPeer.set(m.to, [...(byPeer.get(m.to) ?? []), m]);
+        for (const m of messages) if (m.type === MessageType.ReadIndex) this.readIndexRequests.set(from, (this.readIndexRequests.get(from) ?? 0) + 1);
         for (const [to, batch] of byPeer) {
           const beats = batch.filter(isCoalescable);
           const rest = batch.filter((m) => !isCoalescable(m));
@@ -195,6 +198,29 @@ describe("RaftDriver apply writes", () => {
     await Promise.all(Array.from({ length: 30 }, (_, n) => driver.propose("solo", encodePut(new TextEncoder().encode(`k${n}`), new TextEncoder().encode("v")), { answerBeforeWrite: true })));
     await until("every put applied", () => driver.status("solo").applied >= 32);
     expect(appliedUnstored).toEqual([]);
+  });
+});
+
+describe("RaftDriver reads", () => {
+  it("reads asked in one turn share one read index, and each sees what was committed before it", async () => {
+    const c = await startCluster(1);
+    for (const id of ids) c.driver(id).start();
+    c.driver("hs1").campaign("g0");
+    await until("hs1 leads everywhere", () => ids.every((id) => c.driver(id).leaderOf("g0") === "hs1"));
+    const key = new TextEncoder().encode("k");
+    for (let round = 0; round < 3; round++) {
+      const { index } = await c.driver("hs1").propose("g0", encodePut(key, new TextEncoder().encode(`v${round}`)));
+      const before = c.net.readIndexRequests.get("hs2") ?? 0;
+      const reads = await Promise.all(Array.from({ length: 200 }, () => c.driver("hs2").readIndex("g0")));
+      // One request to the leader for all 200, and every one waited for the write.
+      expect((c.net.readIndexRequests.get("hs2") ?? 0) - before).toBe(1);
+      for (const read of reads) expect(read).toBeGreaterThanOrEqual(index);
+      expect(c.driver("hs2").status("g0").applied).toBeGreaterThanOrEqual(index);
+      expect(new TextDecoder().decode(await c.machines.get("hs2")!.get("g0")!.get(key))).toBe(`v${round}`);
+      // On the leader too: all answered, none older than the write.
+      const leaderReads = await Promise.all(Array.from({ length: 50 }, () => c.driver("hs1").readIndex("g0")));
+      for (const read of leaderReads) expect(read).toBeGreaterThanOrEqual(index);
+    }
   });
 });
 
