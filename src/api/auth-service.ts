@@ -11,7 +11,7 @@ import { tokenLifetimeMs, type TokenIssuer } from "../auth/token.ts";
 import { verifyEd25519 } from "../channel/certificate.ts";
 import { AuthService } from "../gen/epochd/auth/v1/auth_pb.ts";
 import { maxDeviceIdBytes } from "../mls/limits.ts";
-import { remainingMs } from "./deadline.ts";
+import { remainingMs, withDeadline } from "./deadline.ts";
 import { ApiError } from "./errors.ts";
 import { serviceDefinition, unaryHandler } from "./grpc-service.ts";
 import { RateLimiter } from "./rate-limiter.ts";
@@ -32,7 +32,7 @@ export interface AuthContext {
    * found: one that published its record at another homeserver a moment ago
    * may not be applied here yet.
    */
-  readonly catchUp?: (waitMs: number) => Promise<unknown>;
+  readonly catchUp?: () => Promise<unknown>;
   readonly now?: () => number;
 }
 
@@ -49,7 +49,7 @@ export function addAuthService(server: grpc.Server, context: AuthContext): void 
     challenge: unaryHandler(AuthService.method.challenge, async (request, call) => {
       checkDeviceId(request.deviceId);
       if (context.devices.currentDevice(request.deviceId) === undefined && context.catchUp !== undefined) {
-        await context.catchUp(remainingMs(call.getDeadline()));
+        await withDeadline(context.catchUp(), remainingMs(call.getDeadline()), "catching up before refusing an unknown device");
       }
       if (context.devices.currentDevice(request.deviceId) === undefined) {
         throw new ApiError(grpc.status.UNAUTHENTICATED, `device ${request.deviceId} has no current identity record (unknown, revoked, or its homeserver is blocked)`);

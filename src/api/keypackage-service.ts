@@ -60,13 +60,18 @@ export function addKeyPackageService(server: grpc.Server, context: KeyPackageCon
   /**
    * Whether `channelId` (hosted here: the claimer's homeserver hosts every
    * channel the claimer is in) has the claimer and a current device of
-   * `userName` among its members, as of a read index on the channel's group.
+   * `userName` among its members, as of a read index on the channel's group (and on the cluster group before saying no).
    */
   const sharesChannel = async (claimerDeviceId: string, userName: string, channelId: string, call: grpc.ServerUnaryCall<Buffer, Buffer>): Promise<boolean> => {
     if (channelId === "" || !context.channels.hosts(channelId)) return false;
     await withDeadline(context.channels.readIndex(channelId), remainingMs(call.getDeadline()), "confirming the channel's read index");
-    const targets = machine.identity.index.userDevices(userName).map((d) => d.body.deviceId);
-    return isChannelMember(context.channels, channelId, claimerDeviceId) && targets.some((deviceId) => isChannelMember(context.channels, channelId, deviceId));
+    if (!isChannelMember(context.channels, channelId, claimerDeviceId)) return false;
+    const targetIsMember = () => machine.identity.index.userDevices(userName).some((d) => isChannelMember(context.channels, channelId, d.body.deviceId));
+    if (targetIsMember()) return true;
+    // The user's devices come from the cluster group, which may lag here: a device published a
+    // moment ago at another homeserver counts once this homeserver has caught up.
+    await withDeadline(driver.readIndex(groupId), remainingMs(call.getDeadline()), "confirming the directory's read index");
+    return targetIsMember();
   };
   server.addService(serviceDefinition(KeyPackageService), {
     publishKeyPackages: unaryHandler(KeyPackageService.method.publishKeyPackages, async (request, call) => {

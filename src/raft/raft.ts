@@ -204,7 +204,10 @@ export class Raft {
 
   /** Whether, with lazy commit notices, this leader holds a commit index some follower has not been told. */
   get commitNoticePending(): boolean {
-    return this.commitNoticeDue && this.role === Role.Leader;
+    if (!this.commitNoticeDue || this.role !== Role.Leader) return false;
+    const committed = this.log.committed;
+    for (const [id, progress] of this.progress) if (id !== this.id && progress.commitSent < committed) return true;
+    return false; // every follower was told by an Append or heartbeat since the commit moved
   }
 
   constructor(config: RaftConfig) {

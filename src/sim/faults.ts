@@ -79,10 +79,10 @@ function target(ctx: FaultContext, b: number, preferLeader: boolean): NodeId | u
 }
 
 /**
- * Nodes that may be down (crashed, or paused) at once: a minority, so the
- * cluster can stay available. A cluster of one may lose its only node: it is
- * unavailable then whatever happens, and what it acknowledged must survive
- * the restart from its own disk alone.
+ * Nodes that may be down (crashed, or paused) at once: a minority of the
+ * initial voters, so the cluster can stay available. A run that starts with
+ * one voter may lose it: what a lone voter acknowledged must survive a restart
+ * from its own disk alone (membership faults may have added nodes by then).
  */
 function maxDown(ctx: FaultContext): number {
   return ctx.initialNodes === 1 ? 1 : Math.floor((ctx.initialNodes - 1) / 2);

@@ -48,14 +48,12 @@ describe("ListHomeservers on a real 3-homeserver cluster", () => {
     cluster.setPaused("hs1", true);
     cluster.setPaused("hs2", true);
     try {
-      const started = Date.now();
       const error = await lone.listHomeservers({}, { deadlineMs: 1_500 }).then(
         () => undefined,
         (e: unknown) => e as grpc.ServiceError,
       );
       expect(error, "a homeserver cut off from the quorum answered the directory from its applied state").toBeDefined();
       expect([grpc.status.DEADLINE_EXCEEDED, grpc.status.UNAVAILABLE]).toContain(error!.code);
-      expect(Date.now() - started).toBeLessThan(10_000);
     } finally {
       cluster.setPaused("hs1", false);
       cluster.setPaused("hs2", false);

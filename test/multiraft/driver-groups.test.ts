@@ -151,7 +151,7 @@ describe("RaftDriver apply writes", () => {
     await until("the follower applied every put", () => c.driver(follower).status("g0").applied >= c.driver(leader).status("g0").commit);
   });
 
-  it("an idle follower told commits lazily applies a write within commitNoticeDelayMs, not at the next tick", async () => {
+  it("an idle follower told commits lazily applies a write soon after it commits (commitNoticeDelayMs), not at the next tick", async () => {
     // Ticks of 2 s: a notice left to the tick would keep the followers 2 s behind.
     const c = await startCluster(1, { lazyCommitNotices: true, tickIntervalMs: 2000, electionTimeoutTicks: 10, commitNoticeDelayMs: 5 });
     for (const id of ids) c.driver(id).start();

@@ -10,20 +10,13 @@
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import type * as SimModule from "../../src/sim/index.ts";
+import type { MutantRuns } from "./mutants.ts";
 
 /** Configurations cycled through by seed: small and larger clusters, all faults. */
 const configs = [
   { nodes: 3, steps: 400 },
   { nodes: 5, steps: 600 },
 ];
-
-/** A mutant's own runs (see Mutant.runs). */
-interface Runs {
-  readonly nodes: number;
-  readonly steps: number;
-  readonly faults: readonly string[];
-  readonly knobs: Partial<SimModule.SimKnobs>;
-}
 
 function fail(message: string): never {
   throw new Error(message);
@@ -35,7 +28,7 @@ async function main(): Promise<void> {
   const maxSeeds = Number(maxSeedsText ?? "200");
   const budgetMs = Number(budgetText ?? "60000");
   const sim = (await import(pathToFileURL(join(root, "src/sim/index.ts")).href)) as typeof SimModule;
-  const runs = runsText === undefined ? undefined : (JSON.parse(runsText) as Runs);
+  const runs = runsText === undefined ? undefined : (JSON.parse(runsText) as MutantRuns);
   const faults = new Set<SimModule.FaultKind>(runs === undefined ? sim.faultKinds : runs.faults.map((f) => sim.faultKinds.find((k) => k === f) ?? fail(`no fault kind ${f}`)));
   const started = performance.now();
   for (let seed = 1; seed <= maxSeeds; seed++) {

@@ -6,6 +6,15 @@
  * pristine file, so a refactor of the core fails the test loudly instead of
  * silently testing nothing.
  */
+import type { FaultKind, SimKnobs } from "../../src/sim/index.ts";
+
+/** The simulator runs a mutant gets in place of the default ones (passed to the runner as JSON). */
+export interface MutantRuns {
+  readonly nodes: number;
+  readonly steps: number;
+  readonly faults: readonly FaultKind[];
+  readonly knobs: Partial<SimKnobs>;
+}
 
 /** One broken variant of the core. */
 export interface Mutant {
@@ -19,7 +28,7 @@ export interface Mutant {
    * The runs that reach the broken rule, when the default ones (3 and 5
    * nodes, every fault, knobs drawn from the seed) do not: used for every seed.
    */
-  readonly runs?: { readonly nodes: number; readonly steps: number; readonly faults: readonly string[]; readonly knobs: Record<string, number | boolean> };
+  readonly runs?: MutantRuns;
 }
 
 /** The mutants the simulator must catch. */

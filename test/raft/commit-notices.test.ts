@@ -63,6 +63,7 @@ describe("commit notices", () => {
     c.get("a").node.propose(text("y"));
     c.stabilize();
     for (const id of ["b", "c"]) expect(c.appliedText(id), id).toEqual(["x"]);
+    expect(c.get("a").node.commitNoticePending()).toBe(false); // nothing for a runtime's flush to send either
     const mark = c.sent.length;
     c.tickAll(1);
     expect(emptyAppendsSince(c, mark)).toEqual([]);
