@@ -196,8 +196,8 @@ export class ChannelStateMachine {
     if ("reason" in decoded) return invalid(decoded.reason);
     const verified = await verifyInitialGroupInfo(decoded.context.groupId, request.groupInfo);
     if (!verified.ok) return invalid(verified.reason);
-    const unknown = decoded.witnesses.filter((id) => this.directory.signingKeyOf(id) === undefined);
-    if (unknown.length > 0) return invalid(`witnesses ${unknown.join(", ")} are not homeservers of this cluster`);
+    // That the witnesses are homeservers of the cluster is checked where the creation is proposed
+    // (ChannelService): the cluster directory is another group's state, which may lag here.
     const members = verified.members.map((m) => toMember(m, MemberRole.OWNER));
     this.save(
       create(ChannelRecordSchema, {

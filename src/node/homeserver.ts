@@ -237,9 +237,9 @@ export class Homeserver {
     // idle one learns a commit `commitNoticeDelayMs` (2 ms) later. Reads a client's next step depends
     // on do not trust the applied state alone: ListHomeservers, identity and KeyPackage reads confirm
     // a read index, and login catches up before refusing an unknown device. Channel apply still
-    // reads this group's directory (signing keys: witnesses at creation, recorded signatures), a
-    // known gap in apply determinism for a homeserver whose cluster group lags far behind (a
-    // restart, a new joiner); the 2 ms added here is small beside that (docs/ARCHITECTURE.md).
+    // reads this group's directory to verify recorded signatures, a known gap in apply determinism
+    // for a homeserver whose cluster group lags far behind (a restart, a new joiner); the 2 ms
+    // added here is small beside that (docs/ARCHITECTURE.md).
     await driver.addGroup(store, stateMachine, { lazyCommitNotices: true });
     groups = new ChannelGroups({
       selfId: config.id,

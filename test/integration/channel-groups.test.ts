@@ -284,6 +284,11 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
 
   it("a witness homeserver votes in a channel it sponsors no member of: with one of the two members' homeservers killed, the channel still orders commits", async () => {
     await cluster.waitForLeader(); // the test before restarted a homeserver
+    // A witness must be a homeserver of the cluster: refused before anything is proposed.
+    const stranger = await buildGroup(["wz@hs1"], undefined, ["hs9"]);
+    await logins.publish(memberOf(stranger, "wz@hs1").device);
+    const refused = clientOf("wz@hs1").createChannel({ channelId: "wit-9", groupInfo: stranger.initialGroupInfo, contentType: "text/plain" }, await as("wz@hs1"));
+    await expect(refused).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/hs9 are not homeservers/) });
     const pair = await createChannel("wit-12", "wa@hs1", ["wb@hs2"], ["hs3"]);
     // hs3 hosts and votes from the start; its certificate signature counts like the others'.
     expect(pair.addCertificate!.voters).toEqual(["hs1", "hs3"]);
