@@ -380,10 +380,13 @@ export class ChannelStateMachine {
       if (certificate === undefined) continue;
       const statement = certificateStatement(certificate);
       let added = false;
-      for (const signature of item.signatures) {
+      for (const [position, signature] of item.signatures.entries()) {
         const signer = signature.homeserverId;
         if (!certificate.voters.includes(signer) || certificate.signatures.some((s) => s.homeserverId === signer)) continue;
-        const key = this.directory.signingKeyOf(signer);
+        // The key the recorder checked it with, from the log: the same decision on every homeserver,
+        // whatever its own directory holds now. Entries older than signer_keys fall back on the directory.
+        const logged = item.signerKeys[position];
+        const key = logged !== undefined && logged.byteLength > 0 ? logged : this.directory.signingKeyOf(signer);
         if (key === undefined || !verifyCommitSignature(key, statement, signature)) continue;
         certificate.signatures.push(detachedSignature(signature));
         added = true;

@@ -54,8 +54,8 @@ export class CertificateCollector {
 
   constructor(
     readonly clusterId: string,
-    /** The raw Ed25519 key the directory lists for a homeserver. */
-    private readonly signingKeyOf: (homeserverId: string) => Uint8Array | undefined,
+    /** The raw Ed25519 key the directory lists for a homeserver: what signatures are checked with. */
+    readonly signingKeyOf: (homeserverId: string) => Uint8Array | undefined,
     /** Called once per certificate when it reaches a quorum. */
     private readonly onComplete: (certificate: Certificate) => void,
     private readonly maxEntries = 100_000,

@@ -71,7 +71,7 @@ export const alongsideBytesMax = 256 * 1024;
 /** About the bytes a certificate's signatures take in a log entry (an upper bound, for {@link alongsideBytesMax}). */
 function approximateCertificateBytes(certificate: Certificate): number {
   let bytes = 64 + certificate.channelId.length;
-  for (const s of certificate.signatures) bytes += 96 + s.homeserverId.length + 34 * s.proof.length;
+  for (const s of certificate.signatures) bytes += 130 + s.homeserverId.length + 34 * s.proof.length;
   return bytes;
 }
 
@@ -108,9 +108,14 @@ export interface CertificateExchangeOptions {
 const keyOf = (channelId: string, epoch: bigint) => `${channelId}/${epoch}`;
 const noBytes = new Uint8Array(0);
 
-/** What the log records of a complete certificate: its signatures (apply rebuilds the rest from the commit). */
-function signaturesOf(certificate: Certificate): MessageInitShape<typeof CommitSignaturesSchema> {
-  return { channelId: certificate.channelId, epoch: certificate.epoch, signatures: certificate.signatures };
+/**
+ * What the log records of a complete certificate: its signatures (apply
+ * rebuilds the rest from the commit), each with the key it was checked with
+ * here, which apply verifies it against (see CommitSignatures.signer_keys).
+ */
+function signaturesOf(certificate: Certificate, signingKeyOf: (homeserverId: string) => Uint8Array | undefined): MessageInitShape<typeof CommitSignaturesSchema> {
+  const signerKeys = certificate.signatures.map((s) => signingKeyOf(s.homeserverId) ?? noBytes);
+  return { channelId: certificate.channelId, epoch: certificate.epoch, signatures: certificate.signatures, signerKeys };
 }
 
 /** A complete certificate waiting for the log to record it. */
@@ -227,7 +232,7 @@ export class CertificateExchange {
     }
     if (due.length === 0) return noBytes;
     markProposed(due, Date.now() + leaderReproposeMs);
-    return toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { certificates: due.map(({ certificate }) => signaturesOf(certificate)) }));
+    return toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { certificates: due.map(({ certificate }) => signaturesOf(certificate, this.options.collector.signingKeyOf)) }));
   }
 
   /** Complete certificates waiting for the log to record them (for metrics and tests). */
@@ -305,7 +310,7 @@ export class CertificateExchange {
       const againMs = this.options.isLeader(channelId) ? leaderReproposeMs : followerReproposeMs;
       for (let i = 0; i < due.length; i += certificatesPerEntryMax) {
         const chunk = due.slice(i, i + certificatesPerEntryMax);
-        const command = create(ChannelCommandSchema, { command: { case: "signatures", value: { items: chunk.map(({ certificate }) => signaturesOf(certificate)) } } });
+        const command = create(ChannelCommandSchema, { command: { case: "signatures", value: { items: chunk.map(({ certificate }) => signaturesOf(certificate, this.options.collector.signingKeyOf)) } } });
         if (!this.options.propose(channelId, encodeChannelCommand(toBinary(ChannelCommandSchema, command)))) break;
         markProposed(chunk, now + againMs);
       }

@@ -236,10 +236,9 @@ export class Homeserver {
     // Lazy commit notices: under load a follower applies entry k in the write that stores k + 1; an
     // idle one learns a commit `commitNoticeDelayMs` (2 ms) later. Reads a client's next step depends
     // on do not trust the applied state alone: ListHomeservers, identity and KeyPackage reads confirm
-    // a read index, and login catches up before refusing an unknown device. Channel apply still
-    // reads this group's directory to verify recorded signatures, a known gap in apply determinism
-    // for a homeserver whose cluster group lags far behind (a restart, a new joiner); the 2 ms
-    // added here is small beside that (docs/ARCHITECTURE.md).
+    // a read index, and login catches up before refusing an unknown device. Channel apply reads
+    // nothing of this group (see docs/ARCHITECTURE.md), so it does not matter to apply how far
+    // behind a homeserver's copy is.
     await driver.addGroup(store, stateMachine, { lazyCommitNotices: true });
     groups = new ChannelGroups({
       selfId: config.id,

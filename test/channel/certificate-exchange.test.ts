@@ -11,7 +11,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { channelCommandOp } from "../../src/channel/channel-command.ts";
 import { entryBody } from "../../src/multiraft/entry-payload.ts";
-import { ChannelCommandSchema } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";
+import { ChannelCommandSchema, type CommitSignatures } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";
 import { CertificateCollector } from "../../src/node/certificate-collector.ts";
 import { CertificateExchange, followerReproposeMs, leaderReproposeMs, recordDelayMs, resendIntervalMs, signatureBatchTopic } from "../../src/node/certificate-exchange.ts";
 import type { ChannelResult } from "../../src/channel/channel-state-machine.ts";
@@ -23,6 +23,14 @@ const keys = new Map(ids.map((id) => {
   const raw = new Uint8Array(Buffer.from(publicKey.export({ format: "jwk" }).x!, "base64url"));
   return [id, { raw, sign: (m: Uint8Array) => new Uint8Array(sign(null, m, privateKey)) }] as const;
 }));
+
+/** Each recorded signature goes to the log with the key it was checked with (apply verifies against it). */
+function expectSignerKeysLogged(items: readonly CommitSignatures[]): void {
+  for (const item of items) {
+    const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
+    expect(item.signerKeys.map(hex)).toEqual(item.signatures.map((s) => hex(keys.get(s.homeserverId)!.raw)));
+  }
+}
 
 /** hs1's exchange wired to a collector, with hs2's and hs3's exchanges feeding it their batches. */
 function cluster(recordAtOnce?: (channelId: string) => boolean) {
@@ -50,6 +58,7 @@ function cluster(recordAtOnce?: (channelId: string) => boolean) {
         }
         const command = fromBinary(ChannelCommandSchema, entryBody(data, channelCommandOp)!);
         if (command.command.case !== "signatures") throw new Error("not a signatures entry");
+        expectSignerKeysLogged(command.command.value.items);
         proposed.push({ channelId, epochs: command.command.value.items.map((item) => item.epoch) });
         return true;
       },
@@ -66,6 +75,7 @@ function cluster(recordAtOnce?: (channelId: string) => boolean) {
     const extra = fromBinary(ChannelCommandSchema, exchanges.get("hs1")!.takeAlongside(channelId));
     expect(extra.command.case).toBeUndefined();
     expect(extra.requestId).toHaveLength(0);
+    expectSignerKeysLogged(extra.certificates);
     if (extra.certificates.length > 0) proposed.push({ channelId, epochs: extra.certificates.map((item) => item.epoch) });
   };
   return { proposed, forwarded, exchanges, notices, alongside };

@@ -211,6 +211,25 @@ describe("the channel state machine", () => {
     expect(await signatures(hs2!, [sign(hs2!)])).toMatchObject({ ok: true, certified: [] });
   });
 
+  it("verifies a recorded signature against the key the log carries with it: a homeserver whose directory lags records it alike", async () => {
+    const directory = new Map(servers);
+    const h = new Harness(directory);
+    const group = await threeMemberChannel(h, "c9");
+    const accepted = await h.commit("c9", 1n, await makeCommit(memberOf(group, "alice@hs1").state));
+    const logIndex = h.index;
+    const [hs1, hs3, hs4] = ["hs1", "hs3", "hs4"].map((id) => servers.get(id)!);
+    directory.delete("hs3"); // this homeserver has not applied hs3's registration yet
+    const byHs1 = h.signature(hs1!, "c9", accepted, logIndex).signature;
+    const byHs3 = h.signature(hs3!, "c9", accepted, logIndex).signature;
+    const record = (signatures: Signature[], signerKeys: Uint8Array[]) => h.apply({ case: "signatures", value: { items: [{ channelId: "c9", epoch: 1n, signatures, signerKeys }] } });
+    // A logged key the signature does not verify with counts for nothing.
+    expect(await record([byHs3], [hs4!.publicKeyRaw])).toMatchObject({ ok: true, certified: [] });
+    // Without a logged key, the directory decides: it does not know hs3 here.
+    expect(await record([byHs1, byHs3], [hs1!.publicKeyRaw])).toMatchObject({ ok: true, certified: [] });
+    // With it, hs3's signature counts here as on every homeserver that knows hs3.
+    expect(await record([byHs3], [hs3!.publicKeyRaw])).toMatchObject({ ok: true, certified: [{ channelId: "c9", epoch: 1n }] });
+  });
+
   it("orders encrypted-handshake commits by framing and the next GroupInfo's outline: epoch, group, members", async () => {
     const h = new Harness(servers);
     const group = await buildGroup(["alice@hs1"]);
