@@ -158,7 +158,8 @@ export class ChannelClient implements ChannelTransport {
   /**
    * Runs `call` against the current address: on a leader hint, moves there and retries at once; on
    * UNAVAILABLE, RESOURCE_EXHAUSTED (and DEADLINE_EXCEEDED when `idempotent`), backs off and retries,
-   * switching homeserver after two failures in a row. Bounded by attemptsMax.
+   * switching homeserver after two UNAVAILABLE (or, when `idempotent`, DEADLINE_EXCEEDED) in a row.
+   * Bounded by attemptsMax.
    */
   private async call<T>(call: (address: string) => Promise<T>, idempotent: boolean): Promise<T> {
     let delayMs = this.backoffStartMs;
@@ -179,7 +180,10 @@ export class ChannelClient implements ChannelTransport {
         if (!transient && hint === undefined) throw error;
         failuresHere++;
         this.stats.transientRetries++;
-        if (error.code === grpc.status.UNAVAILABLE && failuresHere >= 2) {
+        // Unreachable, or (for a call that may be repeated) not answered in time: a homeserver cut off
+        // from its cluster's quorum cannot confirm a read, so another one is tried.
+        const unanswered = error.code === grpc.status.UNAVAILABLE || (idempotent && error.code === grpc.status.DEADLINE_EXCEEDED);
+        if (unanswered && failuresHere >= 2) {
           this.current = this.nextAddress();
           this.stats.addressSwitches++;
           failuresHere = 0;

@@ -8,6 +8,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { unaryClient } from "../../src/api/grpc-service.ts";
+import { ChannelClient } from "../../src/client/channel-client.ts";
+import { Device } from "../../src/client/device.ts";
 import { ChannelService } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import { ProcessCluster } from "./process-cluster.ts";
 
@@ -70,5 +72,23 @@ describe("ListHomeservers on a real 3-homeserver cluster", () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     lone.close();
+  }, 60_000);
+
+  it("the SDK asks another homeserver when its own does not answer a directory read in time", async () => {
+    const device = await Device.create("dr@hs3");
+    const client = new ChannelClient({ device, address: cluster.get("hs3").clientAddress, tls: { caPem: cluster.caPem() }, tlsServerName: "localhost", callDeadlineMs: 700, backoffStartMs: 20, attemptsMax: 8 });
+    try {
+      await client.directory(); // learns the other homeservers' addresses
+      cluster.setPaused("hs3", true);
+      try {
+        const directory = await client.directory(true);
+        expect([...directory.keys.keys()].sort()).toEqual(["hs1", "hs2", "hs3"]);
+        expect(client.stats.addressSwitches).toBeGreaterThanOrEqual(1);
+      } finally {
+        cluster.setPaused("hs3", false);
+      }
+    } finally {
+      client.close();
+    }
   }, 60_000);
 });

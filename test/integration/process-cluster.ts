@@ -135,6 +135,11 @@ export class ProcessCluster {
     return grpc.credentials.createSsl(readFileSync(this.certs.ca.certPath), readFileSync(files.keyPath), readFileSync(files.certPath));
   }
 
+  /** The cluster CA certificate (PEM), as SDK clients take it. */
+  caPem(): Buffer {
+    return this.credentials().ca;
+  }
+
   /** Credentials of a client of the client API (server-side TLS with the cluster CA). */
   clientCredentials(): grpc.ChannelCredentials {
     return grpc.credentials.createSsl(this.credentials().ca);
