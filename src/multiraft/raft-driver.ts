@@ -948,6 +948,7 @@ export class RaftDriver {
       if (this.stopped) return;
       for (const group of this.commitNoticesDue) {
         if (this.groups.get(group.groupId) !== group) continue; // removed or unloaded meanwhile
+        if (!group.node.commitNoticePending()) continue; // an Append told them meanwhile, as under load
         group.node.flushCommitNotices();
         this.touch(group);
       }
