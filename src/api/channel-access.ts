@@ -39,6 +39,8 @@ export interface ChannelAccessContext {
   readonly authenticator: ClientAuthenticator;
   readonly channels: HostedChannels;
   readonly clientAddressOf: (homeserverId: string) => string | undefined;
+  /** Whether the cluster directory here lists `homeserverId` (a new channel's witnesses must be homeservers of the cluster). */
+  readonly isHomeserver: (homeserverId: string) => boolean;
 }
 
 /** The checks ChannelService runs on every call; see the module comment. */
@@ -47,7 +49,7 @@ export interface ChannelAccess {
   device(metadata: grpc.Metadata): Promise<AuthenticatedDevice>;
   /** The calling device if it is a member of `channelId`; UNAUTHENTICATED or PERMISSION_DENIED otherwise. */
   member(metadata: grpc.Metadata, channelId: string, waitMs: number): Promise<AuthenticatedDevice>;
-  /** The calling device if it is the sole member of the initial `groupInfo`. */
+  /** The calling device if it is the sole member of the initial `groupInfo`, whose witnesses are all homeservers of the cluster. */
   creator(metadata: grpc.Metadata, groupInfo: Uint8Array): Promise<AuthenticatedDevice>;
 }
 
@@ -95,6 +97,11 @@ export function channelAccess(context: ChannelAccessContext): ChannelAccess {
       }
       // A channel's group starts on its creator's homeserver.
       if (device.homeserverId !== context.selfId) throw toOwnHomeserver(device, "a channel is created on its creator's homeserver");
+      // Checked here, on the only homeserver that proposes the creation, not at apply: apply reads
+      // nothing outside the channel's group, and another homeserver's directory may lag when it
+      // replays the creation.
+      const unknown = decoded.witnesses.filter((id) => !context.isHomeserver(id));
+      if (unknown.length > 0) throw new ApiError(grpc.status.INVALID_ARGUMENT, `witnesses ${unknown.join(", ")} are not homeservers of this cluster`);
       return device;
     },
   };

@@ -30,7 +30,7 @@ import {
   type ChannelStateSchema,
 } from "../gen/epochd/channel/v1/channel_pb.ts";
 import type { ChannelCommandSchema, ChannelRecord, EpochRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
-import { decodeGroupInfoMessage, inspectMessage, maxGroupInfoBytes, maxMessageBytes, maxWelcomeBytes } from "../mls/index.ts";
+import { inspectMessage, maxGroupInfoBytes, maxMessageBytes, maxWelcomeBytes } from "../mls/index.ts";
 import type { CertificateLookup } from "../node/certificate-lookup.ts";
 import { ChannelNotHostedError, type ChannelGroups } from "../node/channel-groups.ts";
 import { ChannelTakenError } from "../node/channel-claim.ts";
@@ -195,7 +195,7 @@ export type CommitStage = "admit" | "order" | "certify" | "settle";
 /** Registers ChannelService on `server`. */
 export function addChannelService(server: grpc.Server, context: ChannelServiceContext): void {
   const { machine, groups, channels, certificates } = context;
-  const access = channelAccess({ selfId: context.selfId, authenticator: context.authenticator, channels: groups, clientAddressOf: context.clientAddressOf });
+  const access = channelAccess({ selfId: context.selfId, authenticator: context.authenticator, channels: groups, clientAddressOf: context.clientAddressOf, isHomeserver: (id) => machine.signingKeyOf(id) !== undefined });
   const throttleHandshake = handshakeThrottle();
   const messageLimiter = new RateLimiter(channelMessageLimit);
 
@@ -309,13 +309,6 @@ export function addChannelService(server: grpc.Server, context: ChannelServiceCo
       checkSize(request.groupInfo, maxGroupInfoBytes, "group_info");
       if (!isValidChannelId(request.channelId)) throw new ApiError(grpc.status.INVALID_ARGUMENT, "channel_id must be 1 to 128 characters of [A-Za-z0-9._-]");
       await access.creator(call.metadata, request.groupInfo);
-      // Witnesses must be homeservers of the cluster. Checked here, by the only homeserver that
-      // proposes the creation, not at apply: apply reads nothing outside the channel's group, and
-      // another homeserver's directory may lag when it replays the creation. (A GroupInfo that
-      // does not decode is refused at apply with its reason.)
-      const decoded = decodeGroupInfoMessage(request.groupInfo);
-      const unknown = "reason" in decoded ? [] : decoded.witnesses.filter((id) => machine.signingKeyOf(id) === undefined);
-      if (unknown.length > 0) throw new ApiError(grpc.status.INVALID_ARGUMENT, `witnesses ${unknown.join(", ")} are not homeservers of this cluster`);
       const { result } = await run(request.channelId, { case: "createChannel", value: request }, remainingMs(call.getDeadline()));
       if (!result.ok) return fail(result, remainingMs(call.getDeadline()));
       // A channel naming witnesses is acknowledged once they vote in its group.

@@ -60,7 +60,9 @@ export function addKeyPackageService(server: grpc.Server, context: KeyPackageCon
   /**
    * Whether `channelId` (hosted here: the claimer's homeserver hosts every
    * channel the claimer is in) has the claimer and a current device of
-   * `userName` among its members, as of a read index on the channel's group (and on the cluster group before saying no).
+   * `userName` among its members, as of a read index on the channel's
+   * group (and on the cluster group, whose identity index lists the user's
+   * devices, before saying no).
    */
   const sharesChannel = async (claimerDeviceId: string, userName: string, channelId: string, call: grpc.ServerUnaryCall<Buffer, Buffer>): Promise<boolean> => {
     if (channelId === "" || !context.channels.hosts(channelId)) return false;

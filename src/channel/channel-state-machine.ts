@@ -197,7 +197,7 @@ export class ChannelStateMachine {
     const verified = await verifyInitialGroupInfo(decoded.context.groupId, request.groupInfo);
     if (!verified.ok) return invalid(verified.reason);
     // That the witnesses are homeservers of the cluster is checked where the creation is proposed
-    // (ChannelService): the cluster directory is another group's state, which may lag here.
+    // (channel-access.ts): the cluster directory is another group's state, which may lag here.
     const members = verified.members.map((m) => toMember(m, MemberRole.OWNER));
     this.save(
       create(ChannelRecordSchema, {

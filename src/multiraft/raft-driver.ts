@@ -948,9 +948,8 @@ export class RaftDriver {
       if (this.stopped) return;
       for (const group of this.commitNoticesDue) {
         if (this.groups.get(group.groupId) !== group) continue; // removed or unloaded meanwhile
-        if (!group.node.commitNoticePending()) continue; // an Append told them meanwhile, as under load
-        group.node.flushCommitNotices();
-        this.touch(group);
+        // Under load an Append usually told the followers meanwhile: then nothing is sent or woken.
+        if (group.node.flushCommitNotices()) this.touch(group);
       }
       this.commitNoticesDue.clear();
     }, this.options.commitNoticeDelayMs ?? 2);

@@ -886,10 +886,13 @@ export class Raft {
   /**
    * Sends now the commit notices lazy notices left for the next tick: for a
    * runtime that tells idle followers sooner than a tick, when no Append
-   * came to carry the commit meanwhile. Does nothing when none is due.
+   * came to carry the commit meanwhile. Does nothing, and returns false,
+   * when none is due.
    */
-  flushCommitNotices(): void {
-    if (this.commitNoticePending) this.sendDueCommitNotices();
+  flushCommitNotices(): boolean {
+    if (!this.commitNoticePending) return false;
+    this.sendDueCommitNotices();
+    return true;
   }
 
   /** Tells the followers no Append or heartbeat has told the commit index since it moved. */

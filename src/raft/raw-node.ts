@@ -99,9 +99,9 @@ export class RawNode {
     return this.raft.commitNoticePending;
   }
 
-  /** Sends the commit notices due now instead of at the next tick (see `Raft.flushCommitNotices`). */
-  flushCommitNotices(): void {
-    this.raft.flushCommitNotices();
+  /** Sends the commit notices due now instead of at the next tick (see `Raft.flushCommitNotices`); false if none was due. */
+  flushCommitNotices(): boolean {
+    return this.raft.flushCommitNotices();
   }
 
   /** The connection to the leader was lost: campaign soon unless a leader speaks up. */

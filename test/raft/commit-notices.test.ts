@@ -14,6 +14,14 @@ function emptyAppendsSince(c: TestCluster, from: number): Message[] {
   return c.sent.slice(from).filter((m) => m.type === MessageType.Append && m.entries.length === 0);
 }
 
+/** Three nodes told commits lazily, "a" leading, the followers told (at a tick) of the election's entry. */
+function lazyCluster(): TestCluster {
+  const c = new TestCluster(["a", "b", "c"], { ...config, lazyCommitNotices: true });
+  c.elect("a");
+  c.tickAll(1);
+  return c;
+}
+
 describe("commit notices", () => {
   it("by default tell every follower a new commit index at once, in an empty Append", () => {
     const c = new TestCluster(["a", "b", "c"], config);
@@ -26,9 +34,7 @@ describe("commit notices", () => {
   });
 
   it("with lazyCommitNotices come with the next Append, or at the leader's next tick when none follows", () => {
-    const c = new TestCluster(["a", "b", "c"], { ...config, lazyCommitNotices: true });
-    c.elect("a");
-    c.tickAll(1); // the election's empty entry: told at the tick
+    const c = lazyCluster();
     let mark = c.sent.length;
     c.get("a").node.propose(text("x"));
     c.stabilize();
@@ -53,9 +59,7 @@ describe("commit notices", () => {
   });
 
   it("with lazyCommitNotices, a tick tells only the followers no Append has told since the commit moved", () => {
-    const c = new TestCluster(["a", "b", "c"], { ...config, lazyCommitNotices: true });
-    c.elect("a");
-    c.tickAll(1);
+    const c = lazyCluster();
     c.get("a").node.propose(text("x"));
     c.stabilize();
     // y's Append carries x's commit to both followers; their answers are lost, so y is not committed.
@@ -70,9 +74,7 @@ describe("commit notices", () => {
   });
 
   it("with lazyCommitNotices, flushCommitNotices tells the untold followers before the tick, once, and only on a leader", () => {
-    const c = new TestCluster(["a", "b", "c"], { ...config, lazyCommitNotices: true });
-    c.elect("a");
-    c.tickAll(1);
+    const c = lazyCluster();
     c.get("a").node.propose(text("x"));
     c.stabilize();
     expect(c.get("a").node.commitNoticePending()).toBe(true);
