@@ -16,6 +16,7 @@ const benches: Record<string, string> = {
   inbox: "./inbox-bench.ts",
   groups: "./groups-bench.ts",
   scale: "./scale-bench.ts",
+  snapshot: "./snapshot-bench.ts",
 };
 
 const [name, ...args] = process.argv.slice(2);

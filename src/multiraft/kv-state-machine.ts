@@ -7,8 +7,8 @@
 import { decodeKvCommand } from "../kv/kv-command.ts";
 import type { Entry, LogIndex } from "../raft/types.ts";
 import type { GroupStore, KvWrite } from "../storage/storage-engine.ts";
-import { decodePairs, snapshotPairs } from "./pairs-snapshot.ts";
-import type { ApplyOutcome, StateMachine } from "./state-machine.ts";
+import { decodePairChunks, snapshotChunks } from "./pairs-snapshot.ts";
+import type { ApplyOutcome, SnapshotChunks, StateMachine } from "./state-machine.ts";
 
 /** The key-value state machine of one group; apply results are `true` for every Put applied. */
 export class KvStateMachine implements StateMachine {
@@ -32,11 +32,11 @@ export class KvStateMachine implements StateMachine {
     return this.store.get(key);
   }
 
-  snapshotData(): Promise<Uint8Array> {
-    return snapshotPairs(this.store);
+  snapshotChunks(): SnapshotChunks {
+    return snapshotChunks((prefix) => this.store.scan(prefix));
   }
 
-  restore(data: Uint8Array, index: LogIndex): Promise<void> {
-    return this.store.restoreStateMachine(decodePairs(data), index);
+  restore(chunks: SnapshotChunks, index: LogIndex): Promise<void> {
+    return this.store.restoreStateMachine(decodePairChunks(chunks), index);
   }
 }

@@ -70,11 +70,21 @@ export interface DriverObserver {
   onGroupLoaded?(groupId: GroupId): void;
 }
 
+/** What the driver sends through: Raft messages, and snapshots whose data streams as the transfer goes. */
+export interface DriverTransport extends Transport {
+  /**
+   * Sends a Snapshot message whose data is read from `chunks` while it is
+   * sent (`message.snapshot.data` is not sent). The outcome comes back
+   * through {@link RaftDriver.reportSnapshot}.
+   */
+  sendSnapshot(message: Message, chunks: AsyncIterable<Uint8Array>): void;
+}
+
 /** Settings of a {@link RaftDriver}. */
 export interface RaftDriverOptions {
   readonly selfId: NodeId;
   readonly engine: StorageEngine;
-  readonly transport: Transport;
+  readonly transport: DriverTransport;
   readonly logger: Logger;
   readonly raft: GroupRaftSettings;
   /** Wall-clock length of one Raft tick. */
@@ -193,7 +203,6 @@ interface HostedGroup {
   /** A compaction is being recorded. */
   snapshotting: boolean;
   /** Snapshots for followers being read from the state machine. */
-  snapshotsBuilding: number;
   /** Counted in leader balancing. */
   readonly balanced: boolean;
   /** Index of the empty entry this node appended when it last became leader of the group. */
@@ -291,9 +300,10 @@ export class RaftDriver {
   async addGroup(store: GroupStore, stateMachine: StateMachine, options: AddGroupOptions = {}): Promise<void> {
     const snapshot = store.log.snapshot();
     if (store.appliedIndex < snapshot.metadata.index) {
-      // A crash between installing a leader's snapshot and restoring the state from it.
-      await stateMachine.restore(snapshot.data, snapshot.metadata.index);
+      // A crash between installing a leader's snapshot and restoring the state from it, or during the restore.
+      await stateMachine.restore(this.options.engine.snapshotChunks(snapshot.data), snapshot.metadata.index);
       store.appliedIndex = snapshot.metadata.index;
+      await this.options.engine.discardStagedSnapshot(snapshot.data);
     }
     assert(options.hibernation === undefined || options.quiesce === true, "a hibernating group must quiesce");
     assert(!this.groups.has(store.groupId) && !this.dormant.has(store.groupId), `group ${store.groupId} is already hosted`);
@@ -331,7 +341,6 @@ export class RaftDriver {
       appliedIndex: store.appliedIndex,
       lastSnapshotIndex: store.log.snapshot().metadata.index,
       snapshotting: false,
-      snapshotsBuilding: 0,
       balanced: options.balanceLeadership ?? false,
       termStartIndex,
       options,
@@ -388,7 +397,7 @@ export class RaftDriver {
 
   /** Quiesced, no input waiting, nobody waiting on it, no snapshot being taken. */
   private isIdle(group: HostedGroup): boolean {
-    return group.node.isQuiesced() && !this.dirty.has(group) && group.proposals.size === 0 && group.reads.size === 0 && !group.snapshotting && group.snapshotsBuilding === 0;
+    return group.node.isQuiesced() && !this.dirty.has(group) && group.proposals.size === 0 && group.reads.size === 0 && !group.snapshotting;
   }
 
   /** Unloads an idle group if it is in a quiet role and its owner agrees. */
@@ -640,8 +649,12 @@ export class RaftDriver {
         continue;
       }
       const dormant = this.dormant.get(m.groupId);
-      if (dormant === undefined) continue;
+      if (dormant === undefined) {
+        this.dropStaged(m);
+        continue;
+      }
       if (dormant.pending.length < dormantPendingMax) dormant.pending.push(m);
+      else this.dropStaged(m);
       void this.load(m.groupId);
     }
     this.schedule();
@@ -654,8 +667,24 @@ export class RaftDriver {
       if (m.type === MessageType.Propose && this.options.admitForwarded !== undefined) m = this.options.admitForwarded(m.groupId, m);
       if (m === undefined) return;
     }
+    if (m.type !== MessageType.Snapshot) {
+      group.node.step(m);
+      this.touch(group);
+      return;
+    }
+    // Snapshot data staged in storage is deleted once restored; here, if the core declines it, or
+    // if it replaces one the core took earlier and never handed out.
+    const before = group.node.pendingSnapshotData();
     group.node.step(m);
     this.touch(group);
+    const after = group.node.pendingSnapshotData();
+    if (before !== null && before !== after) void this.options.engine.discardStagedSnapshot(before).catch(() => undefined);
+    if (m.snapshot !== null && m.snapshot.data !== after) this.dropStaged(m);
+  }
+
+  /** Deletes the staged data of a Snapshot message no core took. */
+  private dropStaged(m: Message): void {
+    if (m.type === MessageType.Snapshot && m.snapshot !== null) void this.options.engine.discardStagedSnapshot(m.snapshot.data).catch(() => undefined);
   }
 
   /**
@@ -907,7 +936,9 @@ export class RaftDriver {
     }
     for (const { group, ready } of batch) {
       if (ready.snapshot !== null) {
-        await group.stateMachine.restore(ready.snapshot.data, ready.snapshot.metadata.index);
+        await group.stateMachine.restore(this.options.engine.snapshotChunks(ready.snapshot.data), ready.snapshot.metadata.index);
+        // Durable now (the restore's last write is synced): the staged data it was read from may go.
+        await this.options.engine.discardStagedSnapshot(ready.snapshot.data);
         this.failProposalsUpTo(group, ready.snapshot.metadata.index);
         group.appliedIndex = ready.snapshot.metadata.index;
         group.lastSnapshotIndex = ready.snapshot.metadata.index;
@@ -984,33 +1015,20 @@ export class RaftDriver {
    * core's membership that of the same index. Its index is at or past the
    * core's snapshot: the follower answers with it and the leader goes on from
    * there. A snapshot installed from a leader and not yet applied past (only
-   * right after a restart) is sent as it is.
+   * right after a restart) is sent from its stored or staged data.
    */
   private sendSnapshot(group: HostedGroup, message: Message): void {
     const stored = message.snapshot;
-    if (stored === null || group.appliedIndex < stored.metadata.index) {
-      this.options.transport.send([message]);
+    if (stored === null) return;
+    if (group.appliedIndex < stored.metadata.index) {
+      this.options.transport.sendSnapshot(message, this.options.engine.snapshotChunks(stored.data));
       return;
     }
     const index = group.appliedIndex;
     const metadata = { index, term: group.store.log.term(index), confState: group.node.confState() };
-    group.snapshotsBuilding += 1;
-    group.stateMachine
-      .snapshotData()
-      .then(
-        (data) => {
-          if (this.stopped) return;
-          this.options.transport.send([{ ...message, snapshot: { metadata, data } }]);
-          this.options.logger.info({ groupId: group.groupId, to: message.to, index, bytes: data.byteLength }, "snapshot read for a follower");
-        },
-        (error: unknown) => {
-          this.options.logger.warn({ groupId: group.groupId, to: message.to, index, err: error }, "snapshot for a follower not read");
-          this.reportSnapshot(message.to, group.groupId, false);
-        },
-      )
-      .finally(() => {
-        group.snapshotsBuilding -= 1;
-      });
+    // The chunks come from a storage view made by this call: the group may go on applying, or hibernate.
+    this.options.transport.sendSnapshot({ ...message, snapshot: { metadata, data: new Uint8Array(0) } }, group.stateMachine.snapshotChunks());
+    this.options.logger.info({ groupId: group.groupId, to: message.to, index }, "snapshot of the applied state sent to a follower");
   }
 
   /** Answers the proposers of `entries`: with `beforeWrite`, only those who asked to be answered before the write. */

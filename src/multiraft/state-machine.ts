@@ -30,11 +30,19 @@ export interface StateMachine {
   apply(entries: readonly Entry[]): Promise<ApplyOutcome>;
   /**
    * The state as of the last applied index, for a follower behind the
-   * compacted log (log compaction itself copies nothing). Must capture that
-   * state synchronously, before returning (the driver keeps applying while the
-   * data is read): a storage iterator made at call time does.
+   * compacted log (log compaction itself copies nothing), as a stream of
+   * chunks that the transport sends as they are read. Must capture that state
+   * synchronously, before returning (the driver keeps applying while the
+   * chunks are read): a storage iterator made at call time does.
    */
-  snapshotData(): Promise<Uint8Array>;
-  /** Replaces the whole state with a snapshot's, applied up to `index`. */
-  restore(data: Uint8Array, index: LogIndex): Promise<void>;
+  snapshotChunks(): SnapshotChunks;
+  /**
+   * Replaces the whole state with a snapshot's, read from `chunks`, applied up
+   * to `index`. The applied index moves last, in a synced write: a crash
+   * part-way leaves it below `index`, and the driver restores again on start.
+   */
+  restore(chunks: SnapshotChunks, index: LogIndex): Promise<void>;
 }
+
+/** Snapshot data as a stream of byte chunks (their boundaries carry no meaning). */
+export type SnapshotChunks = AsyncIterable<Uint8Array>;

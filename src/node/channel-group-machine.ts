@@ -16,8 +16,8 @@ import { ChannelCommandSchema, type ChannelCommand } from "../gen/epochd/state/v
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
 import { ApplyBatch } from "../multiraft/apply-batch.ts";
 import { entryBody } from "../multiraft/entry-payload.ts";
-import { decodePairs, snapshotPairs } from "../multiraft/pairs-snapshot.ts";
-import type { ApplyOutcome, StateMachine } from "../multiraft/state-machine.ts";
+import { decodePairChunks, snapshotChunks } from "../multiraft/pairs-snapshot.ts";
+import type { ApplyOutcome, SnapshotChunks, StateMachine } from "../multiraft/state-machine.ts";
 import { applyConfChange, confMembers, decodeConfChange } from "../raft/conf-change.ts";
 import { emptyConfState, EntryType, type ConfState, type Entry, type LogIndex } from "../raft/types.ts";
 import type { GroupReader, GroupStore, KvWrite } from "../storage/storage-engine.ts";
@@ -197,12 +197,12 @@ export class ChannelGroupMachine implements StateMachine {
     return inbox === undefined ? apply() : inbox.channelCommand(command, index, apply);
   }
 
-  snapshotData(): Promise<Uint8Array> {
-    return snapshotPairs(this.store);
+  snapshotChunks(): SnapshotChunks {
+    return snapshotChunks((prefix) => this.store.scan(prefix));
   }
 
-  async restore(data: Uint8Array, index: LogIndex): Promise<void> {
-    await this.store.restoreStateMachine(decodePairs(data), index);
+  async restore(chunks: SnapshotChunks, index: LogIndex): Promise<void> {
+    await this.store.restoreStateMachine(decodePairChunks(chunks), index);
     await this.load();
     this.context.listener.onMembership(this.channelId, this.membership.conf);
     await this.context.inbox?.afterSnapshot(index, [this.channelId]);

@@ -1,7 +1,7 @@
 import { ApplyBatch } from "../multiraft/apply-batch.ts";
 import { decodeKvCommand } from "../kv/kv-command.ts";
-import { decodePairs, snapshotPairs } from "../multiraft/pairs-snapshot.ts";
-import type { ApplyOutcome, StateMachine } from "../multiraft/state-machine.ts";
+import { decodePairChunks, snapshotChunks } from "../multiraft/pairs-snapshot.ts";
+import type { ApplyOutcome, SnapshotChunks, StateMachine } from "../multiraft/state-machine.ts";
 import { directInboxOp } from "../inbox/direct-command.ts";
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
 import { inboxNamespace } from "../inbox/inbox-keys.ts";
@@ -215,21 +215,16 @@ export class ClusterStateMachine implements StateMachine {
   }
 
   /** The replicated state only: local inbox keys ('q') stay out of snapshots. */
-  snapshotData(): Promise<Uint8Array> {
+  snapshotChunks(): SnapshotChunks {
     const store = this.store;
-    return snapshotPairs({
-      async *scan(prefix) {
-        for await (const pair of store.scan(prefix)) if (pair[0][0] !== inboxNamespace) yield pair;
-      },
+    return snapshotChunks(async function* replicated(prefix) {
+      for await (const pair of store.scan(prefix)) if (pair[0][0] !== inboxNamespace) yield pair;
     });
   }
 
   /** Installs a snapshot's replicated state, keeping the local inboxes (which then get gap markers). */
-  async restore(data: Uint8Array, index: LogIndex): Promise<void> {
-    const local: Array<[Uint8Array, Uint8Array]> = [];
-    for await (const pair of this.store.scan(Uint8Array.of(inboxNamespace))) local.push(pair);
-    const replicated = decodePairs(data).filter(([key]) => key[0] !== inboxNamespace);
-    await this.store.restoreStateMachine([...replicated, ...local], index);
+  async restore(chunks: SnapshotChunks, index: LogIndex): Promise<void> {
+    await this.store.restoreStateMachine(decodePairChunks(chunks), index, (key) => key[0] === inboxNamespace);
     await this.load();
     // Channel events reach the inboxes through the channel groups; the skipped entries here were direct messages.
     await this.inbox?.afterSnapshot(index, []);

@@ -136,6 +136,8 @@ export class Homeserver {
       credentials,
       logger: logger.child({ component: "transport" }),
       onMessages: (from, messages) => driver?.receive(from, messages),
+      // A leader's snapshot goes to storage chunk by chunk; the group's core gets a descriptor of it.
+      openSnapshotSink: (groupId) => engine.stageSnapshot(groupId),
       onNotices: (from, notices) => {
         for (const notice of notices) {
           if (notice.topic === signatureBatchTopic) exchange?.onNotice(from, notice.payload);

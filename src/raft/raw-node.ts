@@ -136,6 +136,15 @@ export class RawNode {
     return this.raft.lead;
   }
 
+  /**
+   * The data of the snapshot this node took from a leader and has not yet
+   * handed out in a Ready, or null: whether a Snapshot message just stepped
+   * was installed (the same data) or declined.
+   */
+  pendingSnapshotData(): Uint8Array | null {
+    return this.raft.log.unstable.snapshot?.data ?? null;
+  }
+
   /** Membership as of the applied index: what a snapshot taken now must record. */
   confState(): ConfState {
     return this.raft.confState;

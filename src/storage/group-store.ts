@@ -201,23 +201,47 @@ export class GroupStore {
   }
 
   /**
-   * Replaces the whole state machine with `pairs` and sets the applied index,
-   * in one batch: used when installing a leader's snapshot. Synced, since the
-   * log before `appliedIndex` may already be gone.
+   * Replaces the whole state machine with `pairs` and sets the applied index:
+   * used when installing a leader's snapshot. Keys for which `keep` is true
+   * stay as they are (local data that snapshots leave out). The pairs stream
+   * in, written in batches of about {@link restoreBatchBytes} so that no batch
+   * holds the whole state; the applied index moves only in the last, synced
+   * one (the log before it may already be gone). A crash part-way leaves the
+   * applied index below the snapshot's, and the caller restores again on start.
    */
-  restoreStateMachine(pairs: ReadonlyArray<readonly [Uint8Array, Uint8Array]>, appliedIndex: LogIndex): Promise<void> {
+  restoreStateMachine(pairs: AsyncIterable<readonly [Uint8Array, Uint8Array]> | Iterable<readonly [Uint8Array, Uint8Array]>, appliedIndex: LogIndex, keep?: (key: Uint8Array) => boolean): Promise<void> {
     return this.context.stateQueue.run(async () => {
       this.checkOpen();
-      const ops: RawBatchOp[] = [];
       const prefix = this.keys.stateMachinePrefix;
-      for await (const [key] of this.context.db.iterate(prefix, prefixEnd(prefix))) ops.push({ type: "del", key });
-      for (const [key, value] of pairs) ops.push(this.put(this.keys.stateMachine(key), value));
+      let ops: RawBatchOp[] = [];
+      let bytes = 0;
+      const flushIfFull = async (): Promise<void> => {
+        if (bytes < restoreBatchBytes) return;
+        await this.context.write(ops, false);
+        ops = [];
+        bytes = 0;
+      };
+      for await (const [key] of this.context.db.iterate(prefix, prefixEnd(prefix))) {
+        if (keep?.(key.subarray(prefix.length)) === true) continue;
+        ops.push({ type: "del", key });
+        bytes += key.byteLength;
+        await flushIfFull();
+      }
+      for await (const [key, value] of pairs) {
+        if (keep?.(key) === true) continue;
+        ops.push(this.put(this.keys.stateMachine(key), value));
+        bytes += prefix.byteLength + key.byteLength + value.byteLength;
+        await flushIfFull();
+      }
       ops.push(this.put(this.keys.appliedIndex, encodeCounter(appliedIndex)));
       await this.context.write(ops, true);
       this.appliedIndex = appliedIndex;
     });
   }
 }
+
+/** About the bytes of one write batch of a snapshot's restore. */
+export const restoreBatchBytes = 4 << 20;
 
 /**
  * Reads of one group's state machine records straight from RocksDB, without

@@ -5,6 +5,7 @@
  * engine records   0x00 | kind
  *   0x00 0x01                          format version        counter (currently 1)
  *   0x00 0x02 | groupId                group registry        empty: the group exists
+ *   0x00 0x03 | transfer | seq         staged snapshot       see snapshot-staging.ts
  * group records    0x01 | len(groupId): u8 | groupId (UTF-8, 1..255 bytes) | kind | suffix
  *   ... 0x01                           hard state            term, vote, commit
  *   ... 0x02                           snapshot metadata     index, term, conf state
@@ -33,6 +34,8 @@ export enum KeySpace {
 export enum EngineKind {
   FormatVersion = 0x01,
   GroupRegistry = 0x02,
+  /** Snapshot data from a leader, staged as it arrives (see snapshot-staging.ts). */
+  StagedSnapshot = 0x03,
 }
 
 /** The byte after a group's prefix. */

@@ -19,9 +19,11 @@ import { describeKey, formatVersionKey, groupRegistryKey, groupRegistryPrefix, G
 import { CorruptionError, decodeRecord, openRecord, sealRecord } from "./records.ts";
 import { asBuffer, RawDb, type RawBatchOp } from "./rocksdb-promises.ts";
 import { SerialQueue } from "./serial-queue.ts";
+import { discardStaged, parseStagedDescriptor, stageSnapshot, stagedChunks, sweepStagedSnapshots, type SnapshotStaging } from "./snapshot-staging.ts";
 
 export { CorruptionError } from "./records.ts";
 export { GroupReader, GroupStore, type KvWrite } from "./group-store.ts";
+export { parseStagedDescriptor, type SnapshotStaging } from "./snapshot-staging.ts";
 
 /** The on-disk format this code writes and reads. */
 export const formatVersion = 1;
@@ -98,7 +100,9 @@ export class StorageEngine {
       await db.close();
       throw error;
     }
-    return new StorageEngine(db, options);
+    const engine = new StorageEngine(db, options);
+    await sweepStagedSnapshots(engine.context);
+    return engine;
   }
 
   /** Statistics of the writes made so far. */
@@ -303,6 +307,31 @@ export class StorageEngine {
     );
   }
 
+  /**
+   * Starts writing a leader's snapshot data for `groupId` to storage as it
+   * arrives; its `finish` gives the descriptor the core holds in place of the
+   * data (see snapshot-staging.ts).
+   */
+  stageSnapshot(groupId: GroupId): SnapshotStaging {
+    assert(!this.closed, "storage engine is closed");
+    return stageSnapshot(this.context, groupId);
+  }
+
+  /**
+   * The chunks of snapshot data as the core holds it: read back from storage
+   * for a staged snapshot's descriptor, else the data itself in one chunk.
+   */
+  snapshotChunks(data: Uint8Array): AsyncIterable<Uint8Array> {
+    const staged = parseStagedDescriptor(data);
+    return staged === undefined ? wholeData(data) : stagedChunks(this.context, staged);
+  }
+
+  /** Deletes the staged records `data` names, if it is a staged snapshot's descriptor (restored, or declined by the core). */
+  async discardStagedSnapshot(data: Uint8Array): Promise<void> {
+    const staged = parseStagedDescriptor(data);
+    if (staged !== undefined && !this.closed) await discardStaged(this.context, staged.transferId);
+  }
+
   /** RocksDB's estimate of the bytes the engine stores, for metrics. */
   approximateBytes(): Promise<number> {
     return this.db.approximateSize(Uint8Array.of(0x00), Uint8Array.of(0xff));
@@ -318,6 +347,10 @@ export class StorageEngine {
     this.groups.clear();
     await this.db.close();
   }
+}
+
+async function* wholeData(data: Uint8Array): AsyncGenerator<Uint8Array> {
+  if (data.byteLength > 0) yield data;
 }
 
 /** The records of a new group: an empty snapshot at index 0 and, for an initial member, the bootstrap entry. */

@@ -78,8 +78,9 @@ const BatchField = { messages: 1 } as const;
 const StreamRequestField = { batch: 1, notices: 2 } as const;
 const NoticeField = { topic: 1, payload: 2 } as const;
 const StreamResponseField = { nodeId: 1, droppedBatches: 2 } as const;
-const SnapshotHeaderField = { message: 1, dataBytes: 2 } as const;
-const SendSnapshotRequestField = { header: 1, data: 2 } as const;
+const SnapshotHeaderField = { message: 1 } as const;
+const SnapshotEndField = { dataBytes: 1, crc32c: 2 } as const;
+const SendSnapshotRequestField = { header: 1, data: 2, end: 3 } as const;
 
 /** Wire EntryType (proto reserves 0 for "unspecified"): NORMAL = 1, CONF_CHANGE = 2. */
 const wireEntryType = { normal: 1, confChange: 2 } as const;
@@ -216,15 +217,22 @@ export function encodeStreamResponse(nodeId: string, droppedBatches: number): Bu
     .finish();
 }
 
-/** Encodes the first request of a SendSnapshot call: the Snapshot message and its data length. */
+/** Encodes the first request of a SendSnapshot call: the Snapshot message (its data, if any, is not sent here). */
 export function encodeSnapshotHeader(message: Message): Buffer {
   assert(message.type === MessageType.Snapshot && message.snapshot !== null, "snapshot header needs a Snapshot message");
   const plan = planMessage(message);
-  const dataBytes = message.snapshot.data.length;
-  const headerBytes = delimitedSize(plan.bodyBytes) + varintFieldSize(dataBytes);
+  const headerBytes = delimitedSize(plan.bodyBytes);
   const writer = new WireWriter(delimitedSize(headerBytes)).delimited(SendSnapshotRequestField.header, headerBytes);
   writeMessage(writer, SnapshotHeaderField.message, plan);
-  return writer.varintField(SnapshotHeaderField.dataBytes, dataBytes).finish();
+  return writer.finish();
+}
+
+/** Encodes the last request of a SendSnapshot call: the data's length and CRC-32C. */
+export function encodeSnapshotEnd(dataBytes: number, crc32c: number): Buffer {
+  const endBytes = varintFieldSize(dataBytes) + (crc32c === 0 ? 0 : 5);
+  // A oneof member is written even when empty (it says which case is set).
+  const writer = new WireWriter(delimitedSize(endBytes)).delimited(SendSnapshotRequestField.end, endBytes);
+  return writer.varintField(SnapshotEndField.dataBytes, dataBytes).fixed32Field(SnapshotEndField.crc32c, crc32c).finish();
 }
 
 /** Encodes one data chunk of a SendSnapshot call. */
@@ -559,16 +567,18 @@ export function decodeStreamResponse(bytes: Uint8Array): { nodeId: string; dropp
 
 /**
  * One decoded SendSnapshot request: the header (a validated Snapshot message
- * whose `snapshot.data` is still empty) or a data chunk.
+ * whose `snapshot.data` is still empty), a data chunk, or the end with the
+ * data's length and CRC-32C.
  */
 export type SnapshotRequest =
-  | { readonly kind: "header"; readonly message: Message; readonly dataBytes: number }
-  | { readonly kind: "data"; readonly data: Uint8Array };
+  | { readonly kind: "header"; readonly message: Message }
+  | { readonly kind: "data"; readonly data: Uint8Array }
+  | { readonly kind: "end"; readonly dataBytes: number; readonly crc32c: number };
 
 /** Decodes and validates one SendSnapshot request (the last member of the oneof wins). Throws {@link CodecError}. */
 export function decodeSnapshotRequest(bytes: Uint8Array, limits: CodecLimits): SnapshotRequest {
   const reader = new WireReader(bytes);
-  let chunk: { kind: "header"; message: WireMessage | undefined; dataBytes: number } | { kind: "data"; data: Uint8Array } | undefined;
+  let chunk: { kind: "header"; message: WireMessage | undefined } | Exclude<SnapshotRequest, { kind: "header" }> | undefined;
   while (!reader.done()) {
     const tag = reader.tag();
     const field = tag >>> 3;
@@ -579,35 +589,52 @@ export function decodeSnapshotRequest(bytes: Uint8Array, limits: CodecLimits): S
     } else if (field === SendSnapshotRequestField.header) {
       reader.expect(tag, WireType.LengthDelimited);
       chunk = readSnapshotHeader(reader.nested(), limits);
+    } else if (field === SendSnapshotRequestField.end) {
+      reader.expect(tag, WireType.LengthDelimited);
+      chunk = readSnapshotEnd(reader.nested());
     } else {
       reader.skip(tag & 7);
     }
   }
-  if (chunk === undefined) throw new CodecError("missing-field", "snapshot request without header or data");
-  if (chunk.kind === "data") return chunk;
+  if (chunk === undefined) throw new CodecError("missing-field", "snapshot request without header, data or end");
+  if (chunk.kind !== "header") return chunk;
   if (chunk.message === undefined) throw new CodecError("missing-field", "snapshot header without its message");
   if (chunk.message.type !== MessageType.Snapshot) {
     throw new CodecError("snapshot-misplaced", `snapshot header holds message type ${chunk.message.type}`);
   }
-  return { kind: "header", message: messageFromWire(chunk.message, limits, new Uint8Array(0)), dataBytes: chunk.dataBytes };
+  return { kind: "header", message: messageFromWire(chunk.message, limits, new Uint8Array(0)) };
 }
 
-function readSnapshotHeader(reader: WireReader, limits: CodecLimits): { kind: "header"; message: WireMessage | undefined; dataBytes: number } {
-  const header: { kind: "header"; message: WireMessage | undefined; dataBytes: number } = { kind: "header", message: undefined, dataBytes: 0 };
+function readSnapshotHeader(reader: WireReader, limits: CodecLimits): { kind: "header"; message: WireMessage | undefined } {
+  const header: { kind: "header"; message: WireMessage | undefined } = { kind: "header", message: undefined };
   while (!reader.done()) {
     const tag = reader.tag();
-    const field = tag >>> 3;
-    if (field === SnapshotHeaderField.message) {
+    if (tag >>> 3 === SnapshotHeaderField.message) {
       reader.expect(tag, WireType.LengthDelimited);
       header.message = readMessage(reader.nested(), limits);
-    } else if (field === SnapshotHeaderField.dataBytes) {
-      reader.expect(tag, WireType.Varint);
-      header.dataBytes = reader.varint("data_bytes");
     } else {
       reader.skip(tag & 7);
     }
   }
   return header;
+}
+
+function readSnapshotEnd(reader: WireReader): { kind: "end"; dataBytes: number; crc32c: number } {
+  const end = { kind: "end" as const, dataBytes: 0, crc32c: 0 };
+  while (!reader.done()) {
+    const tag = reader.tag();
+    const field = tag >>> 3;
+    if (field === SnapshotEndField.dataBytes) {
+      reader.expect(tag, WireType.Varint);
+      end.dataBytes = reader.varint("data_bytes");
+    } else if (field === SnapshotEndField.crc32c) {
+      reader.expect(tag, WireType.Fixed32);
+      end.crc32c = reader.fixed32();
+    } else {
+      reader.skip(tag & 7);
+    }
+  }
+  return end;
 }
 
 /**

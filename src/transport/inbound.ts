@@ -2,7 +2,7 @@
  * The server half of PeerService: authenticates each caller as a known
  * homeserver, decodes and validates its batches, drops (and logs) anything
  * malformed, forged or misaddressed while the stream keeps serving, and
- * reassembles chunked snapshots into one message.
+ * takes chunked snapshots into a sink (see snapshot-receiver.ts).
  */
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -11,7 +11,6 @@ import {
   CodecError,
   decodeStreamRequest,
   type PeerNotice,
-  decodeSnapshotRequest,
   encodeSendSnapshotResponse,
   encodeStreamResponse,
   type CodecLimits,
@@ -20,6 +19,7 @@ import type { MutableCounters } from "./counters.ts";
 import { authenticatedIdentity } from "./credentials.ts";
 import { decodeHeartbeats, heartbeatTopic } from "./heartbeat-codec.ts";
 import { insecureNodeIdMetadataKey } from "./peer-service.ts";
+import { memorySnapshotSink, SnapshotReceiver, type Refusal, type SnapshotSinkFactory } from "./snapshot-receiver.ts";
 
 /** What the inbound side needs from the transport. */
 export interface InboundOptions {
@@ -30,6 +30,8 @@ export interface InboundOptions {
   readonly limits: CodecLimits;
   /** Largest snapshot data accepted, in bytes. */
   readonly maxSnapshotBytes: number;
+  /** Where snapshot data goes as it arrives (storage, in a homeserver); in memory when not given. */
+  readonly openSnapshotSink?: SnapshotSinkFactory;
   readonly isKnownPeer: (id: NodeId) => boolean;
   readonly onMessages: (from: NodeId, messages: Message[]) => void;
   readonly onNotices: (from: NodeId, notices: PeerNotice[]) => void;
@@ -37,7 +39,6 @@ export interface InboundOptions {
   readonly onPeerStream?: (from: NodeId) => void;
 }
 
-type Refusal = { readonly code: grpc.status; readonly details: string };
 type AnyServerCall = grpc.ServerDuplexStream<Buffer, Buffer> | grpc.ServerReadableStream<Buffer, Buffer>;
 
 /** Serves PeerService calls. One instance per transport; `close()` ends its open streams. */
@@ -172,32 +173,56 @@ export class InboundService {
       return;
     }
     const log = this.options.logger.child({ peer: auth.id });
-    const assembly = new SnapshotAssembly(auth.id, this.options);
+    const receiver = new SnapshotReceiver(auth.id, { ...this.options, openSink: this.options.openSnapshotSink ?? memorySnapshotSink });
     let finished = false;
     const fail = (refusal: Refusal): void => {
       if (finished) return;
       finished = true;
       this.options.counters.snapshotsRejected += 1;
       log.warn({ code: grpc.status[refusal.code], reason: refusal.details }, "snapshot from peer rejected");
+      void receiver.abort().catch((error: unknown) => log.warn({ err: error }, "staged snapshot not deleted"));
       callback({ code: refusal.code, details: refusal.details });
+    };
+    // Requests are taken one at a time: the call is paused while the sink writes a chunk, which
+    // holds back the sender through HTTP/2 flow control.
+    let taken: Promise<void> = Promise.resolve();
+    const take = (step: () => Promise<void>): void => {
+      taken = taken.then(step).catch((error: unknown) => {
+        log.warn({ err: error }, "snapshot from peer not stored");
+        fail({ code: grpc.status.UNAVAILABLE, details: "the snapshot could not be stored" });
+      });
     };
     call.on("data", (bytes: Buffer) => {
       if (finished) return;
-      const refusal = assembly.add(bytes);
-      if (refusal !== null) fail(refusal);
+      call.pause();
+      take(async () => {
+        if (finished) return;
+        const refusal = await receiver.add(bytes);
+        if (refusal !== null) fail(refusal);
+        else call.resume();
+      });
     });
-    call.on("end", () => {
+    call.on("end", () => take(async () => {
       if (finished) return;
-      const result = assembly.finish();
+      const result = await receiver.finish();
       if ("code" in result) return fail(result);
       finished = true;
       this.options.counters.snapshotsReceived += 1;
       const metadata = result.snapshot?.metadata;
-      log.info({ group: result.groupId, index: metadata?.index, term: metadata?.term, bytes: result.snapshot?.data.length }, "snapshot received");
+      log.info({ group: result.groupId, index: metadata?.index, term: metadata?.term, bytes: receiver.bytes }, "snapshot received");
       this.options.onMessages(auth.id, [result]);
-      callback(null, encodeSendSnapshotResponse(result.snapshot?.data.length ?? 0));
+      callback(null, encodeSendSnapshotResponse(receiver.bytes));
+    }));
+    call.on("error", () => {
+      if (finished) return;
+      finished = true;
+      take(() => receiver.abort());
     });
-    call.on("error", () => { finished = true; });
+    call.on("cancelled", () => {
+      if (finished) return;
+      finished = true;
+      take(() => receiver.abort());
+    });
   }
 
   /** Whether `peerId` holds a stream open to us. */
@@ -220,63 +245,5 @@ export class InboundService {
     this.closed = true;
     for (const call of this.streams.keys()) call.end();
     this.streams.clear();
-  }
-}
-
-/** Reassembles one snapshot from its header and data chunks, checking each step. */
-class SnapshotAssembly {
-  private header: { message: Message; dataBytes: number } | null = null;
-  private readonly chunks: Uint8Array[] = [];
-  private receivedBytes = 0;
-
-  constructor(private readonly peerId: NodeId, private readonly options: InboundOptions) {}
-
-  /** Takes one request; returns why the transfer must stop, or null. */
-  add(bytes: Buffer): Refusal | null {
-    let request;
-    try {
-      request = decodeSnapshotRequest(bytes, this.options.limits);
-    } catch (error) {
-      if (!(error instanceof CodecError)) throw error;
-      return { code: grpc.status.INVALID_ARGUMENT, details: error.message };
-    }
-    if (request.kind === "header") {
-      if (this.header !== null) return { code: grpc.status.INVALID_ARGUMENT, details: "second snapshot header" };
-      const { message, dataBytes } = request;
-      if (message.from !== this.peerId || message.to !== this.options.selfId) {
-        this.options.counters.messagesForged += message.from === this.peerId ? 0 : 1;
-        return { code: grpc.status.PERMISSION_DENIED, details: `snapshot from ${message.from} to ${message.to} on a call from ${this.peerId}` };
-      }
-      if (dataBytes > this.options.maxSnapshotBytes) {
-        return { code: grpc.status.RESOURCE_EXHAUSTED, details: `snapshot of ${dataBytes} bytes exceeds ${this.options.maxSnapshotBytes}` };
-      }
-      this.header = { message, dataBytes };
-      return null;
-    }
-    if (this.header === null) return { code: grpc.status.INVALID_ARGUMENT, details: "snapshot data before its header" };
-    this.receivedBytes += request.data.length;
-    if (this.receivedBytes > this.header.dataBytes) {
-      return { code: grpc.status.INVALID_ARGUMENT, details: `more snapshot data than the ${this.header.dataBytes} bytes announced` };
-    }
-    this.chunks.push(request.data);
-    return null;
-  }
-
-  /** The whole Snapshot message, or why the transfer was incomplete. */
-  finish(): Message | Refusal {
-    const header = this.header;
-    if (header === null) return { code: grpc.status.INVALID_ARGUMENT, details: "snapshot call without a header" };
-    if (this.receivedBytes !== header.dataBytes) {
-      return { code: grpc.status.INVALID_ARGUMENT, details: `snapshot data ended at ${this.receivedBytes} of ${header.dataBytes} bytes` };
-    }
-    const data = new Uint8Array(header.dataBytes);
-    let offset = 0;
-    for (const chunk of this.chunks) {
-      data.set(chunk, offset);
-      offset += chunk.length;
-    }
-    const metadata = header.message.snapshot?.metadata;
-    if (metadata === undefined) return { code: grpc.status.INVALID_ARGUMENT, details: "snapshot header without metadata" };
-    return { ...header.message, snapshot: { metadata, data } };
   }
 }

@@ -308,26 +308,26 @@ export class PeerLink {
     return this.queue.splice(0, count);
   }
 
-  /** Sends a Snapshot message on the snapshot channel; reports the outcome through `onSnapshotStatus`. */
-  sendSnapshot(message: Message): void {
+  /** Sends a Snapshot message on the snapshot channel, its data read from `chunks`; reports the outcome through `onSnapshotStatus`. */
+  sendSnapshot(message: Message, chunks: AsyncIterable<Uint8Array>): void {
     const report = (ok: boolean): void => this.options.onSnapshotStatus(this.options.peerId, message.groupId, ok);
     if (this.closed || this.snapshots.size >= this.options.maxSnapshotsInFlight) {
       this.log.warn({ group: message.groupId, inFlight: this.snapshots.size }, "snapshot not sent: too many in flight");
       this.options.counters.snapshotsFailed += 1;
+      void chunks[Symbol.asyncIterator]().return?.();
       setImmediate(() => report(false));
       return;
     }
     this.snapshotClient ??= this.newClient();
-    const transfer = startSnapshotTransfer(this.snapshotClient, message, {
+    const transfer = startSnapshotTransfer(this.snapshotClient, message, chunks, {
       chunkBytes: this.options.snapshotChunkBytes, timeoutMs: this.options.snapshotTimeoutMs, metadata: this.callMetadata(),
     });
     this.snapshots.add(transfer);
-    const size = message.snapshot?.data.length ?? 0;
-    this.log.info({ group: message.groupId, index: message.snapshot?.metadata.index, bytes: size }, "sending snapshot");
+    this.log.info({ group: message.groupId, index: message.snapshot?.metadata.index }, "sending snapshot");
     transfer.done.then(
-      () => {
+      (bytes) => {
         this.options.counters.snapshotsSent += 1;
-        this.log.info({ group: message.groupId, bytes: size }, "snapshot sent");
+        this.log.info({ group: message.groupId, bytes }, "snapshot sent");
         return true;
       },
       (error: unknown) => {

@@ -18,6 +18,7 @@ export type { PeerNotice } from "./codec.ts";
 import { zeroCounters, type MutableCounters, type TransportCounters } from "./counters.ts";
 import { InboundService } from "./inbound.ts";
 import { PeerLink, type PeerStreamState } from "./peer-link.ts";
+import type { SnapshotSinkFactory } from "./snapshot-receiver.ts";
 import { defaultMaxGrpcMessageBytes, peerServiceDefinition } from "./peer-service.ts";
 import type { PeerCredentials } from "./tls.ts";
 
@@ -32,7 +33,8 @@ export interface PeerTransportOptions {
   readonly logger: Logger;
   /**
    * Receives every accepted inbound message, grouped per arriving batch,
-   * all from the authenticated peer `from`. Snapshots arrive whole.
+   * all from the authenticated peer `from`. A Snapshot message comes once
+   * its transfer ended, carrying what the snapshot sink gave back for its data.
    */
   readonly onMessages: (from: NodeId, messages: Message[]) => void;
   /** Notices (non-Raft messages) from an authenticated peer, in the order sent. */
@@ -52,6 +54,8 @@ export interface PeerTransportOptions {
   readonly maxQueuedBytesPerPeer?: number;
   /** Size of one snapshot data chunk. Default 1 MiB. */
   readonly snapshotChunkBytes?: number;
+  /** Where a snapshot's data goes as it arrives (a homeserver stages it in storage). Default: memory, whole. */
+  readonly openSnapshotSink?: SnapshotSinkFactory;
   /** Largest snapshot accepted from a peer. Default 1 GiB. */
   readonly maxSnapshotBytes?: number;
   /** Deadline of one snapshot transfer. Default 120 s. */
@@ -67,6 +71,10 @@ export interface PeerTransportOptions {
   readonly random?: () => number;
   /** Whether an authenticated homeserver may send to us. Default: it is one of `peers` (as they are now). */
   readonly isKnownPeer?: (id: NodeId) => boolean;
+}
+
+async function* wholeData(data: Uint8Array | undefined): AsyncGenerator<Uint8Array> {
+  if (data !== undefined && data.byteLength > 0) yield data;
 }
 
 /** Transport between homeservers over gRPC; see the module comment. */
@@ -90,6 +98,7 @@ export class PeerTransport implements Transport {
       counters: this.mutableCounters,
       limits,
       maxSnapshotBytes: options.maxSnapshotBytes ?? 1024 * 1024 * 1024,
+      ...(options.openSnapshotSink === undefined ? {} : { openSnapshotSink: options.openSnapshotSink }),
       isKnownPeer: options.isKnownPeer ?? ((id) => this.addresses.has(id)),
       onMessages: options.onMessages,
       onNotices: (from, notices) => options.onNotices?.(from, notices),
@@ -119,13 +128,28 @@ export class PeerTransport implements Transport {
         this.mutableCounters.messagesDropped += 1;
         continue;
       }
-      if (PeerLink.isSnapshot(message)) link.sendSnapshot(message);
+      if (PeerLink.isSnapshot(message)) link.sendSnapshot(message, wholeData(message.snapshot?.data));
       else {
         link.enqueue(message, false);
         touched.add(link);
       }
     }
     for (const link of touched) link.flush();
+  }
+
+  /**
+   * Sends a Snapshot message to its destination, its data read from `chunks`
+   * as the transfer goes (on a channel of its own, not the message stream).
+   * The outcome comes back through `onSnapshotStatus`.
+   */
+  sendSnapshot(message: Message, chunks: AsyncIterable<Uint8Array>): void {
+    const link = this.links.get(message.to);
+    if (link === undefined || this.closed) {
+      this.mutableCounters.messagesDropped += 1;
+      void chunks[Symbol.asyncIterator]().return?.();
+      return;
+    }
+    link.sendSnapshot(message, chunks);
   }
 
   /**

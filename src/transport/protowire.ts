@@ -90,6 +90,15 @@ export class WireWriter {
     return this.varint(value);
   }
 
+  /** A fixed32 field (an unsigned 32-bit value, little-endian), left out when 0. */
+  fixed32Field(field: number, value: number): this {
+    if (value === 0) return this;
+    this.tag(field, WireType.Fixed32);
+    this.buffer.writeUInt32LE(value >>> 0, this.position);
+    this.position += 4;
+    return this;
+  }
+
   /** The tag and length of a length-delimited field; its payload follows. */
   delimited(field: number, length: number): this {
     this.tag(field, WireType.LengthDelimited);
@@ -199,6 +208,14 @@ export class WireReader {
       this.skip(WireType.Varint);
       return -1;
     }
+  }
+
+  /** A fixed32 field's unsigned value. */
+  fixed32(): number {
+    this.advance(4);
+    const at = this.position - 4;
+    const b = this.input;
+    return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
   }
 
   /** The payload bounds of a length-delimited field: [start, end). */

@@ -1,11 +1,14 @@
 /**
  * Sends one Snapshot message to a peer over PeerService.SendSnapshot: a
- * header, then the data in chunks, honoring the call's backpressure, so a
- * snapshot of any size streams with bounded memory beyond the snapshot itself.
+ * header, then the data as it is read from its source, in chunks, honoring
+ * the call's backpressure, then an end with the data's length and CRC-32C.
+ * The source is read only as fast as the peer takes it, so a snapshot of any
+ * size streams in bounded memory.
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { Message } from "../raft/types.ts";
-import { encodeSnapshotChunk, encodeSnapshotHeader } from "./codec.ts";
+import { crc32cFinish, crc32cInit, crc32cUpdate } from "../storage/crc32c.ts";
+import { encodeSnapshotChunk, encodeSnapshotEnd, encodeSnapshotHeader } from "./codec.ts";
 import { peerServicePaths } from "./peer-service.ts";
 
 const identity = (bytes: Buffer): Buffer => bytes;
@@ -16,30 +19,33 @@ function toBuffer(bytes: Uint8Array): Buffer {
 
 /** A snapshot transfer under way. */
 export interface SnapshotTransfer {
-  /** Resolves once the receiver acknowledged the whole snapshot; rejects with the call's error otherwise. */
-  readonly done: Promise<void>;
+  /** Resolves with the bytes of data sent once the receiver acknowledged them all; rejects with the call's (or the source's) error otherwise. */
+  readonly done: Promise<number>;
   /** Abandons the transfer (`done` then rejects with CANCELLED). */
   cancel(): void;
 }
 
-/** Starts sending `message` (a Snapshot with its data) on `client`, in chunks of `chunkBytes`. */
+/** Starts sending `message` (a Snapshot; its own data is not sent) on `client`, with the data read from `source`, in chunks of at most `chunkBytes`. */
 export function startSnapshotTransfer(
   client: grpc.Client,
   message: Message,
+  source: AsyncIterable<Uint8Array>,
   options: { readonly chunkBytes: number; readonly timeoutMs: number; readonly metadata: grpc.Metadata },
 ): SnapshotTransfer {
   let finished = false;
+  let sentBytes = 0;
+  let sourceError: unknown;
   let wakeWriter: (() => void) | null = null;
   let call: grpc.ClientWritableStream<Buffer> | null = null;
-  const done = new Promise<void>((resolve, reject) => {
+  const done = new Promise<number>((resolve, reject) => {
     call = client.makeClientStreamRequest<Buffer, Buffer>(
       peerServicePaths.sendSnapshot, identity, identity, options.metadata,
       { deadline: Date.now() + options.timeoutMs },
       (error) => {
         finished = true;
         wakeWriter?.();
-        if (error === null) resolve();
-        else reject(error);
+        if (error === null) resolve(sentBytes);
+        else reject(sourceError ?? error);
       },
     );
   });
@@ -55,16 +61,31 @@ export function startSnapshotTransfer(
     return !finished;
   };
   const pump = async (): Promise<void> => {
-    const data = message.snapshot?.data ?? new Uint8Array(0);
-    if (!(await write(encodeSnapshotHeader(message)))) return;
-    for (let offset = 0; offset < data.length; offset += options.chunkBytes) {
-      if (!(await write(encodeSnapshotChunk(data.subarray(offset, offset + options.chunkBytes))))) return;
+    const iterator = source[Symbol.asyncIterator]();
+    let crc = crc32cInit;
+    let exhausted = false;
+    try {
+      if (!(await write(encodeSnapshotHeader(message)))) return;
+      for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) {
+        const data = next.value;
+        for (let offset = 0; offset < data.length; offset += options.chunkBytes) {
+          const chunk = data.subarray(offset, offset + options.chunkBytes);
+          crc = crc32cUpdate(crc, chunk);
+          sentBytes += chunk.length;
+          if (!(await write(encodeSnapshotChunk(chunk)))) return;
+        }
+      }
+      exhausted = true;
+      if (!(await write(encodeSnapshotEnd(sentBytes, crc32cFinish(crc))))) return;
+      stream.end();
+    } finally {
+      // Stopped early (the call failed): let the source release what it holds (a storage iterator).
+      if (!exhausted) await iterator.return?.();
     }
-    stream.end();
   };
   pump().catch((error: unknown) => {
+    sourceError = error;
     stream.cancel();
-    throw error;
   });
   return { done, cancel: () => stream.cancel() };
 }

@@ -12,10 +12,11 @@ import { afterEach, describe, expect, it } from "vitest";
 import { encodePut } from "../../src/kv/kv-command.ts";
 import { planLeaderTransfers } from "../../src/multiraft/leader-balancer.ts";
 import { KvStateMachine } from "../../src/multiraft/kv-state-machine.ts";
-import { nextHibernateDelayMs, RaftDriver } from "../../src/multiraft/raft-driver.ts";
+import { collectChunks } from "../../src/multiraft/pairs-snapshot.ts";
+import { nextHibernateDelayMs, RaftDriver, type DriverTransport } from "../../src/multiraft/raft-driver.ts";
 import { defaultRaftConfig } from "../../src/raft/raft.ts";
-import { MessageType, type Message, type NodeId, type Transport } from "../../src/raft/types.ts";
-import { StorageEngine, type GroupStore } from "../../src/storage/storage-engine.ts";
+import { message, MessageType, type Message, type NodeId } from "../../src/raft/types.ts";
+import { CorruptionError, parseStagedDescriptor, StorageEngine, type GroupStore } from "../../src/storage/storage-engine.ts";
 import { defaultCodecLimits } from "../../src/transport/codec.ts";
 import { decodeHeartbeats, encodeHeartbeats, isCoalescable } from "../../src/transport/heartbeat-codec.ts";
 
@@ -32,11 +33,27 @@ class Loopback {
   readonly isolated = new Set<NodeId>();
   coalescedBeats = 0;
   otherMessages = 0;
+  /** When set, snapshot data goes into the receiver's storage as a peer transport's sink puts it, and the message carries its descriptor. */
+  stageIn: Map<NodeId, StorageEngine> | undefined;
   /** Read index requests a follower sent its leader, by sender. */
   readonly readIndexRequests = new Map<NodeId, number>();
 
-  transportOf(from: NodeId): Transport {
-    return {
+  transportOf(from: NodeId): DriverTransport {
+    const transport: DriverTransport = {
+      // Snapshot data is read whole here and goes as the message's data, as a transport without storage delivers it.
+      sendSnapshot: (message, chunks) => {
+        const withData = (data: Uint8Array) => transport.send([{ ...message, snapshot: message.snapshot === null ? null : { ...message.snapshot, data } }]);
+        const engine = this.stageIn?.get(message.to);
+        if (engine === undefined) {
+          void collectChunks(chunks).then(withData);
+          return;
+        }
+        const staging = engine.stageSnapshot(message.groupId);
+        void (async () => {
+          for await (const chunk of chunks) await staging.add(chunk);
+          withData(await staging.finish());
+        })();
+      },
       send: (messages: readonly Message[]) => {
         const byPeer = new Map<NodeId, Message[]>();
         for (const m of messages) byPeer.set(m.to, [...(byPeer.get(m.to) ?? []), m]);
@@ -52,6 +69,7 @@ class Loopback {
         }
       },
     };
+    return transport;
   }
 }
 
@@ -170,7 +188,7 @@ describe("RaftDriver apply writes", () => {
     const dir = mkdtempSync(join(tmpdir(), "epochd-one-voter-"));
     const engine = await StorageEngine.open(dir, { sync: false });
     const driver = new RaftDriver({
-      selfId: "hs1", engine, transport: { send: () => {} }, logger: pino({ level: "silent" }),
+      selfId: "hs1", engine, transport: { send: () => {}, sendSnapshot: () => {} }, logger: pino({ level: "silent" }),
       raft: { ...defaultRaftConfig("hs1", "", null as never, Math.random), electionTimeoutTicks: 10, heartbeatTicks: 1 },
       tickIntervalMs: 10, random: Math.random, snapshotEveryEntries: 1000, snapshotKeepEntries: 100,
       clientAddressOf: () => "", onFatal: (error) => { throw error; },
@@ -188,8 +206,8 @@ describe("RaftDriver apply writes", () => {
         for (const entry of entries) if (entry.index > store!.log.lastIndex()) appliedUnstored.push(entry.index);
         return machine.apply(entries);
       },
-      restore: (data: Uint8Array, index: number) => machine.restore(data, index),
-      snapshotData: () => machine.snapshotData(),
+      restore: (chunks: AsyncIterable<Uint8Array>, index: number) => machine.restore(chunks, index),
+      snapshotChunks: () => machine.snapshotChunks(),
     };
     await driver.addGroup(store!, watched, { lazyCommitNotices: true });
     driver.start();
@@ -364,9 +382,11 @@ describe("RaftDriver with many groups", () => {
     expect(applied.result).toBe(true);
   });
 
-  it("compaction copies no state; a follower behind the compacted log gets the state as of the leader's applied index", async () => {
+  it.each(["whole in memory", "staged in the follower's storage"])("compaction copies no state; a follower behind the compacted log gets the state as of the leader's applied index (data %s)", async (delivery) => {
     const every = 20;
     const c = await startCluster(1, { snapshotEveryEntries: every });
+    const staged = delivery !== "whole in memory";
+    if (staged) c.net.stageIn = c.engines;
     for (const id of ids) c.driver(id).start();
     await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
     const leader = c.driver("hs1").leaderOf("g0");
@@ -394,13 +414,43 @@ describe("RaftDriver with many groups", () => {
     await until("the follower caught up through a snapshot", () => followerStore.log.snapshot().metadata.index > 0);
     const installedAt = followerStore.log.snapshot().metadata.index;
     expect(installedAt).toBeGreaterThan(lastCompaction);
-    expect(followerStore.log.snapshot().data.byteLength).toBeGreaterThan(0);
+    const installed = followerStore.log.snapshot().data;
+    expect(installed.byteLength).toBeGreaterThan(0);
+    expect(parseStagedDescriptor(installed) !== undefined).toBe(staged);
     const text = async (key: string) => new TextDecoder().decode((await follower().get(new TextEncoder().encode(key))) ?? new Uint8Array(0));
     const deadline = Date.now() + 10_000;
     while ((await text("k0")) !== "last" && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(await text("k0")).toBe("last");
     expect(await text("after")).toBe("compaction");
     for (let k = 1; k < 30; k++) expect(await text(`k${k}`)).toBe(written.get(`k${k}`));
+    // Restored and durable: the staged data it came from is deleted.
+    if (staged) await expect(collectChunks(c.engines.get(behind)!.snapshotChunks(installed))).rejects.toThrow(CorruptionError);
+  });
+
+  it("deletes staged snapshot data the core declines (a snapshot older than what the follower has)", async () => {
+    const c = await startCluster(1);
+    c.net.stageIn = c.engines;
+    for (const id of ids) c.driver(id).start();
+    await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
+    const leader = c.driver("hs1").leaderOf("g0");
+    for (let i = 0; i < 5; i++) await c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(`k${i}`), new TextEncoder().encode("v")));
+    const follower = ids.find((id) => id !== leader)!;
+    await until("the follower applied", () => c.driver(follower).status("g0").applied >= 6);
+    const engine = c.engines.get(follower)!;
+    const staging = engine.stageSnapshot("g0");
+    await staging.add(new Uint8Array(100));
+    const descriptor = await staging.finish();
+    const status = c.driver(leader).status("g0");
+    const confState = { voters: ids, votersOutgoing: [], learners: [], learnersNext: [] };
+    c.driver(follower).receive(leader, [message({
+      type: MessageType.Snapshot, groupId: "g0", from: leader, to: follower, term: status.term,
+      snapshot: { metadata: { index: 2, term: 1, confState }, data: descriptor },
+    })]);
+    const gone = async () => collectChunks(engine.snapshotChunks(descriptor)).then(() => false, (error: unknown) => error instanceof CorruptionError);
+    const deadline = Date.now() + 5000;
+    while (!(await gone()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(await gone()).toBe(true);
+    expect(c.driver(follower).status("g0").applied).toBeGreaterThanOrEqual(6);
   });
 
   it("a proposer that asked is answered before the apply is written; reads and other proposers wait for the write", async () => {

@@ -106,7 +106,7 @@ describe("PeerTransport over mutual TLS", () => {
     expect(b!.received[5]!.message.entries[0]!.data).toEqual(new Uint8Array(1024).fill(5));
   });
 
-  it("chunks a snapshot of several MB and reassembles it on the receiver", async () => {
+  it("chunks a snapshot of several MB and reassembles it on the receiver (no sink given: in memory)", async () => {
     const [a, b] = await nodes(["hs1", "hs2"], tlsOf, { snapshotChunkBytes: 256 * 1024 });
     const data = new Uint8Array(randomBytes(5 * 1024 * 1024 + 123));
     const confState = { voters: ["hs1", "hs2"], votersOutgoing: [], learners: [], learnersNext: [] };
@@ -119,6 +119,49 @@ describe("PeerTransport over mutual TLS", () => {
     expect(Buffer.from(got.snapshot!.data).equals(Buffer.from(data))).toBe(true);
     expect(b!.transport.counters().snapshotsReceived).toBe(1);
     expect(b!.logLines.some((l) => l["msg"] === "snapshot received")).toBe(true);
+  });
+
+  it("streams a snapshot as its source is read, only as fast as the receiver's sink takes it, and refuses one over the size limit", async () => {
+    const chunkBytes = 256 * 1024;
+    const chunkCount = 64; // 16 MiB
+    const taken: number[] = [];
+    let pulled = 0;
+    let pulledWhenEightTaken = -1;
+    const slowSink = () => ({
+      add: async (chunk: Uint8Array) => {
+        await new Promise((resolve) => setTimeout(resolve, 25));
+        taken.push(chunk.byteLength);
+        if (taken.length === 8) pulledWhenEightTaken = pulled;
+      },
+      finish: () => Promise.resolve(Uint8Array.of(taken.length)),
+      abort: () => Promise.resolve(),
+    });
+    const [a, b] = await nodes(["hs1", "hs2"], tlsOf, { snapshotChunkBytes: chunkBytes, openSnapshotSink: slowSink, maxSnapshotBytes: 20 * 1024 * 1024 });
+    async function* source(count: number) {
+      for (let i = 0; i < count; i++) {
+        pulled += 1;
+        yield new Uint8Array(chunkBytes).fill(i);
+      }
+    }
+    const confState = { voters: ["hs1", "hs2"], votersOutgoing: [], learners: [], learnersNext: [] };
+    const snapshot = message({ type: MessageType.Snapshot, groupId: "g8", from: "hs1", to: "hs2", term: 4, snapshot: { metadata: { index: 900, term: 3, confState }, data: new Uint8Array(0) } });
+    a!.transport.sendSnapshot(snapshot, source(chunkCount));
+    await waitFor("snapshot status", () => a!.snapshotStatus.length === 1, 20_000);
+    expect(a!.snapshotStatus).toEqual([{ to: "hs2", groupId: "g8", ok: true }]);
+    expect(taken).toHaveLength(chunkCount);
+    // The message carries what the sink gave back, not the data.
+    const got = b!.received.find((r) => r.message.type === MessageType.Snapshot)!.message;
+    expect(got.snapshot!.data).toEqual(Uint8Array.of(chunkCount));
+    // Backpressure: when the sink had taken 8 chunks, the sender had not read the source far ahead.
+    expect(pulledWhenEightTaken).toBeGreaterThanOrEqual(8);
+    expect(pulledWhenEightTaken).toBeLessThan(40);
+
+    // Over maxSnapshotBytes: refused with RESOURCE_EXHAUSTED, and the sender reports the failure.
+    taken.length = 0;
+    a!.transport.sendSnapshot({ ...snapshot, groupId: "g9" }, source(100));
+    await waitFor("second snapshot status", () => a!.snapshotStatus.length === 2, 20_000);
+    expect(a!.snapshotStatus[1]).toEqual({ to: "hs2", groupId: "g9", ok: false });
+    expect(b!.logLines.some((l) => l["msg"] === "snapshot from peer rejected" && l["code"] === "RESOURCE_EXHAUSTED")).toBe(true);
   });
 
   it("reports a failed snapshot transfer", async () => {

@@ -17,7 +17,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file epochd/raft/v1/raft.proto.
  */
 export const file_epochd_raft_v1_raft: GenFile = /*@__PURE__*/
-  fileDesc("ChllcG9jaGQvcmFmdC92MS9yYWZ0LnByb3RvEg5lcG9jaGQucmFmdC52MSJbCgVFbnRyeRIMCgR0ZXJtGAEgASgEEg0KBWluZGV4GAIgASgEEicKBHR5cGUYAyABKA4yGS5lcG9jaGQucmFmdC52MS5FbnRyeVR5cGUSDAoEZGF0YRgEIAEoDCJdCglDb25mU3RhdGUSDgoGdm90ZXJzGAEgAygJEhcKD3ZvdGVyc19vdXRnb2luZxgCIAMoCRIQCghsZWFybmVycxgDIAMoCRIVCg1sZWFybmVyc19uZXh0GAQgAygJIl4KEFNuYXBzaG90TWV0YWRhdGESDQoFaW5kZXgYASABKAQSDAoEdGVybRgCIAEoBBItCgpjb25mX3N0YXRlGAMgASgLMhkuZXBvY2hkLnJhZnQudjEuQ29uZlN0YXRlIssCCgdNZXNzYWdlEikKBHR5cGUYASABKA4yGy5lcG9jaGQucmFmdC52MS5NZXNzYWdlVHlwZRIQCghncm91cF9pZBgCIAEoCRIMCgRmcm9tGAMgASgJEgoKAnRvGAQgASgJEgwKBHRlcm0YBSABKAQSEAoIbG9nX3Rlcm0YBiABKAQSDQoFaW5kZXgYByABKAQSJgoHZW50cmllcxgIIAMoCzIVLmVwb2NoZC5yYWZ0LnYxLkVudHJ5Eg4KBmNvbW1pdBgJIAEoBBIOCgZyZWplY3QYCiABKAgSEwoLcmVqZWN0X2hpbnQYCyABKAQSGAoQcmVqZWN0X2hpbnRfdGVybRgMIAEoBBIyCghzbmFwc2hvdBgNIAEoCzIgLmVwb2NoZC5yYWZ0LnYxLlNuYXBzaG90TWV0YWRhdGESDwoHY29udGV4dBgOIAEoDCI5CgxNZXNzYWdlQmF0Y2gSKQoIbWVzc2FnZXMYASADKAsyFy5lcG9jaGQucmFmdC52MS5NZXNzYWdlImUKDVN0cmVhbVJlcXVlc3QSKwoFYmF0Y2gYASABKAsyHC5lcG9jaGQucmFmdC52MS5NZXNzYWdlQmF0Y2gSJwoHbm90aWNlcxgCIAMoCzIWLmVwb2NoZC5yYWZ0LnYxLk5vdGljZSIoCgZOb3RpY2USDQoFdG9waWMYASABKAkSDwoHcGF5bG9hZBgCIAEoDCI6Cg5TdHJlYW1SZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEhcKD2Ryb3BwZWRfYmF0Y2hlcxgCIAEoBCJOCg5TbmFwc2hvdEhlYWRlchIoCgdtZXNzYWdlGAEgASgLMhcuZXBvY2hkLnJhZnQudjEuTWVzc2FnZRISCgpkYXRhX2J5dGVzGAIgASgEImAKE1NlbmRTbmFwc2hvdFJlcXVlc3QSMAoGaGVhZGVyGAEgASgLMh4uZXBvY2hkLnJhZnQudjEuU25hcHNob3RIZWFkZXJIABIOCgRkYXRhGAIgASgMSABCBwoFY2h1bmsiKgoUU2VuZFNuYXBzaG90UmVzcG9uc2USEgoKZGF0YV9ieXRlcxgBIAEoBCqzAwoLTWVzc2FnZVR5cGUSHAoYTUVTU0FHRV9UWVBFX1VOU1BFQ0lGSUVEEAASFQoRTUVTU0FHRV9UWVBFX1ZPVEUQARIeChpNRVNTQUdFX1RZUEVfVk9URV9SRVNQT05TRRACEhkKFU1FU1NBR0VfVFlQRV9QUkVfVk9URRADEiIKHk1FU1NBR0VfVFlQRV9QUkVfVk9URV9SRVNQT05TRRAEEhcKE01FU1NBR0VfVFlQRV9BUFBFTkQQBRIgChxNRVNTQUdFX1RZUEVfQVBQRU5EX1JFU1BPTlNFEAYSGgoWTUVTU0FHRV9UWVBFX0hFQVJUQkVBVBAHEiMKH01FU1NBR0VfVFlQRV9IRUFSVEJFQVRfUkVTUE9OU0UQCBIZChVNRVNTQUdFX1RZUEVfU05BUFNIT1QQCRIcChhNRVNTQUdFX1RZUEVfVElNRU9VVF9OT1cQChIbChdNRVNTQUdFX1RZUEVfUkVBRF9JTkRFWBALEiQKIE1FU1NBR0VfVFlQRV9SRUFEX0lOREVYX1JFU1BPTlNFEAwSGAoUTUVTU0FHRV9UWVBFX1BST1BPU0UQDSpaCglFbnRyeVR5cGUSGgoWRU5UUllfVFlQRV9VTlNQRUNJRklFRBAAEhUKEUVOVFJZX1RZUEVfTk9STUFMEAESGgoWRU5UUllfVFlQRV9DT05GX0NIQU5HRRACMrcBCgtQZWVyU2VydmljZRJLCgZTdHJlYW0SHS5lcG9jaGQucmFmdC52MS5TdHJlYW1SZXF1ZXN0Gh4uZXBvY2hkLnJhZnQudjEuU3RyZWFtUmVzcG9uc2UoATABElsKDFNlbmRTbmFwc2hvdBIjLmVwb2NoZC5yYWZ0LnYxLlNlbmRTbmFwc2hvdFJlcXVlc3QaJC5lcG9jaGQucmFmdC52MS5TZW5kU25hcHNob3RSZXNwb25zZSgBYgZwcm90bzM");
+  fileDesc("ChllcG9jaGQvcmFmdC92MS9yYWZ0LnByb3RvEg5lcG9jaGQucmFmdC52MSJbCgVFbnRyeRIMCgR0ZXJtGAEgASgEEg0KBWluZGV4GAIgASgEEicKBHR5cGUYAyABKA4yGS5lcG9jaGQucmFmdC52MS5FbnRyeVR5cGUSDAoEZGF0YRgEIAEoDCJdCglDb25mU3RhdGUSDgoGdm90ZXJzGAEgAygJEhcKD3ZvdGVyc19vdXRnb2luZxgCIAMoCRIQCghsZWFybmVycxgDIAMoCRIVCg1sZWFybmVyc19uZXh0GAQgAygJIl4KEFNuYXBzaG90TWV0YWRhdGESDQoFaW5kZXgYASABKAQSDAoEdGVybRgCIAEoBBItCgpjb25mX3N0YXRlGAMgASgLMhkuZXBvY2hkLnJhZnQudjEuQ29uZlN0YXRlIssCCgdNZXNzYWdlEikKBHR5cGUYASABKA4yGy5lcG9jaGQucmFmdC52MS5NZXNzYWdlVHlwZRIQCghncm91cF9pZBgCIAEoCRIMCgRmcm9tGAMgASgJEgoKAnRvGAQgASgJEgwKBHRlcm0YBSABKAQSEAoIbG9nX3Rlcm0YBiABKAQSDQoFaW5kZXgYByABKAQSJgoHZW50cmllcxgIIAMoCzIVLmVwb2NoZC5yYWZ0LnYxLkVudHJ5Eg4KBmNvbW1pdBgJIAEoBBIOCgZyZWplY3QYCiABKAgSEwoLcmVqZWN0X2hpbnQYCyABKAQSGAoQcmVqZWN0X2hpbnRfdGVybRgMIAEoBBIyCghzbmFwc2hvdBgNIAEoCzIgLmVwb2NoZC5yYWZ0LnYxLlNuYXBzaG90TWV0YWRhdGESDwoHY29udGV4dBgOIAEoDCI5CgxNZXNzYWdlQmF0Y2gSKQoIbWVzc2FnZXMYASADKAsyFy5lcG9jaGQucmFmdC52MS5NZXNzYWdlImUKDVN0cmVhbVJlcXVlc3QSKwoFYmF0Y2gYASABKAsyHC5lcG9jaGQucmFmdC52MS5NZXNzYWdlQmF0Y2gSJwoHbm90aWNlcxgCIAMoCzIWLmVwb2NoZC5yYWZ0LnYxLk5vdGljZSIoCgZOb3RpY2USDQoFdG9waWMYASABKAkSDwoHcGF5bG9hZBgCIAEoDCI6Cg5TdHJlYW1SZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEhcKD2Ryb3BwZWRfYmF0Y2hlcxgCIAEoBCJMCg5TbmFwc2hvdEhlYWRlchIoCgdtZXNzYWdlGAEgASgLMhcuZXBvY2hkLnJhZnQudjEuTWVzc2FnZUoECAIQA1IKZGF0YV9ieXRlcyIxCgtTbmFwc2hvdEVuZBISCgpkYXRhX2J5dGVzGAEgASgEEg4KBmNyYzMyYxgCIAEoByKMAQoTU2VuZFNuYXBzaG90UmVxdWVzdBIwCgZoZWFkZXIYASABKAsyHi5lcG9jaGQucmFmdC52MS5TbmFwc2hvdEhlYWRlckgAEg4KBGRhdGEYAiABKAxIABIqCgNlbmQYAyABKAsyGy5lcG9jaGQucmFmdC52MS5TbmFwc2hvdEVuZEgAQgcKBWNodW5rIioKFFNlbmRTbmFwc2hvdFJlc3BvbnNlEhIKCmRhdGFfYnl0ZXMYASABKAQqswMKC01lc3NhZ2VUeXBlEhwKGE1FU1NBR0VfVFlQRV9VTlNQRUNJRklFRBAAEhUKEU1FU1NBR0VfVFlQRV9WT1RFEAESHgoaTUVTU0FHRV9UWVBFX1ZPVEVfUkVTUE9OU0UQAhIZChVNRVNTQUdFX1RZUEVfUFJFX1ZPVEUQAxIiCh5NRVNTQUdFX1RZUEVfUFJFX1ZPVEVfUkVTUE9OU0UQBBIXChNNRVNTQUdFX1RZUEVfQVBQRU5EEAUSIAocTUVTU0FHRV9UWVBFX0FQUEVORF9SRVNQT05TRRAGEhoKFk1FU1NBR0VfVFlQRV9IRUFSVEJFQVQQBxIjCh9NRVNTQUdFX1RZUEVfSEVBUlRCRUFUX1JFU1BPTlNFEAgSGQoVTUVTU0FHRV9UWVBFX1NOQVBTSE9UEAkSHAoYTUVTU0FHRV9UWVBFX1RJTUVPVVRfTk9XEAoSGwoXTUVTU0FHRV9UWVBFX1JFQURfSU5ERVgQCxIkCiBNRVNTQUdFX1RZUEVfUkVBRF9JTkRFWF9SRVNQT05TRRAMEhgKFE1FU1NBR0VfVFlQRV9QUk9QT1NFEA0qWgoJRW50cnlUeXBlEhoKFkVOVFJZX1RZUEVfVU5TUEVDSUZJRUQQABIVChFFTlRSWV9UWVBFX05PUk1BTBABEhoKFkVOVFJZX1RZUEVfQ09ORl9DSEFOR0UQAjK3AQoLUGVlclNlcnZpY2USSwoGU3RyZWFtEh0uZXBvY2hkLnJhZnQudjEuU3RyZWFtUmVxdWVzdBoeLmVwb2NoZC5yYWZ0LnYxLlN0cmVhbVJlc3BvbnNlKAEwARJbCgxTZW5kU25hcHNob3QSIy5lcG9jaGQucmFmdC52MS5TZW5kU25hcHNob3RSZXF1ZXN0GiQuZXBvY2hkLnJhZnQudjEuU2VuZFNuYXBzaG90UmVzcG9uc2UoAWIGcHJvdG8z");
 
 /**
  * Entry is one log entry.
@@ -324,13 +324,6 @@ export type SnapshotHeader = Message$1<"epochd.raft.v1.SnapshotHeader"> & {
    * @generated from field: epochd.raft.v1.Message message = 1;
    */
   message?: Message | undefined;
-
-  /**
-   * The exact length of the snapshot data that the data chunks carry.
-   *
-   * @generated from field: uint64 data_bytes = 2;
-   */
-  dataBytes: bigint;
 };
 
 /**
@@ -341,8 +334,37 @@ export const SnapshotHeaderSchema: GenMessage<SnapshotHeader> = /*@__PURE__*/
   messageDesc(file_epochd_raft_v1_raft, 8);
 
 /**
+ * SnapshotEnd closes a SendSnapshot call's data: what the receiver must have
+ * received, checked before the snapshot is handed to its Raft group.
+ *
+ * @generated from message epochd.raft.v1.SnapshotEnd
+ */
+export type SnapshotEnd = Message$1<"epochd.raft.v1.SnapshotEnd"> & {
+  /**
+   * The length of the snapshot data the data chunks carried.
+   *
+   * @generated from field: uint64 data_bytes = 1;
+   */
+  dataBytes: bigint;
+
+  /**
+   * The CRC-32C (Castagnoli) of that data.
+   *
+   * @generated from field: fixed32 crc32c = 2;
+   */
+  crc32c: number;
+};
+
+/**
+ * Describes the message epochd.raft.v1.SnapshotEnd.
+ * Use `create(SnapshotEndSchema)` to create a new message.
+ */
+export const SnapshotEndSchema: GenMessage<SnapshotEnd> = /*@__PURE__*/
+  messageDesc(file_epochd_raft_v1_raft, 9);
+
+/**
  * SendSnapshotRequest is one chunk of a snapshot transfer: the header first,
- * then data chunks in order until data_bytes bytes have been sent.
+ * then data chunks in order, then the end.
  *
  * @generated from message epochd.raft.v1.SendSnapshotRequest
  */
@@ -362,6 +384,12 @@ export type SendSnapshotRequest = Message$1<"epochd.raft.v1.SendSnapshotRequest"
      */
     value: Uint8Array;
     case: "data";
+  } | {
+    /**
+     * @generated from field: epochd.raft.v1.SnapshotEnd end = 3;
+     */
+    value: SnapshotEnd;
+    case: "end";
   } | { case: undefined; value?: undefined };
 };
 
@@ -370,7 +398,7 @@ export type SendSnapshotRequest = Message$1<"epochd.raft.v1.SendSnapshotRequest"
  * Use `create(SendSnapshotRequestSchema)` to create a new message.
  */
 export const SendSnapshotRequestSchema: GenMessage<SendSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_epochd_raft_v1_raft, 9);
+  messageDesc(file_epochd_raft_v1_raft, 10);
 
 /**
  * SendSnapshotResponse acknowledges a snapshot received whole and handed to
@@ -394,7 +422,7 @@ export type SendSnapshotResponse = Message$1<"epochd.raft.v1.SendSnapshotRespons
  * Use `create(SendSnapshotResponseSchema)` to create a new message.
  */
 export const SendSnapshotResponseSchema: GenMessage<SendSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_epochd_raft_v1_raft, 10);
+  messageDesc(file_epochd_raft_v1_raft, 11);
 
 /**
  * MessageType is the kind of a Raft message. The numbers are the core's
@@ -539,8 +567,9 @@ export const PeerService: GenService<{
     output: typeof StreamResponseSchema;
   },
   /**
-   * SendSnapshot transfers one snapshot message in chunks; the receiver
-   * reassembles it and delivers it as one message.
+   * SendSnapshot transfers one snapshot message in chunks, which the receiver
+   * writes to storage as they arrive; it then delivers the message with a
+   * reference to the stored data in place of the data.
    *
    * @generated from rpc epochd.raft.v1.PeerService.SendSnapshot
    */
