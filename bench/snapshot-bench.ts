@@ -39,7 +39,8 @@ async function clusterGroupStatus(dataDir: string): Promise<Map<string, { commit
   });
   const statuses = new Map<string, { commit: number; applied: number; role: string }>();
   try {
-    for (const h of JSON.parse(output) as Array<{ id: string; reachable: boolean; groups: Array<{ groupId: string; commit: number; applied: number; role: string }> }>) {
+    const parsed = JSON.parse(output) as { homeservers: Array<{ id: string; reachable: boolean; groups: Array<{ groupId: string; commit: number; applied: number; role: string }> }> };
+    for (const h of parsed.homeservers) {
       const group = h.groups.find((g) => g.groupId === "cluster");
       if (h.reachable && group !== undefined) statuses.set(h.id, group);
     }
@@ -109,6 +110,7 @@ export async function run(args: string[]): Promise<void> {
     rmSync(join(victimData, "db"), { recursive: true, force: true });
     const before = { leader: rssMiB(leader.pid) ?? 0 };
     const target = (await clusterGroupStatus(dataDir)).get(leader.id)?.commit ?? 0;
+    if (target < count) throw new Error(`the leader's commit index ${target} is below the ${count} writes: status not read`);
 
     console.error(`${victim.id}: database wiped; starting it again (the leader's commit index is ${target})`);
     const log = openSync(join(dataDir, `${victim.id}.rejoin.log`), "a");

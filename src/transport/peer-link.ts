@@ -34,7 +34,7 @@ export interface PeerLinkOptions {
   readonly maxQueuedBytes: number;
   readonly maxGrpcMessageBytes: number;
   readonly snapshotChunkBytes: number;
-  readonly snapshotTimeoutMs: number;
+  readonly snapshotStallTimeoutMs: number;
   readonly maxSnapshotsInFlight: number;
   readonly backoff: BackoffPolicy;
   readonly random: () => number;
@@ -320,7 +320,7 @@ export class PeerLink {
     }
     this.snapshotClient ??= this.newClient();
     const transfer = startSnapshotTransfer(this.snapshotClient, message, chunks, {
-      chunkBytes: this.options.snapshotChunkBytes, timeoutMs: this.options.snapshotTimeoutMs, metadata: this.callMetadata(),
+      chunkBytes: this.options.snapshotChunkBytes, stallTimeoutMs: this.options.snapshotStallTimeoutMs, metadata: this.callMetadata(),
     });
     this.snapshots.add(transfer);
     this.log.info({ group: message.groupId, index: message.snapshot?.metadata.index }, "sending snapshot");

@@ -56,10 +56,14 @@ export interface PeerTransportOptions {
   readonly snapshotChunkBytes?: number;
   /** Where a snapshot's data goes as it arrives (a homeserver stages it in storage). Default: memory, whole. */
   readonly openSnapshotSink?: SnapshotSinkFactory;
-  /** Largest snapshot accepted from a peer. Default 1 GiB. */
+  /**
+   * Largest snapshot accepted from a peer. Default 16 GiB: snapshot data goes
+   * to a sink as it arrives (to disk, in a homeserver), so this bounds what a
+   * peer may make us store, not memory.
+   */
   readonly maxSnapshotBytes?: number;
-  /** Deadline of one snapshot transfer. Default 120 s. */
-  readonly snapshotTimeoutMs?: number;
+  /** A snapshot transfer during which no data moved this long is cancelled (a transfer has no overall deadline: it grows with the state). Default 30 s. */
+  readonly snapshotStallTimeoutMs?: number;
   /** Concurrent snapshot transfers per peer. Default 2. */
   readonly maxSnapshotsInFlightPerPeer?: number;
   /** gRPC max send and receive message size of the links; the server must allow as much (peerServerOptions). Default 64 MiB. */
@@ -97,7 +101,7 @@ export class PeerTransport implements Transport {
       logger: options.logger,
       counters: this.mutableCounters,
       limits,
-      maxSnapshotBytes: options.maxSnapshotBytes ?? 1024 * 1024 * 1024,
+      maxSnapshotBytes: options.maxSnapshotBytes ?? 16 * 1024 ** 3,
       ...(options.openSnapshotSink === undefined ? {} : { openSnapshotSink: options.openSnapshotSink }),
       isKnownPeer: options.isKnownPeer ?? ((id) => this.addresses.has(id)),
       onMessages: options.onMessages,
@@ -185,7 +189,7 @@ export class PeerTransport implements Transport {
       maxQueuedBytes: this.options.maxQueuedBytesPerPeer ?? 64 * 1024 * 1024,
       maxGrpcMessageBytes: this.options.maxGrpcMessageBytes ?? defaultMaxGrpcMessageBytes,
       snapshotChunkBytes: this.options.snapshotChunkBytes ?? 1024 * 1024,
-      snapshotTimeoutMs: this.options.snapshotTimeoutMs ?? 120_000,
+      snapshotStallTimeoutMs: this.options.snapshotStallTimeoutMs ?? 30_000,
       maxSnapshotsInFlight: this.options.maxSnapshotsInFlightPerPeer ?? 2,
       backoff: this.options.backoff ?? defaultBackoffPolicy,
       random: this.options.random ?? Math.random,

@@ -30,7 +30,7 @@ export function startSnapshotTransfer(
   client: grpc.Client,
   message: Message,
   source: AsyncIterable<Uint8Array>,
-  options: { readonly chunkBytes: number; readonly timeoutMs: number; readonly metadata: grpc.Metadata },
+  options: { readonly chunkBytes: number; readonly stallTimeoutMs: number; readonly metadata: grpc.Metadata },
 ): SnapshotTransfer {
   let finished = false;
   let sentBytes = 0;
@@ -39,10 +39,10 @@ export function startSnapshotTransfer(
   let call: grpc.ClientWritableStream<Buffer> | null = null;
   const done = new Promise<number>((resolve, reject) => {
     call = client.makeClientStreamRequest<Buffer, Buffer>(
-      peerServicePaths.sendSnapshot, identity, identity, options.metadata,
-      { deadline: Date.now() + options.timeoutMs },
+      peerServicePaths.sendSnapshot, identity, identity, options.metadata, {},
       (error) => {
         finished = true;
+        clearInterval(stallCheck);
         wakeWriter?.();
         if (error === null) resolve(sentBytes);
         else reject(sourceError ?? error);
@@ -50,6 +50,14 @@ export function startSnapshotTransfer(
     );
   });
   const stream = call as unknown as grpc.ClientWritableStream<Buffer>;
+  // No deadline for the whole transfer (its length grows with the state): it is cancelled when no
+  // data has moved for stallTimeoutMs.
+  let lastProgressMs = Date.now();
+  const stallCheck = setInterval(() => {
+    if (Date.now() - lastProgressMs <= options.stallTimeoutMs) return;
+    sourceError ??= new Error(`snapshot transfer stalled: no data moved for ${options.stallTimeoutMs} ms`);
+    stream.cancel();
+  }, Math.max(10, Math.min(1000, options.stallTimeoutMs / 4)));
   stream.on("drain", () => wakeWriter?.());
   // Resolves false once the call has finished (failed), true when more may be written.
   const write = async (bytes: Uint8Array): Promise<boolean> => {
@@ -58,6 +66,7 @@ export function startSnapshotTransfer(
       await new Promise<void>((wake) => { wakeWriter = wake; });
       wakeWriter = null;
     }
+    lastProgressMs = Date.now();
     return !finished;
   };
   const pump = async (): Promise<void> => {
@@ -84,7 +93,7 @@ export function startSnapshotTransfer(
     }
   };
   pump().catch((error: unknown) => {
-    sourceError = error;
+    sourceError ??= error;
     stream.cancel();
   });
   return { done, cancel: () => stream.cancel() };

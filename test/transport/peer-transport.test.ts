@@ -164,6 +164,30 @@ describe("PeerTransport over mutual TLS", () => {
     expect(b!.logLines.some((l) => l["msg"] === "snapshot from peer rejected" && l["code"] === "RESOURCE_EXHAUSTED")).toBe(true);
   });
 
+  it("cancels a snapshot transfer during which no data moved for snapshotStallTimeoutMs, and the receiver drops what it took", async () => {
+    let aborted = 0;
+    const stuckSink = () => ({
+      add: () => new Promise<void>((resolve) => setTimeout(resolve, 2000)), // a disk far slower than the stall timeout
+      finish: () => Promise.resolve(new Uint8Array(0)),
+      abort: () => {
+        aborted += 1;
+        return Promise.resolve();
+      },
+    });
+    const [a] = await nodes(["hs1", "hs2"], tlsOf, { snapshotChunkBytes: 256 * 1024, openSnapshotSink: stuckSink, snapshotStallTimeoutMs: 500 });
+    async function* source() {
+      for (let i = 0; i < 200; i++) yield new Uint8Array(256 * 1024);
+    }
+    const confState = { voters: ["hs1", "hs2"], votersOutgoing: [], learners: [], learnersNext: [] };
+    const started = Date.now();
+    a!.transport.sendSnapshot(message({ type: MessageType.Snapshot, groupId: "g", from: "hs1", to: "hs2", term: 1, snapshot: { metadata: { index: 1, term: 1, confState }, data: new Uint8Array(0) } }), source());
+    await waitFor("snapshot status", () => a!.snapshotStatus.length === 1, 10_000);
+    expect(a!.snapshotStatus).toEqual([{ to: "hs2", groupId: "g", ok: false }]);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(500);
+    expect(a!.logLines.some((l) => l["msg"] === "snapshot send failed" && JSON.stringify(l).includes("stalled"))).toBe(true);
+    await waitFor("receiver aborted its sink", () => aborted === 1, 5000);
+  });
+
   it("reports a failed snapshot transfer", async () => {
     const [a, b] = await nodes(["hs1", "hs2"], tlsOf);
     await b!.stop();
