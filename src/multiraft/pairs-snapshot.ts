@@ -25,6 +25,8 @@ export function snapshotChunks(scan: PairScan): SnapshotChunks & AsyncIterator<U
   const pairs = scan(new Uint8Array(0))[Symbol.asyncIterator]();
   // Starting the generator runs it up to its first await: the iterator exists from here on.
   const first = pairs.next();
+  // Awaited only if the chunks are read; a transfer abandoned before that must not leave its failure unhandled.
+  first.catch(() => undefined);
   const chunks = (async function* chunks(): AsyncGenerator<Uint8Array> {
     let parts: Uint8Array[] = [];
     let size = 0;

@@ -200,6 +200,12 @@ interface HostedGroup {
   openRead: { readonly context: string; readonly callers: Array<Pick<ReadWaiter, "resolve" | "reject">> } | undefined;
   appliedIndex: LogIndex;
   lastSnapshotIndex: LogIndex;
+  /**
+   * A leader's snapshot this group's state machine is being restored from,
+   * off the Ready loop (see {@link RaftDriver.restoreThenFinish}): no Ready of
+   * the group is taken until it is done.
+   */
+  restoring: { readonly data: Uint8Array; done: Promise<void> | undefined } | undefined;
   /** A compaction is being recorded. */
   snapshotting: boolean;
   /** Snapshots for followers being read from the state machine. */
@@ -303,8 +309,9 @@ export class RaftDriver {
       // A crash between installing a leader's snapshot and restoring the state from it, or during the restore.
       await stateMachine.restore(this.options.engine.snapshotChunks(snapshot.data), snapshot.metadata.index);
       store.appliedIndex = snapshot.metadata.index;
-      await this.options.engine.discardStagedSnapshot(snapshot.data);
     }
+    // Restored (now or before a crash that came before its staged data was deleted): not needed any more.
+    await this.options.engine.discardStagedSnapshot(snapshot.data);
     assert(options.hibernation === undefined || options.quiesce === true, "a hibernating group must quiesce");
     assert(!this.groups.has(store.groupId) && !this.dormant.has(store.groupId), `group ${store.groupId} is already hosted`);
     const group = this.host(store, stateMachine, options, undefined, 0);
@@ -341,6 +348,7 @@ export class RaftDriver {
       appliedIndex: store.appliedIndex,
       lastSnapshotIndex: store.log.snapshot().metadata.index,
       snapshotting: false,
+      restoring: undefined,
       balanced: options.balanceLeadership ?? false,
       termStartIndex,
       options,
@@ -397,7 +405,7 @@ export class RaftDriver {
 
   /** Quiesced, no input waiting, nobody waiting on it, no snapshot being taken. */
   private isIdle(group: HostedGroup): boolean {
-    return group.node.isQuiesced() && !this.dirty.has(group) && group.proposals.size === 0 && group.reads.size === 0 && !group.snapshotting;
+    return group.node.isQuiesced() && !this.dirty.has(group) && group.proposals.size === 0 && group.reads.size === 0 && !group.snapshotting && group.restoring === undefined;
   }
 
   /** Unloads an idle group if it is in a quiet role and its owner agrees. */
@@ -467,6 +475,7 @@ export class RaftDriver {
     }
     if (this.stopped || this.dormant.get(dormant.groupId) !== dormant) {
       // Removed (or the driver stopped) while loading.
+      for (const m of dormant.pending) this.dropStaged(m);
       this.options.engine.closeGroup(opened.store);
       dormant.options.hibernation.unloaded();
       return undefined;
@@ -490,6 +499,7 @@ export class RaftDriver {
     const dormant = this.dormant.get(groupId);
     if (dormant !== undefined) {
       this.dormant.delete(groupId);
+      for (const m of dormant.pending) this.dropStaged(m);
       await dormant.loading;
     }
     const group = this.groups.get(groupId);
@@ -497,6 +507,8 @@ export class RaftDriver {
     this.groups.delete(groupId);
     this.awake.delete(group);
     this.dirty.delete(group);
+    // A restore under way writes the group's keys: the caller may drop them only after it.
+    await group.restoring?.done?.catch(() => undefined);
     for (const waiter of group.proposals.values()) waiter.reject(new OutcomeUnknownError(groupId, "this homeserver left the group"));
     for (const read of group.reads.values()) read.reject(new OutcomeUnknownError(groupId, "this homeserver left the group"));
     group.proposals.clear();
@@ -678,7 +690,8 @@ export class RaftDriver {
     group.node.step(m);
     this.touch(group);
     const after = group.node.pendingSnapshotData();
-    if (before !== null && before !== after) void this.options.engine.discardStagedSnapshot(before).catch(() => undefined);
+    // Not one a Ready handed out, which the round under way stores and restores (and then deletes).
+    if (before !== null && before !== after && before !== group.restoring?.data) void this.options.engine.discardStagedSnapshot(before).catch(() => undefined);
     if (m.snapshot !== null && m.snapshot.data !== after) this.dropStaged(m);
   }
 
@@ -880,8 +893,14 @@ export class RaftDriver {
         const now = Date.now();
         for (const group of this.dirty) {
           group.lastInputMs = now;
-          if (group.node.hasReady()) batch.push({ group, ready: group.node.ready() });
-          else this.dirty.delete(group);
+          if (group.restoring !== undefined) continue; // taken again once its restore is done
+          if (!group.node.hasReady()) {
+            this.dirty.delete(group);
+            continue;
+          }
+          const ready = group.node.ready();
+          if (ready.snapshot !== null) group.restoring = { data: ready.snapshot.data, done: undefined };
+          batch.push({ group, ready });
         }
         if (batch.length === 0) return;
         await this.handleReadies(batch);
@@ -926,7 +945,7 @@ export class RaftDriver {
     // by an earlier round: applying before this round's write must not act on an entry this node's
     // own unwritten copy made committed (a group of one voter). Elsewhere the apply would hold back
     // the round's answers to the leader, which channel groups' certificates wait on.
-    const merged = toPersist.length > 0 && batch.every(({ group, ready }) => group.options.lazyCommitNotices === true && mayApplyBeforePersist(ready)) && batch.some(({ ready }) => ready.committedEntries.length > 0);
+    const merged = toPersist.length > 0 && batch.every(({ group, ready }) => group.options.lazyCommitNotices === true && ready.snapshot === null && mayApplyBeforePersist(ready)) && batch.some(({ ready }) => ready.committedEntries.length > 0);
     let applied: AppliedRound | undefined;
     if (merged) {
       applied = await this.applyCommitted(batch);
@@ -934,21 +953,29 @@ export class RaftDriver {
     } else if (toPersist.length > 0) {
       await this.options.engine.persistReadies(toPersist.map(({ group, ready }) => ({ group: group.store, ready })));
     }
-    for (const { group, ready } of batch) {
-      if (ready.snapshot !== null) {
-        await group.stateMachine.restore(this.options.engine.snapshotChunks(ready.snapshot.data), ready.snapshot.metadata.index);
-        // Durable now (the restore's last write is synced): the staged data it was read from may go.
-        await this.options.engine.discardStagedSnapshot(ready.snapshot.data);
-        this.failProposalsUpTo(group, ready.snapshot.metadata.index);
-        group.appliedIndex = ready.snapshot.metadata.index;
-        group.lastSnapshotIndex = ready.snapshot.metadata.index;
-      }
-    }
     // 2. Only now may messages that depend on that state leave.
     if (late.length > 0) this.options.transport.send(late);
+    // A group given a leader's snapshot (stored now) restores its state machine from it off this loop: a
+    // large one takes a minute, and the homeserver's other groups must go on meanwhile.
+    const now: Array<{ group: HostedGroup; ready: Ready }> = [];
+    for (const item of batch) {
+      if (item.ready.snapshot === null) now.push(item);
+      else this.restoreThenFinish(item.group, item.ready);
+    }
+    await this.finishRound(now, applied);
+    // 5. Snapshots for followers, of the state as now applied and stored.
+    for (const { group, message } of snapshots) this.sendSnapshot(group, message);
+  }
+
+  /**
+   * Steps 3 and 4 of a round for `items`, whose Readies are stored: apply
+   * their committed entries (unless `applied` already did), answer callers
+   * and advance the cores.
+   */
+  private async finishRound(items: ReadonlyArray<{ group: HostedGroup; ready: Ready }>, applied?: AppliedRound): Promise<void> {
     // 3. Apply committed entries (unless done above); state changes and applied indexes in one batch.
     if (applied === undefined) {
-      applied = await this.applyCommitted(batch);
+      applied = await this.applyCommitted(items);
       if (applied.writes.length > 0) await this.options.engine.apply(applied.writes, applied.localWrites);
     }
     const { outcomes } = applied;
@@ -959,7 +986,7 @@ export class RaftDriver {
       this.options.observer?.onCommitted?.(group.groupId, entries.length);
       this.answerProposals(group, entries, results, false);
     }
-    for (const { group, ready } of batch) {
+    for (const { group, ready } of items) {
       this.trackReads(group, ready);
       group.node.advance();
       this.options.observer?.onApplyLag?.(group.groupId, group.node.status().commit - group.appliedIndex);
@@ -967,8 +994,37 @@ export class RaftDriver {
       if (group.node.commitNoticePending()) this.commitNoticesDue.add(group);
     }
     if (this.commitNoticesDue.size > 0) this.armCommitNotices();
-    // 5. Snapshots for followers, of the state as now applied and stored.
-    for (const { group, message } of snapshots) this.sendSnapshot(group, message);
+  }
+
+  /**
+   * Restores `group`'s state machine from the leader's snapshot its stored
+   * `ready` carries, then finishes that Ready (applies the entries committed
+   * after the snapshot, advances the core). Meanwhile the Ready loop takes no
+   * Ready of the group and goes on with the others; messages to the group are
+   * stepped into its core, which holds its answers until then.
+   */
+  private restoreThenFinish(group: HostedGroup, ready: Ready): void {
+    const snapshot = ready.snapshot!;
+    const restoring = group.restoring!;
+    restoring.done = (async () => {
+      await group.stateMachine.restore(this.options.engine.snapshotChunks(snapshot.data), snapshot.metadata.index);
+      // Durable now (the restore's last write is synced): the staged data it was read from may go.
+      await this.options.engine.discardStagedSnapshot(snapshot.data);
+      this.failProposalsUpTo(group, snapshot.metadata.index);
+      group.appliedIndex = snapshot.metadata.index;
+      group.lastSnapshotIndex = snapshot.metadata.index;
+      if (this.stopped || this.groups.get(group.groupId) !== group) return;
+      await this.finishRound([{ group, ready }]);
+    })().then(
+      () => {
+        group.restoring = undefined;
+        if (!this.stopped && this.groups.get(group.groupId) === group) this.touch(group);
+      },
+      (error: unknown) => {
+        group.restoring = undefined;
+        this.failFatally(error);
+      },
+    );
   }
 
   /** Sends, after `commitNoticeDelayMs`, the commit notices no Append carried meanwhile. */

@@ -209,34 +209,39 @@ export class GroupStore {
    * one (the log before it may already be gone). A crash part-way leaves the
    * applied index below the snapshot's, and the caller restores again on start.
    */
-  restoreStateMachine(pairs: AsyncIterable<readonly [Uint8Array, Uint8Array]> | Iterable<readonly [Uint8Array, Uint8Array]>, appliedIndex: LogIndex, keep?: (key: Uint8Array) => boolean): Promise<void> {
-    return this.context.stateQueue.run(async () => {
-      this.checkOpen();
-      const prefix = this.keys.stateMachinePrefix;
-      let ops: RawBatchOp[] = [];
-      let bytes = 0;
-      const flushIfFull = async (): Promise<void> => {
-        if (bytes < restoreBatchBytes) return;
-        await this.context.write(ops, false);
-        ops = [];
-        bytes = 0;
-      };
-      for await (const [key] of this.context.db.iterate(prefix, prefixEnd(prefix))) {
-        if (keep?.(key.subarray(prefix.length)) === true) continue;
-        ops.push({ type: "del", key });
-        bytes += key.byteLength;
-        await flushIfFull();
-      }
-      for await (const [key, value] of pairs) {
-        if (keep?.(key) === true) continue;
-        ops.push(this.put(this.keys.stateMachine(key), value));
-        bytes += prefix.byteLength + key.byteLength + value.byteLength;
-        await flushIfFull();
-      }
-      ops.push(this.put(this.keys.appliedIndex, encodeCounter(appliedIndex)));
-      await this.context.write(ops, true);
-      this.appliedIndex = appliedIndex;
-    });
+  async restoreStateMachine(pairs: AsyncIterable<readonly [Uint8Array, Uint8Array]> | Iterable<readonly [Uint8Array, Uint8Array]>, appliedIndex: LogIndex, keep?: (key: Uint8Array) => boolean): Promise<void> {
+    this.checkOpen();
+    const prefix = this.keys.stateMachinePrefix;
+    let ops: RawBatchOp[] = [];
+    let bytes = 0;
+    // Each batch is a task of its own on the state queue, so other groups' applies go on between them
+    // (nothing of this group is applied meanwhile: its driver holds it until the restore is done).
+    const writeBatch = (batch: RawBatchOp[], sync: boolean): Promise<void> =>
+      this.context.stateQueue.run(() => {
+        this.checkOpen();
+        return this.context.write(batch, sync);
+      });
+    const flushIfFull = async (): Promise<void> => {
+      if (bytes < restoreBatchBytes) return;
+      await writeBatch(ops, false);
+      ops = [];
+      bytes = 0;
+    };
+    for await (const key of this.context.db.keys(prefix, prefixEnd(prefix))) {
+      if (keep?.(key.subarray(prefix.length)) === true) continue;
+      ops.push({ type: "del", key });
+      bytes += key.byteLength;
+      await flushIfFull();
+    }
+    for await (const [key, value] of pairs) {
+      if (keep?.(key) === true) continue;
+      ops.push(this.put(this.keys.stateMachine(key), value));
+      bytes += prefix.byteLength + key.byteLength + value.byteLength;
+      await flushIfFull();
+    }
+    ops.push(this.put(this.keys.appliedIndex, encodeCounter(appliedIndex)));
+    await writeBatch(ops, true);
+    this.appliedIndex = appliedIndex;
   }
 }
 

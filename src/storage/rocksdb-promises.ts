@@ -27,7 +27,7 @@ interface Leveldown {
     keys: boolean;
     values: boolean;
     keyAsBuffer: true;
-    valueAsBuffer: true;
+    valueAsBuffer: boolean;
   }): LeveldownIterator;
   approximateSize(start: Buffer, end: Buffer, callback: Callback<number>): void;
 }
@@ -95,6 +95,26 @@ export class RawDb {
     } finally {
       // Not awaited: ending only releases the iterator (RocksDB's close ends any still open), and
       // waiting for it would add a round trip to the thread pool to every read of a range.
+      iterator.end(ignoreEndError);
+    }
+  }
+
+  /** The keys with `gte <= key < lt` in key order, without reading their values. */
+  async *keys(gte: Uint8Array, lt: Uint8Array | undefined): AsyncGenerator<Buffer> {
+    const options = { gte: asBuffer(gte), limit: -1, keys: true, values: false, keyAsBuffer: true, valueAsBuffer: false } as const;
+    const iterator = this.db.iterator(lt === undefined ? options : { ...options, lt: asBuffer(lt) });
+    try {
+      for (;;) {
+        const key = await new Promise<Buffer | undefined>((resolve, reject) =>
+          iterator.next((error, found) => {
+            if (error) reject(error);
+            else resolve(found);
+          }),
+        );
+        if (key === undefined) return;
+        yield key;
+      }
+    } finally {
       iterator.end(ignoreEndError);
     }
   }

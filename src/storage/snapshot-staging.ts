@@ -12,8 +12,10 @@
  * ```
  *
  * A transfer without its header was cut off; one whose group's stored
- * snapshot no longer names it was declined by the core or already restored.
- * {@link sweepStagedSnapshots} deletes both kinds when the engine opens.
+ * snapshot does not name it was declined by the core or replaced.
+ * {@link sweepStagedSnapshots} deletes both kinds when the engine opens. One
+ * still named after its restore (a crash between the restore and its
+ * deletion) goes when the driver hosts the group again.
  */
 import { randomBytes } from "node:crypto";
 import { setImmediate as eventLoopTurn } from "node:timers/promises";
@@ -158,7 +160,7 @@ export async function* stagedChunks(context: StagingContext, staged: StagedSnaps
 export async function discardStaged(context: StagingContext, transferId: string): Promise<void> {
   const prefix = transferPrefix(transferId);
   const ops: RawBatchOp[] = [];
-  for await (const [key] of context.db.iterate(prefix, prefixEnd(prefix))) ops.push({ type: "del", key });
+  for await (const key of context.db.keys(prefix, prefixEnd(prefix))) ops.push({ type: "del", key });
   await context.write(ops, false);
 }
 
@@ -174,18 +176,19 @@ async function storedSnapshotNames(context: StagingContext, groupId: GroupId, tr
 }
 
 /**
- * Deletes every staged transfer that no group's stored snapshot names any
- * more (cut off, declined, or restored before a crash kept it from being
- * deleted); returns how many went. Called when the engine opens.
+ * Deletes every staged transfer that no group's stored snapshot names (cut
+ * off, declined or replaced); returns how many went. Called when the engine
+ * opens.
  */
 export async function sweepStagedSnapshots(context: StagingContext): Promise<number> {
   const transfers = new Map<string, GroupId | undefined>();
-  for await (const [key, value] of context.db.iterate(stagingPrefix, prefixEnd(stagingPrefix))) {
+  for await (const key of context.db.keys(stagingPrefix, prefixEnd(stagingPrefix))) {
     if (key.length !== stagingPrefix.length + 12) continue;
     const transferId = key.readBigUInt64BE(stagingPrefix.length).toString(16).padStart(16, "0");
-    const seq = key.readUInt32BE(stagingPrefix.length + 8);
     if (!transfers.has(transferId)) transfers.set(transferId, undefined);
-    if (seq === headerSeq) transfers.set(transferId, new TextDecoder().decode(openRecord(key, value)));
+    if (key.readUInt32BE(stagingPrefix.length + 8) !== headerSeq) continue;
+    const header = await context.db.get(key);
+    if (header !== undefined) transfers.set(transferId, new TextDecoder().decode(openRecord(key, header)));
   }
   let swept = 0;
   for (const [transferId, groupId] of transfers) {

@@ -210,7 +210,13 @@ export class InboundService {
       this.options.counters.snapshotsReceived += 1;
       const metadata = result.snapshot?.metadata;
       log.info({ group: result.groupId, index: metadata?.index, term: metadata?.term, bytes: receiver.bytes }, "snapshot received");
-      this.options.onMessages(auth.id, [result]);
+      try {
+        this.options.onMessages(auth.id, [result]);
+      } catch (error) {
+        log.error({ err: error }, "snapshot from peer not delivered");
+        callback({ code: grpc.status.INTERNAL, details: "the snapshot could not be delivered" });
+        return;
+      }
       callback(null, encodeSendSnapshotResponse(receiver.bytes));
     }));
     call.on("error", () => {

@@ -83,6 +83,22 @@ interface ClusterOptions {
   readonly tickIntervalMs?: number;
   readonly lazyCommitNotices?: boolean;
   readonly commitNoticeDelayMs?: number;
+  /** Each state machine's restore from a snapshot first waits this long (a large snapshot's). */
+  readonly restoreDelayMs?: number;
+}
+
+/** A key-value state machine whose restore takes `delayMs` longer, as a large snapshot's does. */
+class SlowRestoreKv extends KvStateMachine {
+  restoresStarted = 0;
+  constructor(store: GroupStore, private readonly delayMs: number) {
+    super(store);
+  }
+
+  override async restore(chunks: AsyncIterable<Uint8Array>, index: number): Promise<void> {
+    this.restoresStarted += 1;
+    await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+    return super.restore(chunks, index);
+  }
 }
 
 async function startCluster(groupCount: number, options: ClusterOptions = {}) {
@@ -110,7 +126,7 @@ async function startCluster(groupCount: number, options: ClusterOptions = {}) {
     const own = new Map<string, KvStateMachine>();
     storesOf.set(id, new Map(stores.map((store) => [store.groupId, store])));
     for (const store of stores) {
-      const machine = new KvStateMachine(store);
+      const machine = options.restoreDelayMs === undefined ? new KvStateMachine(store) : new SlowRestoreKv(store, options.restoreDelayMs);
       own.set(store.groupId, machine);
       const groupId = store.groupId;
       const hibernation = {
@@ -425,6 +441,71 @@ describe("RaftDriver with many groups", () => {
     for (let k = 1; k < 30; k++) expect(await text(`k${k}`)).toBe(written.get(`k${k}`));
     // Restored and durable: the staged data it came from is deleted.
     if (staged) await expect(collectChunks(c.engines.get(behind)!.snapshotChunks(installed))).rejects.toThrow(CorruptionError);
+  });
+
+  it("restores one group from a snapshot off the Ready loop: the homeserver's other groups apply meanwhile", async () => {
+    const every = 20;
+    const c = await startCluster(2, { snapshotEveryEntries: every, restoreDelayMs: 1500 });
+    for (const id of ids) c.driver(id).start();
+    await until("both groups led", () => c.driver("hs1").leaderOf("g0") !== "" && c.driver("hs1").leaderOf("g1") !== "");
+    const leader0 = c.driver("hs1").leaderOf("g0");
+    const leader1 = c.driver("hs1").leaderOf("g1");
+    // A homeserver that leads neither group: cutting it off moves no leadership.
+    const behind = ids.find((id) => id !== leader0 && id !== leader1)!;
+    c.net.isolated.add(behind);
+    const store0 = c.stores.get(leader0)!.get("g0")!;
+    for (let i = 0; i < 5 * every; i++) await c.driver(leader0).propose("g0", encodePut(new TextEncoder().encode(`k${i % 7}`), new TextEncoder().encode(`v${i}`)));
+    await until("g0's log compacted past the cut-off follower", () => store0.log.snapshot().metadata.index >= 4 * every);
+    c.net.isolated.delete(behind);
+    const followerStore0 = c.stores.get(behind)!.get("g0")!;
+    await until("the snapshot stored on the follower", () => followerStore0.log.snapshot().metadata.index > 0, 10_000);
+    const restoring = () => c.driver(behind).status("g0").applied < followerStore0.log.snapshot().metadata.index;
+    expect(restoring()).toBe(true);
+    // While g0 restores (1.5 s), g1 commits and the same homeserver applies it.
+    const { index } = await c.driver(leader1).propose("g1", encodePut(new TextEncoder().encode("during"), new TextEncoder().encode("restore")));
+    await until("the restoring homeserver applied g1's write", () => c.driver(behind).status("g1").applied >= index, 10_000);
+    expect(restoring()).toBe(true);
+    await until("g0 restored", () => !restoring(), 10_000);
+    const value = await c.machines.get(behind)!.get("g0")!.get(new TextEncoder().encode("k0"));
+    expect(value).toBeDefined();
+  });
+
+  it("a newer snapshot that arrives while an older one restores replaces it only once that restore is done", async () => {
+    const every = 20;
+    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 1000 });
+    c.net.stageIn = c.engines;
+    for (const id of ids) c.driver(id).start();
+    await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
+    const leader = c.driver("hs1").leaderOf("g0");
+    const behind = ids.find((id) => id !== leader)!;
+    const put = (i: number) => c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(`k${i % 7}`), new TextEncoder().encode(`v${i}`)));
+    c.net.isolated.add(behind);
+    for (let i = 0; i < 5 * every; i++) await put(i);
+    const leaderStore = c.stores.get(leader)!.get("g0")!;
+    await until("compacted", () => leaderStore.log.snapshot().metadata.index >= 4 * every);
+    c.net.isolated.delete(behind);
+    const followerStore = c.stores.get(behind)!.get("g0")!;
+    await until("the first snapshot stored", () => followerStore.log.snapshot().metadata.index > 0, 10_000);
+    c.net.isolated.add(behind);
+    const first = followerStore.log.snapshot();
+    expect(c.driver(behind).status("g0").applied).toBeLessThan(first.metadata.index); // restoring (1 s)
+    // The leader moves on; a second, newer snapshot reaches the follower while the first restores.
+    for (let i = 5 * every; i < 5 * every + 10; i++) await put(i);
+    const engine = c.engines.get(behind)!;
+    const staging = engine.stageSnapshot("g0");
+    for await (const chunk of c.machines.get(leader)!.get("g0")!.snapshotChunks()) await staging.add(chunk);
+    const second = await staging.finish();
+    const status = c.driver(leader).status("g0");
+    c.driver(behind).receive(leader, [message({
+      type: MessageType.Snapshot, groupId: "g0", from: leader, to: behind, term: status.term,
+      snapshot: { metadata: { index: status.applied, term: leaderStore.log.term(status.applied), confState: { voters: ids, votersOutgoing: [], learners: [], learnersNext: [] } }, data: second },
+    })]);
+    c.net.isolated.delete(behind);
+    await until("both restored, in order", () => c.driver(behind).status("g0").applied >= status.applied, 10_000);
+    const value = await c.machines.get(behind)!.get("g0")!.get(new TextEncoder().encode(`k${(5 * every + 9) % 7}`));
+    expect(new TextDecoder().decode(value)).toBe(`v${5 * every + 9}`);
+    await expect(collectChunks(engine.snapshotChunks(first.data))).rejects.toThrow(CorruptionError);
+    await expect(collectChunks(engine.snapshotChunks(second))).rejects.toThrow(CorruptionError);
   });
 
   it("deletes staged snapshot data the core declines (a snapshot older than what the follower has)", async () => {
