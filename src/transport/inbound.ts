@@ -30,6 +30,8 @@ export interface InboundOptions {
   readonly limits: CodecLimits;
   /** Largest snapshot data accepted, in bytes. */
   readonly maxSnapshotBytes: number;
+  /** A snapshot call during which the sender sent nothing this long is ended (DEADLINE_EXCEEDED). Default 60 s. */
+  readonly snapshotStallTimeoutMs?: number;
   /** Where snapshot data goes as it arrives (storage, in a homeserver); in memory when not given. */
   readonly openSnapshotSink?: SnapshotSinkFactory;
   readonly isKnownPeer: (id: NodeId) => boolean;
@@ -175,9 +177,17 @@ export class InboundService {
     const log = this.options.logger.child({ peer: auth.id });
     const receiver = new SnapshotReceiver(auth.id, { ...this.options, openSink: this.options.openSnapshotSink ?? memorySnapshotSink });
     let finished = false;
+    // A sender that stops sending without ending the call (a process paused or hung) is cut off, so
+    // that what it staged goes.
+    const stallTimeoutMs = this.options.snapshotStallTimeoutMs ?? 60_000;
+    let lastRequestMs = Date.now();
+    const stallCheck = setInterval(() => {
+      if (Date.now() - lastRequestMs > stallTimeoutMs) fail({ code: grpc.status.DEADLINE_EXCEEDED, details: `no snapshot data for ${stallTimeoutMs} ms` });
+    }, Math.max(10, Math.min(1000, stallTimeoutMs / 4)));
     const fail = (refusal: Refusal): void => {
       if (finished) return;
       finished = true;
+      clearInterval(stallCheck);
       this.options.counters.snapshotsRejected += 1;
       log.warn({ code: grpc.status[refusal.code], reason: refusal.details }, "snapshot from peer rejected");
       void receiver.abort().catch((error: unknown) => log.warn({ err: error }, "staged snapshot not deleted"));
@@ -194,10 +204,12 @@ export class InboundService {
     };
     call.on("data", (bytes: Buffer) => {
       if (finished) return;
+      lastRequestMs = Date.now();
       call.pause();
       take(async () => {
         if (finished) return;
         const refusal = await receiver.add(bytes);
+        lastRequestMs = Date.now(); // a slow sink is not a stalled sender
         if (refusal !== null) fail(refusal);
         else call.resume();
       });
@@ -207,6 +219,7 @@ export class InboundService {
       const result = await receiver.finish();
       if ("code" in result) return fail(result);
       finished = true;
+      clearInterval(stallCheck);
       this.options.counters.snapshotsReceived += 1;
       const metadata = result.snapshot?.metadata;
       log.info({ group: result.groupId, index: metadata?.index, term: metadata?.term, bytes: receiver.bytes }, "snapshot received");
@@ -222,11 +235,13 @@ export class InboundService {
     call.on("error", () => {
       if (finished) return;
       finished = true;
+      clearInterval(stallCheck);
       take(() => receiver.abort());
     });
     call.on("cancelled", () => {
       if (finished) return;
       finished = true;
+      clearInterval(stallCheck);
       take(() => receiver.abort());
     });
   }

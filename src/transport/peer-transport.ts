@@ -103,6 +103,8 @@ export class PeerTransport implements Transport {
       limits,
       maxSnapshotBytes: options.maxSnapshotBytes ?? 16 * 1024 ** 3,
       ...(options.openSnapshotSink === undefined ? {} : { openSnapshotSink: options.openSnapshotSink }),
+      // Twice the sender's: a sender gives up first, and ends the call itself.
+      snapshotStallTimeoutMs: 2 * (options.snapshotStallTimeoutMs ?? 30_000),
       isKnownPeer: options.isKnownPeer ?? ((id) => this.addresses.has(id)),
       onMessages: options.onMessages,
       onNotices: (from, notices) => options.onNotices?.(from, notices),

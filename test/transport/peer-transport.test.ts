@@ -2,7 +2,7 @@ import * as grpc from "@grpc/grpc-js";
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EntryType, MessageType, message, type Message, type NodeId } from "../../src/raft/types.ts";
-import { decodeStreamResponse, encodeBatch } from "../../src/transport/codec.ts";
+import { decodeStreamResponse, encodeBatch, encodeSnapshotChunk, encodeSnapshotHeader } from "../../src/transport/codec.ts";
 import { insecureNodeIdMetadataKey, peerServerOptions, peerServicePaths } from "../../src/transport/peer-service.ts";
 import type { PeerCredentials, TlsMaterial } from "../../src/transport/tls.ts";
 import {
@@ -186,6 +186,34 @@ describe("PeerTransport over mutual TLS", () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(500);
     expect(a!.logLines.some((l) => l["msg"] === "snapshot send failed" && JSON.stringify(l).includes("stalled"))).toBe(true);
     await waitFor("receiver aborted its sink", () => aborted === 1, 5000);
+  });
+
+  it("ends a snapshot call whose sender goes silent, and drops what it staged", async () => {
+    let aborted = 0;
+    const sink = () => ({
+      add: () => Promise.resolve(),
+      finish: () => Promise.resolve(new Uint8Array(0)),
+      abort: () => {
+        aborted += 1;
+        return Promise.resolve();
+      },
+    });
+    // The receiver waits twice the sender's stall timeout: 400 ms here.
+    const [, b] = await nodes(["hs1", "hs2"], tlsOf, { openSnapshotSink: sink, snapshotStallTimeoutMs: 200 });
+    const material = certs.homeservers.get("hs1")!;
+    const client = new grpc.Client(b!.address, grpc.credentials.createSsl(material.ca, material.key, material.cert, { checkServerIdentity: () => undefined }), { "grpc.ssl_target_name_override": "hs2" });
+    const identity = (bytes: Buffer) => bytes;
+    const confState = { voters: ["hs1", "hs2"], votersOutgoing: [], learners: [], learnersNext: [] };
+    const status = new Promise<grpc.ServiceError | null>((resolve) => {
+      const call = client.makeClientStreamRequest<Buffer, Buffer>(peerServicePaths.sendSnapshot, identity, identity, new grpc.Metadata(), (error) => resolve(error));
+      call.write(encodeSnapshotHeader(message({ type: MessageType.Snapshot, groupId: "g", from: "hs1", to: "hs2", term: 1, snapshot: { metadata: { index: 3, term: 1, confState }, data: new Uint8Array(0) } })));
+      call.write(encodeSnapshotChunk(new Uint8Array(1000)));
+      // ... and nothing more, without ending the call.
+    });
+    cleanups.push(() => client.close());
+    const error = await status;
+    expect(error?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    await waitFor("the sink aborted", () => aborted === 1);
   });
 
   it("reports a failed snapshot transfer", async () => {
