@@ -30,7 +30,7 @@ homeserver of that cluster (default: the one in the token). Keys, certificate an
 into DIR (./data/ID); then the homeserver runs in the foreground, unless --no-start.`;
 
 /** Options of `epochd start` that join passes into the config it writes. */
-const passThrough = ["electionTimeoutMs", "heartbeatIntervalMs", "tickIntervalMs", "sync", "snapshotEveryEntries", "snapshotKeepEntries", "hibernateAfterMs", "loadedGroupsMax", "balanceLeadersEveryMs", "logLevel"] as const;
+const passThrough = ["electionTimeoutMs", "heartbeatIntervalMs", "tickIntervalMs", "sync", "snapshotEveryEntries", "snapshotKeepEntries", "snapshotEveryBytes", "snapshotKeepBytes", "hibernateAfterMs", "loadedGroupsMax", "balanceLeadersEveryMs", "logLevel"] as const;
 /** How many times a Join that could not be answered is asked again. */
 const joinAttempts = 5;
 

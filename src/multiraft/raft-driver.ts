@@ -103,6 +103,15 @@ export interface RaftDriverOptions {
   readonly snapshotEveryEntries: number;
   /** Entries kept behind a snapshot, so a follower slightly behind needs no snapshot. */
   readonly snapshotKeepEntries: number;
+  /**
+   * Compact the log also once the entries applied since the last compaction
+   * hold this many bytes, whatever their number: the uncompacted log is held
+   * in memory (the core reads it), so large entries must not wait for
+   * `snapshotEveryEntries` of them. Absent: by count only.
+   */
+  readonly snapshotEveryBytes?: number;
+  /** Of the `snapshotKeepEntries` kept behind a snapshot, only as many as hold at most this many bytes. Absent: by count only. */
+  readonly snapshotKeepBytes?: number;
   /** The client address of a homeserver, for "not leader" hints. */
   readonly clientAddressOf: (id: NodeId) => string;
   readonly observer?: DriverObserver;
@@ -200,6 +209,8 @@ interface HostedGroup {
   openRead: { readonly context: string; readonly callers: Array<Pick<ReadWaiter, "resolve" | "reject">> } | undefined;
   appliedIndex: LogIndex;
   lastSnapshotIndex: LogIndex;
+  /** Bytes of the entries applied since the last compaction (see {@link RaftDriverOptions.snapshotEveryBytes}). */
+  appliedBytesSinceSnapshot: number;
   /**
    * A leader's snapshot this group's state machine is being restored from,
    * off the Ready loop (see {@link RaftDriver.restoreThenFinish}): no Ready of
@@ -347,6 +358,7 @@ export class RaftDriver {
       openRead: undefined,
       appliedIndex: store.appliedIndex,
       lastSnapshotIndex: store.log.snapshot().metadata.index,
+      appliedBytesSinceSnapshot: appliedBytesAfter(store, store.log.snapshot().metadata.index),
       snapshotting: false,
       restoring: undefined,
       balanced: options.balanceLeadership ?? false,
@@ -983,6 +995,7 @@ export class RaftDriver {
     // 4. Answer callers and advance the cores. Reads wait for the applied index, set only now.
     for (const { group, entries, results, appliedIndex } of outcomes) {
       group.appliedIndex = appliedIndex;
+      for (const entry of entries) group.appliedBytesSinceSnapshot += entry.data.byteLength;
       this.options.observer?.onCommitted?.(group.groupId, entries.length);
       this.answerProposals(group, entries, results, false);
     }
@@ -1013,6 +1026,7 @@ export class RaftDriver {
       this.failProposalsUpTo(group, snapshot.metadata.index);
       group.appliedIndex = snapshot.metadata.index;
       group.lastSnapshotIndex = snapshot.metadata.index;
+      group.appliedBytesSinceSnapshot = 0;
       if (this.stopped || this.groups.get(group.groupId) !== group) return;
       await this.finishRound([{ group, ready }]);
     })().then(
@@ -1127,7 +1141,8 @@ export class RaftDriver {
 
   /**
    * Compacts the log of a group that applied `snapshotEveryEntries` entries
-   * since the last compaction, keeping `snapshotKeepEntries` behind. The
+   * (or `snapshotEveryBytes` of them) since the last compaction, keeping
+   * `snapshotKeepEntries` behind (no more than `snapshotKeepBytes`). The
    * snapshot recorded for it holds no data: the state machine's state is
    * already stored, with the applied index, by every apply, so nothing needs
    * a copy until a follower falls behind the compacted log, and then it gets
@@ -1136,16 +1151,21 @@ export class RaftDriver {
    * 256 MiB state, for longer than an election timeout.)
    */
   private maybeSnapshot(group: HostedGroup): void {
-    const { snapshotEveryEntries, snapshotKeepEntries } = this.options;
-    if (group.snapshotting || group.appliedIndex - group.lastSnapshotIndex < snapshotEveryEntries) return;
+    const { snapshotEveryEntries, snapshotEveryBytes } = this.options;
+    if (group.snapshotting) return;
+    const byCount = group.appliedIndex - group.lastSnapshotIndex >= snapshotEveryEntries;
+    const byBytes = snapshotEveryBytes !== undefined && group.appliedBytesSinceSnapshot >= snapshotEveryBytes && group.appliedIndex > group.lastSnapshotIndex;
+    if (!byCount && !byBytes) return;
     group.snapshotting = true;
     const index = group.appliedIndex;
+    const keepEntries = this.keepEntriesBehind(group, index);
+    group.appliedBytesSinceSnapshot = 0;
     group.store
-      .createSnapshot(index, group.node.confState(), noSnapshotData, snapshotKeepEntries)
+      .createSnapshot(index, group.node.confState(), noSnapshotData, keepEntries)
       .then(
         () => {
           group.lastSnapshotIndex = Math.max(group.lastSnapshotIndex, index);
-          this.options.logger.info({ groupId: group.groupId, index }, "log compacted");
+          this.options.logger.info({ groupId: group.groupId, index, keepEntries }, "log compacted");
         },
         (error: unknown) => this.options.logger.warn({ groupId: group.groupId, index, err: error }, "log not compacted"),
       )
@@ -1153,6 +1173,32 @@ export class RaftDriver {
         group.snapshotting = false;
       });
   }
+
+  /** How many entries up to `index` a compaction keeps: `snapshotKeepEntries`, or fewer if those hold over `snapshotKeepBytes`. */
+  private keepEntriesBehind(group: HostedGroup, index: LogIndex): number {
+    const { snapshotKeepEntries, snapshotKeepBytes } = this.options;
+    if (snapshotKeepBytes === undefined) return snapshotKeepEntries;
+    const first = Math.max(group.store.log.firstIndex(), index - snapshotKeepEntries + 1);
+    if (first > index) return 0;
+    const entries = group.store.log.entries(first, index + 1, Number.MAX_SAFE_INTEGER);
+    let bytes = 0;
+    let kept = 0;
+    for (let i = entries.length - 1; i >= 0; i--) {
+      bytes += entries[i]!.data.byteLength;
+      if (bytes > snapshotKeepBytes) break;
+      kept += 1;
+    }
+    return kept;
+  }
+}
+
+/** Bytes of the entries of `store`'s log after `index`, up to its applied index (those still in memory). */
+function appliedBytesAfter(store: GroupStore, index: LogIndex): number {
+  const first = Math.max(store.log.firstIndex(), index + 1);
+  if (first > store.appliedIndex) return 0;
+  let bytes = 0;
+  for (const entry of store.log.entries(first, store.appliedIndex + 1, Number.MAX_SAFE_INTEGER)) bytes += entry.data.byteLength;
+  return bytes;
 }
 
 /** Whether the only thing `ready` asks to persist is a new commit index. */

@@ -54,10 +54,14 @@ export interface NodeConfig {
   readonly tlsCaKey: string;
   /** fsync every write that must be durable. Off only for tests and benchmarks that say so. */
   readonly sync: boolean;
-  /** Snapshot and compact a group's log after this many applied entries (and as many bytes as the last snapshot, see RaftDriver). */
+  /** Compact a group's log after this many applied entries. */
   readonly snapshotEveryEntries: number;
-  /** Entries kept behind a snapshot for followers slightly behind. */
+  /** Entries kept behind a compaction for followers slightly behind. */
   readonly snapshotKeepEntries: number;
+  /** Compact a group's log also once the entries applied since the last compaction hold this many bytes (the uncompacted log is held in memory). */
+  readonly snapshotEveryBytes: number;
+  /** Of the entries kept behind a compaction, only as many as hold at most this many bytes. */
+  readonly snapshotKeepBytes: number;
   /** A channel group quiet this long leaves memory until its next message or request; 0: only `loadedGroupsMax` unloads. */
   readonly hibernateAfterMs: number;
   /** Most channel groups kept in memory; beyond it the quiet ones leave, longest quiet first. 0: no bound. */
@@ -89,6 +93,8 @@ export const defaultNodeConfig: NodeConfig = {
   sync: true,
   snapshotEveryEntries: 10_000,
   snapshotKeepEntries: 5_000,
+  snapshotEveryBytes: 64 * 1024 * 1024,
+  snapshotKeepBytes: 16 * 1024 * 1024,
   hibernateAfterMs: 60_000,
   loadedGroupsMax: 4096,
   balanceLeadersEveryMs: 5_000,
@@ -104,7 +110,7 @@ export class ConfigError extends Error {
 }
 
 type Key = keyof NodeConfig;
-const numberKeys: Key[] = ["electionTimeoutMs", "heartbeatIntervalMs", "tickIntervalMs", "snapshotEveryEntries", "snapshotKeepEntries", "hibernateAfterMs", "loadedGroupsMax", "balanceLeadersEveryMs"];
+const numberKeys: Key[] = ["electionTimeoutMs", "heartbeatIntervalMs", "tickIntervalMs", "snapshotEveryEntries", "snapshotKeepEntries", "snapshotEveryBytes", "snapshotKeepBytes", "hibernateAfterMs", "loadedGroupsMax", "balanceLeadersEveryMs"];
 const booleanKeys: Key[] = ["bootstrap", "insecure", "sync"];
 const pathKeys: Key[] = ["dataDir", "tlsCaCert", "tlsCert", "tlsKey", "tlsCaKey"];
 
@@ -207,6 +213,8 @@ export function validateNodeConfig(config: NodeConfig): void {
   if (heartbeatIntervalMs < tickIntervalMs) throw new ConfigError("heartbeatIntervalMs must be at least tickIntervalMs");
   if (electionTimeoutMs < 3 * heartbeatIntervalMs) throw new ConfigError("electionTimeoutMs must be at least 3 x heartbeatIntervalMs");
   if (config.snapshotKeepEntries >= config.snapshotEveryEntries) throw new ConfigError("snapshotKeepEntries must be below snapshotEveryEntries");
+  if (config.snapshotEveryBytes < 1) throw new ConfigError("snapshotEveryBytes must be at least 1");
+  if (config.snapshotKeepBytes >= config.snapshotEveryBytes) throw new ConfigError("snapshotKeepBytes must be below snapshotEveryBytes");
   if (config.hibernateAfterMs < 0) throw new ConfigError("hibernateAfterMs must be 0 (never) or more");
   if (config.loadedGroupsMax < 0) throw new ConfigError("loadedGroupsMax must be 0 (no bound) or more");
   if (config.balanceLeadersEveryMs < 0) throw new ConfigError("balanceLeadersEveryMs must be 0 (never) or more");

@@ -166,6 +166,8 @@ export class Homeserver {
       random: Math.random,
       snapshotEveryEntries: config.snapshotEveryEntries,
       snapshotKeepEntries: config.snapshotKeepEntries,
+      snapshotEveryBytes: config.snapshotEveryBytes,
+      snapshotKeepBytes: config.snapshotKeepBytes,
       clientAddressOf: (id) => clientAddresses.get(id) ?? "",
       observer: metrics.observer(),
       onFatal,

@@ -85,6 +85,8 @@ interface ClusterOptions {
   readonly commitNoticeDelayMs?: number;
   /** Each state machine's restore from a snapshot first waits this long (a large snapshot's). */
   readonly restoreDelayMs?: number;
+  readonly snapshotEveryBytes?: number;
+  readonly snapshotKeepBytes?: number;
 }
 
 /** A key-value state machine whose restore takes `delayMs` longer, as a large snapshot's does. */
@@ -116,6 +118,8 @@ async function startCluster(groupCount: number, options: ClusterOptions = {}) {
       raft: { ...defaultRaftConfig(id, "", null as never, Math.random), electionTimeoutTicks, heartbeatTicks: 1 },
       tickIntervalMs, random: Math.random, snapshotEveryEntries, snapshotKeepEntries: Math.min(100, snapshotEveryEntries - 1),
       ...(options.commitNoticeDelayMs === undefined ? {} : { commitNoticeDelayMs: options.commitNoticeDelayMs }),
+      ...(options.snapshotEveryBytes === undefined ? {} : { snapshotEveryBytes: options.snapshotEveryBytes }),
+      ...(options.snapshotKeepBytes === undefined ? {} : { snapshotKeepBytes: options.snapshotKeepBytes }),
       clientAddressOf: () => "", onFatal: (error) => { throw error; },
       ...(balance ? { balanceLeadersEveryMs: balanceEveryMs(id), balanceTransfersMax: 10 } : {}),
       hibernateAfterMs,
@@ -468,6 +472,24 @@ describe("RaftDriver with many groups", () => {
     await until("g0 restored", () => !restoring(), 10_000);
     const value = await c.machines.get(behind)!.get("g0")!.get(new TextEncoder().encode("k0"));
     expect(value).toBeDefined();
+  });
+
+  it("compacts by bytes as well as by count: the log held in memory stays bounded with large entries", async () => {
+    const c = await startCluster(1, { snapshotEveryEntries: 1000, snapshotEveryBytes: 200_000, snapshotKeepBytes: 70_000 });
+    for (const id of ids) c.driver(id).start();
+    await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
+    const leader = c.driver("hs1").leaderOf("g0");
+    const store = c.stores.get(leader)!.get("g0")!;
+    const value = new Uint8Array(30_000).fill(1);
+    for (let i = 0; i < 20; i++) await c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(`k${i}`), value));
+    // 20 entries of 30 KB: far fewer than 1,000, but 600 KB, so compacted at least twice.
+    await until("compacted by bytes", () => store.log.snapshot().metadata.index >= 7);
+    const snapshotIndex = store.log.snapshot().metadata.index;
+    // At most 70 KB of entries (two of 30 KB) kept behind the compaction.
+    expect(store.log.firstIndex()).toBeGreaterThanOrEqual(snapshotIndex - 1);
+    let held = 0;
+    for (const entry of store.log.entries(store.log.firstIndex(), store.log.lastIndex() + 1, Number.MAX_SAFE_INTEGER)) held += entry.data.byteLength;
+    expect(held).toBeLessThan(200_000 + 70_000 + 31_000);
   });
 
   it("a newer snapshot that arrives while an older one restores replaces it only once that restore is done", async () => {
