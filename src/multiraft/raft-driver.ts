@@ -318,6 +318,7 @@ export class RaftDriver {
     const snapshot = store.log.snapshot();
     if (store.appliedIndex < snapshot.metadata.index) {
       // A crash between installing a leader's snapshot and restoring the state from it, or during the restore.
+      this.options.logger.warn({ groupId: store.groupId, index: snapshot.metadata.index, applied: store.appliedIndex }, "restoring the state machine again from the stored snapshot (a restore was cut off)");
       await stateMachine.restore(this.options.engine.snapshotChunks(snapshot.data), snapshot.metadata.index);
       store.appliedIndex = snapshot.metadata.index;
     }
@@ -1020,7 +1021,9 @@ export class RaftDriver {
     const snapshot = ready.snapshot!;
     const restoring = group.restoring!;
     restoring.done = (async () => {
+      const startedMs = Date.now();
       await group.stateMachine.restore(this.options.engine.snapshotChunks(snapshot.data), snapshot.metadata.index);
+      this.options.logger.info({ groupId: group.groupId, index: snapshot.metadata.index, ms: Date.now() - startedMs }, "state machine restored from a leader's snapshot");
       // Durable now (the restore's last write is synced): the staged data it was read from may go.
       await this.options.engine.discardStagedSnapshot(snapshot.data);
       this.failProposalsUpTo(group, snapshot.metadata.index);
