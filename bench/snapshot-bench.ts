@@ -19,7 +19,7 @@ import { parse as parseYaml } from "yaml";
 import { epochdChannel, findEpochdLeader, startEpochdCluster, stopEpochdCluster, type EpochdCluster } from "./lib/epochd-cluster.ts";
 import { putStreamTarget } from "./lib/grpc-targets.ts";
 import { positiveOption } from "./lib/options.ts";
-import { isAlive, rssMiB, signalPid, stopPids } from "./lib/proc.ts";
+import { cpuTimeMs, isAlive, rssMiB, signalPid, stopPids } from "./lib/proc.ts";
 import { fixed, formatTable, integer } from "./lib/table.ts";
 
 const binPath = resolve(dirname(fileURLToPath(import.meta.url)), "../bin/epochd.mjs");
@@ -119,10 +119,13 @@ export async function run(args: string[]): Promise<void> {
     const pid = child.pid!;
     restarted.push(pid);
     const started = performance.now();
+    const leaderCpuStartMs = cpuTimeMs(leader.pid) ?? 0;
+    let victimCpuMs = 0;
     const peak = { leader: before.leader, victim: 0 };
     const sampler = setInterval(() => {
       peak.leader = Math.max(peak.leader, rssMiB(leader.pid) ?? 0);
       peak.victim = Math.max(peak.victim, rssMiB(pid) ?? 0);
+      victimCpuMs = cpuTimeMs(pid) ?? victimCpuMs;
     }, 50);
     let caughtUpMs: number | undefined;
     const deadline = Date.now() + 600_000;
@@ -132,6 +135,7 @@ export async function run(args: string[]): Promise<void> {
       if (applied >= target) caughtUpMs = performance.now() - started;
     }
     clearInterval(sampler);
+    const cpuPercent = { leader: (100 * ((cpuTimeMs(leader.pid) ?? 0) - leaderCpuStartMs)) / (caughtUpMs ?? 1), victim: (100 * (cpuTimeMs(pid) ?? victimCpuMs)) / (caughtUpMs ?? 1) };
     const victimLog = readFileSync(join(dataDir, `${victim.id}.rejoin.log`), "utf8");
     const throughSnapshot = victimLog.includes("installing snapshot from leader");
     if (caughtUpMs === undefined) throw new Error(`${victim.id} did not catch up (alive: ${isAlive(pid)}); its log:\n${victimLog.split("\n").slice(-20).join("\n")}`);
@@ -139,14 +143,14 @@ export async function run(args: string[]): Promise<void> {
 
     const rows = [[
       String(mib), integer(count), fixed(writeSeconds, 1), fixed(caughtUpMs / 1000, 2), fixed(mib / (caughtUpMs / 1000), 1),
-      throughSnapshot ? "yes" : "no", integer(before.leader), integer(peak.leader), integer(peak.victim), integer(afterRss),
+      throughSnapshot ? "yes" : "no", integer(before.leader), integer(peak.leader), integer(peak.victim), integer(afterRss), integer(cpuPercent.leader), integer(cpuPercent.victim),
     ]];
     console.log(`\n${mib} MiB of key-value state (${valueKib} KiB values), 3 homeservers, TLS, fsync on; ${victim.id}'s database wiped, then started again\n`);
     console.log(formatTable(
-      ["state MiB", "keys", "write s", "rejoin s", "MiB/s", "via snapshot", "leader RSS before", "leader RSS peak", "rejoiner RSS peak", "rejoiner RSS after"],
-      rows, new Set([0, 1, 2, 3, 4, 6, 7, 8, 9]),
+      ["state MiB", "keys", "write s", "rejoin s", "MiB/s", "via snapshot", "leader RSS before", "leader RSS peak", "rejoiner RSS peak", "rejoiner RSS after", "leader cpu%", "rejoiner cpu%"],
+      rows, new Set([0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]),
     ));
-    const json = { options: { mib, valueKib, count }, leader: leader.id, rejoiner: victim.id, writeSeconds, rejoinSeconds: caughtUpMs / 1000, throughSnapshot, rssMiB: { leaderBefore: before.leader, leaderPeak: peak.leader, rejoinerPeak: peak.victim, rejoinerAfter: afterRss } };
+    const json = { options: { mib, valueKib, count }, leader: leader.id, rejoiner: victim.id, writeSeconds, rejoinSeconds: caughtUpMs / 1000, throughSnapshot, rssMiB: { leaderBefore: before.leader, leaderPeak: peak.leader, rejoinerPeak: peak.victim, rejoinerAfter: afterRss }, cpuPercent };
     const out = join(dirname(fileURLToPath(import.meta.url)), "results", "snapshot.json");
     writeFileSync(out, `${JSON.stringify(json, null, 2)}\n`);
     console.log(`\nwrote ${out}`);
