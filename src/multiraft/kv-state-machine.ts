@@ -36,7 +36,12 @@ export class KvStateMachine implements StateMachine {
     return snapshotChunks((prefix) => this.store.scan(prefix));
   }
 
-  restore(chunks: SnapshotChunks, index: LogIndex): Promise<void> {
+  restoreStored(chunks: SnapshotChunks, index: LogIndex): Promise<void> {
     return this.store.restoreStateMachine(decodePairChunks(chunks), index);
+  }
+
+  /** Holds nothing in memory. */
+  afterRestore(): Promise<void> {
+    return Promise.resolve();
   }
 }

@@ -212,11 +212,11 @@ interface HostedGroup {
   /** Bytes of the entries applied since the last compaction (see {@link RaftDriverOptions.snapshotEveryBytes}). */
   appliedBytesSinceSnapshot: number;
   /**
-   * A leader's snapshot this group's state machine is being restored from,
-   * off the Ready loop (see {@link RaftDriver.restoreThenFinish}): no Ready of
-   * the group is taken until it is done.
+   * A leader's snapshot this group's state machine is being restored from
+   * (see {@link RaftDriver.restoreThenFinish}): no Ready of the group is taken
+   * until it is done.
    */
-  restoring: { readonly data: Uint8Array; done: Promise<void> | undefined } | undefined;
+  restoring: SnapshotRestore | undefined;
   /** A compaction is being recorded. */
   snapshotting: boolean;
   /** Snapshots for followers being read from the state machine. */
@@ -260,6 +260,27 @@ const dormantPendingMax = 1024;
 
 /** A group back within this many of its quiet times after unloading was unloaded too early. */
 const reloadedSoonFactor = 4;
+/** A restore from a leader's snapshot under way: its state is written off the Ready loop, then taken up in it. */
+interface SnapshotRestore {
+  /** The snapshot's data as the core holds it (a staged snapshot's descriptor). */
+  readonly data: Uint8Array;
+  /** The stored Ready that carried the snapshot, finished once the restore is. */
+  readonly ready: Ready;
+  /** The state is written; the Ready loop is to take it up. */
+  written: boolean;
+  /** Resolves once the restore is over, done or given up (the group left, the driver stopped, storage failed). */
+  readonly settled: Promise<void>;
+  readonly settle: () => void;
+}
+
+function snapshotRestore(ready: Ready): SnapshotRestore {
+  let settle = (): void => undefined;
+  const settled = new Promise<void>((resolve) => {
+    settle = resolve;
+  });
+  return { data: ready.snapshot!.data, ready, written: false, settled, settle };
+}
+
 /** The data of a snapshot taken to compact the log: none (see {@link RaftDriver.maybeSnapshot}). */
 const noSnapshotData = new Uint8Array(0);
 
@@ -319,7 +340,8 @@ export class RaftDriver {
     if (store.appliedIndex < snapshot.metadata.index) {
       // A crash between installing a leader's snapshot and restoring the state from it, or during the restore.
       this.options.logger.warn({ groupId: store.groupId, index: snapshot.metadata.index, applied: store.appliedIndex }, "restoring the state machine again from the stored snapshot (a restore was cut off)");
-      await stateMachine.restore(this.options.engine.snapshotChunks(snapshot.data), snapshot.metadata.index);
+      await stateMachine.restoreStored(this.options.engine.snapshotChunks(snapshot.data), snapshot.metadata.index);
+      await stateMachine.afterRestore(snapshot.metadata.index);
       store.appliedIndex = snapshot.metadata.index;
     }
     // Restored (now or before a crash that came before its staged data was deleted): not needed any more.
@@ -521,7 +543,7 @@ export class RaftDriver {
     this.awake.delete(group);
     this.dirty.delete(group);
     // A restore under way writes the group's keys: the caller may drop them only after it.
-    await group.restoring?.done?.catch(() => undefined);
+    await group.restoring?.settled;
     for (const waiter of group.proposals.values()) waiter.reject(new OutcomeUnknownError(groupId, "this homeserver left the group"));
     for (const read of group.reads.values()) read.reject(new OutcomeUnknownError(groupId, "this homeserver left the group"));
     group.proposals.clear();
@@ -904,6 +926,9 @@ export class RaftDriver {
         const batch: Array<{ group: HostedGroup; ready: Ready }> = [];
         // Every group given an input (or a tick) since the last round: its quiet time starts over.
         const now = Date.now();
+        // Groups whose restore wrote its state: taken up first, between rounds, as apply is.
+        const restored = [...this.dirty].filter((group) => group.restoring?.written === true);
+        for (const group of restored) await this.finishRestore(group);
         for (const group of this.dirty) {
           group.lastInputMs = now;
           if (group.restoring !== undefined) continue; // taken again once its restore is done
@@ -912,11 +937,11 @@ export class RaftDriver {
             continue;
           }
           const ready = group.node.ready();
-          if (ready.snapshot !== null) group.restoring = { data: ready.snapshot.data, done: undefined };
+          if (ready.snapshot !== null) group.restoring = snapshotRestore(ready);
           batch.push({ group, ready });
         }
-        if (batch.length === 0) return;
-        await this.handleReadies(batch);
+        if (batch.length === 0 && restored.length === 0) return;
+        if (batch.length > 0) await this.handleReadies(batch);
         if (this.hibernationDue) this.hibernateQuietGroups();
       }
       this.schedule();
@@ -973,7 +998,7 @@ export class RaftDriver {
     const now: Array<{ group: HostedGroup; ready: Ready }> = [];
     for (const item of batch) {
       if (item.ready.snapshot === null) now.push(item);
-      else this.restoreThenFinish(item.group, item.ready);
+      else this.restoreThenFinish(item.group);
     }
     await this.finishRound(now, applied);
     // 5. Snapshots for followers, of the state as now applied and stored.
@@ -1011,37 +1036,61 @@ export class RaftDriver {
   }
 
   /**
-   * Restores `group`'s state machine from the leader's snapshot its stored
-   * `ready` carries, then finishes that Ready (applies the entries committed
-   * after the snapshot, advances the core). Meanwhile the Ready loop takes no
-   * Ready of the group and goes on with the others; messages to the group are
-   * stepped into its core, which holds its answers until then.
+   * Writes the state of the leader's snapshot `group`'s stored Ready carries
+   * over its state machine's records, off the Ready loop: a large one takes a
+   * minute, and the homeserver's other groups go on meanwhile. Only the
+   * group's own records are touched; the Ready loop then takes the state up
+   * ({@link finishRestore}). Until then no Ready of the group is taken, and
+   * messages to it are stepped into its core, which holds its answers.
    */
-  private restoreThenFinish(group: HostedGroup, ready: Ready): void {
-    const snapshot = ready.snapshot!;
+  private restoreThenFinish(group: HostedGroup): void {
     const restoring = group.restoring!;
-    restoring.done = (async () => {
-      const startedMs = Date.now();
-      await group.stateMachine.restore(this.options.engine.snapshotChunks(snapshot.data), snapshot.metadata.index);
-      this.options.logger.info({ groupId: group.groupId, index: snapshot.metadata.index, ms: Date.now() - startedMs }, "state machine restored from a leader's snapshot");
-      // Durable now (the restore's last write is synced): the staged data it was read from may go.
+    const snapshot = restoring.ready.snapshot!;
+    if (this.stopped || this.groups.get(group.groupId) !== group) {
+      restoring.settle();
+      return;
+    }
+    const startedMs = Date.now();
+    group.stateMachine.restoreStored(this.options.engine.snapshotChunks(snapshot.data), snapshot.metadata.index).then(
+      () => {
+        this.options.logger.info({ groupId: group.groupId, index: snapshot.metadata.index, ms: Date.now() - startedMs }, "state machine restored from a leader's snapshot");
+        if (this.stopped || this.groups.get(group.groupId) !== group) {
+          restoring.settle();
+          return;
+        }
+        restoring.written = true;
+        this.touch(group);
+      },
+      (error: unknown) => {
+        restoring.settle();
+        this.failFatally(error);
+      },
+    );
+  }
+
+  /**
+   * In the Ready loop, between rounds: takes up a restored state (reloads
+   * what the state machine holds in memory, tells its listeners), deletes the
+   * staged data it came from, and finishes the Ready that carried the
+   * snapshot (applies the entries committed after it, advances the core).
+   */
+  private async finishRestore(group: HostedGroup): Promise<void> {
+    const restoring = group.restoring!;
+    const snapshot = restoring.ready.snapshot!;
+    try {
+      await group.stateMachine.afterRestore(snapshot.metadata.index);
+      // Durable (the restore's last write was synced): the staged data it was read from may go.
       await this.options.engine.discardStagedSnapshot(snapshot.data);
       this.failProposalsUpTo(group, snapshot.metadata.index);
       group.appliedIndex = snapshot.metadata.index;
       group.lastSnapshotIndex = snapshot.metadata.index;
       group.appliedBytesSinceSnapshot = 0;
-      if (this.stopped || this.groups.get(group.groupId) !== group) return;
-      await this.finishRound([{ group, ready }]);
-    })().then(
-      () => {
-        group.restoring = undefined;
-        if (!this.stopped && this.groups.get(group.groupId) === group) this.touch(group);
-      },
-      (error: unknown) => {
-        group.restoring = undefined;
-        this.failFatally(error);
-      },
-    );
+      await this.finishRound([{ group, ready: restoring.ready }]);
+    } finally {
+      group.restoring = undefined;
+      restoring.settle();
+    }
+    this.touch(group);
   }
 
   /** Sends, after `commitNoticeDelayMs`, the commit notices no Append carried meanwhile. */

@@ -37,11 +37,19 @@ export interface StateMachine {
    */
   snapshotChunks(): SnapshotChunks;
   /**
-   * Replaces the whole state with a snapshot's, read from `chunks`, applied up
-   * to `index`. The applied index moves last, in a synced write: a crash
-   * part-way leaves it below `index`, and the driver restores again on start.
+   * Writes a snapshot's state, read from `chunks`, over the whole stored
+   * state, applied up to `index`; changes nothing in memory. The applied index
+   * moves last, in a synced write: a crash part-way leaves it below `index`,
+   * and the driver restores again on start. Runs off the Ready loop, while
+   * other groups apply: it may touch only this group's own records.
    */
-  restore(chunks: SnapshotChunks, index: LogIndex): Promise<void>;
+  restoreStored(chunks: SnapshotChunks, index: LogIndex): Promise<void>;
+  /**
+   * Takes up the state {@link restoreStored} wrote: reloads what is held in
+   * memory and reacts (listeners, inbox gap markers). Runs in the Ready loop,
+   * between two rounds, as apply does.
+   */
+  afterRestore(index: LogIndex): Promise<void>;
 }
 
 /** Snapshot data as a stream of byte chunks (their boundaries carry no meaning). */

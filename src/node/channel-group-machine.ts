@@ -201,8 +201,11 @@ export class ChannelGroupMachine implements StateMachine {
     return snapshotChunks((prefix) => this.store.scan(prefix));
   }
 
-  async restore(chunks: SnapshotChunks, index: LogIndex): Promise<void> {
-    await this.store.restoreStateMachine(decodePairChunks(chunks), index);
+  restoreStored(chunks: SnapshotChunks, index: LogIndex): Promise<void> {
+    return this.store.restoreStateMachine(decodePairChunks(chunks), index);
+  }
+
+  async afterRestore(index: LogIndex): Promise<void> {
     await this.load();
     this.context.listener.onMembership(this.channelId, this.membership.conf);
     await this.context.inbox?.afterSnapshot(index, [this.channelId]);

@@ -222,9 +222,13 @@ export class ClusterStateMachine implements StateMachine {
     });
   }
 
-  /** Installs a snapshot's replicated state, keeping the local inboxes (which then get gap markers). */
-  async restore(chunks: SnapshotChunks, index: LogIndex): Promise<void> {
-    await this.store.restoreStateMachine(decodePairChunks(chunks), index, (key) => key[0] === inboxNamespace);
+  /** Writes a snapshot's replicated state, keeping the local inboxes. */
+  restoreStored(chunks: SnapshotChunks, index: LogIndex): Promise<void> {
+    return this.store.restoreStateMachine(decodePairChunks(chunks), index, (key) => key[0] === inboxNamespace);
+  }
+
+  /** Reloads the directory and the rest from the restored records; the inboxes get gap markers. */
+  async afterRestore(index: LogIndex): Promise<void> {
     await this.load();
     // Channel events reach the inboxes through the channel groups; the skipped entries here were direct messages.
     await this.inbox?.afterSnapshot(index, []);

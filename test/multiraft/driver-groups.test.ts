@@ -89,17 +89,38 @@ interface ClusterOptions {
   readonly snapshotKeepBytes?: number;
 }
 
-/** A key-value state machine whose restore takes `delayMs` longer, as a large snapshot's does. */
+/** What every state machine of a cluster did, with when: to check what ran while what else did. */
+const machineLog: Array<{ readonly what: "apply" | "restore-stored" | "after-restore-start" | "after-restore-end"; readonly owner: NodeId; readonly groupId: string; readonly atMs: number }> = [];
+
+/** A key-value state machine whose restore takes `delayMs` longer, as a large snapshot's does; it logs what it does. */
 class SlowRestoreKv extends KvStateMachine {
   restoresStarted = 0;
-  constructor(store: GroupStore, private readonly delayMs: number) {
+  private readonly groupId: string;
+  constructor(store: GroupStore, private readonly delayMs: number, private readonly owner: NodeId) {
     super(store);
+    this.groupId = store.groupId;
   }
 
-  override async restore(chunks: AsyncIterable<Uint8Array>, index: number): Promise<void> {
+  private note(what: (typeof machineLog)[number]["what"]): void {
+    machineLog.push({ what, owner: this.owner, groupId: this.groupId, atMs: performance.now() });
+  }
+
+  override apply(entries: Parameters<KvStateMachine["apply"]>[0]): ReturnType<KvStateMachine["apply"]> {
+    this.note("apply");
+    return super.apply(entries);
+  }
+
+  override async restoreStored(chunks: AsyncIterable<Uint8Array>, index: number): Promise<void> {
     this.restoresStarted += 1;
     await new Promise((resolve) => setTimeout(resolve, this.delayMs));
-    return super.restore(chunks, index);
+    await super.restoreStored(chunks, index);
+    this.note("restore-stored");
+  }
+
+  override async afterRestore(): Promise<void> {
+    this.note("after-restore-start");
+    await new Promise((resolve) => setTimeout(resolve, 200)); // as a reload of a large state takes a while
+    this.note("after-restore-end");
   }
 }
 
@@ -130,7 +151,7 @@ async function startCluster(groupCount: number, options: ClusterOptions = {}) {
     const own = new Map<string, KvStateMachine>();
     storesOf.set(id, new Map(stores.map((store) => [store.groupId, store])));
     for (const store of stores) {
-      const machine = options.restoreDelayMs === undefined ? new KvStateMachine(store) : new SlowRestoreKv(store, options.restoreDelayMs);
+      const machine = options.restoreDelayMs === undefined ? new KvStateMachine(store) : new SlowRestoreKv(store, options.restoreDelayMs, id);
       own.set(store.groupId, machine);
       const groupId = store.groupId;
       const hibernation = {
@@ -226,7 +247,8 @@ describe("RaftDriver apply writes", () => {
         for (const entry of entries) if (entry.index > store!.log.lastIndex()) appliedUnstored.push(entry.index);
         return machine.apply(entries);
       },
-      restore: (chunks: AsyncIterable<Uint8Array>, index: number) => machine.restore(chunks, index),
+      restoreStored: (chunks: AsyncIterable<Uint8Array>, index: number) => machine.restoreStored(chunks, index),
+      afterRestore: () => machine.afterRestore(),
       snapshotChunks: () => machine.snapshotChunks(),
     };
     await driver.addGroup(store!, watched, { lazyCommitNotices: true });
@@ -469,9 +491,26 @@ describe("RaftDriver with many groups", () => {
     const { index } = await c.driver(leader1).propose("g1", encodePut(new TextEncoder().encode("during"), new TextEncoder().encode("restore")));
     await until("the restoring homeserver applied g1's write", () => c.driver(behind).status("g1").applied >= index, 10_000);
     expect(restoring()).toBe(true);
+    // Meanwhile g1 keeps committing: its applies on the restoring homeserver must not run while g0's
+    // state is taken up in memory (that runs in the Ready loop, as apply does).
+    let more = true;
+    const writes = (async () => {
+      for (let i = 0; more && i < 500; i++) {
+        await c.driver(leader1).propose("g1", encodePut(new TextEncoder().encode(`m${i}`), new TextEncoder().encode("v")));
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
     await until("g0 restored", () => !restoring(), 10_000);
+    more = false;
+    await writes;
     const value = await c.machines.get(behind)!.get("g0")!.get(new TextEncoder().encode("k0"));
     expect(value).toBeDefined();
+    const find = (what: string) => machineLog.find((e) => e.what === what && e.groupId === "g0" && e.owner === behind)!;
+    const [stored, start, end] = [find("restore-stored"), find("after-restore-start"), find("after-restore-end")];
+    expect(start.atMs).toBeGreaterThanOrEqual(stored.atMs);
+    const behindApplies = machineLog.filter((e) => e.what === "apply" && e.groupId === "g1" && e.owner === behind);
+    expect(behindApplies.some((e) => e.atMs > end.atMs), "g1 applied after the take-up").toBe(true);
+    expect(behindApplies.filter((e) => e.atMs > start.atMs && e.atMs < end.atMs), "g1 applies during g0's take-up").toEqual([]);
   });
 
   it("compacts by bytes as well as by count: the log held in memory stays bounded with large entries", async () => {
@@ -490,6 +529,33 @@ describe("RaftDriver with many groups", () => {
     let held = 0;
     for (const entry of store.log.entries(store.log.firstIndex(), store.log.lastIndex() + 1, Number.MAX_SAFE_INTEGER)) held += entry.data.byteLength;
     expect(held).toBeLessThan(200_000 + 70_000 + 31_000);
+  });
+
+  it("a group removed while it restores from a snapshot is removed once the restore has stopped writing its records", async () => {
+    const every = 20;
+    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 800 });
+    for (const id of ids) c.driver(id).start();
+    await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
+    const leader = c.driver("hs1").leaderOf("g0");
+    const behind = ids.find((id) => id !== leader)!;
+    c.net.isolated.add(behind);
+    for (let i = 0; i < 5 * every; i++) await c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(`k${i % 7}`), new TextEncoder().encode(`v${i}`)));
+    const leaderStore = c.stores.get(leader)!.get("g0")!;
+    await until("compacted", () => leaderStore.log.snapshot().metadata.index >= 4 * every);
+    c.net.isolated.delete(behind);
+    const machine = c.machines.get(behind)!.get("g0") as SlowRestoreKv;
+    await until("the restore started", () => machine.restoresStarted === 1, 10_000);
+    const started = machineLog.length;
+    await c.driver(behind).removeGroup("g0");
+    // It waited for the restore's writes; nothing of the group is taken up afterwards.
+    expect(machineLog.slice(started).some((e) => e.what === "restore-stored" && e.owner === behind && e.groupId === "g0")).toBe(true);
+    const engine = c.engines.get(behind)!;
+    await engine.dropGroup("g0");
+    await new Promise((r) => setTimeout(r, 300));
+    expect(machineLog.some((e) => e.what === "after-restore-start" && e.owner === behind && e.groupId === "g0")).toBe(false);
+    const left: unknown[] = [];
+    for await (const pair of engine.reader("g0").scan(new Uint8Array(0))) left.push(pair);
+    expect(left).toEqual([]);
   });
 
   it("a newer snapshot that arrives while an older one restores replaces it only once that restore is done", async () => {
