@@ -1226,21 +1226,35 @@ export class RaftDriver {
       });
   }
 
-  /** How many entries up to `index` a compaction keeps: `snapshotKeepEntries`, or fewer if those hold over `snapshotKeepBytes`. */
+  /**
+   * How many entries up to `index` a compaction keeps: `snapshotKeepEntries`,
+   * or fewer if those hold over `snapshotKeepBytes`; but on a leader, as many
+   * as its slowest follower still needs, if they hold at most
+   * `snapshotEveryBytes` (and number at most `snapshotEveryEntries`). With
+   * large entries the byte bound keeps few, and a follower catching up (one
+   * that has just restored a large snapshot, say) would otherwise need a
+   * snapshot again and again while writes go on.
+   */
   private keepEntriesBehind(group: HostedGroup, index: LogIndex): number {
-    const { snapshotKeepEntries, snapshotKeepBytes } = this.options;
+    const { snapshotKeepEntries, snapshotKeepBytes, snapshotEveryBytes, snapshotEveryEntries } = this.options;
     if (snapshotKeepBytes === undefined) return snapshotKeepEntries;
-    const first = Math.max(group.store.log.firstIndex(), index - snapshotKeepEntries + 1);
+    const first = Math.max(group.store.log.firstIndex(), index - Math.max(snapshotKeepEntries, snapshotEveryEntries) + 1);
     if (first > index) return 0;
     const entries = group.store.log.entries(first, index + 1, Number.MAX_SAFE_INTEGER);
+    const status = group.node.status();
+    let slowest = index;
+    if (status.role === Role.Leader) for (const [id, progress] of status.progress) if (id !== this.options.selfId) slowest = Math.min(slowest, progress.match);
+    const followerNeeds = index - slowest;
     let bytes = 0;
-    let kept = 0;
-    for (let i = entries.length - 1; i >= 0; i--) {
+    let keptByBytes = 0;
+    let keptForFollower = 0;
+    for (let i = entries.length - 1, n = 1; i >= 0; i--, n++) {
       bytes += entries[i]!.data.byteLength;
-      if (bytes > snapshotKeepBytes) break;
-      kept += 1;
+      if (n <= snapshotKeepEntries && bytes <= snapshotKeepBytes) keptByBytes = n;
+      if (n <= followerNeeds && n <= snapshotEveryEntries && bytes <= (snapshotEveryBytes ?? snapshotKeepBytes)) keptForFollower = n;
+      if (n >= followerNeeds && bytes > snapshotKeepBytes) break;
     }
-    return kept;
+    return Math.max(keptByBytes, keptForFollower === followerNeeds ? keptForFollower : 0);
   }
 }
 
