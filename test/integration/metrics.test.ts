@@ -48,9 +48,11 @@ describe("metrics over HTTP", () => {
       expect(grew('epochd_committed_entries_total{group="cluster"}')).toBeGreaterThanOrEqual(writes);
       expect(grew("epochd_raft_ready_rounds_total")).toBeGreaterThanOrEqual(writes);
       expect(grew("epochd_fsync_latency_seconds_count")).toBeGreaterThanOrEqual(writes);
-      // Each write is an Append to both followers, at least.
-      expect(grew('epochd_peer_messages_total{direction="sent"}')).toBeGreaterThanOrEqual(2 * writes);
-      expect(grew('epochd_peer_messages_total{direction="received"}')).toBeGreaterThanOrEqual(2 * writes);
+      // Each write (one at a time) is an Append the leader sends and a follower's answer it needs to commit.
+      // Not always to and from both followers: one that fell behind for a moment gets the entries it
+      // missed in one Append and answers them at once.
+      expect(grew('epochd_peer_messages_total{direction="sent"}')).toBeGreaterThanOrEqual(writes);
+      expect(grew('epochd_peer_messages_total{direction="received"}')).toBeGreaterThanOrEqual(writes);
       expect(grew('epochd_peer_batches_total{direction="sent"}')).toBeGreaterThan(0);
       expect(grew('epochd_peer_bytes_total{direction="sent"}')).toBeGreaterThan(writes * 10);
       for (const peer of ["hs1", "hs2", "hs3"].filter((id) => id !== leader)) expect(after.get(`epochd_peer_stream_connected{peer="${peer}"}`)).toBe(1);
