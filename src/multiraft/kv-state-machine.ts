@@ -36,8 +36,8 @@ export class KvStateMachine implements StateMachine {
     return snapshotChunks((prefix) => this.store.scan(prefix));
   }
 
-  restoreStored(chunks: SnapshotChunks, index: LogIndex): Promise<void> {
-    return this.store.restoreStateMachine(decodePairChunks(chunks), index);
+  restoreStored(chunks: SnapshotChunks): Promise<void> {
+    return this.store.restoreStateMachine(decodePairChunks(chunks));
   }
 
   /** Holds nothing in memory. */

@@ -338,11 +338,11 @@ export class RaftDriver {
   async addGroup(store: GroupStore, stateMachine: StateMachine, options: AddGroupOptions = {}): Promise<void> {
     const snapshot = store.log.snapshot();
     if (store.appliedIndex < snapshot.metadata.index) {
-      // A crash between installing a leader's snapshot and restoring the state from it, or during the restore.
+      // A crash between installing a leader's snapshot and taking up the state restored from it.
       this.options.logger.warn({ groupId: store.groupId, index: snapshot.metadata.index, applied: store.appliedIndex }, "restoring the state machine again from the stored snapshot (a restore was cut off)");
-      await stateMachine.restoreStored(this.options.engine.snapshotChunks(snapshot.data), snapshot.metadata.index);
+      await stateMachine.restoreStored(this.options.engine.snapshotChunks(snapshot.data));
       await stateMachine.afterRestore(snapshot.metadata.index);
-      store.appliedIndex = snapshot.metadata.index;
+      await store.recordRestored(snapshot.metadata.index);
     }
     // Restored (now or before a crash that came before its staged data was deleted): not needed any more.
     await this.options.engine.discardStagedSnapshot(snapshot.data);
@@ -1051,7 +1051,7 @@ export class RaftDriver {
       return;
     }
     const startedMs = Date.now();
-    group.stateMachine.restoreStored(this.options.engine.snapshotChunks(snapshot.data), snapshot.metadata.index).then(
+    group.stateMachine.restoreStored(this.options.engine.snapshotChunks(snapshot.data)).then(
       () => {
         this.options.logger.info({ groupId: group.groupId, index: snapshot.metadata.index, ms: Date.now() - startedMs }, "state machine restored from a leader's snapshot");
         if (this.stopped || this.groups.get(group.groupId) !== group) {
@@ -1079,7 +1079,10 @@ export class RaftDriver {
     const snapshot = restoring.ready.snapshot!;
     try {
       await group.stateMachine.afterRestore(snapshot.metadata.index);
-      // Durable (the restore's last write was synced): the staged data it was read from may go.
+      // Only now, synced: a crash before (after the state was written, before its take-up wrote the
+      // inbox gap markers it implies) restores again on start, gap markers included.
+      await group.store.recordRestored(snapshot.metadata.index);
+      // Durable: the staged data it was read from may go.
       await this.options.engine.discardStagedSnapshot(snapshot.data);
       this.failProposalsUpTo(group, snapshot.metadata.index);
       group.appliedIndex = snapshot.metadata.index;

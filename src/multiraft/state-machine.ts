@@ -38,12 +38,13 @@ export interface StateMachine {
   snapshotChunks(): SnapshotChunks;
   /**
    * Writes a snapshot's state, read from `chunks`, over the whole stored
-   * state, applied up to `index`; changes nothing in memory. The applied index
-   * moves last, in a synced write: a crash part-way leaves it below `index`,
-   * and the driver restores again on start. Runs off the Ready loop, while
-   * other groups apply: it may touch only this group's own records.
+   * state; changes nothing in memory and leaves the applied index where it
+   * is. The driver moves it (synced) once {@link afterRestore} is done too: a
+   * crash before leaves it below the snapshot's index, and the driver restores
+   * again on start. Runs off the Ready loop, while other groups apply: it may
+   * touch only this group's own records.
    */
-  restoreStored(chunks: SnapshotChunks, index: LogIndex): Promise<void>;
+  restoreStored(chunks: SnapshotChunks): Promise<void>;
   /**
    * Takes up the state {@link restoreStored} wrote: reloads what is held in
    * memory and reacts (listeners, inbox gap markers). Runs in the Ready loop,

@@ -201,8 +201,8 @@ export class ChannelGroupMachine implements StateMachine {
     return snapshotChunks((prefix) => this.store.scan(prefix));
   }
 
-  restoreStored(chunks: SnapshotChunks, index: LogIndex): Promise<void> {
-    return this.store.restoreStateMachine(decodePairChunks(chunks), index);
+  restoreStored(chunks: SnapshotChunks): Promise<void> {
+    return this.store.restoreStateMachine(decodePairChunks(chunks));
   }
 
   async afterRestore(index: LogIndex): Promise<void> {

@@ -223,8 +223,8 @@ export class ClusterStateMachine implements StateMachine {
   }
 
   /** Writes a snapshot's replicated state, keeping the local inboxes. */
-  restoreStored(chunks: SnapshotChunks, index: LogIndex): Promise<void> {
-    return this.store.restoreStateMachine(decodePairChunks(chunks), index, (key) => key[0] === inboxNamespace);
+  restoreStored(chunks: SnapshotChunks): Promise<void> {
+    return this.store.restoreStateMachine(decodePairChunks(chunks), (key) => key[0] === inboxNamespace);
   }
 
   /** Reloads the directory and the rest from the restored records; the inboxes get gap markers. */

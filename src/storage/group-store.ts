@@ -36,8 +36,8 @@ export interface PlannedWrite {
  *
  * After a restart, if `appliedIndex < log.snapshot().metadata.index`, the node
  * crashed between persisting a leader's snapshot and restoring the state machine
- * from it: restore from `log.snapshot().data` (see {@link restoreStateMachine})
- * before applying anything.
+ * from it, or before the restored state was taken up: restore from
+ * `log.snapshot().data` (see {@link restoreStateMachine}) before applying anything.
  */
 export class GroupStore {
   /** The durable applied index: as loaded, then as last written by apply or restore. */
@@ -201,15 +201,16 @@ export class GroupStore {
   }
 
   /**
-   * Replaces the whole state machine with `pairs` and sets the applied index:
-   * used when installing a leader's snapshot. Keys for which `keep` is true
-   * stay as they are (local data that snapshots leave out). The pairs stream
-   * in, written in batches of about {@link restoreBatchBytes} so that no batch
-   * holds the whole state; the applied index moves only in the last, synced
-   * one (the log before it may already be gone). A crash part-way leaves the
-   * applied index below the snapshot's, and the caller restores again on start.
+   * Replaces the whole state machine with `pairs`: used when installing a
+   * leader's snapshot. Keys for which `keep` is true stay as they are (local
+   * data that snapshots leave out). The pairs stream in, written in batches of
+   * about {@link restoreBatchBytes} so that no batch holds the whole state; the
+   * last is synced. The applied index does not move: the caller records it
+   * with {@link recordRestored} once what the new state implies outside it is
+   * written too (inbox gap markers). Until then the applied index stays below
+   * the snapshot's, so a crash anywhere before restores again on start.
    */
-  async restoreStateMachine(pairs: AsyncIterable<readonly [Uint8Array, Uint8Array]> | Iterable<readonly [Uint8Array, Uint8Array]>, appliedIndex: LogIndex, keep?: (key: Uint8Array) => boolean): Promise<void> {
+  async restoreStateMachine(pairs: AsyncIterable<readonly [Uint8Array, Uint8Array]> | Iterable<readonly [Uint8Array, Uint8Array]>, keep?: (key: Uint8Array) => boolean): Promise<void> {
     this.checkOpen();
     const prefix = this.keys.stateMachinePrefix;
     let ops: RawBatchOp[] = [];
@@ -239,8 +240,21 @@ export class GroupStore {
       bytes += prefix.byteLength + key.byteLength + value.byteLength;
       await flushIfFull();
     }
-    ops.push(this.put(this.keys.appliedIndex, encodeCounter(appliedIndex)));
     await writeBatch(ops, true);
+  }
+
+  /**
+   * Moves the applied index to `appliedIndex`, synced: a restore from a
+   * leader's snapshot at that index is done and taken up (see
+   * {@link restoreStateMachine}).
+   */
+  async recordRestored(appliedIndex: LogIndex): Promise<void> {
+    this.checkOpen();
+    assert(appliedIndex >= this.appliedIndex, `group ${this.groupId}: applied index goes back from ${this.appliedIndex} to ${appliedIndex}`);
+    await this.context.stateQueue.run(() => {
+      this.checkOpen();
+      return this.context.write([this.put(this.keys.appliedIndex, encodeCounter(appliedIndex))], true);
+    });
     this.appliedIndex = appliedIndex;
   }
 }

@@ -90,6 +90,8 @@ interface ClusterOptions {
   readonly restoreDelayMs?: number;
   readonly snapshotEveryBytes?: number;
   readonly snapshotKeepBytes?: number;
+  /** Homeservers whose driver is expected to fail: their fatal error is kept in `fatal` instead of thrown. */
+  readonly mayFail?: readonly NodeId[];
 }
 
 /** What every state machine of a cluster did, with when: to check what ran while what else did. */
@@ -98,6 +100,8 @@ const machineLog: Array<{ readonly what: "apply" | "restore-stored" | "after-res
 /** A key-value state machine whose restore takes `delayMs` longer, as a large snapshot's does; it logs what it does. */
 class SlowRestoreKv extends KvStateMachine {
   restoresStarted = 0;
+  /** Taking up a restored state fails (as a crash during it would end it). */
+  failTakeUp = false;
   private readonly groupId: string;
   constructor(store: GroupStore, private readonly delayMs: number, private readonly owner: NodeId) {
     super(store);
@@ -113,14 +117,15 @@ class SlowRestoreKv extends KvStateMachine {
     return super.apply(entries);
   }
 
-  override async restoreStored(chunks: AsyncIterable<Uint8Array>, index: number): Promise<void> {
+  override async restoreStored(chunks: AsyncIterable<Uint8Array>): Promise<void> {
     this.restoresStarted += 1;
     await new Promise((resolve) => setTimeout(resolve, this.delayMs));
-    await super.restoreStored(chunks, index);
+    await super.restoreStored(chunks);
     this.note("restore-stored");
   }
 
   override async afterRestore(): Promise<void> {
+    if (this.failTakeUp) throw new Error("crashed while taking up the restored state");
     this.note("after-restore-start");
     await new Promise((resolve) => setTimeout(resolve, 200)); // as a reload of a large state takes a while
     this.note("after-restore-end");
@@ -134,8 +139,11 @@ async function startCluster(groupCount: number, options: ClusterOptions = {}) {
   const storesOf = new Map<NodeId, Map<string, GroupStore>>();
   const machines = new Map<NodeId, Map<string, KvStateMachine>>();
   const engines = new Map<NodeId, StorageEngine>();
+  const dirs = new Map<NodeId, string>();
+  const fatal = new Map<NodeId, unknown>();
   for (const id of ids) {
     const dir = mkdtempSync(join(tmpdir(), "epochd-groups-"));
+    dirs.set(id, dir);
     const engine = await StorageEngine.open(dir, { sync: false });
     engines.set(id, engine);
     const driver = new RaftDriver({
@@ -145,7 +153,11 @@ async function startCluster(groupCount: number, options: ClusterOptions = {}) {
       ...(options.commitNoticeDelayMs === undefined ? {} : { commitNoticeDelayMs: options.commitNoticeDelayMs }),
       ...(options.snapshotEveryBytes === undefined ? {} : { snapshotEveryBytes: options.snapshotEveryBytes }),
       ...(options.snapshotKeepBytes === undefined ? {} : { snapshotKeepBytes: options.snapshotKeepBytes }),
-      clientAddressOf: () => "", onFatal: (error) => { throw error; },
+      clientAddressOf: () => "",
+      onFatal: (error) => {
+        if (options.mayFail?.includes(id) !== true) throw error;
+        fatal.set(id, error);
+      },
       ...(balance ? { balanceLeadersEveryMs: balanceEveryMs(id), balanceTransfersMax: 10 } : {}),
       hibernateAfterMs,
       loadedGroupsMax,
@@ -177,7 +189,7 @@ async function startCluster(groupCount: number, options: ClusterOptions = {}) {
       rmSync(dir, { recursive: true, force: true });
     });
   }
-  return { net, machines, engines, stores: storesOf, driver: (id: NodeId) => net.drivers.get(id)! };
+  return { net, machines, engines, dirs, fatal, stores: storesOf, driver: (id: NodeId) => net.drivers.get(id)! };
 }
 
 async function until(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
@@ -251,7 +263,7 @@ describe("RaftDriver apply writes", () => {
         for (const entry of entries) if (entry.index > store!.log.lastIndex()) appliedUnstored.push(entry.index);
         return machine.apply(entries);
       },
-      restoreStored: (chunks: AsyncIterable<Uint8Array>, index: number) => machine.restoreStored(chunks, index),
+      restoreStored: (chunks: AsyncIterable<Uint8Array>) => machine.restoreStored(chunks),
       afterRestore: () => machine.afterRestore(),
       snapshotChunks: () => machine.snapshotChunks(),
     };
@@ -515,6 +527,53 @@ describe("RaftDriver with many groups", () => {
     const behindApplies = machineLog.filter((e) => e.what === "apply" && e.groupId === "g1" && e.owner === behind);
     expect(behindApplies.some((e) => e.atMs > end.atMs), "g1 applied after the take-up").toBe(true);
     expect(behindApplies.filter((e) => e.atMs > start.atMs && e.atMs < end.atMs), "g1 applies during g0's take-up").toEqual([]);
+  });
+
+  it("a crash while a restored state is taken up leaves the applied index behind the snapshot: on start the restore runs again, take-up included", async () => {
+    const every = 20;
+    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 1, mayFail: ids });
+    for (const id of ids) c.driver(id).start();
+    await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
+    const leader = c.driver("hs1").leaderOf("g0");
+    const behind = ids.find((id) => id !== leader)!;
+    (c.machines.get(behind)!.get("g0") as SlowRestoreKv).failTakeUp = true;
+    c.net.isolated.add(behind);
+    for (let i = 0; i < 5 * every; i++) await c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(`k${i % 7}`), new TextEncoder().encode(`v${i}`)));
+    const leaderStore = c.stores.get(leader)!.get("g0")!;
+    await until("compacted past the cut-off follower", () => leaderStore.log.snapshot().metadata.index >= 4 * every);
+    c.net.isolated.delete(behind);
+    await until("the follower's take-up failed", () => c.fatal.has(behind), 10_000);
+    expect(String(c.fatal.get(behind))).toContain("taking up the restored state");
+    expect([...c.fatal.keys()]).toEqual([behind]);
+    await c.driver(behind).stop();
+    c.net.drivers.delete(behind);
+    await c.engines.get(behind)!.close();
+    // As after a crash: the state was written whole, but the applied index did not move.
+    let engine = await StorageEngine.open(c.dirs.get(behind)!, { sync: false });
+    let store = await engine.openGroup("g0");
+    const snapshotIndex = store.log.snapshot().metadata.index;
+    expect(snapshotIndex).toBeGreaterThanOrEqual(4 * every);
+    expect(store.appliedIndex).toBeLessThan(snapshotIndex);
+    const driver = new RaftDriver({
+      selfId: behind, engine, transport: { send: () => {}, sendSnapshot: () => {} }, logger: pino({ level: "silent" }),
+      raft: { ...defaultRaftConfig(behind, "", null as never, Math.random), electionTimeoutTicks: 10, heartbeatTicks: 1 },
+      tickIntervalMs: 10, random: Math.random, snapshotEveryEntries: every, snapshotKeepEntries: 10,
+      clientAddressOf: () => "", onFatal: (error) => { throw error; },
+    });
+    const machine = new SlowRestoreKv(store, 1, behind);
+    const takenUp = machineLog.length;
+    await driver.addGroup(store, machine, { quiesce: true });
+    expect(machine.restoresStarted).toBe(1);
+    expect(machineLog.slice(takenUp).filter((e) => e.what === "after-restore-end" && e.owner === behind)).toHaveLength(1);
+    expect(store.appliedIndex).toBe(snapshotIndex);
+    expect(await machine.get(new TextEncoder().encode("k0"))).toBeDefined();
+    await driver.stop();
+    await engine.close();
+    // Recorded: the next start restores nothing.
+    engine = await StorageEngine.open(c.dirs.get(behind)!, { sync: false });
+    store = await engine.openGroup("g0");
+    expect(store.appliedIndex).toBe(snapshotIndex);
+    await engine.close();
   });
 
   it("compacts by bytes as well as by count: the log held in memory stays bounded with large entries", async () => {

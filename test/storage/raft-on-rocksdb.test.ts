@@ -66,7 +66,8 @@ async function handleReady(hs: Homeserver, ready: Ready, outbox: Message[]): Pro
     const pairs = (JSON.parse(decoder.decode(ready.snapshot.data)) as [string, string][]).map(
       ([key, value]) => [encoder.encode(key), encoder.encode(value)] as const,
     );
-    await hs.group.restoreStateMachine(pairs, ready.snapshot.metadata.index);
+    await hs.group.restoreStateMachine(pairs);
+    await hs.group.recordRestored(ready.snapshot.metadata.index);
   }
   const writes: KvWrite[] = ready.committedEntries
     .filter((entry) => entry.type === EntryType.Normal && entry.data.length > 0)
