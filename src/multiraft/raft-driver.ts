@@ -6,7 +6,7 @@ import { mayApplyBeforePersist, mayLeaveBeforePersist, MessageType, Role, type C
 import type { AppliedWrites, GroupStore, LocalWrites, StorageEngine } from "../storage/storage-engine.ts";
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
 import { planLeaderTransfers } from "./leader-balancer.ts";
-import type { StateMachine } from "./state-machine.ts";
+import type { SnapshotChunks, StateMachine } from "./state-machine.ts";
 
 /** Timing and limits of every group a driver hosts. */
 export type GroupRaftSettings = Pick<
@@ -281,6 +281,22 @@ function snapshotRestore(ready: Ready): SnapshotRestore {
   return { data: ready.snapshot!.data, ready, written: false, settled, settle };
 }
 
+/** Ends a restore no longer wanted (the driver stopped, or the group left) between two of its chunks. */
+class RestoreCutOffError extends Error {
+  constructor(groupId: GroupId) {
+    super(`the restore of group ${groupId} was cut off`);
+    this.name = "RestoreCutOffError";
+  }
+}
+
+/** `chunks`, ending with a {@link RestoreCutOffError} before the first chunk read once `cutOff()` holds. */
+async function* untilCutOff(chunks: SnapshotChunks, groupId: GroupId, cutOff: () => boolean): SnapshotChunks {
+  for await (const chunk of chunks) {
+    if (cutOff()) throw new RestoreCutOffError(groupId);
+    yield chunk;
+  }
+}
+
 /** The data of a snapshot taken to compact the log: none (see {@link RaftDriver.maybeSnapshot}). */
 const noSnapshotData = new Uint8Array(0);
 
@@ -543,12 +559,24 @@ export class RaftDriver {
     this.awake.delete(group);
     this.dirty.delete(group);
     // A restore under way writes the group's keys: the caller may drop them only after it.
-    await group.restoring?.settled;
+    await this.restoreStopped(group);
     for (const waiter of group.proposals.values()) waiter.reject(new OutcomeUnknownError(groupId, "this homeserver left the group"));
     for (const read of group.reads.values()) read.reject(new OutcomeUnknownError(groupId, "this homeserver left the group"));
     group.proposals.clear();
     group.reads.clear();
     await this.loopRunning;
+  }
+
+  /**
+   * Resolves once a restore of `group` no longer writes: at once when there is
+   * none, or when its state is written and only the take-up is left, which
+   * will not run for a group leaving or a driver stopping (the applied index
+   * has not moved, so the next start restores again).
+   */
+  private restoreStopped(group: HostedGroup): Promise<void> {
+    if (group.restoring === undefined) return Promise.resolve();
+    if (group.restoring.written) group.restoring.settle();
+    return group.restoring.settled;
   }
 
   /**
@@ -677,6 +705,8 @@ export class RaftDriver {
     if (this.commitNoticeTimer !== undefined) clearTimeout(this.commitNoticeTimer);
     await this.loopRunning;
     await Promise.all([...this.dormant.values()].map((d) => d.loading));
+    // Restores under way stop after their current chunk; the storage may close once they have.
+    await Promise.all([...this.groups.values()].map((group) => this.restoreStopped(group)));
     for (const group of this.groups.values()) {
       for (const waiter of group.proposals.values()) waiter.reject(new OutcomeUnknownError(group.groupId, "the homeserver is stopping"));
       for (const read of group.reads.values()) read.reject(new OutcomeUnknownError(group.groupId, "the homeserver is stopping"));
@@ -1042,19 +1072,23 @@ export class RaftDriver {
    * group's own records are touched; the Ready loop then takes the state up
    * ({@link finishRestore}). Until then no Ready of the group is taken, and
    * messages to it are stepped into its core, which holds its answers.
+   * Stopping the driver or removing the group cuts the write off between two
+   * chunks (see {@link stop}, {@link removeGroup}); the applied index has not
+   * moved then, so the next start restores again.
    */
   private restoreThenFinish(group: HostedGroup): void {
     const restoring = group.restoring!;
     const snapshot = restoring.ready.snapshot!;
-    if (this.stopped || this.groups.get(group.groupId) !== group) {
+    const cutOff = () => this.stopped || this.groups.get(group.groupId) !== group;
+    if (cutOff()) {
       restoring.settle();
       return;
     }
     const startedMs = Date.now();
-    group.stateMachine.restoreStored(this.options.engine.snapshotChunks(snapshot.data)).then(
+    group.stateMachine.restoreStored(untilCutOff(this.options.engine.snapshotChunks(snapshot.data), group.groupId, cutOff)).then(
       () => {
         this.options.logger.info({ groupId: group.groupId, index: snapshot.metadata.index, ms: Date.now() - startedMs }, "state machine restored from a leader's snapshot");
-        if (this.stopped || this.groups.get(group.groupId) !== group) {
+        if (cutOff()) {
           restoring.settle();
           return;
         }
@@ -1063,7 +1097,8 @@ export class RaftDriver {
       },
       (error: unknown) => {
         restoring.settle();
-        this.failFatally(error);
+        if (!cutOff()) this.failFatally(error);
+        else this.options.logger.info({ groupId: group.groupId, index: snapshot.metadata.index, ms: Date.now() - startedMs }, "restore from a leader's snapshot cut off (the homeserver stops or left the group); a restart restores again");
       },
     );
   }

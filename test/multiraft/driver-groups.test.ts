@@ -100,6 +100,8 @@ const machineLog: Array<{ readonly what: "apply" | "restore-stored" | "after-res
 /** A key-value state machine whose restore takes `delayMs` longer, as a large snapshot's does; it logs what it does. */
 class SlowRestoreKv extends KvStateMachine {
   restoresStarted = 0;
+  /** Restores that stopped writing, done or not. */
+  restoresEnded = 0;
   /** Taking up a restored state fails (as a crash during it would end it). */
   failTakeUp = false;
   private readonly groupId: string;
@@ -119,9 +121,13 @@ class SlowRestoreKv extends KvStateMachine {
 
   override async restoreStored(chunks: AsyncIterable<Uint8Array>): Promise<void> {
     this.restoresStarted += 1;
-    await new Promise((resolve) => setTimeout(resolve, this.delayMs));
-    await super.restoreStored(chunks);
-    this.note("restore-stored");
+    try {
+      await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+      await super.restoreStored(chunks);
+      this.note("restore-stored");
+    } finally {
+      this.restoresEnded += 1;
+    }
   }
 
   override async afterRestore(): Promise<void> {
@@ -207,6 +213,33 @@ function leaderCounts(c: Awaited<ReturnType<typeof startCluster>>, groupCount: n
     if (leader !== "") counts.set(leader, (counts.get(leader) ?? 0) + 1);
   }
   return counts;
+}
+
+/**
+ * Cuts a follower of g0 off while its leader writes 5 x `every` entries and compacts, then lets it
+ * back, so that it gets a snapshot; returns it and its (slowly restoring) state machine.
+ */
+async function followerSentSnapshot(c: Awaited<ReturnType<typeof startCluster>>, every: number, before?: (behind: NodeId) => void) {
+  await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
+  const leader = c.driver("hs1").leaderOf("g0");
+  const behind = ids.find((id) => id !== leader)!;
+  before?.(behind);
+  c.net.isolated.add(behind);
+  for (let i = 0; i < 5 * every; i++) await c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(`k${i % 7}`), new TextEncoder().encode(`v${i}`)));
+  const leaderStore = c.stores.get(leader)!.get("g0")!;
+  await until("compacted past the cut-off follower", () => leaderStore.log.snapshot().metadata.index >= 4 * every);
+  c.net.isolated.delete(behind);
+  return { behind, machine: c.machines.get(behind)!.get("g0") as SlowRestoreKv };
+}
+
+/** A driver of one homeserver hosting `store`'s group alone, its peers unreachable: to look at what it does on start. */
+function soloDriver(selfId: NodeId, engine: StorageEngine): RaftDriver {
+  return new RaftDriver({
+    selfId, engine, transport: { send: () => {}, sendSnapshot: () => {} }, logger: pino({ level: "silent" }),
+    raft: { ...defaultRaftConfig(selfId, "", null as never, Math.random), electionTimeoutTicks: 10, heartbeatTicks: 1 },
+    tickIntervalMs: 10, random: Math.random, snapshotEveryEntries: 20, snapshotKeepEntries: 10,
+    clientAddressOf: () => "", onFatal: (error) => { throw error; },
+  });
 }
 
 describe("RaftDriver apply writes", () => {
@@ -533,15 +566,7 @@ describe("RaftDriver with many groups", () => {
     const every = 20;
     const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 1, mayFail: ids });
     for (const id of ids) c.driver(id).start();
-    await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
-    const leader = c.driver("hs1").leaderOf("g0");
-    const behind = ids.find((id) => id !== leader)!;
-    (c.machines.get(behind)!.get("g0") as SlowRestoreKv).failTakeUp = true;
-    c.net.isolated.add(behind);
-    for (let i = 0; i < 5 * every; i++) await c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(`k${i % 7}`), new TextEncoder().encode(`v${i}`)));
-    const leaderStore = c.stores.get(leader)!.get("g0")!;
-    await until("compacted past the cut-off follower", () => leaderStore.log.snapshot().metadata.index >= 4 * every);
-    c.net.isolated.delete(behind);
+    const { behind } = await followerSentSnapshot(c, every, (id) => ((c.machines.get(id)!.get("g0") as SlowRestoreKv).failTakeUp = true));
     await until("the follower's take-up failed", () => c.fatal.has(behind), 10_000);
     expect(String(c.fatal.get(behind))).toContain("taking up the restored state");
     expect([...c.fatal.keys()]).toEqual([behind]);
@@ -554,12 +579,7 @@ describe("RaftDriver with many groups", () => {
     const snapshotIndex = store.log.snapshot().metadata.index;
     expect(snapshotIndex).toBeGreaterThanOrEqual(4 * every);
     expect(store.appliedIndex).toBeLessThan(snapshotIndex);
-    const driver = new RaftDriver({
-      selfId: behind, engine, transport: { send: () => {}, sendSnapshot: () => {} }, logger: pino({ level: "silent" }),
-      raft: { ...defaultRaftConfig(behind, "", null as never, Math.random), electionTimeoutTicks: 10, heartbeatTicks: 1 },
-      tickIntervalMs: 10, random: Math.random, snapshotEveryEntries: every, snapshotKeepEntries: 10,
-      clientAddressOf: () => "", onFatal: (error) => { throw error; },
-    });
+    const driver = soloDriver(behind, engine);
     const machine = new SlowRestoreKv(store, 1, behind);
     const takenUp = machineLog.length;
     await driver.addGroup(store, machine, { quiesce: true });
@@ -594,24 +614,17 @@ describe("RaftDriver with many groups", () => {
     expect(held).toBeLessThan(200_000 + 70_000 + 31_000);
   });
 
-  it("a group removed while it restores from a snapshot is removed once the restore has stopped writing its records", async () => {
+  it("a group removed while it restores from a snapshot is removed once the restore has stopped writing its records (cut off before its next chunk)", async () => {
     const every = 20;
     const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 800 });
     for (const id of ids) c.driver(id).start();
-    await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
-    const leader = c.driver("hs1").leaderOf("g0");
-    const behind = ids.find((id) => id !== leader)!;
-    c.net.isolated.add(behind);
-    for (let i = 0; i < 5 * every; i++) await c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(`k${i % 7}`), new TextEncoder().encode(`v${i}`)));
-    const leaderStore = c.stores.get(leader)!.get("g0")!;
-    await until("compacted", () => leaderStore.log.snapshot().metadata.index >= 4 * every);
-    c.net.isolated.delete(behind);
-    const machine = c.machines.get(behind)!.get("g0") as SlowRestoreKv;
+    const { behind, machine } = await followerSentSnapshot(c, every);
     await until("the restore started", () => machine.restoresStarted === 1, 10_000);
     const started = machineLog.length;
     await c.driver(behind).removeGroup("g0");
-    // It waited for the restore's writes; nothing of the group is taken up afterwards.
-    expect(machineLog.slice(started).some((e) => e.what === "restore-stored" && e.owner === behind && e.groupId === "g0")).toBe(true);
+    // It waited for the restore to stop writing, which it did before writing the state.
+    expect(machine.restoresEnded).toBe(1);
+    expect(machineLog.slice(started).some((e) => e.what === "restore-stored" && e.owner === behind && e.groupId === "g0")).toBe(false);
     const engine = c.engines.get(behind)!;
     await engine.dropGroup("g0");
     await new Promise((r) => setTimeout(r, 300));
@@ -619,6 +632,28 @@ describe("RaftDriver with many groups", () => {
     const left: unknown[] = [];
     for await (const pair of engine.reader("g0").scan(new Uint8Array(0))) left.push(pair);
     expect(left).toEqual([]);
+  });
+
+  it("a driver stopped while a group restores returns once the restore has stopped writing; the next start restores again", async () => {
+    const every = 20;
+    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 800 });
+    for (const id of ids) c.driver(id).start();
+    const { behind, machine } = await followerSentSnapshot(c, every);
+    await until("the restore started", () => machine.restoresStarted === 1, 10_000);
+    await c.driver(behind).stop();
+    c.net.drivers.delete(behind);
+    expect(machine.restoresEnded).toBe(1);
+    expect(machineLog.some((e) => e.what === "restore-stored" && e.owner === behind)).toBe(false);
+    await c.engines.get(behind)!.close();
+    const engine = await StorageEngine.open(c.dirs.get(behind)!, { sync: false });
+    const store = await engine.openGroup("g0");
+    const snapshotIndex = store.log.snapshot().metadata.index;
+    expect(store.appliedIndex).toBeLessThan(snapshotIndex);
+    const driver = soloDriver(behind, engine);
+    await driver.addGroup(store, new KvStateMachine(store), { quiesce: true });
+    expect(store.appliedIndex).toBe(snapshotIndex);
+    await driver.stop();
+    await engine.close();
   });
 
   it("a leader compacting by bytes keeps what a follower slightly behind still needs, within snapshotEveryBytes", async () => {
