@@ -20,6 +20,11 @@ import { ChannelCommandSchema, type CommitSignaturesSchema } from "../../src/gen
 import { ChannelGroupMachine, withNamespace } from "../../src/node/channel-group-machine.ts";
 import { EntryType, type Entry } from "../../src/raft/types.ts";
 import { StorageEngine } from "../../src/storage/storage-engine.ts";
+import { EntryKind, GapReason } from "../../src/gen/epochd/inbox/v1/inbox_pb.ts";
+import { InboxFanout } from "../../src/inbox/inbox-fanout.ts";
+import { defaultInboxLimits } from "../../src/inbox/inbox-limits.ts";
+import { InboxStore } from "../../src/inbox/inbox-store.ts";
+import { localWriter } from "../../src/inbox/local-write.ts";
 import { applyAcceptedCommit, buildGroup, joinFromWelcome, makeCommit, makeDevice, memberOf } from "../fixtures/mls-group.ts";
 
 const clusterId = "test-cluster";
@@ -138,6 +143,31 @@ describe("ChannelGroupMachine", () => {
       expect(applied).toEqual([{ result: conflict, index, requestId: "aa", written: false }]);
       expect(channels.isGathering("c1", 1n)).toBe(false);
       expect((await channels.recordedCertificate(get, "c1", 1n))?.signatures.map((s) => s.homeserverId)).toEqual(["hs1", "hs3"]);
+    } finally {
+      await engine.close();
+    }
+  });
+  it("taking up a restored state gives each local member of the channel a gap marker at the snapshot's index", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "epochd-group-machine-"));
+    dirs.push(dir);
+    const engine = await StorageEngine.open(dir, { sync: false });
+    try {
+      const [cluster, store] = await Promise.all([engine.openGroup("cluster", ["hs1"]), engine.openGroup("channel/c1", ["hs1"])]);
+      const inboxes = new InboxStore({ scan: (p, l, f) => cluster.scan(p, l, f), write: localWriter(engine, cluster) }, defaultInboxLimits);
+      const channels = new ChannelStateMachine({ clusterId, signingKeyOf: (id) => signers.get(id)?.publicKeyRaw });
+      const listener = { onCommandApplied: () => {}, onChannelResult: () => {}, onMembership: () => {}, onMembersApplied: () => {}, onCommitAccepted: () => {} };
+      const machine = new ChannelGroupMachine("c1", store, { channels, inbox: new InboxFanout("hs1", inboxes, channels), inboxStore: cluster, listener });
+      const group = await buildGroup(["alice@hs1"]);
+      const creation = toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command: { case: "createChannel", value: { channelId: "c1", groupInfo: group.initialGroupInfo, contentType: "text/plain" } } }));
+      const outcome = await machine.apply([{ index: 2, term: 1, type: EntryType.Normal, data: encodeChannelCommand(creation) }]);
+      expect(outcome.results.get(2)).toMatchObject({ ok: true, kind: "created" });
+      await engine.apply([{ group: store, appliedIndex: 2, writes: outcome.writes }], outcome.localWrites);
+      outcome.afterWrite?.();
+      // The group's state restored (here from its own snapshot), then taken up as after a leader's snapshot at 30.
+      await machine.restoreStored(machine.snapshotChunks());
+      await machine.afterRestore(30);
+      const entries = await inboxes.read("alice@hs1", 0n, 100);
+      expect(entries.at(-1)).toMatchObject({ kind: EntryKind.GAP, channelId: "c1", gapReason: GapReason.SNAPSHOT, logIndex: 30n });
     } finally {
       await engine.close();
     }
