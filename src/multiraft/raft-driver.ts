@@ -213,8 +213,8 @@ interface HostedGroup {
   appliedBytesSinceSnapshot: number;
   /**
    * A leader's snapshot this group's state machine is being restored from
-   * (see {@link RaftDriver.restoreThenFinish}): no Ready of the group is taken
-   * until it is done.
+   * (see {@link RaftDriver.restoreThenFinish}): until it is done, the group's
+   * Readies store, vote and answer but apply nothing.
    */
   restoring: SnapshotRestore | undefined;
   /** A compaction is being recorded. */
@@ -264,7 +264,7 @@ const reloadedSoonFactor = 4;
 interface SnapshotRestore {
   /** The snapshot's data as the core holds it (a staged snapshot's descriptor). */
   readonly data: Uint8Array;
-  /** The stored Ready that carried the snapshot, finished once the restore is. */
+  /** The stored Ready that carried the snapshot (done with at once: it hands out no committed entries). */
   readonly ready: Ready;
   /** The state is written; the Ready loop is to take it up. */
   written: boolean;
@@ -804,7 +804,9 @@ export class RaftDriver {
       const leader = dormant.quiet?.leader ?? "";
       return { ...dormant.status, leader, role: leader === this.options.selfId ? Role.Leader : Role.Follower };
     }
-    return this.group(groupId).node.status();
+    const group = this.group(groupId);
+    // Applied by the state machine: the core counts a snapshot applied once it is stored, before its restore.
+    return { ...group.node.status(), applied: group.appliedIndex };
   }
 
   /** The leader group `groupId` knows of here, or "" (cheaper than `status`). */
@@ -961,12 +963,14 @@ export class RaftDriver {
         for (const group of restored) await this.finishRestore(group);
         for (const group of this.dirty) {
           group.lastInputMs = now;
-          if (group.restoring !== undefined) continue; // taken again once its restore is done
-          if (!group.node.hasReady()) {
+          // A group restoring its state machine goes on storing entries, voting and answering its leader;
+          // what commits meanwhile is applied once the restore is taken up.
+          const withholdApply = group.restoring !== undefined;
+          if (!group.node.hasReady({ withholdApply })) {
             this.dirty.delete(group);
             continue;
           }
-          const ready = group.node.ready();
+          const ready = group.node.ready({ withholdApply });
           if (ready.snapshot !== null) group.restoring = snapshotRestore(ready);
           batch.push({ group, ready });
         }
@@ -1024,13 +1028,11 @@ export class RaftDriver {
     // 2. Only now may messages that depend on that state leave.
     if (late.length > 0) this.options.transport.send(late);
     // A group given a leader's snapshot (stored now) restores its state machine from it off this loop: a
-    // large one takes a minute, and the homeserver's other groups must go on meanwhile.
-    const now: Array<{ group: HostedGroup; ready: Ready }> = [];
-    for (const item of batch) {
-      if (item.ready.snapshot === null) now.push(item);
-      else this.restoreThenFinish(item.group);
-    }
-    await this.finishRound(now, applied);
+    // large one takes a minute, and the homeserver's other groups must go on meanwhile. Its Ready (which
+    // hands out no committed entries) is done with now, and the group takes Readies that apply nothing
+    // until the restore is taken up.
+    for (const { group, ready } of batch) if (ready.snapshot !== null) this.restoreThenFinish(group);
+    await this.finishRound(batch, applied);
     // 5. Snapshots for followers, of the state as now applied and stored.
     for (const { group, message } of snapshots) this.sendSnapshot(group, message);
   }
@@ -1070,9 +1072,10 @@ export class RaftDriver {
    * over its state machine's records, off the Ready loop: a large one takes a
    * minute, and the homeserver's other groups go on meanwhile. Only the
    * group's own records are touched; the Ready loop then takes the state up
-   * ({@link finishRestore}). Until then no Ready of the group is taken, and
-   * messages to it are stepped into its core, which holds its answers.
-   * Stopping the driver or removing the group cuts the write off between two
+   * ({@link finishRestore}). Until then the group's Readies hand out no
+   * committed entries: it stores entries, votes and answers its leader, so a
+   * group that needs this homeserver for a quorum goes on committing, and
+   * applies here what it committed once the restore is taken up. Stopping the driver or removing the group cuts the write off between two
    * chunks (see {@link stop}, {@link removeGroup}); the applied index has not
    * moved then, so the next start restores again.
    */
@@ -1105,9 +1108,10 @@ export class RaftDriver {
 
   /**
    * In the Ready loop, between rounds: takes up a restored state (reloads
-   * what the state machine holds in memory, tells its listeners), deletes the
-   * staged data it came from, and finishes the Ready that carried the
-   * snapshot (applies the entries committed after it, advances the core).
+   * what the state machine holds in memory, tells its listeners), records the
+   * applied index, deletes the staged data it came from, and answers the reads
+   * it reached. The entries committed after the snapshot are applied by the
+   * group's next Readies.
    */
   private async finishRestore(group: HostedGroup): Promise<void> {
     const restoring = group.restoring!;
@@ -1123,7 +1127,7 @@ export class RaftDriver {
       group.appliedIndex = snapshot.metadata.index;
       group.lastSnapshotIndex = snapshot.metadata.index;
       group.appliedBytesSinceSnapshot = 0;
-      await this.finishRound([{ group, ready: restoring.ready }]);
+      this.answerReads(group);
     } finally {
       group.restoring = undefined;
       restoring.settle();
@@ -1222,6 +1226,11 @@ export class RaftDriver {
       const read = group.reads.get(decoder.decode(state.context));
       if (read !== undefined) read.index = state.index;
     }
+    this.answerReads(group);
+  }
+
+  /** Answers the reads whose read index the state machine has reached. */
+  private answerReads(group: HostedGroup): void {
     for (const [context, read] of group.reads) {
       if (read.index < 0 || read.index > group.appliedIndex) continue;
       group.reads.delete(context);
@@ -1242,7 +1251,7 @@ export class RaftDriver {
    */
   private maybeSnapshot(group: HostedGroup): void {
     const { snapshotEveryEntries, snapshotEveryBytes } = this.options;
-    if (group.snapshotting) return;
+    if (group.snapshotting || group.restoring !== undefined) return;
     const byCount = group.appliedIndex - group.lastSnapshotIndex >= snapshotEveryEntries;
     const byBytes = snapshotEveryBytes !== undefined && group.appliedBytesSinceSnapshot >= snapshotEveryBytes && group.appliedIndex > group.lastSnapshotIndex;
     if (!byCount && !byBytes) return;

@@ -25,6 +25,17 @@ export interface ProgressStatus {
   readonly learner: boolean;
 }
 
+/** How {@link RawNode.ready} collects. */
+export interface ReadyOptions {
+  /**
+   * The application cannot apply now (it is restoring a snapshot it was
+   * handed): the Ready hands out no committed entries, so that the node can
+   * go on storing entries, voting and answering its leader meanwhile. The
+   * entries are handed out by a later Ready without this option.
+   */
+  readonly withholdApply?: boolean;
+}
+
 /** A snapshot of a node's state, for operators and tests. */
 export interface RaftStatus {
   readonly id: NodeId;
@@ -158,10 +169,16 @@ export class RawNode {
     return { term: this.raft.term, vote: this.raft.vote, commit: this.raft.log.committed };
   }
 
-  /** Whether `ready()` has anything to hand out. False while a Ready is outstanding. */
-  hasReady(): boolean {
+  /**
+   * Whether `ready()` has anything to hand out. False while a Ready is
+   * outstanding. With `withholdApply` (see {@link ReadyOptions}), committed
+   * entries do not count, and a snapshot waiting to be installed makes it
+   * false: nothing after it may be stored before it is.
+   */
+  hasReady(options: ReadyOptions = {}): boolean {
     if (this.outstanding !== null) return false;
     const raft = this.raft;
+    if (options.withholdApply === true && raft.log.unstable.snapshot !== null) return false;
     const soft = this.prevSoftState;
     const hard = this.prevHardState;
     return (
@@ -169,7 +186,7 @@ export class RawNode {
       raft.readStates.length > 0 ||
       raft.log.unstable.entries.length > 0 ||
       raft.log.unstable.snapshot !== null ||
-      raft.log.committed > raft.log.applied ||
+      (options.withholdApply !== true && raft.log.committed > raft.log.applied) ||
       raft.lead !== soft.leader ||
       raft.role !== soft.role ||
       raft.term !== hard.term ||
@@ -178,10 +195,15 @@ export class RawNode {
     );
   }
 
-  /** Collects the pending work. Handle it as the {@link Ready} contract says, then call `advance()`. */
-  ready(): Ready {
+  /**
+   * Collects the pending work. Handle it as the {@link Ready} contract says,
+   * then call `advance()`. A Ready carrying a snapshot hands out no committed
+   * entries: they follow once the snapshot is installed (the next Ready).
+   */
+  ready(options: ReadyOptions = {}): Ready {
     assert(this.outstanding === null, "ready() called again before advance()");
     const raft = this.raft;
+    assert(options.withholdApply !== true || raft.log.unstable.snapshot === null, "ready() withholding apply while a snapshot waits to be installed");
     const soft = this.softState();
     const hard = this.hardState();
     const prev = this.prevHardState;
@@ -193,7 +215,7 @@ export class RawNode {
       hardState: hardChanged ? hard : null,
       entries,
       snapshot,
-      committedEntries: raft.log.nextCommittedEntries(raft.config.maxCommittedBytesPerReady),
+      committedEntries: snapshot !== null || options.withholdApply === true ? [] : raft.log.nextCommittedEntries(raft.config.maxCommittedBytesPerReady),
       messages: raft.messages,
       readStates: raft.readStates,
       mustSync: hard.term !== prev.term || hard.vote !== prev.vote || entries.length > 0 || snapshot !== null,

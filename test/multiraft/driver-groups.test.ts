@@ -596,6 +596,22 @@ describe("RaftDriver with many groups", () => {
     await engine.close();
   });
 
+  it("a follower restoring a snapshot still stores, votes and answers: with the third voter cut off the group commits during the restore, and the follower applies it after", async () => {
+    const every = 20;
+    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 2000 });
+    for (const id of ids) c.driver(id).start();
+    const { behind, machine } = await followerSentSnapshot(c, every);
+    await until("the restore started", () => machine.restoresStarted === 1, 10_000);
+    const leader = c.driver("hs1").leaderOf("g0");
+    const third = ids.find((id) => id !== leader && id !== behind)!;
+    c.net.isolated.add(third);
+    // Only the restoring follower can make a quorum with the leader now.
+    const { index } = await c.driver(leader).propose("g0", encodePut(new TextEncoder().encode("during"), new TextEncoder().encode("restore")));
+    expect(machine.restoresEnded, "committed before the follower's restore ended").toBe(0);
+    await until("the follower applied the write after its restore", () => c.driver(behind).status("g0").applied >= index, 10_000);
+    expect(new TextDecoder().decode(await c.machines.get(behind)!.get("g0")!.get(new TextEncoder().encode("during")))).toBe("restore");
+  });
+
   it("compacts by bytes as well as by count: the log held in memory stays bounded with large entries", async () => {
     const c = await startCluster(1, { snapshotEveryEntries: 1000, snapshotEveryBytes: 200_000, snapshotKeepBytes: 70_000 });
     for (const id of ids) c.driver(id).start();

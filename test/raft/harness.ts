@@ -35,6 +35,8 @@ export class TestCluster {
   private readonly cut = new Set<string>();
   /** Return false to drop a message. */
   filter: (m: Message) => boolean = () => true;
+  /** Nodes whose Readies are taken with `withholdApply` (as while restoring a snapshot). */
+  readonly withholding = new Set<NodeId>();
 
   constructor(
     ids: NodeId[],
@@ -89,9 +91,10 @@ export class TestCluster {
   processReadies(): boolean {
     let any = false;
     for (const t of this.nodes.values()) {
-      if (!t.node.hasReady()) continue;
+      const options = { withholdApply: this.withholding.has(t.id) };
+      if (!t.node.hasReady(options)) continue;
       any = true;
-      const ready = t.node.ready();
+      const ready = t.node.ready(options);
       if (ready.snapshot !== null) t.storage.applySnapshot(ready.snapshot);
       t.storage.append(ready.entries);
       if (ready.hardState !== null) t.storage.setHardState(ready.hardState);

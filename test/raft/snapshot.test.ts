@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MessageType } from "../../src/raft/types.ts";
+import { MessageType, type Ready } from "../../src/raft/types.ts";
 import { TestCluster, text } from "./harness.ts";
 
 describe("log compaction and snapshots", () => {
@@ -108,5 +108,73 @@ describe("heartbeats commit only what matches the current leader", () => {
     c.tickAll(3);
     expect(c.appliedText("c")).not.toContain("stale");
     expect(c.appliedText("c")).toEqual(c.appliedText("a"));
+  });
+});
+
+describe("a node that cannot apply for a while (restoring a snapshot it was handed)", () => {
+  it("stores entries, answers its leader and wins a vote while applying nothing; what committed meanwhile is handed out once it applies again", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.withholding.add("b");
+    c.isolate("c");
+    for (let i = 0; i < 3; i++) c.get("a").node.propose(text(`w${i}`));
+    c.stabilize();
+    // a and b made the quorum, though b applied nothing.
+    expect(c.appliedText("a").slice(-3)).toEqual(["w0", "w1", "w2"]);
+    expect(c.appliedText("b")).not.toContain("w0");
+    const b = c.get("b");
+    expect(b.node.status().commit).toBe(c.get("a").node.status().commit);
+    expect(b.node.hasReady({ withholdApply: true })).toBe(false);
+    expect(b.node.hasReady()).toBe(true);
+    // a is lost: b wins an election with c's vote (c's log is behind b's), still applying nothing.
+    c.heal();
+    c.isolate("a");
+    for (let i = 0; i < 60 && b.node.status().role !== "leader"; i++) c.tickAll(1);
+    expect(b.node.status().role).toBe("leader");
+    expect(c.appliedText("b")).not.toContain("w0");
+    c.withholding.delete("b");
+    c.stabilize();
+    expect(c.appliedText("b").filter((t) => t.startsWith("w"))).toEqual(["w0", "w1", "w2"]);
+  });
+
+  it("takes no Ready past a snapshot waiting to be installed, and a Ready carrying a snapshot hands out no committed entries", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.isolate("c");
+    for (let i = 0; i < 20; i++) c.get("a").node.propose(text(`e${i}`));
+    c.stabilize();
+    const a = c.get("a");
+    const applied = a.node.status().applied;
+    a.storage.createSnapshot(applied, a.node.confState(), text("s"));
+    a.storage.compact(applied);
+    a.node.propose(text("just after"));
+    c.stabilize();
+    const [justAfter] = a.storage.entries(applied + 1, applied + 2, Number.MAX_SAFE_INTEGER);
+    c.withholding.add("c");
+    c.heal();
+    c.tickAll(3);
+    const cs = c.get("c");
+    // The snapshot reached c, which may not take it while it withholds apply.
+    expect(c.sent.some((m) => m.type === MessageType.Snapshot && m.to === "c")).toBe(true);
+    expect(cs.node.hasReady({ withholdApply: true })).toBe(false);
+    expect(cs.storage.snapshot().metadata.index).toBe(0);
+    // The entry after the snapshot arrives, committed, before the snapshot's Ready is taken.
+    const term = a.node.status().term;
+    cs.node.step({ type: MessageType.Append, groupId: "g", from: "a", to: "c", term, logTerm: a.storage.term(applied), index: applied, entries: [justAfter!], commit: applied + 1, reject: false, rejectHint: 0, rejectHintTerm: 0, snapshot: null, context: new Uint8Array(0) });
+    const readies: Ready[] = [];
+    const ready = cs.node.ready.bind(cs.node);
+    cs.node.ready = (options) => {
+      const taken = ready(options);
+      readies.push(taken);
+      return taken;
+    };
+    c.withholding.delete("c");
+    c.get("a").node.propose(text("after"));
+    c.stabilize();
+    expect(c.appliedText("c").at(-1)).toBe("after");
+    const withSnapshot = readies.filter((r) => r.snapshot !== null);
+    expect(withSnapshot.map((r) => r.snapshot!.metadata.index)).toEqual([applied]);
+    expect(withSnapshot[0]!.committedEntries).toEqual([]);
+    expect(c.appliedText("c").slice(-2)).toEqual(["just after", "after"]);
   });
 });
