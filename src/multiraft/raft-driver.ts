@@ -971,7 +971,11 @@ export class RaftDriver {
             continue;
           }
           const ready = group.node.ready({ withholdApply });
-          if (ready.snapshot !== null) group.restoring = snapshotRestore(ready);
+          if (ready.snapshot !== null) {
+            group.restoring = snapshotRestore(ready);
+            // As leader it could serve nothing until the restore is taken up; it still votes.
+            group.node.holdCampaigns(true);
+          }
           batch.push({ group, ready });
         }
         if (batch.length === 0 && restored.length === 0) return;
@@ -1116,8 +1120,13 @@ export class RaftDriver {
   private async finishRestore(group: HostedGroup): Promise<void> {
     const restoring = group.restoring!;
     const snapshot = restoring.ready.snapshot!;
+    // Removed meanwhile (removeGroup waits for this round, then drops the group's storage), or stopping:
+    // the applied index is left where it is, and nothing of the group is woken again.
+    const hosted = () => !this.stopped && this.groups.get(group.groupId) === group;
     try {
+      if (!hosted()) return;
       await group.stateMachine.afterRestore(snapshot.metadata.index);
+      if (!hosted()) return;
       // Only now, synced: a crash before (after the state was written, before its take-up wrote the
       // inbox gap markers it implies) restores again on start, gap markers included.
       await group.store.recordRestored(snapshot.metadata.index);
@@ -1128,11 +1137,12 @@ export class RaftDriver {
       group.lastSnapshotIndex = snapshot.metadata.index;
       group.appliedBytesSinceSnapshot = 0;
       this.answerReads(group);
+      group.node.holdCampaigns(false);
     } finally {
       group.restoring = undefined;
       restoring.settle();
     }
-    this.touch(group);
+    if (hosted()) this.touch(group);
   }
 
   /** Sends, after `commitNoticeDelayMs`, the commit notices no Append carried meanwhile. */

@@ -479,10 +479,16 @@ export class Raft {
 
   // ---- elections ---------------------------------------------------------------------------------
 
+  /**
+   * Set while the application cannot apply (it restores a snapshot): this node
+   * starts no election, by its timeout, a transfer or a caller, but still votes.
+   */
+  campaignsHeld = false;
+
   /** Starts an election (or a pre-election) if this node may. */
   hup(campaign: Campaign): void {
     this.wake();
-    if (this.role === Role.Leader || !this.promotable()) return;
+    if (this.role === Role.Leader || !this.promotable() || this.campaignsHeld) return;
     if (this.hasUnappliedConfChanges()) return;
     this.campaign(campaign);
   }

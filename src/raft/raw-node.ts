@@ -84,6 +84,15 @@ export class RawNode {
     this.raft.hup(this.raft.config.preVote ? "pre-election" : "election");
   }
 
+  /**
+   * While `held`, this node starts no election (by its timeout, a leadership
+   * transfer or {@link campaign}) but still votes: for a node that cannot
+   * apply for a while, which as leader could serve nothing.
+   */
+  holdCampaigns(held: boolean): void {
+    this.raft.campaignsHeld = held;
+  }
+
   propose(data: Uint8Array): ProposalResult {
     return this.raft.propose(data);
   }

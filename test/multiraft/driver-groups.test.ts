@@ -612,6 +612,39 @@ describe("RaftDriver with many groups", () => {
     expect(new TextDecoder().decode(await c.machines.get(behind)!.get("g0")!.get(new TextEncoder().encode("during")))).toBe("restore");
   });
 
+  it("a follower restoring a snapshot takes no leadership handed to it (it could serve nothing), and takes it once restored", async () => {
+    const every = 20;
+    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 1500 });
+    for (const id of ids) c.driver(id).start();
+    const { behind, machine } = await followerSentSnapshot(c, every);
+    await until("the restore started", () => machine.restoresStarted === 1, 10_000);
+    const leader = c.driver("hs1").leaderOf("g0");
+    c.driver(leader).transferLeadership("g0", behind);
+    await new Promise((r) => setTimeout(r, 400)); // 40 ticks: a transfer completes in a few
+    expect(c.driver(behind).leaderOf("g0")).toBe(leader);
+    expect(machine.restoresEnded).toBe(0);
+    await until("restored", () => c.driver(behind).status("g0").applied >= c.stores.get(behind)!.get("g0")!.log.snapshot().metadata.index, 10_000);
+    await until("leadership handed over after the restore", () => {
+      if (c.driver(behind).leaderOf("g0") !== behind) c.driver(c.driver(behind).leaderOf("g0") || leader).transferLeadership("g0", behind);
+      return c.driver(behind).leaderOf("g0") === behind;
+    }, 10_000);
+  });
+
+  it("a group removed while its restored state is taken up is not woken again", async () => {
+    const every = 20;
+    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 1, mayFail: ids });
+    for (const id of ids) c.driver(id).start();
+    const { behind } = await followerSentSnapshot(c, every);
+    await until("the take-up started", () => machineLog.some((e) => e.what === "after-restore-start" && e.owner === behind), 10_000);
+    await c.driver(behind).removeGroup("g0");
+    await c.engines.get(behind)!.dropGroup("g0");
+    const leader = c.driver(ids.find((id) => id !== behind)!).leaderOf("g0");
+    for (let i = 0; i < 5; i++) await c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(`after${i}`), new TextEncoder().encode("v")));
+    await new Promise((r) => setTimeout(r, 300));
+    expect([...c.fatal.keys()]).toEqual([]);
+    expect(c.driver(behind).counts()).toMatchObject({ groups: 0, awake: 0 });
+  });
+
   it("compacts by bytes as well as by count: the log held in memory stays bounded with large entries", async () => {
     const c = await startCluster(1, { snapshotEveryEntries: 1000, snapshotEveryBytes: 200_000, snapshotKeepBytes: 70_000 });
     for (const id of ids) c.driver(id).start();

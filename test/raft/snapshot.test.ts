@@ -177,4 +177,24 @@ describe("a node that cannot apply for a while (restoring a snapshot it was hand
     expect(withSnapshot[0]!.committedEntries).toEqual([]);
     expect(c.appliedText("c").slice(-2)).toEqual(["just after", "after"]);
   });
+
+  it("with campaigns held a node starts no election, by a caller or a leadership transfer, but still votes", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    const b = c.get("b");
+    b.node.holdCampaigns(true);
+    b.node.campaign();
+    c.get("a").node.transferLeadership("b");
+    c.stabilize();
+    expect(c.leaders()).toEqual(["a"]);
+    // a is lost: c is elected with b's vote.
+    c.isolate("a");
+    for (let i = 0; i < 60 && c.get("c").node.status().role !== "leader"; i++) c.tickAll(1);
+    expect(c.get("c").node.status().role).toBe("leader");
+    expect(b.node.status().role).toBe("follower");
+    b.node.holdCampaigns(false);
+    c.get("c").node.transferLeadership("b");
+    c.stabilize();
+    expect(b.node.status().role).toBe("leader");
+  });
 });
