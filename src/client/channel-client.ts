@@ -161,7 +161,7 @@ export class ChannelClient implements ChannelTransport {
    * switching homeserver after two UNAVAILABLE (or, when `idempotent`, DEADLINE_EXCEEDED) in a row.
    * Bounded by attemptsMax.
    */
-  private async call<T>(call: (address: string) => Promise<T>, idempotent: boolean): Promise<T> {
+  private async call<T>(call: (address: string) => Promise<T>, idempotent: boolean, seen?: { unanswered: number }): Promise<T> {
     let delayMs = this.backoffStartMs;
     let failuresHere = 0;
     for (let attempt = 1; ; attempt++) {
@@ -183,6 +183,7 @@ export class ChannelClient implements ChannelTransport {
         // Unreachable, or (for a call that may be repeated) not answered in time: a homeserver cut off
         // from its cluster's quorum cannot confirm a read, so another one is tried.
         const unanswered = error.code === grpc.status.UNAVAILABLE || (idempotent && error.code === grpc.status.DEADLINE_EXCEEDED);
+        if (unanswered && seen !== undefined) seen.unanswered++;
         if (unanswered && failuresHere >= 2) {
           this.current = this.nextAddress();
           this.stats.addressSwitches++;
@@ -226,12 +227,17 @@ export class ChannelClient implements ChannelTransport {
     return sponsored;
   }
 
-  /** Runs a call about `channelId`; a refusal as a non-member becomes NotAMemberError. */
+  /**
+   * Runs a call about `channelId`; a refusal as a non-member becomes
+   * NotAMemberError, which says whether an earlier attempt of a call that
+   * changes something went unanswered (and so may have been applied).
+   */
   private async member<T>(channelId: string, call: (address: string) => Promise<T>, idempotent: boolean): Promise<T> {
+    const seen = { unanswered: 0 };
     try {
-      return await this.call(call, idempotent);
+      return await this.call(call, idempotent, seen);
     } catch (error) {
-      if (isServiceError(error) && error.code === grpc.status.PERMISSION_DENIED) throw new NotAMemberError(channelId);
+      if (isServiceError(error) && error.code === grpc.status.PERMISSION_DENIED) throw new NotAMemberError(channelId, !idempotent && seen.unanswered > 0);
       throw error;
     }
   }

@@ -69,10 +69,19 @@ export class CommitRetriesExhaustedError extends Error {
   }
 }
 
-/** This device is no longer a member of the channel. */
+/**
+ * This device is no longer a member of the channel. With `outcomeUnknown`,
+ * the refused call had been tried before without an answer (UNAVAILABLE: for
+ * example the homeserver left the channel's group with the call in flight),
+ * and that attempt may have been applied before the device was removed: a
+ * message sent so may be in the channel.
+ */
 export class NotAMemberError extends Error {
-  constructor(channelId: string) {
-    super(`this device is no longer a member of channel ${JSON.stringify(channelId)}`);
+  constructor(
+    channelId: string,
+    readonly outcomeUnknown = false,
+  ) {
+    super(`this device is no longer a member of channel ${JSON.stringify(channelId)}${outcomeUnknown ? " (an earlier attempt went unanswered and may have been applied)" : ""}`);
     this.name = "NotAMemberError";
   }
 }

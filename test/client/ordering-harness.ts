@@ -140,6 +140,8 @@ export interface RunStats {
   leavesProposed: number;
   /** Devices that left: a commit included their own-removal proposal. */
   leavesApplied: number;
+  /** Sends that ended with NotAMemberError after an unanswered attempt (see OrderingRun.maybeSent). */
+  sendsOutcomeUnknown: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -158,7 +160,12 @@ export class OrderingRun {
   private readonly ownerSessions = new Map<HomeserverId, DeviceSession>();
   readonly submissions = new SubmissionLog();
   readonly sent = new Map<bigint, SentMessage>();
-  readonly stats: RunStats = { steps: 0, racingSteps: 0, operations: 0, skipped: 0, removedMidStep: 0, leavesProposed: 0, leavesApplied: 0 };
+  /**
+   * Messages whose send ended with NotAMemberError after an unanswered attempt
+   * (`outcomeUnknown`): each may be in the log, once, or not at all.
+   */
+  readonly maybeSent: SentMessage[] = [];
+  readonly stats: RunStats = { steps: 0, racingSteps: 0, operations: 0, skipped: 0, removedMidStep: 0, leavesProposed: 0, leavesApplied: 0, sendsOutcomeUnknown: 0 };
   readonly participants: Participant[] = [];
   private messageCount = 0;
 
@@ -317,8 +324,16 @@ export class OrderingRun {
     // A device far behind would encrypt in an epoch outside the server's window; catch up to the step first.
     if (handleOf(sender).epoch() < stepEpoch) await sender.sync();
     const body = `m${this.messageCount++} from ${sender.id}`;
-    const sequence = await handleOf(sender).send(text(body));
-    this.sent.set(sequence, { sender: sender.id, text: body });
+    try {
+      const sequence = await handleOf(sender).send(text(body));
+      this.sent.set(sequence, { sender: sender.id, text: body });
+    } catch (error) {
+      if (error instanceof NotAMemberError && error.outcomeUnknown) {
+        this.maybeSent.push({ sender: sender.id, text: body });
+        this.stats.sendsOutcomeUnknown++;
+      }
+      throw error;
+    }
   }
 
   /**

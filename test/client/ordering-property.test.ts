@@ -73,6 +73,8 @@ interface Totals {
   leavesProposed: number;
   leavesApplied: number;
   removedMidStep: number;
+  /** Sends whose outcome the sender could not learn (removed while an attempt went unanswered). */
+  sendsOutcomeUnknown: number;
 }
 
 async function playAndCheck(schedule: Schedule, totals: Totals): Promise<void> {
@@ -92,6 +94,7 @@ async function playAndCheck(schedule: Schedule, totals: Totals): Promise<void> {
     totals.leavesProposed += run.stats.leavesProposed;
     totals.leavesApplied += run.stats.leavesApplied;
     totals.removedMidStep += run.stats.removedMidStep;
+    totals.sendsOutcomeUnknown += run.stats.sendsOutcomeUnknown;
   } catch (error) {
     console.log(`ordering property: run on ${run.channelId} failed (FC_SEED=${seed}):\n${describeSchedule(schedule)}\n${String(error)}`);
     throw error;
@@ -101,7 +104,7 @@ async function playAndCheck(schedule: Schedule, totals: Totals): Promise<void> {
 }
 
 async function checkProperty(bounds: ScheduleBounds, numRuns: number): Promise<Totals> {
-  const totals: Totals = { runs: 0, steps: 0, racingSteps: 0, conflicts: 0, acceptedCommits: 0, epochs: 0, messages: 0, deliveries: 0, leavesProposed: 0, leavesApplied: 0, removedMidStep: 0 };
+  const totals: Totals = { runs: 0, steps: 0, racingSteps: 0, conflicts: 0, acceptedCommits: 0, epochs: 0, messages: 0, deliveries: 0, leavesProposed: 0, leavesApplied: 0, removedMidStep: 0, sendsOutcomeUnknown: 0 };
   const started = Date.now();
   await fc.assert(
     fc.asyncProperty(scheduleArbitrary(bounds), (schedule) => playAndCheck(schedule, totals)),

@@ -42,8 +42,14 @@ describe("metrics over HTTP", () => {
       const before = await scrape(address);
       const writes = 20;
       for (let i = 0; i < writes; i++) await writer.putUntilAcked(`k${i}`, "v");
-      const after = await scrape(address);
+      // A write may be acknowledged before its apply is written, and counted as committed only after:
+      // scrape until the last one is counted (at most 2 s).
+      let after = await scrape(address);
       const grew = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);
+      for (let tries = 0; tries < 20 && grew('epochd_committed_entries_total{group="cluster"}') < writes; tries++) {
+        await new Promise((r) => setTimeout(r, 100));
+        after = await scrape(address);
+      }
       expect(grew('epochd_proposals_total{group="cluster"}')).toBeGreaterThanOrEqual(writes);
       expect(grew('epochd_committed_entries_total{group="cluster"}')).toBeGreaterThanOrEqual(writes);
       expect(grew("epochd_raft_ready_rounds_total")).toBeGreaterThanOrEqual(writes);
