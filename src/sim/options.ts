@@ -55,6 +55,12 @@ export interface SimKnobs {
    * runtime's hibernation does; 0 never.
    */
   readonly hibernateAfterTicks: number;
+  /**
+   * A leader's snapshot is restored this many fsync delays after it is stored
+   * (0: at once), as the runtime restores off its Ready loop: meanwhile the
+   * node stores, votes and answers but applies nothing and starts no election.
+   */
+  readonly restoreFsyncDelays: number;
 }
 
 /** Everything that defines a run. */
@@ -112,6 +118,7 @@ export function resolveKnobs(seed: number, given: Partial<SimKnobs> = {}): SimKn
     // Drawn after everything else, for the same reason (each after the one before).
     hibernateAfterTicks: rng.chance(0.5) ? rng.range(1, 8) : 0,
     lazyCommitNotices: rng.chance(0.5),
+    restoreFsyncDelays: rng.chance(0.5) ? rng.pick([5, 50]) : 0,
   };
   return { ...drawn, ...given };
 }

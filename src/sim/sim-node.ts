@@ -52,6 +52,14 @@ export interface NodeOptions {
    * state becomes durable with that write; a crash before it loses both.
    */
   readonly lazyCommitNotices?: boolean;
+  /**
+   * A leader's snapshot is restored this many fsync delays after it is
+   * stored, as the runtime restores a large one off its Ready loop: meanwhile
+   * the node takes Readies that apply nothing (`withholdApply`) and starts no
+   * election, and a crash leaves its applied state behind the snapshot (a
+   * restart restores again). 0 restores at once.
+   */
+  readonly restoreFsyncDelays?: number;
 }
 
 /** A simulated node process. */
@@ -77,6 +85,8 @@ export class SimNode {
   quiescedTicks = 0;
   /** Times the core was unloaded and rebuilt from disk in its quiet role. */
   hibernations = 0;
+  /** Leader's snapshots taken up after a restore that took a while (see `restoreFsyncDelays`). */
+  restoresTakenUp = 0;
   private quietTicksInARow = 0;
   private busy = false;
   private parked: Ready | null = null;
@@ -89,6 +99,8 @@ export class SimNode {
   private confBeforeLastReady: ConfState | undefined = undefined;
   /** The membership as of the last applied index, kept across a crash (a restart rebuilds the same). */
   private lastConf: ConfState | undefined = undefined;
+  /** A leader's snapshot stored and being restored (see `restoreFsyncDelays`): the state it restores. */
+  private restoring: AppliedState | undefined = undefined;
   readonly log: LogView;
 
   constructor(
@@ -119,6 +131,12 @@ export class SimNode {
   start(): void {
     if (this.raw !== null || this.retired) return;
     this.state = this.disk.applied();
+    const stored = this.disk.live.snapshot();
+    if (stored.metadata.index > this.state.index) {
+      // Crashed while restoring a leader's snapshot: restored again before the core is built, as the runtime does.
+      this.state = decodeAppliedState(stored.data, stored.metadata.index);
+      this.disk.saveApplied(this.state);
+    }
     this.role = Role.Follower;
     this.term = this.disk.live.getHardState().term;
     const config = this.makeConfig(this.disk.live, this.state.index, (e) => this.onEvent(e));
@@ -137,6 +155,7 @@ export class SimNode {
     this.parked = null;
     this.paused = false;
     this.appliedUnsaved = false;
+    this.restoring = undefined;
     this.inbox = [];
     this.pendingLeaderTerm = 0;
     this.role = Role.Follower;
@@ -218,7 +237,7 @@ export class SimNode {
    */
   private hibernate(raw: RawNode): void {
     const quiet = raw.quietState();
-    if (quiet === undefined || this.busy || this.parked !== null || this.inbox.length > 0 || raw.hasReady()) return;
+    if (quiet === undefined || this.busy || this.parked !== null || this.inbox.length > 0 || this.restoring !== undefined || raw.hasReady()) return;
     const config = this.makeConfig(this.disk.live, this.state.index, (e) => this.onEvent(e));
     this.raw = new RawNode({ ...config, resume: quiet });
     this.quietTicksInARow = 0;
@@ -247,8 +266,9 @@ export class SimNode {
   private processReadies(): void {
     for (let guard = 0; guard < 100; guard++) {
       const raw = this.raw;
-      if (raw === null || this.busy || this.paused || !raw.hasReady()) return;
-      const taken = raw.ready();
+      const withholdApply = this.restoring !== undefined;
+      if (raw === null || this.busy || this.paused || !raw.hasReady({ withholdApply })) return;
+      const taken = raw.ready({ withholdApply });
       if (taken.mustSync || taken.snapshot !== null) {
         // A leader's Appends and heartbeats leave before its own write (as the runtime does); what
         // answers for persisted state (votes, append acknowledgements) waits for the sync.
@@ -268,6 +288,19 @@ export class SimNode {
       }
       this.finishReady(raw, taken);
     }
+  }
+
+  /** The restore of a leader's snapshot is done: its state is taken up and durable, and what committed meanwhile is applied. */
+  private restoreDone(incarnation: number): void {
+    const restored = this.restoring;
+    if (incarnation !== this.incarnation || restored === undefined) return; // crashed meanwhile: restored again on start
+    this.restoring = undefined;
+    this.restoresTakenUp++;
+    this.host.trace(this.id, "restore", `state taken up at ${restored.index}`);
+    this.state = restored;
+    this.disk.saveApplied(restored);
+    this.raw?.holdCampaigns(false);
+    if (!this.busy) this.drain();
   }
 
   private syncDone(ready: Ready, incarnation: number): void {
@@ -308,8 +341,16 @@ export class SimNode {
     this.disk.write(ready.snapshot, ready.entries, ready.hardState, ready.mustSync);
     if (ready.hardState !== null && ready.hardState.term > this.term) this.term = ready.hardState.term;
     if (restored !== null) {
-      this.state = restored;
-      this.disk.saveApplied(restored);
+      const delays = this.options.restoreFsyncDelays ?? 0;
+      if (delays === 0) {
+        this.state = restored;
+        this.disk.saveApplied(restored);
+      } else {
+        this.restoring = restored;
+        this.raw?.holdCampaigns(true);
+        const incarnation = this.incarnation;
+        this.host.schedule(this.host.nowMs + delays * this.host.fsyncDelayMs(), () => this.restoreDone(incarnation));
+      }
     }
     if (ready.entries.length > 0) host.invariants.entriesPersisted(id, ready.entries, this.log);
     if (this.pendingLeaderTerm !== 0) {
@@ -347,6 +388,7 @@ export class SimNode {
   }
 
   private maybeSnapshot(raw: RawNode): void {
+    if (this.restoring !== undefined) return;
     const live = this.disk.live;
     const applied = this.state.index;
     if (applied - live.snapshot().metadata.index < this.options.snapshotIntervalEntries) return;

@@ -44,6 +44,8 @@ export interface SimResult {
   readonly quiescedTicks: number;
   /** Times a quiet node's core was unloaded and rebuilt from disk in its quiet role (the `hibernateAfterTicks` knob). */
   readonly hibernations: number;
+  /** Leader's snapshots restored after a while (the `restoreFsyncDelays` knob), the node applying nothing meanwhile. */
+  readonly restoresTakenUp: number;
   readonly elections: number;
   /** Highest log index any node applied. */
   readonly commits: number;
@@ -546,6 +548,7 @@ export class Simulator implements NodeHost, FaultContext {
       nodeTicks: this.nodes.reduce((sum, n) => sum + n.tickCount, 0),
       quiescedTicks: this.nodes.reduce((sum, n) => sum + n.quiescedTicks, 0),
       hibernations: this.nodes.reduce((sum, n) => sum + n.hibernations, 0),
+      restoresTakenUp: this.nodes.reduce((sum, n) => sum + n.restoresTakenUp, 0),
       elections: this.elections,
       commits: this.commits,
       proposals: this.workload.stats.proposed,
