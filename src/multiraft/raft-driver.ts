@@ -1086,7 +1086,7 @@ export class RaftDriver {
   private restoreThenFinish(group: HostedGroup): void {
     const restoring = group.restoring!;
     const snapshot = restoring.ready.snapshot!;
-    const cutOff = () => this.stopped || this.groups.get(group.groupId) !== group;
+    const cutOff = () => !this.stillHosts(group);
     if (cutOff()) {
       restoring.settle();
       return;
@@ -1122,11 +1122,10 @@ export class RaftDriver {
     const snapshot = restoring.ready.snapshot!;
     // Removed meanwhile (removeGroup waits for this round, then drops the group's storage), or stopping:
     // the applied index is left where it is, and nothing of the group is woken again.
-    const hosted = () => !this.stopped && this.groups.get(group.groupId) === group;
     try {
-      if (!hosted()) return;
+      if (!this.stillHosts(group)) return;
       await group.stateMachine.afterRestore(snapshot.metadata.index);
-      if (!hosted()) return;
+      if (!this.stillHosts(group)) return;
       // Only now, synced: a crash before (after the state was written, before its take-up wrote the
       // inbox gap markers it implies) restores again on start, gap markers included.
       await group.store.recordRestored(snapshot.metadata.index);
@@ -1142,7 +1141,12 @@ export class RaftDriver {
       group.restoring = undefined;
       restoring.settle();
     }
-    if (hosted()) this.touch(group);
+    if (this.stillHosts(group)) this.touch(group);
+  }
+
+  /** Whether the driver runs and `group` is still the one hosted under its id (not removed, not reloaded). */
+  private stillHosts(group: HostedGroup): boolean {
+    return !this.stopped && this.groups.get(group.groupId) === group;
   }
 
   /** Sends, after `commitNoticeDelayMs`, the commit notices no Append carried meanwhile. */

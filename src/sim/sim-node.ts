@@ -134,8 +134,7 @@ export class SimNode {
     const stored = this.disk.live.snapshot();
     if (stored.metadata.index > this.state.index) {
       // Crashed while restoring a leader's snapshot: restored again before the core is built, as the runtime does.
-      this.state = decodeAppliedState(stored.data, stored.metadata.index);
-      this.disk.saveApplied(this.state);
+      this.takeUp(decodeAppliedState(stored.data, stored.metadata.index));
     }
     this.role = Role.Follower;
     this.term = this.disk.live.getHardState().term;
@@ -297,10 +296,15 @@ export class SimNode {
     this.restoring = undefined;
     this.restoresTakenUp++;
     this.host.trace(this.id, "restore", `state taken up at ${restored.index}`);
-    this.state = restored;
-    this.disk.saveApplied(restored);
+    this.takeUp(restored);
     this.raw?.holdCampaigns(false);
     if (!this.busy) this.drain();
+  }
+
+  /** A restored state becomes the state machine's, durably. */
+  private takeUp(state: AppliedState): void {
+    this.state = state;
+    this.disk.saveApplied(state);
   }
 
   private syncDone(ready: Ready, incarnation: number): void {
@@ -343,8 +347,7 @@ export class SimNode {
     if (restored !== null) {
       const delays = this.options.restoreFsyncDelays ?? 0;
       if (delays === 0) {
-        this.state = restored;
-        this.disk.saveApplied(restored);
+        this.takeUp(restored);
       } else {
         this.restoring = restored;
         this.raw?.holdCampaigns(true);

@@ -215,21 +215,30 @@ function leaderCounts(c: Awaited<ReturnType<typeof startCluster>>, groupCount: n
   return counts;
 }
 
+/** Compaction interval of the restore tests: a follower cut off for 5 times this many entries needs a snapshot. */
+const restoreTestEvery = 20;
+
 /**
- * Cuts a follower of g0 off while its leader writes 5 x `every` entries and compacts, then lets it
- * back, so that it gets a snapshot; returns it and its (slowly restoring) state machine.
+ * Starts a cluster of one group (compacting every {@link restoreTestEvery} entries), cuts a follower
+ * off while its leader writes 5 x that many entries and compacts, then lets it back, so that it gets a
+ * snapshot. `before` runs on the chosen follower before it is cut off. Returns the cluster, the
+ * follower and its (slowly restoring) state machine; with `untilRestoreStarted`, once the restore began.
  */
-async function followerSentSnapshot(c: Awaited<ReturnType<typeof startCluster>>, every: number, before?: (behind: NodeId) => void) {
+async function followerSentSnapshot(options: ClusterOptions, { before, untilRestoreStarted = false }: { before?: (behind: NodeId, c: Awaited<ReturnType<typeof startCluster>>) => void; untilRestoreStarted?: boolean } = {}) {
+  const c = await startCluster(1, { snapshotEveryEntries: restoreTestEvery, ...options });
+  for (const id of ids) c.driver(id).start();
   await until("a leader", () => c.driver("hs1").leaderOf("g0") !== "");
   const leader = c.driver("hs1").leaderOf("g0");
   const behind = ids.find((id) => id !== leader)!;
-  before?.(behind);
+  before?.(behind, c);
   c.net.isolated.add(behind);
-  for (let i = 0; i < 5 * every; i++) await c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(`k${i % 7}`), new TextEncoder().encode(`v${i}`)));
+  for (let i = 0; i < 5 * restoreTestEvery; i++) await c.driver(leader).propose("g0", encodePut(new TextEncoder().encode(`k${i % 7}`), new TextEncoder().encode(`v${i}`)));
   const leaderStore = c.stores.get(leader)!.get("g0")!;
-  await until("compacted past the cut-off follower", () => leaderStore.log.snapshot().metadata.index >= 4 * every);
+  await until("compacted past the cut-off follower", () => leaderStore.log.snapshot().metadata.index >= 4 * restoreTestEvery);
   c.net.isolated.delete(behind);
-  return { behind, machine: c.machines.get(behind)!.get("g0") as SlowRestoreKv };
+  const machine = c.machines.get(behind)!.get("g0") as SlowRestoreKv;
+  if (untilRestoreStarted) await until("the restore started", () => machine.restoresStarted === 1, 10_000);
+  return { c, behind, machine };
 }
 
 /** A driver of one homeserver hosting `store`'s group alone, its peers unreachable: to look at what it does on start. */
@@ -563,10 +572,7 @@ describe("RaftDriver with many groups", () => {
   });
 
   it("a crash while a restored state is taken up leaves the applied index behind the snapshot: on start the restore runs again, take-up included", async () => {
-    const every = 20;
-    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 1, mayFail: ids });
-    for (const id of ids) c.driver(id).start();
-    const { behind } = await followerSentSnapshot(c, every, (id) => ((c.machines.get(id)!.get("g0") as SlowRestoreKv).failTakeUp = true));
+    const { c, behind } = await followerSentSnapshot({ restoreDelayMs: 1, mayFail: ids }, { before: (id, cluster) => ((cluster.machines.get(id)!.get("g0") as SlowRestoreKv).failTakeUp = true) });
     await until("the follower's take-up failed", () => c.fatal.has(behind), 10_000);
     expect(String(c.fatal.get(behind))).toContain("taking up the restored state");
     expect([...c.fatal.keys()]).toEqual([behind]);
@@ -577,7 +583,7 @@ describe("RaftDriver with many groups", () => {
     let engine = await StorageEngine.open(c.dirs.get(behind)!, { sync: false });
     let store = await engine.openGroup("g0");
     const snapshotIndex = store.log.snapshot().metadata.index;
-    expect(snapshotIndex).toBeGreaterThanOrEqual(4 * every);
+    expect(snapshotIndex).toBeGreaterThanOrEqual(4 * restoreTestEvery);
     expect(store.appliedIndex).toBeLessThan(snapshotIndex);
     const driver = soloDriver(behind, engine);
     const machine = new SlowRestoreKv(store, 1, behind);
@@ -597,11 +603,7 @@ describe("RaftDriver with many groups", () => {
   });
 
   it("a follower restoring a snapshot still stores, votes and answers: with the third voter cut off the group commits during the restore, and the follower applies it after", async () => {
-    const every = 20;
-    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 2000 });
-    for (const id of ids) c.driver(id).start();
-    const { behind, machine } = await followerSentSnapshot(c, every);
-    await until("the restore started", () => machine.restoresStarted === 1, 10_000);
+    const { c, behind, machine } = await followerSentSnapshot({ restoreDelayMs: 2000 }, { untilRestoreStarted: true });
     const leader = c.driver("hs1").leaderOf("g0");
     const third = ids.find((id) => id !== leader && id !== behind)!;
     c.net.isolated.add(third);
@@ -613,11 +615,7 @@ describe("RaftDriver with many groups", () => {
   });
 
   it("a follower restoring a snapshot takes no leadership handed to it (it could serve nothing), and takes it once restored", async () => {
-    const every = 20;
-    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 1500 });
-    for (const id of ids) c.driver(id).start();
-    const { behind, machine } = await followerSentSnapshot(c, every);
-    await until("the restore started", () => machine.restoresStarted === 1, 10_000);
+    const { c, behind, machine } = await followerSentSnapshot({ restoreDelayMs: 1500 }, { untilRestoreStarted: true });
     const leader = c.driver("hs1").leaderOf("g0");
     c.driver(leader).transferLeadership("g0", behind);
     await new Promise((r) => setTimeout(r, 400)); // 40 ticks: a transfer completes in a few
@@ -631,10 +629,7 @@ describe("RaftDriver with many groups", () => {
   });
 
   it("a group removed while its restored state is taken up is not woken again", async () => {
-    const every = 20;
-    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 1, mayFail: ids });
-    for (const id of ids) c.driver(id).start();
-    const { behind } = await followerSentSnapshot(c, every);
+    const { c, behind } = await followerSentSnapshot({ restoreDelayMs: 1, mayFail: ids });
     await until("the take-up started", () => machineLog.some((e) => e.what === "after-restore-start" && e.owner === behind), 10_000);
     await c.driver(behind).removeGroup("g0");
     await c.engines.get(behind)!.dropGroup("g0");
@@ -664,11 +659,7 @@ describe("RaftDriver with many groups", () => {
   });
 
   it("a group removed while it restores from a snapshot is removed once the restore has stopped writing its records (cut off before its next chunk)", async () => {
-    const every = 20;
-    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 800 });
-    for (const id of ids) c.driver(id).start();
-    const { behind, machine } = await followerSentSnapshot(c, every);
-    await until("the restore started", () => machine.restoresStarted === 1, 10_000);
+    const { c, behind, machine } = await followerSentSnapshot({ restoreDelayMs: 800 }, { untilRestoreStarted: true });
     const started = machineLog.length;
     await c.driver(behind).removeGroup("g0");
     // It waited for the restore to stop writing, which it did before writing the state.
@@ -684,11 +675,7 @@ describe("RaftDriver with many groups", () => {
   });
 
   it("a driver stopped while a group restores returns once the restore has stopped writing; the next start restores again", async () => {
-    const every = 20;
-    const c = await startCluster(1, { snapshotEveryEntries: every, restoreDelayMs: 800 });
-    for (const id of ids) c.driver(id).start();
-    const { behind, machine } = await followerSentSnapshot(c, every);
-    await until("the restore started", () => machine.restoresStarted === 1, 10_000);
+    const { c, behind, machine } = await followerSentSnapshot({ restoreDelayMs: 800 }, { untilRestoreStarted: true });
     await c.driver(behind).stop();
     c.net.drivers.delete(behind);
     expect(machine.restoresEnded).toBe(1);
