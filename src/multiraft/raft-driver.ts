@@ -916,6 +916,16 @@ export class RaftDriver {
     });
   }
 
+  /**
+   * While `held`, this homeserver neither votes nor campaigns in `groupId`,
+   * a loaded group that does not hibernate (see RawNode.holdVotes).
+   */
+  holdVotes(groupId: GroupId, held: boolean): void {
+    const group = this.group(groupId);
+    group.node.holdVotes(held);
+    this.touch(group);
+  }
+
   /** Starts an election for `groupId` now (a pre-election first with PreVote), rather than at its timeout. */
   campaign(groupId: GroupId): void {
     if (this.dormant.has(groupId)) {

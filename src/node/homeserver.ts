@@ -51,6 +51,7 @@ import type { HomeserverRecord } from "./directory-command.ts";
 import { CertificateCollector } from "./certificate-collector.ts";
 import { CertificateLookup } from "./certificate-lookup.ts";
 import { hastenFirstElection } from "./first-election.ts";
+import { BootstrapCheck, bootstrapAnswerTopic, bootstrapAskTopic, encodeBootstrapAnswer, isAtBootstrapState } from "./bootstrap-check.ts";
 import { CertificateExchange, signatureBatchTopic } from "./certificate-exchange.ts";
 import { assertNotLeft, wireDirectory } from "./directory-wiring.ts";
 import { NodeMetrics } from "./metrics.ts";
@@ -122,6 +123,8 @@ export class Homeserver {
     // Used only if the data directory is new: the initial members, or this homeserver alone.
     const initialVoters = !config.bootstrap ? [] : config.peers.length > 0 ? config.peers.map((p) => p.id) : [config.id];
     const store = await engine.openGroup(clusterGroupId, initialVoters);
+    // Possibly a data directory lost and made anew: no votes until the peers have answered (bootstrap-check.ts).
+    const checkBootstrap = isAtBootstrapState(store.log, initialVoters);
     const credentials: PeerCredentials = config.insecure
       ? { kind: "insecure" }
       : await loadTlsMaterial({ caCertPath: config.tlsCaCert, certPath: config.tlsCert, keyPath: config.tlsKey });
@@ -130,6 +133,7 @@ export class Homeserver {
     let driver: RaftDriver | undefined;
     let exchange: CertificateExchange | undefined;
     let groups: ChannelGroups | undefined;
+    let bootstrapCheck: BootstrapCheck | undefined;
     const transport = new PeerTransport({
       selfId: config.id,
       peers: new Map(config.peers.filter((p) => p.id !== config.id).map((p) => [p.id, p.peerAddress])),
@@ -141,6 +145,9 @@ export class Homeserver {
       onNotices: (from, notices) => {
         for (const notice of notices) {
           if (notice.topic === signatureBatchTopic) exchange?.onNotice(from, notice.payload);
+          else if (notice.topic === bootstrapAskTopic) {
+            if (driver !== undefined) transport.sendNotice(from, { topic: bootstrapAnswerTopic, payload: encodeBootstrapAnswer(driver.status(clusterGroupId).commit) });
+          } else if (notice.topic === bootstrapAnswerTopic) bootstrapCheck?.onAnswer(from, notice.payload);
           else groups?.onNotice(from, notice.topic, notice.payload);
         }
       },
@@ -250,6 +257,8 @@ export class Homeserver {
     // nothing of this group (see docs/ARCHITECTURE.md), so it does not matter to apply how far
     // behind a homeserver's copy is.
     await driver.addGroup(store, stateMachine, { lazyCommitNotices: true });
+    // Held from the first message a peer may send; the check below releases them.
+    if (checkBootstrap) driver.holdVotes(clusterGroupId, true);
     if (restoreLeftUndone) assertNotLeft(stateMachine, config.id); // restored (and its directory learned) just now
     groups = new ChannelGroups({
       selfId: config.id,
@@ -314,7 +323,23 @@ export class Homeserver {
     metrics.watchGroups(() => driver.counts());
     const metricsServer = config.metricsListen === "" ? undefined : await metrics.serve(config.metricsListen);
     driver.start();
-    const stopFirstElection = hastenFirstElection({ selfId: config.id, groupId: clusterGroupId, initialVoters, driver, peerStates: () => transport.peerStates() });
+    let stopFirstElection = () => {};
+    const hastenElection = () => {
+      stopFirstElection = hastenFirstElection({ selfId: config.id, groupId: clusterGroupId, initialVoters, driver, peerStates: () => transport.peerStates() });
+    };
+    if (!checkBootstrap) hastenElection();
+    else {
+      bootstrapCheck = new BootstrapCheck({
+        groupId: clusterGroupId,
+        peers: initialVoters.filter((id) => id !== config.id),
+        driver,
+        sendNotice: (to, topic, payload) => transport.sendNotice(to, { topic, payload }),
+        peerStates: () => transport.peerStates(),
+        logger,
+        onNewCluster: hastenElection,
+      });
+      bootstrapCheck.start();
+    }
     groups.start();
     exchange.start();
     exchange.resume(channels.gatheringCertificates());
@@ -328,7 +353,7 @@ export class Homeserver {
     health.setStatus("", "SERVING");
     health.setStatus("epochd.kv.v1.KvService", "SERVING");
     logger.info({ id: config.id, peerListen: config.peerListen, clientListen: config.clientListen, metricsListen: config.metricsListen }, "homeserver started");
-    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer, [() => exchange.stop(), () => groups.stop(), () => registration.stop(), stopFirstElection, () => directory.reconciler.stop()]);
+    return new Homeserver(config, logger, driver, engine, transport, peerServer, clientServer, health, metricsServer, [() => bootstrapCheck?.stop(), () => exchange.stop(), () => groups.stop(), () => registration.stop(), () => stopFirstElection(), () => directory.reconciler.stop()]);
   }
 
   /** Stops serving and closes everything, in reverse order of starting. Idempotent. */

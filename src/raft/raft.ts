@@ -485,10 +485,18 @@ export class Raft {
    */
   campaignsHeld = false;
 
+  /**
+   * Set while this node may have forgotten votes it cast and entries it
+   * acknowledged (its storage was made anew from the bootstrap configuration
+   * of a group that may have run before): it grants no vote or pre-vote and
+   * starts no election, since an election would vote for itself.
+   */
+  votesHeld = false;
+
   /** Starts an election (or a pre-election) if this node may. */
   hup(campaign: Campaign): void {
     this.wake();
-    if (this.role === Role.Leader || !this.promotable() || this.campaignsHeld) return;
+    if (this.role === Role.Leader || !this.promotable() || this.campaignsHeld || this.votesHeld) return;
     if (this.hasUnappliedConfChanges()) return;
     this.campaign(campaign);
   }
@@ -543,7 +551,7 @@ export class Raft {
     // member lagging behind the removal still counts it; an empty log's vote could elect that member
     // without the entries committed since (the multi-group simulator found it, seed 700389).
     const knowsMembership = this.confState.voters.length > 0 || this.confState.votersOutgoing.length > 0;
-    const canVote = knowsMembership && (this.vote === m.from || (this.vote === "" && this.lead === "") || (preVote && m.term > this.term));
+    const canVote = knowsMembership && !this.votesHeld && (this.vote === m.from || (this.vote === "" && this.lead === "") || (preVote && m.term > this.term));
     const responseType = preVote ? MessageType.PreVoteResponse : MessageType.VoteResponse;
     const grantable = canVote && this.log.isUpToDate(m.index, m.logTerm);
     if (grantable && preVote && this.role === Role.PreCandidate) {

@@ -93,6 +93,16 @@ export class RawNode {
     this.raft.campaignsHeld = held;
   }
 
+  /**
+   * While `held`, this node grants no vote or pre-vote and starts no
+   * election: for a node that may have lost its storage and, with it, the
+   * votes it cast and the entries it acknowledged. It still stores entries a
+   * leader sends and answers it, so it catches up meanwhile.
+   */
+  holdVotes(held: boolean): void {
+    this.raft.votesHeld = held;
+  }
+
   propose(data: Uint8Array): ProposalResult {
     return this.raft.propose(data);
   }

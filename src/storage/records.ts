@@ -15,8 +15,9 @@ export const checksumBytes = 4;
 /**
  * Thrown when a stored record fails its checksum, does not decode, or the
  * records of a group contradict each other (a gap in the log, an unknown key).
- * The node must stop: restore the data directory from a backup, or wipe it and
- * let the homeserver rejoin its groups through snapshots.
+ * The node must stop: wipe its data directory and let the homeserver rejoin
+ * its groups through snapshots (an older copy must not be restored into a
+ * running cluster: it has forgotten votes and acknowledged writes).
  */
 export class CorruptionError extends Error {
   constructor(
@@ -28,7 +29,7 @@ export class CorruptionError extends Error {
   ) {
     super(
       `storage corruption in ${location}: ${reason}. Refusing to serve data from this store; ` +
-        `restore the data directory from a backup, or wipe it so the homeserver rejoins through a snapshot`,
+        `wipe the data directory so the homeserver rejoins through a snapshot (do not restore an older copy into a running cluster)`,
       options,
     );
     this.name = "CorruptionError";

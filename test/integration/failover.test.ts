@@ -87,6 +87,9 @@ describe("a real 3-homeserver cluster (processes, RocksDB, gRPC with mutual TLS)
     await cluster.waitForLeader();
     await expectAllReadable(cluster, victim, writer.acked);
     expect(cluster.log(victim)).toMatch(/installing snapshot from leader/);
+    // It knew it had lost its data, so it voted only once caught up (lost-disk.test.ts).
+    expect(cluster.log(victim)).toMatch(/lost its data/);
+    expect(cluster.log(victim)).toMatch(/caught up with the cluster: voting/);
   });
 
   it("drops a malformed Raft batch from a known peer with a log line, and keeps serving", async () => {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { MemoryStorage } from "../../src/raft/memory-storage.ts";
 import { MessageType, Role, message } from "../../src/raft/types.ts";
 import { TestCluster } from "./harness.ts";
 
@@ -228,5 +229,51 @@ describe("a copy that knows no membership yet", () => {
     // A member (here without a leader) votes as before.
     c.get("c").node.step(message({ type: MessageType.PreVote, groupId: "g", from: "b", to: "c", term: 9, index: 99, logTerm: 9 }));
     expect(c.get("c").node.ready().messages.find((m) => m.type === MessageType.PreVoteResponse)?.reject).toBe(false);
+  });
+});
+
+describe("a voter whose storage was made anew from the bootstrap configuration", () => {
+  const text = (s: string) => new TextEncoder().encode(s);
+
+  /** a leads; "w" is committed by a and b while c is cut off; then b loses its storage and a goes down. */
+  function bLosesItsDisk(holdVotes: boolean): TestCluster {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.isolate("c");
+    c.get("a").node.propose(text("w"));
+    c.stabilize();
+    expect(c.appliedText("a")).toEqual(["w"]);
+    const b = c.add("b", new MemoryStorage(["a", "b", "c"]));
+    b.node.holdVotes(holdVotes);
+    c.heal();
+    c.isolate("a");
+    c.tickAll(100);
+    return c;
+  }
+
+  it("without holding its votes, elects a member that lacks a committed entry (the hazard)", () => {
+    const c = bLosesItsDisk(false);
+    expect(c.leaders()).toEqual(["c"]);
+    const committed = c.get("a").applied.find((e) => new TextDecoder().decode(e.data) === "w")!;
+    // a applied "w" as committed at this index; the new leader holds another entry there, and lacks "w".
+    expect(c.get("c").storage.entries(committed.index, committed.index + 1, Infinity)[0]?.term).not.toBe(committed.term);
+    expect(c.get("c").storage.entries(1, c.get("c").storage.lastIndex() + 1, Infinity).map((e) => new TextDecoder().decode(e.data))).not.toContain("w");
+  });
+
+  it("holding its votes, neither votes nor campaigns; a comes back, leads, and nothing is lost", () => {
+    const c = bLosesItsDisk(true);
+    expect(c.leaders()).toEqual([]);
+    expect(c.get("b").node.status().vote).toBe("");
+    expect(c.sent.filter((m) => m.from === "b" && (m.type === MessageType.PreVote || m.type === MessageType.Vote))).toEqual([]);
+    c.heal();
+    c.tickAll(60);
+    expect(c.leaders()).toEqual(["a"]);
+    for (const id of ["a", "b", "c"]) expect(c.appliedText(id)).toEqual(["w"]);
+    // Caught up, it votes again.
+    c.get("b").node.holdVotes(false);
+    c.isolate("a");
+    c.tickAll(100);
+    expect(c.leaders()).toHaveLength(1);
+    expect(c.leaders()[0]).not.toBe("a");
   });
 });
