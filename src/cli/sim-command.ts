@@ -24,6 +24,7 @@ options:
   --nodes N       initial voters, 1-9 (default 5)
   --steps K       ticks of the fault phase per seed (default 1000)
   --faults LIST   comma-separated: ${faultKinds.join(",")}; or all, none (default all)
+  --lost-disks    about every other crash also loses the node's disk (it restarts as new)
   --stop          stop after the first seed with a violation
   --workers W     run seeds on W threads (default: cores, at most 4; 1 runs in this thread)
   --json          print one JSON object as the last line
@@ -40,6 +41,8 @@ interface SimArgs {
   verbose: boolean;
   stop: boolean;
   workers: number;
+  /** The `lostDisks` knob. */
+  lostDisks: boolean;
 }
 
 function integer(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
@@ -62,6 +65,7 @@ export function parseSimArgs(args: string[]): SimArgs | "help" {
       nodes: { type: "string" },
       steps: { type: "string" },
       faults: { type: "string" },
+      "lost-disks": { type: "boolean" },
       json: { type: "boolean" },
       stop: { type: "boolean" },
       workers: { type: "string" },
@@ -80,6 +84,7 @@ export function parseSimArgs(args: string[]): SimArgs | "help" {
     verbose: values.verbose === true,
     stop: values.stop === true,
     workers: integer("workers", values.workers, Math.min(4, availableParallelism()), 1, 64),
+    lostDisks: values["lost-disks"] === true,
   };
 }
 
@@ -93,11 +98,11 @@ function seedLine(r: SimResult, ms: number): string {
 }
 
 /** A violation as readable text: what broke, how to reproduce, and the trace. */
-export function formatViolation(v: Violation, args: Pick<SimArgs, "nodes" | "steps" | "faults">): string {
+export function formatViolation(v: Violation, args: Pick<SimArgs, "nodes" | "steps" | "faults"> & { lostDisks?: boolean }): string {
   const faults = args.faults.size === faultKinds.length ? "all" : [...args.faults].join(",") || "none";
   return [
     `VIOLATION of ${v.invariant} (seed ${v.seed}, at ${v.atMs.toFixed(1)} virtual ms): ${v.message}`,
-    `  reproduce: npx epochd sim --seed ${v.seed} --nodes ${args.nodes} --steps ${args.steps} --faults ${faults}`,
+    `  reproduce: npx epochd sim --seed ${v.seed} --nodes ${args.nodes} --steps ${args.steps} --faults ${faults}${args.lostDisks === true ? " --lost-disks" : ""}`,
     `  last events:`,
     ...v.trace.map((line) => `    ${line}`),
   ].join("\n");
@@ -119,7 +124,7 @@ async function runSeeds(args: SimArgs, report: (run: SeedRun) => boolean): Promi
   if (args.workers <= 1 || seeds.length === 1) {
     for (const seed of seeds) {
       const started = performance.now();
-      const result = runSimulation({ seed, nodes: args.nodes, steps: args.steps, faults: args.faults });
+      const result = runSimulation({ seed, nodes: args.nodes, steps: args.steps, faults: args.faults, knobs: { lostDisks: args.lostDisks } });
       if (!report({ result, ms: performance.now() - started })) return;
     }
     return;
@@ -138,7 +143,7 @@ async function runSeeds(args: SimArgs, report: (run: SeedRun) => boolean): Promi
             const startNext = (): void => {
               if (stopped || nextToStart >= seeds.length) return resolve();
               const index = nextToStart++;
-              const request: WorkerRequest = { seed: seeds[index]!, nodes: args.nodes, steps: args.steps, faults };
+              const request: WorkerRequest = { seed: seeds[index]!, nodes: args.nodes, steps: args.steps, faults, lostDisks: args.lostDisks };
               worker.once("message", (run: SeedRun) => {
                 done.set(index, run);
                 for (let r = done.get(nextToReport); r !== undefined && !stopped; r = done.get(nextToReport)) {
@@ -173,7 +178,7 @@ export async function simCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const a = args;
-  const totals = { steps: 0, ticks: 0, nodeTicks: 0, elections: 0, commits: 0, acked: 0, faults: 0 };
+  const totals = { steps: 0, ticks: 0, nodeTicks: 0, elections: 0, commits: 0, acked: 0, faults: 0, disksLost: 0 };
   const violations: Violation[] = [];
   const started = performance.now();
   let seedsRun = 0;
@@ -203,7 +208,7 @@ export async function simCommand(argv: string[]): Promise<number> {
   } else {
     console.log(
       `${seedsRun} seeds, ${totals.ticks} steps, ${totals.elections} elections, ${totals.commits} commits, ` +
-        `${violations.length} violations in ${seconds.toFixed(1)}s on ${a.workers} threads ` +
+        `${a.lostDisks ? `${totals.disksLost} disks lost, ` : ""}${violations.length} violations in ${seconds.toFixed(1)}s on ${a.workers} threads ` +
         `(${summary.stepsPerSecond} steps/s, ${summary.nodeTicksPerSecond} node-ticks/s)`,
     );
   }

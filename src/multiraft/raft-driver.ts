@@ -926,6 +926,23 @@ export class RaftDriver {
     this.touch(group);
   }
 
+  /** This homeserver's copy of `groupId` steps no message until {@link adoptTerm} (see RawNode.awaitTerm). */
+  awaitTerm(groupId: GroupId): void {
+    this.group(groupId).node.awaitTerm();
+  }
+
+  /** Takes `term` as `groupId`'s term, if higher, and steps messages again (see RawNode.adoptTerm). */
+  adoptTerm(groupId: GroupId, term: Term): void {
+    const group = this.group(groupId);
+    group.node.adoptTerm(term);
+    this.touch(group);
+  }
+
+  /** The term of the entry at `groupId`'s commit index here. */
+  committedTerm(groupId: GroupId): Term {
+    return this.group(groupId).node.committedTerm();
+  }
+
   /** Starts an election for `groupId` now (a pre-election first with PreVote), rather than at its timeout. */
   campaign(groupId: GroupId): void {
     if (this.dormant.has(groupId)) {

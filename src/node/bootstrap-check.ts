@@ -5,39 +5,109 @@
  * A homeserver started with the bootstrap configuration and an empty data
  * directory creates the cluster group from that configuration, as a voter.
  * Alone it cannot tell a new cluster from one that ran while its data was
- * lost. In the second case it has forgotten the votes it cast and the entries
- * it acknowledged: its vote could elect a homeserver that lacks writes
- * acknowledged with its help, and that leader would overwrite them. So it
- * holds its votes (and campaigns) until its peers have answered:
+ * lost. In the second case it has forgotten the votes it cast, the entries it
+ * acknowledged and the term it was in: its vote could elect a homeserver that
+ * lacks writes acknowledged with its help, and its acknowledgements could let
+ * a leader deposed meanwhile commit over them. So it holds its votes and
+ * campaigns, steps no Raft message, and asks its peers for their commit
+ * index, last log index, term and voters, until enough voters answered that
+ * every quorum it could have been part of includes one of them (n - q + 1 of
+ * the n - 1 others, q a majority of n). Then it takes the highest term they
+ * answered, counting its own vote in that term as cast: that term is at least
+ * that of every vote it cast and every entry it acknowledged, so leaders of
+ * older terms are refused. And:
  *
- * - every other initial voter is at the bootstrap state too: a new cluster,
- *   votes are released at once;
- * - one has committed past the bootstrap entry: the cluster ran (this
- *   homeserver lost its data, or was merely late at the start of a new
- *   cluster). Votes stay held until this homeserver has caught up to that
- *   commit index. Only a leader elected without its vote can bring it there,
- *   and that leader holds every committed entry.
+ * - if no answer holds anything past the bootstrap entry, nothing was ever
+ *   committed past it (a new cluster, or one whose first entries were lost
+ *   with their leader): it votes from the next term on;
+ * - else the cluster ran (this homeserver lost its data, or was merely late at
+ *   the start of a new cluster): it votes once it knows an entry of that term
+ *   or a later one committed. Such an entry comes from a leader elected
+ *   without its vote, which holds every entry committed with its help, so any
+ *   candidate it votes for then does too.
  *
- * Channel groups need no such check: a lost copy comes back empty, without a
- * membership, and votes only once a leader's snapshot or log gave it one.
+ * The check is recorded in a file in the data directory while it runs, so a
+ * crash part-way runs it again on the next start (the log is no longer at its
+ * bootstrap state then).
+ *
+ * Channel groups come back empty, without a membership, and vote only once a
+ * leader's snapshot or log gave them one; they do not learn the term, which
+ * is open (docs/ARCHITECTURE.md).
  */
+import { closeSync, existsSync, fsyncSync, openSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import type { Logger } from "pino";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
+import type { RaftStatus } from "../raft/raw-node.ts";
 import type { PeerStreamState } from "../transport/peer-transport.ts";
-import type { GroupId, LogIndex, LogStorage, NodeId } from "../raft/types.ts";
+import type { GroupId, LogIndex, LogStorage, NodeId, Term } from "../raft/types.ts";
 
-/** A homeserver asks its peers for their cluster group's commit index. */
+/** A homeserver asks its peers where their cluster group is (commit index, last index and term). */
 export const bootstrapAskTopic = "bootstrap-ask";
-/** The answer: the commit index, in decimal. */
+/** The answer: commit index, last log index and term, in decimal. */
 export const bootstrapAnswerTopic = "bootstrap-answer";
 /** The commit index of a group at its bootstrap state (the one configuration entry). */
 export const bootstrapCommitIndex = 1;
+/** The file in the data directory that says a check has not finished. */
+export const bootstrapCheckFile = "bootstrap-check-pending";
+
+/** Where a peer's cluster group is. */
+export interface BootstrapAnswer {
+  readonly commit: LogIndex;
+  readonly lastIndex: LogIndex;
+  readonly term: Term;
+  /** The peer's voters, and those of the configuration it is leaving if it is in a joint one. */
+  readonly voters: readonly NodeId[];
+  readonly votersOutgoing: readonly NodeId[];
+  /** Peer addresses of those voters, where the peer knows them (a homeserver that lost its data knows only its configuration's). */
+  readonly addresses: Readonly<Record<NodeId, string>>;
+}
 
 /** What the answers so far say. */
 export type BootstrapVerdict =
-  | { readonly kind: "new" }
-  | { readonly kind: "ran"; readonly commit: LogIndex; readonly answeredBy: NodeId }
+  | { readonly kind: "new"; readonly term: Term }
+  | { readonly kind: "ran"; readonly term: Term }
   | { readonly kind: "waiting"; readonly missing: readonly NodeId[] };
+
+/** Answers needed from the others to meet every quorum of `voters` (self included) that contains this node: n - q + 1. */
+export function answersNeeded(voters: number): number {
+  return voters - (Math.floor(voters / 2) + 1) + 1;
+}
+
+/**
+ * The verdict of homeserver `selfId` from the answers so far. It waits until
+ * enough voters answered to meet every quorum containing `selfId` (each half
+ * of a joint configuration), counted in the configuration of the most
+ * advanced answer (highest term, then commit), or of the initial voters
+ * (`initialPeers` and `selfId`) before any answer. Then `new` if no answer
+ * holds anything past the bootstrap entry (nothing was ever committed past
+ * it), else `ran`; both with the highest term answered. Otherwise `waiting`,
+ * with whom to ask.
+ */
+export function bootstrapVerdict(selfId: NodeId, initialPeers: readonly NodeId[], answers: ReadonlyMap<NodeId, BootstrapAnswer>): BootstrapVerdict {
+  const heard = [...answers.values()];
+  if (heard.length === 0) return { kind: "waiting", missing: [...initialPeers] };
+  const best = heard.reduce((a, b) => (b.term > a.term || (b.term === a.term && b.commit > a.commit) ? b : a));
+  const missing = new Set<NodeId>();
+  for (const conf of [best.voters, best.votersOutgoing]) {
+    if (!conf.includes(selfId)) continue;
+    const others = conf.filter((id) => id !== selfId);
+    if (others.filter((id) => answers.has(id)).length >= answersNeeded(conf.length)) continue;
+    for (const id of others) if (!answers.has(id)) missing.add(id);
+  }
+  if (missing.size > 0) return { kind: "waiting", missing: [...missing] };
+  const term = Math.max(...heard.map((a) => a.term));
+  const ran = heard.some((a) => a.lastIndex > bootstrapCommitIndex || a.commit > bootstrapCommitIndex);
+  return { kind: ran ? "ran" : "new", term };
+}
+
+/**
+ * Whether a node whose check reached `verdict`, and which knows entries
+ * committed up to one of term `committedTerm`, may vote again.
+ */
+export function mayVoteAgain(verdict: BootstrapVerdict, committedTerm: Term): boolean {
+  return verdict.kind === "new" || (verdict.kind === "ran" && committedTerm >= verdict.term);
+}
 
 /**
  * Whether a group's stored log is its bootstrap state, as a new data
@@ -51,36 +121,74 @@ export function isAtBootstrapState(log: LogStorage, initialVoters: readonly Node
   return log.lastIndex() === bootstrapCommitIndex && hardState.commit === bootstrapCommitIndex && hardState.vote === "";
 }
 
-/** The verdict from the commit indexes `answers` of the other initial voters `peers`. */
-export function bootstrapVerdict(peers: readonly NodeId[], answers: ReadonlyMap<NodeId, LogIndex>): BootstrapVerdict {
-  let ran: { commit: LogIndex; answeredBy: NodeId } | undefined;
-  for (const [peer, commit] of answers) {
-    if (peers.includes(peer) && commit > bootstrapCommitIndex && (ran === undefined || commit > ran.commit)) ran = { commit, answeredBy: peer };
+/** The answer a homeserver gives from its cluster group's status, naming its voters' peer addresses where `addressOf` knows them. */
+export function bootstrapAnswerOf(status: Pick<RaftStatus, "commit" | "lastIndex" | "term" | "confState">, addressOf: (id: NodeId) => string | undefined): BootstrapAnswer {
+  const { voters, votersOutgoing } = status.confState;
+  const addresses: Record<NodeId, string> = {};
+  for (const id of new Set([...voters, ...votersOutgoing])) {
+    const address = addressOf(id);
+    if (address !== undefined && address !== "") addresses[id] = address;
   }
-  if (ran !== undefined) return { kind: "ran", ...ran };
-  const missing = peers.filter((peer) => !answers.has(peer));
-  return missing.length === 0 ? { kind: "new" } : { kind: "waiting", missing };
+  return { commit: status.commit, lastIndex: status.lastIndex, term: status.term, voters: [...voters], votersOutgoing: [...votersOutgoing], addresses };
 }
 
-/** An answer's payload: the commit index in decimal. */
-export function encodeBootstrapAnswer(commit: LogIndex): Uint8Array {
-  return new TextEncoder().encode(String(commit));
+/** Longest answer accepted, in bytes. */
+const answerBytesMax = 64 * 1024;
+const idPattern = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** An answer's payload (JSON). */
+export function encodeBootstrapAnswer(answer: BootstrapAnswer): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(answer));
 }
 
-/** The commit index an answer carries, or undefined if it is malformed. */
-export function decodeBootstrapAnswer(payload: Uint8Array): LogIndex | undefined {
-  const text = new TextDecoder().decode(payload);
-  return /^\d{1,15}$/.test(text) ? Number(text) : undefined;
+/** The answer a payload carries, or undefined if it is malformed. */
+export function decodeBootstrapAnswer(payload: Uint8Array): BootstrapAnswer | undefined {
+  if (payload.byteLength > answerBytesMax) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder().decode(payload));
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== "object" || value === null) return undefined;
+  const { commit, lastIndex, term, voters, votersOutgoing, addresses } = value as Record<string, unknown>;
+  const index = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0;
+  const ids = (list: unknown): list is NodeId[] => Array.isArray(list) && list.length <= 64 && list.every((id) => typeof id === "string" && idPattern.test(id));
+  if (!index(commit) || !index(lastIndex) || !index(term) || commit > lastIndex || !ids(voters) || !ids(votersOutgoing)) return undefined;
+  if (typeof addresses !== "object" || addresses === null || Array.isArray(addresses)) return undefined;
+  const entries = Object.entries(addresses);
+  if (entries.length > 64 || !entries.every(([id, address]) => idPattern.test(id) && typeof address === "string" && address.length <= 256)) return undefined;
+  return { commit, lastIndex, term, voters, votersOutgoing, addresses: Object.fromEntries(entries) as Record<NodeId, string> };
+}
+
+/** Records, durably, that a check runs in `dataDir`. */
+export function markBootstrapCheck(dataDir: string): void {
+  const fd = openSync(join(dataDir, bootstrapCheckFile), "w");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Whether a check started in `dataDir` has not finished. */
+export function bootstrapCheckPending(dataDir: string): boolean {
+  return existsSync(join(dataDir, bootstrapCheckFile));
 }
 
 export interface BootstrapCheckOptions {
+  readonly selfId: NodeId;
   readonly groupId: GroupId;
   /** The other initial voters. */
   readonly peers: readonly NodeId[];
   readonly driver: RaftDriver;
   readonly sendNotice: (to: NodeId, topic: string, payload: Uint8Array) => void;
   readonly peerStates: () => ReadonlyMap<NodeId, PeerStreamState>;
+  /** Connects to a voter an answer named that the transport does not know yet. */
+  readonly learnPeer: (id: NodeId, peerAddress: string) => void;
   readonly logger: Logger;
+  /** Where the check's file is (removed when the votes are released). */
+  readonly dataDir: string;
   /** Called once when the cluster turns out to be new (to hasten its first election). */
   readonly onNewCluster: () => void;
   /** How often unanswered peers are asked again, and a catch-up is checked. */
@@ -91,17 +199,18 @@ export interface BootstrapCheckOptions {
 
 /** Holds this homeserver's votes in the cluster group until the answers show they are safe to cast. */
 export class BootstrapCheck {
-  private readonly answers = new Map<NodeId, LogIndex>();
+  private readonly answers = new Map<NodeId, BootstrapAnswer>();
   private timer: NodeJS.Timeout | undefined;
   private verdict: BootstrapVerdict = { kind: "waiting", missing: [] };
   private lastWaitingLogMs = 0;
 
   constructor(private readonly options: BootstrapCheckOptions) {}
 
-  /** Holds the votes and starts asking. */
+  /** Holds the votes and every message (the file was written before the group was opened), and starts asking. */
   start(): void {
     this.options.driver.holdVotes(this.options.groupId, true);
-    this.options.logger.info({ peers: this.options.peers }, "cluster group at its bootstrap state: asking the other initial voters whether the cluster already ran, before voting");
+    this.options.driver.awaitTerm(this.options.groupId);
+    this.options.logger.info({ peers: this.options.peers }, "cluster group new or not yet checked: asking the other initial voters whether the cluster already ran, before voting");
     this.lastWaitingLogMs = Date.now();
     this.timer = setInterval(() => this.step(), this.options.askIntervalMs ?? 100);
     this.step();
@@ -109,9 +218,13 @@ export class BootstrapCheck {
 
   /** Records a peer's answer. */
   onAnswer(from: NodeId, payload: Uint8Array): void {
-    const commit = decodeBootstrapAnswer(payload);
-    if (this.timer === undefined || commit === undefined || !this.options.peers.includes(from)) return;
-    this.answers.set(from, Math.max(commit, this.answers.get(from) ?? 0));
+    const answer = decodeBootstrapAnswer(payload);
+    if (this.timer === undefined || answer === undefined || from === this.options.selfId) return;
+    this.answers.set(from, answer);
+    const states = this.options.peerStates();
+    for (const [id, address] of Object.entries(answer.addresses)) {
+      if (id !== this.options.selfId && !states.has(id) && address !== "") this.options.learnPeer(id, address);
+    }
     this.step();
   }
 
@@ -122,27 +235,29 @@ export class BootstrapCheck {
 
   private step(): void {
     if (this.timer === undefined) return;
+    const { driver, groupId, logger } = this.options;
     if (this.verdict.kind !== "ran") {
-      this.verdict = bootstrapVerdict(this.options.peers, this.answers);
+      this.verdict = bootstrapVerdict(this.options.selfId, this.options.peers, this.answers);
       if (this.verdict.kind === "ran") {
         // Late at the start of a new cluster, or a data directory lost: the same care serves both.
-        this.options.logger.info(
-          { commit: this.verdict.commit, answeredBy: this.verdict.answeredBy },
+        driver.adoptTerm(groupId, this.verdict.term);
+        logger.info(
+          { term: this.verdict.term },
           "the cluster has committed past its bootstrap state: this homeserver is late to it or lost its data, and votes once it has caught up from a leader",
         );
       }
     }
-    const { driver, groupId, logger } = this.options;
     if (this.verdict.kind === "new") {
-      logger.info("a new cluster: every initial voter is at its bootstrap state");
+      logger.info({ term: this.verdict.term }, "a new cluster: nothing committed past the bootstrap entry; voting from the next term");
+      // A first election may have begun (even with this homeserver's vote, before it lost its data).
+      driver.adoptTerm(groupId, this.verdict.term);
       this.release();
       this.options.onNewCluster();
       return;
     }
     if (this.verdict.kind === "ran") {
-      const commit = driver.status(groupId).commit;
-      if (commit >= this.verdict.commit) {
-        logger.info({ commit }, "caught up with the cluster: voting");
+      if (mayVoteAgain(this.verdict, driver.committedTerm(groupId))) {
+        logger.info({ commit: driver.status(groupId).commit }, "caught up with the cluster: voting");
         this.release();
       }
       return;
@@ -153,12 +268,13 @@ export class BootstrapCheck {
     }
     if (Date.now() - this.lastWaitingLogMs >= (this.options.waitingLogIntervalMs ?? 10_000)) {
       this.lastWaitingLogMs = Date.now();
-      logger.warn({ missing: this.verdict.missing }, "still waiting for initial voters to answer whether the cluster already ran; not voting meanwhile");
+      logger.warn({ missing: this.verdict.missing }, "still waiting for voters to answer whether the cluster already ran; not voting meanwhile");
     }
   }
 
   private release(): void {
     this.stop();
+    rmSync(join(this.options.dataDir, bootstrapCheckFile), { force: true });
     this.options.driver.holdVotes(this.options.groupId, false);
   }
 }

@@ -51,7 +51,7 @@ import type { HomeserverRecord } from "./directory-command.ts";
 import { CertificateCollector } from "./certificate-collector.ts";
 import { CertificateLookup } from "./certificate-lookup.ts";
 import { hastenFirstElection } from "./first-election.ts";
-import { BootstrapCheck, bootstrapAnswerTopic, bootstrapAskTopic, encodeBootstrapAnswer, isAtBootstrapState } from "./bootstrap-check.ts";
+import { BootstrapCheck, bootstrapAnswerOf, bootstrapAnswerTopic, bootstrapAskTopic, bootstrapCheckPending, encodeBootstrapAnswer, isAtBootstrapState, markBootstrapCheck } from "./bootstrap-check.ts";
 import { CertificateExchange, signatureBatchTopic } from "./certificate-exchange.ts";
 import { assertNotLeft, wireDirectory } from "./directory-wiring.ts";
 import { NodeMetrics } from "./metrics.ts";
@@ -124,7 +124,8 @@ export class Homeserver {
     const initialVoters = !config.bootstrap ? [] : config.peers.length > 0 ? config.peers.map((p) => p.id) : [config.id];
     const store = await engine.openGroup(clusterGroupId, initialVoters);
     // Possibly a data directory lost and made anew: no votes until the peers have answered (bootstrap-check.ts).
-    const checkBootstrap = isAtBootstrapState(store.log, initialVoters);
+    const checkBootstrap = bootstrapCheckPending(config.dataDir) || isAtBootstrapState(store.log, initialVoters);
+    if (checkBootstrap) markBootstrapCheck(config.dataDir);
     const credentials: PeerCredentials = config.insecure
       ? { kind: "insecure" }
       : await loadTlsMaterial({ caCertPath: config.tlsCaCert, certPath: config.tlsCert, keyPath: config.tlsKey });
@@ -146,7 +147,10 @@ export class Homeserver {
         for (const notice of notices) {
           if (notice.topic === signatureBatchTopic) exchange?.onNotice(from, notice.payload);
           else if (notice.topic === bootstrapAskTopic) {
-            if (driver !== undefined) transport.sendNotice(from, { topic: bootstrapAnswerTopic, payload: encodeBootstrapAnswer(driver.status(clusterGroupId).commit) });
+            if (driver === undefined) continue;
+            const addresses = transport.peerAddresses();
+            const answer = bootstrapAnswerOf(driver.status(clusterGroupId), (id) => (id === config.id ? config.peerListen : addresses.get(id)));
+            transport.sendNotice(from, { topic: bootstrapAnswerTopic, payload: encodeBootstrapAnswer(answer) });
           } else if (notice.topic === bootstrapAnswerTopic) bootstrapCheck?.onAnswer(from, notice.payload);
           else groups?.onNotice(from, notice.topic, notice.payload);
         }
@@ -258,7 +262,10 @@ export class Homeserver {
     // behind a homeserver's copy is.
     await driver.addGroup(store, stateMachine, { lazyCommitNotices: true });
     // Held from the first message a peer may send; the check below releases them.
-    if (checkBootstrap) driver.holdVotes(clusterGroupId, true);
+    if (checkBootstrap) {
+      driver.holdVotes(clusterGroupId, true);
+      driver.awaitTerm(clusterGroupId);
+    }
     if (restoreLeftUndone) assertNotLeft(stateMachine, config.id); // restored (and its directory learned) just now
     groups = new ChannelGroups({
       selfId: config.id,
@@ -330,12 +337,15 @@ export class Homeserver {
     if (!checkBootstrap) hastenElection();
     else {
       bootstrapCheck = new BootstrapCheck({
+        selfId: config.id,
         groupId: clusterGroupId,
         peers: initialVoters.filter((id) => id !== config.id),
         driver,
         sendNotice: (to, topic, payload) => transport.sendNotice(to, { topic, payload }),
         peerStates: () => transport.peerStates(),
+        learnPeer: (id, address) => transport.setPeer(id, address),
         logger,
+        dataDir: config.dataDir,
         onNewCluster: hastenElection,
       });
       bootstrapCheck.start();

@@ -493,6 +493,13 @@ export class Raft {
    */
   votesHeld = false;
 
+  /**
+   * Set while this node does not know how far the group's terms went (it lost
+   * its storage): it steps no message, since an answer to a leader deposed
+   * meanwhile could commit over entries it had acknowledged.
+   */
+  termUnknown = false;
+
   /** Starts an election (or a pre-election) if this node may. */
   hup(campaign: Campaign): void {
     this.wake();
@@ -605,7 +612,7 @@ export class Raft {
 
   /** Handles a message from another node of this group. */
   step(m: Message): void {
-    if (m.groupId !== this.groupId || m.to !== this.id || m.from === this.id || m.from === "") return;
+    if (m.groupId !== this.groupId || m.to !== this.id || m.from === this.id || m.from === "" || this.termUnknown) return;
     if (this.quiesced) {
       this.wake();
       // Woken by someone else (a candidate, say): wake the leader too, so its heartbeats resume

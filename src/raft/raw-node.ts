@@ -103,6 +103,35 @@ export class RawNode {
     this.raft.votesHeld = held;
   }
 
+  /**
+   * Steps no message until {@link adoptTerm}: for a node that lost its
+   * storage, and with it the term the group had reached. Answering a leader
+   * deposed meanwhile could let it commit over entries this node had
+   * acknowledged.
+   */
+  awaitTerm(): void {
+    this.raft.termUnknown = true;
+  }
+
+  /**
+   * Takes `term` as the group's term (a follower with no leader, if it is
+   * higher than this node's) and steps messages again. This node may have
+   * voted in that term before it lost its storage, so it counts its vote
+   * there as cast and votes again only in a later term. The new term and vote
+   * are in the next Ready's hard state; leaders of older terms are refused.
+   */
+  adoptTerm(term: Term): void {
+    const raft = this.raft;
+    raft.termUnknown = false;
+    if (term > raft.term) raft.becomeFollower(term, "");
+    if (raft.vote === "") raft.vote = raft.id;
+  }
+
+  /** The term of the entry at the commit index. */
+  committedTerm(): Term {
+    return this.raft.log.term(this.raft.log.committed) ?? 0;
+  }
+
   propose(data: Uint8Array): ProposalResult {
     return this.raft.propose(data);
   }

@@ -50,6 +50,12 @@ export interface FaultContext {
   crash(node: NodeId): void;
   /** Restarts a crashed node from its durable state; no-op otherwise. */
   restart(node: NodeId): void;
+  /** Whether a crash may also lose the node's disk (the `lostDisks` knob). */
+  readonly disksMayBeLost: boolean;
+  /** Loses a crashed node's disk before its restart, unless another node has not yet recovered from losing its own. */
+  loseDisk(node: NodeId): void;
+  /** Whether a node that lost its disk has not yet recovered (votes again and applied what was committed when it lost it). */
+  diskRecovering(): boolean;
   pause(node: NodeId): void;
   /** Ends a pause; no-op if not paused. */
   resume(node: NodeId): void;
@@ -137,7 +143,12 @@ function crash(ctx: FaultContext, event: FaultEvent): (() => void) | null {
   const node = target(ctx, event.b, event.a < 0.3);
   if (node === undefined) return null;
   ctx.crash(node);
-  return () => ctx.restart(node);
+  // With lost disks on, about every other crash also loses the disk (a bit of `a` the leader preference does not read).
+  const losesDisk = ctx.disksMayBeLost && Math.floor(event.a * 1024) % 2 === 1;
+  return () => {
+    if (losesDisk) ctx.loseDisk(node);
+    ctx.restart(node);
+  };
 }
 
 function pause(ctx: FaultContext, event: FaultEvent): (() => void) | null {
@@ -152,6 +163,8 @@ function pause(ctx: FaultContext, event: FaultEvent): (() => void) | null {
 function membership(ctx: FaultContext, event: FaultEvent): null {
   const conf = ctx.leaderConfState();
   if (conf === null || conf.votersOutgoing.length > 0) return null;
+  // A node recovering from a lost disk and a fresh one made voter could be a majority without data.
+  if (ctx.diskRecovering()) return null;
   const minVoters = Math.min(3, ctx.initialNodes);
   const voter = pickBy(conf.voters, event.b);
   const learner = pickBy(conf.learners, event.b);

@@ -61,6 +61,19 @@ export interface SimKnobs {
    * node stores, votes and answers but applies nothing and starts no election.
    */
   readonly restoreFsyncDelays: number;
+  /**
+   * About every other crash also loses the node's disk: it restarts as at its
+   * first start (at most one node without its data at a time, the promise's
+   * "a majority keep their disks"). Off unless given, so the runs of older
+   * seeds do not move.
+   */
+  readonly lostDisks: boolean;
+  /**
+   * An initial voter that lost its disk holds its votes until the other
+   * initial voters' commit indexes say it may vote (src/node/bootstrap-check.ts),
+   * as the runtime's cluster group does. Off: the hazard that check closes.
+   */
+  readonly bootstrapCheck: boolean;
 }
 
 /** Everything that defines a run. */
@@ -119,6 +132,9 @@ export function resolveKnobs(seed: number, given: Partial<SimKnobs> = {}): SimKn
     hibernateAfterTicks: rng.chance(0.5) ? rng.range(1, 8) : 0,
     lazyCommitNotices: rng.chance(0.5),
     restoreFsyncDelays: rng.chance(0.5) ? rng.pick([5, 50]) : 0,
+    // Not drawn: given explicitly (test/sim/lost-disk.test.ts, `--lost-disks`).
+    lostDisks: false,
+    bootstrapCheck: true,
   };
   return { ...drawn, ...given };
 }

@@ -106,6 +106,18 @@ export class SimDisk {
   }
 
   /**
+   * Loses everything, as a lost data directory does: the disk is as at its
+   * first start, holding the bootstrap entry of `voters` (an initial member)
+   * or nothing (a node added later).
+   */
+  wipe(voters: readonly NodeId[]): void {
+    this.durable = new MemoryStorage(voters);
+    this.live = new MemoryStorage(voters);
+    this.pending.length = 0;
+    this.appliedState = { index: 0, hash: 0 };
+  }
+
+  /**
    * Loses every unsynced write. The restarted core reads `live`, rebuilt as
    * a copy of `durable`, so later writes keep the two copies separate.
    */

@@ -87,6 +87,16 @@ export class SimNode {
   hibernations = 0;
   /** Leader's snapshots taken up after a restore that took a while (see `restoreFsyncDelays`). */
   restoresTakenUp = 0;
+  /** Times the node restarted with its disk lost (see `lostDisks`). */
+  disksLost = 0;
+  /**
+   * Set while the node neither votes nor campaigns (RawNode.holdVotes): it
+   * lost its disk and waits for the bootstrap check, as the runtime's cluster
+   * group does (src/node/bootstrap-check.ts). Kept across a rebuilt core.
+   */
+  votesHeld = false;
+  /** Set while the node steps no message until it learns the group's term (RawNode.awaitTerm); kept across a rebuilt core. */
+  termUnknown = false;
   private quietTicksInARow = 0;
   private busy = false;
   private parked: Ready | null = null;
@@ -141,8 +151,42 @@ export class SimNode {
     const config = this.makeConfig(this.disk.live, this.state.index, (e) => this.onEvent(e));
     this.guard(() => {
       this.raw = new RawNode(config);
+      this.raw.holdVotes(this.votesHeld);
+      if (this.termUnknown) this.raw.awaitTerm();
     });
     this.drain();
+  }
+
+  /** Holds or releases the node's votes (and campaigns). */
+  holdVotes(held: boolean): void {
+    this.votesHeld = held;
+    this.raw?.holdVotes(held);
+  }
+
+  /** Steps no message from the next start on, until {@link adoptTerm}. */
+  awaitTermOnStart(): void {
+    this.termUnknown = true;
+  }
+
+  /** Takes the group's term and steps messages again (RawNode.adoptTerm). */
+  adoptTerm(term: Term): void {
+    this.termUnknown = false;
+    this.guard(() => this.raw?.adoptTerm(term));
+    this.processReadies();
+  }
+
+  /**
+   * Loses the crashed node's disk (a lost data directory): the next start
+   * finds it as at the node's first start, with the bootstrap entry of
+   * `voters` (an initial member) or empty (a node added later).
+   */
+  loseDisk(voters: readonly NodeId[]): void {
+    if (this.raw !== null) throw new Error(`${this.id} must be down to lose its disk`);
+    this.disk.wipe(voters);
+    this.state = { index: 0, hash: 0 };
+    this.lastConf = undefined;
+    this.confKnownIndex = 0;
+    this.disksLost++;
   }
 
   /** Kills the process: in-flight writes, queued inputs and unsent messages are lost. */
@@ -239,6 +283,8 @@ export class SimNode {
     if (quiet === undefined || this.busy || this.parked !== null || this.inbox.length > 0 || this.restoring !== undefined || raw.hasReady()) return;
     const config = this.makeConfig(this.disk.live, this.state.index, (e) => this.onEvent(e));
     this.raw = new RawNode({ ...config, resume: quiet });
+    this.raw.holdVotes(this.votesHeld);
+    if (this.termUnknown) this.raw.awaitTerm();
     this.quietTicksInARow = 0;
     this.hibernations++;
   }

@@ -15,13 +15,16 @@ export interface WorkerRequest {
   readonly steps: number;
   /** Comma-separated fault kinds. */
   readonly faults: string;
+  /** The `lostDisks` knob. */
+  readonly lostDisks: boolean;
 }
 
 const port = parentPort;
 if (port !== null) {
   port.on("message", (request: WorkerRequest) => {
     const started = performance.now();
-    const result = runSimulation({ ...request, faults: parseFaultKinds(request.faults) });
+    const { lostDisks, ...run } = request;
+    const result = runSimulation({ ...run, faults: parseFaultKinds(request.faults), knobs: { lostDisks } });
     port.postMessage({ result, ms: performance.now() - started });
   });
 }

@@ -7,7 +7,7 @@
  * Invariants are checked as events happen; the first violation stops the run.
  */
 import { defaultRaftConfig, type ProposalResult, type RaftEvent, type RawNode } from "../raft/raw-node.ts";
-import { MessageType, Role, type ConfChange, type ConfState, type Entry, type Message, type NodeId } from "../raft/types.ts";
+import { MessageType, Role, type ConfChange, type ConfState, type Entry, type LogIndex, type Message, type NodeId } from "../raft/types.ts";
 import { EventQueue } from "./event-queue.ts";
 import { drawSchedule, faultSpecs, type FaultContext, type FaultEvent } from "./faults.ts";
 import { defaultInvariants, InvariantSet, type ClusterView } from "./invariants.ts";
@@ -16,6 +16,7 @@ import { resolveKnobs, streams, type SimKnobs, type SimOptions } from "./options
 import { Prng } from "./prng.ts";
 import { SimDisk } from "./sim-disk.ts";
 import { SimNode, type NodeHost } from "./sim-node.ts";
+import { bootstrapAnswerOf, bootstrapVerdict, mayVoteAgain, type BootstrapAnswer } from "../node/bootstrap-check.ts";
 import { TraceRing, type TraceDetail } from "./trace.ts";
 import { Workload } from "./workload.ts";
 
@@ -46,6 +47,8 @@ export interface SimResult {
   readonly hibernations: number;
   /** Leader's snapshots restored after a while (the `restoreFsyncDelays` knob), the node applying nothing meanwhile. */
   readonly restoresTakenUp: number;
+  /** Restarts with a lost disk (the `lostDisks` knob). */
+  readonly disksLost: number;
   readonly elections: number;
   /** Highest log index any node applied. */
   readonly commits: number;
@@ -100,6 +103,14 @@ export class Simulator implements NodeHost, FaultContext {
   private probeSeq = 0;
   private recoveryTicks = -1;
   private nextLeaderActions: ((leader: NodeId) => void)[] = [];
+  private readonly initialVoters: readonly NodeId[];
+  /** Nodes that lost their disk and have not yet applied what was committed when they did: the commit index to reach. */
+  private readonly recoveringDisks = new Map<NodeId, LogIndex>();
+  /**
+   * Bootstrap checks of initial voters that lost their disk. The check
+   * survives a crash (the runtime's file); its answers and verdict do not.
+   */
+  private readonly bootstrapChecks = new Map<NodeId, { incarnation: number; answers: Map<NodeId, BootstrapAnswer>; termAdopted: boolean }>();
 
   constructor(readonly options: SimOptions) {
     if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > 9) {
@@ -123,13 +134,17 @@ export class Simulator implements NodeHost, FaultContext {
         return n === undefined || n.retired ? undefined : n.disk.durableLast();
       },
       hardStateOf: (id) => this.byId.get(id)?.disk.durableHardState(),
-      holds: (id, index, term) => this.byId.get(id)?.disk.durableHolds(index, term) ?? false,
+      // A leader may count an acknowledgement sent before its sender lost its disk, as no protocol can
+      // prevent; commit-durability counts such a node as holding the entry (durability and
+      // leader-completeness still check nothing is lost).
+      holds: (id, index, term) => this.recoveringDisks.has(id) || (this.byId.get(id)?.disk.durableHolds(index, term) ?? false),
     };
     this.faultSchedule =
       options.schedule ??
       drawSchedule(new Prng(seed, streams.schedule), options.faults, { ...this.knobs, steps: options.steps });
     if (this.knobs.quiesce) this.network.onPartition = (links) => this.streamsBroken(links);
     const voters = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
+    this.initialVoters = voters;
     for (const id of voters) this.addNode(new SimDisk(voters), true);
     this.workload = new Workload(new Prng(seed, streams.workload), this.knobs, {
       nodeIds: () => this.liveIds(voters),
@@ -340,6 +355,8 @@ export class Simulator implements NodeHost, FaultContext {
     if (n === undefined || !n.up) return;
     this.trace(node, "crash", `${n.disk.pendingWrites()} unsynced writes lost`);
     n.crash();
+    // A check not finished runs again from the start (the runtime's file): deaf until the term is learned again.
+    if (this.bootstrapChecks.has(node)) n.awaitTermOnStart();
     if (this.knobs.quiesce) {
       for (const other of this.nodes) if (other !== n) this.peerLost(other, n, this.knobs.peerLossDetectTicks);
     }
@@ -381,6 +398,69 @@ export class Simulator implements NodeHost, FaultContext {
     if (n === undefined || n.up || n.retired) return;
     this.trace(node, "restart", `applied ${n.disk.applied().index}`);
     n.start();
+  }
+
+  diskRecovering(): boolean {
+    return this.recoveringDisks.size > 0;
+  }
+
+  get disksMayBeLost(): boolean {
+    return this.knobs.lostDisks;
+  }
+
+  loseDisk(node: NodeId): void {
+    const n = this.byId.get(node);
+    if (n === undefined || n.up || n.retired) return;
+    if ([...this.recoveringDisks.keys()].some((other) => other !== node)) return;
+    const committed = Math.max(0, ...this.nodes.map((other) => other.raw?.status().commit ?? other.disk.durableHardState().commit));
+    // Only while every other node holds what is committed: a node still catching up (a fresh one, say) would
+    // make two without the data, which in a group of three is a majority.
+    if (this.nodes.some((other) => other !== n && !other.retired && other.disk.durableLast().index < committed)) return;
+    const initial = this.initialVoters.includes(node);
+    this.trace(node, "disk-lost", `${initial ? "bootstrap entry" : "empty"}; the cluster committed ${committed}`);
+    n.loseDisk(initial ? this.initialVoters : []);
+    this.recoveringDisks.set(node, committed);
+    if (initial && this.initialVoters.length > 1 && this.knobs.bootstrapCheck) {
+      n.holdVotes(true);
+      n.awaitTermOnStart();
+      this.bootstrapChecks.set(node, { incarnation: -1, answers: new Map(), termAdopted: false });
+    }
+  }
+
+  /**
+   * One round of every pending bootstrap check: each initial voter the node
+   * can reach both ways answers its commit index (the runtime's notices), and
+   * the node's votes are released as `bootstrapVerdict` allows.
+   */
+  private runBootstrapChecks(): void {
+    for (const [id, check] of this.bootstrapChecks) {
+      const node = this.byId.get(id)!;
+      const raw = node.raw;
+      if (raw === null || node.paused) continue;
+      if (check.incarnation !== node.incarnation) Object.assign(check, { incarnation: node.incarnation, answers: new Map(), termAdopted: false });
+      const peers = this.initialVoters.filter((p) => p !== id);
+      // Everyone is asked here (the runtime asks whom the answers name, learning their addresses).
+      for (const other of this.nodes) {
+        if (other === node || other.raw === null || other.paused || this.network.isBlocked(node.slot, other.slot) || this.network.isBlocked(other.slot, node.slot)) continue;
+        check.answers.set(other.id, bootstrapAnswerOf(other.raw.status(), () => undefined));
+      }
+      const verdict = bootstrapVerdict(id, peers, check.answers);
+      if (verdict.kind !== "waiting" && !check.termAdopted) {
+        check.termAdopted = true;
+        this.trace(id, "term-adopted", String(verdict.term));
+        node.adoptTerm(verdict.term);
+      }
+      const release = node.raw !== null && mayVoteAgain(verdict, node.raw.committedTerm());
+      if (!release) continue;
+      this.trace(id, "votes-released", verdict.kind === "ran" ? `an entry of term ${verdict.term} or later is committed` : "a new cluster");
+      node.holdVotes(false);
+      this.bootstrapChecks.delete(id);
+    }
+    // Without its data until it votes again and has applied what was committed when it lost it.
+    for (const [id, target] of this.recoveringDisks) {
+      const n = this.byId.get(id);
+      if (n === undefined || n.retired || (n.state.index >= target && !this.bootstrapChecks.has(id))) this.recoveringDisks.delete(id);
+    }
   }
 
   pause(node: NodeId): void {
@@ -470,6 +550,7 @@ export class Simulator implements NodeHost, FaultContext {
   private tick(): void {
     this.tickCount++;
     for (const node of this.nodes) node.input({ kind: "tick" });
+    if (this.bootstrapChecks.size > 0 || this.recoveringDisks.size > 0) this.runBootstrapChecks();
     if (this.phase === "faults" && this.clientsBusy()) this.workload.tick(this.tickCount);
     if (this.phase === "faults" && this.tickCount >= this.options.steps) this.heal();
     else if (this.phase === "liveness") this.checkLiveness();
@@ -549,6 +630,7 @@ export class Simulator implements NodeHost, FaultContext {
       quiescedTicks: this.nodes.reduce((sum, n) => sum + n.quiescedTicks, 0),
       hibernations: this.nodes.reduce((sum, n) => sum + n.hibernations, 0),
       restoresTakenUp: this.nodes.reduce((sum, n) => sum + n.restoresTakenUp, 0),
+      disksLost: this.nodes.reduce((sum, n) => sum + n.disksLost, 0),
       elections: this.elections,
       commits: this.commits,
       proposals: this.workload.stats.proposed,

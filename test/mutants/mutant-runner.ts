@@ -31,17 +31,18 @@ async function main(): Promise<void> {
   const runs = runsText === undefined ? undefined : (JSON.parse(runsText) as MutantRuns);
   const faults = new Set<SimModule.FaultKind>(runs === undefined ? sim.faultKinds : runs.faults.map((f) => sim.faultKinds.find((k) => k === f) ?? fail(`no fault kind ${f}`)));
   const started = performance.now();
-  for (let seed = 1; seed <= maxSeeds; seed++) {
+  const firstSeed = runs?.firstSeed ?? 1;
+  for (let seed = firstSeed; seed < firstSeed + maxSeeds; seed++) {
     const config = runs ?? configs[seed % configs.length]!;
     const result = sim.runSimulation({ seed, nodes: config.nodes, steps: config.steps, faults, ...(runs === undefined ? {} : { knobs: runs.knobs }) });
     const v = result.violations[0];
     const ms = Math.round(performance.now() - started);
     if (v !== undefined) {
-      console.log(JSON.stringify({ caught: true, seed, nodes: config.nodes, invariant: v.invariant, message: v.message, seedsRun: seed, ms }));
+      console.log(JSON.stringify({ caught: true, seed, nodes: config.nodes, invariant: v.invariant, message: v.message, seedsRun: seed - firstSeed + 1, ms }));
       return;
     }
     if (ms > budgetMs) {
-      console.log(JSON.stringify({ caught: false, seedsRun: seed, ms }));
+      console.log(JSON.stringify({ caught: false, seedsRun: seed - firstSeed + 1, ms }));
       return;
     }
   }

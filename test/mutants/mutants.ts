@@ -1,6 +1,7 @@
 /**
- * Deliberately broken variants of the Raft core. Each is an exact search
- * string in a file under src/raft and its replacement; the mutation test
+ * Deliberately broken variants of the Raft core (and of the bootstrap check
+ * the simulator shares with the runtime). Each is an exact search string in
+ * a file under src and its replacement; the mutation test
  * applies one at a time to a temporary copy of src/ and expects the simulator
  * to report a violation. The search string must occur exactly once in the
  * pristine file, so a refactor of the core fails the test loudly instead of
@@ -14,6 +15,12 @@ export interface MutantRuns {
   readonly steps: number;
   readonly faults: readonly FaultKind[];
   readonly knobs: Partial<SimKnobs>;
+  /**
+   * The first seed run (1 unless given): for a mutant whose broken rule only a
+   * rare schedule reaches, the hunt starts shortly before a seed known to
+   * reach it, so the test stays fast; the runner must still find it.
+   */
+  readonly firstSeed?: number;
 }
 
 /** One broken variant of the core. */
@@ -125,5 +132,46 @@ export const mutants: readonly Mutant[] = [
     replace: "return lastCommitted === undefined || firstNew === undefined || lastCommitted.index >= 0;",
     description: "the merged round of a lazily told group applies entries its own unwritten copy committed (a single voter), and a crash loses what it acknowledged",
     runs: { nodes: 1, steps: 400, faults: ["crash", "pause"], knobs: { lazyCommitNotices: true, faultChancePerTick: 0.05, fsyncMaxMs: 4, clients: 3, clientPipeline: 16, proposalChancePerTick: 0.5 } },
+  },
+  // A node that lost its disk (the `lostDisks` knob, src/node/bootstrap-check.ts): each part of the check is needed.
+  {
+    name: "lost-disk-answers-deposed-leader",
+    file: "src/raft/raft.ts",
+    search: ' || m.from === "" || this.termUnknown) return;',
+    replace: ' || m.from === "") return;',
+    description: "a node that lost its disk answers Raft messages before it learned the group's term, so a leader deposed meanwhile commits with it",
+    runs: { nodes: 3, steps: 600, faults: ["crash", "partition", "drop"], knobs: { lostDisks: true, faultChancePerTick: 0.15 }, firstSeed: 1380 },
+  },
+  {
+    name: "lost-disk-votes-twice-in-a-term",
+    file: "src/raft/raw-node.ts",
+    search: '    if (raft.vote === "") raft.vote = raft.id;',
+    replace: "",
+    description: "a node that lost its disk votes again in the term it learned, where it may have voted before",
+    runs: { nodes: 3, steps: 600, faults: ["crash", "partition", "drop"], knobs: { lostDisks: true, faultChancePerTick: 0.15 }, firstSeed: 720 },
+  },
+  {
+    name: "lost-disk-asks-one-peer",
+    file: "src/node/bootstrap-check.ts",
+    search: "  return voters - (Math.floor(voters / 2) + 1) + 1;",
+    replace: "  return 1;",
+    description: "a node that lost its disk trusts one answer, which may miss every holder of an entry it acknowledged",
+    runs: { nodes: 3, steps: 600, faults: ["crash", "partition"], knobs: { lostDisks: true, faultChancePerTick: 0.3, checkQuorum: false } },
+  },
+  {
+    name: "lost-disk-votes-before-catching-up",
+    file: "src/node/bootstrap-check.ts",
+    search: 'return verdict.kind === "new" || (verdict.kind === "ran" && committedTerm >= verdict.term);',
+    replace: 'return verdict.kind !== "waiting";',
+    description: "a node that lost its disk votes as soon as its peers answered, before it holds what they committed",
+    runs: { nodes: 3, steps: 600, faults: ["crash", "partition"], knobs: { lostDisks: true, faultChancePerTick: 0.3, checkQuorum: false } },
+  },
+  {
+    name: "lost-disk-new-by-commit-index",
+    file: "src/node/bootstrap-check.ts",
+    search: "a.lastIndex > bootstrapCommitIndex || a.commit",
+    replace: "a.commit",
+    description: "a node that lost its disk calls the cluster new when no peer knows a commit past the bootstrap entry, though one was committed",
+    runs: { nodes: 3, steps: 600, faults: ["crash", "partition"], knobs: { lostDisks: true, faultChancePerTick: 0.3, checkQuorum: false } },
   },
 ];

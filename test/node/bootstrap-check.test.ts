@@ -1,45 +1,100 @@
 import { describe, expect, it } from "vitest";
 import { bootstrapLog, MemoryStorage } from "../../src/raft/memory-storage.ts";
-import { bootstrapVerdict, decodeBootstrapAnswer, encodeBootstrapAnswer, isAtBootstrapState } from "../../src/node/bootstrap-check.ts";
+import {
+  answersNeeded,
+  bootstrapAnswerOf,
+  bootstrapVerdict,
+  decodeBootstrapAnswer,
+  encodeBootstrapAnswer,
+  isAtBootstrapState,
+  mayVoteAgain,
+  type BootstrapAnswer,
+} from "../../src/node/bootstrap-check.ts";
+
+const three = ["hs1", "hs2", "hs3"];
+const five = ["hs1", "hs2", "hs3", "hs4", "hs5"];
+
+function answer(commit: number, lastIndex: number, term: number, voters = three, votersOutgoing: string[] = []): BootstrapAnswer {
+  return { commit, lastIndex, term, voters, votersOutgoing, addresses: {} };
+}
 
 describe("bootstrap check", () => {
-  const peers = ["hs2", "hs3"];
-
-  it("waits for every other initial voter while none has committed past the bootstrap entry", () => {
-    expect(bootstrapVerdict(peers, new Map())).toEqual({ kind: "waiting", missing: ["hs2", "hs3"] });
-    expect(bootstrapVerdict(peers, new Map([["hs3", 1]]))).toEqual({ kind: "waiting", missing: ["hs2"] });
+  it("needs answers from enough voters to meet every quorum containing the asker", () => {
+    expect([1, 2, 3, 4, 5, 6, 7].map(answersNeeded)).toEqual([1, 1, 2, 2, 3, 3, 4]);
   });
 
-  it("calls the cluster new only when all of them are at the bootstrap state", () => {
-    expect(bootstrapVerdict(peers, new Map([["hs2", 1], ["hs3", 1]]))).toEqual({ kind: "new" });
+  it("waits for the other initial voters before any answer, and for a quorum-meeting set after", () => {
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], new Map())).toEqual({ kind: "waiting", missing: ["hs2", "hs3"] });
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], new Map([["hs3", answer(1, 1, 1)]]))).toEqual({ kind: "waiting", missing: ["hs2"] });
+    // Five voters: three of the four others.
+    const two = new Map([["hs2", answer(40, 41, 6, five)], ["hs3", answer(40, 40, 6, five)]]);
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3", "hs4", "hs5"], two)).toEqual({ kind: "waiting", missing: ["hs4", "hs5"] });
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3", "hs4", "hs5"], new Map([...two, ["hs5", answer(12, 12, 4, five)]]))).toEqual({ kind: "ran", term: 6 });
   });
 
-  it("calls it one that ran as soon as one peer committed past the bootstrap entry, with the highest commit", () => {
-    expect(bootstrapVerdict(peers, new Map([["hs2", 40]]))).toEqual({ kind: "ran", commit: 40, answeredBy: "hs2" });
-    expect(bootstrapVerdict(peers, new Map([["hs2", 40], ["hs3", 57]]))).toEqual({ kind: "ran", commit: 57, answeredBy: "hs3" });
-    expect(bootstrapVerdict(peers, new Map([["hs2", 1], ["hs3", 2]]))).toEqual({ kind: "ran", commit: 2, answeredBy: "hs3" });
+  it("calls the cluster new when nothing past the bootstrap entry exists, with the highest term answered", () => {
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], new Map([["hs2", answer(1, 1, 1)], ["hs3", answer(1, 1, 3)]]))).toEqual({ kind: "new", term: 3 });
   });
 
-  it("ignores answers from homeservers that are not initial voters", () => {
-    expect(bootstrapVerdict(peers, new Map([["hs9", 500], ["hs2", 1], ["hs3", 1]]))).toEqual({ kind: "new" });
+  it("calls it one that ran when an answer holds an entry past the bootstrap entry, even one nobody knows committed", () => {
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], new Map([["hs2", answer(1, 2, 2)], ["hs3", answer(1, 1, 2)]]))).toEqual({ kind: "ran", term: 2 });
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], new Map([["hs2", answer(9, 9, 4)], ["hs3", answer(1, 1, 7)]]))).toEqual({ kind: "ran", term: 7 });
   });
 
-  it("reads back what it encodes, and refuses anything else", () => {
-    expect(decodeBootstrapAnswer(encodeBootstrapAnswer(123456))).toBe(123456);
-    for (const bad of ["", "-1", "1e3", "12a", "9".repeat(16), " 1"]) expect(decodeBootstrapAnswer(new TextEncoder().encode(bad))).toBeUndefined();
+  it("counts in the configuration of the most advanced answer, both halves of a joint one", () => {
+    // The voters moved on from the initial ones: hs4 and hs5 answer for the new configuration.
+    const now = ["hs1", "hs4", "hs5"];
+    const answers = new Map([["hs4", answer(50, 50, 9, now)], ["hs2", answer(20, 20, 5)]]);
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], answers)).toEqual({ kind: "waiting", missing: ["hs5"] });
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], new Map([...answers, ["hs5", answer(50, 51, 9, now)]]))).toEqual({ kind: "ran", term: 9 });
+    // Joint: the outgoing half needs its own answers too.
+    const joint = new Map([["hs4", answer(50, 50, 9, now, three)], ["hs5", answer(50, 50, 9, now, three)]]);
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], joint)).toEqual({ kind: "waiting", missing: ["hs2", "hs3"] });
+    // A homeserver no longer among the voters needs one answer.
+    expect(bootstrapVerdict("hs9", ["hs2", "hs3"], new Map([["hs4", answer(50, 50, 9, now)]]))).toEqual({ kind: "ran", term: 9 });
+  });
+
+  it("lets a node that ran vote again only once it knows an entry of the learned term committed", () => {
+    expect(mayVoteAgain({ kind: "new", term: 3 }, 1)).toBe(true);
+    expect(mayVoteAgain({ kind: "ran", term: 6 }, 5)).toBe(false);
+    expect(mayVoteAgain({ kind: "ran", term: 6 }, 6)).toBe(true);
+    expect(mayVoteAgain({ kind: "waiting", missing: ["hs2"] }, 9)).toBe(false);
+  });
+
+  it("answers from a status, and reads back what it encodes, refusing anything else", () => {
+    const status = { commit: 7, lastIndex: 9, term: 3, confState: { voters: ["hs1", "hs2"], votersOutgoing: [], learners: ["hs3"], learnersNext: [] } };
+    const made = bootstrapAnswerOf(status, (id) => (id === "hs1" ? "127.0.0.1:7101" : undefined));
+    expect(made).toEqual({ commit: 7, lastIndex: 9, term: 3, voters: ["hs1", "hs2"], votersOutgoing: [], addresses: { hs1: "127.0.0.1:7101" } });
+    expect(decodeBootstrapAnswer(encodeBootstrapAnswer(made))).toEqual(made);
+    const text = (value: unknown) => new TextEncoder().encode(typeof value === "string" ? value : JSON.stringify(value));
+    for (const bad of [
+      "",
+      "12",
+      "null",
+      { ...made, commit: -1 },
+      { ...made, commit: 10 }, // past its last index
+      { ...made, term: 1.5 },
+      { ...made, voters: "hs1" },
+      { ...made, voters: ["bad id"] },
+      { ...made, addresses: { hs1: 7 } },
+      { ...made, addresses: [] },
+      { ...made, voters: Array.from({ length: 65 }, (_, i) => `hs${i}`) },
+    ]) {
+      expect(decodeBootstrapAnswer(text(bad)), JSON.stringify(bad)).toBeUndefined();
+    }
+    expect(decodeBootstrapAnswer(new Uint8Array(70_000))).toBeUndefined();
   });
 
   it("checks a log at its bootstrap state with other initial voters, and nothing else", () => {
-    const voters = ["hs1", "hs2", "hs3"];
-    expect(isAtBootstrapState(new MemoryStorage(voters), voters)).toBe(true);
+    expect(isAtBootstrapState(new MemoryStorage(three), three)).toBe(true);
     expect(isAtBootstrapState(new MemoryStorage(["hs1"]), ["hs1"])).toBe(false);
     // A voter that voted, or a log that grew past the bootstrap entry, has run.
-    const voted = new MemoryStorage(voters);
-    voted.setHardState({ ...bootstrapLog(voters).hardState, term: 2, vote: "hs2" });
-    expect(isAtBootstrapState(voted, voters)).toBe(false);
-    const grown = new MemoryStorage(voters);
+    const voted = new MemoryStorage(three);
+    voted.setHardState({ ...bootstrapLog(three).hardState, term: 2, vote: "hs2" });
+    expect(isAtBootstrapState(voted, three)).toBe(false);
+    const grown = new MemoryStorage(three);
     grown.append([{ index: 2, term: 2, type: 0, data: new Uint8Array(0) }]);
-    expect(isAtBootstrapState(grown, voters)).toBe(false);
+    expect(isAtBootstrapState(grown, three)).toBe(false);
     // A copy that joined (no bootstrap voters) is not checked: it has no membership to vote with.
     expect(isAtBootstrapState(new MemoryStorage(), [])).toBe(false);
   });

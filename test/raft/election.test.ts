@@ -277,3 +277,44 @@ describe("a voter whose storage was made anew from the bootstrap configuration",
     expect(c.leaders()[0]).not.toBe("a");
   });
 });
+
+describe("a node learning the group's term after losing its storage", () => {
+  it("steps nothing until it adopts a term; then counts its vote there as cast and refuses older leaders", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    const d = c.add("d", new MemoryStorage(["a", "b", "c", "d"]));
+    d.node.awaitTerm();
+    c.stabilize(); // its bootstrap entry applied
+    d.node.step(message({ type: MessageType.Vote, groupId: "g", from: "b", to: "d", term: 5, index: 1, logTerm: 1 }));
+    d.node.step(message({ type: MessageType.Append, groupId: "g", from: "a", to: "d", term: 2, index: 1, logTerm: 1, commit: 1 }));
+    expect(d.node.hasReady()).toBe(false);
+    expect(d.node.status().term).toBe(1);
+
+    d.node.adoptTerm(5);
+    expect(d.node.status()).toMatchObject({ term: 5, vote: "d", role: Role.Follower });
+    // Its vote in term 5 counts as cast: another candidate of term 5 is refused, one of term 6 is not.
+    d.node.step(message({ type: MessageType.Vote, groupId: "g", from: "b", to: "d", term: 5, index: 9, logTerm: 5 }));
+    d.node.step(message({ type: MessageType.Vote, groupId: "g", from: "c", to: "d", term: 6, index: 9, logTerm: 5 }));
+    // A leader of an older term is answered with the newer one, not obeyed.
+    d.node.step(message({ type: MessageType.Append, groupId: "g", from: "a", to: "d", term: 2, index: 1, logTerm: 1, commit: 1 }));
+    const ready = d.node.ready();
+    expect(ready.hardState).toMatchObject({ term: 6, vote: "c" });
+    const answers = ready.messages.map((m) => [m.type, m.to, m.term, m.reject ?? false]);
+    expect(answers).toContainEqual([MessageType.VoteResponse, "b", 5, true]);
+    expect(answers).toContainEqual([MessageType.VoteResponse, "c", 6, false]);
+    // Not obeyed: the answer carries the newer term (which deposes a), and nothing was appended.
+    expect(answers.filter(([type]) => type === MessageType.AppendResponse)).toEqual([[MessageType.AppendResponse, "a", 6, false]]);
+    expect(ready.entries).toEqual([]);
+    expect(d.node.status()).toMatchObject({ term: 6, leader: "" });
+    expect(d.node.committedTerm()).toBe(1);
+  });
+
+  it("keeps its vote when the term it adopts is its own and it already voted", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    const b = c.get("b").node;
+    const { term, vote } = b.status();
+    b.adoptTerm(term);
+    expect(b.status()).toMatchObject({ term, vote });
+  });
+});

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { formatViolation, parseSimArgs, simCommand } from "../../src/cli/sim-command.ts";
-import { faultKinds } from "../../src/sim/index.ts";
+import { faultKinds, type FaultKind } from "../../src/sim/index.ts";
 
 function capture(): { out: string[]; err: string[] } {
   const out: string[] = [];
@@ -75,5 +75,14 @@ describe("epochd sim", () => {
     expect(text).toContain("VIOLATION of log-matching (seed 42");
     expect(text).toContain("npx epochd sim --seed 42 --nodes 5 --steps 600 --faults all");
     expect(text).toContain("1.0ms n1 recv x");
+    const lost = formatViolation({ seed: 7, invariant: "durability", message: "boom", atMs: 1, trace: [] }, { nodes: 3, steps: 600, faults: new Set<FaultKind>(["crash"]), lostDisks: true });
+    expect(lost).toContain("npx epochd sim --seed 7 --nodes 3 --steps 600 --faults crash --lost-disks");
+  });
+
+  it("passes --lost-disks to the runs", () => {
+    const parsed = parseSimArgs(["--lost-disks"]);
+    expect(parsed !== "help" && parsed.lostDisks).toBe(true);
+    const plain = parseSimArgs([]);
+    expect(plain !== "help" && plain.lostDisks).toBe(false);
   });
 });
