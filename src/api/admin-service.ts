@@ -89,6 +89,7 @@ const streamStates = { connected: ProtoStreamState.CONNECTED, connecting: ProtoS
 function groupStatus(status: RaftStatus, hibernating: boolean) {
   return {
     hibernating,
+    votesHeld: status.votesHeld,
     groupId: status.groupId,
     role: roles[status.role],
     term: BigInt(status.term),

@@ -21,7 +21,7 @@ export interface HomeserverStatus {
   id: string;
   reachable: boolean;
   error?: string;
-  groups: Array<{ groupId: string; role: string; term: number; commit: number; applied: number; leader: string; match: Record<string, number>; hibernating: boolean }>;
+  groups: Array<{ groupId: string; role: string; term: number; commit: number; applied: number; leader: string; match: Record<string, number>; hibernating: boolean; votesHeld: boolean }>;
   peers: Record<string, string>;
   /** The cluster directory as this homeserver applied it. */
   directory?: Array<{ id: string; status: string; membership: string; peerAddress: string; clientAddress: string }>;
@@ -46,6 +46,7 @@ function toStatus(id: string, response: StatusResponse): HomeserverStatus {
       leader: g.leaderId,
       match: Object.fromEntries(g.progress.map((p) => [p.nodeId, Number(p.matchIndex)])),
       hibernating: g.hibernating,
+      votesHeld: g.votesHeld,
     })),
     peers: Object.fromEntries(response.peers.map((p) => [p.nodeId, ["unspecified", "connected", "connecting", "backoff"][p.streamState] ?? "unknown"])),
     directory: response.directory.map((d) => ({
@@ -91,7 +92,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     for (const s of statuses) {
       if (!s.reachable) console.log(`${s.id.padEnd(11)} unreachable: ${s.error ?? ""}`);
       for (const g of s.groups) {
-        const match = g.hibernating ? "(hibernating)" : Object.entries(g.match).map(([id, m]) => `${id}=${m}`).join(" ");
+        const match = g.hibernating ? "(hibernating)" : Object.entries(g.match).map(([id, m]) => `${id}=${m}`).join(" ") + (g.votesHeld ? "(not voting: checking with its peers after a new data directory)" : "");
         console.log(`${s.id.padEnd(11)} ${g.groupId.padEnd(9)} ${g.role.padEnd(10)} ${String(g.term).padStart(4)}  ${String(g.commit).padStart(6)}  ${String(g.applied).padStart(7)}  ${g.leader.padEnd(6)}  ${match}`);
       }
     }

@@ -48,6 +48,8 @@ export interface RaftStatus {
   readonly leader: NodeId;
   readonly lastIndex: LogIndex;
   readonly confState: ConfState;
+  /** This node neither votes nor campaigns (it may have lost its storage; see holdVotes and awaitTerm). */
+  readonly votesHeld: boolean;
   /** Filled on the leader only. */
   readonly progress: ReadonlyMap<NodeId, ProgressStatus>;
 }
@@ -311,6 +313,7 @@ export class RawNode {
       leader: raft.lead,
       lastIndex: raft.log.lastIndex(),
       confState: raft.confState,
+      votesHeld: raft.votesHeld || raft.termUnknown,
       progress,
     };
   }

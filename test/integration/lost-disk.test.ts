@@ -6,16 +6,21 @@ import { ProcessCluster } from "./process-cluster.ts";
 const text = (s: string) => new TextEncoder().encode(s);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Whether homeserver `id` answers that it leads the cluster group (false when it does not answer). */
-async function leads(cluster: ProcessCluster, id: string): Promise<boolean> {
+/** Homeserver `id`'s cluster group status, or undefined when it does not answer. */
+async function clusterStatus(cluster: ProcessCluster, id: string) {
   const client = cluster.admin(id);
   try {
-    return (await client.status({ groupIds: ["cluster"] }, { deadlineMs: 500 })).groups[0]?.role === Role.LEADER;
+    return (await client.status({ groupIds: ["cluster"] }, { deadlineMs: 500 })).groups[0];
   } catch {
-    return false;
+    return undefined;
   } finally {
     client.close();
   }
+}
+
+/** Whether homeserver `id` answers that it leads the cluster group. */
+async function leads(cluster: ProcessCluster, id: string): Promise<boolean> {
+  return (await clusterStatus(cluster, id))?.role === Role.LEADER;
 }
 
 /**
@@ -59,6 +64,7 @@ describe("a homeserver that lost its data directory (real processes)", () => {
       await sleep(100);
     }
     expect(usurper, `${usurper} was elected by a homeserver that lost its votes`).toBeUndefined();
+    expect((await clusterStatus(cluster, wiped))?.votesHeld, `${wiped} reports that it holds its votes`).toBe(true);
 
     cluster.start(leader);
     await cluster.waitForLeader();
@@ -75,5 +81,7 @@ describe("a homeserver that lost its data directory (real processes)", () => {
       }
     }
     expect(cluster.log(wiped)).toMatch(/lost its data/);
+    for (let i = 0; i < 100 && (await clusterStatus(cluster, wiped))?.votesHeld !== false; i++) await sleep(100);
+    expect((await clusterStatus(cluster, wiped))?.votesHeld, `${wiped} votes again once caught up`).toBe(false);
   }, 90_000);
 });

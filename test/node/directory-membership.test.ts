@@ -115,6 +115,7 @@ function raftStatus(fields: { voters: string[]; learners?: string[]; match?: Rec
     leader: fields.id ?? "hs1",
     lastIndex: 100,
     confState: { voters: fields.voters, votersOutgoing: [], learners: fields.learners ?? [], learnersNext: [] },
+    votesHeld: false,
     progress: new Map(Object.entries(fields.match ?? {}).map(([id, match]) => [id, { match, next: match + 1, state: "replicate", learner: false }])),
   };
 }
