@@ -938,9 +938,9 @@ export class RaftDriver {
     this.touch(group);
   }
 
-  /** The term of the entry at `groupId`'s commit index here. */
-  committedTerm(groupId: GroupId): Term {
-    return this.group(groupId).node.committedTerm();
+  /** The newest entry of `groupId` stored here and known committed (see RawNode.storedCommitted). */
+  storedCommitted(groupId: GroupId): { index: LogIndex; term: Term } {
+    return this.group(groupId).node.storedCommitted();
   }
 
   /** Starts an election for `groupId` now (a pre-election first with PreVote), rather than at its timeout. */

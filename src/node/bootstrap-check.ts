@@ -17,14 +17,15 @@
  * that of every vote it cast and every entry it acknowledged, so leaders of
  * older terms are refused. And:
  *
- * - if no answer holds anything past the bootstrap entry, nothing was ever
- *   committed past it (a new cluster, or one whose first entries were lost
- *   with their leader): it votes from the next term on;
+ * - if no answer holds anything past the bootstrap entry and none is past the
+ *   bootstrap term (no election happened), nothing was ever committed past it
+ *   (a new cluster): it votes from the next term on;
  * - else the cluster ran (this homeserver lost its data, or was merely late at
- *   the start of a new cluster): it votes once it knows an entry of that term
- *   or a later one committed. Such an entry comes from a leader elected
- *   without its vote, which holds every entry committed with its help, so any
- *   candidate it votes for then does too.
+ *   the start of a new cluster): it votes once it has stored, and knows
+ *   committed, an entry of a later term (whose leader, elected without its
+ *   vote, holds every entry committed with its help, so any candidate it
+ *   votes for then does too), or its leader's whole log as that leader
+ *   answered in the term it leads.
  *
  * The check is recorded in a file in the data directory while it runs, so a
  * crash part-way runs it again on the next start (the log is no longer at its
@@ -48,6 +49,10 @@ export const bootstrapAskTopic = "bootstrap-ask";
 export const bootstrapAnswerTopic = "bootstrap-answer";
 /** The commit index of a group at its bootstrap state (the one configuration entry). */
 export const bootstrapCommitIndex = 1;
+/** The term of a group at its bootstrap state. */
+export const bootstrapTerm = 1;
+/** Highest term an answer may carry (a bound, so a bad answer cannot push a group's term to the limit). */
+const answerTermMax = 2 ** 40;
 /** The file in the data directory that says a check has not finished. */
 export const bootstrapCheckFile = "bootstrap-check-pending";
 
@@ -97,16 +102,38 @@ export function bootstrapVerdict(selfId: NodeId, initialPeers: readonly NodeId[]
   }
   if (missing.size > 0) return { kind: "waiting", missing: [...missing] };
   const term = Math.max(...heard.map((a) => a.term));
-  const ran = heard.some((a) => a.lastIndex > bootstrapCommitIndex || a.commit > bootstrapCommitIndex);
+  // An election raises the term past the bootstrap one (a pre-vote does not): after one, an answerer
+  // may not yet hold what a leader committed with this node's lost acknowledgement.
+  const ran = heard.some((a) => a.lastIndex > bootstrapCommitIndex || a.commit > bootstrapCommitIndex || a.term > bootstrapTerm);
   return { kind: ran ? "ran" : "new", term };
 }
 
 /**
- * Whether a node whose check reached `verdict`, and which knows entries
- * committed up to one of term `committedTerm`, may vote again.
+ * Whether a node whose check reached `verdict` may vote again, given `stored`
+ * (the newest entry it has stored and knows committed) and `leader` (the
+ * last index its current leader answered, when that leader answered in the
+ * term it leads, at or after the answers' term). After `ran`, once that entry
+ * is of a later term than the answers' (its leader, elected without this
+ * node, holds every entry committed before, and any candidate this node votes
+ * for then has a log at least that recent), or once it holds its leader's
+ * whole log as that leader answered (which holds every entry this node
+ * acknowledged before it lost its data and that can still be committed).
  */
-export function mayVoteAgain(verdict: BootstrapVerdict, committedTerm: Term): boolean {
-  return verdict.kind === "new" || (verdict.kind === "ran" && committedTerm >= verdict.term);
+export function mayVoteAgain(verdict: BootstrapVerdict, stored: { readonly index: LogIndex; readonly term: Term }, leader?: { readonly lastIndex: LogIndex }): boolean {
+  if (verdict.kind === "new") return true;
+  if (verdict.kind !== "ran") return false;
+  return stored.term > verdict.term || (leader !== undefined && stored.index >= leader.lastIndex);
+}
+
+/**
+ * The leader view {@link mayVoteAgain} takes: the answer of the leader a node
+ * follows, if that leader answered in the term it leads and that term is at
+ * least the verdict's.
+ */
+export function leaderAnswered(verdict: BootstrapVerdict, status: { readonly leader: NodeId; readonly term: Term }, answers: ReadonlyMap<NodeId, BootstrapAnswer>): { lastIndex: LogIndex } | undefined {
+  if (verdict.kind !== "ran" || status.leader === "" || status.term < verdict.term) return undefined;
+  const answer = answers.get(status.leader);
+  return answer !== undefined && answer.term === status.term ? { lastIndex: answer.lastIndex } : undefined;
 }
 
 /**
@@ -154,7 +181,8 @@ export function decodeBootstrapAnswer(payload: Uint8Array): BootstrapAnswer | un
   const { commit, lastIndex, term, voters, votersOutgoing, addresses } = value as Record<string, unknown>;
   const index = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0;
   const ids = (list: unknown): list is NodeId[] => Array.isArray(list) && list.length <= 64 && list.every((id) => typeof id === "string" && idPattern.test(id));
-  if (!index(commit) || !index(lastIndex) || !index(term) || commit > lastIndex || !ids(voters) || !ids(votersOutgoing)) return undefined;
+  if (!index(commit) || !index(lastIndex) || !index(term) || term > answerTermMax || commit > lastIndex || !ids(voters) || !ids(votersOutgoing)) return undefined;
+  if (new Set(voters).size !== voters.length || new Set(votersOutgoing).size !== votersOutgoing.length) return undefined;
   if (typeof addresses !== "object" || addresses === null || Array.isArray(addresses)) return undefined;
   const entries = Object.entries(addresses);
   if (entries.length > 64 || !entries.every(([id, address]) => idPattern.test(id) && typeof address === "string" && address.length <= 256)) return undefined;
@@ -163,11 +191,14 @@ export function decodeBootstrapAnswer(payload: Uint8Array): BootstrapAnswer | un
 
 /** Records, durably, that a check runs in `dataDir`. */
 export function markBootstrapCheck(dataDir: string): void {
-  const fd = openSync(join(dataDir, bootstrapCheckFile), "w");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+  // The file, then the directory entry that names it.
+  for (const [path, flags] of [[join(dataDir, bootstrapCheckFile), "w"], [dataDir, "r"]] as const) {
+    const fd = openSync(path, flags);
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
   }
 }
 
@@ -219,7 +250,12 @@ export class BootstrapCheck {
   /** Records a peer's answer. */
   onAnswer(from: NodeId, payload: Uint8Array): void {
     const answer = decodeBootstrapAnswer(payload);
+    // A peer answers for a configuration it is part of; anything else is not counted. The newest answer counts.
     if (this.timer === undefined || answer === undefined || from === this.options.selfId) return;
+    if (!answer.voters.includes(from) && !answer.votersOutgoing.includes(from)) {
+      this.answers.delete(from);
+      return;
+    }
     this.answers.set(from, answer);
     const states = this.options.peerStates();
     for (const [id, address] of Object.entries(answer.addresses)) {
@@ -256,15 +292,20 @@ export class BootstrapCheck {
       return;
     }
     if (this.verdict.kind === "ran") {
-      if (mayVoteAgain(this.verdict, driver.committedTerm(groupId))) {
+      // Its leader's answer, in the term it leads, lets it vote once it holds that leader's log.
+      const leader = driver.status(groupId).leader;
+      if (leader !== "" && this.options.peerStates().get(leader) === "connected") this.options.sendNotice(leader, bootstrapAskTopic, new Uint8Array(0));
+      if (mayVoteAgain(this.verdict, driver.storedCommitted(groupId), leaderAnswered(this.verdict, driver.status(groupId), this.answers))) {
         logger.info({ commit: driver.status(groupId).commit }, "caught up with the cluster: voting");
         this.release();
       }
       return;
     }
+    // Everyone it knows of is asked again every interval: answers go stale as the group moves on.
     const states = this.options.peerStates();
-    for (const peer of this.verdict.missing) {
-      if (states.get(peer) === "connected") this.options.sendNotice(peer, bootstrapAskTopic, new Uint8Array(0));
+    const known = new Set([...this.options.peers, ...this.verdict.missing, ...[...this.answers.values()].flatMap((a) => [...a.voters, ...a.votersOutgoing])]);
+    for (const peer of known) {
+      if (peer !== this.options.selfId && states.get(peer) === "connected") this.options.sendNotice(peer, bootstrapAskTopic, new Uint8Array(0));
     }
     if (Date.now() - this.lastWaitingLogMs >= (this.options.waitingLogIntervalMs ?? 10_000)) {
       this.lastWaitingLogMs = Date.now();

@@ -129,9 +129,14 @@ export class RawNode {
     if (raft.vote === "") raft.vote = raft.id;
   }
 
-  /** The term of the entry at the commit index. */
-  committedTerm(): Term {
-    return this.raft.log.term(this.raft.log.committed) ?? 0;
+  /**
+   * The newest entry known committed that is already in stable storage (the
+   * storage's log is updated only once its write is done): its index and term.
+   */
+  storedCommitted(): { index: LogIndex; term: Term } {
+    const log = this.raft.log;
+    const index = Math.min(log.committed, log.storage.lastIndex());
+    return { index, term: log.term(index) ?? 0 };
   }
 
   propose(data: Uint8Array): ProposalResult {

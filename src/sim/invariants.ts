@@ -30,6 +30,15 @@ export interface ClusterView {
   hardStateOf(node: NodeId): HardState | undefined;
   /** Whether `node`'s durable log (or snapshot) holds the entry at `index` with `term`. */
   holds(node: NodeId, index: LogIndex, term: Term): boolean;
+  /** Whether `node` holds its votes (it lost its disk and checks with its peers): it grants none and starts no election. */
+  votesHeld?(node: NodeId): boolean;
+  /**
+   * Whether `node` lost its disk and has not yet recovered (the `lostDisks`
+   * knob): a vote or acknowledgement it sent just before is counted by its
+   * receiver, which no protocol can prevent, so vote-durability counts its
+   * vote as durable; election-safety and durability still check the outcome.
+   */
+  recoveringDisk?(node: NodeId): boolean;
 }
 
 /** What the simulator knows at the end of a run, after the liveness phase. */
@@ -172,11 +181,12 @@ function atLeastAsUpToDate(a: { index: LogIndex; term: Term }, b: { index: LogIn
 /** Whether `candidate` could collect a majority of each voter set of `conf` (only nodes not retired vote). */
 function couldWin(candidate: NodeId, conf: ConfState, cluster: ClusterView): boolean {
   const own = cluster.lastOf(candidate);
-  if (own === undefined) return false;
+  if (own === undefined || cluster.votesHeld?.(candidate) === true) return false;
   const wins = (voters: readonly NodeId[]): boolean => {
     if (voters.length === 0) return true;
     let yes = 0;
     for (const v of voters) {
+      if (v !== candidate && cluster.votesHeld?.(v) === true) continue;
       const last = v === candidate ? own : cluster.lastOf(v);
       if (last !== undefined && atLeastAsUpToDate(own, last)) yes++;
     }
@@ -255,6 +265,7 @@ export function voteDurability(violate: (message: string) => void): Invariant {
     leaderElectedIn(node, term, conf, cluster) {
       const durable = (v: NodeId): boolean => {
         if (v === node) return true; // its own vote is persisted with its first Ready, before anything leaves
+        if (cluster.recoveringDisk?.(v) === true) return true;
         const hs = cluster.hardStateOf(v);
         return hs !== undefined && (hs.term > term || (hs.term === term && hs.vote === node));
       };

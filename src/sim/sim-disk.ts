@@ -98,6 +98,13 @@ export class SimDisk {
     return { index, term: this.durable.term(index) };
   }
 
+  /** The newest entry at or before `index` that the durable log holds: its index and term. */
+  durableAtOrBefore(index: LogIndex): { index: LogIndex; term: Term } {
+    const d = this.durable;
+    const at = Math.min(index, d.lastIndex());
+    return { index: at, term: at < d.firstIndex() - 1 ? 0 : d.term(at) };
+  }
+
   /** Whether the durable log holds the entry (`index`, `term`), or a snapshot covering it. */
   durableHolds(index: LogIndex, term: Term): boolean {
     const d = this.durable;

@@ -16,7 +16,7 @@ import { resolveKnobs, streams, type SimKnobs, type SimOptions } from "./options
 import { Prng } from "./prng.ts";
 import { SimDisk } from "./sim-disk.ts";
 import { SimNode, type NodeHost } from "./sim-node.ts";
-import { bootstrapAnswerOf, bootstrapVerdict, mayVoteAgain, type BootstrapAnswer } from "../node/bootstrap-check.ts";
+import { bootstrapAnswerOf, bootstrapVerdict, leaderAnswered, mayVoteAgain, type BootstrapAnswer } from "../node/bootstrap-check.ts";
 import { TraceRing, type TraceDetail } from "./trace.ts";
 import { Workload } from "./workload.ts";
 
@@ -137,6 +137,8 @@ export class Simulator implements NodeHost, FaultContext {
       // A leader may count an acknowledgement sent before its sender lost its disk, as no protocol can
       // prevent; commit-durability counts such a node as holding the entry (durability and
       // leader-completeness still check nothing is lost).
+      votesHeld: (id) => this.byId.get(id)?.votesHeld ?? false,
+      recoveringDisk: (id) => this.recoveringDisks.has(id),
       holds: (id, index, term) => this.recoveringDisks.has(id) || (this.byId.get(id)?.disk.durableHolds(index, term) ?? false),
     };
     this.faultSchedule =
@@ -413,10 +415,17 @@ export class Simulator implements NodeHost, FaultContext {
     if (n === undefined || n.up || n.retired) return;
     if ([...this.recoveringDisks.keys()].some((other) => other !== node)) return;
     const committed = Math.max(0, ...this.nodes.map((other) => other.raw?.status().commit ?? other.disk.durableHardState().commit));
-    // Only while every other node holds what is committed: a node still catching up (a fresh one, say) would
-    // make two without the data, which in a group of three is a majority.
-    if (this.nodes.some((other) => other !== n && !other.retired && other.disk.durableLast().index < committed)) return;
+    // Not during a membership change: a removed node that holds the newest entries stands for no election, and
+    // with this one holding its vote the configuration being left may have no quorum (a limit named in
+    // docs/ARCHITECTURE.md).
+    if (this.nodes.some((other) => !other.retired && (other.confState()?.votersOutgoing.length ?? 0) > 0)) return;
+    // Not while a node added later is still behind (it may be a voter that never had the data): with this one
+    // that could be a majority of a configuration without it. An initial voter merely behind is fine.
+    if (this.nodes.some((other) => other !== n && !other.retired && !this.initialVoters.includes(other.id) && other.disk.durableLast().index < committed)) return;
     const initial = this.initialVoters.includes(node);
+    // Nodes added later stand for joined homeservers and channel-group copies, which come back empty and
+    // do not learn the term (the open case in docs/ARCHITECTURE.md): only initial voters lose their disks.
+    if (!initial) return;
     this.trace(node, "disk-lost", `${initial ? "bootstrap entry" : "empty"}; the cluster committed ${committed}`);
     n.loseDisk(initial ? this.initialVoters : []);
     this.recoveringDisks.set(node, committed);
@@ -442,7 +451,10 @@ export class Simulator implements NodeHost, FaultContext {
       // Everyone is asked here (the runtime asks whom the answers name, learning their addresses).
       for (const other of this.nodes) {
         if (other === node || other.raw === null || other.paused || this.network.isBlocked(node.slot, other.slot) || this.network.isBlocked(other.slot, node.slot)) continue;
-        check.answers.set(other.id, bootstrapAnswerOf(other.raw.status(), () => undefined));
+        // Asked again while the check waits, as the runtime asks every interval: the newest answer counts.
+        const answer = bootstrapAnswerOf(other.raw.status(), () => undefined);
+        if (answer.voters.includes(other.id) || answer.votersOutgoing.includes(other.id)) check.answers.set(other.id, answer);
+        else check.answers.delete(other.id);
       }
       const verdict = bootstrapVerdict(id, peers, check.answers);
       if (verdict.kind !== "waiting" && !check.termAdopted) {
@@ -450,9 +462,11 @@ export class Simulator implements NodeHost, FaultContext {
         this.trace(id, "term-adopted", String(verdict.term));
         node.adoptTerm(verdict.term);
       }
-      const release = node.raw !== null && mayVoteAgain(verdict, node.raw.committedTerm());
+      // What the node's disk holds, not its memory: a crash right after the release must not undo it.
+      const status = raw.status();
+      const release = mayVoteAgain(verdict, node.disk.durableAtOrBefore(status.commit), leaderAnswered(verdict, status, check.answers));
       if (!release) continue;
-      this.trace(id, "votes-released", verdict.kind === "ran" ? `an entry of term ${verdict.term} or later is committed` : "a new cluster");
+      this.trace(id, "votes-released", verdict.kind === "ran" ? `caught up past term ${verdict.term} or with its leader` : "a new cluster");
       node.holdVotes(false);
       this.bootstrapChecks.delete(id);
     }

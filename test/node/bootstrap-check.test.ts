@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { bootstrapLog, MemoryStorage } from "../../src/raft/memory-storage.ts";
+import { MessageType } from "../../src/raft/types.ts";
+import { TestCluster } from "../raft/harness.ts";
 import {
   answersNeeded,
   bootstrapAnswerOf,
@@ -7,6 +9,7 @@ import {
   decodeBootstrapAnswer,
   encodeBootstrapAnswer,
   isAtBootstrapState,
+  leaderAnswered,
   mayVoteAgain,
   type BootstrapAnswer,
 } from "../../src/node/bootstrap-check.ts";
@@ -32,12 +35,14 @@ describe("bootstrap check", () => {
     expect(bootstrapVerdict("hs1", ["hs2", "hs3", "hs4", "hs5"], new Map([...two, ["hs5", answer(12, 12, 4, five)]]))).toEqual({ kind: "ran", term: 6 });
   });
 
-  it("calls the cluster new when nothing past the bootstrap entry exists, with the highest term answered", () => {
-    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], new Map([["hs2", answer(1, 1, 1)], ["hs3", answer(1, 1, 3)]]))).toEqual({ kind: "new", term: 3 });
+  it("calls the cluster new only when nothing past the bootstrap entry exists and no election happened", () => {
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], new Map([["hs2", answer(1, 1, 1)], ["hs3", answer(1, 1, 1)]]))).toEqual({ kind: "new", term: 1 });
+    // An election happened: an answerer may not yet hold what its leader committed with the lost acknowledgement.
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], new Map([["hs2", answer(1, 1, 1)], ["hs3", answer(1, 1, 3)]]))).toEqual({ kind: "ran", term: 3 });
   });
 
   it("calls it one that ran when an answer holds an entry past the bootstrap entry, even one nobody knows committed", () => {
-    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], new Map([["hs2", answer(1, 2, 2)], ["hs3", answer(1, 1, 2)]]))).toEqual({ kind: "ran", term: 2 });
+    expect(bootstrapVerdict("hs1", ["hs2", "hs3"], new Map([["hs2", answer(1, 2, 1)], ["hs3", answer(1, 1, 1)]]))).toEqual({ kind: "ran", term: 1 });
     expect(bootstrapVerdict("hs1", ["hs2", "hs3"], new Map([["hs2", answer(9, 9, 4)], ["hs3", answer(1, 1, 7)]]))).toEqual({ kind: "ran", term: 7 });
   });
 
@@ -54,11 +59,23 @@ describe("bootstrap check", () => {
     expect(bootstrapVerdict("hs9", ["hs2", "hs3"], new Map([["hs4", answer(50, 50, 9, now)]]))).toEqual({ kind: "ran", term: 9 });
   });
 
-  it("lets a node that ran vote again only once it knows an entry of the learned term committed", () => {
-    expect(mayVoteAgain({ kind: "new", term: 3 }, 1)).toBe(true);
-    expect(mayVoteAgain({ kind: "ran", term: 6 }, 5)).toBe(false);
-    expect(mayVoteAgain({ kind: "ran", term: 6 }, 6)).toBe(true);
-    expect(mayVoteAgain({ kind: "waiting", missing: ["hs2"] }, 9)).toBe(false);
+  it("lets a node that ran vote again once it stored a committed entry of a later term, or its leader's whole log", () => {
+    const ran = { kind: "ran", term: 6 } as const;
+    expect(mayVoteAgain({ kind: "new", term: 1 }, { index: 1, term: 1 })).toBe(true);
+    expect(mayVoteAgain(ran, { index: 30, term: 5 })).toBe(false);
+    // Of the answers' own term: a later entry of that term may have been committed with its help.
+    expect(mayVoteAgain(ran, { index: 39, term: 6 })).toBe(false);
+    expect(mayVoteAgain(ran, { index: 35, term: 7 })).toBe(true);
+    expect(mayVoteAgain(ran, { index: 39, term: 6 }, { lastIndex: 40 })).toBe(false);
+    expect(mayVoteAgain(ran, { index: 40, term: 6 }, { lastIndex: 40 })).toBe(true);
+    expect(mayVoteAgain({ kind: "waiting", missing: ["hs2"] }, { index: 99, term: 9 })).toBe(false);
+    // The leader view counts only an answer its leader gave in the term it leads, at or after the answers' term.
+    const answers = new Map([["hs2", answer(30, 40, 6)]]);
+    expect(leaderAnswered(ran, { leader: "hs2", term: 6 }, answers)).toEqual({ lastIndex: 40 });
+    expect(leaderAnswered(ran, { leader: "hs2", term: 7 }, answers)).toBeUndefined();
+    expect(leaderAnswered(ran, { leader: "hs3", term: 6 }, answers)).toBeUndefined();
+    expect(leaderAnswered(ran, { leader: "", term: 6 }, answers)).toBeUndefined();
+    expect(leaderAnswered({ kind: "ran", term: 8 }, { leader: "hs2", term: 6 }, answers)).toBeUndefined();
   });
 
   it("answers from a status, and reads back what it encodes, refusing anything else", () => {
@@ -97,5 +114,24 @@ describe("bootstrap check", () => {
     expect(isAtBootstrapState(grown, three)).toBe(false);
     // A copy that joined (no bootstrap voters) is not checked: it has no membership to vote with.
     expect(isAtBootstrapState(new MemoryStorage(), [])).toBe(false);
+  });
+
+  it("does not call a five-voter cluster new after an election whose leader's entries reached only the lost node (from a review)", () => {
+    // b is elected; its Appends reach only a, which acknowledges "w" and then loses its disk. c, d and e hold
+    // nothing past the bootstrap entry, but they voted: their term shows that an election happened, and b
+    // could still commit "w" with a's old acknowledgement and one more.
+    const ids = ["a", "b", "c", "d", "e"];
+    const c = new TestCluster(ids);
+    c.filter = (m) => !(m.from === "b" && ["c", "d", "e"].includes(m.to) && (m.type === MessageType.Append || m.type === MessageType.Heartbeat));
+    c.elect("b");
+    c.get("b").node.propose(new TextEncoder().encode("w"));
+    c.stabilize();
+    expect(c.get("a").storage.lastIndex()).toBeGreaterThan(2);
+    const answers = new Map(["c", "d", "e"].map((id) => [id, bootstrapAnswerOf(c.get(id).node.status(), () => undefined)] as const));
+    expect(answers.get("c")).toMatchObject({ lastIndex: 1, commit: 1, term: 2 });
+    const verdict = bootstrapVerdict("a", ["b", "c", "d", "e"], answers);
+    expect(verdict).toEqual({ kind: "ran", term: 2 });
+    // Its fresh copy does not vote yet: it knows no leader of term 2 whose whole log it holds.
+    expect(mayVoteAgain(verdict, { index: 1, term: 1 }, leaderAnswered(verdict, { leader: "", term: 2 }, answers))).toBe(false);
   });
 });

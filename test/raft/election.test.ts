@@ -306,7 +306,7 @@ describe("a node learning the group's term after losing its storage", () => {
     expect(answers.filter(([type]) => type === MessageType.AppendResponse)).toEqual([[MessageType.AppendResponse, "a", 6, false]]);
     expect(ready.entries).toEqual([]);
     expect(d.node.status()).toMatchObject({ term: 6, leader: "" });
-    expect(d.node.committedTerm()).toBe(1);
+    expect(d.node.storedCommitted()).toEqual({ index: 1, term: 1 });
   });
 
   it("keeps its vote when the term it adopts is its own and it already voted", () => {

@@ -18,14 +18,14 @@ function run(seed: number, faults: ReadonlySet<FaultKind>, bootstrapCheck: boole
 describe("simulator with lost disks", () => {
   it("keeps every invariant when a node that lost its disk holds its votes and messages until its peers answered", () => {
     let disksLost = 0;
-    for (let seed = 1; seed <= 400; seed++) {
-      const r = run(seed, seed <= 300 ? crashes : new Set(faultKinds), true);
+    for (let seed = 1; seed <= 1000; seed++) {
+      const r = run(seed, seed <= 600 ? crashes : new Set(faultKinds), true);
       expect(r.violations, `seed ${seed}`).toEqual([]);
       expect(r.recoveryTicks, `seed ${seed}`).toBeGreaterThanOrEqual(0);
       disksLost += r.disksLost;
     }
-    console.log(`lost disks over 400 seeds: ${disksLost}`);
-    expect(disksLost).toBeGreaterThan(500);
+    console.log(`lost disks over 1000 seeds: ${disksLost}`);
+    expect(disksLost).toBeGreaterThan(1500);
   });
 
   it("loses committed entries or elects two leaders in a term without the check (the broken variant is caught)", () => {
