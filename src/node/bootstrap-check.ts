@@ -148,6 +148,62 @@ export function isAtBootstrapState(log: LogStorage, initialVoters: readonly Node
   return log.lastIndex() === bootstrapCommitIndex && hardState.commit === bootstrapCommitIndex && hardState.vote === "";
 }
 
+/**
+ * One check's state, shared by the runtime and the simulator so both run the
+ * same rules: the answers (the newest of each peer, counted only from a peer
+ * among the voters it names), the verdict, reached once, and the release.
+ */
+export class BootstrapProgress {
+  private readonly answers = new Map<NodeId, BootstrapAnswer>();
+  private current: BootstrapVerdict = { kind: "waiting", missing: [] };
+
+  constructor(
+    private readonly selfId: NodeId,
+    /** The other initial voters, asked before any answer names the voters. */
+    private readonly initialPeers: readonly NodeId[],
+  ) {}
+
+  /** Records `from`'s newest answer; one for a configuration `from` is not part of is not counted. */
+  record(from: NodeId, answer: BootstrapAnswer): void {
+    if (from === this.selfId) return;
+    if (answer.voters.includes(from) || answer.votersOutgoing.includes(from)) this.answers.set(from, answer);
+    else this.answers.delete(from);
+  }
+
+  /**
+   * The verdict so far; `reached` is true the one time it stops waiting,
+   * when the node must adopt its term.
+   */
+  advance(): { verdict: BootstrapVerdict; reached: boolean } {
+    if (this.current.kind !== "waiting") return { verdict: this.current, reached: false };
+    this.current = bootstrapVerdict(this.selfId, this.initialPeers, this.answers);
+    return { verdict: this.current, reached: this.current.kind !== "waiting" };
+  }
+
+  /** Whether the node may vote again, given what it stored and whom it follows (see {@link mayVoteAgain}). */
+  mayVote(stored: { readonly index: LogIndex; readonly term: Term }, status: { readonly leader: NodeId; readonly term: Term }): boolean {
+    return mayVoteAgain(this.current, stored, leaderAnswered(this.current, status, this.answers));
+  }
+
+  /** Whom to ask while waiting: the initial voters, and every voter an answer named. */
+  askable(): Set<NodeId> {
+    const named = [...this.answers.values()].flatMap((a) => [...a.voters, ...a.votersOutgoing]);
+    const all = new Set([...this.initialPeers, ...named]);
+    all.delete(this.selfId);
+    return all;
+  }
+}
+
+/**
+ * Holds a group's votes, campaigns and every Raft message until a
+ * {@link BootstrapCheck} releases them: placed as soon as the group is
+ * hosted, before any peer can reach it.
+ */
+export function holdForBootstrapCheck(driver: RaftDriver, groupId: GroupId): void {
+  driver.holdVotes(groupId, true);
+  driver.awaitTerm(groupId);
+}
+
 /** The answer a homeserver gives from its cluster group's status, naming its voters' peer addresses where `addressOf` knows them. */
 export function bootstrapAnswerOf(status: Pick<RaftStatus, "commit" | "lastIndex" | "term" | "confState">, addressOf: (id: NodeId) => string | undefined): BootstrapAnswer {
   const { voters, votersOutgoing } = status.confState;
@@ -228,35 +284,29 @@ export interface BootstrapCheckOptions {
   readonly waitingLogIntervalMs?: number;
 }
 
-/** Holds this homeserver's votes in the cluster group until the answers show they are safe to cast. */
+/** Releases this homeserver's votes in the cluster group once the answers show they are safe to cast. */
 export class BootstrapCheck {
-  private readonly answers = new Map<NodeId, BootstrapAnswer>();
+  private readonly progress: BootstrapProgress;
   private timer: NodeJS.Timeout | undefined;
-  private verdict: BootstrapVerdict = { kind: "waiting", missing: [] };
   private lastWaitingLogMs = 0;
 
-  constructor(private readonly options: BootstrapCheckOptions) {}
+  constructor(private readonly options: BootstrapCheckOptions) {
+    this.progress = new BootstrapProgress(options.selfId, options.peers);
+  }
 
-  /** Holds the votes and every message (the file was written before the group was opened), and starts asking. */
+  /** Starts asking; the group is already held ({@link holdForBootstrapCheck}, and the file was written before it was opened). */
   start(): void {
-    this.options.driver.holdVotes(this.options.groupId, true);
-    this.options.driver.awaitTerm(this.options.groupId);
     this.options.logger.info({ peers: this.options.peers }, "cluster group new or not yet checked: asking the other initial voters whether the cluster already ran, before voting");
     this.lastWaitingLogMs = Date.now();
     this.timer = setInterval(() => this.step(), this.options.askIntervalMs ?? 100);
     this.step();
   }
 
-  /** Records a peer's answer. */
+  /** Records a peer's answer, and connects to the voters it names that the transport does not know. */
   onAnswer(from: NodeId, payload: Uint8Array): void {
     const answer = decodeBootstrapAnswer(payload);
-    // A peer answers for a configuration it is part of; anything else is not counted. The newest answer counts.
-    if (this.timer === undefined || answer === undefined || from === this.options.selfId) return;
-    if (!answer.voters.includes(from) && !answer.votersOutgoing.includes(from)) {
-      this.answers.delete(from);
-      return;
-    }
-    this.answers.set(from, answer);
+    if (this.timer === undefined || answer === undefined) return;
+    this.progress.record(from, answer);
     const states = this.options.peerStates();
     for (const [id, address] of Object.entries(answer.addresses)) {
       if (id !== this.options.selfId && !states.has(id) && address !== "") this.options.learnPeer(id, address);
@@ -272,45 +322,37 @@ export class BootstrapCheck {
   private step(): void {
     if (this.timer === undefined) return;
     const { driver, groupId, logger } = this.options;
-    if (this.verdict.kind !== "ran") {
-      this.verdict = bootstrapVerdict(this.options.selfId, this.options.peers, this.answers);
-      if (this.verdict.kind === "ran") {
-        // Late at the start of a new cluster, or a data directory lost: the same care serves both.
-        driver.adoptTerm(groupId, this.verdict.term);
-        logger.info(
-          { term: this.verdict.term },
-          "the cluster has committed past its bootstrap state: this homeserver is late to it or lost its data, and votes once it has caught up from a leader",
-        );
+    const { verdict, reached } = this.progress.advance();
+    if (verdict.kind === "waiting") {
+      // Everyone it knows of is asked again every interval: answers go stale as the group moves on.
+      this.ask(this.progress.askable());
+      if (Date.now() - this.lastWaitingLogMs >= (this.options.waitingLogIntervalMs ?? 10_000)) {
+        this.lastWaitingLogMs = Date.now();
+        logger.warn({ missing: verdict.missing }, "still waiting for voters to answer whether the cluster already ran; not voting meanwhile");
       }
+      return;
     }
-    if (this.verdict.kind === "new") {
-      logger.info({ term: this.verdict.term }, "a new cluster: nothing committed past the bootstrap entry; voting from the next term");
-      // A first election may have begun (even with this homeserver's vote, before it lost its data).
-      driver.adoptTerm(groupId, this.verdict.term);
+    if (reached) {
+      // A new cluster may have begun a first election (even with this homeserver's vote, before it lost its
+      // data); a cluster that ran has a term this homeserver forgot. Either way, that term, its vote cast.
+      driver.adoptTerm(groupId, verdict.term);
+      if (verdict.kind === "new") logger.info({ term: verdict.term }, "a new cluster: nothing committed past the bootstrap entry; voting from the next term");
+      else logger.info({ term: verdict.term }, "the cluster has committed past its bootstrap state: this homeserver is late to it or lost its data, and votes once it has caught up from a leader");
+    }
+    const status = driver.status(groupId);
+    if (this.progress.mayVote(driver.storedCommitted(groupId), status)) {
+      if (verdict.kind === "ran") logger.info({ commit: status.commit }, "caught up with the cluster: voting");
       this.release();
-      this.options.onNewCluster();
+      if (verdict.kind === "new") this.options.onNewCluster();
       return;
     }
-    if (this.verdict.kind === "ran") {
-      // Its leader's answer, in the term it leads, lets it vote once it holds that leader's log.
-      const leader = driver.status(groupId).leader;
-      if (leader !== "" && this.options.peerStates().get(leader) === "connected") this.options.sendNotice(leader, bootstrapAskTopic, new Uint8Array(0));
-      if (mayVoteAgain(this.verdict, driver.storedCommitted(groupId), leaderAnswered(this.verdict, driver.status(groupId), this.answers))) {
-        logger.info({ commit: driver.status(groupId).commit }, "caught up with the cluster: voting");
-        this.release();
-      }
-      return;
-    }
-    // Everyone it knows of is asked again every interval: answers go stale as the group moves on.
+    // Its leader's answer, in the term it leads, lets it vote once it holds that leader's log.
+    if (status.leader !== "") this.ask([status.leader]);
+  }
+
+  private ask(peers: Iterable<NodeId>): void {
     const states = this.options.peerStates();
-    const known = new Set([...this.options.peers, ...this.verdict.missing, ...[...this.answers.values()].flatMap((a) => [...a.voters, ...a.votersOutgoing])]);
-    for (const peer of known) {
-      if (peer !== this.options.selfId && states.get(peer) === "connected") this.options.sendNotice(peer, bootstrapAskTopic, new Uint8Array(0));
-    }
-    if (Date.now() - this.lastWaitingLogMs >= (this.options.waitingLogIntervalMs ?? 10_000)) {
-      this.lastWaitingLogMs = Date.now();
-      logger.warn({ missing: this.verdict.missing }, "still waiting for voters to answer whether the cluster already ran; not voting meanwhile");
-    }
+    for (const peer of peers) if (states.get(peer) === "connected") this.options.sendNotice(peer, bootstrapAskTopic, new Uint8Array(0));
   }
 
   private release(): void {

@@ -51,7 +51,7 @@ import type { HomeserverRecord } from "./directory-command.ts";
 import { CertificateCollector } from "./certificate-collector.ts";
 import { CertificateLookup } from "./certificate-lookup.ts";
 import { hastenFirstElection } from "./first-election.ts";
-import { BootstrapCheck, bootstrapAnswerOf, bootstrapAnswerTopic, bootstrapAskTopic, bootstrapCheckPending, encodeBootstrapAnswer, isAtBootstrapState, markBootstrapCheck } from "./bootstrap-check.ts";
+import { BootstrapCheck, bootstrapAnswerOf, bootstrapAnswerTopic, bootstrapAskTopic, bootstrapCheckPending, encodeBootstrapAnswer, holdForBootstrapCheck, isAtBootstrapState, markBootstrapCheck } from "./bootstrap-check.ts";
 import { CertificateExchange, signatureBatchTopic } from "./certificate-exchange.ts";
 import { assertNotLeft, wireDirectory } from "./directory-wiring.ts";
 import { NodeMetrics } from "./metrics.ts";
@@ -262,10 +262,7 @@ export class Homeserver {
     // behind a homeserver's copy is.
     await driver.addGroup(store, stateMachine, { lazyCommitNotices: true });
     // Held from the first message a peer may send; the check below releases them.
-    if (checkBootstrap) {
-      driver.holdVotes(clusterGroupId, true);
-      driver.awaitTerm(clusterGroupId);
-    }
+    if (checkBootstrap) holdForBootstrapCheck(driver, clusterGroupId);
     if (restoreLeftUndone) assertNotLeft(stateMachine, config.id); // restored (and its directory learned) just now
     groups = new ChannelGroups({
       selfId: config.id,

@@ -150,11 +150,16 @@ export class SimNode {
     this.term = this.disk.live.getHardState().term;
     const config = this.makeConfig(this.disk.live, this.state.index, (e) => this.onEvent(e));
     this.guard(() => {
-      this.raw = new RawNode(config);
-      this.raw.holdVotes(this.votesHeld);
-      if (this.termUnknown) this.raw.awaitTerm();
+      this.raw = this.withHolds(new RawNode(config));
     });
     this.drain();
+  }
+
+  /** A core built anew (at start or after hibernation) keeps the holds of the bootstrap check. */
+  private withHolds(raw: RawNode): RawNode {
+    raw.holdVotes(this.votesHeld);
+    if (this.termUnknown) raw.awaitTerm();
+    return raw;
   }
 
   /** Holds or releases the node's votes (and campaigns). */
@@ -282,9 +287,7 @@ export class SimNode {
     const quiet = raw.quietState();
     if (quiet === undefined || this.busy || this.parked !== null || this.inbox.length > 0 || this.restoring !== undefined || raw.hasReady()) return;
     const config = this.makeConfig(this.disk.live, this.state.index, (e) => this.onEvent(e));
-    this.raw = new RawNode({ ...config, resume: quiet });
-    this.raw.holdVotes(this.votesHeld);
-    if (this.termUnknown) this.raw.awaitTerm();
+    this.raw = this.withHolds(new RawNode({ ...config, resume: quiet }));
     this.quietTicksInARow = 0;
     this.hibernations++;
   }

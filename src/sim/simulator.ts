@@ -16,7 +16,7 @@ import { resolveKnobs, streams, type SimKnobs, type SimOptions } from "./options
 import { Prng } from "./prng.ts";
 import { SimDisk } from "./sim-disk.ts";
 import { SimNode, type NodeHost } from "./sim-node.ts";
-import { bootstrapAnswerOf, bootstrapVerdict, leaderAnswered, mayVoteAgain, type BootstrapAnswer } from "../node/bootstrap-check.ts";
+import { bootstrapAnswerOf, BootstrapProgress } from "../node/bootstrap-check.ts";
 import { TraceRing, type TraceDetail } from "./trace.ts";
 import { Workload } from "./workload.ts";
 
@@ -110,7 +110,7 @@ export class Simulator implements NodeHost, FaultContext {
    * Bootstrap checks of initial voters that lost their disk. The check
    * survives a crash (the runtime's file); its answers and verdict do not.
    */
-  private readonly bootstrapChecks = new Map<NodeId, { incarnation: number; answers: Map<NodeId, BootstrapAnswer>; termAdopted: boolean }>();
+  private readonly bootstrapChecks = new Map<NodeId, { incarnation: number; progress?: BootstrapProgress }>();
 
   constructor(readonly options: SimOptions) {
     if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > 9) {
@@ -432,7 +432,7 @@ export class Simulator implements NodeHost, FaultContext {
     if (initial && this.initialVoters.length > 1 && this.knobs.bootstrapCheck) {
       n.holdVotes(true);
       n.awaitTermOnStart();
-      this.bootstrapChecks.set(node, { incarnation: -1, answers: new Map(), termAdopted: false });
+      this.bootstrapChecks.set(node, { incarnation: -1 });
     }
   }
 
@@ -446,26 +446,25 @@ export class Simulator implements NodeHost, FaultContext {
       const node = this.byId.get(id)!;
       const raw = node.raw;
       if (raw === null || node.paused) continue;
-      if (check.incarnation !== node.incarnation) Object.assign(check, { incarnation: node.incarnation, answers: new Map(), termAdopted: false });
-      const peers = this.initialVoters.filter((p) => p !== id);
-      // Everyone is asked here (the runtime asks whom the answers name, learning their addresses).
+      if (check.progress === undefined || check.incarnation !== node.incarnation) {
+        check.incarnation = node.incarnation;
+        check.progress = new BootstrapProgress(id, this.initialVoters.filter((p) => p !== id));
+      }
+      const progress = check.progress;
+      // Everyone reachable answers at every tick (the runtime asks whom the answers name, every interval).
       for (const other of this.nodes) {
         if (other === node || other.raw === null || other.paused || this.network.isBlocked(node.slot, other.slot) || this.network.isBlocked(other.slot, node.slot)) continue;
-        // Asked again while the check waits, as the runtime asks every interval: the newest answer counts.
-        const answer = bootstrapAnswerOf(other.raw.status(), () => undefined);
-        if (answer.voters.includes(other.id) || answer.votersOutgoing.includes(other.id)) check.answers.set(other.id, answer);
-        else check.answers.delete(other.id);
+        progress.record(other.id, bootstrapAnswerOf(other.raw.status(), () => undefined));
       }
-      const verdict = bootstrapVerdict(id, peers, check.answers);
-      if (verdict.kind !== "waiting" && !check.termAdopted) {
-        check.termAdopted = true;
+      const { verdict, reached } = progress.advance();
+      if (verdict.kind === "waiting") continue;
+      if (reached) {
         this.trace(id, "term-adopted", String(verdict.term));
         node.adoptTerm(verdict.term);
       }
       // What the node's disk holds, not its memory: a crash right after the release must not undo it.
       const status = raw.status();
-      const release = mayVoteAgain(verdict, node.disk.durableAtOrBefore(status.commit), leaderAnswered(verdict, status, check.answers));
-      if (!release) continue;
+      if (!progress.mayVote(node.disk.durableAtOrBefore(status.commit), status)) continue;
       this.trace(id, "votes-released", verdict.kind === "ran" ? `caught up past term ${verdict.term} or with its leader` : "a new cluster");
       node.holdVotes(false);
       this.bootstrapChecks.delete(id);
