@@ -118,6 +118,22 @@ export function applyConfChange(current: ConfState, change: ConfChange): ConfCha
   };
 }
 
+/**
+ * The membership after applying a conf change entry's data to `current`, or
+ * undefined when the change is malformed or refused: such an entry applies
+ * as a no-op, identically everywhere.
+ */
+export function confAfterEntry(current: ConfState, data: Uint8Array): ConfState | undefined {
+  let change: ConfChange;
+  try {
+    change = decodeConfChange(data);
+  } catch {
+    return undefined;
+  }
+  const outcome = applyConfChange(current, change);
+  return outcome.ok ? outcome.confState : undefined;
+}
+
 function symmetricDifferenceSize(a: ReadonlySet<NodeId>, b: ReadonlySet<NodeId>): number {
   let size = 0;
   for (const id of a) if (!b.has(id)) size++;

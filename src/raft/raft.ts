@@ -1,5 +1,5 @@
 import { assert } from "./assert.ts";
-import { applyConfChange, decodeConfChange, encodeConfChange } from "./conf-change.ts";
+import { applyConfChange, confAfterEntry, encodeConfChange } from "./conf-change.ts";
 import { entryBytes } from "./memory-storage.ts";
 import { Progress } from "./progress.ts";
 import { JointQuorum, VoteResult } from "./quorum.ts";
@@ -156,6 +156,13 @@ export class Raft {
   role: Role = Role.Follower;
   /** Membership as of the applied index. */
   confState: ConfState;
+  /**
+   * The log index `confState` is as of: its snapshot's, or its last applied
+   * conf change's. A conf change at or below it is already part of it: one
+   * handed out before a snapshot was installed and applied after must not
+   * apply again over the snapshot's membership.
+   */
+  private confIndex: LogIndex;
   quorum: JointQuorum;
   /** Replication progress of every member; maintained on the leader. */
   readonly progress = new Map<NodeId, Progress>();
@@ -222,6 +229,7 @@ export class Raft {
     this.term = hardState.term;
     this.vote = hardState.vote;
     this.confState = confState;
+    this.confIndex = this.log.snapshot().metadata.index;
     this.quorum = quorumOf(confState);
     this.replayAppliedConfChanges();
     if (config.resume !== undefined) {
@@ -509,9 +517,26 @@ export class Raft {
   }
 
   private hasUnappliedConfChanges(): boolean {
-    if (this.log.committed <= this.log.applied) return false;
-    const entries = this.log.slice(this.log.applied + 1, this.log.committed + 1, Number.MAX_SAFE_INTEGER) ?? [];
-    return entries.some((entry) => entry.type === EntryType.ConfChange);
+    return this.committedUnappliedConfChanges().length > 0;
+  }
+
+  /** Conf change entries this node knows committed but has not applied. */
+  private committedUnappliedConfChanges(): Entry[] {
+    if (this.log.committed <= this.log.applied) return [];
+    const from = Math.max(this.log.applied, this.confIndex) + 1;
+    const entries = this.log.slice(from, this.log.committed + 1, Number.MAX_SAFE_INTEGER) ?? [];
+    return entries.filter((entry) => entry.type === EntryType.ConfChange);
+  }
+
+  /**
+   * The membership this node would campaign and count votes with: the applied
+   * one with the conf changes it knows committed applied too, since it starts
+   * no election before it applied them (see {@link hup}).
+   */
+  campaignConfState(): ConfState {
+    let conf = this.confState;
+    for (const entry of this.committedUnappliedConfChanges()) conf = confAfterEntry(conf, entry.data) ?? conf;
+    return conf;
   }
 
   private campaign(campaign: Campaign): void {
@@ -652,8 +677,12 @@ export class Raft {
       return true;
     }
     if (m.term < this.term) {
-      if ((this.config.checkQuorum || this.config.preVote) && (m.type === MessageType.Heartbeat || m.type === MessageType.Append)) {
-        // A stale leader cut off by a partition: tell it the term so it steps down.
+      const tellTerm = this.config.checkQuorum || this.config.preVote || !this.promotable();
+      if (tellTerm && (m.type === MessageType.Heartbeat || m.type === MessageType.Append)) {
+        // A stale leader cut off by a partition: tell it the term so it steps down. Without
+        // CheckQuorum and PreVote, a voter's own campaign spreads its term instead; one that
+        // cannot campaign (a learner, or a voter whose applied membership does not list it yet)
+        // would otherwise never hear from the leader again.
         this.send({ type: MessageType.AppendResponse, to: m.from, term: this.term });
       } else if (m.type === MessageType.PreVote) {
         this.send({ type: MessageType.PreVoteResponse, to: m.from, term: this.term, reject: true });
@@ -775,6 +804,7 @@ export class Raft {
     }
     this.log.restore(snapshot);
     this.confState = confState;
+    this.confIndex = index;
     this.quorum = quorumOf(confState);
     this.resetProgress();
     this.emit({ kind: "snapshot-restored", index, term });
@@ -1079,16 +1109,12 @@ export class Raft {
   }
 
   private applyConfChangeEntry(entry: Entry): void {
-    let change: ConfChange;
-    try {
-      change = decodeConfChange(entry.data);
-    } catch {
-      return; // A malformed change applies as a no-op, identically everywhere.
-    }
-    const outcome = applyConfChange(this.confState, change);
-    if (!outcome.ok) return;
-    this.switchToConfig(outcome.confState);
-    this.emit({ kind: "conf-change-applied", confState: outcome.confState, index: entry.index });
+    if (entry.index <= this.confIndex) return;
+    this.confIndex = entry.index;
+    const confState = confAfterEntry(this.confState, entry.data);
+    if (confState === undefined) return;
+    this.switchToConfig(confState);
+    this.emit({ kind: "conf-change-applied", confState, index: entry.index });
   }
 
   private switchToConfig(confState: ConfState): void {

@@ -216,6 +216,15 @@ export class RawNode {
     return this.raft.confState;
   }
 
+  /**
+   * The membership this node would campaign with: the applied one plus the
+   * conf changes it knows committed and has yet to apply (it campaigns only
+   * once it applied them).
+   */
+  campaignConfState(): ConfState {
+    return this.raft.campaignConfState();
+  }
+
   private softState(): SoftState {
     return { leader: this.raft.lead, role: this.raft.role };
   }

@@ -22,8 +22,13 @@ export interface LogView {
 export interface ClusterView {
   /** Every node that is not retired (running or crashed: a crashed node may restart and campaign). */
   nodes(): readonly NodeId[];
-  /** The membership `node` would campaign and count votes with, or undefined if it is retired. */
-  confOf(node: NodeId): ConfState | undefined;
+  /**
+   * The memberships `node` could campaign and count votes with before it
+   * learns anything new (as it runs, and as it would restart); none once it
+   * is retired. A node that knows a conf change committed campaigns only
+   * once it applied it.
+   */
+  campaignConfsOf(node: NodeId): readonly ConfState[];
   /** Last index and term of `node`'s durable log (what it would compare a candidate's log with). */
   lastOf(node: NodeId): { readonly index: LogIndex; readonly term: Term } | undefined;
   /** `node`'s durable hard state (its term and vote after a crash), or undefined if unknown. */
@@ -201,9 +206,9 @@ function couldWin(candidate: NodeId, conf: ConfState, cluster: ClusterView): boo
  * every node's durable log:
  * 1. the entry is on the disks of a majority of each voter set of the
  *    leader's membership (what "committed" means), and
- * 2. no node lacking it could win an election, counting votes with its own
- *    membership and granting a vote whenever the election restriction allows
- *    (terms can always be raised).
+ * 2. no node lacking it could win an election, counting votes with a
+ *    membership it could campaign with and granting a vote whenever the
+ *    election restriction allows (terms can always be raised).
  * So an unsafe commit is caught at once, before a crash and an unlucky
  * election turn it into a lost entry (the Raft paper's figure 8).
  */
@@ -224,8 +229,7 @@ export function commitDurability(violate: (message: string) => void): Invariant 
       }
       for (const node of cluster.nodes()) {
         if (cluster.holds(node, index, entryTerm)) continue;
-        const own = cluster.confOf(node);
-        if (own !== undefined && couldWin(node, own, cluster)) {
+        if (cluster.campaignConfsOf(node).some((conf) => couldWin(node, conf, cluster))) {
           const last = cluster.lastOf(node)!;
           violate(
             `${leader} committed ${index}@${entryTerm} but ${node} (log ends ${last.index}@${last.term}) lacks it and could still win an election`,

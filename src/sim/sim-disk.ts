@@ -8,8 +8,9 @@
  * The state machine's applied index and state are written durably with each
  * apply, as the design's "applied state and applied index in one batch".
  */
+import { confAfterEntry } from "../raft/conf-change.ts";
 import { MemoryStorage } from "../raft/memory-storage.ts";
-import type { ConfState, Entry, HardState, LogIndex, NodeId, Snapshot, Term } from "../raft/types.ts";
+import { EntryType, type ConfState, type Entry, type HardState, type LogIndex, type NodeId, type Snapshot, type Term } from "../raft/types.ts";
 
 /** The simulated state machine's durable part: how far it applied, and a running hash of what. */
 export interface AppliedState {
@@ -110,6 +111,23 @@ export class SimDisk {
     const d = this.durable;
     if (index <= d.snapshot().metadata.index || index < d.firstIndex() - 1) return true;
     return index <= d.lastIndex() && d.term(index) === term;
+  }
+
+  /**
+   * The membership a restart from this disk would campaign with: the
+   * snapshot's, with the conf changes of the durable log applied up to the
+   * durable commit index (a restarted core applies them before it campaigns).
+   */
+  durableCampaignConf(): ConfState {
+    const d = this.durable;
+    const { index: snapshotIndex, confState } = d.snapshot().metadata;
+    const to = Math.min(d.lastIndex(), Math.max(d.getHardState().commit, this.appliedState.index));
+    let conf = confState;
+    if (to <= snapshotIndex) return conf;
+    for (const entry of d.entries(snapshotIndex + 1, to + 1, Number.MAX_SAFE_INTEGER)) {
+      if (entry.type === EntryType.ConfChange) conf = confAfterEntry(conf, entry.data) ?? conf;
+    }
+    return conf;
   }
 
   /**

@@ -216,6 +216,18 @@ export class SimNode {
     return this.raw?.confState() ?? this.lastConf;
   }
 
+  /**
+   * The memberships this node could campaign and count votes with before it
+   * learns anything new: as it runs (its applied one, with the conf changes
+   * it knows committed, which it applies before it campaigns) and as a
+   * restart from its disk would have it. Empty once retired.
+   */
+  campaignConfs(): ConfState[] {
+    if (this.retired) return [];
+    const restarted = this.disk.durableCampaignConf();
+    return this.raw === null ? [restarted] : [this.raw.campaignConfState(), restarted];
+  }
+
   /** Stops the node for good (it was removed from the configuration). */
   retire(): void {
     this.crash();

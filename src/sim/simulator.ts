@@ -128,7 +128,7 @@ export class Simulator implements NodeHost, FaultContext {
     this.invariants = new InvariantSet(invariants, (name, message) => this.violate(name, message));
     this.cluster = {
       nodes: () => this.nodes.filter((n) => !n.retired).map((n) => n.id),
-      confOf: (id) => this.byId.get(id)?.confState(),
+      campaignConfsOf: (id) => this.byId.get(id)?.campaignConfs() ?? [],
       lastOf: (id) => {
         const n = this.byId.get(id);
         return n === undefined || n.retired ? undefined : n.disk.durableLast();

@@ -35,6 +35,8 @@ function mutatedCopy(mutant: Mutant | null): string {
   cpSync(join(root, "src"), join(dir, "src"), { recursive: true });
   cpSync(join(root, "bin"), join(dir, "bin"), { recursive: true });
   cpSync(join(root, "package.json"), join(dir, "package.json"));
+  cpSync(join(root, "test"), join(dir, "test"), { recursive: true });
+  cpSync(join(root, "vitest.config.ts"), join(dir, "vitest.config.ts"));
   symlinkSync(join(root, "node_modules"), join(dir, "node_modules"), "dir");
   if (mutant !== null) {
     const text = readFileSync(join(root, mutant.file), "utf8");
@@ -63,7 +65,17 @@ function run(args: string[], cwd: string): Promise<{ code: number; stdout: strin
   });
 }
 
+/** Runs the core test that must catch `mutant` on its mutated copy; caught if that test fails. */
+async function coreTest(mutant: Mutant, test: { file: string; name: string }): Promise<RunnerReport> {
+  const dir = mutatedCopy(mutant);
+  const started = performance.now();
+  const { code, stdout } = await run([join(root, "node_modules/vitest/vitest.mjs"), "run", test.file, "-t", test.name], dir);
+  const failed = code !== 0 && /Tests\s+1 failed/.test(stdout.replace(/\x1b\[[0-9;]*m/g, ""));
+  return { caught: failed, invariant: "core test", message: test.name, seedsRun: 0, ms: Math.round(performance.now() - started) };
+}
+
 async function hunt(mutant: Mutant): Promise<RunnerReport> {
+  if (mutant.caughtByTest !== undefined) return coreTest(mutant, mutant.caughtByTest);
   const dir = mutatedCopy(mutant);
   const { stdout, stderr } = await run(["--import", "tsx", runner, dir, String(maxSeeds), String(budgetMs), ...(mutant.runs === undefined ? [] : [JSON.stringify(mutant.runs)])], dir);
   const last = stdout.trim().split("\n").pop() ?? "";
@@ -95,6 +107,7 @@ describe("mutants of the Raft core", () => {
       const text = readFileSync(join(root, m.file), "utf8");
       expect(text.split(m.search).length - 1, `${m.name} in ${m.file}`).toBe(1);
       expect(m.replace).not.toBe(m.search);
+      if (m.caughtByTest !== undefined) expect(readFileSync(join(root, m.caughtByTest.file), "utf8"), m.name).toContain(m.caughtByTest.name);
     }
   });
 
@@ -105,9 +118,9 @@ describe("mutants of the Raft core", () => {
     );
     const lines = mutants.map((m, i) => {
       const r = reports[i]!;
-      return r.caught
-        ? `caught   ${m.name.padEnd(36)} seed ${String(r.seed).padStart(3)} after ${String(r.ms).padStart(6)}ms by ${r.invariant}: ${r.message}`
-        : `MISSED   ${m.name.padEnd(36)} ${r.seedsRun} seeds, ${r.ms}ms`;
+      if (!r.caught) return `MISSED   ${m.name.padEnd(36)} ${m.caughtByTest === undefined ? `${r.seedsRun} seeds` : `core test "${r.message}" passed`}, ${r.ms}ms`;
+      const where = m.caughtByTest === undefined ? `seed ${String(r.seed).padStart(3)}` : "core test";
+      return `caught   ${m.name.padEnd(36)} ${where} after ${String(r.ms).padStart(6)}ms by ${r.invariant}: ${r.message}`;
     });
     console.log(lines.join("\n"));
     expect(lines.filter((l) => l.startsWith("MISSED"))).toEqual([]);

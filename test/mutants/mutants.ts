@@ -36,6 +36,12 @@ export interface Mutant {
    * nodes, every fault, knobs drawn from the seed) do not: used for every seed.
    */
   readonly runs?: MutantRuns;
+  /**
+   * For a rule whose breach needs a schedule the simulator reaches too rarely
+   * to hunt for here: the core test (file under test/, test name) that must
+   * fail on the mutated copy instead of the simulator.
+   */
+  readonly caughtByTest?: { readonly file: string; readonly name: string };
 }
 
 /** The mutants the simulator must catch. */
@@ -132,6 +138,37 @@ export const mutants: readonly Mutant[] = [
     replace: "return lastCommitted === undefined || firstNew === undefined || lastCommitted.index >= 0;",
     description: "the merged round of a lazily told group applies entries its own unwritten copy committed (a single voter), and a crash loses what it acknowledged",
     runs: { nodes: 1, steps: 400, faults: ["crash", "pause"], knobs: { lazyCommitNotices: true, faultChancePerTick: 0.05, fsyncMaxMs: 4, clients: 3, clientPipeline: 16, proposalChancePerTick: 0.5 } },
+  },
+  // Membership changes and terms.
+  {
+    name: "campaign-with-unapplied-conf-change",
+    file: "src/raft/raft.ts",
+    search: "    if (this.hasUnappliedConfChanges()) return;\n",
+    replace: "",
+    description: "a node that knows a membership change committed campaigns before applying it, with the older membership, and overwrites what the newer one committed",
+    caughtByTest: { file: "test/raft/membership.test.ts", name: "a node that knows a change committed campaigns only once it applied it" },
+  },
+  {
+    name: "conf-change-reapplied-over-snapshot",
+    file: "src/raft/raft.ts",
+    search: "    if (entry.index <= this.confIndex) return;\n",
+    replace: "",
+    description: "a conf change handed out before a snapshot was installed applies again over the snapshot's membership, bringing back a removed voter",
+    caughtByTest: { file: "test/raft/membership.test.ts", name: "the older entries' conf changes do not apply over the snapshot's membership" },
+  },
+  {
+    name: "learner-silent-to-stale-leader",
+    file: "src/raft/raft.ts",
+    search: "this.config.checkQuorum || this.config.preVote || !this.promotable();",
+    replace: "this.config.checkQuorum || this.config.preVote;",
+    description: "without CheckQuorum and PreVote, a node that cannot campaign ignores a leader of an older term, which never learns its term: it never catches up",
+    runs: {
+      nodes: 5,
+      steps: 600,
+      faults: ["drop", "dup", "reorder", "partition", "crash", "pause", "membership", "transfer"],
+      knobs: { faultChancePerTick: 0.15, restoreFsyncDelays: 50, snapshotIntervalEntries: 4, compactKeepEntries: 0, checkQuorum: false, preVote: false },
+      firstSeed: 900,
+    },
   },
   // A node that lost its disk (the `lostDisks` knob, src/node/bootstrap-check.ts): each part of the check is needed.
   // (Counting its vote as cast in the adopted term is too, for a rarer schedule than the simulator reaches in

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { MemoryStorage } from "../../src/raft/memory-storage.ts";
-import { MessageType, Role, message } from "../../src/raft/types.ts";
+import { ConfChangeType, MessageType, Role, message } from "../../src/raft/types.ts";
+import { text } from "./harness.ts";
 import { TestCluster } from "./harness.ts";
 
 describe("leader election", () => {
@@ -31,6 +32,24 @@ describe("leader election", () => {
     c.tickAll(30);
     expect(c.leaders()).toEqual(["a"]);
     expect(c.get("a").node.status().term).toBe(term);
+  });
+
+  it("without PreVote and CheckQuorum, a learner ahead in term tells the leader, which it cannot campaign to reach", () => {
+    const c = new TestCluster(["a", "b", "c"], { preVote: false, checkQuorum: false });
+    c.elect("a");
+    c.add("d");
+    c.get("a").node.proposeConfChange({ steps: [{ type: ConfChangeType.AddLearner, nodeId: "d" }], leaveJoint: false });
+    c.stabilize();
+    // d hears of a later term: a vote asked by a candidate since removed ("x", gone for good).
+    const term = c.get("a").node.status().term;
+    c.get("d").node.step(message({ type: MessageType.Vote, groupId: "g", from: "x", to: "d", term: term + 5, index: 1, logTerm: 1 }));
+    c.stabilize();
+    expect(c.get("d").node.status().term).toBe(term + 5);
+    // Answering the leader's appends with its term, d makes the group move to a term it can follow.
+    c.tickAll(60);
+    c.get(c.leaders()[0]!).node.propose(text("after"));
+    c.stabilize();
+    expect(c.appliedText("d").at(-1)).toBe("after");
   });
 
   it("without PreVote an isolated node's term climbs (the problem PreVote solves)", () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { applyConfChange, decodeConfChange, encodeConfChange } from "../../src/raft/conf-change.ts";
 import { defaultRaftConfig, type RaftEvent } from "../../src/raft/raft.ts";
 import { RawNode } from "../../src/raft/raw-node.ts";
-import { ConfChangeType, Role, type ConfChange, type ConfState } from "../../src/raft/types.ts";
+import { ConfChangeType, MessageType, Role, type ConfChange, type ConfState } from "../../src/raft/types.ts";
 import { TestCluster, text } from "./harness.ts";
 
 const add = (nodeId: string) => ({ type: ConfChangeType.AddVoter, nodeId });
@@ -182,5 +182,87 @@ describe("membership changes in a running group", () => {
     // membership at their indexes, configurations that never were (the simulator then retired a
     // homeserver that was still a member, and stalled).
     expect(events.filter((e) => e.kind === "conf-change-applied").map((e) => (e.kind === "conf-change-applied" ? e.index : 0))).toEqual([applied + 1]);
+  });
+});
+
+describe("a snapshot arriving while older entries are being applied", () => {
+  it("the older entries' conf changes do not apply over the snapshot's membership", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    c.add("d");
+    const a = c.get("a");
+    const beforeRemoval = a.storage.lastIndex();
+    a.node.proposeConfChange(change(remove("c")));
+    c.stabilize();
+    a.node.propose(text("x"));
+    c.stabilize();
+    a.node.proposeConfChange(change(learner("d")));
+    const term = a.node.status().term;
+    const base = { groupId: "g", from: "a", to: "d", term, logTerm: 0, index: 0, entries: [], commit: 0, reject: false, rejectHint: 0, rejectHintTerm: 0, snapshot: null, context: new Uint8Array(0) };
+    // d, new and empty, is sent the start of the log (nothing was compacted): the bootstrap entry
+    // adding a, b and c, committed ...
+    const d = c.get("d");
+    const early = a.storage.entries(1, beforeRemoval + 1, Number.MAX_SAFE_INTEGER);
+    d.node.step({ ...base, type: MessageType.Append, entries: early, commit: early.at(-1)!.index });
+    const ready = d.node.ready();
+    expect(ready.committedEntries.map((e) => e.index)).toEqual(early.map((e) => e.index));
+    d.storage.append(ready.entries);
+    if (ready.hardState !== null) d.storage.setHardState(ready.hardState);
+    // ... and, while it applies it, a snapshot past the removal of c.
+    c.stabilize();
+    const snapshot = a.storage.createSnapshot(a.node.status().applied, a.node.confState(), text("state"));
+    expect(sorted(snapshot.metadata.confState)).toMatchObject({ voters: ["a", "b"], learners: ["d"] });
+    d.node.step({ ...base, type: MessageType.Snapshot, index: 0, snapshot });
+    d.node.advance();
+    expect(sorted(d.node.confState())).toMatchObject({ voters: ["a", "b"], learners: ["d"] });
+    c.stabilize();
+    expect(sorted(d.node.confState())).toMatchObject({ voters: ["a", "b"], learners: ["d"] });
+  });
+});
+
+describe("campaigning while a membership change waits to be applied", () => {
+  it("a node that knows a change committed campaigns only once it applied it, not with the membership before it", () => {
+    const c = new TestCluster(["n1", "n2", "n3", "n4", "n5"]);
+    c.elect("n2");
+    const n2 = c.get("n2");
+    c.add("n6");
+    n2.node.proposeConfChange(change(learner("n6")));
+    c.stabilize();
+    // n1 and n4 miss what follows; n5 stores and acknowledges but applies nothing (as while it
+    // restores a snapshot), so it keeps the membership {n1..n5} although it knows the next committed.
+    c.isolate("n1");
+    c.isolate("n4");
+    c.withholding.add("n5");
+    expect(n2.node.proposeConfChange(change(add("n6"), remove("n1"))).ok).toBe(true);
+    c.stabilize();
+    // The leader entered the joint configuration and left it, with n5's acknowledgements.
+    expect(sorted(n2.node.confState()).voters).toEqual(["n2", "n3", "n4", "n5", "n6"]);
+    expect(sorted(n2.node.confState()).votersOutgoing).toEqual([]);
+    const n5 = c.get("n5");
+    expect(sorted(n5.node.confState()).voters).toEqual(["n1", "n2", "n3", "n4", "n5"]);
+    expect(n5.node.status().commit).toBeGreaterThan(n5.node.status().applied);
+    expect(sorted(n5.node.campaignConfState())).toEqual(sorted(n2.node.confState()));
+    // Without n5, the new voters n2, n3 and n6 commit an entry.
+    c.isolate("n5");
+    n2.node.propose(text("committed without n5"));
+    c.stabilize();
+    expect(c.appliedText("n2").at(-1)).toBe("committed without n5");
+    const committed = n2.applied.at(-1)!;
+    // n5 now reaches only n1 and n4, whose logs are behind its own: they would elect it in {n1..n5}.
+    c.heal();
+    for (const a of ["n1", "n4", "n5"]) for (const b of ["n2", "n3", "n6"]) {
+      c.cutLink(a, b);
+      c.cutLink(b, a);
+    }
+    c.tickAll(40); // n1 and n4 no longer hear from a leader
+    n5.node.campaign();
+    c.stabilize();
+    // Elected, n5 would commit an entry of its own at that index with n1 and n4.
+    for (const id of ["n1", "n4", "n5"]) {
+      const node = c.get(id);
+      if (node.node.status().commit >= committed.index) expect(node.storage.term(committed.index), id).toBe(committed.term);
+    }
+    expect(n5.node.status().role).not.toBe(Role.Leader);
+    expect(c.leaders()).toEqual(["n2"]);
   });
 });

@@ -41,7 +41,7 @@ const conf3: ConfState = { voters: ["a", "b", "c"], votersOutgoing: [], learners
 function cluster(logs: Record<string, number[]>, hard: Record<string, HardState> = {}, confs: Record<string, ConfState> = {}): ClusterView {
   return {
     nodes: () => Object.keys(logs),
-    confOf: (id) => confs[id] ?? conf3,
+    campaignConfsOf: (id) => [confs[id] ?? conf3],
     lastOf: (id) => {
       const terms = logs[id];
       return terms === undefined ? undefined : { index: terms.length - 1, term: terms[terms.length - 1]! };

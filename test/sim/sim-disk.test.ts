@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { encodeConfChange } from "../../src/raft/conf-change.ts";
 import { MemoryStorage } from "../../src/raft/memory-storage.ts";
-import { EntryType, type Entry } from "../../src/raft/types.ts";
+import { ConfChangeType, EntryType, type Entry } from "../../src/raft/types.ts";
 import { copyStorage, SimDisk } from "../../src/sim/sim-disk.ts";
 
 function entries(from: number, to: number, term: number): Entry[] {
@@ -87,5 +88,19 @@ describe("copyStorage", () => {
     expect(copy.getHardState()).toEqual({ term: 3, vote: "b", commit: 11 });
     copy.append(entries(13, 13, 4));
     expect(source.lastIndex()).toBe(12);
+  });
+});
+
+describe("the membership a restart would campaign with", () => {
+  const removeC: Entry = { index: 3, term: 2, type: EntryType.ConfChange, data: encodeConfChange({ steps: [{ type: ConfChangeType.RemoveNode, nodeId: "c" }], leaveJoint: false }) };
+
+  it("includes the durable conf changes up to the durable commit index, which a restart applies before campaigning", () => {
+    const disk = new SimDisk(["a", "b", "c"]);
+    disk.write(null, [...entries(2, 2, 2), removeC, ...entries(4, 4, 2)], { term: 2, vote: "a", commit: 2 }, true);
+    expect(disk.durableCampaignConf().voters).toEqual(["a", "b", "c"]);
+    disk.write(null, [], { term: 2, vote: "a", commit: 3 }, false);
+    expect(disk.durableCampaignConf().voters).toEqual(["a", "b", "c"]);
+    disk.write(null, [], { term: 2, vote: "a", commit: 4 }, true);
+    expect(disk.durableCampaignConf().voters).toEqual(["a", "b"]);
   });
 });
