@@ -182,6 +182,8 @@ export class Raft {
    * after a whole election timeout, if nobody won.
    */
   private fastCampaignPending = false;
+  /** The voter a removed leader last tried to hand leadership to (see {@link handOverIfRemoved}). */
+  private lastHandOverTarget: NodeId = "";
   /** The node leadership is being handed to, or "". */
   private leadTransferee: NodeId = "";
   /** Index of the latest conf change proposed by this leader; no other until it is applied. */
@@ -1149,16 +1151,15 @@ export class Raft {
    */
   private handOverIfRemoved(): void {
     if (this.role !== Role.Leader || this.quorum.has(this.id) || this.leadTransferee !== "") return;
-    let best: NodeId = "";
-    let bestMatch = -1;
-    for (const id of [...this.quorum.ids()].sort()) {
-      const match = this.progress.get(id)?.match ?? 0;
-      if (match > bestMatch) {
-        best = id;
-        bestMatch = match;
-      }
-    }
-    if (best !== "") this.transferLeadership(best);
+    // The most caught-up voters first; each timeout tries the next, since one may not campaign (it holds
+    // its votes after losing its storage, or restores a snapshot), and always asking it would keep this
+    // removed node leading for good.
+    const match = (id: NodeId): LogIndex => this.progress.get(id)?.match ?? 0;
+    const ranked = [...this.quorum.ids()].sort().sort((a, b) => match(b) - match(a));
+    if (ranked.length === 0) return;
+    const target = ranked[(ranked.indexOf(this.lastHandOverTarget) + 1) % ranked.length]!;
+    this.lastHandOverTarget = target;
+    this.transferLeadership(target);
   }
 
   // ---- outbox ------------------------------------------------------------------------------------

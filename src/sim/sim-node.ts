@@ -80,6 +80,12 @@ export class SimNode {
   removal: { readonly index: LogIndex; readonly conf: ConfState } | null = null;
   /** Bumped on every crash, so events of an earlier life are ignored. */
   incarnation = 0;
+  /**
+   * Per peer, the newest of its incarnations whose stream to this node is
+   * known broken (it crashed, and the loss was reported here): messages that
+   * incarnation sent are not delivered any more.
+   */
+  readonly streamsClosed = new Map<NodeId, number>();
   tickCount = 0;
   /** Ticks the runtime would skip because the core was quiet (counted, not given to the core). */
   quiescedTicks = 0;

@@ -182,12 +182,15 @@ export class Simulator implements NodeHost, FaultContext {
       if (to === undefined) continue;
       const copies = this.network.route(from.slot, to.slot, this.nowMs);
       if (copies === 0 && m.type === MessageType.Snapshot) this.reportSnapshot(from, m.to, false);
-      for (let i = 0; i < copies; i++) this.queue.push(this.network.arrivals[i]!, () => this.deliver(from, to, m));
+      const incarnation = from.incarnation;
+      for (let i = 0; i < copies; i++) this.queue.push(this.network.arrivals[i]!, () => this.deliver(from, to, m, incarnation));
     }
   }
 
-  private deliver(from: SimNode, to: SimNode, m: Message): void {
-    const ok = to.up && !this.network.isBlocked(from.slot, to.slot);
+  private deliver(from: SimNode, to: SimNode, m: Message, senderIncarnation: number): void {
+    // A stream the receiver knows broke (its sender crashed) delivers nothing more of what was sent on it.
+    const closed = (to.streamsClosed.get(from.id) ?? -1) >= senderIncarnation;
+    const ok = to.up && !closed && !this.network.isBlocked(from.slot, to.slot);
     if (m.type === MessageType.Snapshot) this.reportSnapshot(from, m.to, ok);
     if (!ok) return;
     this.trace_.record(this.nowMs, to.id, to.paused ? "recv(p)" : "recv", m);
@@ -360,7 +363,8 @@ export class Simulator implements NodeHost, FaultContext {
     // A check not finished runs again from the start (the runtime's file): deaf until the term is learned again.
     if (this.bootstrapChecks.has(node)) n.awaitTermOnStart();
     if (this.knobs.quiesce) {
-      for (const other of this.nodes) if (other !== n) this.peerLost(other, n, this.knobs.peerLossDetectTicks);
+      const crashed = n.incarnation - 1;
+      for (const other of this.nodes) if (other !== n) this.peerLost(other, n, this.knobs.peerLossDetectTicks, crashed);
     }
   }
 
@@ -377,14 +381,19 @@ export class Simulator implements NodeHost, FaultContext {
    * After `delayTicks`, `node` learns that its stream to `lost` broke, as the
    * runtime's transport reports it: `reportUnreachable`, and `forgetLeader`
    * if `lost` leads its group (a quiet follower wakes and may campaign).
+   * When `lost` crashed (`crashedIncarnation`), nothing it sent before
+   * reaches `node` after that: the broken stream carried it, and a message
+   * still in flight could otherwise bring back a dead leader (seed 1813 with
+   * lost disks: the followers, quiet again, waited for it for good).
    */
-  private peerLost(node: SimNode, lost: SimNode, delayTicks: number): void {
+  private peerLost(node: SimNode, lost: SimNode, delayTicks: number, crashedIncarnation?: number): void {
     const incarnation = node.incarnation;
     this.queue.push(this.nowMs + delayTicks * this.knobs.tickMs, () => {
       if (node.incarnation !== incarnation || !node.up) return;
       node.input({
         kind: "call",
         run: (raw) => {
+          if (crashedIncarnation !== undefined) node.streamsClosed.set(lost.id, Math.max(crashedIncarnation, node.streamsClosed.get(lost.id) ?? -1));
           raw.reportUnreachable(lost.id);
           if (raw.leader() === lost.id) {
             this.trace(node.id, "peer-lost", lost.id);
@@ -419,6 +428,11 @@ export class Simulator implements NodeHost, FaultContext {
     // with this one holding its vote the configuration being left may have no quorum (a limit named in
     // docs/ARCHITECTURE.md).
     if (this.nodes.some((other) => !other.retired && (other.confState()?.votersOutgoing.length ?? 0) > 0)) return;
+    // Nor before every member applied the last change (seed 96 with every fault and lost disks: n2, demoted to
+    // a learner and holding the newest entries, cannot campaign; the voters that have not applied the demotion
+    // still need its vote or this one's, and this one waits for a leader to catch up from).
+    const memberships = new Set(this.nodes.filter((o) => !o.retired && (o.confState()?.voters.length ?? 0) > 0).map((o) => membershipKey(o.confState()!)));
+    if (memberships.size > 1) return;
     // Not while a node added later is still behind (it may be a voter that never had the data): with this one
     // that could be a majority of a configuration without it. An initial voter merely behind is fine.
     if (this.nodes.some((other) => other !== n && !other.retired && !this.initialVoters.includes(other.id) && other.disk.durableLast().index < committed)) return;
@@ -662,4 +676,9 @@ export class Simulator implements NodeHost, FaultContext {
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/** A membership's identity, independent of the order of its ids. */
+function membershipKey(conf: ConfState): string {
+  return [conf.voters, conf.votersOutgoing, conf.learners, conf.learnersNext].map((ids) => [...ids].sort().join(",")).join("|");
 }

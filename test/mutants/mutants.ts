@@ -157,6 +157,14 @@ export const mutants: readonly Mutant[] = [
     caughtByTest: { file: "test/raft/membership.test.ts", name: "the older entries' conf changes do not apply over the snapshot's membership" },
   },
   {
+    name: "removed-leader-asks-one-voter",
+    file: "src/raft/raft.ts",
+    search: "const target = ranked[(ranked.indexOf(this.lastHandOverTarget) + 1) % ranked.length]!;",
+    replace: "const target = ranked[0]!;",
+    description: "a removed leader hands over only ever to its first choice, which may not campaign (votes held after a lost disk), and leads for good",
+    caughtByTest: { file: "test/raft/membership.test.ts", name: "a removed leader whose first choice does not campaign tries the next voter" },
+  },
+  {
     name: "learner-silent-to-stale-leader",
     file: "src/raft/raft.ts",
     search: "this.config.checkQuorum || this.config.preVote || !this.promotable();",
