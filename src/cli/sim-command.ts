@@ -25,6 +25,8 @@ options:
   --steps K       ticks of the fault phase per seed (default 1000)
   --faults LIST   comma-separated: ${faultKinds.join(",")}; or all, none (default all)
   --lost-disks    about every other crash also loses the node's disk (it restarts as new)
+  --fault-rate P  chance per tick that a fault starts, in (0, 1] (default 0.06; 0.15 is a
+                  harsh campaign: a fault every 7 ticks)
   --stop          stop after the first seed with a violation
   --workers W     run seeds on W threads (default: cores, at most 4; 1 runs in this thread)
   --json          print one JSON object as the last line
@@ -43,6 +45,14 @@ interface SimArgs {
   workers: number;
   /** The `lostDisks` knob. */
   lostDisks: boolean;
+  /** The `faultChancePerTick` knob, when given. */
+  faultRate?: number;
+}
+
+function probability(name: string, text: string): number {
+  const value = Number(text);
+  if (!/^(0|1)?(\.\d+)?$/.test(text) || text === "" || text === "." || !(value > 0 && value <= 1)) throw new RangeError(`--${name} must be a number in (0, 1], got "${text}"`);
+  return value;
 }
 
 function integer(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
@@ -66,6 +76,7 @@ export function parseSimArgs(args: string[]): SimArgs | "help" {
       steps: { type: "string" },
       faults: { type: "string" },
       "lost-disks": { type: "boolean" },
+      "fault-rate": { type: "string" },
       json: { type: "boolean" },
       stop: { type: "boolean" },
       workers: { type: "string" },
@@ -85,7 +96,13 @@ export function parseSimArgs(args: string[]): SimArgs | "help" {
     stop: values.stop === true,
     workers: integer("workers", values.workers, Math.min(4, availableParallelism()), 1, 64),
     lostDisks: values["lost-disks"] === true,
+    ...(values["fault-rate"] === undefined ? {} : { faultRate: probability("fault-rate", values["fault-rate"]) }),
   };
+}
+
+/** The knobs the command line sets. */
+function knobsOf(args: Pick<SimArgs, "lostDisks" | "faultRate">): { lostDisks: boolean; faultChancePerTick?: number } {
+  return { lostDisks: args.lostDisks, ...(args.faultRate === undefined ? {} : { faultChancePerTick: args.faultRate }) };
 }
 
 function seedLine(r: SimResult, ms: number): string {
@@ -98,11 +115,11 @@ function seedLine(r: SimResult, ms: number): string {
 }
 
 /** A violation as readable text: what broke, how to reproduce, and the trace. */
-export function formatViolation(v: Violation, args: Pick<SimArgs, "nodes" | "steps" | "faults"> & { lostDisks?: boolean }): string {
+export function formatViolation(v: Violation, args: Pick<SimArgs, "nodes" | "steps" | "faults"> & { lostDisks?: boolean; faultRate?: number }): string {
   const faults = args.faults.size === faultKinds.length ? "all" : [...args.faults].join(",") || "none";
   return [
     `VIOLATION of ${v.invariant} (seed ${v.seed}, at ${v.atMs.toFixed(1)} virtual ms): ${v.message}`,
-    `  reproduce: npx epochd sim --seed ${v.seed} --nodes ${args.nodes} --steps ${args.steps} --faults ${faults}${args.lostDisks === true ? " --lost-disks" : ""}`,
+    `  reproduce: npx epochd sim --seed ${v.seed} --nodes ${args.nodes} --steps ${args.steps} --faults ${faults}${args.lostDisks === true ? " --lost-disks" : ""}${args.faultRate === undefined ? "" : ` --fault-rate ${args.faultRate}`}`,
     `  last events:`,
     ...v.trace.map((line) => `    ${line}`),
   ].join("\n");
@@ -124,7 +141,7 @@ async function runSeeds(args: SimArgs, report: (run: SeedRun) => boolean): Promi
   if (args.workers <= 1 || seeds.length === 1) {
     for (const seed of seeds) {
       const started = performance.now();
-      const result = runSimulation({ seed, nodes: args.nodes, steps: args.steps, faults: args.faults, knobs: { lostDisks: args.lostDisks } });
+      const result = runSimulation({ seed, nodes: args.nodes, steps: args.steps, faults: args.faults, knobs: knobsOf(args) });
       if (!report({ result, ms: performance.now() - started })) return;
     }
     return;
@@ -143,7 +160,7 @@ async function runSeeds(args: SimArgs, report: (run: SeedRun) => boolean): Promi
             const startNext = (): void => {
               if (stopped || nextToStart >= seeds.length) return resolve();
               const index = nextToStart++;
-              const request: WorkerRequest = { seed: seeds[index]!, nodes: args.nodes, steps: args.steps, faults, lostDisks: args.lostDisks };
+              const request: WorkerRequest = { seed: seeds[index]!, nodes: args.nodes, steps: args.steps, faults, knobs: knobsOf(args) };
               worker.once("message", (run: SeedRun) => {
                 done.set(index, run);
                 for (let r = done.get(nextToReport); r !== undefined && !stopped; r = done.get(nextToReport)) {
@@ -196,6 +213,8 @@ export async function simCommand(argv: string[]): Promise<number> {
     firstSeed: a.seed,
     nodes: a.nodes,
     faultKinds: [...a.faults],
+    ...(a.faultRate === undefined ? {} : { faultRate: a.faultRate }),
+    ...(a.lostDisks ? { lostDisks: true } : {}),
     workers: a.workers,
     ...totals,
     violations,

@@ -37,6 +37,8 @@ export interface ChannelSimOptions {
   readonly steps?: number;
   /** Inject crashes, partitions, loss and delay (default true). */
   readonly faults?: boolean;
+  /** Multiplies the chance per tick of a crash and of an isolation, and of losing a message (default 1). */
+  readonly faultScale?: number;
   /** Ticks the healed cluster gets to settle every channel and accept a commit in each. */
   readonly livenessTicks?: number;
   /**
@@ -131,8 +133,11 @@ class ChannelSimulator {
   /** Whether each liveness probe commit was accepted, once applied. */
   private readonly probeOutcomes = new Map<string, boolean>();
 
+  private readonly faultScale: number;
+
   constructor(private readonly options: ChannelSimOptions) {
     this.rng = new Prng(options.seed);
+    this.faultScale = options.faultScale ?? 1;
     const count = options.homeservers ?? 4;
     for (let i = 1; i <= count; i++) {
       const hs: Homeserver = { id: `hs${i}`, up: true, groups: new Map() };
@@ -187,7 +192,7 @@ class ChannelSimulator {
 
   private deliver(packet: Packet, lossy: boolean): void {
     const to = this.byId.get(packet.to)!;
-    if (!to.up || this.cut(packet.from, packet.to) || (lossy && this.rng.chance(0.02))) return;
+    if (!to.up || this.cut(packet.from, packet.to) || (lossy && this.rng.chance(0.02 * this.faultScale))) return;
     if (packet.kind !== "raft") {
       const hosted = to.groups.get(packet.groupId);
       if (packet.kind === "host" && hosted === undefined) to.groups.set(packet.groupId, this.newReplica(to, packet.groupId, new MemoryStorage()));
@@ -455,11 +460,11 @@ class ChannelSimulator {
     for (const hs of this.homeservers) {
       if (!hs.up && this.rng.chance(0.05)) this.restart(hs);
     }
-    if (this.rng.chance(0.004)) {
+    if (this.rng.chance(0.004 * this.faultScale)) {
       const victim = this.rng.pick(this.homeservers);
       if (victim.up && this.homeservers.filter((h) => h.up).length > 1) this.crash(victim);
     }
-    if (this.rng.chance(0.004)) {
+    if (this.rng.chance(0.004 * this.faultScale)) {
       const victim = this.rng.pick(this.homeservers);
       this.isolatedUntil.set(victim.id, this.tickNow + 20 + this.rng.int(60));
       this.counts.partitions++;

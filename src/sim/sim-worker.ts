@@ -6,6 +6,7 @@
  */
 import { parentPort } from "node:worker_threads";
 import { parseFaultKinds } from "./faults.ts";
+import type { SimKnobs } from "./options.ts";
 import { runSimulation } from "./simulator.ts";
 
 /** One seed to run. */
@@ -15,16 +16,15 @@ export interface WorkerRequest {
   readonly steps: number;
   /** Comma-separated fault kinds. */
   readonly faults: string;
-  /** The `lostDisks` knob. */
-  readonly lostDisks: boolean;
+  /** The knobs the command line sets. */
+  readonly knobs: Partial<SimKnobs>;
 }
 
 const port = parentPort;
 if (port !== null) {
   port.on("message", (request: WorkerRequest) => {
     const started = performance.now();
-    const { lostDisks, ...run } = request;
-    const result = runSimulation({ ...run, faults: parseFaultKinds(request.faults), knobs: { lostDisks } });
+    const result = runSimulation({ ...request, faults: parseFaultKinds(request.faults) });
     port.postMessage({ result, ms: performance.now() - started });
   });
 }

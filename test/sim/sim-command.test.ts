@@ -79,6 +79,16 @@ describe("epochd sim", () => {
     expect(lost).toContain("npx epochd sim --seed 7 --nodes 3 --steps 600 --faults crash --lost-disks");
   });
 
+  it("parses --fault-rate as a probability and puts it in the command that reproduces a violation", () => {
+    const parsed = parseSimArgs(["--fault-rate", "0.15"]);
+    expect(parsed !== "help" && parsed.faultRate).toBe(0.15);
+    const plain = parseSimArgs([]);
+    expect(plain !== "help" && plain.faultRate).toBeUndefined();
+    for (const bad of ["0", "2", "-0.1", "abc", "", ".", "1e-2"]) expect(() => parseSimArgs(["--fault-rate", bad]), bad).toThrow();
+    const text = formatViolation({ seed: 9, invariant: "liveness", message: "x", atMs: 1, trace: [] }, { nodes: 5, steps: 600, faults: new Set(faultKinds), faultRate: 0.15 });
+    expect(text).toContain("npx epochd sim --seed 9 --nodes 5 --steps 600 --faults all --fault-rate 0.15");
+  });
+
   it("passes --lost-disks to the runs", () => {
     const parsed = parseSimArgs(["--lost-disks"]);
     expect(parsed !== "help" && parsed.lostDisks).toBe(true);
