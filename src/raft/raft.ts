@@ -1155,7 +1155,7 @@ export class Raft {
     // its votes after losing its storage, or restores a snapshot), and always asking it would keep this
     // removed node leading for good.
     const match = (id: NodeId): LogIndex => this.progress.get(id)?.match ?? 0;
-    const ranked = [...this.quorum.ids()].sort().sort((a, b) => match(b) - match(a));
+    const ranked = [...this.quorum.ids()].sort((a, b) => match(b) - match(a) || (a < b ? -1 : a > b ? 1 : 0));
     if (ranked.length === 0) return;
     const target = ranked[(ranked.indexOf(this.lastHandOverTarget) + 1) % ranked.length]!;
     this.lastHandOverTarget = target;
