@@ -131,6 +131,12 @@ export interface RaftDriverOptions {
    */
   readonly onForeignMessage?: (from: NodeId, groupId: GroupId) => void;
   /**
+   * Told when a message arrives for a group this homeserver does not host
+   * (neither loaded nor hibernating): its copy was dropped, or lost with the
+   * data directory while the sender still counts it as a member.
+   */
+  readonly onUnhostedMessage?: (from: NodeId, groupId: GroupId) => void;
+  /**
    * Asked, on a group's leader, before a proposal a follower forwarded is
    * appended: the proposal to append (the same, or its entries with more
    * in them), or undefined to keep it out of the log (the hook may propose
@@ -728,6 +734,7 @@ export class RaftDriver {
       const dormant = this.dormant.get(m.groupId);
       if (dormant === undefined) {
         this.dropStaged(m);
+        this.options.onUnhostedMessage?.(from, m.groupId);
         continue;
       }
       if (dormant.pending.length < dormantPendingMax) dormant.pending.push(m);

@@ -51,6 +51,13 @@ import { retryWhileLeaderChanges } from "./leader-change-retry.ts";
 export const channelGroupPrefix = "channel/";
 /** Peer notice: "host this channel's group" (payload: the channel id), from its leader. */
 export const hostChannelGroupTopic = "channel-group-host";
+/**
+ * Peer notice: "I hold no copy of this channel's group" (payload: the channel
+ * id), to a homeserver that sent it a message for the group. If the sender
+ * leads the group and counts it as a member (its copy was lost with its data
+ * directory), it adds it again as a new member (see onMissingCopy).
+ */
+export const missingChannelGroupTopic = "channel-group-missing";
 /** Peer notice: "you are no longer a member of this channel's group" (payload: the channel id). */
 export const leaveChannelGroupTopic = "channel-group-leave";
 /**
@@ -599,6 +606,10 @@ export class ChannelGroups implements HostedChannels {
       if (this.hosted.has(channelId)) this.options.driver.wake(channelGroupId(channelId), false).catch(() => undefined);
       return;
     }
+    if (topic === missingChannelGroupTopic) {
+      this.onMissingCopy(channelId, from);
+      return;
+    }
     if (topic === hostChannelGroupTopic) {
       if (this.hosted.has(channelId) || this.hosted.size >= channelGroupsMax) return;
       void this.exclusive(channelId, async () => {
@@ -608,6 +619,33 @@ export class ChannelGroups implements HostedChannels {
         this.options.logger.info({ channelId, from }, "hosting a channel group at its leader's request");
       }).catch((error: unknown) => this.options.logger.warn({ channelId, from, err: error }, "could not host a channel group"));
     }
+  }
+
+  /**
+   * On the group's leader: `from`, a member of the group, holds no copy of it
+   * (its data directory was lost). A voter is removed, so that it comes back
+   * as a new member does: added as a learner, asked to host the group, caught
+   * up from a snapshot or the log, and made a voter only then (reconcile). A
+   * copy rebuilt in place would know the membership, and vote, before it held
+   * the entries committed with the acknowledgements it lost. A learner is
+   * only asked again to host the group.
+   */
+  private onMissingCopy(channelId: string, from: NodeId): void {
+    const groupId = channelGroupId(channelId);
+    const driver = this.options.driver;
+    if (!this.hosted.has(channelId) || !driver.hosts(groupId) || driver.leaderOf(groupId) !== this.options.selfId) return;
+    const conf = driver.confState(groupId);
+    if (conf.voters.includes(from) || conf.votersOutgoing.includes(from)) {
+      this.options.logger.info({ channelId, homeserver: from }, "a voter of a channel group holds no copy of it (its data directory was lost): removing it, to add it back as a learner that catches up");
+      this.changeMembership(groupId, ConfChangeType.RemoveNode, from);
+    } else if (conf.learners.includes(from)) this.notice(from, hostChannelGroupTopic, channelId);
+  }
+
+  /** A message came for a channel group not hosted here: tell its sender, which may count this homeserver as a member. */
+  onUnhostedMessage(from: NodeId, groupId: GroupId): void {
+    if (this.stopped || !groupId.startsWith(channelGroupPrefix)) return;
+    const channelId = groupId.slice(channelGroupPrefix.length);
+    if (isValidChannelId(channelId) && !this.hosted.has(channelId)) this.notice(from, missingChannelGroupTopic, channelId);
   }
 
   /** A message for a group this homeserver leads came from a non-member: it was removed and missed it. */

@@ -309,4 +309,31 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
       cluster.start("hs2");
     }
   }, 120_000);
+
+  it("a homeserver whose data directory was lost gets its channel groups back: their leaders remove it and add it again, as a learner until it caught up", async () => {
+    await cluster.waitForLeader(); // the test before restarted a homeserver
+    const trio = await createChannel("lost-123", "la@hs1", ["lb@hs2", "lc@hs3"]);
+    await waitUntil(async () => (await hosting("lost-123")).size === 3, 10_000, "all three host the channel");
+    await update("lost-123", trio.group, "la@hs1");
+    expect(await cluster.kill("hs2", "SIGTERM")).toBe(0);
+    cluster.wipe("hs2");
+    cluster.start("hs2");
+    await cluster.waitForLeader();
+    // Before, hs2 held no copy for good: the group went on with hs1 and hs3 and stopped when either died.
+    // The next commit's Append reaches hs2, which says it holds no copy; the leader removes it and adds it
+    // back as a learner (a copy rebuilt in place would vote before it held what it had acknowledged),
+    // which catches up and is made a voter again.
+    await update("lost-123", trio.group, "la@hs1");
+    await waitUntil(async () => { const [copy, leader] = [await groupAt("hs2", "lost-123"), await groupAt("hs1", "lost-123")]; return copy !== undefined && copy.voters.includes("hs2") && copy.appliedIndex > 0n && copy.appliedIndex === leader?.appliedIndex; }, 30_000, "hs2's copy caught up and votes");
+    expect((await hosting("lost-123")).get("hs2")).toEqual(["hs1", "hs2", "hs3"]);
+    expect(cluster.log("hs1") + cluster.log("hs3")).toMatch(/holds no copy of it .*removing it, to add it back as a learner/);
+    // It counts again: with hs3 down the channel goes on with hs1 and hs2.
+    await cluster.kill("hs3", "SIGKILL");
+    try {
+      const after = await update("lost-123", trio.group, "la@hs1");
+      expect(after.signatures.map((s) => s.homeserverId).sort()).toEqual(["hs1", "hs2"]);
+    } finally {
+      cluster.start("hs3");
+    }
+  }, 120_000);
 });
