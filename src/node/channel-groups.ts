@@ -83,6 +83,12 @@ export const heldCommandsMax = 1000;
 export const leaveNoticesMs = 30_000;
 /** A copy hosted at a leader's request that got no entry within this is dropped (the addition was abandoned). */
 export const unjoinedCopyMs = 30_000;
+/**
+ * How often, at most, a leader removes the same voter from a group because
+ * it said it holds no copy (to add it back): a homeserver that keeps losing
+ * its copy, or claims to, cannot keep the channel changing membership.
+ */
+export const lostCopyRemovalIntervalMs = 60_000;
 
 /** The group id of channel `channelId`. */
 export function channelGroupId(channelId: string): GroupId {
@@ -156,6 +162,8 @@ export class ChannelGroups implements HostedChannels {
   private readonly unsettled = new Set<string>();
   /** Channels whose membership changed lately, by when: their leader tells former members to drop their copies. */
   private readonly recentlyChanged = new Map<string, number>();
+  /** When a voter that lost its copy was last removed to be added back, by channel and homeserver. */
+  private readonly lostCopyRemovals = new Map<string, number>();
   /** Channels hosted at a leader's request, by when: a copy that got no entry within {@link unjoinedCopyMs} is dropped. */
   private readonly hostedOnRequest = new Map<string, number>();
   private readonly resultWaiters = new Map<string, Waiter<{ result: ChannelResult; index: LogIndex }>>();
@@ -623,19 +631,34 @@ export class ChannelGroups implements HostedChannels {
 
   /**
    * On the group's leader: `from`, a member of the group, holds no copy of it
-   * (its data directory was lost). A voter is removed, so that it comes back
-   * as a new member does: added as a learner, asked to host the group, caught
-   * up from a snapshot or the log, and made a voter only then (reconcile). A
-   * copy rebuilt in place would know the membership, and vote, before it held
-   * the entries committed with the acknowledgements it lost. A learner is
-   * only asked again to host the group.
+   * (its data directory was lost).
+   * - Of two voters, this leader and `from`: every committed entry needed
+   *   this leader, and `from` can be elected only with its vote, so `from` is
+   *   asked to host the group again in place (a removal would need its
+   *   acknowledgement and never commit).
+   * - Another voter is removed, at most once per {@link lostCopyRemovalIntervalMs},
+   *   so that it comes back as a new member does: added as a learner, asked
+   *   to host the group, caught up from a snapshot or the log, and made a
+   *   voter only then (reconcile). A copy rebuilt in place would know the
+   *   membership from the log's first entries, and vote, before it held the
+   *   entries committed with the acknowledgements it lost.
+   * - A learner is asked again to host the group.
    */
   private onMissingCopy(channelId: string, from: NodeId): void {
     const groupId = channelGroupId(channelId);
     const driver = this.options.driver;
     if (!this.hosted.has(channelId) || !driver.hosts(groupId) || driver.leaderOf(groupId) !== this.options.selfId) return;
     const conf = driver.confState(groupId);
-    if (conf.voters.includes(from) || conf.votersOutgoing.includes(from)) {
+    const selfId = this.options.selfId;
+    if (conf.votersOutgoing.length === 0 && conf.voters.length === 2 && conf.voters.includes(selfId) && conf.voters.includes(from)) {
+      this.options.logger.info({ channelId, homeserver: from }, "the other voter of a two-voter channel group holds no copy of it (its data directory was lost): asking it to host the group again");
+      this.notice(from, hostChannelGroupTopic, channelId);
+    } else if (conf.voters.includes(from) || conf.votersOutgoing.includes(from)) {
+      const key = `${channelId}\n${from}`;
+      const now = Date.now();
+      if (now - (this.lostCopyRemovals.get(key) ?? 0) < lostCopyRemovalIntervalMs) return;
+      if (this.lostCopyRemovals.size >= 10_000) this.lostCopyRemovals.clear();
+      this.lostCopyRemovals.set(key, now);
       this.options.logger.info({ channelId, homeserver: from }, "a voter of a channel group holds no copy of it (its data directory was lost): removing it, to add it back as a learner that catches up");
       this.changeMembership(groupId, ConfChangeType.RemoveNode, from);
     } else if (conf.learners.includes(from)) this.notice(from, hostChannelGroupTopic, channelId);

@@ -315,6 +315,9 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     const trio = await createChannel("lost-123", "la@hs1", ["lb@hs2", "lc@hs3"]);
     await waitUntil(async () => (await hosting("lost-123")).size === 3, 10_000, "all three host the channel");
     await update("lost-123", trio.group, "la@hs1");
+    // A channel on hs1 and hs2 only: removing hs2 would need hs2, so its copy is rebuilt in place.
+    const pair = await createChannel("lost-12", "lp@hs1", ["lq@hs2"]);
+    await update("lost-12", pair.group, "lp@hs1");
     expect(await cluster.kill("hs2", "SIGTERM")).toBe(0);
     cluster.wipe("hs2");
     cluster.start("hs2");
@@ -327,6 +330,10 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     await waitUntil(async () => { const [copy, leader] = [await groupAt("hs2", "lost-123"), await groupAt("hs1", "lost-123")]; return copy !== undefined && copy.voters.includes("hs2") && copy.appliedIndex > 0n && copy.appliedIndex === leader?.appliedIndex; }, 30_000, "hs2's copy caught up and votes");
     expect((await hosting("lost-123")).get("hs2")).toEqual(["hs1", "hs2", "hs3"]);
     expect(cluster.log("hs1") + cluster.log("hs3")).toMatch(/holds no copy of it .*removing it, to add it back as a learner/);
+    // The two-homeserver channel, stopped without hs2, orders commits again.
+    const pairAfter = await update("lost-12", pair.group, "lp@hs1");
+    expect(pairAfter.signatures.map((s) => s.homeserverId).sort()).toEqual(["hs1", "hs2"]);
+    expect(cluster.log("hs1")).toMatch(/other voter of a two-voter channel group holds no copy of it/);
     // It counts again: with hs3 down the channel goes on with hs1 and hs2.
     await cluster.kill("hs3", "SIGKILL");
     try {
