@@ -73,6 +73,8 @@ export const channelGroupsMax = 200_000;
 export const reconcileIntervalMs = 50;
 /** How often a notice to one homeserver about one group is sent again while it has no effect. */
 export const noticeRepeatMs = 1000;
+/** Most notices whose repeat interval is tracked (a bound on memory, whatever peers send). */
+const noticesTrackedMax = 10_000;
 /** Longest a follower waits for a forwarded command's entry before answering UNAVAILABLE (the client retries). */
 export const forwardWaitMsMax = 4000;
 /** Longest a command waits for its group to elect a leader before it is refused (UNAVAILABLE; the client retries). */
@@ -530,7 +532,11 @@ export class ChannelGroups implements HostedChannels {
     if (step === undefined) return;
     if (step.kind === "add-learner") {
       this.notice(step.homeserver, hostChannelGroupTopic, channelId, true);
-      this.changeMembership(groupId, ConfChangeType.AddLearner, step.homeserver);
+      // A voter removed because it lost its copy comes back as a voter at once: its removal, committed by
+      // the others, fenced off the acknowledgements it lost, so it is an ordinary voter that lags, and the
+      // channel need not wait for it to catch up (it would wait for good if that homeserver failed again).
+      const lostCopy = Date.now() - (this.lostCopyRemovals.get(`${channelId}\n${step.homeserver}`) ?? 0) < lostCopyRemovalIntervalMs;
+      this.changeMembership(groupId, lostCopy ? ConfChangeType.AddVoter : ConfChangeType.AddLearner, step.homeserver);
     } else if (step.kind === "remind-learner") {
       this.notice(step.homeserver, hostChannelGroupTopic, channelId);
     } else {
@@ -558,7 +564,12 @@ export class ChannelGroups implements HostedChannels {
     const at = Date.now();
     if (!now && at - (this.lastNoticeMs.get(key) ?? 0) < noticeRepeatMs) return;
     this.lastNoticeMs.set(key, at);
-    if (this.lastNoticeMs.size > 10_000) this.lastNoticeMs.clear();
+    if (this.lastNoticeMs.size > noticesTrackedMax) {
+      // Entries older than the repeat interval limit nothing any more; all go if that frees less than half
+      // (so a scan happens at most once per noticesTrackedMax / 2 notices).
+      for (const [tracked, sentMs] of this.lastNoticeMs) if (at - sentMs >= noticeRepeatMs) this.lastNoticeMs.delete(tracked);
+      if (this.lastNoticeMs.size > noticesTrackedMax / 2) this.lastNoticeMs.clear();
+    }
     this.options.sendNotice(to, topic, encoder.encode(payload));
   }
 
@@ -637,11 +648,12 @@ export class ChannelGroups implements HostedChannels {
    *   asked to host the group again in place (a removal would need its
    *   acknowledgement and never commit).
    * - Another voter is removed, at most once per {@link lostCopyRemovalIntervalMs},
-   *   so that it comes back as a new member does: added as a learner, asked
-   *   to host the group, caught up from a snapshot or the log, and made a
-   *   voter only then (reconcile). A copy rebuilt in place would know the
-   *   membership from the log's first entries, and vote, before it held the
-   *   entries committed with the acknowledgements it lost.
+   *   and then added back as a voter with a new copy (reconcile). The removal
+   *   commits on a majority without it, which holds everything it had
+   *   acknowledged, and its acknowledgements from before count no more: the
+   *   new copy is an ordinary voter that lags. A copy rebuilt in place would
+   *   vote, with the membership from the log's first entries, before it held
+   *   the entries committed with the acknowledgements it lost.
    * - A learner is asked again to host the group.
    */
   private onMissingCopy(channelId: string, from: NodeId): void {
@@ -659,7 +671,7 @@ export class ChannelGroups implements HostedChannels {
       if (now - (this.lostCopyRemovals.get(key) ?? 0) < lostCopyRemovalIntervalMs) return;
       if (this.lostCopyRemovals.size >= 10_000) this.lostCopyRemovals.clear();
       this.lostCopyRemovals.set(key, now);
-      this.options.logger.info({ channelId, homeserver: from }, "a voter of a channel group holds no copy of it (its data directory was lost): removing it, to add it back as a learner that catches up");
+      this.options.logger.info({ channelId, homeserver: from }, "a voter of a channel group holds no copy of it (its data directory was lost): removing it, to add it back with a new copy");
       this.changeMembership(groupId, ConfChangeType.RemoveNode, from);
     } else if (conf.learners.includes(from)) this.notice(from, hostChannelGroupTopic, channelId);
   }

@@ -310,7 +310,7 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     }
   }, 120_000);
 
-  it("a homeserver whose data directory was lost gets its channel groups back: their leaders remove it and add it again, as a learner until it caught up", async () => {
+  it("a homeserver whose data directory was lost gets its channel groups back: their leaders remove it and add it again with a new copy", async () => {
     await cluster.waitForLeader(); // the test before restarted a homeserver
     const trio = await createChannel("lost-123", "la@hs1", ["lb@hs2", "lc@hs3"]);
     await waitUntil(async () => (await hosting("lost-123")).size === 3, 10_000, "all three host the channel");
@@ -323,13 +323,25 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     cluster.start("hs2");
     await cluster.waitForLeader();
     // Before, hs2 held no copy for good: the group went on with hs1 and hs3 and stopped when either died.
-    // The next commit's Append reaches hs2, which says it holds no copy; the leader removes it and adds it
-    // back as a learner (a copy rebuilt in place would vote before it held what it had acknowledged),
-    // which catches up and is made a voter again.
+    // The next commit's Append reaches hs2, which says it holds no copy; the leader removes it (a copy
+    // rebuilt in place would vote before it held what it had acknowledged) and adds it back as a voter,
+    // whose new copy catches up.
     await update("lost-123", trio.group, "la@hs1");
     await waitUntil(async () => { const [copy, leader] = [await groupAt("hs2", "lost-123"), await groupAt("hs1", "lost-123")]; return copy !== undefined && copy.voters.includes("hs2") && copy.appliedIndex > 0n && copy.appliedIndex === leader?.appliedIndex; }, 30_000, "hs2's copy caught up and votes");
     expect((await hosting("lost-123")).get("hs2")).toEqual(["hs1", "hs2", "hs3"]);
-    expect(cluster.log("hs1") + cluster.log("hs3")).toMatch(/holds no copy of it .*removing it, to add it back as a learner/);
+    expect(cluster.log("hs1") + cluster.log("hs3")).toMatch(/holds no copy of it .*removing it, to add it back with a new copy/);
+    // Removed, then a voter again at once, never a learner: the channel does not wait for its new copy.
+    const changes = cluster
+      .log("hs1")
+      .split("\n")
+      .filter((line) => line.includes('"membership changed"') && line.includes('"channel/lost-123"'))
+      .map((line) => (JSON.parse(line) as { confState: { voters: string[]; learners: string[] } }).confState);
+    const removal = changes.map((conf) => conf.voters.includes("hs2")).lastIndexOf(false);
+    expect(removal).toBeGreaterThan(2);
+    expect(changes.slice(removal).map((conf) => ({ voters: sorted(conf.voters), learners: conf.learners }))).toEqual([
+      { voters: ["hs1", "hs3"], learners: [] },
+      { voters: ["hs1", "hs2", "hs3"], learners: [] },
+    ]);
     // The two-homeserver channel, stopped without hs2, orders commits again.
     const pairAfter = await update("lost-12", pair.group, "lp@hs1");
     expect(pairAfter.signatures.map((s) => s.homeserverId).sort()).toEqual(["hs1", "hs2"]);
