@@ -63,6 +63,8 @@ export interface FaultContext {
   proposeConfChange(change: ConfChange): void;
   /** A running node outside the configuration that may join: an earlier unused one or a new empty one. */
   joinableNode(): NodeId | null;
+  /** Whether `node`'s disk holds no entry at all (it never received the group's log). */
+  holdsNothing(node: NodeId): boolean;
   transferLeadership(to: NodeId): void;
   /** Runs `action` once, when the next leader is elected (before its first Ready is handled). */
   onNextLeader(action: (leader: NodeId) => void): void;
@@ -170,16 +172,21 @@ function membership(ctx: FaultContext, event: FaultEvent): null {
   const learner = pickBy(conf.learners, event.b);
   const step = (type: ConfChangeType, nodeId: NodeId): ConfChange => ({ steps: [{ type, nodeId }], leaveJoint: false });
   const variant = Math.floor(event.a * 5);
+  // Never two voters that hold nothing: they know no membership, so they vote for nobody, and only a
+  // leader could send them the log (seed 4261 with lost disks: two fresh nodes swapped in, neither
+  // reached, and no leader could be elected for good). The runtime makes a voter only of a caught-up learner.
+  const emptyVoter = conf.voters.some((id) => ctx.holdsNothing(id));
+  const mayMakeVoter = (id: NodeId): boolean => !emptyVoter || !ctx.holdsNothing(id);
   if (variant === 0 && voter !== undefined && conf.voters.length > minVoters) {
     ctx.proposeConfChange(step(ConfChangeType.RemoveNode, voter));
   } else if (variant === 1 && voter !== undefined && conf.voters.length > minVoters) {
     ctx.proposeConfChange(step(ConfChangeType.AddLearner, voter)); // demote
   } else if (variant === 2 && learner !== undefined) {
-    ctx.proposeConfChange(step(ConfChangeType.AddVoter, learner)); // promote
+    if (mayMakeVoter(learner)) ctx.proposeConfChange(step(ConfChangeType.AddVoter, learner)); // promote
   } else if (variant === 3 && voter !== undefined) {
     // Joint consensus: a learner (or a fresh node) becomes a voter and a voter leaves, in one change.
     const incoming = learner ?? ctx.joinableNode();
-    if (incoming === null) return null;
+    if (incoming === null || !mayMakeVoter(incoming)) return null;
     ctx.proposeConfChange({
       steps: [
         { type: ConfChangeType.AddVoter, nodeId: incoming },

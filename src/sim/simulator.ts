@@ -520,6 +520,11 @@ export class Simulator implements NodeHost, FaultContext {
     });
   }
 
+  holdsNothing(node: NodeId): boolean {
+    const n = this.byId.get(node);
+    return n === undefined || n.disk.durableLast().index === 0;
+  }
+
   joinableNode(): NodeId | null {
     const idle = this.nodes.find((n) => n.up && n.joinedAtIndex === Number.POSITIVE_INFINITY && !n.retired);
     if (idle !== undefined) return idle.id;

@@ -27,7 +27,8 @@ describe("runSimulation", () => {
   // a node's votes with a membership it would not campaign with (2131, 6052); a learner ahead in term
   // that the leader never heard of (923, without CheckQuorum and PreVote); and with lost disks, a
   // demoted leader handing over only to a voter holding its votes (906), a dead leader's late heartbeat
-  // (1813, 2915) and a disk lost before a membership change was applied everywhere (96).
+  // (1813, 2915), a disk lost before a membership change was applied everywhere (96), and two fresh
+  // nodes made voters before either held anything (4261, a fault-model guard).
   it.each([
     [2053, 5, {}],
     [2131, 5, {}],
@@ -37,6 +38,7 @@ describe("runSimulation", () => {
     [1813, 3, { lostDisks: true }],
     [2915, 5, { lostDisks: true }],
     [96, 5, { lostDisks: true }],
+    [4261, 3, { lostDisks: true }],
   ] as const)("seed %i on %i nodes stays safe and live", (seed, nodes, knobs) => {
     const r = runSimulation({ seed, nodes, steps: 600, faults: new Set(faultKinds), knobs: { faultChancePerTick: 0.15, ...knobs } });
     expect(r.violations.map((v) => `${v.invariant}: ${v.message}`)).toEqual([]);
