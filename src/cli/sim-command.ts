@@ -51,7 +51,7 @@ interface SimArgs {
 
 function probability(name: string, text: string): number {
   const value = Number(text);
-  if (!/^(0|1)?(\.\d+)?$/.test(text) || text === "" || text === "." || !(value > 0 && value <= 1)) throw new RangeError(`--${name} must be a number in (0, 1], got "${text}"`);
+  if (!/^\d*\.?\d+$/.test(text) || !(value > 0 && value <= 1)) throw new RangeError(`--${name} must be a number in (0, 1], got "${text}"`);
   return value;
 }
 

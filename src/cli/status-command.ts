@@ -92,7 +92,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     for (const s of statuses) {
       if (!s.reachable) console.log(`${s.id.padEnd(11)} unreachable: ${s.error ?? ""}`);
       for (const g of s.groups) {
-        const match = g.hibernating ? "(hibernating)" : Object.entries(g.match).map(([id, m]) => `${id}=${m}`).join(" ") + (g.votesHeld ? "(not voting: checking with its peers after a new data directory)" : "");
+        const match = g.hibernating ? "(hibernating)" : Object.entries(g.match).map(([id, m]) => `${id}=${m}`).join(" ") + (g.votesHeld ? " (not voting: checking with its peers after a new data directory)" : "");
         console.log(`${s.id.padEnd(11)} ${g.groupId.padEnd(9)} ${g.role.padEnd(10)} ${String(g.term).padStart(4)}  ${String(g.commit).padStart(6)}  ${String(g.applied).padStart(7)}  ${g.leader.padEnd(6)}  ${match}`);
       }
     }

@@ -73,8 +73,8 @@ export const channelGroupsMax = 200_000;
 export const reconcileIntervalMs = 50;
 /** How often a notice to one homeserver about one group is sent again while it has no effect. */
 export const noticeRepeatMs = 1000;
-/** Most notices whose repeat interval is tracked (a bound on memory, whatever peers send). */
-const noticesTrackedMax = 10_000;
+/** Most (channel, homeserver) keys a rate limit remembers (notices, lost-copy removals): a bound on memory, whatever peers send. */
+const rateLimitKeysMax = 10_000;
 /** Longest a follower waits for a forwarded command's entry before answering UNAVAILABLE (the client retries). */
 export const forwardWaitMsMax = 4000;
 /** Longest a command waits for its group to elect a leader before it is refused (UNAVAILABLE; the client retries). */
@@ -91,6 +91,11 @@ export const unjoinedCopyMs = 30_000;
  * its copy, or claims to, cannot keep the channel changing membership.
  */
 export const lostCopyRemovalIntervalMs = 60_000;
+
+/** The key of `lostCopyRemovals`: a channel and a homeserver. */
+function lostCopyKey(channelId: string, homeserver: NodeId): string {
+  return `${channelId}\n${homeserver}`;
+}
 
 /** The group id of channel `channelId`. */
 export function channelGroupId(channelId: string): GroupId {
@@ -535,7 +540,7 @@ export class ChannelGroups implements HostedChannels {
       // A voter removed because it lost its copy comes back as a voter at once: its removal, committed by
       // the others, fenced off the acknowledgements it lost, so it is an ordinary voter that lags, and the
       // channel need not wait for it to catch up (it would wait for good if that homeserver failed again).
-      const lostCopy = Date.now() - (this.lostCopyRemovals.get(`${channelId}\n${step.homeserver}`) ?? 0) < lostCopyRemovalIntervalMs;
+      const lostCopy = Date.now() - (this.lostCopyRemovals.get(lostCopyKey(channelId, step.homeserver)) ?? 0) < lostCopyRemovalIntervalMs;
       this.changeMembership(groupId, lostCopy ? ConfChangeType.AddVoter : ConfChangeType.AddLearner, step.homeserver);
     } else if (step.kind === "remind-learner") {
       this.notice(step.homeserver, hostChannelGroupTopic, channelId);
@@ -564,11 +569,11 @@ export class ChannelGroups implements HostedChannels {
     const at = Date.now();
     if (!now && at - (this.lastNoticeMs.get(key) ?? 0) < noticeRepeatMs) return;
     this.lastNoticeMs.set(key, at);
-    if (this.lastNoticeMs.size > noticesTrackedMax) {
+    if (this.lastNoticeMs.size > rateLimitKeysMax) {
       // Entries older than the repeat interval limit nothing any more; all go if that frees less than half
-      // (so a scan happens at most once per noticesTrackedMax / 2 notices).
+      // (so a scan happens at most once per rateLimitKeysMax / 2 notices).
       for (const [tracked, sentMs] of this.lastNoticeMs) if (at - sentMs >= noticeRepeatMs) this.lastNoticeMs.delete(tracked);
-      if (this.lastNoticeMs.size > noticesTrackedMax / 2) this.lastNoticeMs.clear();
+      if (this.lastNoticeMs.size > rateLimitKeysMax / 2) this.lastNoticeMs.clear();
     }
     this.options.sendNotice(to, topic, encoder.encode(payload));
   }
@@ -660,20 +665,20 @@ export class ChannelGroups implements HostedChannels {
     const groupId = channelGroupId(channelId);
     const driver = this.options.driver;
     if (!this.hosted.has(channelId) || !driver.hosts(groupId) || driver.leaderOf(groupId) !== this.options.selfId) return;
-    const conf = driver.confState(groupId);
-    const selfId = this.options.selfId;
-    if (conf.votersOutgoing.length === 0 && conf.voters.length === 2 && conf.voters.includes(selfId) && conf.voters.includes(from)) {
+    // Channel groups change one voter at a time, so never have a joint configuration.
+    const { voters, learners } = driver.confState(groupId);
+    if (voters.length === 2 && voters.includes(this.options.selfId) && voters.includes(from)) {
       this.options.logger.info({ channelId, homeserver: from }, "the other voter of a two-voter channel group holds no copy of it (its data directory was lost): asking it to host the group again");
       this.notice(from, hostChannelGroupTopic, channelId);
-    } else if (conf.voters.includes(from) || conf.votersOutgoing.includes(from)) {
-      const key = `${channelId}\n${from}`;
+    } else if (voters.includes(from)) {
+      const key = lostCopyKey(channelId, from);
       const now = Date.now();
       if (now - (this.lostCopyRemovals.get(key) ?? 0) < lostCopyRemovalIntervalMs) return;
-      if (this.lostCopyRemovals.size >= 10_000) this.lostCopyRemovals.clear();
+      if (this.lostCopyRemovals.size >= rateLimitKeysMax) this.lostCopyRemovals.clear();
       this.lostCopyRemovals.set(key, now);
       this.options.logger.info({ channelId, homeserver: from }, "a voter of a channel group holds no copy of it (its data directory was lost): removing it, to add it back with a new copy");
       this.changeMembership(groupId, ConfChangeType.RemoveNode, from);
-    } else if (conf.learners.includes(from)) this.notice(from, hostChannelGroupTopic, channelId);
+    } else if (learners.includes(from)) this.notice(from, hostChannelGroupTopic, channelId);
   }
 
   /** A message came for a channel group not hosted here: tell its sender, which may count this homeserver as a member. */

@@ -436,14 +436,13 @@ export class Simulator implements NodeHost, FaultContext {
     // Not while a node added later is still behind (it may be a voter that never had the data): with this one
     // that could be a majority of a configuration without it. An initial voter merely behind is fine.
     if (this.nodes.some((other) => other !== n && !other.retired && !this.initialVoters.includes(other.id) && other.disk.durableLast().index < committed)) return;
-    const initial = this.initialVoters.includes(node);
     // Nodes added later stand for joined homeservers and channel-group copies, which come back empty and
     // do not learn the term (the open case in docs/ARCHITECTURE.md): only initial voters lose their disks.
-    if (!initial) return;
-    this.trace(node, "disk-lost", `${initial ? "bootstrap entry" : "empty"}; the cluster committed ${committed}`);
-    n.loseDisk(initial ? this.initialVoters : []);
+    if (!this.initialVoters.includes(node)) return;
+    this.trace(node, "disk-lost", `bootstrap entry; the cluster committed ${committed}`);
+    n.loseDisk(this.initialVoters);
     this.recoveringDisks.set(node, committed);
-    if (initial && this.initialVoters.length > 1 && this.knobs.bootstrapCheck) {
+    if (this.initialVoters.length > 1 && this.knobs.bootstrapCheck) {
       n.holdVotes(true);
       n.awaitTermOnStart();
       this.bootstrapChecks.set(node, { incarnation: -1 });
