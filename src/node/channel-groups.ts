@@ -49,7 +49,11 @@ import { retryWhileLeaderChanges } from "./leader-change-retry.ts";
 
 /** Every channel group's id starts with this; the channel id follows. */
 export const channelGroupPrefix = "channel/";
-/** Peer notice: "host this channel's group" (payload: the channel id), from its leader. */
+/**
+ * Peer notice: "host this channel's group" (payload: the channel id, a line
+ * feed and the leader's commit index, the new copy's catch-up floor), from
+ * its leader.
+ */
 export const hostChannelGroupTopic = "channel-group-host";
 /**
  * Peer notice: "I hold no copy of this channel's group" (payload: the channel
@@ -58,6 +62,12 @@ export const hostChannelGroupTopic = "channel-group-host";
  * directory), it adds it again as a new member (see onMissingCopy).
  */
 export const missingChannelGroupTopic = "channel-group-missing";
+/**
+ * Peer notice: "host this two-voter channel group again, and until you have
+ * caught up vote for me" (payload as for {@link hostChannelGroupTopic}), from
+ * the other voter, which holds every committed entry (see onMissingCopy).
+ */
+export const rebuildChannelGroupTopic = "channel-group-rebuild";
 /** Peer notice: "you are no longer a member of this channel's group" (payload: the channel id). */
 export const leaveChannelGroupTopic = "channel-group-leave";
 /**
@@ -536,14 +546,14 @@ export class ChannelGroups implements HostedChannels {
     const step = nextMembershipStep(orderingHomeservers(record), status.confState, (id) => status.progress.get(id)?.match ?? 0, status.commit);
     if (step === undefined) return;
     if (step.kind === "add-learner") {
-      this.notice(step.homeserver, hostChannelGroupTopic, channelId, true);
+      this.askToHost(step.homeserver, hostChannelGroupTopic, channelId, true);
       // A voter removed because it lost its copy comes back as a voter at once: its removal, committed by
       // the others, fenced off the acknowledgements it lost, so it is an ordinary voter that lags, and the
       // channel need not wait for it to catch up (it would wait for good if that homeserver failed again).
       const lostCopy = Date.now() - (this.lostCopyRemovals.get(lostCopyKey(channelId, step.homeserver)) ?? 0) < lostCopyRemovalIntervalMs;
       this.changeMembership(groupId, lostCopy ? ConfChangeType.AddVoter : ConfChangeType.AddLearner, step.homeserver);
     } else if (step.kind === "remind-learner") {
-      this.notice(step.homeserver, hostChannelGroupTopic, channelId);
+      this.askToHost(step.homeserver, hostChannelGroupTopic, channelId);
     } else {
       this.changeMembership(groupId, step.kind === "promote" ? ConfChangeType.AddVoter : ConfChangeType.RemoveNode, step.homeserver);
     }
@@ -576,6 +586,15 @@ export class ChannelGroups implements HostedChannels {
       if (this.lastNoticeMs.size > rateLimitKeysMax / 2) this.lastNoticeMs.clear();
     }
     this.options.sendNotice(to, topic, encoder.encode(payload));
+  }
+
+  /**
+   * Asks `to` to host the channel's group (`topic`: host or rebuild), naming
+   * this homeserver's commit index as the new copy's catch-up floor.
+   */
+  private askToHost(to: NodeId, topic: typeof hostChannelGroupTopic | typeof rebuildChannelGroupTopic, channelId: string, now = false): void {
+    const commit = this.options.driver.status(channelGroupId(channelId)).commit;
+    this.notice(to, topic, channelId, now, `${channelId}\n${commit}`);
   }
 
   /**
@@ -623,8 +642,10 @@ export class ChannelGroups implements HostedChannels {
         .catch(() => undefined);
       return;
     }
-    const channelId = decoder.decode(payload);
-    if (!isValidChannelId(channelId)) return;
+    // The channel id, and for a request to host a copy the requester's commit index, its catch-up floor.
+    const [channelId = "", floorText] = decoder.decode(payload).split("\n");
+    if (!isValidChannelId(channelId) || (floorText !== undefined && !/^\d{1,15}$/.test(floorText))) return;
+    const catchUpFloor = Number(floorText ?? 0);
     if (topic === wakeChannelGroupTopic) {
       // Loaded in its quiet role, without campaigning: the waking peer's command follows.
       if (this.hosted.has(channelId)) this.options.driver.wake(channelGroupId(channelId), false).catch(() => undefined);
@@ -634,42 +655,60 @@ export class ChannelGroups implements HostedChannels {
       this.onMissingCopy(channelId, from);
       return;
     }
-    if (topic === hostChannelGroupTopic) {
-      if (this.hosted.has(channelId) || this.hosted.size >= channelGroupsMax) return;
-      void this.exclusive(channelId, async () => {
-        if (this.hosted.has(channelId) || this.stopped) return;
-        await this.host(channelId, await this.options.engine.openGroup(channelGroupId(channelId)));
+    if (topic !== hostChannelGroupTopic && topic !== rebuildChannelGroupTopic) return;
+    const rebuild = topic === rebuildChannelGroupTopic;
+    if (!rebuild && this.hosted.has(channelId)) return;
+    if (this.hosted.size >= channelGroupsMax && !this.hosted.has(channelId)) return;
+    void this.exclusive(channelId, async () => {
+      if (this.stopped) return;
+      const groupId = channelGroupId(channelId);
+      if (!this.hosted.has(channelId)) {
+        // The floor is stored with the new copy, before it takes any message (see RawNode.raiseCatchUpFloor).
+        await this.host(channelId, await this.options.engine.openGroup(groupId, [], catchUpFloor));
         this.hostedOnRequest.set(channelId, Date.now());
-        this.options.logger.info({ channelId, from }, "hosting a channel group at its leader's request");
-      }).catch((error: unknown) => this.options.logger.warn({ channelId, from, err: error }, "could not host a channel group"));
-    }
+        this.options.logger.info({ channelId, from, rebuild, catchUpFloor }, "hosting a channel group at a member's request");
+      }
+      // Also for a copy hosted before (a restart since, while it caught up): the sender asked for its vote.
+      if (rebuild) await this.options.driver.raiseCatchUpFloor(groupId, catchUpFloor, from);
+    }).catch((error: unknown) => this.options.logger.warn({ channelId, from, err: error }, "could not host a channel group"));
   }
 
   /**
-   * On the group's leader: `from`, a member of the group, holds no copy of it
-   * (its data directory was lost).
-   * - Of two voters, this leader and `from`: every committed entry needed
-   *   this leader, and `from` can be elected only with its vote, so `from` is
-   *   asked to host the group again in place (a removal would need its
-   *   acknowledgement and never commit).
-   * - Another voter is removed, at most once per {@link lostCopyRemovalIntervalMs},
-   *   and then added back as a voter with a new copy (reconcile). The removal
-   *   commits on a majority without it, which holds everything it had
-   *   acknowledged, and its acknowledgements from before count no more: the
-   *   new copy is an ordinary voter that lags. A copy rebuilt in place would
-   *   vote, with the membership from the log's first entries, before it held
-   *   the entries committed with the acknowledgements it lost.
+   * `from`, a member of the group, holds no copy of it (its data directory
+   * was lost).
+   * - Of two voters, this homeserver and `from`: if this one holds every
+   *   committed entry, `from` is asked to host the group again in place (a
+   *   removal would need its acknowledgement and never commit). It does when
+   *   it leads (every entry committed in its term needed it, and it holds
+   *   those of earlier terms), and when it follows with that membership
+   *   applied and no later conf change in its log (the leader commits nothing
+   *   past a conf change before applying it, so every later entry was committed
+   *   by both). The new copy can then vote only for a log at least as complete
+   *   as this one. A follower must do it: if `from` led, nobody else can be
+   *   elected without its vote.
+   * - Otherwise only the leader acts. Another voter is removed, at most once
+   *   per {@link lostCopyRemovalIntervalMs}, and then added back as a voter
+   *   with a new copy (reconcile). The removal commits on a majority without
+   *   it, which holds everything it had acknowledged, and its
+   *   acknowledgements from before count no more: the new copy is an ordinary
+   *   voter that lags. A copy rebuilt in place would vote, with the membership
+   *   from the log's first entries, before it held the entries committed with
+   *   the acknowledgements it lost.
    * - A learner is asked again to host the group.
    */
   private onMissingCopy(channelId: string, from: NodeId): void {
     const groupId = channelGroupId(channelId);
     const driver = this.options.driver;
-    if (!this.hosted.has(channelId) || !driver.hosts(groupId) || driver.leaderOf(groupId) !== this.options.selfId) return;
+    const selfId = this.options.selfId;
+    if (!this.hosted.has(channelId) || !driver.hosts(groupId)) return;
+    const leads = driver.leaderOf(groupId) === selfId;
     // Channel groups change one voter at a time, so never have a joint configuration.
     const { voters, learners } = driver.confState(groupId);
-    if (voters.length === 2 && voters.includes(this.options.selfId) && voters.includes(from)) {
-      this.options.logger.info({ channelId, homeserver: from }, "the other voter of a two-voter channel group holds no copy of it (its data directory was lost): asking it to host the group again");
-      this.notice(from, hostChannelGroupTopic, channelId);
+    if (voters.length === 2 && voters.includes(selfId) && voters.includes(from) && (leads || !driver.holdsUnappliedConfChange(groupId))) {
+      this.options.logger.info({ channelId, homeserver: from, leads }, "the other voter of a two-voter channel group holds no copy of it (its data directory was lost): asking it to host the group again");
+      this.askToHost(from, rebuildChannelGroupTopic, channelId);
+    } else if (!leads) {
+      return;
     } else if (voters.includes(from)) {
       const key = lostCopyKey(channelId, from);
       const now = Date.now();
@@ -678,14 +717,18 @@ export class ChannelGroups implements HostedChannels {
       this.lostCopyRemovals.set(key, now);
       this.options.logger.info({ channelId, homeserver: from }, "a voter of a channel group holds no copy of it (its data directory was lost): removing it, to add it back with a new copy");
       this.changeMembership(groupId, ConfChangeType.RemoveNode, from);
-    } else if (learners.includes(from)) this.notice(from, hostChannelGroupTopic, channelId);
+    } else if (learners.includes(from)) this.askToHost(from, hostChannelGroupTopic, channelId);
   }
 
-  /** A message came for a channel group not hosted here: tell its sender, which may count this homeserver as a member. */
-  onUnhostedMessage(from: NodeId, groupId: GroupId): void {
+  /**
+   * A message came for a channel group this homeserver holds nothing of (see
+   * RaftDriverOptions.onCopyMissing): tell its sender, which may count this
+   * homeserver as a member.
+   */
+  onCopyMissing(from: NodeId, groupId: GroupId, emptyCopy: boolean): void {
     if (this.stopped || !groupId.startsWith(channelGroupPrefix)) return;
     const channelId = groupId.slice(channelGroupPrefix.length);
-    if (isValidChannelId(channelId) && !this.hosted.has(channelId)) this.notice(from, missingChannelGroupTopic, channelId);
+    if (isValidChannelId(channelId) && (emptyCopy || !this.hosted.has(channelId))) this.notice(from, missingChannelGroupTopic, channelId);
   }
 
   /** A message for a group this homeserver leads came from a non-member: it was removed and missed it. */

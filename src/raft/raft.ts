@@ -48,6 +48,8 @@ export interface RaftConfig {
   readonly maxCommittedBytesPerReady: number;
   /** The index the state machine has applied, when restarting. */
   readonly applied: LogIndex;
+  /** The catch-up floor, when restarting (see {@link Raft.catchUpFloor}). Default 0. */
+  readonly catchUpFloor?: LogIndex;
   /** Observer for role changes and similar notable events (logging, metrics, simulator checks). */
   readonly onEvent?: (event: RaftEvent) => void;
   /**
@@ -188,6 +190,12 @@ export class Raft {
   private leadTransferee: NodeId = "";
   /** Index of the latest conf change proposed by this leader; no other until it is applied. */
   private pendingConfIndex: LogIndex = 0;
+  /**
+   * Conf-change entries in this leader's log that it has not applied, in
+   * order. It commits no entry past the first before applying it (see
+   * {@link maybeCommit}).
+   */
+  private unappliedConfIndexes: LogIndex[] = [];
   private uncommittedBytes = 0;
   private readonly readOnly = new ReadOnlyQueue();
   /** Read requests received before this leader committed an entry of its term. */
@@ -228,6 +236,7 @@ export class Raft {
     this.groupId = config.groupId;
     const { hardState, confState } = config.storage.initialState();
     this.log = new RaftLog(config.storage, hardState.commit, config.applied);
+    this.catchUpFloor = config.catchUpFloor ?? 0;
     this.term = hardState.term;
     this.vote = hardState.vote;
     this.confState = confState;
@@ -327,6 +336,7 @@ export class Raft {
     this.leadTransferee = "";
     this.votes = new Map();
     this.pendingConfIndex = 0;
+    this.unappliedConfIndexes = [];
     this.uncommittedBytes = 0;
     this.readOnly.clear();
     this.pendingReadIndex = [];
@@ -381,6 +391,8 @@ export class Raft {
     this.progress.get(this.id)?.becomeReplicate();
     // Conf changes in the uncommitted tail may be pending: allow no new one until they apply.
     this.pendingConfIndex = this.log.lastIndex();
+    const unapplied = this.log.slice(this.log.applied + 1, this.log.lastIndex() + 1, Number.MAX_SAFE_INTEGER) ?? [];
+    this.unappliedConfIndexes = unapplied.filter((entry) => entry.type === EntryType.ConfChange).map((entry) => entry.index);
     // An empty entry of the new term: committing it commits every earlier entry.
     this.appendEntries([{ term: this.term, index: 0, type: EntryType.Normal, data: new Uint8Array(0) }]);
     this.emit({ kind: "became-leader", term: this.term, leader: this.id });
@@ -504,6 +516,32 @@ export class Raft {
   votesHeld = false;
 
   /**
+   * For a copy made anew (its homeserver hosted the group at a member's
+   * request), that member's commit index then: until it has applied that
+   * far, this node grants no vote (but to {@link vouchedCandidate}) and starts
+   * no election. Catching up from the log, it applies the group's old
+   * memberships one after another: made from the group's first entry, it may
+   * find itself the only voter and elect itself, or vote for a member lagging
+   * behind its removal and re-addition that still counts it (the
+   * acknowledgements its lost copy gave do not count any more). 0: none.
+   */
+  catchUpFloor: LogIndex = 0;
+
+  /**
+   * The one candidate this node may vote for while it catches up (see
+   * {@link catchingUp}), or "": set on a copy made anew for the other voter of
+   * a two-voter group, which holds every committed entry and can be elected
+   * only with this vote.
+   */
+  vouchedCandidate: NodeId = "";
+
+  /** Whether this node knows no membership yet, or has not applied up to its {@link catchUpFloor}. */
+  catchingUp(): boolean {
+    const knowsMembership = this.confState.voters.length > 0 || this.confState.votersOutgoing.length > 0;
+    return !knowsMembership || this.log.applied < this.catchUpFloor;
+  }
+
+  /**
    * Set while this node does not know how far the group's terms went (it lost
    * its storage): it steps no message, since an answer to a leader deposed
    * meanwhile could commit over entries it had acknowledged.
@@ -513,7 +551,7 @@ export class Raft {
   /** Starts an election (or a pre-election) if this node may. */
   hup(campaign: Campaign): void {
     this.wake();
-    if (this.role === Role.Leader || !this.promotable() || this.campaignsHeld || this.votesHeld) return;
+    if (this.role === Role.Leader || !this.promotable() || this.campaignsHeld || this.votesHeld || this.catchingUp()) return;
     if (this.hasUnappliedConfChanges()) return;
     this.campaign(campaign);
   }
@@ -539,6 +577,13 @@ export class Raft {
     let conf = this.confState;
     for (const entry of this.committedUnappliedConfChanges()) conf = confAfterEntry(conf, entry.data) ?? conf;
     return conf;
+  }
+
+  /** Whether this node's log holds a conf change it has not applied, committed or not. */
+  holdsUnappliedConfChange(): boolean {
+    const from = Math.max(this.log.applied, this.confIndex) + 1;
+    const entries = this.log.slice(from, this.log.lastIndex() + 1, Number.MAX_SAFE_INTEGER) ?? [];
+    return entries.some((entry) => entry.type === EntryType.ConfChange);
   }
 
   private campaign(campaign: Campaign): void {
@@ -584,8 +629,9 @@ export class Raft {
     // homeserver may have been a voter of this group, removed, wiped and asked to host it again, and a
     // member lagging behind the removal still counts it; an empty log's vote could elect that member
     // without the entries committed since (the multi-group simulator found it, seed 700389).
-    const knowsMembership = this.confState.voters.length > 0 || this.confState.votersOutgoing.length > 0;
-    const canVote = knowsMembership && !this.votesHeld && (this.vote === m.from || (this.vote === "" && this.lead === "") || (preVote && m.term > this.term));
+    // So does one catching up to its catch-up floor (see catchUpFloor).
+    const mayVote = !this.catchingUp() || (this.vouchedCandidate !== "" && m.from === this.vouchedCandidate);
+    const canVote = mayVote && !this.votesHeld && (this.vote === m.from || (this.vote === "" && this.lead === "") || (preVote && m.term > this.term));
     const responseType = preVote ? MessageType.PreVoteResponse : MessageType.VoteResponse;
     const grantable = canVote && this.log.isUpToDate(m.index, m.logTerm);
     if (grantable && preVote && this.role === Role.PreCandidate) {
@@ -881,10 +927,24 @@ export class Raft {
     for (const request of released) this.answerRead(request.from, request.index, request.context);
   }
 
-  /** Moves the commit index to what a quorum stores, but only by counting an entry of this term. */
+  /**
+   * Moves the commit index to what a quorum stores, but only by counting an
+   * entry of this term, and never past a conf change this leader has not
+   * applied. A membership takes effect when applied, so without that cap a
+   * leader still counting the previous membership could commit entries after
+   * the change with a quorum the new membership would not accept. With it,
+   * every entry after a conf change is committed by a quorum of the
+   * membership it makes; so a voter of a two-voter membership that has
+   * applied it, with no later conf change in its log, holds every committed
+   * entry (what rebuilding the other voter's lost copy in place relies on).
+   */
   private maybeCommit(): boolean {
-    const index = this.quorum.committedIndex((id) => this.progress.get(id)?.match);
+    let index = this.quorum.committedIndex((id) => this.progress.get(id)?.match);
     if (index <= this.log.committed || this.log.term(index) !== this.term) return false;
+    // An entry of this term at `index` proves everything up to it committed; mark only up to the cap.
+    const cap = this.unappliedConfIndexes[0];
+    if (cap !== undefined && cap < index) index = cap;
+    if (index <= this.log.committed) return false;
     this.log.commitTo(index);
     this.releasePendingReads();
     return true;
@@ -1019,7 +1079,10 @@ export class Raft {
       return { ok: false, reason: "conf-change-pending", leader: this.lead };
     }
     const result = this.proposeEntry({ term: 0, index: 0, type: EntryType.ConfChange, data: encodeConfChange(change) });
-    if (result.ok) this.pendingConfIndex = result.index;
+    if (result.ok) {
+      this.pendingConfIndex = result.index;
+      this.unappliedConfIndexes.push(result.index);
+    }
     return result;
   }
 
@@ -1095,11 +1158,18 @@ export class Raft {
 
   /** Called once committed entries up to `index` are applied; conf changes among them take effect. */
   appliedTo(index: LogIndex, entries: readonly Entry[]): void {
+    const capped = this.unappliedConfIndexes.length > 0;
     for (const entry of entries) {
-      if (entry.type === EntryType.ConfChange) this.applyConfChangeEntry(entry);
+      if (entry.type === EntryType.ConfChange) {
+        while (this.unappliedConfIndexes[0] !== undefined && this.unappliedConfIndexes[0] <= entry.index) this.unappliedConfIndexes.shift();
+        this.applyConfChangeEntry(entry);
+      }
       if (this.role === Role.Leader) this.uncommittedBytes = Math.max(0, this.uncommittedBytes - entryBytes(entry));
     }
+    while (this.unappliedConfIndexes[0] !== undefined && this.unappliedConfIndexes[0] <= index) this.unappliedConfIndexes.shift();
     this.log.appliedTo(index);
+    // The cap on the commit index may have moved (see maybeCommit).
+    if (capped && this.role === Role.Leader && this.maybeCommit()) this.commitAdvanced();
     this.maybeLeaveJoint();
   }
 

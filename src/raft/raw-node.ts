@@ -106,6 +106,30 @@ export class RawNode {
   }
 
   /**
+   * Raises the catch-up floor of a copy made anew (see Raft.catchUpFloor):
+   * until it has applied up to `index`, it grants no vote (but to the vouched
+   * candidate) and starts no election. Persist it first.
+   */
+  raiseCatchUpFloor(index: LogIndex): void {
+    this.raft.catchUpFloor = Math.max(this.raft.catchUpFloor, index);
+  }
+
+  /**
+   * Lets this node, while it catches up, vote for `candidate` (and nobody
+   * else): for a copy made anew for a two-voter group whose other voter,
+   * `candidate`, holds every committed entry (see holdsUnappliedConfChange)
+   * and can be elected only with this vote.
+   */
+  vouchFor(candidate: NodeId): void {
+    this.raft.vouchedCandidate = candidate;
+  }
+
+  /** Whether this node knows no membership yet or has not applied up to its catch-up floor: it votes for nobody but a vouched candidate. */
+  catchingUp(): boolean {
+    return this.raft.catchingUp();
+  }
+
+  /**
    * Steps no message until {@link adoptTerm}: for a node that lost its
    * storage, and with it the term the group had reached. Answering a leader
    * deposed meanwhile could let it commit over entries this node had
@@ -223,6 +247,17 @@ export class RawNode {
    */
   campaignConfState(): ConfState {
     return this.raft.campaignConfState();
+  }
+
+  /**
+   * Whether this node's log holds a conf change it has not applied, committed
+   * or not. When it holds none and its applied membership is two voters, itself
+   * and another, it holds every committed entry: the leader commits nothing past
+   * a conf change before applying it, so every entry after that membership's
+   * own was committed by a quorum of it, which needs this node.
+   */
+  holdsUnappliedConfChange(): boolean {
+    return this.raft.holdsUnappliedConfChange();
   }
 
   private softState(): SoftState {

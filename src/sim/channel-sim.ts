@@ -84,6 +84,8 @@ interface Replica {
   termStart: LogIndex;
   /** Tick it was created at a leader's request (a homeserver drops a copy that never became a member). */
   readonly hostedAt: number;
+  /** The leader's commit index when it asked for this copy (durable, as the homeserver keeps it; see RawNode.raiseCatchUpFloor). */
+  readonly catchUpFloor: LogIndex;
 }
 
 interface Homeserver {
@@ -94,7 +96,7 @@ interface Homeserver {
 
 type Packet =
   | { readonly kind: "raft"; readonly from: NodeId; readonly to: NodeId; readonly message: Message }
-  | { readonly kind: "host"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId }
+  | { readonly kind: "host"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId; readonly catchUpFloor: LogIndex }
   /** From a leader in `term` whose membership as of `confIndex` lacks `to`. */
   | { readonly kind: "leave"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId; readonly term: number; readonly confIndex: LogIndex; readonly lastIndex: LogIndex };
 
@@ -195,7 +197,7 @@ class ChannelSimulator {
     if (!to.up || this.cut(packet.from, packet.to) || (lossy && this.rng.chance(0.02 * this.faultScale))) return;
     if (packet.kind !== "raft") {
       const hosted = to.groups.get(packet.groupId);
-      if (packet.kind === "host" && hosted === undefined) to.groups.set(packet.groupId, this.newReplica(to, packet.groupId, new MemoryStorage()));
+      if (packet.kind === "host" && hosted === undefined) to.groups.set(packet.groupId, this.newReplica(to, packet.groupId, new MemoryStorage(), packet.catchUpFloor));
       if (packet.kind === "leave" && hosted !== undefined && this.believesLeave(hosted, packet)) this.drop(to, hosted);
       return;
     }
@@ -215,8 +217,8 @@ class ChannelSimulator {
     return believesLeaveNotice(notice, { confState: raw.confState(), term: status.term, confIndex: replica.model.confIndex, lastIndex: status.lastIndex });
   }
 
-  private newReplica(hs: Homeserver, groupId: GroupId, storage: MemoryStorage): Replica {
-    const replica: Replica = { groupId, storage, model: new ChannelModel(), raw: undefined, wasMember: false, termStart: 0, hostedAt: this.tickNow };
+  private newReplica(hs: Homeserver, groupId: GroupId, storage: MemoryStorage, catchUpFloor = 0): Replica {
+    const replica: Replica = { groupId, storage, model: new ChannelModel(), raw: undefined, wasMember: false, termStart: 0, hostedAt: this.tickNow, catchUpFloor };
     this.startReplica(hs, replica);
     return replica;
   }
@@ -227,6 +229,7 @@ class ChannelSimulator {
       ...defaultRaftConfig(hs.id, replica.groupId, replica.storage, random),
       electionTimeoutTicks,
       applied: replica.model.appliedIndex,
+      catchUpFloor: replica.catchUpFloor,
       onEvent: (event) => this.onEvent(hs, replica, event),
     });
   }
@@ -365,7 +368,7 @@ class ChannelSimulator {
     const step = nextMembershipStep(homeserversOf(replica.model.members), status.confState, (id) => status.progress.get(id)?.match ?? 0, status.commit);
     if (step === undefined) return;
     if (step.kind === "add-learner" || step.kind === "remind-learner") {
-      if (this.tickNow % 5 === 0 || step.kind === "add-learner") this.send({ kind: "host", from: hs.id, to: step.homeserver, groupId: replica.groupId }, true);
+      if (this.tickNow % 5 === 0 || step.kind === "add-learner") this.send({ kind: "host", from: hs.id, to: step.homeserver, groupId: replica.groupId, catchUpFloor: status.commit }, true);
       if (step.kind === "remind-learner") return;
     }
     const type = step.kind === "add-learner" ? ConfChangeType.AddLearner : step.kind === "promote" ? ConfChangeType.AddVoter : ConfChangeType.RemoveNode;

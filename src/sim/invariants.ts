@@ -242,17 +242,25 @@ export function commitDurability(violate: (message: string) => void): Invariant 
 }
 
 /**
- * Commit Rule (Raft paper, section 5.4.2): a leader moves its commit index
- * only to an entry of its own term; earlier entries commit with it. Counting
- * replicas of an older entry is unsafe, but proving it takes a rare history
- * (figure 8), so the rule itself is checked where the leader's Ready shows it.
+ * Commit Rule (Raft paper, section 5.4.2): a leader commits entries of earlier
+ * terms only by committing an entry of its own term after them, stored on a
+ * majority of each voter set. Counting replicas of an older entry is unsafe,
+ * but proving it takes a rare history (figure 8), so the rule itself is
+ * checked where the leader's Ready shows it. The commit index lands on an
+ * earlier term's entry only when the leader stops at a conf change it has not
+ * applied; a later entry of its term must then be on a majority already.
  */
 export function commitRule(violate: (message: string) => void): Invariant {
   return {
-    commitAdvanced(leader, leaderTerm, index, entryTerm) {
-      if (entryTerm !== leaderTerm) {
-        violate(`${leader}, leader of term ${leaderTerm}, moved its commit index to ${index}, an entry of term ${entryTerm}`);
-      }
+    commitAdvanced(leader, leaderTerm, index, entryTerm, conf, cluster, previousConf) {
+      if (entryTerm === leaderTerm) return;
+      const last = cluster.lastOf(leader)?.index ?? 0;
+      let own = index + 1;
+      while (own <= last && !cluster.holds(leader, own, leaderTerm)) own++;
+      const onMajority = (membership: ConfState): boolean =>
+        [membership.voters, membership.votersOutgoing].every((voters) => voters.length === 0 || voters.filter((v) => cluster.holds(v, own, leaderTerm)).length > voters.length / 2);
+      if (own <= last && (onMajority(conf) || (previousConf !== undefined && onMajority(previousConf)))) return;
+      violate(`${leader}, leader of term ${leaderTerm}, moved its commit index to ${index}, an entry of term ${entryTerm}, with no later entry of its term on a majority`);
     },
   };
 }

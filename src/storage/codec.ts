@@ -279,3 +279,13 @@ export function decodeCounter(bytes: Uint8Array, what: string): number {
   reader.end();
   return value;
 }
+
+/** Encodes a group registry record's payload: empty for no catch-up floor, else the floor. */
+export function encodeCatchUpFloor(floor: number): Uint8Array {
+  return floor === 0 ? new Uint8Array(0) : encodeCounter(floor);
+}
+
+/** Decodes a group registry record's payload (see {@link encodeCatchUpFloor}); throws {@link CodecError} on malformed input. */
+export function decodeCatchUpFloor(bytes: Uint8Array): number {
+  return bytes.length === 0 ? 0 : decodeCounter(bytes, "catch-up floor");
+}

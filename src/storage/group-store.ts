@@ -7,6 +7,7 @@ import { assert } from "../raft/assert.ts";
 import { SnapshotOutOfDateError, type MemoryStorage } from "../raft/memory-storage.ts";
 import type { ConfState, GroupId, LogIndex, Ready, Snapshot } from "../raft/types.ts";
 import {
+  encodeCatchUpFloor,
   encodeCounter,
   encodeEntryBody,
   encodeHardState,
@@ -14,7 +15,7 @@ import {
   encodeSnapshotMetadata,
 } from "./codec.ts";
 import type { EngineContext } from "./engine-context.ts";
-import { prefixEnd, type GroupKeys } from "./keys.ts";
+import { groupRegistryKey, prefixEnd, type GroupKeys } from "./keys.ts";
 import { openRecord, sealRecord, sealRecordInSlices } from "./records.ts";
 import { asBuffer, type RawBatchOp } from "./rocksdb-promises.ts";
 
@@ -42,6 +43,12 @@ export interface PlannedWrite {
 export class GroupStore {
   /** The durable applied index: as loaded, then as last written by apply or restore. */
   appliedIndex: LogIndex;
+  /**
+   * The durable catch-up floor (see RawNode.raiseCatchUpFloor): 0, or the
+   * commit index of the member that asked this homeserver to host a copy made
+   * anew, which must apply that far before it votes or campaigns.
+   */
+  catchUpFloor: LogIndex;
   private closed = false;
   private readonly reader: GroupReader;
 
@@ -52,8 +59,10 @@ export class GroupStore {
     /** The uncompacted log, hard state and latest snapshot, mirrored in memory. */
     readonly log: MemoryStorage,
     appliedIndex: LogIndex,
+    catchUpFloor: LogIndex,
   ) {
     this.appliedIndex = appliedIndex;
+    this.catchUpFloor = catchUpFloor;
     this.reader = new GroupReader(context, keys);
   }
 
@@ -241,6 +250,18 @@ export class GroupStore {
       await flushIfFull();
     }
     await writeBatch(ops, true);
+  }
+
+  /** Raises the catch-up floor to `index`, synced (in the group's registry record, which older versions read as "the group exists"). */
+  async raiseCatchUpFloor(index: LogIndex): Promise<void> {
+    this.checkOpen();
+    if (index <= this.catchUpFloor) return;
+    await this.context.stateQueue.run(() => {
+      this.checkOpen();
+      const key = groupRegistryKey(this.groupId);
+      return this.context.write([this.put(key, encodeCatchUpFloor(index))], true);
+    });
+    this.catchUpFloor = Math.max(this.catchUpFloor, index);
   }
 
   /**

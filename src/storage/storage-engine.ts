@@ -10,7 +10,7 @@ import { performance } from "node:perf_hooks";
 import { assert } from "../raft/assert.ts";
 import { bootstrapLog, MemoryStorage } from "../raft/memory-storage.ts";
 import { emptyConfState, emptyHardState, type GroupId, type LogIndex, type NodeId, type Ready } from "../raft/types.ts";
-import { decodeCounter, encodeCounter, encodeEntryBody, encodeHardState, encodeLogPosition, encodeSnapshotMetadata } from "./codec.ts";
+import { decodeCatchUpFloor, decodeCounter, encodeCatchUpFloor, encodeCounter, encodeEntryBody, encodeHardState, encodeLogPosition, encodeSnapshotMetadata } from "./codec.ts";
 import type { EngineContext } from "./engine-context.ts";
 import { injectedSyncDelay } from "./fault-hook.ts";
 import { loadGroup } from "./group-loader.ts";
@@ -154,8 +154,11 @@ export class StorageEngine {
    * `bootstrapLog`, exactly as `new MemoryStorage(bootstrapVoters)` does;
    * without (a member added later) it starts empty and learns everything from
    * the leader. `bootstrapVoters` is ignored for an existing group.
+   * `catchUpFloor` (a copy made anew at a member's request; see
+   * GroupStore.catchUpFloor) is written with a new group, and raised in an
+   * existing one.
    */
-  async openGroup(groupId: GroupId, bootstrapVoters: readonly NodeId[] = []): Promise<GroupStore> {
+  async openGroup(groupId: GroupId, bootstrapVoters: readonly NodeId[] = [], catchUpFloor = 0): Promise<GroupStore> {
     assert(!this.closed, "storage engine is closed");
     assert(!this.groups.has(groupId) && !this.opening.has(groupId), `group ${groupId} is already open`);
     const keys = new GroupKeys(groupId);
@@ -163,14 +166,16 @@ export class StorageEngine {
     try {
       const registryKey = groupRegistryKey(groupId);
       const registered = await this.db.get(registryKey);
+      let storedFloor = catchUpFloor;
       if (registered === undefined) {
-        await this.context.logQueue.run(() => this.write(createGroupOps(keys, registryKey, bootstrapVoters), true));
+        await this.context.logQueue.run(() => this.write(createGroupOps(keys, registryKey, bootstrapVoters, catchUpFloor), true));
       } else {
-        openRecord(registryKey, registered);
+        storedFloor = decodeRecord(registryKey, openRecord(registryKey, registered), decodeCatchUpFloor);
       }
       const loaded = await loadGroup(this.db, keys);
-      const group = new GroupStore(this.context, keys, loaded.mirror, loaded.appliedIndex);
+      const group = new GroupStore(this.context, keys, loaded.mirror, loaded.appliedIndex, storedFloor);
       this.groups.set(groupId, group);
+      if (catchUpFloor > storedFloor) await group.raiseCatchUpFloor(catchUpFloor);
       return group;
     } finally {
       this.opening.delete(groupId);
@@ -200,7 +205,7 @@ export class StorageEngine {
       const ops = keys.flatMap((k) => createGroupOps(k, groupRegistryKey(k.groupId), bootstrapVoters));
       await this.context.logQueue.run(() => this.write(ops, true));
       return keys.map((k) => {
-        const store = new GroupStore(this.context, k, new MemoryStorage(bootstrapVoters), 0);
+        const store = new GroupStore(this.context, k, new MemoryStorage(bootstrapVoters), 0, 0);
         this.groups.set(k.groupId, store);
         return store;
       });
@@ -265,8 +270,10 @@ export class StorageEngine {
     this.opening.add(groupId);
     try {
       const keys = new GroupKeys(groupId);
-      const loaded = await loadGroup(this.db, keys, false);
-      const group = new GroupStore(this.context, keys, loaded.mirror, loaded.appliedIndex);
+      const registryKey = groupRegistryKey(groupId);
+      const [loaded, registered] = await Promise.all([loadGroup(this.db, keys, false), this.db.get(registryKey)]);
+      const floor = registered === undefined ? 0 : decodeRecord(registryKey, openRecord(registryKey, registered), decodeCatchUpFloor);
+      const group = new GroupStore(this.context, keys, loaded.mirror, loaded.appliedIndex, floor);
       this.groups.set(groupId, group);
       return group;
     } finally {
@@ -354,12 +361,12 @@ async function* wholeData(data: Uint8Array): AsyncGenerator<Uint8Array> {
 }
 
 /** The records of a new group: an empty snapshot at index 0 and, for an initial member, the bootstrap entry. */
-function createGroupOps(keys: GroupKeys, registryKey: Uint8Array, bootstrapVoters: readonly NodeId[]): RawBatchOp[] {
+function createGroupOps(keys: GroupKeys, registryKey: Uint8Array, bootstrapVoters: readonly NodeId[], catchUpFloor = 0): RawBatchOp[] {
   const put = (key: Uint8Array, payload: Uint8Array): RawBatchOp => ({ type: "put", key: asBuffer(key), value: sealRecord(key, payload) });
   const origin = { index: 0, term: 0 };
   const bootstrap = bootstrapVoters.length > 0 ? bootstrapLog(bootstrapVoters) : undefined;
   const ops = [
-    put(registryKey, new Uint8Array(0)),
+    put(registryKey, encodeCatchUpFloor(catchUpFloor)),
     put(keys.hardState, encodeHardState(bootstrap?.hardState ?? emptyHardState)),
     put(keys.snapshotMetadata, encodeSnapshotMetadata({ ...origin, confState: emptyConfState })),
     put(keys.snapshotData, new Uint8Array(0)),

@@ -323,6 +323,10 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     // A channel on hs1 and hs2 only: removing hs2 would need hs2, so its copy is rebuilt in place.
     const pair = await createChannel("lost-12", "lp@hs1", ["lq@hs2"]);
     await update("lost-12", pair.group, "lp@hs1");
+    // A channel on hs1 and hs2 that hs2 created, so hs2 leads its group when it loses it.
+    const pairLedByLost = await createChannel("lost-21", "lr@hs2", ["ls@hs1"]);
+    await update("lost-21", pairLedByLost.group, "lr@hs2");
+    expect((await groupAt("hs2", "lost-21"))?.leaderId).toBe("hs2");
     expect(await cluster.kill("hs2", "SIGTERM")).toBe(0);
     cluster.wipe("hs2");
     cluster.start("hs2");
@@ -355,6 +359,13 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     const pairAfter = await update("lost-12", pair.group, "lp@hs1");
     expect(pairAfter.signatures.map((s) => s.homeserverId).sort()).toEqual(["hs1", "hs2"]);
     expect(cluster.log("hs1")).toMatch(/other voter of a two-voter channel group holds no copy of it/);
+    // And the one whose leader hs2 lost its copy. hs1 can be elected only with hs2's vote, and an empty
+    // copy votes for nobody; hs1, which holds every committed entry, vouches for itself.
+    const pairLedAfter = await update("lost-21", pairLedByLost.group, "ls@hs1");
+    expect(pairLedAfter.signatures.map((s) => s.homeserverId).sort()).toEqual(["hs1", "hs2"]);
+    expect(cluster.log("hs1")).toMatch(/"channelId":"lost-21".*"leads":false.*holds no copy of it/);
+    // Its new copy voted only for hs1, and neither votes nor campaigns otherwise before it applied hs1's commit index then.
+    expect(cluster.log("hs2")).toMatch(/"channelId":"lost-21","from":"hs1","rebuild":true,"catchUpFloor":[1-9]\d*,"msg":"hosting a channel group at a member's request"/);
     // It counts again: with hs3 down the channel goes on with hs1 and hs2.
     expect(await signersWithout("hs3", "lost-123", trio.group, "la@hs1")).toEqual(["hs1", "hs2"]);
   }, 120_000);

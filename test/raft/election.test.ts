@@ -251,6 +251,96 @@ describe("a copy that knows no membership yet", () => {
   });
 });
 
+describe("a copy made anew for the other voter of a two-voter group", () => {
+  it("votes, while it knows no membership, for the one candidate that vouched for it and nobody else", () => {
+    const c = new TestCluster(["a", "b"]);
+    c.elect("a");
+    c.get("a").node.propose(text("committed by a and b"));
+    c.stabilize();
+    // b leads, then loses its copy; a, which holds every committed entry, is asked to vote by nobody
+    // but can be elected only with b's vote.
+    c.get("a").node.transferLeadership("b");
+    c.stabilize();
+    expect(c.leaders()).toEqual(["b"]);
+    const fresh = c.add("b");
+    fresh.node.vouchFor("a");
+    c.tickAll(60);
+    expect(c.leaders()).toEqual(["a"]);
+    expect(c.appliedText("b")).toEqual(["committed by a and b"]);
+    // Any other candidate gets no vote from an empty copy, even one that vouched for another.
+    const other = c.add("x");
+    other.node.vouchFor("a");
+    other.node.step(message({ type: MessageType.Vote, groupId: "g", from: "z", to: "x", term: 99, index: 99, logTerm: 99 }));
+    expect(other.node.ready().messages.find((m) => m.type === MessageType.VoteResponse)?.reject).toBe(true);
+  });
+});
+
+describe("a copy made anew catching up from the log", () => {
+  const change = (type: ConfChangeType, nodeId: string) => ({ steps: [{ type, nodeId }], leaveJoint: false });
+
+  /**
+   * A group made with a alone (its first entry), then b and c added, writes, b leads. a loses its copy:
+   * b removes it and adds it back; its new copy gets one entry per Append (the first makes a the only
+   * voter), then is cut off.
+   */
+  function freshCopyOfTheFirstVoter(catchUpFloor: number | undefined) {
+    const c = new TestCluster(["a"], { maxMessageBytes: 1 });
+    c.elect("a");
+    const a = c.get("a");
+    for (const id of ["b", "c"]) {
+      c.add(id);
+      a.node.proposeConfChange(change(ConfChangeType.AddLearner, id));
+      c.stabilize();
+      a.node.proposeConfChange(change(ConfChangeType.AddVoter, id));
+      c.stabilize();
+    }
+    for (const w of ["w1", "w2", "w3"]) {
+      a.node.propose(text(w));
+      c.stabilize();
+    }
+    a.node.transferLeadership("b");
+    c.stabilize();
+    const b = c.get("b");
+    c.isolate("a");
+    b.node.proposeConfChange(change(ConfChangeType.RemoveNode, "a"));
+    c.stabilize();
+    const fresh = c.add("a", new MemoryStorage());
+    if (catchUpFloor !== undefined) fresh.node.raiseCatchUpFloor(b.node.status().commit);
+    b.node.proposeConfChange(change(ConfChangeType.AddVoter, "a"));
+    c.heal();
+    for (let round = 0; round < 6; round++) {
+      c.processReadies();
+      c.deliver();
+    }
+    c.isolate("a");
+    c.tickAll(60);
+    return { c, fresh, b };
+  }
+
+  it("without a catch-up floor, made from the group's first entry, it is the only voter and elects itself (the hazard)", () => {
+    const { fresh, b } = freshCopyOfTheFirstVoter(undefined);
+    expect(fresh.node.status().role).toBe(Role.Leader);
+    const index = fresh.node.status().commit;
+    expect(b.storage.term(index)).not.toBe(fresh.storage.term(index));
+  });
+
+  it("with its host's commit index as its catch-up floor, it neither campaigns nor votes until it applied that far", () => {
+    const { c, fresh, b } = freshCopyOfTheFirstVoter(1);
+    expect(fresh.node.status().role).toBe(Role.Follower);
+    expect(fresh.node.catchingUp()).toBe(true);
+    fresh.node.forgetLeader(); // so that the vote request is not ignored as disrupting a leader it hears
+    fresh.node.step(message({ type: MessageType.PreVote, groupId: "g", from: "c", to: "a", term: 99, index: 99, logTerm: 99 }));
+    expect(fresh.node.ready().messages.find((m) => m.type === MessageType.PreVoteResponse)?.reject).toBe(true);
+    fresh.node.advance();
+    // Once caught up it is an ordinary voter.
+    c.heal();
+    c.tickAll(5);
+    expect(fresh.node.catchingUp()).toBe(false);
+    expect(fresh.node.status().applied).toBe(b.node.status().applied);
+    expect(c.leaders()).toEqual(["b"]);
+  });
+});
+
 describe("a voter whose storage was made anew from the bootstrap configuration", () => {
   const text = (s: string) => new TextEncoder().encode(s);
 

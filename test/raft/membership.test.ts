@@ -279,4 +279,29 @@ describe("campaigning while a membership change waits to be applied", () => {
     expect(n5.node.status().role).not.toBe(Role.Leader);
     expect(c.leaders()).toEqual(["n2"]);
   });
+
+  it("a leader commits nothing past a conf change it has not applied: every entry after a change is committed by a quorum of the membership it makes", () => {
+    const c = new TestCluster(["a", "b", "c"]);
+    c.elect("a");
+    const a = c.get("a");
+    // b hears nothing; a stores and counts c's acknowledgements but applies nothing yet.
+    c.isolate("b");
+    c.withholding.add("a");
+    expect(a.node.proposeConfChange(change(remove("c"))).ok).toBe(true);
+    const removalIndex = a.node.status().lastIndex;
+    expect(a.node.propose(text("after the removal")).ok).toBe(true);
+    c.stabilize();
+    expect(c.get("c").node.status().lastIndex).toBe(removalIndex + 1);
+    // {a, c} is a quorum of {a, b, c}, not of {a, b}: the entry after the removal waits.
+    expect(a.node.status().commit).toBe(removalIndex);
+    c.withholding.delete("a");
+    c.stabilize();
+    expect(sorted(a.node.confState()).voters).toEqual(["a", "b"]);
+    expect(a.node.status().commit).toBe(removalIndex);
+    // With b back, the entry commits in {a, b}.
+    c.heal();
+    c.tickAll(3);
+    expect(a.node.status().commit).toBe(removalIndex + 1);
+    expect(c.appliedText("b").at(-1)).toBe("after the removal");
+  });
 });

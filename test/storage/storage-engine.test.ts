@@ -83,6 +83,26 @@ describe("StorageEngine", () => {
     expect(dumpLog(group.log)).toEqual(dumpLog(new MemoryStorage()));
   });
 
+  it("keeps a copy's catch-up floor in its registry record, raised only, across restarts and hibernation", async () => {
+    let group = await engine.openGroup("anew", [], 7);
+    expect(group.catchUpFloor).toBe(7);
+    const plain = await engine.openGroup("plain");
+    expect(plain.catchUpFloor).toBe(0);
+    await reopen();
+    group = await engine.openGroup("anew", [], 5);
+    expect(group.catchUpFloor).toBe(7);
+    await group.raiseCatchUpFloor(9);
+    await group.raiseCatchUpFloor(8);
+    engine.closeGroup(group);
+    expect((await engine.reopenGroup("anew")).catchUpFloor).toBe(9);
+    await reopen();
+    expect((await engine.openGroup("anew", [], 12)).catchUpFloor).toBe(12);
+    expect((await engine.openGroup("plain")).catchUpFloor).toBe(0);
+    await reopen();
+    expect((await engine.openGroup("anew")).catchUpFloor).toBe(12);
+    expect(await engine.listGroups()).toEqual(["anew", "plain"]);
+  });
+
   it("replaces stored entries from the first new index on, on disk too", async () => {
     let group = await engine.openGroup("c1");
     await engine.persistReadies([{ group, ready: ready({ entries: entries(1, 6, 1) }) }]);
