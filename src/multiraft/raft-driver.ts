@@ -131,13 +131,11 @@ export interface RaftDriverOptions {
    */
   readonly onForeignMessage?: (from: NodeId, groupId: GroupId) => void;
   /**
-   * Told when a message arrives for a group this homeserver holds nothing of:
-   * it does not host it (neither loaded nor hibernating; its copy was dropped,
-   * or lost with the data directory while the sender still counts it as a
-   * member), or, `emptyCopy`, a vote request came for a copy that cannot
-   * vote yet (see RawNode.catchingUp).
+   * Told when a message arrives for a group this homeserver does not host
+   * (neither loaded nor hibernating): its copy was dropped, or lost with the
+   * data directory while the sender still counts it as a member.
    */
-  readonly onCopyMissing?: (from: NodeId, groupId: GroupId, emptyCopy: boolean) => void;
+  readonly onUnhostedMessage?: (from: NodeId, groupId: GroupId) => void;
   /**
    * Asked, on a group's leader, before a proposal a follower forwarded is
    * appended: the proposal to append (the same, or its entries with more
@@ -613,18 +611,10 @@ export class RaftDriver {
     return this.group(groupId).node.confState();
   }
 
-  /**
-   * Raises the catch-up floor of `groupId`'s copy here, durably (see
-   * RawNode.raiseCatchUpFloor), and lets it vote for `vouched` meanwhile (see
-   * RawNode.vouchFor) if given. A hibernating copy is loaded first.
-   */
-  async raiseCatchUpFloor(groupId: GroupId, index: LogIndex, vouched?: NodeId): Promise<void> {
-    const group = await this.load(groupId);
-    if (group === undefined) return;
-    await group.store.raiseCatchUpFloor(index);
-    if (this.groups.get(groupId) !== group) return;
-    group.node.raiseCatchUpFloor(index);
-    if (vouched !== undefined && group.node.catchingUp()) group.node.vouchFor(vouched);
+  /** Whether `groupId`'s copy here is catching up (see RawNode.catchingUp); one not loaded counts as catching up (load it to tell). */
+  catchingUp(groupId: GroupId): boolean {
+    const group = this.groups.get(groupId);
+    return group === undefined || group.node.catchingUp();
   }
 
   /** Whether `groupId`'s log holds a conf change its core has not applied (a hibernating group holds none: it applied everything). */
@@ -757,7 +747,7 @@ export class RaftDriver {
       const dormant = this.dormant.get(m.groupId);
       if (dormant === undefined) {
         this.dropStaged(m);
-        this.options.onCopyMissing?.(from, m.groupId, false);
+        this.options.onUnhostedMessage?.(from, m.groupId);
         continue;
       }
       if (dormant.pending.length < dormantPendingMax) dormant.pending.push(m);
@@ -774,8 +764,6 @@ export class RaftDriver {
       if (m.type === MessageType.Propose && this.options.admitForwarded !== undefined) m = this.options.admitForwarded(m.groupId, m);
       if (m === undefined) return;
     }
-    const isVoteRequest = m.type === MessageType.Vote || m.type === MessageType.PreVote;
-    if (isVoteRequest && this.options.onCopyMissing !== undefined && group.node.catchingUp()) this.options.onCopyMissing(m.from, m.groupId, true);
     if (m.type !== MessageType.Snapshot) {
       group.node.step(m);
       this.touch(group);

@@ -41,7 +41,7 @@ import { entryBody } from "../multiraft/entry-payload.ts";
 import { NotLeaderError, OutcomeUnknownError } from "../multiraft/errors.ts";
 import type { RaftDriver } from "../multiraft/raft-driver.ts";
 import { confMembers, isConfMember } from "../raft/conf-change.ts";
-import { ConfChangeType, EntryType, type GroupId, type LogIndex, type Message, type NodeId } from "../raft/types.ts";
+import { ConfChangeType, EntryType, noCatchUpFloor, type CatchUpFloor, type GroupId, type LogIndex, type Message, type NodeId } from "../raft/types.ts";
 import type { GroupStore, StorageEngine } from "../storage/storage-engine.ts";
 import { ChannelGroupMachine, readChannelGroup, withNamespace, type ChannelGroupListener, type StoredChannelGroup } from "./channel-group-machine.ts";
 import { KeyedWaiters } from "./keyed-waiters.ts";
@@ -50,9 +50,11 @@ import { retryWhileLeaderChanges } from "./leader-change-retry.ts";
 /** Every channel group's id starts with this; the channel id follows. */
 export const channelGroupPrefix = "channel/";
 /**
- * Peer notice: "host this channel's group" (payload: the channel id, a line
- * feed and the leader's commit index, the new copy's catch-up floor), from
- * its leader.
+ * Peer notice: "host this channel's group" (payload: the channel id, the
+ * sender's commit index and the term of its last entry, one per line: the
+ * new copy's catch-up floor, see Raft.catchUpFloor), from its leader, or
+ * from the other voter of a two-voter group that lost its copy (see
+ * onMissingCopy).
  */
 export const hostChannelGroupTopic = "channel-group-host";
 /**
@@ -62,12 +64,6 @@ export const hostChannelGroupTopic = "channel-group-host";
  * directory), it adds it again as a new member (see onMissingCopy).
  */
 export const missingChannelGroupTopic = "channel-group-missing";
-/**
- * Peer notice: "host this two-voter channel group again, and until you have
- * caught up vote for me" (payload as for {@link hostChannelGroupTopic}), from
- * the other voter, which holds every committed entry (see onMissingCopy).
- */
-export const rebuildChannelGroupTopic = "channel-group-rebuild";
 /** Peer notice: "you are no longer a member of this channel's group" (payload: the channel id). */
 export const leaveChannelGroupTopic = "channel-group-leave";
 /**
@@ -546,14 +542,14 @@ export class ChannelGroups implements HostedChannels {
     const step = nextMembershipStep(orderingHomeservers(record), status.confState, (id) => status.progress.get(id)?.match ?? 0, status.commit);
     if (step === undefined) return;
     if (step.kind === "add-learner") {
-      this.askToHost(step.homeserver, hostChannelGroupTopic, channelId, true);
+      this.askToHost(step.homeserver, channelId, true);
       // A voter removed because it lost its copy comes back as a voter at once: its removal, committed by
       // the others, fenced off the acknowledgements it lost, so it is an ordinary voter that lags, and the
       // channel need not wait for it to catch up (it would wait for good if that homeserver failed again).
       const lostCopy = Date.now() - (this.lostCopyRemovals.get(lostCopyKey(channelId, step.homeserver)) ?? 0) < lostCopyRemovalIntervalMs;
       this.changeMembership(groupId, lostCopy ? ConfChangeType.AddVoter : ConfChangeType.AddLearner, step.homeserver);
     } else if (step.kind === "remind-learner") {
-      this.askToHost(step.homeserver, hostChannelGroupTopic, channelId);
+      this.askToHost(step.homeserver, channelId);
     } else {
       this.changeMembership(groupId, step.kind === "promote" ? ConfChangeType.AddVoter : ConfChangeType.RemoveNode, step.homeserver);
     }
@@ -589,12 +585,12 @@ export class ChannelGroups implements HostedChannels {
   }
 
   /**
-   * Asks `to` to host the channel's group (`topic`: host or rebuild), naming
-   * this homeserver's commit index as the new copy's catch-up floor.
+   * Asks `to` to host the channel's group, naming this homeserver's commit
+   * index and the term of its last entry as the new copy's catch-up floor.
    */
-  private askToHost(to: NodeId, topic: typeof hostChannelGroupTopic | typeof rebuildChannelGroupTopic, channelId: string, now = false): void {
-    const commit = this.options.driver.status(channelGroupId(channelId)).commit;
-    this.notice(to, topic, channelId, now, `${channelId}\n${commit}`);
+  private askToHost(to: NodeId, channelId: string, now = false): void {
+    const { commit, lastTerm } = this.options.driver.status(channelGroupId(channelId));
+    this.notice(to, hostChannelGroupTopic, channelId, now, `${channelId}\n${commit}\n${lastTerm}`);
   }
 
   /**
@@ -642,10 +638,10 @@ export class ChannelGroups implements HostedChannels {
         .catch(() => undefined);
       return;
     }
-    // The channel id, and for a request to host a copy the requester's commit index, its catch-up floor.
-    const [channelId = "", floorText] = decoder.decode(payload).split("\n");
-    if (!isValidChannelId(channelId) || (floorText !== undefined && !/^\d{1,15}$/.test(floorText))) return;
-    const catchUpFloor = Number(floorText ?? 0);
+    // The channel id, and for a request to host a copy the new copy's catch-up floor (index and term).
+    const [channelId = "", ...floorText] = decoder.decode(payload).split("\n");
+    if (!isValidChannelId(channelId) || floorText.length > 2 || !floorText.every((n) => /^\d{1,15}$/.test(n))) return;
+    const catchUpFloor: CatchUpFloor = floorText.length === 2 ? { index: Number(floorText[0]), term: Number(floorText[1]) } : noCatchUpFloor;
     if (topic === wakeChannelGroupTopic) {
       // Loaded in its quiet role, without campaigning: the waking peer's command follows.
       if (this.hosted.has(channelId)) this.options.driver.wake(channelGroupId(channelId), false).catch(() => undefined);
@@ -655,21 +651,13 @@ export class ChannelGroups implements HostedChannels {
       this.onMissingCopy(channelId, from);
       return;
     }
-    if (topic !== hostChannelGroupTopic && topic !== rebuildChannelGroupTopic) return;
-    const rebuild = topic === rebuildChannelGroupTopic;
-    if (!rebuild && this.hosted.has(channelId)) return;
-    if (this.hosted.size >= channelGroupsMax && !this.hosted.has(channelId)) return;
+    if (topic !== hostChannelGroupTopic || this.hosted.has(channelId) || this.hosted.size >= channelGroupsMax) return;
     void this.exclusive(channelId, async () => {
-      if (this.stopped) return;
-      const groupId = channelGroupId(channelId);
-      if (!this.hosted.has(channelId)) {
-        // The floor is stored with the new copy, before it takes any message (see RawNode.raiseCatchUpFloor).
-        await this.host(channelId, await this.options.engine.openGroup(groupId, [], catchUpFloor));
-        this.hostedOnRequest.set(channelId, Date.now());
-        this.options.logger.info({ channelId, from, rebuild, catchUpFloor }, "hosting a channel group at a member's request");
-      }
-      // Also for a copy hosted before (a restart since, while it caught up): the sender asked for its vote.
-      if (rebuild) await this.options.driver.raiseCatchUpFloor(groupId, catchUpFloor, from);
+      if (this.hosted.has(channelId) || this.stopped) return;
+      // The floor is stored with the new copy, before it takes any message.
+      await this.host(channelId, await this.options.engine.openGroup(channelGroupId(channelId), [], catchUpFloor));
+      this.hostedOnRequest.set(channelId, Date.now());
+      this.options.logger.info({ channelId, from, catchUpFloor }, "hosting a channel group at a member's request");
     }).catch((error: unknown) => this.options.logger.warn({ channelId, from, err: error }, "could not host a channel group"));
   }
 
@@ -680,12 +668,14 @@ export class ChannelGroups implements HostedChannels {
    *   committed entry, `from` is asked to host the group again in place (a
    *   removal would need its acknowledgement and never commit). It does when
    *   it leads (every entry committed in its term needed it, and it holds
-   *   those of earlier terms), and when it follows with that membership
-   *   applied and no later conf change in its log (the leader commits nothing
+   *   those of earlier terms), and when it follows, is not itself catching up
+   *   (a copy made anew replays old memberships), and has that membership
+   *   applied with no later conf change in its log (the leader commits nothing
    *   past a conf change before applying it, so every later entry was committed
-   *   by both). The new copy can then vote only for a log at least as complete
-   *   as this one. A follower must do it: if `from` led, nobody else can be
-   *   elected without its vote.
+   *   by both). The new copy's catch-up floor is this one's commit index and
+   *   last term, so it votes only for a log at least as complete as this one's.
+   *   A follower must do it: if `from` led, nobody else can be elected without
+   *   its vote.
    * - Otherwise only the leader acts. Another voter is removed, at most once
    *   per {@link lostCopyRemovalIntervalMs}, and then added back as a voter
    *   with a new copy (reconcile). The removal commits on a majority without
@@ -701,12 +691,18 @@ export class ChannelGroups implements HostedChannels {
     const driver = this.options.driver;
     const selfId = this.options.selfId;
     if (!this.hosted.has(channelId) || !driver.hosts(groupId)) return;
+    if (driver.isDormant(groupId)) {
+      // Hibernated since it sent the message: loaded first, to tell whether it is catching up.
+      driver.wake(groupId, false).then(() => driver.isDormant(groupId) || this.onMissingCopy(channelId, from), () => undefined);
+      return;
+    }
     const leads = driver.leaderOf(groupId) === selfId;
     // Channel groups change one voter at a time, so never have a joint configuration.
     const { voters, learners } = driver.confState(groupId);
-    if (voters.length === 2 && voters.includes(selfId) && voters.includes(from) && (leads || !driver.holdsUnappliedConfChange(groupId))) {
+    const holdsEveryCommitted = leads || (!driver.catchingUp(groupId) && !driver.holdsUnappliedConfChange(groupId));
+    if (voters.length === 2 && voters.includes(selfId) && voters.includes(from) && holdsEveryCommitted) {
       this.options.logger.info({ channelId, homeserver: from, leads }, "the other voter of a two-voter channel group holds no copy of it (its data directory was lost): asking it to host the group again");
-      this.askToHost(from, rebuildChannelGroupTopic, channelId);
+      this.askToHost(from, channelId);
     } else if (!leads) {
       return;
     } else if (voters.includes(from)) {
@@ -717,18 +713,14 @@ export class ChannelGroups implements HostedChannels {
       this.lostCopyRemovals.set(key, now);
       this.options.logger.info({ channelId, homeserver: from }, "a voter of a channel group holds no copy of it (its data directory was lost): removing it, to add it back with a new copy");
       this.changeMembership(groupId, ConfChangeType.RemoveNode, from);
-    } else if (learners.includes(from)) this.askToHost(from, hostChannelGroupTopic, channelId);
+    } else if (learners.includes(from)) this.askToHost(from, channelId);
   }
 
-  /**
-   * A message came for a channel group this homeserver holds nothing of (see
-   * RaftDriverOptions.onCopyMissing): tell its sender, which may count this
-   * homeserver as a member.
-   */
-  onCopyMissing(from: NodeId, groupId: GroupId, emptyCopy: boolean): void {
+  /** A message came for a channel group not hosted here: tell its sender, which may count this homeserver as a member. */
+  onUnhostedMessage(from: NodeId, groupId: GroupId): void {
     if (this.stopped || !groupId.startsWith(channelGroupPrefix)) return;
     const channelId = groupId.slice(channelGroupPrefix.length);
-    if (isValidChannelId(channelId) && (emptyCopy || !this.hosted.has(channelId))) this.notice(from, missingChannelGroupTopic, channelId);
+    if (isValidChannelId(channelId) && !this.hosted.has(channelId)) this.notice(from, missingChannelGroupTopic, channelId);
   }
 
   /** A message for a group this homeserver leads came from a non-member: it was removed and missed it. */

@@ -203,7 +203,7 @@ export class Homeserver {
         logger.info({ groupsUnloaded: groups, pauseMs: Math.round(performance.now() - startMs) }, "full garbage collection after channel groups left memory");
       },
       onForeignMessage: (from, groupId) => groups?.onForeignMessage(from, groupId),
-      onCopyMissing: (from, groupId, emptyCopy) => groups?.onCopyMissing(from, groupId, emptyCopy),
+      onUnhostedMessage: (from, groupId) => groups?.onUnhostedMessage(from, groupId),
       admitForwarded: (groupId, message) => (groups === undefined ? message : groups.admitForwarded(groupId, message)),
     });
     const signingKey = loadOrCreateSigningKey(config.dataDir);

@@ -10,6 +10,8 @@ import {
   MessageType,
   Role,
   message,
+  noCatchUpFloor,
+  type CatchUpFloor,
   type ConfChange,
   type ConfState,
   type Entry,
@@ -48,8 +50,8 @@ export interface RaftConfig {
   readonly maxCommittedBytesPerReady: number;
   /** The index the state machine has applied, when restarting. */
   readonly applied: LogIndex;
-  /** The catch-up floor, when restarting (see {@link Raft.catchUpFloor}). Default 0. */
-  readonly catchUpFloor?: LogIndex;
+  /** The catch-up floor, when restarting (see {@link Raft.catchUpFloor}). Default none. */
+  readonly catchUpFloor?: CatchUpFloor;
   /** Observer for role changes and similar notable events (logging, metrics, simulator checks). */
   readonly onEvent?: (event: RaftEvent) => void;
   /**
@@ -236,7 +238,7 @@ export class Raft {
     this.groupId = config.groupId;
     const { hardState, confState } = config.storage.initialState();
     this.log = new RaftLog(config.storage, hardState.commit, config.applied);
-    this.catchUpFloor = config.catchUpFloor ?? 0;
+    this.catchUpFloor = config.catchUpFloor ?? noCatchUpFloor;
     this.term = hardState.term;
     this.vote = hardState.vote;
     this.confState = confState;
@@ -412,6 +414,9 @@ export class Raft {
     if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
       this.electionElapsed = 0;
       this.hup(this.config.preVote ? "pre-election" : "election");
+      // One that may not campaign (catching up, holding campaigns) heard from no leader for an election
+      // timeout all the same: it forgets it, so its lease no longer turns away a candidate's vote request.
+      if (this.role === Role.Follower) this.lead = "";
     }
   }
 
@@ -517,28 +522,23 @@ export class Raft {
 
   /**
    * For a copy made anew (its homeserver hosted the group at a member's
-   * request), that member's commit index then: until it has applied that
-   * far, this node grants no vote (but to {@link vouchedCandidate}) and starts
-   * no election. Catching up from the log, it applies the group's old
-   * memberships one after another: made from the group's first entry, it may
-   * find itself the only voter and elect itself, or vote for a member lagging
-   * behind its removal and re-addition that still counts it (the
-   * acknowledgements its lost copy gave do not count any more). 0: none.
+   * request), that member's commit index and the term of its last entry
+   * then; index 0: none. Catching up from the log, a copy applies the group's
+   * old memberships one after another: made from the group's first entry, it
+   * may find itself the only voter and elect itself, or vote for a member
+   * lagging behind its removal and re-addition that still counts it (the
+   * acknowledgements its lost copy gave count no more). So until it has
+   * applied up to `index` it starts no election, and votes only for a
+   * candidate whose log is at least as up to date as (`term`, `index`): such a
+   * log holds every entry committed when the copy was asked for (`term` is at
+   * least the term that committed them).
    */
-  catchUpFloor: LogIndex = 0;
-
-  /**
-   * The one candidate this node may vote for while it catches up (see
-   * {@link catchingUp}), or "": set on a copy made anew for the other voter of
-   * a two-voter group, which holds every committed entry and can be elected
-   * only with this vote.
-   */
-  vouchedCandidate: NodeId = "";
+  catchUpFloor: CatchUpFloor = noCatchUpFloor;
 
   /** Whether this node knows no membership yet, or has not applied up to its {@link catchUpFloor}. */
   catchingUp(): boolean {
     const knowsMembership = this.confState.voters.length > 0 || this.confState.votersOutgoing.length > 0;
-    return !knowsMembership || this.log.applied < this.catchUpFloor;
+    return !knowsMembership || this.log.applied < this.catchUpFloor.index;
   }
 
   /**
@@ -629,8 +629,9 @@ export class Raft {
     // homeserver may have been a voter of this group, removed, wiped and asked to host it again, and a
     // member lagging behind the removal still counts it; an empty log's vote could elect that member
     // without the entries committed since (the multi-group simulator found it, seed 700389).
-    // So does one catching up to its catch-up floor (see catchUpFloor).
-    const mayVote = !this.catchingUp() || (this.vouchedCandidate !== "" && m.from === this.vouchedCandidate);
+    // One catching up to its catch-up floor votes only for a log at least as up to date as the floor.
+    const floor = this.catchUpFloor;
+    const mayVote = !this.catchingUp() || (floor.index > 0 && (m.logTerm > floor.term || (m.logTerm === floor.term && m.index >= floor.index)));
     const canVote = mayVote && !this.votesHeld && (this.vote === m.from || (this.vote === "" && this.lead === "") || (preVote && m.term > this.term));
     const responseType = preVote ? MessageType.PreVoteResponse : MessageType.VoteResponse;
     const grantable = canVote && this.log.isUpToDate(m.index, m.logTerm);

@@ -3,6 +3,8 @@ import { Raft, type ProposalResult, type QuietState, type RaftConfig } from "./r
 import type { ReplicationState } from "./progress.ts";
 import {
   Role,
+  isFurtherFloor,
+  type CatchUpFloor,
   type ConfChange,
   type ConfState,
   type GroupId,
@@ -47,6 +49,8 @@ export interface RaftStatus {
   readonly role: Role;
   readonly leader: NodeId;
   readonly lastIndex: LogIndex;
+  /** Term of the last log entry. */
+  readonly lastTerm: Term;
   readonly confState: ConfState;
   /** This node neither votes nor campaigns (it may have lost its storage; see holdVotes and awaitTerm). */
   readonly votesHeld: boolean;
@@ -106,25 +110,16 @@ export class RawNode {
   }
 
   /**
-   * Raises the catch-up floor of a copy made anew (see Raft.catchUpFloor):
-   * until it has applied up to `index`, it grants no vote (but to the vouched
-   * candidate) and starts no election. Persist it first.
+   * Raises the catch-up floor of a copy made anew (see Raft.catchUpFloor) to
+   * `floor` if that is further: until it has applied up to `floor.index` it
+   * starts no election and votes only for a log at least as up to date as
+   * `floor`. Persist it first.
    */
-  raiseCatchUpFloor(index: LogIndex): void {
-    this.raft.catchUpFloor = Math.max(this.raft.catchUpFloor, index);
+  raiseCatchUpFloor(floor: CatchUpFloor): void {
+    if (isFurtherFloor(floor, this.raft.catchUpFloor)) this.raft.catchUpFloor = floor;
   }
 
-  /**
-   * Lets this node, while it catches up, vote for `candidate` (and nobody
-   * else): for a copy made anew for a two-voter group whose other voter,
-   * `candidate`, holds every committed entry (see holdsUnappliedConfChange)
-   * and can be elected only with this vote.
-   */
-  vouchFor(candidate: NodeId): void {
-    this.raft.vouchedCandidate = candidate;
-  }
-
-  /** Whether this node knows no membership yet or has not applied up to its catch-up floor: it votes for nobody but a vouched candidate. */
+  /** Whether this node knows no membership yet or has not applied up to its catch-up floor (it campaigns not, and votes only for logs past the floor). */
   catchingUp(): boolean {
     return this.raft.catchingUp();
   }
@@ -361,6 +356,7 @@ export class RawNode {
       role: raft.role,
       leader: raft.lead,
       lastIndex: raft.log.lastIndex(),
+      lastTerm: raft.log.lastTerm(),
       confState: raft.confState,
       votesHeld: raft.votesHeld || raft.termUnknown,
       progress,

@@ -215,6 +215,24 @@ export interface ConfChange {
 }
 
 /** The zero hard state of a node that never persisted anything. */
+/**
+ * The catch-up floor of a copy made anew (see Raft.catchUpFloor): the commit
+ * index of the member that asked for it and the term of that member's last
+ * entry then. Index 0: none.
+ */
+export interface CatchUpFloor {
+  readonly index: LogIndex;
+  readonly term: Term;
+}
+
+/** No catch-up floor. */
+export const noCatchUpFloor: CatchUpFloor = { index: 0, term: 0 };
+
+/** Whether floor `a` is further than `b` (by term, then index: the order of log positions). */
+export function isFurtherFloor(a: CatchUpFloor, b: CatchUpFloor): boolean {
+  return a.term > b.term || (a.term === b.term && a.index > b.index);
+}
+
 export const emptyHardState: HardState = { term: 0, vote: "", commit: 0 };
 
 /** The zero membership. */

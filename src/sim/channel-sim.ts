@@ -24,7 +24,7 @@ import { believesLeaveNotice, followsMembers, membershipSettled, nextMembershipS
 import { defaultRaftConfig, RawNode, type RaftEvent } from "../raft/raw-node.ts";
 import { isConfMember } from "../raft/conf-change.ts";
 import { MemoryStorage } from "../raft/memory-storage.ts";
-import { ConfChangeType, EntryType, MessageType, type ConfState, type Entry, type GroupId, type LogIndex, type Message, type NodeId } from "../raft/types.ts";
+import { ConfChangeType, EntryType, MessageType, noCatchUpFloor, type CatchUpFloor, type ConfState, type Entry, type GroupId, type LogIndex, type Message, type NodeId } from "../raft/types.ts";
 import { ChannelModel, encodeModelCommand, homeserversOf, type ChannelModelCommand, type ChannelModelResult } from "./channel-model.ts";
 import { Prng } from "./prng.ts";
 
@@ -84,8 +84,8 @@ interface Replica {
   termStart: LogIndex;
   /** Tick it was created at a leader's request (a homeserver drops a copy that never became a member). */
   readonly hostedAt: number;
-  /** The leader's commit index when it asked for this copy (durable, as the homeserver keeps it; see RawNode.raiseCatchUpFloor). */
-  readonly catchUpFloor: LogIndex;
+  /** The leader's commit index and last term when it asked for this copy (durable, as the homeserver keeps it; see Raft.catchUpFloor). */
+  readonly catchUpFloor: CatchUpFloor;
 }
 
 interface Homeserver {
@@ -96,7 +96,7 @@ interface Homeserver {
 
 type Packet =
   | { readonly kind: "raft"; readonly from: NodeId; readonly to: NodeId; readonly message: Message }
-  | { readonly kind: "host"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId; readonly catchUpFloor: LogIndex }
+  | { readonly kind: "host"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId; readonly catchUpFloor: CatchUpFloor }
   /** From a leader in `term` whose membership as of `confIndex` lacks `to`. */
   | { readonly kind: "leave"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId; readonly term: number; readonly confIndex: LogIndex; readonly lastIndex: LogIndex };
 
@@ -217,7 +217,7 @@ class ChannelSimulator {
     return believesLeaveNotice(notice, { confState: raw.confState(), term: status.term, confIndex: replica.model.confIndex, lastIndex: status.lastIndex });
   }
 
-  private newReplica(hs: Homeserver, groupId: GroupId, storage: MemoryStorage, catchUpFloor = 0): Replica {
+  private newReplica(hs: Homeserver, groupId: GroupId, storage: MemoryStorage, catchUpFloor: CatchUpFloor = noCatchUpFloor): Replica {
     const replica: Replica = { groupId, storage, model: new ChannelModel(), raw: undefined, wasMember: false, termStart: 0, hostedAt: this.tickNow, catchUpFloor };
     this.startReplica(hs, replica);
     return replica;
@@ -368,7 +368,7 @@ class ChannelSimulator {
     const step = nextMembershipStep(homeserversOf(replica.model.members), status.confState, (id) => status.progress.get(id)?.match ?? 0, status.commit);
     if (step === undefined) return;
     if (step.kind === "add-learner" || step.kind === "remind-learner") {
-      if (this.tickNow % 5 === 0 || step.kind === "add-learner") this.send({ kind: "host", from: hs.id, to: step.homeserver, groupId: replica.groupId, catchUpFloor: status.commit }, true);
+      if (this.tickNow % 5 === 0 || step.kind === "add-learner") this.send({ kind: "host", from: hs.id, to: step.homeserver, groupId: replica.groupId, catchUpFloor: { index: status.commit, term: status.lastTerm } }, true);
       if (step.kind === "remind-learner") return;
     }
     const type = step.kind === "add-learner" ? ConfChangeType.AddLearner : step.kind === "promote" ? ConfChangeType.AddVoter : ConfChangeType.RemoveNode;

@@ -10,6 +10,8 @@
 import { assert } from "../raft/assert.ts";
 import {
   EntryType,
+  noCatchUpFloor,
+  type CatchUpFloor,
   type ConfState,
   type Entry,
   type HardState,
@@ -280,12 +282,17 @@ export function decodeCounter(bytes: Uint8Array, what: string): number {
   return value;
 }
 
-/** Encodes a group registry record's payload: empty for no catch-up floor, else the floor. */
-export function encodeCatchUpFloor(floor: number): Uint8Array {
-  return floor === 0 ? new Uint8Array(0) : encodeCounter(floor);
+/** Encodes a group registry record's payload: empty for no catch-up floor, else its index and term. */
+export function encodeCatchUpFloor(floor: CatchUpFloor): Uint8Array {
+  return floor.index === 0 ? new Uint8Array(0) : new ByteWriter().uvarint(floor.index).uvarint(floor.term).finish();
 }
 
 /** Decodes a group registry record's payload (see {@link encodeCatchUpFloor}); throws {@link CodecError} on malformed input. */
-export function decodeCatchUpFloor(bytes: Uint8Array): number {
-  return bytes.length === 0 ? 0 : decodeCounter(bytes, "catch-up floor");
+export function decodeCatchUpFloor(bytes: Uint8Array): CatchUpFloor {
+  if (bytes.length === 0) return noCatchUpFloor;
+  const reader = new ByteReader(bytes, "catch-up floor");
+  const index = reader.uvarint();
+  const term = reader.uvarint();
+  reader.end();
+  return { index, term };
 }

@@ -5,7 +5,7 @@
  */
 import { assert } from "../raft/assert.ts";
 import { SnapshotOutOfDateError, type MemoryStorage } from "../raft/memory-storage.ts";
-import type { ConfState, GroupId, LogIndex, Ready, Snapshot } from "../raft/types.ts";
+import { isFurtherFloor, type CatchUpFloor, type ConfState, type GroupId, type LogIndex, type Ready, type Snapshot } from "../raft/types.ts";
 import {
   encodeCatchUpFloor,
   encodeCounter,
@@ -44,11 +44,11 @@ export class GroupStore {
   /** The durable applied index: as loaded, then as last written by apply or restore. */
   appliedIndex: LogIndex;
   /**
-   * The durable catch-up floor (see RawNode.raiseCatchUpFloor): 0, or the
-   * commit index of the member that asked this homeserver to host a copy made
-   * anew, which must apply that far before it votes or campaigns.
+   * The durable catch-up floor (see Raft.catchUpFloor): none, or the commit
+   * index of the member that asked this homeserver to host a copy made anew,
+   * with the term of that member's last entry.
    */
-  catchUpFloor: LogIndex;
+  catchUpFloor: CatchUpFloor;
   private closed = false;
   private readonly reader: GroupReader;
 
@@ -59,7 +59,7 @@ export class GroupStore {
     /** The uncompacted log, hard state and latest snapshot, mirrored in memory. */
     readonly log: MemoryStorage,
     appliedIndex: LogIndex,
-    catchUpFloor: LogIndex,
+    catchUpFloor: CatchUpFloor,
   ) {
     this.appliedIndex = appliedIndex;
     this.catchUpFloor = catchUpFloor;
@@ -253,15 +253,15 @@ export class GroupStore {
   }
 
   /** Raises the catch-up floor to `index`, synced (in the group's registry record, which older versions read as "the group exists"). */
-  async raiseCatchUpFloor(index: LogIndex): Promise<void> {
+  async raiseCatchUpFloor(floor: CatchUpFloor): Promise<void> {
     this.checkOpen();
-    if (index <= this.catchUpFloor) return;
+    if (!isFurtherFloor(floor, this.catchUpFloor)) return;
     await this.context.stateQueue.run(() => {
       this.checkOpen();
       const key = groupRegistryKey(this.groupId);
-      return this.context.write([this.put(key, encodeCatchUpFloor(index))], true);
+      return this.context.write([this.put(key, encodeCatchUpFloor(floor))], true);
     });
-    this.catchUpFloor = Math.max(this.catchUpFloor, index);
+    if (isFurtherFloor(floor, this.catchUpFloor)) this.catchUpFloor = floor;
   }
 
   /**

@@ -9,7 +9,7 @@ import { mkdir } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import { assert } from "../raft/assert.ts";
 import { bootstrapLog, MemoryStorage } from "../raft/memory-storage.ts";
-import { emptyConfState, emptyHardState, type GroupId, type LogIndex, type NodeId, type Ready } from "../raft/types.ts";
+import { emptyConfState, emptyHardState, noCatchUpFloor, type CatchUpFloor, type GroupId, type LogIndex, type NodeId, type Ready } from "../raft/types.ts";
 import { decodeCatchUpFloor, decodeCounter, encodeCatchUpFloor, encodeCounter, encodeEntryBody, encodeHardState, encodeLogPosition, encodeSnapshotMetadata } from "./codec.ts";
 import type { EngineContext } from "./engine-context.ts";
 import { injectedSyncDelay } from "./fault-hook.ts";
@@ -158,7 +158,7 @@ export class StorageEngine {
    * GroupStore.catchUpFloor) is written with a new group, and raised in an
    * existing one.
    */
-  async openGroup(groupId: GroupId, bootstrapVoters: readonly NodeId[] = [], catchUpFloor = 0): Promise<GroupStore> {
+  async openGroup(groupId: GroupId, bootstrapVoters: readonly NodeId[] = [], catchUpFloor: CatchUpFloor = noCatchUpFloor): Promise<GroupStore> {
     assert(!this.closed, "storage engine is closed");
     assert(!this.groups.has(groupId) && !this.opening.has(groupId), `group ${groupId} is already open`);
     const keys = new GroupKeys(groupId);
@@ -175,7 +175,7 @@ export class StorageEngine {
       const loaded = await loadGroup(this.db, keys);
       const group = new GroupStore(this.context, keys, loaded.mirror, loaded.appliedIndex, storedFloor);
       this.groups.set(groupId, group);
-      if (catchUpFloor > storedFloor) await group.raiseCatchUpFloor(catchUpFloor);
+      await group.raiseCatchUpFloor(catchUpFloor);
       return group;
     } finally {
       this.opening.delete(groupId);
@@ -205,7 +205,7 @@ export class StorageEngine {
       const ops = keys.flatMap((k) => createGroupOps(k, groupRegistryKey(k.groupId), bootstrapVoters));
       await this.context.logQueue.run(() => this.write(ops, true));
       return keys.map((k) => {
-        const store = new GroupStore(this.context, k, new MemoryStorage(bootstrapVoters), 0, 0);
+        const store = new GroupStore(this.context, k, new MemoryStorage(bootstrapVoters), 0, noCatchUpFloor);
         this.groups.set(k.groupId, store);
         return store;
       });
@@ -272,7 +272,7 @@ export class StorageEngine {
       const keys = new GroupKeys(groupId);
       const registryKey = groupRegistryKey(groupId);
       const [loaded, registered] = await Promise.all([loadGroup(this.db, keys, false), this.db.get(registryKey)]);
-      const floor = registered === undefined ? 0 : decodeRecord(registryKey, openRecord(registryKey, registered), decodeCatchUpFloor);
+      const floor = registered === undefined ? noCatchUpFloor : decodeRecord(registryKey, openRecord(registryKey, registered), decodeCatchUpFloor);
       const group = new GroupStore(this.context, keys, loaded.mirror, loaded.appliedIndex, floor);
       this.groups.set(groupId, group);
       return group;
@@ -361,7 +361,7 @@ async function* wholeData(data: Uint8Array): AsyncGenerator<Uint8Array> {
 }
 
 /** The records of a new group: an empty snapshot at index 0 and, for an initial member, the bootstrap entry. */
-function createGroupOps(keys: GroupKeys, registryKey: Uint8Array, bootstrapVoters: readonly NodeId[], catchUpFloor = 0): RawBatchOp[] {
+function createGroupOps(keys: GroupKeys, registryKey: Uint8Array, bootstrapVoters: readonly NodeId[], catchUpFloor: CatchUpFloor = noCatchUpFloor): RawBatchOp[] {
   const put = (key: Uint8Array, payload: Uint8Array): RawBatchOp => ({ type: "put", key: asBuffer(key), value: sealRecord(key, payload) });
   const origin = { index: 0, term: 0 };
   const bootstrap = bootstrapVoters.length > 0 ? bootstrapLog(bootstrapVoters) : undefined;

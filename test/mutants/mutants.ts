@@ -183,12 +183,20 @@ export const mutants: readonly Mutant[] = [
     caughtByTest: { file: "test/raft/membership.test.ts", name: "a leader commits nothing past a conf change it has not applied" },
   },
   {
-    name: "empty-copy-votes-for-anyone-once-vouched",
+    name: "catching-up-copy-ignores-its-floor",
     file: "src/raft/raft.ts",
-    search: '(this.vouchedCandidate !== "" && m.from === this.vouchedCandidate)',
-    replace: '(this.vouchedCandidate !== "")',
-    description: "a copy made anew for a two-voter group votes for any candidate, not only the voter that holds every committed entry",
-    caughtByTest: { file: "test/raft/election.test.ts", name: "votes, while it knows no membership, for the one candidate that vouched for it" },
+    search: "(floor.index > 0 && (m.logTerm > floor.term || (m.logTerm === floor.term && m.index >= floor.index)))",
+    replace: "(floor.index > 0)",
+    description: "a copy made anew votes, while it catches up, for a candidate whose log is behind its catch-up floor (a member that missed its removal)",
+    caughtByTest: { file: "test/raft/election.test.ts", name: "with its host's commit index and last term as its catch-up floor" },
+  },
+  {
+    name: "blocked-follower-keeps-its-lease",
+    file: "src/raft/raft.ts",
+    search: "      if (this.role === Role.Follower) this.lead = \"\";\n",
+    replace: "",
+    description: "a follower that may not campaign keeps a dead leader for good, and its lease turns away every candidate: a group whose new copy catches up cannot elect",
+    caughtByTest: { file: "test/raft/election.test.ts", name: "votes for a candidate whose log is past its floor" },
   },
   {
     name: "copy-made-anew-campaigns-before-catching-up",
@@ -196,7 +204,7 @@ export const mutants: readonly Mutant[] = [
     search: " || this.votesHeld || this.catchingUp()) return;",
     replace: " || this.votesHeld) return;",
     description: "a copy made anew campaigns while it replays old memberships: made from the group's first entry, it is their only voter and elects itself",
-    caughtByTest: { file: "test/raft/election.test.ts", name: "with its host's commit index as its catch-up floor" },
+    caughtByTest: { file: "test/raft/election.test.ts", name: "with its host's commit index and last term as its catch-up floor" },
   },
   {
     name: "copy-made-anew-votes-before-catching-up",
@@ -204,7 +212,7 @@ export const mutants: readonly Mutant[] = [
     search: "const mayVote = !this.catchingUp() ||",
     replace: "const mayVote = true ||",
     description: "a copy made anew votes while it replays old memberships, for a member lagging behind its removal that still counts it",
-    caughtByTest: { file: "test/raft/election.test.ts", name: "with its host's commit index as its catch-up floor" },
+    caughtByTest: { file: "test/raft/election.test.ts", name: "with its host's commit index and last term as its catch-up floor" },
   },
   // A node that lost its disk (the `lostDisks` knob, src/node/bootstrap-check.ts): each part of the check is needed.
   // (Counting its vote as cast in the adopted term is too, for a rarer schedule than the simulator reaches in

@@ -114,6 +114,7 @@ function raftStatus(fields: { voters: string[]; learners?: string[]; match?: Rec
     role: Role.Leader,
     leader: fields.id ?? "hs1",
     lastIndex: 100,
+    lastTerm: 2,
     confState: { voters: fields.voters, votersOutgoing: [], learners: fields.learners ?? [], learnersNext: [] },
     votesHeld: false,
     progress: new Map(Object.entries(fields.match ?? {}).map(([id, match]) => [id, { match, next: match + 1, state: "replicate", learner: false }])),

@@ -1,8 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { MemoryStorage } from "../../src/raft/memory-storage.ts";
 import { ConfChangeType, MessageType, Role, message } from "../../src/raft/types.ts";
-import { text } from "./harness.ts";
-import { TestCluster } from "./harness.ts";
+import { text, TestCluster, type TestNode } from "./harness.ts";
 
 describe("leader election", () => {
   it("elects exactly one leader among three nodes by ticking", () => {
@@ -251,39 +250,18 @@ describe("a copy that knows no membership yet", () => {
   });
 });
 
-describe("a copy made anew for the other voter of a two-voter group", () => {
-  it("votes, while it knows no membership, for the one candidate that vouched for it and nobody else", () => {
-    const c = new TestCluster(["a", "b"]);
-    c.elect("a");
-    c.get("a").node.propose(text("committed by a and b"));
-    c.stabilize();
-    // b leads, then loses its copy; a, which holds every committed entry, is asked to vote by nobody
-    // but can be elected only with b's vote.
-    c.get("a").node.transferLeadership("b");
-    c.stabilize();
-    expect(c.leaders()).toEqual(["b"]);
-    const fresh = c.add("b");
-    fresh.node.vouchFor("a");
-    c.tickAll(60);
-    expect(c.leaders()).toEqual(["a"]);
-    expect(c.appliedText("b")).toEqual(["committed by a and b"]);
-    // Any other candidate gets no vote from an empty copy, even one that vouched for another.
-    const other = c.add("x");
-    other.node.vouchFor("a");
-    other.node.step(message({ type: MessageType.Vote, groupId: "g", from: "z", to: "x", term: 99, index: 99, logTerm: 99 }));
-    expect(other.node.ready().messages.find((m) => m.type === MessageType.VoteResponse)?.reject).toBe(true);
-  });
-});
-
 describe("a copy made anew catching up from the log", () => {
   const change = (type: ConfChangeType, nodeId: string) => ({ steps: [{ type, nodeId }], leaveJoint: false });
+
+  /** What the homeserver asking for a copy names as its catch-up floor: its commit index and last term. */
+  const floorOf = (t: TestNode) => ({ index: t.node.status().commit, term: t.node.status().lastTerm });
 
   /**
    * A group made with a alone (its first entry), then b and c added, writes, b leads. a loses its copy:
    * b removes it and adds it back; its new copy gets one entry per Append (the first makes a the only
    * voter), then is cut off.
    */
-  function freshCopyOfTheFirstVoter(catchUpFloor: number | undefined) {
+  function freshCopyOfTheFirstVoter(withFloor: boolean) {
     const c = new TestCluster(["a"], { maxMessageBytes: 1 });
     c.elect("a");
     const a = c.get("a");
@@ -305,7 +283,8 @@ describe("a copy made anew catching up from the log", () => {
     b.node.proposeConfChange(change(ConfChangeType.RemoveNode, "a"));
     c.stabilize();
     const fresh = c.add("a", new MemoryStorage());
-    if (catchUpFloor !== undefined) fresh.node.raiseCatchUpFloor(b.node.status().commit);
+    const floor = floorOf(b);
+    if (withFloor) fresh.node.raiseCatchUpFloor(floor);
     b.node.proposeConfChange(change(ConfChangeType.AddVoter, "a"));
     c.heal();
     for (let round = 0; round < 6; round++) {
@@ -314,22 +293,23 @@ describe("a copy made anew catching up from the log", () => {
     }
     c.isolate("a");
     c.tickAll(60);
-    return { c, fresh, b };
+    return { c, fresh, b, floor };
   }
 
   it("without a catch-up floor, made from the group's first entry, it is the only voter and elects itself (the hazard)", () => {
-    const { fresh, b } = freshCopyOfTheFirstVoter(undefined);
+    const { fresh, b } = freshCopyOfTheFirstVoter(false);
     expect(fresh.node.status().role).toBe(Role.Leader);
     const index = fresh.node.status().commit;
     expect(b.storage.term(index)).not.toBe(fresh.storage.term(index));
   });
 
-  it("with its host's commit index as its catch-up floor, it neither campaigns nor votes until it applied that far", () => {
-    const { c, fresh, b } = freshCopyOfTheFirstVoter(1);
+  it("with its host's commit index and last term as its catch-up floor, it campaigns not and votes for no log behind the floor until it applied that far", () => {
+    const { c, fresh, b, floor } = freshCopyOfTheFirstVoter(true);
     expect(fresh.node.status().role).toBe(Role.Follower);
     expect(fresh.node.catchingUp()).toBe(true);
     fresh.node.forgetLeader(); // so that the vote request is not ignored as disrupting a leader it hears
-    fresh.node.step(message({ type: MessageType.PreVote, groupId: "g", from: "c", to: "a", term: 99, index: 99, logTerm: 99 }));
+    // A candidate whose log is behind the floor (here: a member that missed a's removal) gets no vote.
+    fresh.node.step(message({ type: MessageType.PreVote, groupId: "g", from: "c", to: "a", term: 99, index: floor.index - 1, logTerm: floor.term }));
     expect(fresh.node.ready().messages.find((m) => m.type === MessageType.PreVoteResponse)?.reject).toBe(true);
     fresh.node.advance();
     // Once caught up it is an ordinary voter.
@@ -338,6 +318,55 @@ describe("a copy made anew catching up from the log", () => {
     expect(fresh.node.catchingUp()).toBe(false);
     expect(fresh.node.status().applied).toBe(b.node.status().applied);
     expect(c.leaders()).toEqual(["b"]);
+  });
+
+  it("votes for a candidate whose log is past its floor: a voter of three re-added with a new copy does not stall the group when the leader fails", () => {
+    const c = new TestCluster(["a", "b", "c"], { maxMessageBytes: 1 });
+    c.elect("b");
+    const b = c.get("b");
+    for (let i = 0; i < 20; i++) {
+      b.node.propose(text(`w${i}`));
+      c.stabilize();
+    }
+    // a loses its copy: b removes it and adds it back as a voter at once; the new copy gets the first entries only.
+    c.isolate("a");
+    b.node.proposeConfChange(change(ConfChangeType.RemoveNode, "a"));
+    c.stabilize();
+    const fresh = c.add("a", new MemoryStorage());
+    fresh.node.raiseCatchUpFloor(floorOf(b));
+    b.node.proposeConfChange(change(ConfChangeType.AddVoter, "a"));
+    c.heal();
+    c.filter = (m) => !(m.to === "a" && m.type === MessageType.Append && m.entries.some((e) => e.index > 5));
+    for (let round = 0; round < 30; round++) {
+      c.processReadies();
+      c.deliver();
+    }
+    expect(fresh.node.catchingUp()).toBe(true);
+    expect([...fresh.node.confState().voters].sort()).toEqual(["a", "b", "c"]);
+    // b fails for good: c, which holds everything b committed, is elected with a's vote.
+    c.isolate("b");
+    c.filter = () => true;
+    c.tickAll(60);
+    expect(c.leaders().filter((id) => id !== "b")).toEqual(["c"]);
+    c.tickAll(5);
+    expect(fresh.node.catchingUp()).toBe(false);
+  });
+
+  it("in a two-voter group whose leader lost its copy, votes for the other voter, which holds every committed entry", () => {
+    const c = new TestCluster(["a", "b"]);
+    c.elect("a");
+    c.get("a").node.propose(text("committed by a and b"));
+    c.stabilize();
+    c.get("a").node.transferLeadership("b");
+    c.stabilize();
+    expect(c.leaders()).toEqual(["b"]);
+    // b loses its copy; a, a follower that can be elected only with b's vote, asks b to host a new one.
+    const fresh = c.add("b");
+    fresh.node.raiseCatchUpFloor(floorOf(c.get("a")));
+    expect(fresh.node.catchingUp()).toBe(true);
+    c.tickAll(60);
+    expect(c.leaders()).toEqual(["a"]);
+    expect(c.appliedText("b")).toEqual(["committed by a and b"]);
   });
 });
 

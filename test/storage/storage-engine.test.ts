@@ -84,22 +84,23 @@ describe("StorageEngine", () => {
   });
 
   it("keeps a copy's catch-up floor in its registry record, raised only, across restarts and hibernation", async () => {
-    let group = await engine.openGroup("anew", [], 7);
-    expect(group.catchUpFloor).toBe(7);
+    const floor = (index: number, term: number) => ({ index, term });
+    let group = await engine.openGroup("anew", [], floor(7, 2));
+    expect(group.catchUpFloor).toEqual(floor(7, 2));
     const plain = await engine.openGroup("plain");
-    expect(plain.catchUpFloor).toBe(0);
+    expect(plain.catchUpFloor).toEqual(floor(0, 0));
     await reopen();
-    group = await engine.openGroup("anew", [], 5);
-    expect(group.catchUpFloor).toBe(7);
-    await group.raiseCatchUpFloor(9);
-    await group.raiseCatchUpFloor(8);
+    group = await engine.openGroup("anew", [], floor(9, 1));
+    expect(group.catchUpFloor).toEqual(floor(7, 2));
+    await group.raiseCatchUpFloor(floor(9, 2));
+    await group.raiseCatchUpFloor(floor(8, 2));
     engine.closeGroup(group);
-    expect((await engine.reopenGroup("anew")).catchUpFloor).toBe(9);
+    expect((await engine.reopenGroup("anew")).catchUpFloor).toEqual(floor(9, 2));
     await reopen();
-    expect((await engine.openGroup("anew", [], 12)).catchUpFloor).toBe(12);
-    expect((await engine.openGroup("plain")).catchUpFloor).toBe(0);
+    expect((await engine.openGroup("anew", [], floor(3, 4))).catchUpFloor).toEqual(floor(3, 4));
+    expect((await engine.openGroup("plain")).catchUpFloor).toEqual(floor(0, 0));
     await reopen();
-    expect((await engine.openGroup("anew")).catchUpFloor).toBe(12);
+    expect((await engine.openGroup("anew")).catchUpFloor).toEqual(floor(3, 4));
     expect(await engine.listGroups()).toEqual(["anew", "plain"]);
   });
 
