@@ -83,3 +83,35 @@ export function believesLeaveNotice(notice: LeaveNotice, copy: CopyPosition): bo
   if (notice.term < copy.term || notice.confIndex < copy.confIndex || copy.lastIndex > notice.lastIndex) return false;
   return isConfMember(copy.confState, notice.from) || notice.confIndex > copy.confIndex;
 }
+
+/** What a homeserver knows of its copy of a group when a member says it holds no copy of it. */
+export interface LostCopyFacts {
+  readonly selfId: NodeId;
+  /** The member that holds no copy (its data directory was lost). */
+  readonly from: NodeId;
+  readonly leads: boolean;
+  /** The membership this copy applied (one voter changes at a time: never joint). */
+  readonly confState: ConfState;
+  /** This copy replays old memberships (see Raft.catchingUp). */
+  readonly catchingUp: boolean;
+  /** This copy's log holds a conf change it has not applied. */
+  readonly holdsUnappliedConfChange: boolean;
+}
+
+/**
+ * What to do about a member that holds no copy (see ChannelGroups.onMissingCopy
+ * for why each is safe): "host" asks it to host a new copy in place (of two
+ * voters, by the other when that one holds every committed entry: as leader,
+ * or as a caught-up follower whose applied two-voter membership is its log's
+ * last; or, by the leader, a learner); "remove" removes a voter, to add it back
+ * with a new copy; "none" otherwise.
+ */
+export function lostCopyAction(facts: LostCopyFacts): "host" | "remove" | "none" {
+  const { voters, learners } = facts.confState;
+  const twoVoters = voters.length === 2 && voters.includes(facts.selfId) && voters.includes(facts.from);
+  const holdsEveryCommitted = facts.leads || (!facts.catchingUp && !facts.holdsUnappliedConfChange);
+  if (twoVoters) return holdsEveryCommitted ? "host" : "none";
+  if (!facts.leads) return "none";
+  if (voters.includes(facts.from)) return "remove";
+  return learners.includes(facts.from) ? "host" : "none";
+}

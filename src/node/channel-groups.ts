@@ -33,7 +33,7 @@ import type { ChannelMembers } from "../auth/channel-membership.ts";
 import { channelCommandOp, encodeChannelCommand } from "../channel/channel-command.ts";
 import { isValidChannelId } from "../channel/channel-keys.ts";
 import { orderingHomeservers, type ChannelResult, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
-import { believesLeaveNotice, membershipSettled, nextMembershipStep, type LeaveNotice } from "../channel/group-membership.ts";
+import { believesLeaveNotice, lostCopyAction, membershipSettled, nextMembershipStep, type LeaveNotice } from "../channel/group-membership.ts";
 import type { ChannelRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { ChannelCommandSchema } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
@@ -589,7 +589,12 @@ export class ChannelGroups implements HostedChannels {
    * index and the term of its last entry as the new copy's catch-up floor.
    */
   private askToHost(to: NodeId, channelId: string, now = false): void {
-    const { commit, lastTerm } = this.options.driver.status(channelGroupId(channelId));
+    const groupId = channelGroupId(channelId);
+    const driver = this.options.driver;
+    // A leader asks only once its term's first entry is applied: before, its last term may be on no other
+    // log, and the new copy would refuse every other candidate (a review's finding). The caller asks again.
+    if (driver.leaderOf(groupId) === this.options.selfId && !driver.leaderReady(groupId)) return;
+    const { commit, lastTerm } = driver.status(groupId);
     this.notice(to, hostChannelGroupTopic, channelId, now, `${channelId}\n${commit}\n${lastTerm}`);
   }
 
@@ -697,15 +702,18 @@ export class ChannelGroups implements HostedChannels {
       return;
     }
     const leads = driver.leaderOf(groupId) === selfId;
-    // Channel groups change one voter at a time, so never have a joint configuration.
-    const { voters, learners } = driver.confState(groupId);
-    const holdsEveryCommitted = leads || (!driver.catchingUp(groupId) && !driver.holdsUnappliedConfChange(groupId));
-    if (voters.length === 2 && voters.includes(selfId) && voters.includes(from) && holdsEveryCommitted) {
-      this.options.logger.info({ channelId, homeserver: from, leads }, "the other voter of a two-voter channel group holds no copy of it (its data directory was lost): asking it to host the group again");
+    const action = lostCopyAction({
+      selfId,
+      from,
+      leads,
+      confState: driver.confState(groupId),
+      catchingUp: driver.catchingUp(groupId),
+      holdsUnappliedConfChange: driver.holdsUnappliedConfChange(groupId),
+    });
+    if (action === "host") {
+      this.options.logger.info({ channelId, homeserver: from, leads }, "a member of a channel group holds no copy of it (its data directory was lost): asking it to host the group again");
       this.askToHost(from, channelId);
-    } else if (!leads) {
-      return;
-    } else if (voters.includes(from)) {
+    } else if (action === "remove") {
       const key = lostCopyKey(channelId, from);
       const now = Date.now();
       if (now - (this.lostCopyRemovals.get(key) ?? 0) < lostCopyRemovalIntervalMs) return;
@@ -713,7 +721,7 @@ export class ChannelGroups implements HostedChannels {
       this.lostCopyRemovals.set(key, now);
       this.options.logger.info({ channelId, homeserver: from }, "a voter of a channel group holds no copy of it (its data directory was lost): removing it, to add it back with a new copy");
       this.changeMembership(groupId, ConfChangeType.RemoveNode, from);
-    } else if (learners.includes(from)) this.askToHost(from, channelId);
+    }
   }
 
   /** A message came for a channel group not hosted here: tell its sender, which may count this homeserver as a member. */

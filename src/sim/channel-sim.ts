@@ -20,7 +20,7 @@
  * group must settle on its members' homeservers and accept a commit, and
  * every other homeserver must have dropped its copy.
  */
-import { believesLeaveNotice, followsMembers, membershipSettled, nextMembershipStep } from "../channel/group-membership.ts";
+import { believesLeaveNotice, followsMembers, lostCopyAction, membershipSettled, nextMembershipStep } from "../channel/group-membership.ts";
 import { defaultRaftConfig, RawNode, type RaftEvent } from "../raft/raw-node.ts";
 import { isConfMember } from "../raft/conf-change.ts";
 import { MemoryStorage } from "../raft/memory-storage.ts";
@@ -44,9 +44,20 @@ export interface ChannelSimOptions {
   /**
    * Deliberately broken variants, for tests that prove the checks bite:
    * "admit-unsettled" (the leader admits commands while the group does not
-   * follow its members), "no-busy" (and apply accepts them then too).
+   * follow its members), "no-busy" (and apply accepts them then too),
+   * "no-catch-up-floor" (copies made anew get no catch-up floor; with
+   * `lostDisks`).
    */
-  readonly broken?: "admit-unsettled" | "no-busy";
+  readonly broken?: "admit-unsettled" | "no-busy" | "no-catch-up-floor";
+  /**
+   * A crashed homeserver sometimes comes back with an empty disk, every copy
+   * lost (only while no other is recovering from one, and never the only
+   * voter of a group). Its groups' members then run the lost-copy rules
+   * (`lostCopyAction`: remove and add back, or host again in place), and copies
+   * catch up a few entries per Append, so that a copy made anew stops between
+   * old memberships. Off by default (it changes every seed's schedule).
+   */
+  readonly lostDisks?: boolean;
 }
 
 /** One broken promise. */
@@ -71,6 +82,10 @@ export interface ChannelSimResult {
   readonly removals: number;
   readonly crashes: number;
   readonly partitions: number;
+  /** Homeservers that came back with an empty disk (`lostDisks`). */
+  readonly lostDisks: number;
+  /** Voters removed from a group because they held no copy, to be added back with a new one. */
+  readonly lostCopies: number;
   readonly violations: readonly ChannelSimViolation[];
 }
 
@@ -92,11 +107,15 @@ interface Homeserver {
   readonly id: NodeId;
   up: boolean;
   readonly groups: Map<GroupId, Replica>;
+  /** It lost its disk and some channel of one of its members has no caught-up copy on it yet. */
+  recovering: boolean;
 }
 
 type Packet =
   | { readonly kind: "raft"; readonly from: NodeId; readonly to: NodeId; readonly message: Message }
   | { readonly kind: "host"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId; readonly catchUpFloor: CatchUpFloor }
+  /** "I hold no copy of this group" (see ChannelGroups.onUnhostedMessage). */
+  | { readonly kind: "missing"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId }
   /** From a leader in `term` whose membership as of `confIndex` lacks `to`. */
   | { readonly kind: "leave"; readonly from: NodeId; readonly to: NodeId; readonly groupId: GroupId; readonly term: number; readonly confIndex: LogIndex; readonly lastIndex: LogIndex };
 
@@ -104,6 +123,16 @@ const electionTimeoutTicks = 10;
 
 /** Ticks after which a copy made at a leader's request that never received an entry is dropped. */
 const unjoinedCopyTicks = 300;
+
+/** With lost disks: most bytes per Append (one entry, at least, always goes), and the runtime's limit on removing one lost copy again. */
+const lostDiskMaxMessageBytes = 64;
+const lostCopyRemovalIntervalTicks = 300;
+
+/** Whether `log` holds a conf change entry after `applied`. */
+function holdsConfChangeAfter(log: MemoryStorage, applied: LogIndex): boolean {
+  if (log.lastIndex() <= applied) return false;
+  return log.entries(Math.max(applied + 1, log.firstIndex()), log.lastIndex() + 1, Number.MAX_SAFE_INTEGER).some((e) => e.type === EntryType.ConfChange);
+}
 
 /** Runs one multi-group simulation. */
 export function runChannelSimulation(options: ChannelSimOptions): ChannelSimResult {
@@ -119,7 +148,9 @@ class ChannelSimulator {
   /** Homeservers cut off from the rest, until the given tick. */
   private readonly isolatedUntil = new Map<NodeId, number>();
   private readonly violations: ChannelSimViolation[] = [];
-  private readonly counts = { commitsAccepted: 0, messagesAccepted: 0, conflicts: 0, busyRefusals: 0, membershipChanges: 0, removals: 0, crashes: 0, partitions: 0 };
+  private readonly counts = { commitsAccepted: 0, messagesAccepted: 0, conflicts: 0, busyRefusals: 0, membershipChanges: 0, removals: 0, crashes: 0, partitions: 0, lostDisks: 0, lostCopies: 0 };
+  /** Tick a leader last removed a homeserver from a group because it held no copy (key: group/homeserver). */
+  private readonly lostCopyRemovedAt = new Map<string, number>();
   private readonly channelIds: string[] = [];
   private deviceCounter = 0;
   private commandCounter = 0;
@@ -142,7 +173,7 @@ class ChannelSimulator {
     this.faultScale = options.faultScale ?? 1;
     const count = options.homeservers ?? 4;
     for (let i = 1; i <= count; i++) {
-      const hs: Homeserver = { id: `hs${i}`, up: true, groups: new Map() };
+      const hs: Homeserver = { id: `hs${i}`, up: true, groups: new Map(), recovering: false };
       this.homeservers.push(hs);
       this.byId.set(hs.id, hs);
     }
@@ -199,11 +230,15 @@ class ChannelSimulator {
       const hosted = to.groups.get(packet.groupId);
       if (packet.kind === "host" && hosted === undefined) to.groups.set(packet.groupId, this.newReplica(to, packet.groupId, new MemoryStorage(), packet.catchUpFloor));
       if (packet.kind === "leave" && hosted !== undefined && this.believesLeave(hosted, packet)) this.drop(to, hosted);
+      if (packet.kind === "missing" && hosted !== undefined) this.onMissingCopy(to, hosted, packet.from);
       return;
     }
     const message = packet.message;
     const replica = to.groups.get(message.groupId);
-    if (replica === undefined) return;
+    if (replica === undefined) {
+      if (this.options.lostDisks === true) this.send({ kind: "missing", from: to.id, to: packet.from, groupId: message.groupId }, lossy);
+      return;
+    }
     const raw = replica.raw!;
     if (raw.leader() === to.id && !isConfMember(raw.confState(), packet.from)) this.tellToLeave(to, replica, packet.from);
     this.guard(() => raw.step(message));
@@ -230,6 +265,7 @@ class ChannelSimulator {
       electionTimeoutTicks,
       applied: replica.model.appliedIndex,
       catchUpFloor: replica.catchUpFloor,
+      ...(this.options.lostDisks === true ? { maxMessageBytes: lostDiskMaxMessageBytes } : {}),
       onEvent: (event) => this.onEvent(hs, replica, event),
     });
   }
@@ -368,11 +404,44 @@ class ChannelSimulator {
     const step = nextMembershipStep(homeserversOf(replica.model.members), status.confState, (id) => status.progress.get(id)?.match ?? 0, status.commit);
     if (step === undefined) return;
     if (step.kind === "add-learner" || step.kind === "remind-learner") {
-      if (this.tickNow % 5 === 0 || step.kind === "add-learner") this.send({ kind: "host", from: hs.id, to: step.homeserver, groupId: replica.groupId, catchUpFloor: { index: status.commit, term: status.lastTerm } }, true);
+      if (this.tickNow % 5 === 0 || step.kind === "add-learner") this.askToHost(hs, replica, step.homeserver);
       if (step.kind === "remind-learner") return;
     }
-    const type = step.kind === "add-learner" ? ConfChangeType.AddLearner : step.kind === "promote" ? ConfChangeType.AddVoter : ConfChangeType.RemoveNode;
+    // A voter removed because it lost its copy comes back as a voter at once (as the runtime does).
+    const lostCopy = this.tickNow - (this.lostCopyRemovedAt.get(`${replica.groupId}/${step.homeserver}`) ?? -Infinity) < lostCopyRemovalIntervalTicks;
+    const type = step.kind === "add-learner" ? (lostCopy ? ConfChangeType.AddVoter : ConfChangeType.AddLearner) : step.kind === "promote" ? ConfChangeType.AddVoter : ConfChangeType.RemoveNode;
     this.guard(() => raw.proposeConfChange({ steps: [{ type, nodeId: step.homeserver }], leaveJoint: false }));
+  }
+
+  /** Asks `to` to host the group, naming this copy's commit index and last term as the new copy's catch-up floor. */
+  private askToHost(hs: Homeserver, replica: Replica, to: NodeId): void {
+    const status = replica.raw?.status();
+    if (status === undefined) return;
+    // A leader asks only once its term's first entry is applied (as the runtime does).
+    if (status.leader === hs.id && replica.model.appliedIndex < replica.termStart) return;
+    const catchUpFloor = this.options.broken === "no-catch-up-floor" ? noCatchUpFloor : { index: status.commit, term: status.lastTerm };
+    this.send({ kind: "host", from: hs.id, to, groupId: replica.groupId, catchUpFloor }, true);
+  }
+
+  /** `from` said it holds no copy of the group: the runtime's rules (lostCopyAction), on `hs`'s copy. */
+  private onMissingCopy(hs: Homeserver, replica: Replica, from: NodeId): void {
+    const raw = replica.raw;
+    if (raw === undefined || !hs.up) return;
+    const action = lostCopyAction({
+      selfId: hs.id,
+      from,
+      leads: raw.leader() === hs.id,
+      confState: raw.confState(),
+      catchingUp: raw.catchingUp(),
+      holdsUnappliedConfChange: raw.holdsUnappliedConfChange(),
+    });
+    if (action === "host") this.askToHost(hs, replica, from);
+    if (action !== "remove") return;
+    const key = `${replica.groupId}/${from}`;
+    if (this.tickNow - (this.lostCopyRemovedAt.get(key) ?? -Infinity) < lostCopyRemovalIntervalTicks) return;
+    this.lostCopyRemovedAt.set(key, this.tickNow);
+    this.counts.lostCopies++;
+    this.guard(() => raw.proposeConfChange({ steps: [{ type: ConfChangeType.RemoveNode, nodeId: from }], leaveJoint: false }));
   }
 
   // ---- the workload -------------------------------------------------------------------------------
@@ -408,7 +477,7 @@ class ChannelSimulator {
 
   /** Whether the leader admits a command now (what ChannelGroups.admits decides). */
   private admits(replica: Replica): boolean {
-    if (this.options.broken !== undefined) return true;
+    if (this.options.broken === "admit-unsettled" || this.options.broken === "no-busy") return true;
     const created = replica.model.created;
     return replica.model.appliedIndex >= replica.termStart && (!created || membershipSettled(replica.model.conf, homeserversOf(replica.model.members)));
   }
@@ -461,8 +530,15 @@ class ChannelSimulator {
   private injectFaults(steps: number): void {
     if (this.tickNow > steps - 100) return;
     for (const hs of this.homeservers) {
-      if (!hs.up && this.rng.chance(0.05)) this.restart(hs);
+      if (hs.up || !this.rng.chance(0.05)) continue;
+      if (this.options.lostDisks === true && this.rng.chance(0.3) && this.mayLoseDisk(hs)) {
+        hs.groups.clear();
+        hs.recovering = true;
+        this.counts.lostDisks++;
+      }
+      this.restart(hs);
     }
+    for (const hs of this.homeservers) if (hs.recovering && this.recovered(hs)) hs.recovering = false;
     if (this.rng.chance(0.004 * this.faultScale)) {
       const victim = this.rng.pick(this.homeservers);
       if (victim.up && this.homeservers.filter((h) => h.up).length > 1) this.crash(victim);
@@ -472,6 +548,42 @@ class ChannelSimulator {
       this.isolatedUntil.set(victim.id, this.tickNow + 20 + this.rng.int(60));
       this.counts.partitions++;
     }
+  }
+
+  /**
+   * Whether `hs` may lose its disk now: no other homeserver is still
+   * recovering from a lost one (two lost copies of one group may be all its
+   * committed entries), `hs` is not the only voter of a group (the last
+   * membership applied anywhere), and no group of its is changing membership
+   * (every copy applied the latest membership, and none holds a later one:
+   * see "Left open" in ARCHITECTURE.md's lost data directory section).
+   */
+  private mayLoseDisk(hs: Homeserver): boolean {
+    if (this.homeservers.some((other) => other !== hs && other.recovering)) return false;
+    for (const groupId of hs.groups.keys()) {
+      const latest = this.confHistory.get(groupId)?.at(-1);
+      if (latest === undefined || (latest.conf.voters.length === 1 && latest.conf.voters[0] === hs.id)) return false;
+      // Not during a membership change: every copy applied the latest membership (a copy that has not may
+      // not know it is a voter, and the one that lost its disk may be the only one holding the change).
+      for (const other of this.homeservers) {
+        const copy = other.groups.get(groupId);
+        if (copy !== undefined && (copy.model.appliedIndex < latest.index || holdsConfChangeAfter(copy.storage, copy.model.appliedIndex))) return false;
+      }
+    }
+    return true;
+  }
+
+  /** Whether every channel with a member on `hs` has a copy on it that caught up (not catching up, at its leader's applied index). */
+  private recovered(hs: Homeserver): boolean {
+    for (const channelId of this.channelIds) {
+      const groupId = `channel/${channelId}`;
+      const leader = this.leaderOf(groupId);
+      if (leader === undefined) return false;
+      if (!homeserversOf(leader.replica.model.members).includes(hs.id)) continue;
+      const copy = hs.groups.get(groupId);
+      if (copy?.raw === undefined || copy.raw.catchingUp() || copy.model.appliedIndex < leader.replica.model.appliedIndex) return false;
+    }
+    return true;
   }
 
   private crash(hs: Homeserver): void {
