@@ -80,6 +80,16 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     return { group, addCertificate: added.certificate };
   }
 
+  /** `step`, whose failure also prints what `ids` logged about `channelId` (for a failure seen only under CI's load). */
+  async function withChannelLogs<T>(channelId: string, ids: string[], step: Promise<T>): Promise<T> {
+    try {
+      return await step;
+    } catch (error) {
+      for (const id of ids) console.log(`--- ${id} on ${channelId}\n${cluster.log(id).split("\n").filter((line) => line.includes(channelId)).slice(-40).join("\n")}`);
+      throw error;
+    }
+  }
+
   /** `by` updates its keys; returns the accepted commit's certificate. */
   async function update(channelId: string, group: TestGroup, by: string): Promise<Certificate> {
     const pending = await makeCommit(memberOf(group, by).state);
@@ -356,12 +366,12 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
       { voters: ["hs1", "hs2", "hs3"], learners: [] },
     ]);
     // The two-homeserver channel, stopped without hs2, orders commits again.
-    const pairAfter = await update("lost-12", pair.group, "lp@hs1");
+    const pairAfter = await withChannelLogs("lost-12", ["hs1", "hs2"], update("lost-12", pair.group, "lp@hs1"));
     expect(pairAfter.signatures.map((s) => s.homeserverId).sort()).toEqual(["hs1", "hs2"]);
     expect(cluster.log("hs1")).toMatch(/"channelId":"lost-12".*"leads":true.*holds no copy of it .*asking it to host the group again/);
     // And the one whose leader hs2 lost its copy: hs1, which can be elected only with hs2's vote and
     // holds every committed entry, asks hs2 to host the group again.
-    const pairLedAfter = await update("lost-21", pairLedByLost.group, "ls@hs1");
+    const pairLedAfter = await withChannelLogs("lost-21", ["hs1", "hs2"], update("lost-21", pairLedByLost.group, "ls@hs1"));
     expect(pairLedAfter.signatures.map((s) => s.homeserverId).sort()).toEqual(["hs1", "hs2"]);
     expect(cluster.log("hs1")).toMatch(/"channelId":"lost-21".*"leads":false.*holds no copy of it .*asking it to host the group again/);
     // Until its new copy applied as far as hs1 had committed, it voted only for a log at least as complete as hs1's.
