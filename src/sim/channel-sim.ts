@@ -555,8 +555,9 @@ class ChannelSimulator {
    * recovering from a lost one (two lost copies of one group may be all its
    * committed entries), `hs` is not the only voter of a group (the last
    * membership applied anywhere), and no group of its is changing membership
-   * (every copy applied the latest membership, and none holds a later one:
-   * see "Left open" in ARCHITECTURE.md's lost data directory section).
+   * (the latest membership follows the members, every copy applied it, and
+   * none holds or is being sent a later one: see "Open" in ARCHITECTURE.md's
+   * lost data directory section).
    */
   private mayLoseDisk(hs: Homeserver): boolean {
     if (this.homeservers.some((other) => other !== hs && other.recovering)) return false;
@@ -569,6 +570,12 @@ class ChannelSimulator {
         const copy = other.groups.get(groupId);
         if (copy !== undefined && (copy.model.appliedIndex < latest.index || holdsConfChangeAfter(copy.storage, copy.model.appliedIndex))) return false;
       }
+      const inFlight = (p: Packet) => p.kind === "raft" && p.message.groupId === groupId && p.message.entries.some((e) => e.type === EntryType.ConfChange);
+      if (this.inFlight.some(({ packet }) => inFlight(packet))) return false;
+      // Nor one about to start: the group follows its members (as the most advanced copy knows them).
+      const copies = this.homeservers.flatMap((other) => other.groups.get(groupId) ?? []);
+      const advanced = copies.reduce((a, b) => (b.model.appliedIndex > a.model.appliedIndex ? b : a));
+      if (!membershipSettled(latest.conf, homeserversOf(advanced.model.members))) return false;
     }
     return true;
   }
