@@ -393,8 +393,7 @@ export class Raft {
     this.progress.get(this.id)?.becomeReplicate();
     // Conf changes in the uncommitted tail may be pending: allow no new one until they apply.
     this.pendingConfIndex = this.log.lastIndex();
-    const unapplied = this.log.slice(this.log.applied + 1, this.log.lastIndex() + 1, Number.MAX_SAFE_INTEGER) ?? [];
-    this.unappliedConfIndexes = unapplied.filter((entry) => entry.type === EntryType.ConfChange).map((entry) => entry.index);
+    this.unappliedConfIndexes = this.unappliedConfChanges(this.log.lastIndex()).map((entry) => entry.index);
     // An empty entry of the new term: committing it commits every earlier entry.
     this.appendEntries([{ term: this.term, index: 0, type: EntryType.Normal, data: new Uint8Array(0) }]);
     this.emit({ kind: "became-leader", term: this.term, leader: this.id });
@@ -562,9 +561,14 @@ export class Raft {
 
   /** Conf change entries this node knows committed but has not applied. */
   private committedUnappliedConfChanges(): Entry[] {
-    if (this.log.committed <= this.log.applied) return [];
+    return this.unappliedConfChanges(this.log.committed);
+  }
+
+  /** Conf change entries up to `upTo` that this node has not applied (nor skipped, being older than its membership). */
+  private unappliedConfChanges(upTo: LogIndex): Entry[] {
     const from = Math.max(this.log.applied, this.confIndex) + 1;
-    const entries = this.log.slice(from, this.log.committed + 1, Number.MAX_SAFE_INTEGER) ?? [];
+    if (upTo < from) return [];
+    const entries = this.log.slice(from, upTo + 1, Number.MAX_SAFE_INTEGER) ?? [];
     return entries.filter((entry) => entry.type === EntryType.ConfChange);
   }
 
@@ -581,9 +585,7 @@ export class Raft {
 
   /** Whether this node's log holds a conf change it has not applied, committed or not. */
   holdsUnappliedConfChange(): boolean {
-    const from = Math.max(this.log.applied, this.confIndex) + 1;
-    const entries = this.log.slice(from, this.log.lastIndex() + 1, Number.MAX_SAFE_INTEGER) ?? [];
-    return entries.some((entry) => entry.type === EntryType.ConfChange);
+    return this.unappliedConfChanges(this.log.lastIndex()).length > 0;
   }
 
   private campaign(campaign: Campaign): void {
@@ -1162,16 +1164,21 @@ export class Raft {
     const capped = this.unappliedConfIndexes.length > 0;
     for (const entry of entries) {
       if (entry.type === EntryType.ConfChange) {
-        while (this.unappliedConfIndexes[0] !== undefined && this.unappliedConfIndexes[0] <= entry.index) this.unappliedConfIndexes.shift();
+        this.liftCommitCap(entry.index);
         this.applyConfChangeEntry(entry);
       }
       if (this.role === Role.Leader) this.uncommittedBytes = Math.max(0, this.uncommittedBytes - entryBytes(entry));
     }
-    while (this.unappliedConfIndexes[0] !== undefined && this.unappliedConfIndexes[0] <= index) this.unappliedConfIndexes.shift();
+    this.liftCommitCap(index);
     this.log.appliedTo(index);
     // The cap on the commit index may have moved (see maybeCommit).
     if (capped && this.role === Role.Leader && this.maybeCommit()) this.commitAdvanced();
     this.maybeLeaveJoint();
+  }
+
+  /** Forgets the unapplied conf changes up to `applied` (see maybeCommit). */
+  private liftCommitCap(applied: LogIndex): void {
+    while (this.unappliedConfIndexes[0] !== undefined && this.unappliedConfIndexes[0] <= applied) this.unappliedConfIndexes.shift();
   }
 
   /** A leader leaves a joint configuration as soon as entering it is applied. */

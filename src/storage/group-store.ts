@@ -252,7 +252,7 @@ export class GroupStore {
     await writeBatch(ops, true);
   }
 
-  /** Raises the catch-up floor to `index`, synced (in the group's registry record, which older versions read as "the group exists"). */
+  /** Raises the catch-up floor to `floor` if that is further, synced (in the group's registry record, which older versions read as "the group exists"). */
   async raiseCatchUpFloor(floor: CatchUpFloor): Promise<void> {
     this.checkOpen();
     if (!isFurtherFloor(floor, this.catchUpFloor)) return;

@@ -4,7 +4,7 @@
  * ```
  * engine records   0x00 | kind
  *   0x00 0x01                          format version        counter (currently 1)
- *   0x00 0x02 | groupId                group registry        the group exists; empty, or its catch-up floor (counter)
+ *   0x00 0x02 | groupId                group registry        the group exists; empty, or its catch-up floor (index, term)
  *   0x00 0x03 | transfer | seq         staged snapshot       see snapshot-staging.ts
  * group records    0x01 | len(groupId): u8 | groupId (UTF-8, 1..255 bytes) | kind | suffix
  *   ... 0x01                           hard state            term, vote, commit

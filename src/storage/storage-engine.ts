@@ -170,7 +170,7 @@ export class StorageEngine {
       if (registered === undefined) {
         await this.context.logQueue.run(() => this.write(createGroupOps(keys, registryKey, bootstrapVoters, catchUpFloor), true));
       } else {
-        storedFloor = decodeRecord(registryKey, openRecord(registryKey, registered), decodeCatchUpFloor);
+        storedFloor = catchUpFloorOf(registryKey, registered);
       }
       const loaded = await loadGroup(this.db, keys);
       const group = new GroupStore(this.context, keys, loaded.mirror, loaded.appliedIndex, storedFloor);
@@ -272,7 +272,7 @@ export class StorageEngine {
       const keys = new GroupKeys(groupId);
       const registryKey = groupRegistryKey(groupId);
       const [loaded, registered] = await Promise.all([loadGroup(this.db, keys, false), this.db.get(registryKey)]);
-      const floor = registered === undefined ? noCatchUpFloor : decodeRecord(registryKey, openRecord(registryKey, registered), decodeCatchUpFloor);
+      const floor = registered === undefined ? noCatchUpFloor : catchUpFloorOf(registryKey, registered);
       const group = new GroupStore(this.context, keys, loaded.mirror, loaded.appliedIndex, floor);
       this.groups.set(groupId, group);
       return group;
@@ -358,6 +358,11 @@ export class StorageEngine {
 
 async function* wholeData(data: Uint8Array): AsyncGenerator<Uint8Array> {
   if (data.byteLength > 0) yield data;
+}
+
+/** The catch-up floor a group's registry record holds (see GroupStore.catchUpFloor); checks the record. */
+function catchUpFloorOf(registryKey: Uint8Array, value: Uint8Array): CatchUpFloor {
+  return decodeRecord(registryKey, openRecord(registryKey, value), decodeCatchUpFloor);
 }
 
 /** The records of a new group: an empty snapshot at index 0 and, for an initial member, the bootstrap entry. */
