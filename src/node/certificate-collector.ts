@@ -33,10 +33,25 @@ interface Collecting {
 /** Why a signature batch from a peer was refused. */
 export type BatchRefusal = "unknown-signer" | "empty" | "too-large" | "bad-signature";
 
+/** Most batches, and most statements in them, kept per signer after a refusal for want of its current key (the oldest go first). */
+export const refusedBatchesPerSignerMax = 16;
+export const refusedStatementsPerSignerMax = 16_384;
+
+/** Batches of one signer refused under `key` (undefined: the directory listed none). */
+interface Refused {
+  readonly key: Uint8Array | undefined;
+  readonly batches: SignatureBatch[];
+  statements: number;
+}
+
 const keyOf = (channelId: string, epoch: bigint) => `${channelId}/${epoch}`;
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && Buffer.compare(a, b) === 0;
+}
+
+function sameKey(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
+  return a === undefined || b === undefined ? a === b : bytesEqual(a, b);
 }
 
 /** See the module comment. */
@@ -51,6 +66,17 @@ export class CertificateCollector {
    * every second for good, thousands a second after a few minutes of load.)
    */
   private readonly recorded = new Set<string>();
+  /**
+   * Batches refused as from an unknown signer or with a bad signature, by
+   * signer, checked again once the directory lists another key for it. A
+   * homeserver that lost its data directory signs with a new key, which a
+   * peer learns only when it applies the new directory record, often after
+   * the first batch arrived; the signer, whose own certificate is complete,
+   * sends it again only every 15 s. (Refused for good, it left a channel of
+   * two homeservers without a certificate for 15 s: the integration test's
+   * deadline, under CI's load.)
+   */
+  private readonly refused = new Map<string, Refused>();
 
   constructor(
     readonly clusterId: string,
@@ -93,18 +119,58 @@ export class CertificateCollector {
    */
   addBatch(batch: SignatureBatch): BatchRefusal | undefined {
     const signer = batch.homeserverId;
-    const key = this.signingKeyOf(signer);
-    if (key === undefined) return "unknown-signer";
     if (batch.statements.length === 0) return "empty";
     if (batch.statements.length > maxMerkleLeaves) return "too-large";
+    const key = this.signingKeyOf(signer);
+    if (key === undefined) return this.refuse(batch, key, "unknown-signer");
     // With 3 voters, the second peer's batch usually finds every certificate complete: nothing to
     // verify it for (an Ed25519 verification and a Merkle tree per batch on every homeserver).
     if (this.addsNothing(batch)) return undefined;
     const statements = batch.statements.map((s) => statementBytes(s.clusterId, s.channelId, s.epoch, s.commitHash, s.logIndex));
     const tree = buildMerkleTree(statements.map(merkleLeafHash));
-    if (!verifyBatchSignature(key, tree.root, batch.signature)) return "bad-signature";
+    if (!verifyBatchSignature(key, tree.root, batch.signature)) return this.refuse(batch, key, "bad-signature");
     this.countBatch(batch, statements, tree, key);
     return undefined;
+  }
+
+  /** Keeps a batch refused under `key` to check again when the signer's key changes (bounded per signer). */
+  private refuse(batch: SignatureBatch, key: Uint8Array | undefined, reason: BatchRefusal): BatchRefusal {
+    const signer = batch.homeserverId;
+    let refused = this.refused.get(signer);
+    if (refused !== undefined && !sameKey(refused.key, key)) {
+      // Refused under an older key: checked under this one first, and kept again only if still refused.
+      this.refused.delete(signer);
+      for (const earlier of refused.batches) this.addBatch(earlier);
+      refused = this.refused.get(signer);
+    }
+    if (refused === undefined) this.refused.set(signer, (refused = { key, batches: [], statements: 0 }));
+    refused.batches.push(batch);
+    refused.statements += batch.statements.length;
+    while (refused.batches.length > refusedBatchesPerSignerMax || refused.statements > refusedStatementsPerSignerMax) {
+      refused.statements -= refused.batches.shift()!.statements.length;
+    }
+    return reason;
+  }
+
+  /**
+   * Checks again the refused batches of every signer the directory now lists
+   * another key for (called every second): a signature that was refused only
+   * because this homeserver had not yet applied its signer's new key counts.
+   */
+  recheckRefused(): void {
+    for (const [signer, refused] of [...this.refused]) {
+      const key = this.signingKeyOf(signer);
+      if (key === undefined || sameKey(refused.key, key)) continue;
+      this.refused.delete(signer);
+      for (const batch of refused.batches) this.addBatch(batch);
+    }
+  }
+
+  /** How many refused batches wait for their signer's key to change (for tests). */
+  refusedCount(): number {
+    let count = 0;
+    for (const refused of this.refused.values()) count += refused.batches.length;
+    return count;
   }
 
   /**

@@ -318,14 +318,16 @@ export class CertificateExchange {
   }
 
   /**
-   * Every second: sends own batches again while a certificate of theirs is
-   * incomplete here (every {@link completeResendIntervalMs} while only
-   * unrecorded: a peer may still lack it), and proposes the pending
+   * Every second: checks again peers' batches refused for want of their
+   * signer's current key, sends own batches again while a certificate of
+   * theirs is incomplete here (every {@link completeResendIntervalMs} while
+   * only unrecorded: a peer may still lack it), and proposes the pending
    * certificates that are due.
    */
   private retry(): void {
     const now = Date.now();
     const collector = this.options.collector;
+    collector.recheckRefused();
     for (let i = this.sent.length - 1; i >= 0; i--) {
       const sent = this.sent[i]!;
       const open = sent.keys.filter((key) => collector.isCollecting(key));

@@ -10,7 +10,7 @@ import { batchSigningMessage, statementBytes, verifyCommitSignature } from "../.
 import { buildMerkleTree, merkleLeafHash } from "../../src/channel/merkle.ts";
 import type { Certificate } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import { SignatureBatchSchema, type SignatureBatch } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";
-import { CertificateCollector, type AppliedCommit } from "../../src/node/certificate-collector.ts";
+import { CertificateCollector, refusedBatchesPerSignerMax, type AppliedCommit } from "../../src/node/certificate-collector.ts";
 
 const clusterId = "test-cluster";
 const ids = ["hs1", "hs2", "hs3", "hs4"];
@@ -125,6 +125,43 @@ describe("CertificateCollector", () => {
     tampered.statements[0]!.epoch = 2n;
     expect(c.addBatch(tampered)).toBe("bad-signature");
     expect(completed).toEqual([]);
+  });
+
+  it("counts a batch refused for want of its signer's new key once the directory lists that key, and keeps a bounded number", () => {
+    // hs2 lost its data directory and signs with a new key; this homeserver has not applied its new record yet.
+    const fresh = generateKeyPairSync("ed25519");
+    const freshRaw = new Uint8Array(Buffer.from(fresh.publicKey.export({ format: "jwk" }).x!, "base64url"));
+    const directory = new Map([...keys].map(([id, k]) => [id, k.raw]));
+    directory.delete("hs3");
+    const completed: Certificate[] = [];
+    const c = new CertificateCollector(clusterId, (id) => directory.get(id), (x) => completed.push(x));
+    const pair = commit("pair", 5n, 20n, ["hs1", "hs2"]);
+    const trio = commit("trio", 7n, 21n, ["hs1", "hs2", "hs3"]);
+    c.applied(pair);
+    c.applied(trio);
+    c.addBatch(batchBy("hs1", [pair]));
+    expect(c.addBatch(batchBy("hs2", [pair], fresh.privateKey))).toBe("bad-signature");
+    // hs3, a homeserver whose record this one has not applied at all yet.
+    expect(c.addBatch(batchBy("hs3", [trio]))).toBe("unknown-signer");
+    expect(c.refusedCount()).toBe(2);
+    // Nothing changed in the directory: nothing counts, nothing is verified again.
+    c.recheckRefused();
+    expect(completed).toEqual([]);
+    directory.set("hs2", freshRaw);
+    directory.set("hs3", keys.get("hs3")!.raw);
+    c.recheckRefused();
+    expect(completed.map((x) => x.channelId)).toEqual(["pair"]);
+    expect(c.certificate("pair", 5n)!.signatures.map((s) => s.homeserverId)).toEqual(["hs1", "hs2"]);
+    c.addBatch(batchBy("hs1", [trio]));
+    expect(completed.map((x) => x.channelId)).toEqual(["pair", "trio"]);
+    expect(c.refusedCount()).toBe(0);
+    // Forged batches are kept only up to the bound, and count under no key.
+    for (let i = 0; i < 3 * refusedBatchesPerSignerMax; i++) c.addBatch(batchBy("hs2", [commit("x", BigInt(i + 1), 30n)], keys.get("hs4")!.privateKey));
+    expect(c.refusedCount()).toBe(refusedBatchesPerSignerMax);
+    directory.set("hs2", keys.get("hs2")!.raw);
+    c.recheckRefused();
+    expect(c.refusedCount()).toBe(refusedBatchesPerSignerMax);
+    expect(completed.length).toBe(2);
   });
 
   it("forgets recorded commits and stays within its bound", () => {
