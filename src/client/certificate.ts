@@ -4,7 +4,8 @@
  * log index) for exactly that commit, each with the key the cluster directory lists for it. A homeserver
  * signs a batch of commits at once, over a Merkle root: each signature carries the commit's inclusion
  * proof, and the check recomputes the root from the statement before verifying (see channel.proto).
- * Pure: no I/O, no clock; the caller supplies the directory and the voters it derived from its own tree.
+ * Pure: no I/O, no clock; the caller supplies the directory (or, for verifyUnderDirectory, how to fetch
+ * it) and the voters it derived from its own tree.
  */
 import { createPublicKey, verify, type KeyObject } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -34,7 +35,7 @@ export interface ExpectedCommit {
  * only fault is too few signatures (every signature present is valid): homeservers co-sign after the
  * commit is accepted, so a reader may see a certificate still gathering signatures.
  */
-export type CertificateVerdict = { readonly ok: true } | { readonly ok: false; readonly reason: string; readonly incomplete?: true };
+export type CertificateVerdict = { readonly ok: true } | { readonly ok: false; readonly reason: string; readonly incomplete?: true; readonly keyFault?: true };
 
 /** Homeserver id to its Ed25519 public key, as the cluster directory lists them. */
 export type HomeserverKeys = ReadonlyMap<string, KeyObject>;
@@ -131,14 +132,34 @@ export function verifyCertificate(
     if (!voterSet.has(signer)) return fail(`signature by ${JSON.stringify(signer)}, which is not a homeserver of the channel`);
     if (signers.has(signer)) return fail(`two signatures by ${JSON.stringify(signer)}`);
     const key = directory.get(signer);
-    if (key === undefined) return fail(`no directory key for homeserver ${JSON.stringify(signer)}`);
+    if (key === undefined) return { ok: false, reason: `no directory key for homeserver ${JSON.stringify(signer)}`, keyFault: true };
     if (signature.signature.length !== ed25519SignatureBytes) return fail(`signature by ${JSON.stringify(signer)} is not ${ed25519SignatureBytes} bytes`);
     const root = signedRoot(statement, signature);
     if (root === undefined) return fail(`signature by ${JSON.stringify(signer)} has a Merkle proof that does not fit its position`);
-    if (!verify(null, batchSigningMessage(root), key, signature.signature)) return fail(`signature by ${JSON.stringify(signer)} does not verify`);
+    if (!verify(null, batchSigningMessage(root), key, signature.signature)) return { ok: false, reason: `signature by ${JSON.stringify(signer)} does not verify`, keyFault: true };
     signers.add(signer);
   }
   const needed = majorityOf(voterSet.size);
   if (signers.size < needed) return { ok: false, reason: `certificate has ${signers.size} valid signatures, needs ${needed} of ${voterSet.size} voters`, incomplete: true };
   return { ok: true };
+}
+
+/** A client's cluster directory: its cached copy, or (`refresh`) one fetched again. */
+export type DirectorySource = (refresh: boolean) => Promise<{ readonly clusterId: string; readonly keys: HomeserverKeys }>;
+
+/**
+ * verifyCertificate under the directory `source` holds, and once more under
+ * a directory fetched again when a voter had no key in it or a signature did
+ * not verify under the listed key (`keyFault`): a homeserver that lost its
+ * data directory signs with a new key, which a directory fetched before does
+ * not list. (Without the second look a client that fetched the directory
+ * before refused every later commit of a channel on that homeserver.) A
+ * certificate still refused under the fresh directory is refused.
+ */
+export async function verifyUnderDirectory(cert: Certificate, expected: Omit<ExpectedCommit, "clusterId">, voters: readonly string[], source: DirectorySource): Promise<CertificateVerdict> {
+  const cached = await source(false);
+  const verdict = verifyCertificate(cert, { ...expected, clusterId: cached.clusterId }, voters, cached.keys);
+  if (verdict.ok || verdict.keyFault !== true) return verdict;
+  const fresh = await source(true);
+  return verifyCertificate(cert, { ...expected, clusterId: fresh.clusterId }, voters, fresh.keys);
 }

@@ -25,7 +25,7 @@ import {
   type Proposal,
 } from "ts-mls";
 import { EventKind, HandshakeMode, type Certificate, type ChannelEvent, type ListEventsResponse } from "../gen/epochd/channel/v1/channel_pb.ts";
-import { verifyCertificate } from "./certificate.ts";
+import { verifyUnderDirectory } from "./certificate.ts";
 import { commitRemovesOwnLeaf } from "./commit-effects.ts";
 import { buildProposals, checkKeyPackages, committableProposals, type CommitIntent } from "./commit-intent.ts";
 import { sdkClientConfig, type Device } from "./device.ts";
@@ -183,9 +183,8 @@ export class Channel {
     const committed = await transport.getCommit(channelId, epoch - 1n);
     if (committed === undefined || committed.certificate === undefined) throw new CertificateError(`no certified commit ended epoch ${epoch - 1n} of ${channelId}`);
     if (!bytesEqual(committed.welcome, welcomeBytes)) throw new CertificateError(`the Welcome is not the one certified for epoch ${epoch - 1n}`);
-    const directory = await transport.directory();
     const commitHash = sha256(committed.commit);
-    const verdict = verifyCertificate(committed.certificate, { clusterId: directory.clusterId, channelId, epoch: epoch - 1n, commitHash }, committed.certificate.voters, directory.keys);
+    const verdict = await verifyUnderDirectory(committed.certificate, { channelId, epoch: epoch - 1n, commitHash }, committed.certificate.voters, (refresh) => transport.directory(refresh));
     if (!verdict.ok) throw new CertificateError(`join: ${verdict.reason}`);
     const channel = new Channel(device, transport, channelId, state, 0n, epoch, options);
     channel.endedEpochs.set(epoch - 1n, toHex(commitHash));
@@ -364,13 +363,11 @@ export class Channel {
    */
   private async requireCertificate(certificate: Certificate | undefined, epoch: bigint, commitHash: Uint8Array, base: ClientState): Promise<Certificate> {
     const voters = channelVoters(base);
-    let directory = await this.transport.directory();
-    if (voters.some((v) => !directory.keys.has(v))) directory = await this.transport.directory(true);
     const deadline = Date.now() + this.certificateWaitMs;
     let current = certificate;
     for (let poll = 0; ; poll++) {
       if (current === undefined) throw new CertificateError(`commit ending epoch ${epoch} came without a certificate`);
-      const verdict = verifyCertificate(current, { clusterId: directory.clusterId, channelId: this.channelId, epoch, commitHash }, voters, directory.keys);
+      const verdict = await verifyUnderDirectory(current, { channelId: this.channelId, epoch, commitHash }, voters, (refresh) => this.transport.directory(refresh));
       if (verdict.ok) return current;
       if (verdict.incomplete !== true) throw new CertificateError(`commit ending epoch ${epoch}: ${verdict.reason}`);
       if (Date.now() >= deadline) throw new CertificatePendingError(`commit ending epoch ${epoch}: ${verdict.reason} after ${this.certificateWaitMs} ms`);

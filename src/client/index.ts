@@ -7,7 +7,7 @@ export { Channel, CertificatePendingError, LeavingError, type ChannelOptions, ty
 export { WelcomeRejectedError } from "./welcome-join.ts";
 export { ChannelClient, type ChannelClientOptions, type ProposalOutcome, type PublishIdentityOptions } from "./channel-client.ts";
 export { Device, type OwnKeyPackage } from "./device.ts";
-export { verifyCertificate, majorityOf, signedStatementBytes, importEd25519PublicKey, type CertificateVerdict, type ExpectedCommit } from "./certificate.ts";
+export { verifyCertificate, verifyUnderDirectory, majorityOf, signedStatementBytes, importEd25519PublicKey, type CertificateVerdict, type DirectorySource, type ExpectedCommit } from "./certificate.ts";
 export { CertificateError, CommitRetriesExhaustedError, ForkError, NotAMemberError, type ChannelTransport, type ClusterDirectory, type SubmitOutcome } from "./transport.ts";
 export { toHex, treeHomeservers, type TreeMember } from "./mls-codec.ts";
 export { runDemo, runDemoOn, type DemoResult } from "./demo.ts";

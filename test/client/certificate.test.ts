@@ -1,7 +1,7 @@
-import { createHash, sign } from "node:crypto";
+import { createHash, sign, type KeyObject } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { importEd25519PublicKey, majorityOf, signedStatementBytes, verifyCertificate, type ExpectedCommit } from "../../src/client/certificate.ts";
+import { importEd25519PublicKey, majorityOf, signedStatementBytes, verifyCertificate, verifyUnderDirectory, type ExpectedCommit } from "../../src/client/certificate.ts";
 import { SignatureSchema, type Certificate } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import { directoryOf, makeHomeservers, signCertificate, type TestHomeserver } from "./homeserver-keys.ts";
 
@@ -98,7 +98,40 @@ describe("verifyCertificate", () => {
   it("refuses a voter with no directory key", () => {
     const partial = new Map([...directory].filter(([id]) => id !== "hs2"));
     const verdict = verifyCertificate(signCertificate(statement, voters3, [hs("hs1"), hs("hs2")]), expected, voters3, partial);
-    expect(verdict).toEqual({ ok: false, reason: 'no directory key for homeserver "hs2"' });
+    expect(verdict).toEqual({ ok: false, reason: 'no directory key for homeserver "hs2"', keyFault: true });
+  });
+
+  it("looks at the directory once more when a key is missing or a signature fails under the listed key, and refuses what still fails", async () => {
+    // hs2 lost its data directory and signs with a new key; the client fetched the directory before.
+    const renewed = makeHomeservers(["hs2"]).get("hs2")!;
+    const fresh = new Map([...directory, ["hs2", importEd25519PublicKey(renewed.rawPublicKey)]]);
+    const fetches: boolean[] = [];
+    const source = (stale: ReadonlyMap<string, KeyObject>) => async (refresh: boolean) => {
+      fetches.push(refresh);
+      return { clusterId: expected.clusterId, keys: refresh ? fresh : stale };
+    };
+    const byRenewed = signCertificate(statement, voters3, [hs("hs1"), renewed]);
+    const { clusterId: _, ...commit } = expected;
+    expect(verifyCertificate(byRenewed, expected, voters3, directory)).toMatchObject({ ok: false, keyFault: true });
+    expect(await verifyUnderDirectory(byRenewed, commit, voters3, source(directory))).toEqual({ ok: true });
+    expect(fetches).toEqual([false, true]);
+    // A voter the cached directory does not list yet.
+    fetches.length = 0;
+    expect(await verifyUnderDirectory(byRenewed, commit, voters3, source(new Map([...directory].filter(([id]) => id !== "hs2"))))).toEqual({ ok: true });
+    expect(fetches).toEqual([false, true]);
+    // Valid under the cached directory: no second fetch.
+    fetches.length = 0;
+    expect(await verifyUnderDirectory(signCertificate(statement, voters3, [hs("hs1"), hs("hs3")]), commit, voters3, source(directory))).toEqual({ ok: true });
+    expect(fetches).toEqual([false]);
+    // A signature under neither key, and faults a fresh directory cannot mend, are refused.
+    fetches.length = 0;
+    const forged = signCertificate(statement, voters3, [hs("hs1"), { ...hs("hs4"), id: "hs2" }]);
+    expect(await verifyUnderDirectory(forged, commit, voters3, source(directory))).toMatchObject({ ok: false, reason: expect.stringMatching(/"hs2" does not verify/) });
+    expect(fetches).toEqual([false, true]);
+    fetches.length = 0;
+    expect(await verifyUnderDirectory(signCertificate(statement, voters3, [hs("hs1")]), commit, voters3, source(directory))).toMatchObject({ ok: false, incomplete: true });
+    expect(await verifyUnderDirectory(signCertificate({ ...statement, epoch: 8n }, voters3, [hs("hs1"), hs("hs2")]), commit, voters3, source(directory))).toMatchObject({ ok: false, reason: expect.stringMatching(/epoch 8/) });
+    expect(fetches).toEqual([false, false]);
   });
 
   it("imports only 32-byte raw keys", () => {

@@ -7,12 +7,13 @@
  * term). Devices talk to their own homeserver only. Groups hibernate after 300 ms quiet here, so
  * every step also crosses unloads and reloads; the last test checks hibernation itself.
  */
-import { createHash } from "node:crypto";
+import { createHash, type KeyObject } from "node:crypto";
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { unaryClient } from "../../src/api/grpc-service.ts";
 import { isCertified } from "../../src/channel/certificate.ts";
+import { importEd25519PublicKey, verifyCertificate, verifyUnderDirectory } from "../../src/client/certificate.ts";
 import { ChannelService, CommitConflictSchema, type Certificate } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import { applyAcceptedCommit, buildGroup, joinFromWelcome, makeCommit, makeDevice, memberOf, type PendingCommit, type TestGroup } from "../fixtures/mls-group.ts";
 import { DeviceLogins } from "./device-login.ts";
@@ -31,6 +32,7 @@ const hibernateAfterMs = 300;
 describe("one Raft group per channel, made of its members' homeservers (real processes)", () => {
   let cluster: ProcessCluster;
   let logins: DeviceLogins;
+  let clusterId = "";
   const clients = new Map<string, ChannelClient>();
 
   beforeAll(async () => {
@@ -40,7 +42,6 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     await cluster.waitForLeader();
     for (const id of ["hs1", "hs2", "hs3"]) clients.set(id, unaryClient(ChannelService, cluster.get(id).clientAddress, cluster.clientCredentials(), { "grpc.ssl_target_name_override": "localhost" }));
     // Every homeserver registers its signing key before certificates can be checked.
-    let clusterId = "";
     for (let attempt = 0; attempt < 150; attempt++) {
       const directory = await clients.get("hs1")!.listHomeservers({});
       clusterId = directory.clusterId;
@@ -115,6 +116,12 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     expect(Buffer.from(certificate!.commitHash).toString("hex")).toBe(createHash("sha256").update(commit).digest("hex"));
     expect(isCertified(certificate!)).toBe(true);
     for (const signature of certificate!.signatures) expect(certificate!.voters).toContain(signature.homeserverId);
+  }
+
+  /** The homeservers' signing keys as the cluster directory lists them now. */
+  async function directoryKeys(): Promise<Map<string, KeyObject>> {
+    const { homeservers } = await clients.get("hs1")!.listHomeservers({});
+    return new Map(homeservers.map((h) => [h.homeserverId, importEd25519PublicKey(h.signingKey)]));
   }
 
   /** The status of the channel's group at homeserver `id`, or undefined when `id` does not host it. */
@@ -337,6 +344,7 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     const pairLedByLost = await createChannel("lost-21", "lr@hs2", ["ls@hs1"]);
     await update("lost-21", pairLedByLost.group, "lr@hs2");
     expect((await groupAt("hs2", "lost-21"))?.leaderId).toBe("hs2");
+    const keysBefore = await directoryKeys();
     expect(await cluster.kill("hs2", "SIGTERM")).toBe(0);
     cluster.wipe("hs2");
     cluster.start("hs2");
@@ -369,6 +377,10 @@ describe("one Raft group per channel, made of its members' homeservers (real pro
     const pairAfter = await withChannelLogs("lost-12", ["hs1", "hs2"], update("lost-12", pair.group, "lp@hs1"));
     expect(pairAfter.signatures.map((s) => s.homeserverId).sort()).toEqual(["hs1", "hs2"]);
     expect(cluster.log("hs1")).toMatch(/"channelId":"lost-12".*"leads":true.*holds no copy of it .*asking it to host the group again/);
+    // hs2 signs with a new key now: a client holding the directory from before the loss looks at it again.
+    const signed = { channelId: "lost-12", epoch: pairAfter.epoch, commitHash: pairAfter.commitHash };
+    expect(verifyCertificate(pairAfter, { ...signed, clusterId }, ["hs1", "hs2"], keysBefore)).toMatchObject({ ok: false, keyFault: true });
+    expect(await verifyUnderDirectory(pairAfter, signed, ["hs1", "hs2"], async (refresh) => ({ clusterId, keys: refresh ? await directoryKeys() : keysBefore }))).toEqual({ ok: true });
     // And the one whose leader hs2 lost its copy: hs1, which can be elected only with hs2's vote and
     // holds every committed entry, asks hs2 to host the group again.
     const pairLedAfter = await withChannelLogs("lost-21", ["hs1", "hs2"], update("lost-21", pairLedByLost.group, "ls@hs1"));
