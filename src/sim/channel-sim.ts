@@ -58,6 +58,13 @@ export interface ChannelSimOptions {
    * old memberships. Off by default (it changes every seed's schedule).
    */
   readonly lostDisks?: boolean;
+  /**
+   * With `lostDisks`: disks are lost during membership changes too (a
+   * conf change in flight or unapplied somewhere, a group about to change).
+   * A channel may then stall for good (docs/ARCHITECTURE.md, "Open"): only
+   * the safety checks are meant to hold.
+   */
+  readonly lostDisksDuringChanges?: boolean;
 }
 
 /** One broken promise. */
@@ -84,6 +91,8 @@ export interface ChannelSimResult {
   readonly partitions: number;
   /** Homeservers that came back with an empty disk (`lostDisks`). */
   readonly lostDisks: number;
+  /** Of those, lost while a group of the homeserver was changing membership (`lostDisksDuringChanges`). */
+  readonly lostDisksDuringChanges: number;
   /** Voters removed from a group because they held no copy, to be added back with a new one. */
   readonly lostCopies: number;
   readonly violations: readonly ChannelSimViolation[];
@@ -148,7 +157,7 @@ class ChannelSimulator {
   /** Homeservers cut off from the rest, until the given tick. */
   private readonly isolatedUntil = new Map<NodeId, number>();
   private readonly violations: ChannelSimViolation[] = [];
-  private readonly counts = { commitsAccepted: 0, messagesAccepted: 0, conflicts: 0, busyRefusals: 0, membershipChanges: 0, removals: 0, crashes: 0, partitions: 0, lostDisks: 0, lostCopies: 0 };
+  private readonly counts = { commitsAccepted: 0, messagesAccepted: 0, conflicts: 0, busyRefusals: 0, membershipChanges: 0, removals: 0, crashes: 0, partitions: 0, lostDisks: 0, lostDisksDuringChanges: 0, lostCopies: 0 };
   /** Tick a leader last removed a homeserver from a group because it held no copy (key: group/homeserver). */
   private readonly lostCopyRemovedAt = new Map<string, number>();
   private readonly channelIds: string[] = [];
@@ -531,10 +540,12 @@ class ChannelSimulator {
     if (this.tickNow > steps - 100) return;
     for (const hs of this.homeservers) {
       if (hs.up || !this.rng.chance(0.05)) continue;
-      if (this.options.lostDisks === true && this.rng.chance(0.3) && this.mayLoseDisk(hs)) {
+      const loss = this.options.lostDisks === true && this.rng.chance(0.3) ? this.diskLoss(hs) : "no";
+      if (loss !== "no") {
         hs.groups.clear();
         hs.recovering = true;
         this.counts.lostDisks++;
+        if (loss === "during-change") this.counts.lostDisksDuringChanges++;
       }
       this.restart(hs);
     }
@@ -551,33 +562,41 @@ class ChannelSimulator {
   }
 
   /**
-   * Whether `hs` may lose its disk now: no other homeserver is still
-   * recovering from a lost one (two lost copies of one group may be all its
-   * committed entries), `hs` is not the only voter of a group (the last
-   * membership applied anywhere), and no group of its is changing membership
-   * (the latest membership follows the members, every copy applied it, and
-   * none holds or is being sent a later one: see "Open" in ARCHITECTURE.md's
-   * lost data directory section).
+   * Whether `hs` may lose its disk now. Never while another homeserver is
+   * still recovering from a lost one (two lost copies of one group may be all
+   * its committed entries), nor when `hs` is the only voter of a group (the
+   * last membership applied anywhere). "settled" when no group of its is
+   * changing membership (the latest membership follows the members, every
+   * copy applied it, and none holds or is being sent a later one);
+   * "during-change" otherwise, allowed only with `lostDisksDuringChanges`
+   * (see "Open" in ARCHITECTURE.md's lost data directory section).
    */
-  private mayLoseDisk(hs: Homeserver): boolean {
-    if (this.homeservers.some((other) => other !== hs && other.recovering)) return false;
+  private diskLoss(hs: Homeserver): "no" | "settled" | "during-change" {
+    if (this.homeservers.some((other) => other !== hs && other.recovering)) return "no";
+    let settled = true;
     for (const groupId of hs.groups.keys()) {
       const latest = this.confHistory.get(groupId)?.at(-1);
-      if (latest === undefined || (latest.conf.voters.length === 1 && latest.conf.voters[0] === hs.id)) return false;
-      // Not during a membership change: every copy applied the latest membership (a copy that has not may
-      // not know it is a voter, and the one that lost its disk may be the only one holding the change).
-      for (const other of this.homeservers) {
-        const copy = other.groups.get(groupId);
-        if (copy !== undefined && (copy.model.appliedIndex < latest.index || holdsConfChangeAfter(copy.storage, copy.model.appliedIndex))) return false;
-      }
-      const inFlight = (p: Packet) => p.kind === "raft" && p.message.groupId === groupId && p.message.entries.some((e) => e.type === EntryType.ConfChange);
-      if (this.inFlight.some(({ packet }) => inFlight(packet))) return false;
-      // Nor one about to start: the group follows its members (as the most advanced copy knows them).
-      const copies = this.homeservers.flatMap((other) => other.groups.get(groupId) ?? []);
-      const advanced = copies.reduce((a, b) => (b.model.appliedIndex > a.model.appliedIndex ? b : a));
-      if (!membershipSettled(latest.conf, homeserversOf(advanced.model.members))) return false;
+      if (latest === undefined || (latest.conf.voters.length === 1 && latest.conf.voters[0] === hs.id)) return "no";
+      if (settled && !this.membershipAtRest(groupId, latest)) settled = false;
     }
-    return true;
+    if (settled) return "settled";
+    return this.options.lostDisksDuringChanges === true ? "during-change" : "no";
+  }
+
+  /** Whether the group is not changing membership: see {@link diskLoss}. */
+  private membershipAtRest(groupId: GroupId, latest: { index: LogIndex; conf: ConfState }): boolean {
+    // Every copy applied the latest membership (a copy that has not may not know it is a voter, and the
+    // one that lost its disk may be the only one holding the change).
+    for (const other of this.homeservers) {
+      const copy = other.groups.get(groupId);
+      if (copy !== undefined && (copy.model.appliedIndex < latest.index || holdsConfChangeAfter(copy.storage, copy.model.appliedIndex))) return false;
+    }
+    const inFlight = (p: Packet) => p.kind === "raft" && p.message.groupId === groupId && p.message.entries.some((e) => e.type === EntryType.ConfChange);
+    if (this.inFlight.some(({ packet }) => inFlight(packet))) return false;
+    // Nor one about to start: the group follows its members (as the most advanced copy knows them).
+    const copies = this.homeservers.flatMap((other) => other.groups.get(groupId) ?? []);
+    const advanced = copies.reduce((a, b) => (b.model.appliedIndex > a.model.appliedIndex ? b : a));
+    return membershipSettled(latest.conf, homeserversOf(advanced.model.members));
   }
 
   /** Whether every channel with a member on `hs` has a copy on it that caught up (not catching up, at its leader's applied index). */

@@ -47,6 +47,22 @@ describe("multi-group simulation: one Raft group per channel", () => {
     expect(lostCopies).toBeGreaterThan(0);
   }, Math.max(120_000, lostDiskSeeds * 20_000)); // about 4 s a seed here (copies catch up one entry per Append)
 
+  it(`with disks lost during membership changes too, no replica diverges over ${lostDiskSeeds} seeds (a channel may stall: the open gap)`, () => {
+    console.log(`channel sim, disks lost during changes: seeds ${base}..${base + lostDiskSeeds - 1} (CHANNEL_SIM_SEED=${base} reproduces; faultScale 5)`);
+    const unsafe: ChannelSimResult[] = [];
+    let [lostDisks, duringChanges, stalled] = [0, 0, 0];
+    for (let seed = base; seed < base + lostDiskSeeds; seed++) {
+      const result = runChannelSimulation({ seed, lostDisks: true, lostDisksDuringChanges: true, faultScale: 5 });
+      if (result.violations.some((v) => v.check !== "liveness")) unsafe.push(result);
+      if (result.violations.some((v) => v.check === "liveness")) stalled++;
+      lostDisks += result.lostDisks;
+      duringChanges += result.lostDisksDuringChanges;
+    }
+    console.log(`channel sim, disks lost during changes: ${lostDisks} disks lost, ${duringChanges} during a change; ${stalled} of ${lostDiskSeeds} runs left a channel stalled`);
+    expect(unsafe.map((r) => r.violations.find((v) => v.check !== "liveness"))).toEqual([]);
+    expect(duringChanges).toBeGreaterThan(0);
+  }, Math.max(120_000, lostDiskSeeds * 20_000));
+
   it("catches copies made anew without a catch-up floor (no-catch-up-floor) with state-machine-safety", () => {
     const caught = [];
     // About four seeds in ten break safety (the rest mostly liveness): 25 miss with a chance under 1 in 10^5.
