@@ -50,3 +50,15 @@ export function intFlag(flags: ReadonlyMap<string, string>, name: string, fallba
   if (!Number.isInteger(value) || value < 0) throw new UsageError(`--${name} must be a non-negative integer, got "${text}"`);
   return value;
 }
+
+/**
+ * An integer flag's value from node:util's parseArgs (`text`, undefined when
+ * absent: `fallback`), within [`min`, `max`]; throws RangeError otherwise.
+ */
+export function boundedInteger(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
+  if (text === undefined) return fallback;
+  if (!/^-?\d+$/.test(text)) throw new RangeError(`--${name} must be an integer, got "${text}"`);
+  const value = Number(text);
+  if (value < min || value > max) throw new RangeError(`--${name} must be in [${min}, ${max}], got ${value}`);
+  return value;
+}

@@ -44,12 +44,16 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
     summary: "run the deterministic Raft cluster simulator under faults",
     load: async () => (await import("./sim-command.ts")).simCommand,
   },
+  "channel-sim": {
+    summary: "run the multi-group simulator (one Raft group per channel) under faults",
+    load: async () => (await import("./channel-sim-command.ts")).channelSimCommand,
+  },
 };
 
 function usage(): string {
   const lines = ["usage: epochd <command> [options]", "", "commands:"];
   for (const [name, { summary }] of Object.entries(commands)) {
-    lines.push(`  ${name.padEnd(10)} ${summary}`);
+    lines.push(`  ${name.padEnd(12)} ${summary}`);
   }
   lines.push("", "Run `epochd <command> --help` for a command's options.");
   return lines.join("\n");

@@ -7,6 +7,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { boundedInteger } from "./args.ts";
 import { Worker } from "node:worker_threads";
 import { faultKinds, parseFaultKinds, runSimulation, type FaultKind, type SimResult, type Violation } from "../sim/index.ts";
 import type { WorkerRequest } from "../sim/sim-worker.ts";
@@ -55,14 +56,6 @@ function probability(name: string, text: string): number {
   return value;
 }
 
-function integer(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
-  if (text === undefined) return fallback;
-  if (!/^-?\d+$/.test(text)) throw new RangeError(`--${name} must be an integer, got "${text}"`);
-  const value = Number(text);
-  if (value < min || value > max) throw new RangeError(`--${name} must be in [${min}, ${max}], got ${value}`);
-  return value;
-}
-
 /** Parses the command line; throws RangeError (or parseArgs' TypeError) on bad input. */
 export function parseSimArgs(args: string[]): SimArgs | "help" {
   const { values } = parseArgs({
@@ -86,15 +79,15 @@ export function parseSimArgs(args: string[]): SimArgs | "help" {
   });
   if (values.help === true) return "help";
   return {
-    seed: integer("seed", values.seed, 1, 0, 2 ** 31 - 1),
-    seeds: integer("seeds", values.seeds, 1, 1, 10_000_000),
-    nodes: integer("nodes", values.nodes, 5, 1, 9),
-    steps: integer("steps", values.steps, 1000, 1, 100_000_000),
+    seed: boundedInteger("seed", values.seed, 1, 0, 2 ** 31 - 1),
+    seeds: boundedInteger("seeds", values.seeds, 1, 1, 10_000_000),
+    nodes: boundedInteger("nodes", values.nodes, 5, 1, 9),
+    steps: boundedInteger("steps", values.steps, 1000, 1, 100_000_000),
     faults: parseFaultKinds(values.faults ?? "all"),
     json: values.json === true,
     verbose: values.verbose === true,
     stop: values.stop === true,
-    workers: integer("workers", values.workers, Math.min(4, availableParallelism()), 1, 64),
+    workers: boundedInteger("workers", values.workers, Math.min(4, availableParallelism()), 1, 64),
     lostDisks: values["lost-disks"] === true,
     ...(values["fault-rate"] === undefined ? {} : { faultRate: probability("fault-rate", values["fault-rate"]) }),
   };

@@ -1,14 +1,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { captureConsole } from "../fixtures/console-capture.ts";
 import { formatViolation, parseSimArgs, simCommand } from "../../src/cli/sim-command.ts";
 import { faultKinds, type FaultKind } from "../../src/sim/index.ts";
-
-function capture(): { out: string[]; err: string[] } {
-  const out: string[] = [];
-  const err: string[] = [];
-  vi.spyOn(console, "log").mockImplementation((...a: unknown[]) => void out.push(a.join(" ")));
-  vi.spyOn(console, "error").mockImplementation((...a: unknown[]) => void err.push(a.join(" ")));
-  return { out, err };
-}
 
 afterEach(() => {
   vi.restoreAllMocks();
@@ -16,7 +9,7 @@ afterEach(() => {
 
 describe("epochd sim", () => {
   it("prints one JSON summary as the last line and exits 0 when safe", async () => {
-    const { out } = capture();
+    const { out } = captureConsole();
     const code = await simCommand(["--seed", "5", "--seeds", "3", "--nodes", "3", "--steps", "150", "--faults", "drop,crash", "--json"]);
     expect(code).toBe(0);
     const summary = JSON.parse(out[out.length - 1]!) as Record<string, unknown>;
@@ -29,7 +22,7 @@ describe("epochd sim", () => {
 
   it("gives the same totals on worker threads as in one thread", async () => {
     const totals = async (workers: string) => {
-      const { out } = capture();
+      const { out } = captureConsole();
       expect(await simCommand(["--seed", "9", "--seeds", "4", "--nodes", "3", "--steps", "120", "--workers", workers, "--json"])).toBe(0);
       const { seconds, stepsPerSecond, nodeTicksPerSecond, workers: w, ...rest } = JSON.parse(out[out.length - 1]!) as Record<string, unknown>;
       vi.restoreAllMocks();
@@ -39,7 +32,7 @@ describe("epochd sim", () => {
   });
 
   it("prints a line per seed and a summary without --json", async () => {
-    const { out } = capture();
+    const { out } = captureConsole();
     expect(await simCommand(["--seeds", "2", "--nodes", "3", "--steps", "100"])).toBe(0);
     expect(out).toHaveLength(3);
     expect(out[0]).toMatch(/^seed +1 .* ok$/);
@@ -54,7 +47,7 @@ describe("epochd sim", () => {
     [["--unknown"]],
     [["positional"]],
   ])("exits 2 on bad arguments %j", async (args: string[]) => {
-    const { err } = capture();
+    const { err } = captureConsole();
     expect(await simCommand(args)).toBe(2);
     expect(err.join("\n")).toMatch(/usage: epochd sim/);
   });
