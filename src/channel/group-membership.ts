@@ -69,18 +69,25 @@ export interface CopyPosition {
   readonly term: Term;
   readonly confIndex: LogIndex;
   readonly lastIndex: LogIndex;
+  /** The term of the copy's last entry. */
+  readonly lastTerm: Term;
 }
 
 /**
  * Whether a copy drops itself on a leave notice. Never on one from a term
  * older than the copy's or about an older membership (a deposed leader, a
- * delayed notice), nor when the copy holds entries past the leader's last
- * index then (it was added back since, and took entries). Otherwise from a
- * member of the copy's membership, or from the leader of a newer one: a
- * copy removed long ago may know none of the homeservers that lead now.
+ * delayed notice), nor when the copy's log is more up to date than the
+ * leader's was then (whose last entry is of the notice's term): it was added
+ * back since, and took entries. Entries past the leader's last index that are
+ * of an earlier term do not count: no leader since had them, so they never
+ * committed (a copy left holding some, from a leader deposed before it could
+ * send them on, believed no notice and was kept for good). Otherwise from a
+ * member of the copy's membership, or from the leader of a newer one: a copy
+ * removed long ago may know none of the homeservers that lead now.
  */
 export function believesLeaveNotice(notice: LeaveNotice, copy: CopyPosition): boolean {
-  if (notice.term < copy.term || notice.confIndex < copy.confIndex || copy.lastIndex > notice.lastIndex) return false;
+  if (notice.term < copy.term || notice.confIndex < copy.confIndex) return false;
+  if (copy.lastTerm > notice.term || (copy.lastTerm === notice.term && copy.lastIndex > notice.lastIndex)) return false;
   return isConfMember(copy.confState, notice.from) || notice.confIndex > copy.confIndex;
 }
 

@@ -204,7 +204,7 @@ export async function channelSimCommand(argv: string[]): Promise<number> {
   const seconds = (performance.now() - started) / 1000;
   if (args.json) {
     const { seed: _first, ...settings } = optionsOf(args, args.seed);
-    console.log(JSON.stringify({ seeds: seedsRun, firstSeed: args.seed, ...settings, safetyOnly: args.safetyOnly, ...totals, stalled, failed, seconds: Number(seconds.toFixed(3)) }));
+    console.log(JSON.stringify({ seeds: seedsRun, firstSeed: args.seed, options: { ...settings, safetyOnly: args.safetyOnly }, ...totals, stalled, failed, seconds: Number(seconds.toFixed(3)) }));
   } else {
     console.log(
       `${seedsRun} seeds, ${totals.commitsAccepted} commits, ${totals.membershipChanges} membership changes, ${totals.crashes} crashes, ` +

@@ -239,13 +239,15 @@ export class Raft {
     const { hardState, confState } = config.storage.initialState();
     this.log = new RaftLog(config.storage, hardState.commit, config.applied);
     this.catchUpFloor = config.catchUpFloor ?? noCatchUpFloor;
-    this.term = hardState.term;
-    this.vote = hardState.vote;
+    // A copy made anew starts no lower than its floor's term (see fenceTerm).
+    const fenced = this.catchUpFloor.term > hardState.term;
+    this.term = fenced ? this.catchUpFloor.term : hardState.term;
+    this.vote = fenced ? "" : hardState.vote;
     this.confState = confState;
     this.confIndex = this.log.snapshot().metadata.index;
     this.quorum = quorumOf(confState);
     this.replayAppliedConfChanges();
-    if (config.resume !== undefined) {
+    if (config.resume !== undefined && !fenced) {
       this.resumeQuiet(config.resume);
       return;
     }
@@ -533,6 +535,20 @@ export class Raft {
    * least the term that committed them).
    */
   catchUpFloor: CatchUpFloor = noCatchUpFloor;
+
+  /**
+   * Moves a copy made anew to its catch-up floor's term, if it is behind it:
+   * the member that asked for the copy holds an entry of that term, so every
+   * leader of an earlier term was deposed, and one cut off with this copy
+   * alone must not have its entries acknowledged here (it may still count
+   * this homeserver as a voter, from before its copy was lost). The group's
+   * leader is in that term or a later one. Returns whether the term moved.
+   */
+  fenceTerm(term: Term): boolean {
+    if (term <= this.term) return false;
+    this.becomeFollower(term, "");
+    return true;
+  }
 
   /** Whether this node knows no membership yet, or has not applied up to its {@link catchUpFloor}. */
   catchingUp(): boolean {

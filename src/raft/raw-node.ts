@@ -113,10 +113,13 @@ export class RawNode {
    * Raises the catch-up floor of a copy made anew (see Raft.catchUpFloor) to
    * `floor` if that is further: until it has applied up to `floor.index` it
    * starts no election and votes only for a log at least as up to date as
-   * `floor`. Persist it first.
+   * `floor`; and it takes no message of a term before `floor.term` (see
+   * Raft.fenceTerm). Persist it first.
    */
   raiseCatchUpFloor(floor: CatchUpFloor): void {
-    if (isFurtherFloor(floor, this.raft.catchUpFloor)) this.raft.catchUpFloor = floor;
+    if (!isFurtherFloor(floor, this.raft.catchUpFloor)) return;
+    this.raft.catchUpFloor = floor;
+    this.raft.fenceTerm(floor.term);
   }
 
   /** Whether this node knows no membership yet or has not applied up to its catch-up floor (it campaigns not, and votes only for logs past the floor). */

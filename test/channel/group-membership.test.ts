@@ -40,7 +40,7 @@ describe("a channel group following its members", () => {
 
 describe("believesLeaveNotice", () => {
   const members = conf(["hs2", "hs3", "hs4"]);
-  const copy = { confState: members, term: 5, confIndex: 40, lastIndex: 60 };
+  const copy = { confState: members, term: 5, confIndex: 40, lastIndex: 60, lastTerm: 5 };
   const notice = { from: "hs3", term: 5, confIndex: 40, lastIndex: 60 };
 
   it("believes a member of the copy's membership about a membership no older, in a term no older", () => {
@@ -52,6 +52,14 @@ describe("believesLeaveNotice", () => {
     expect(believesLeaveNotice({ ...notice, term: 4 }, copy)).toBe(false);
     expect(believesLeaveNotice({ ...notice, confIndex: 39 }, copy)).toBe(false);
     expect(believesLeaveNotice({ ...notice, lastIndex: 59 }, copy)).toBe(false);
+    expect(believesLeaveNotice({ ...notice, term: 6, lastIndex: 90 }, { ...copy, lastTerm: 6, lastIndex: 91 })).toBe(false);
+  });
+
+  it("believes it over entries past the leader's last index that are of an earlier term: they never committed", () => {
+    // The copy holds two entries from a leader deposed before it sent them on; the leader of term 7 never had them.
+    const stale = { ...copy, term: 7, lastIndex: 62, lastTerm: 5 };
+    expect(believesLeaveNotice({ ...notice, term: 7, confIndex: 41, lastIndex: 61 }, stale)).toBe(true);
+    expect(believesLeaveNotice({ ...notice, term: 7, confIndex: 41, lastIndex: 61 }, { ...stale, lastTerm: 7 })).toBe(false);
   });
 
   it("believes the leader of a strictly newer membership the copy never saw, and no other outsider", () => {

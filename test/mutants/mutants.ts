@@ -214,6 +214,22 @@ export const mutants: readonly Mutant[] = [
     description: "a copy made anew votes while it replays old memberships, for a member lagging behind its removal that still counts it",
     caughtByTest: { file: "test/raft/election.test.ts", name: "with its host's commit index and last term as its catch-up floor" },
   },
+  {
+    name: "copy-made-anew-answers-a-deposed-leader",
+    file: "src/raft/raft.ts",
+    search: "    if (term <= this.term) return false;\n    this.becomeFollower(term, \"\");",
+    replace: "    if (term <= this.term || term > 0) return false;\n    this.becomeFollower(term, \"\");",
+    description: "a copy made anew starts below its floor's term and acknowledges a leader deposed before it was asked for, cut off with it alone, which then commits over the group's entries",
+    caughtByTest: { file: "test/raft/election.test.ts", name: "so a leader deposed before the copy was asked for" },
+  },
+  {
+    name: "copy-opened-with-a-floor-starts-at-term-zero",
+    file: "src/raft/raft.ts",
+    search: "    const fenced = this.catchUpFloor.term > hardState.term;",
+    replace: "    const fenced = false;",
+    description: "a copy a homeserver opens with its floor (as it hosts one on request) starts below the floor's term",
+    caughtByTest: { file: "test/raft/election.test.ts", name: "also when opened with its floor" },
+  },
   // A node that lost its disk (the `lostDisks` knob, src/node/bootstrap-check.ts): each part of the check is needed.
   // (Counting its vote as cast in the adopted term is too, for a rarer schedule than the simulator reaches in
   // thousands of seeds; test/raft/election.test.ts checks it directly.)

@@ -370,6 +370,47 @@ describe("a copy made anew catching up from the log", () => {
   });
 });
 
+describe("a copy made anew starts in its catch-up floor's term", () => {
+  it("so a leader deposed before the copy was asked for, cut off with it alone, gets no acknowledgement and commits nothing of its own", () => {
+    // Without CheckQuorum a deposed leader keeps leading for good: the window the fence closes, made wide.
+    const c = new TestCluster(["a", "b", "c"], { checkQuorum: false });
+    c.elect("a");
+    c.get("a").node.propose(text("w1"));
+    c.stabilize();
+    // a is cut off and appends an entry nobody else gets; b is elected and commits another one there.
+    c.isolate("a");
+    c.get("a").node.propose(text("a alone"));
+    c.stabilize();
+    c.elect("b");
+    const b = c.get("b");
+    b.node.propose(text("b's"));
+    c.stabilize();
+    expect(c.appliedText("b")).toEqual(["w1", "b's"]);
+    // c loses its copy; b asks for a new one (its commit index and last term as the floor).
+    const floor = { index: b.node.status().commit, term: b.node.status().lastTerm };
+    const fresh = c.add("c", new MemoryStorage());
+    fresh.node.raiseCatchUpFloor(floor);
+    expect(fresh.node.status().term).toBe(floor.term);
+    // Only a reaches the new copy. a still counts c as a voter and leads in its old term.
+    c.heal();
+    c.filter = (m) => (m.from === "a" && m.to === "c") || (m.from === "c" && m.to === "a");
+    c.tickAll(30);
+    expect(fresh.storage.lastIndex()).toBe(0);
+    expect(c.appliedText("a")).not.toContain("a alone");
+    // Told of the later term, a stepped down.
+    expect(c.get("a").node.status().role).not.toBe(Role.Leader);
+    expect(c.get("a").node.status().term).toBeGreaterThanOrEqual(floor.term);
+  });
+
+  it("also when opened with its floor, as a homeserver opens the copy it was asked to host, and stores that term", () => {
+    const storage = new MemoryStorage();
+    const fresh = new TestCluster(["b"], { catchUpFloor: { index: 4, term: 6 } }).add("x", storage);
+    expect(fresh.node.status().term).toBe(6);
+    const ready = fresh.node.ready();
+    expect(ready.hardState).toMatchObject({ term: 6, vote: "" });
+  });
+});
+
 describe("a voter whose storage was made anew from the bootstrap configuration", () => {
   const text = (s: string) => new TextEncoder().encode(s);
 

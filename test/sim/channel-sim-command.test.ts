@@ -17,7 +17,7 @@ describe("epochd channel-sim", () => {
     expect(await channelSimCommand(["--seed", "5", "--seeds", "2", "--steps", "600", "--json"])).toBe(0);
     expect(out).toHaveLength(1);
     const summary = JSON.parse(out[0]!) as Record<string, unknown>;
-    expect(summary).toMatchObject({ seeds: 2, firstSeed: 5, homeservers: 4, channels: 6, steps: 600, failed: [], stalled: 0 });
+    expect(summary).toMatchObject({ seeds: 2, firstSeed: 5, options: { homeservers: 4, channels: 6, steps: 600, lostDisks: false }, failed: [], stalled: 0, lostDisks: 0 });
     expect(summary["commitsAccepted"] as number).toBeGreaterThan(0);
     expect(summary["membershipChanges"] as number).toBeGreaterThan(0);
   }, 60_000);
@@ -29,7 +29,7 @@ describe("epochd channel-sim", () => {
     expect(code).toBe(1);
     const violation = out.find((line) => line.startsWith("VIOLATION of "))!;
     expect(violation).toMatch(/^VIOLATION of removed-homeserver-gets-nothing \(seed \d+, tick \d+\)/);
-    const reproduce = out[out.indexOf(violation) + 1]!.trim().replace(/^reproduce: npx epochd channel-sim /, "");
+    const reproduce = out.find((line) => line.startsWith("  reproduce: "))!.replace(/^ {2}reproduce: npx epochd channel-sim /, "");
     vi.restoreAllMocks();
     const again = captureConsole();
     expect(await channelSimCommand(reproduce.split(" "))).toBe(1);
@@ -37,14 +37,19 @@ describe("epochd channel-sim", () => {
   }, 120_000);
 
   it("counts a stalled channel as a failure unless --safety-only (disks lost during membership changes)", async () => {
-    const args = ["--seed", "1", "--fault-scale", "5", "--lost-disks", "--lost-disks-during-changes"];
-    captureConsole();
-    expect(await channelSimCommand([...args, "--safety-only"])).toBe(0);
-    vi.restoreAllMocks();
+    // About four runs in ten leave a channel stalled this way: ten seeds miss with a chance near 1 in 200.
+    const args = ["--seed", "1", "--seeds", "10", "--fault-scale", "5", "--lost-disks", "--lost-disks-during-changes"];
     const { out } = captureConsole();
-    expect(await channelSimCommand(args)).toBe(1);
-    expect(out.join("\n")).toMatch(/VIOLATION of liveness/);
-  }, 60_000);
+    expect(await channelSimCommand([...args, "--safety-only", "--json"])).toBe(0);
+    const summary = JSON.parse(out[out.length - 1]!) as { stalled: number; failed: unknown[]; lostDisksDuringChanges: number };
+    expect(summary.stalled).toBeGreaterThan(0);
+    expect(summary.failed).toEqual([]);
+    expect(summary.lostDisksDuringChanges).toBeGreaterThan(0);
+    vi.restoreAllMocks();
+    const strict = captureConsole();
+    expect(await channelSimCommand([...args, "--stop"])).toBe(1);
+    expect(strict.out.join("\n")).toMatch(/VIOLATION of liveness/);
+  }, 120_000);
 
   it("writes the flags that differ from the defaults into the replay line", () => {
     const args = parseChannelSimArgs(["--seed", "9", "--seeds", "50", "--fault-scale", "3", "--lost-disks", "--broken", "no-busy"]);
