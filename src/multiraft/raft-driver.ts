@@ -158,7 +158,20 @@ export interface RaftDriverOptions {
   readonly loadedGroupsMax?: number;
   /** Told after every hibernation sweep how many groups it unloaded (0 too: a wave of unloads is over). */
   readonly onHibernated?: (unloaded: number) => void;
+  /**
+   * A loaded group that knows no leader this long is counted as leaderless
+   * ({@link RaftDriver.counts}) and logged (again every {@link leaderlessLogEveryMs}):
+   * an election takes about one election timeout, so a group this long
+   * without a leader has lost its quorum, or is stuck (see docs/ARCHITECTURE.md,
+   * "Open"). Default {@link leaderlessAfterMsDefault}.
+   */
+  readonly leaderlessAfterMs?: number;
 }
+
+/** See {@link RaftDriverOptions.leaderlessAfterMs}. */
+export const leaderlessAfterMsDefault = 30_000;
+/** How often a group that stays leaderless is logged again. */
+export const leaderlessLogEveryMs = 10 * 60_000;
 
 /** The committed outcome of a proposal. */
 export interface Applied {
@@ -239,6 +252,9 @@ interface HostedGroup {
   lastInputMs: number;
   /** How long this group must be quiet before it is unloaded (see {@link nextHibernateDelayMs}). */
   hibernateDelayMs: number;
+  /** Since when this loaded group has known no leader (undefined: it knows one), and when that was last logged. */
+  leaderlessSinceMs: number | undefined;
+  leaderlessLoggedAtMs: number;
 }
 
 /** A hosted group unloaded from memory (see {@link GroupHibernation}): what is needed to answer for it and reload it. */
@@ -345,6 +361,7 @@ export class RaftDriver {
   private commitNoticeTimer: NodeJS.Timeout | undefined;
   private balancer: NodeJS.Timeout | undefined;
   private hibernator: NodeJS.Timeout | undefined;
+  private leaderWatch: NodeJS.Timeout | undefined;
   private loopScheduled = false;
   /** The group whose core is being built: the conf changes it replays from its log change nothing. */
   private building: GroupId | undefined;
@@ -412,6 +429,8 @@ export class RaftDriver {
       options,
       lastInputMs: Date.now(),
       hibernateDelayMs,
+      leaderlessSinceMs: undefined,
+      leaderlessLoggedAtMs: 0,
     };
     this.groups.set(groupId, group);
     return group;
@@ -634,9 +653,41 @@ export class RaftDriver {
     this.schedule();
   }
 
-  /** How many groups are hosted, how many of them are awake (ticking), and how many are unloaded (hibernating). */
-  counts(): { readonly groups: number; readonly awake: number; readonly unloaded: number } {
-    return { groups: this.groups.size + this.dormant.size, awake: this.awake.size, unloaded: this.dormant.size };
+  /**
+   * How many groups are hosted, how many of them are awake (ticking), how
+   * many are unloaded (hibernating), and how many loaded ones have known no
+   * leader for {@link RaftDriverOptions.leaderlessAfterMs} or longer.
+   */
+  counts(): { readonly groups: number; readonly awake: number; readonly unloaded: number; readonly leaderless: number } {
+    const since = Date.now() - (this.options.leaderlessAfterMs ?? leaderlessAfterMsDefault);
+    let leaderless = 0;
+    for (const group of this.groups.values()) if (group.leaderlessSinceMs !== undefined && group.leaderlessSinceMs <= since) leaderless++;
+    return { groups: this.groups.size + this.dormant.size, awake: this.awake.size, unloaded: this.dormant.size, leaderless };
+  }
+
+  /**
+   * Notes since when each awake group has known no leader, and logs one that
+   * has known none for {@link RaftDriverOptions.leaderlessAfterMs} (a quiet
+   * group knows its leader; only awake ones are looked at).
+   */
+  private watchLeaders(): void {
+    const now = Date.now();
+    const afterMs = this.options.leaderlessAfterMs ?? leaderlessAfterMsDefault;
+    for (const group of this.groups.values()) {
+      if (!this.awake.has(group) || group.node.leader() !== "") {
+        group.leaderlessSinceMs = undefined;
+        continue;
+      }
+      group.leaderlessSinceMs ??= now;
+      const forMs = now - group.leaderlessSinceMs;
+      if (forMs < afterMs || now - group.leaderlessLoggedAtMs < leaderlessLogEveryMs) continue;
+      group.leaderlessLoggedAtMs = now;
+      const status = group.node.status();
+      this.options.logger.warn(
+        { groupId: group.groupId, seconds: Math.round(forMs / 1000), term: status.term, voters: [...group.node.confState().voters], catchingUp: group.node.catchingUp() },
+        "a Raft group has known no leader for a long time: a majority of its voters is down or cut off, or it is stuck (a channel group whose homeserver lost its data directory during a membership change stays so; see the operations notes)",
+      );
+    }
   }
 
   private onRaftEvent(groupId: GroupId, event: RaftEvent): void {
@@ -681,6 +732,9 @@ export class RaftDriver {
       }
       this.schedule();
     }, this.options.tickIntervalMs);
+    const leaderlessAfterMs = this.options.leaderlessAfterMs ?? leaderlessAfterMsDefault;
+    this.leaderWatch = setInterval(() => this.watchLeaders(), Math.max(10, Math.min(1000, leaderlessAfterMs / 4)));
+    this.leaderWatch.unref();
     const every = this.options.balanceLeadersEveryMs ?? 0;
     if (every > 0) {
       this.balancer = setInterval(() => this.balanceLeaders(), every);
@@ -721,6 +775,7 @@ export class RaftDriver {
     if (this.ticker !== undefined) clearInterval(this.ticker);
     if (this.balancer !== undefined) clearInterval(this.balancer);
     if (this.hibernator !== undefined) clearInterval(this.hibernator);
+    if (this.leaderWatch !== undefined) clearInterval(this.leaderWatch);
     if (this.commitNoticeTimer !== undefined) clearTimeout(this.commitNoticeTimer);
     await this.loopRunning;
     await Promise.all([...this.dormant.values()].map((d) => d.loading));
@@ -1041,6 +1096,7 @@ export class RaftDriver {
     if (this.ticker !== undefined) clearInterval(this.ticker);
     if (this.balancer !== undefined) clearInterval(this.balancer);
     if (this.hibernator !== undefined) clearInterval(this.hibernator);
+    if (this.leaderWatch !== undefined) clearInterval(this.leaderWatch);
     if (this.commitNoticeTimer !== undefined) clearTimeout(this.commitNoticeTimer);
     this.options.onFatal(error);
   }

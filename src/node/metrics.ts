@@ -46,7 +46,7 @@ export class NodeMetrics {
   readonly inboxEntries = new Gauge({ name: "epochd_inbox_entries", help: "Entries held in the inboxes of the devices this homeserver sponsors", registers: [this.registry] });
   readonly groups = new Gauge({
     name: "epochd_raft_groups",
-    help: "Raft groups hosted here (state=hosted), of them ticking (state=awake) and unloaded from memory while quiet (state=hibernating)",
+    help: "Raft groups hosted here (state=hosted), of them ticking (state=awake), unloaded from memory while quiet (state=hibernating), and loaded but without a known leader for 30 s or more (state=leaderless: a lost quorum, or a stuck group)",
     labelNames: ["state"],
     registers: [this.registry],
   });
@@ -91,12 +91,13 @@ export class NodeMetrics {
   }
 
   /** Reads how many Raft groups are hosted, awake and hibernating at every scrape. */
-  watchGroups(counts: () => { readonly groups: number; readonly awake: number; readonly unloaded: number }): void {
+  watchGroups(counts: () => { readonly groups: number; readonly awake: number; readonly unloaded: number; readonly leaderless: number }): void {
     this.collectors.push(() => {
       const now = counts();
       this.groups.set({ state: "hosted" }, now.groups);
       this.groups.set({ state: "awake" }, now.awake);
       this.groups.set({ state: "hibernating" }, now.unloaded);
+      this.groups.set({ state: "leaderless" }, now.leaderless);
     });
   }
 

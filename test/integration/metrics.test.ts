@@ -63,6 +63,7 @@ describe("metrics over HTTP", () => {
       expect(grew('epochd_peer_bytes_total{direction="sent"}')).toBeGreaterThan(writes * 10);
       for (const peer of ["hs1", "hs2", "hs3"].filter((id) => id !== leader)) expect(after.get(`epochd_peer_stream_connected{peer="${peer}"}`)).toBe(1);
       expect(after.get('epochd_raft_groups{state="hosted"}')).toBeGreaterThanOrEqual(1);
+      expect(after.get('epochd_raft_groups{state="leaderless"}')).toBe(0);
       expect(after.get('epochd_peer_refused_total{kind="malformed"}')).toBe(0);
       // A follower counts what it received and persisted too.
       const follower = ["hs1", "hs2", "hs3"].find((id) => id !== leader)!;

@@ -92,6 +92,7 @@ interface ClusterOptions {
   readonly snapshotKeepBytes?: number;
   /** Homeservers whose driver is expected to fail: their fatal error is kept in `fatal` instead of thrown. */
   readonly mayFail?: readonly NodeId[];
+  readonly leaderlessAfterMs?: number;
 }
 
 /** What every state machine of a cluster did, with when: to check what ran while what else did. */
@@ -167,6 +168,7 @@ async function startCluster(groupCount: number, options: ClusterOptions = {}) {
       ...(balance ? { balanceLeadersEveryMs: balanceEveryMs(id), balanceTransfersMax: 10 } : {}),
       hibernateAfterMs,
       loadedGroupsMax,
+      ...(options.leaderlessAfterMs === undefined ? {} : { leaderlessAfterMs: options.leaderlessAfterMs }),
     });
     net.drivers.set(id, driver);
     const stores = await engine.createGroups(Array.from({ length: groupCount }, (_, n) => `g${n}`), ids);
@@ -343,6 +345,21 @@ describe("RaftDriver reads", () => {
 });
 
 describe("RaftDriver with many groups", () => {
+  it("counts a loaded group that has known no leader for leaderlessAfterMs as leaderless, until it knows one again", async () => {
+    const c = await startCluster(2, { leaderlessAfterMs: 300 });
+    for (const id of ids) c.driver(id).start();
+    const groups = ["g0", "g1"];
+    await until("every group has a leader", () => groups.every((g) => c.driver("hs1").leaderOf(g) !== ""));
+    expect(c.driver("hs1").counts().leaderless).toBe(0);
+    // hs1 alone, its groups woken by a proposal each: a follower's leader goes silent, a leader steps down.
+    c.net.isolated.add("hs2");
+    c.net.isolated.add("hs3");
+    for (const g of groups) void c.driver("hs1").propose(g, encodePut(new TextEncoder().encode("k"), new Uint8Array(1))).catch(() => undefined);
+    await until("hs1 counts both groups leaderless", () => c.driver("hs1").counts().leaderless === 2, 15_000);
+    c.net.isolated.clear();
+    await until("both know a leader again", () => c.driver("hs1").counts().leaderless === 0 && groups.every((g) => c.driver("hs1").leaderOf(g) !== ""), 15_000);
+  });
+
   it("groups elect, go quiet (no ticks, no messages), wake on a proposal and go quiet again", async () => {
     const groupCount = 120;
     const c = await startCluster(groupCount);
