@@ -23,7 +23,7 @@ import { concurrencyListOption } from "./lib/options.ts";
 
 const help = `usage: npm run bench -- raft [--seconds N] [--warmup-seconds N] [--concurrency 1,16,64,256]
                              [--unary-concurrency 1,16] [--keys N] [--value-bytes N]
-                             [--insecure] [--no-etcd] [--only-etcd] [--profile] [--keep]`;
+                             [--insecure] [--etcd-tls] [--no-etcd] [--only-etcd] [--profile] [--keep]`;
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const resultsDir = join(benchDir, "results");
@@ -36,6 +36,8 @@ interface BenchOptions {
   readonly concurrencies: readonly number[];
   readonly unaryConcurrencies: readonly number[];
   readonly insecure: boolean;
+  /** etcd with TLS as epochd runs it (client TLS, mutual TLS between members), instead of plaintext. */
+  readonly etcdTls: boolean;
   readonly etcd: boolean;
   readonly epochd: boolean;
   readonly profile: boolean;
@@ -64,7 +66,7 @@ function probeConditions(dir: string): MachineConditions {
 }
 
 function parseOptions(args: string[]): BenchOptions {
-  const { flags } = parseArgs(args, new Set(["insecure", "no-etcd", "only-etcd", "profile", "keep", "help"]));
+  const { flags } = parseArgs(args, new Set(["insecure", "etcd-tls", "no-etcd", "only-etcd", "profile", "keep", "help"]));
   if (flags.has("help")) {
     console.log(help);
     process.exit(0);
@@ -82,6 +84,7 @@ function parseOptions(args: string[]): BenchOptions {
     concurrencies: concurrencyListOption(flags.get("concurrency"), [1, 16, 64, 256]),
     unaryConcurrencies: concurrencyListOption(flags.get("unary-concurrency"), [1, 16]),
     insecure: flags.has("insecure"),
+    etcdTls: flags.has("etcd-tls"),
     etcd: !flags.has("no-etcd"),
     epochd: !flags.has("only-etcd"),
     profile: flags.has("profile"),
@@ -116,8 +119,8 @@ async function startSystems(options: BenchOptions, workDir: string, profileDir: 
       console.error("etcd: etcd not installed, skipped");
       skipped.push("etcd not installed, skipped");
     } else {
-      console.error(`etcd ${version}: starting 3 members in ${join(workDir, "etcd")}`);
-      const etcd = await startEtcd(join(workDir, "etcd"));
+      console.error(`etcd ${version}: starting 3 members (${options.etcdTls ? "TLS" : "plaintext"}) in ${join(workDir, "etcd")}`);
+      const etcd = await startEtcd(join(workDir, "etcd"), options.etcdTls);
       cleanups.add(etcd.stop);
       systems.push(etcd);
     }

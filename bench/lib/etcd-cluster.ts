@@ -2,10 +2,13 @@
  * A local 3-member etcd cluster on 127.0.0.1 for the side-by-side benchmark:
  * child processes with their own data directories under `dataDir`, free
  * ports, static `--initial-cluster` bootstrap and etcd's default fsync
- * behaviour. Stopped by pid. Only used when an `etcd` binary is on PATH.
+ * behaviour; plaintext, or with `tls` as epochd runs by default (server-side
+ * TLS on the client listener, mutual TLS between members). Stopped by pid.
+ * Only used when an `etcd` binary is on PATH.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, openSync, closeSync } from "node:fs";
+import { mkdirSync, openSync, closeSync, readFileSync } from "node:fs";
+import { request } from "node:https";
 import { join } from "node:path";
 import { freeLocalPorts } from "../../src/transport/local-ports.ts";
 import { isAlive, stopPids } from "./proc.ts";
@@ -22,6 +25,15 @@ export interface EtcdMember {
 export interface EtcdCluster {
   readonly version: string;
   readonly members: readonly EtcdMember[];
+  /** The CA certificate (PEM) the members' certificates chain to, when they run with TLS. */
+  readonly caCert?: Buffer;
+}
+
+/** Certificate files for members that run with TLS: one key and certificate (SAN 127.0.0.1) for all, and their CA. */
+export interface EtcdTlsFiles {
+  readonly caCertPath: string;
+  readonly certPath: string;
+  readonly keyPath: string;
 }
 
 /** The `etcd --version` line naming the version, or undefined when no etcd is on PATH. */
@@ -32,13 +44,22 @@ export function etcdVersion(): string | undefined {
 }
 
 /** Starts `size` members and waits (at most `timeoutMs`) until all agree on a leader. */
-export async function startEtcdCluster(dataDir: string, size: number, timeoutMs = 30_000): Promise<EtcdCluster> {
+export async function startEtcdCluster(dataDir: string, size: number, timeoutMs = 30_000, tls?: EtcdTlsFiles): Promise<EtcdCluster> {
   const version = etcdVersion();
   if (version === undefined) throw new Error("etcd is not on PATH");
   const ports = await freeLocalPorts(2 * size);
   const names = Array.from({ length: size }, (_, i) => `m${i + 1}`);
-  const peerUrl = (i: number) => `http://127.0.0.1:${ports[size + i]!}`;
-  const clientUrl = (i: number) => `http://127.0.0.1:${ports[i]!}`;
+  const scheme = tls === undefined ? "http" : "https";
+  const peerUrl = (i: number) => `${scheme}://127.0.0.1:${ports[size + i]!}`;
+  const clientUrl = (i: number) => `${scheme}://127.0.0.1:${ports[i]!}`;
+  const tlsFlags =
+    tls === undefined
+      ? []
+      : [
+          "--cert-file", tls.certPath, "--key-file", tls.keyPath,
+          "--peer-cert-file", tls.certPath, "--peer-key-file", tls.keyPath,
+          "--peer-trusted-ca-file", tls.caCertPath, "--peer-client-cert-auth",
+        ];
   const initialCluster = names.map((name, i) => `${name}=${peerUrl(i)}`).join(",");
   const members: EtcdMember[] = [];
   for (const [i, name] of names.entries()) {
@@ -58,13 +79,14 @@ export async function startEtcdCluster(dataDir: string, size: number, timeoutMs 
         "--initial-cluster-state", "new",
         "--logger", "zap",
         "--log-outputs", "stderr",
+        ...tlsFlags,
       ],
       { stdio: ["ignore", log, log] },
     );
     closeSync(log);
     members.push({ name, pid: child.pid ?? -1, clientAddress: `127.0.0.1:${ports[i]!}` });
   }
-  const cluster = { version, members };
+  const cluster: EtcdCluster = { version, members, ...(tls === undefined ? {} : { caCert: readFileSync(tls.caCertPath) }) };
   try {
     await waitForEtcdLeader(cluster, timeoutMs);
   } catch (error) {
@@ -79,12 +101,36 @@ interface EtcdStatus {
   readonly leaderId: string;
 }
 
+/** POSTs `{}` to `path` over HTTPS checked against `ca`; the body, or undefined on any failure within 1 s. */
+function postOverTls(address: string, path: string, ca: Buffer): Promise<string | undefined> {
+  const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
+  return new Promise((resolve) => {
+    const req = request({ host, port, path, method: "POST", ca, timeout: 1000 }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => (body += chunk));
+      res.on("end", () => resolve(res.statusCode === 200 ? body : undefined));
+      res.on("error", () => resolve(undefined));
+    });
+    req.on("timeout", () => req.destroy());
+    req.on("error", () => resolve(undefined));
+    req.end("{}");
+  });
+}
+
 /** One member's view through the gRPC gateway's JSON endpoint (/v3/maintenance/status). */
-async function memberStatus(member: EtcdMember): Promise<EtcdStatus | undefined> {
+async function memberStatus(member: EtcdMember, caCert: Buffer | undefined): Promise<EtcdStatus | undefined> {
   try {
-    const response = await fetch(`http://${member.clientAddress}/v3/maintenance/status`, { method: "POST", body: "{}", signal: AbortSignal.timeout(1000) });
-    if (!response.ok) return undefined;
-    const body = (await response.json()) as { header?: { member_id?: string }; leader?: string };
+    const path = "/v3/maintenance/status";
+    let text: string | undefined;
+    if (caCert === undefined) {
+      const response = await fetch(`http://${member.clientAddress}${path}`, { method: "POST", body: "{}", signal: AbortSignal.timeout(1000) });
+      text = response.ok ? await response.text() : undefined;
+    } else {
+      text = await postOverTls(member.clientAddress, path, caCert);
+    }
+    if (text === undefined) return undefined;
+    const body = JSON.parse(text) as { header?: { member_id?: string }; leader?: string };
     if (body.header?.member_id === undefined || body.leader === undefined || body.leader === "0") return undefined;
     return { memberId: body.header.member_id, leaderId: body.leader };
   } catch {
@@ -96,7 +142,7 @@ async function memberStatus(member: EtcdMember): Promise<EtcdStatus | undefined>
 export async function waitForEtcdLeader(cluster: EtcdCluster, timeoutMs: number): Promise<EtcdMember> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const statuses = await Promise.all(cluster.members.map(memberStatus));
+    const statuses = await Promise.all(cluster.members.map((m) => memberStatus(m, cluster.caCert)));
     const leaderId = statuses[0]?.leaderId;
     if (leaderId !== undefined && statuses.every((s) => s?.leaderId === leaderId)) {
       const index = statuses.findIndex((s) => s?.memberId === leaderId);

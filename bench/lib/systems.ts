@@ -7,7 +7,9 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { epochdChannel, findEpochdLeader, startEpochdCluster, stopEpochdCluster } from "./epochd-cluster.ts";
-import { startEtcdCluster, stopEtcdCluster, waitForEtcdLeader } from "./etcd-cluster.ts";
+import { join } from "node:path";
+import { createCertificateAuthority, issueHomeserverCertificate } from "../../src/transport/tls.ts";
+import { startEtcdCluster, stopEtcdCluster, waitForEtcdLeader, type EtcdTlsFiles } from "./etcd-cluster.ts";
 import { epochdPutPath, etcdPutPath, putStreamTarget, unaryPutTarget } from "./grpc-targets.ts";
 import type { WriteTarget } from "./load.ts";
 
@@ -66,17 +68,29 @@ export async function startEpochd(dataDir: string, insecure: boolean, env: Reado
   };
 }
 
-/** Starts a 3-member etcd cluster in `dataDir` and finds its leader. */
-export async function startEtcd(dataDir: string): Promise<SystemUnderTest> {
-  const cluster = await startEtcdCluster(dataDir, 3);
+/**
+ * Starts a 3-member etcd cluster in `dataDir` and finds its leader; with
+ * `tls`, TLS as epochd runs it (a CA and one member certificate made in
+ * `dataDir/certs` by the same code as `epochd cluster up`).
+ */
+export async function startEtcd(dataDir: string, tls = false): Promise<SystemUnderTest> {
+  let files: EtcdTlsFiles | undefined;
+  if (tls) {
+    const certs = join(dataDir, "certs");
+    const ca = await createCertificateAuthority(certs);
+    const member = await issueHomeserverCertificate(ca, certs, "etcd");
+    files = { caCertPath: ca.certPath, certPath: member.certPath, keyPath: member.keyPath };
+  }
+  const cluster = await startEtcdCluster(dataDir, 3, 30_000, files);
+  const credentials = cluster.caCert === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(cluster.caCert);
   return {
     system: "etcd",
-    version: cluster.version,
+    version: `${cluster.version}, ${tls ? "TLS" : "plaintext"}`,
     processes: cluster.members.map((m) => ({ name: m.name, pid: m.pid })),
     modes: ["unary"],
     async open() {
       const leader = await waitForEtcdLeader(cluster, 15_000);
-      const channel = new grpc.Client(leader.clientAddress, grpc.credentials.createInsecure());
+      const channel = new grpc.Client(leader.clientAddress, credentials);
       return { target: unaryPutTarget(channel, etcdPutPath), leaderName: leader.name, close: () => channel.close() };
     },
     stop: () => stopEtcdCluster(cluster),

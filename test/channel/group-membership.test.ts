@@ -52,7 +52,7 @@ describe("believesLeaveNotice", () => {
     expect(believesLeaveNotice({ ...notice, term: 4 }, copy)).toBe(false);
     expect(believesLeaveNotice({ ...notice, confIndex: 39 }, copy)).toBe(false);
     expect(believesLeaveNotice({ ...notice, lastIndex: 59 }, copy)).toBe(false);
-    expect(believesLeaveNotice({ ...notice, term: 6, lastIndex: 90 }, { ...copy, lastTerm: 6, lastIndex: 91 })).toBe(false);
+    expect(believesLeaveNotice({ ...notice, term: 6, lastIndex: 90 }, { ...copy, term: 6, lastTerm: 6, lastIndex: 91 })).toBe(false);
   });
 
   it("believes it over entries past the leader's last index that are of an earlier term: they never committed", () => {

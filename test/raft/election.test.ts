@@ -371,7 +371,10 @@ describe("a copy made anew catching up from the log", () => {
 });
 
 describe("a copy made anew starts in its catch-up floor's term", () => {
-  it("so a leader deposed before the copy was asked for, cut off with it alone, gets no acknowledgement and commits nothing of its own", () => {
+  it.each([
+    ["opened with its floor, as a homeserver opens the copy it was asked to host", "opened"],
+    ["given its floor after it was made", "raised"],
+  ])("so a leader deposed before the copy was asked for, cut off with it alone, gets no acknowledgement and commits nothing of its own (%s)", (_how, path) => {
     // Without CheckQuorum a deposed leader keeps leading for good: the window the fence closes, made wide.
     const c = new TestCluster(["a", "b", "c"], { checkQuorum: false });
     c.elect("a");
@@ -388,8 +391,8 @@ describe("a copy made anew starts in its catch-up floor's term", () => {
     expect(c.appliedText("b")).toEqual(["w1", "b's"]);
     // c loses its copy; b asks for a new one (its commit index and last term as the floor).
     const floor = { index: b.node.status().commit, term: b.node.status().lastTerm };
-    const fresh = c.add("c", new MemoryStorage());
-    fresh.node.raiseCatchUpFloor(floor);
+    const fresh = path === "opened" ? c.add("c", new MemoryStorage(), 7, 0, { catchUpFloor: floor }) : c.add("c", new MemoryStorage());
+    if (path === "raised") fresh.node.raiseCatchUpFloor(floor);
     expect(fresh.node.status().term).toBe(floor.term);
     // Only a reaches the new copy. a still counts c as a voter and leads in its old term.
     c.heal();

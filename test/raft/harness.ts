@@ -48,9 +48,9 @@ export class TestCluster {
     this.stabilize();
   }
 
-  /** Adds a node over `storage` (a fresh one joins with an empty membership). */
-  add(id: NodeId, storage = new MemoryStorage(), seed = 7, applied = 0): TestNode {
-    const config = { ...defaultRaftConfig(id, "g", storage, seededRandom(seed)), applied, ...this.overrides };
+  /** Adds a node over `storage` (a fresh one joins with an empty membership), with `settings` over the cluster's. */
+  add(id: NodeId, storage = new MemoryStorage(), seed = 7, applied = 0, settings: Partial<RaftConfig> = {}): TestNode {
+    const config = { ...defaultRaftConfig(id, "g", storage, seededRandom(seed)), applied, ...this.overrides, ...settings };
     const testNode: TestNode = { id, node: new RawNode(config), storage, applied: [], readStates: [] };
     this.nodes.set(id, testNode);
     return testNode;
