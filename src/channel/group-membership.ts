@@ -5,7 +5,7 @@
  * (which takes no command while they differ) and the multi-group simulator.
  */
 import { isConfMember } from "../raft/conf-change.ts";
-import type { ConfState, LogIndex, NodeId, Term } from "../raft/types.ts";
+import type { CatchUpFloor, ConfState, LogIndex, NodeId, Term } from "../raft/types.ts";
 
 /** Whether `voters` are exactly the homeservers in `wanted` (as sets). */
 export function followsMembers(voters: readonly NodeId[], wanted: readonly NodeId[]): boolean {
@@ -71,6 +71,8 @@ export interface CopyPosition {
   readonly lastIndex: LogIndex;
   /** The term of the copy's last entry. */
   readonly lastTerm: Term;
+  /** The catch-up floor the copy was made with (index 0: none). */
+  readonly floor: CatchUpFloor;
 }
 
 /**
@@ -81,12 +83,17 @@ export interface CopyPosition {
  * back since, and took entries. Entries past the leader's last index that are
  * of an earlier term do not count: no leader since had them, so they never
  * committed (a copy left holding some, from a leader deposed before it could
- * send them on, believed no notice and was kept for good). Otherwise from a
+ * send them on, believed no notice and was kept for good). Nor on one sent
+ * before the request that made the copy (its position is behind the copy's
+ * catch-up floor): a copy made anew would drop itself and be asked again.
+ * Otherwise from a
  * member of the copy's membership, or from the leader of a newer one: a copy
  * removed long ago may know none of the homeservers that lead now.
  */
 export function believesLeaveNotice(notice: LeaveNotice, copy: CopyPosition): boolean {
   if (notice.term < copy.term || notice.confIndex < copy.confIndex) return false;
+  // Sent before the request that made this copy: the leader's log was then behind the floor.
+  if (notice.term < copy.floor.term || (notice.term === copy.floor.term && notice.lastIndex < copy.floor.index)) return false;
   if (copy.lastTerm > notice.term || (copy.lastTerm === notice.term && copy.lastIndex > notice.lastIndex)) return false;
   return isConfMember(copy.confState, notice.from) || notice.confIndex > copy.confIndex;
 }

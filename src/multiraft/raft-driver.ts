@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import { assert } from "../raft/assert.ts";
 import { isConfMember } from "../raft/conf-change.ts";
 import { RawNode, type QuietState, type RaftConfig, type RaftEvent, type RaftStatus } from "../raft/raw-node.ts";
-import { mayApplyBeforePersist, mayLeaveBeforePersist, MessageType, Role, type ConfChange, type ConfState, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
+import { mayApplyBeforePersist, mayLeaveBeforePersist, MessageType, noCatchUpFloor, Role, type CatchUpFloor, type ConfChange, type ConfState, type Entry, type GroupId, type HardState, type LogIndex, type Message, type NodeId, type Ready, type Term, type Transport } from "../raft/types.ts";
 import type { AppliedWrites, GroupStore, LocalWrites, StorageEngine } from "../storage/storage-engine.ts";
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
 import { planLeaderTransfers } from "./leader-balancer.ts";
@@ -634,6 +634,11 @@ export class RaftDriver {
   catchingUp(groupId: GroupId): boolean {
     const group = this.groups.get(groupId);
     return group === undefined || group.node.catchingUp();
+  }
+
+  /** The catch-up floor `groupId`'s copy here was made with (none for one not loaded: load it to tell). */
+  catchUpFloor(groupId: GroupId): CatchUpFloor {
+    return this.groups.get(groupId)?.node.catchUpFloor() ?? noCatchUpFloor;
   }
 
   /** Whether `groupId`'s log holds a conf change its core has not applied (a hibernating group holds none: it applied everything). */

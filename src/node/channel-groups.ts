@@ -623,7 +623,7 @@ export class ChannelGroups implements HostedChannels {
     if (machine === undefined) return false;
     const groupId = channelGroupId(channelId);
     const status = this.options.driver.status(groupId);
-    return believesLeaveNotice(notice, { confState: this.options.driver.confState(groupId), term: status.term, confIndex: machine.confIndex(), lastIndex: status.lastIndex, lastTerm: status.lastTerm });
+    return believesLeaveNotice(notice, { confState: this.options.driver.confState(groupId), term: status.term, confIndex: machine.confIndex(), lastIndex: status.lastIndex, lastTerm: status.lastTerm, floor: this.options.driver.catchUpFloor(groupId) });
   }
 
   /** A peer's notice about a channel group (see the topics above). */

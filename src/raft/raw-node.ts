@@ -122,6 +122,11 @@ export class RawNode {
     this.raft.fenceTerm(floor.term);
   }
 
+  /** The catch-up floor this copy was made with (see Raft.catchUpFloor; index 0 when none). */
+  catchUpFloor(): CatchUpFloor {
+    return this.raft.catchUpFloor;
+  }
+
   /** Whether this node knows no membership yet or has not applied up to its catch-up floor (it campaigns not, and votes only for logs past the floor). */
   catchingUp(): boolean {
     return this.raft.catchingUp();

@@ -258,7 +258,7 @@ class ChannelSimulator {
     const raw = replica.raw;
     if (raw === undefined) return false;
     const status = raw.status();
-    return believesLeaveNotice(notice, { confState: raw.confState(), term: status.term, confIndex: replica.model.confIndex, lastIndex: status.lastIndex, lastTerm: status.lastTerm });
+    return believesLeaveNotice(notice, { confState: raw.confState(), term: status.term, confIndex: replica.model.confIndex, lastIndex: status.lastIndex, lastTerm: status.lastTerm, floor: raw.catchUpFloor() });
   }
 
   private newReplica(hs: Homeserver, groupId: GroupId, storage: MemoryStorage, catchUpFloor: CatchUpFloor = noCatchUpFloor): Replica {

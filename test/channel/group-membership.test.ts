@@ -3,6 +3,7 @@
  * towards voters = the members' homeservers, one membership change at a time.
  */
 import { describe, expect, it } from "vitest";
+import { noCatchUpFloor } from "../../src/raft/types.ts";
 import { believesLeaveNotice, followsMembers, membershipSettled, nextMembershipStep } from "../../src/channel/group-membership.ts";
 import type { ConfState } from "../../src/raft/types.ts";
 
@@ -40,7 +41,7 @@ describe("a channel group following its members", () => {
 
 describe("believesLeaveNotice", () => {
   const members = conf(["hs2", "hs3", "hs4"]);
-  const copy = { confState: members, term: 5, confIndex: 40, lastIndex: 60, lastTerm: 5 };
+  const copy = { confState: members, term: 5, confIndex: 40, lastIndex: 60, lastTerm: 5, floor: noCatchUpFloor };
   const notice = { from: "hs3", term: 5, confIndex: 40, lastIndex: 60 };
 
   it("believes a member of the copy's membership about a membership no older, in a term no older", () => {
@@ -60,6 +61,14 @@ describe("believesLeaveNotice", () => {
     const stale = { ...copy, term: 7, lastIndex: 62, lastTerm: 5 };
     expect(believesLeaveNotice({ ...notice, term: 7, confIndex: 41, lastIndex: 61 }, stale)).toBe(true);
     expect(believesLeaveNotice({ ...notice, term: 7, confIndex: 41, lastIndex: 61 }, { ...stale, lastTerm: 7 })).toBe(false);
+  });
+
+  it("refuses a notice sent before the request that made the copy: behind its catch-up floor", () => {
+    // A copy made anew at the request of a member whose commit index was 58 in term 5 (it holds nothing yet).
+    const fresh = { ...copy, lastIndex: 0, lastTerm: 0, confIndex: 0, confState: conf([]), floor: { index: 58, term: 5 } };
+    expect(believesLeaveNotice({ ...notice, confIndex: 30, lastIndex: 57 }, fresh)).toBe(false);
+    expect(believesLeaveNotice({ ...notice, term: 4, confIndex: 30, lastIndex: 90 }, fresh)).toBe(false);
+    expect(believesLeaveNotice({ ...notice, confIndex: 30, lastIndex: 58 }, fresh)).toBe(true);
   });
 
   it("believes the leader of a strictly newer membership the copy never saw, and no other outsider", () => {
