@@ -86,9 +86,9 @@ export interface CopyPosition {
  * send them on, believed no notice and was kept for good). Nor on one sent
  * before the request that made the copy (its position is behind the copy's
  * catch-up floor): a copy made anew would drop itself and be asked again.
- * Otherwise from a
- * member of the copy's membership, or from the leader of a newer one: a copy
- * removed long ago may know none of the homeservers that lead now.
+ * Otherwise from a member of the copy's membership, or from the leader of a
+ * newer one: a copy removed long ago may know none of the homeservers that
+ * lead now.
  */
 export function believesLeaveNotice(notice: LeaveNotice, copy: CopyPosition): boolean {
   if (notice.term < copy.term || notice.confIndex < copy.confIndex) return false;

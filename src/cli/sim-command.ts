@@ -7,10 +7,10 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { boundedInteger } from "./args.ts";
 import { Worker } from "node:worker_threads";
 import { faultKinds, parseFaultKinds, runSimulation, type FaultKind, type SimResult, type Violation } from "../sim/index.ts";
 import type { WorkerRequest } from "../sim/sim-worker.ts";
+import { boundedInteger } from "./args.ts";
 import { projectRoot } from "./project-root.ts";
 
 const usage = `usage: epochd sim [options]

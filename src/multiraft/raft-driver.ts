@@ -252,9 +252,6 @@ interface HostedGroup {
   lastInputMs: number;
   /** How long this group must be quiet before it is unloaded (see {@link nextHibernateDelayMs}). */
   hibernateDelayMs: number;
-  /** Since when this loaded group has known no leader (undefined: it knows one), and when that was last logged. */
-  leaderlessSinceMs: number | undefined;
-  leaderlessLoggedAtMs: number;
 }
 
 /** A hosted group unloaded from memory (see {@link GroupHibernation}): what is needed to answer for it and reload it. */
@@ -362,6 +359,8 @@ export class RaftDriver {
   private balancer: NodeJS.Timeout | undefined;
   private hibernator: NodeJS.Timeout | undefined;
   private leaderWatch: NodeJS.Timeout | undefined;
+  /** Awake groups that knew no leader at the last look: since when, and when last logged (see {@link watchLeaders}). */
+  private leaderless = new Map<HostedGroup, { readonly sinceMs: number; loggedAtMs: number }>();
   private loopScheduled = false;
   /** The group whose core is being built: the conf changes it replays from its log change nothing. */
   private building: GroupId | undefined;
@@ -429,8 +428,6 @@ export class RaftDriver {
       options,
       lastInputMs: Date.now(),
       hibernateDelayMs,
-      leaderlessSinceMs: undefined,
-      leaderlessLoggedAtMs: 0,
     };
     this.groups.set(groupId, group);
     return group;
@@ -666,33 +663,33 @@ export class RaftDriver {
   counts(): { readonly groups: number; readonly awake: number; readonly unloaded: number; readonly leaderless: number } {
     const since = Date.now() - (this.options.leaderlessAfterMs ?? leaderlessAfterMsDefault);
     let leaderless = 0;
-    for (const group of this.groups.values()) if (group.leaderlessSinceMs !== undefined && group.leaderlessSinceMs <= since) leaderless++;
+    for (const { sinceMs } of this.leaderless.values()) if (sinceMs <= since) leaderless++;
     return { groups: this.groups.size + this.dormant.size, awake: this.awake.size, unloaded: this.dormant.size, leaderless };
   }
 
   /**
    * Notes since when each awake group has known no leader, and logs one that
    * has known none for {@link RaftDriverOptions.leaderlessAfterMs} (a quiet
-   * group knows its leader; only awake ones are looked at).
+   * group knows its leader; only awake ones are looked at, and a group that
+   * went quiet or left drops out).
    */
   private watchLeaders(): void {
     const now = Date.now();
     const afterMs = this.options.leaderlessAfterMs ?? leaderlessAfterMsDefault;
-    for (const group of this.groups.values()) {
-      if (!this.awake.has(group) || group.node.leader() !== "") {
-        group.leaderlessSinceMs = undefined;
-        continue;
-      }
-      group.leaderlessSinceMs ??= now;
-      const forMs = now - group.leaderlessSinceMs;
-      if (forMs < afterMs || now - group.leaderlessLoggedAtMs < leaderlessLogEveryMs) continue;
-      group.leaderlessLoggedAtMs = now;
-      const status = group.node.status();
+    const seen = new Map<HostedGroup, { readonly sinceMs: number; loggedAtMs: number }>();
+    for (const group of this.awake) {
+      if (group.node.leader() !== "") continue;
+      const noted = this.leaderless.get(group) ?? { sinceMs: now, loggedAtMs: 0 };
+      seen.set(group, noted);
+      const forMs = now - noted.sinceMs;
+      if (forMs < afterMs || now - noted.loggedAtMs < leaderlessLogEveryMs) continue;
+      noted.loggedAtMs = now;
       this.options.logger.warn(
-        { groupId: group.groupId, seconds: Math.round(forMs / 1000), term: status.term, voters: [...group.node.confState().voters], catchingUp: group.node.catchingUp() },
+        { groupId: group.groupId, seconds: Math.round(forMs / 1000), term: group.node.status().term, voters: [...group.node.confState().voters], catchingUp: group.node.catchingUp() },
         "a Raft group has known no leader for a long time: a majority of its voters is down or cut off, or it is stuck (a channel group whose homeserver lost its data directory during a membership change stays so; see the operations notes)",
       );
     }
+    this.leaderless = seen;
   }
 
   private onRaftEvent(groupId: GroupId, event: RaftEvent): void {

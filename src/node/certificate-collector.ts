@@ -139,8 +139,7 @@ export class CertificateCollector {
     let refused = this.refused.get(signer);
     if (refused !== undefined && !sameKey(refused.key, key)) {
       // Refused under an older key: checked under this one first, and kept again only if still refused.
-      this.refused.delete(signer);
-      for (const earlier of refused.batches) this.addBatch(earlier);
+      this.checkAgain(signer, refused);
       refused = this.refused.get(signer);
     }
     if (refused === undefined) this.refused.set(signer, (refused = { key, batches: [], statements: 0 }));
@@ -160,10 +159,14 @@ export class CertificateCollector {
   recheckRefused(): void {
     for (const [signer, refused] of [...this.refused]) {
       const key = this.signingKeyOf(signer);
-      if (key === undefined || sameKey(refused.key, key)) continue;
-      this.refused.delete(signer);
-      for (const batch of refused.batches) this.addBatch(batch);
+      if (key !== undefined && !sameKey(refused.key, key)) this.checkAgain(signer, refused);
     }
+  }
+
+  /** Adds `refused`, the signer's refused batches, again: those still refused are kept anew. */
+  private checkAgain(signer: string, refused: Refused): void {
+    this.refused.delete(signer);
+    for (const batch of refused.batches) this.addBatch(batch);
   }
 
   /** How many refused batches wait for their signer's key to change (for tests). */

@@ -542,12 +542,10 @@ export class Raft {
    * leader of an earlier term was deposed, and one cut off with this copy
    * alone must not have its entries acknowledged here (it may still count
    * this homeserver as a voter, from before its copy was lost). The group's
-   * leader is in that term or a later one. Returns whether the term moved.
+   * leader is in that term or a later one.
    */
-  fenceTerm(term: Term): boolean {
-    if (term <= this.term) return false;
-    this.becomeFollower(term, "");
-    return true;
+  fenceTerm(term: Term): void {
+    if (term > this.term) this.becomeFollower(term, "");
   }
 
   /** Whether this node knows no membership yet, or has not applied up to its {@link catchUpFloor}. */

@@ -214,7 +214,6 @@ export interface ConfChange {
   readonly leaveJoint: boolean;
 }
 
-/** The zero hard state of a node that never persisted anything. */
 /**
  * The catch-up floor of a copy made anew (see Raft.catchUpFloor): the commit
  * index of the member that asked for it and the term of that member's last
@@ -233,6 +232,7 @@ export function isFurtherFloor(a: CatchUpFloor, b: CatchUpFloor): boolean {
   return a.term > b.term || (a.term === b.term && a.index > b.index);
 }
 
+/** The zero hard state of a node that never persisted anything. */
 export const emptyHardState: HardState = { term: 0, vote: "", commit: 0 };
 
 /** The zero membership. */

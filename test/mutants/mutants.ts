@@ -217,8 +217,8 @@ export const mutants: readonly Mutant[] = [
   {
     name: "copy-made-anew-answers-a-deposed-leader",
     file: "src/raft/raft.ts",
-    search: "    if (term <= this.term) return false;\n    this.becomeFollower(term, \"\");",
-    replace: "    if (term <= this.term || term > 0) return false;\n    this.becomeFollower(term, \"\");",
+    search: "    if (term > this.term) this.becomeFollower(term, \"\");",
+    replace: "    if (term > this.term && term < 0) this.becomeFollower(term, \"\");",
     description: "a copy made anew starts below its floor's term and acknowledges a leader deposed before it was asked for, cut off with it alone, which then commits over the group's entries",
     caughtByTest: { file: "test/raft/election.test.ts", name: "so a leader deposed before the copy was asked for" },
   },
