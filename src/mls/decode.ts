@@ -3,7 +3,7 @@
  * trailing bytes are refused (one message has exactly one encoding, so its hash identifies it), and any
  * exception inside ts-mls becomes a Rejection.
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { MLSMessage } from "ts-mls";
 import { decodeMlsMessage } from "ts-mls/message.js";
 import { reject, type Rejection } from "./rejection.ts";
@@ -32,25 +32,42 @@ export function shortWireformat(message: MLSMessage): WireformatShortName {
  * bytes. `what` names the input in the rejection reason ("commit", "GroupInfo", ...).
  */
 export function decodeFramed(bytes: Uint8Array, maxBytes: number, what: string): MLSMessage | Rejection {
-  if (!(bytes instanceof Uint8Array)) return reject(`${what}: not a byte array`);
-  if (bytes.length === 0) return reject(`${what}: empty`);
-  if (bytes.length > maxBytes) return reject(`${what}: ${bytes.length} bytes exceeds the limit of ${maxBytes}`);
+  const unfit = checkFramedSize(bytes, maxBytes, what);
+  if (unfit !== undefined) return unfit;
   let decoded: [MLSMessage, number] | undefined;
   try {
     decoded = decodeMlsMessage(bytes, 0);
   } catch {
     decoded = undefined;
   }
-  if (decoded === undefined) return reject(`${what}: not a decodable MLSMessage`);
+  if (decoded === undefined) return undecodable(what);
   const [message, bytesRead] = decoded;
-  if (bytesRead !== bytes.length) return reject(`${what}: ${bytes.length - bytesRead} trailing bytes after the MLSMessage`);
+  if (bytesRead !== bytes.length) return trailingBytes(what, bytes.length - bytesRead);
   if (message.version !== "mls10") return reject(`${what}: unsupported protocol version`);
   return message;
 }
 
+/** What {@link decodeFramed} refuses before parsing: no byte array, no bytes, or more than `maxBytes`. */
+export function checkFramedSize(bytes: Uint8Array, maxBytes: number, what: string): Rejection | undefined {
+  if (!(bytes instanceof Uint8Array)) return reject(`${what}: not a byte array`);
+  if (bytes.length === 0) return reject(`${what}: empty`);
+  if (bytes.length > maxBytes) return reject(`${what}: ${bytes.length} bytes exceeds the limit of ${maxBytes}`);
+  return undefined;
+}
+
+/** The rejection of bytes that do not decode as an MLSMessage. */
+export function undecodable(what: string): Rejection {
+  return reject(`${what}: not a decodable MLSMessage`);
+}
+
+/** The rejection of an MLSMessage followed by `count` more bytes. */
+export function trailingBytes(what: string, count: number): Rejection {
+  return reject(`${what}: ${count} trailing bytes after the MLSMessage`);
+}
+
 /** SHA-256 of `bytes`: how epochd names a commit (the hash the homeservers co-sign). */
 export function sha256(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash("sha256").update(bytes).digest());
+  return new Uint8Array(hash("sha256", bytes, "buffer"));
 }
 
 /** Byte-wise equality. */

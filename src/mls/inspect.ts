@@ -3,7 +3,8 @@
  * Synchronous, total and deterministic.
  */
 import type { ContentTypeName } from "ts-mls";
-import { bytesEqual, decodeFramed, sha256, shortWireformat, toHex, type WireformatShortName } from "./decode.ts";
+import { bytesEqual, checkFramedSize, decodeFramed, sha256, shortWireformat, toHex, trailingBytes, undecodable, type WireformatShortName } from "./decode.ts";
+import { readPrivateFraming } from "./private-framing.ts";
 import { channelCipherSuite } from "./identity.ts";
 import { maxGroupInfoBytes, maxKeyPackageBytes, maxMessageBytes, maxWelcomeBytes, maxWelcomeRecipients } from "./limits.ts";
 import type { PublicGroupView } from "./group-view.ts";
@@ -66,14 +67,23 @@ export function inspectMessage(bytes: Uint8Array): InspectedMessage | Rejection 
 }
 
 function inspectPrivate(groupId: Uint8Array, bytes: Uint8Array, contentType: "commit" | "application", what: string): { epoch: bigint } | Rejection {
+  const unfit = checkFramedSize(bytes, maxMessageBytes, what);
+  if (unfit !== undefined) return unfit;
+  const framing = readPrivateFraming(bytes);
+  if (framing === "other-wireformat") return refuseOtherWireformat(bytes, what);
+  if (framing === "undecodable") return undecodable(what);
+  if ("trailingBytes" in framing) return trailingBytes(what, framing.trailingBytes);
+  if (!bytesEqual(framing.groupId, groupId)) return reject(`${what}: addressed to another group`);
+  if (framing.contentType !== contentType) return reject(`${what}: content type is ${framing.contentType}, expected ${contentType}`);
+  return { epoch: framing.epoch };
+}
+
+/** The reason a message that is not a PrivateMessage is refused where one is required (decoded in full, for that reason). */
+function refuseOtherWireformat(bytes: Uint8Array, what: string): Rejection {
   const message = decodeFramed(bytes, maxMessageBytes, what);
   if ("reason" in message) return message;
   if (message.wireformat === "mls_public_message") return reject(`${what}: got a PublicMessage where a PrivateMessage is required`);
-  if (message.wireformat !== "mls_private_message") return reject(`${what}: wire format ${message.wireformat} is not a PrivateMessage`);
-  const m = message.privateMessage;
-  if (!bytesEqual(m.groupId, groupId)) return reject(`${what}: addressed to another group`);
-  if (m.contentType !== contentType) return reject(`${what}: content type is ${m.contentType}, expected ${contentType}`);
-  return { epoch: m.epoch };
+  return reject(`${what}: wire format ${message.wireformat} is not a PrivateMessage`);
 }
 
 /**
