@@ -251,6 +251,11 @@ export class CertificateCollector {
     return this.entries.has(key);
   }
 
+  /** Whether this homeserver counted `signer`'s signature over the commit `channel/epoch`. */
+  hasSignatureOf(key: string, signer: string): boolean {
+    return this.entries.get(key)?.signatures.has(signer) === true;
+  }
+
   /** Whether the commit `channel/epoch` has a complete certificate here. */
   isComplete(key: string): boolean {
     return this.entries.get(key)?.complete !== undefined;

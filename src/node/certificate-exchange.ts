@@ -16,7 +16,7 @@
  * delays a certificate but does not lose it.
  */
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
-import { batchSigningMessage, rememberOwnBatchSignature } from "../channel/certificate.ts";
+import { batchSigningMessage, quorumSize, rememberOwnBatchSignature } from "../channel/certificate.ts";
 import type { ChannelResult } from "../channel/channel-state-machine.ts";
 import { buildMerkleTree, maxMerkleLeaves, merkleLeafHash } from "../channel/merkle.ts";
 import type { Certificate } from "../gen/epochd/channel/v1/channel_pb.ts";
@@ -77,7 +77,13 @@ function approximateCertificateBytes(certificate: Certificate): number {
 
 interface SentBatch {
   readonly payload: Uint8Array;
+  /** Every other voter of its commits: where it goes again while a certificate is incomplete here. */
   readonly peers: readonly string[];
+  /**
+   * When it went to leaders alone (see {@link CertificateExchange.leaderToSendTo}), the leader of each
+   * commit (of `keys`, in order; undefined for one sent to every voter); cleared once it went to all.
+   */
+  narrowTo: readonly (string | undefined)[] | undefined;
   /** `channel/epoch` of every commit in the batch. */
   readonly keys: readonly string[];
   sentAtMs: number;
@@ -94,6 +100,8 @@ export interface CertificateExchangeOptions {
   readonly propose: (channelId: string, data: Uint8Array) => boolean;
   /** Whether this homeserver leads the channel's group. */
   readonly isLeader: (channelId: string) => boolean;
+  /** The leader of the channel's group as known here, if any (see {@link firstPeersOf}). */
+  readonly leaderOf?: (channelId: string) => string | undefined;
   /**
    * Whether a complete certificate must be recorded at once rather than
    * wait for the channel's next command: when the commit brought in a
@@ -284,11 +292,37 @@ export class CertificateExchange {
       });
       collector.addOwnBatch(batch, statements, tree, this.options.key.publicKeyRaw);
       const peers = [...new Set(commits.flatMap((c) => c.voters))].filter((id) => id !== this.options.selfId);
-      const sent: SentBatch = { payload: toBinary(SignatureBatchSchema, batch), peers, keys: commits.map((c) => keyOf(c.channelId, c.epoch)), sentAtMs: Date.now() };
-      for (const peer of peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
+      const leaders = commits.map((c) => this.leaderToSendTo(c));
+      const firstPeers = new Set<string>();
+      commits.forEach((c, i) => {
+        const leader = leaders[i];
+        if (leader !== undefined) firstPeers.add(leader);
+        else for (const voter of c.voters) if (voter !== this.options.selfId) firstPeers.add(voter);
+      });
+      const narrowTo = firstPeers.size < peers.length ? leaders : undefined;
+      const sent: SentBatch = { payload: toBinary(SignatureBatchSchema, batch), peers, narrowTo, keys: commits.map((c) => keyOf(c.channelId, c.epoch)), sentAtMs: Date.now() };
+      for (const peer of firstPeers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
       if (peers.length > 0) this.sent.push(sent);
       if (this.sent.length > sentBatchesMax) this.sent.shift();
     }
+  }
+
+  /**
+   * Whom a batch goes to first for `commit`: its group's leader alone, or
+   * undefined for every other voter. A follower of a group of at most three voters
+   * sends it to the group's leader alone: its own signature and the
+   * leader's, which the leader sends to every voter, are a quorum, so every
+   * voter completes the certificate without the followers' batches to each
+   * other (a third of the batches, and of the checks of their signatures,
+   * per commit). Every other voter gets it otherwise, and a second after a
+   * narrow send if one of its certificates is still incomplete here or was
+   * completed without the leader's signature: a leader lost before it
+   * signed leaves the followers to each other's batches.
+   */
+  private leaderToSendTo(commit: AppliedCommit): string | undefined {
+    const leader = this.options.leaderOf?.(commit.channelId);
+    const alone = leader !== undefined && leader !== this.options.selfId && commit.voters.includes(leader) && quorumSize(commit.voters.length) <= 2;
+    return alone ? leader : undefined;
   }
 
   /**
@@ -335,8 +369,12 @@ export class CertificateExchange {
         this.sent.splice(i, 1);
         continue;
       }
-      const intervalMs = open.some((key) => !collector.isComplete(key)) ? resendIntervalMs : completeResendIntervalMs;
+      // Sent to a leader alone: the others need it if this homeserver has not counted that leader's signature.
+      const narrowTo = sent.narrowTo;
+      const withoutLeader = narrowTo?.some((leader, i) => leader !== undefined && collector.isCollecting(sent.keys[i]!) && !collector.hasSignatureOf(sent.keys[i]!, leader)) === true;
+      const intervalMs = withoutLeader || open.some((key) => !collector.isComplete(key)) ? resendIntervalMs : completeResendIntervalMs;
       if (now - sent.sentAtMs < intervalMs) continue;
+      sent.narrowTo = undefined;
       sent.sentAtMs = now;
       for (const peer of sent.peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
     }

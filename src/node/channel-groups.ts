@@ -481,6 +481,13 @@ export class ChannelGroups implements HostedChannels {
     return this.hosted.has(channelId) && this.options.driver.leaderOf(channelGroupId(channelId)) === this.options.selfId;
   }
 
+  /** The leader of the channel's group as known here; undefined when none is known or the group is not hosted here. */
+  leaderOf(channelId: string): string | undefined {
+    if (!this.hosted.has(channelId)) return undefined;
+    const leader = this.options.driver.leaderOf(channelGroupId(channelId));
+    return leader === "" ? undefined : leader;
+  }
+
   /** Proposes a channel command on the group's leader or forwards it, fire and forget; false without a leader. */
   proposeAnywhere(channelId: string, data: Uint8Array): boolean {
     return this.hosted.has(channelId) && this.options.driver.proposeAnywhere(channelGroupId(channelId), data);

@@ -238,6 +238,7 @@ export class Homeserver {
       sendNotice: (to, topic, payload) => transport.sendNotice(to, { topic, payload }),
       propose: (channelId, data) => groups?.proposeAnywhere(channelId, data) ?? false,
       isLeader: (channelId) => groups?.leads(channelId) ?? false,
+      leaderOf: (channelId) => groups?.leaderOf(channelId),
       recordAtOnce: (certificate) => channels.channel(certificate.channelId)?.members.some((m) => !certificate.voters.includes(m.homeserverId)) === true,
       onRefused: (from, reason) => logger.warn({ from, reason }, "certificate signatures from a peer refused"),
     });

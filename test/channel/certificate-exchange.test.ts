@@ -33,7 +33,7 @@ function expectSignerKeysLogged(items: readonly CommitSignatures[]): void {
 }
 
 /** hs1's exchange wired to a collector, with hs2's and hs3's exchanges feeding it their batches. */
-function cluster(recordAtOnce?: (channelId: string) => boolean) {
+function cluster(recordAtOnce?: (channelId: string) => boolean, leaderOf?: (channelId: string) => string | undefined) {
   const proposed: Array<{ channelId: string; epochs: bigint[] }> = [];
   /** What hs2 and hs3 forwarded to the leader. */
   const forwarded: string[] = [];
@@ -63,6 +63,7 @@ function cluster(recordAtOnce?: (channelId: string) => boolean) {
         return true;
       },
       isLeader: () => id === "hs1",
+      ...(leaderOf === undefined ? {} : { leaderOf }),
       ...(recordAtOnce === undefined ? {} : { recordAtOnce: (c: { channelId: string }) => recordAtOnce(c.channelId) }),
     });
     exchanges.set(id, exchange);
@@ -151,6 +152,36 @@ describe("CertificateExchange", () => {
     expect(proposed).toEqual([{ channelId: "joined", epochs: [4n] }]);
     vi.advanceTimersByTime(recordDelayMs);
     expect(proposed.map((p) => p.channelId)).toEqual(["joined", "usual"]);
+    for (const exchange of exchanges.values()) exchange.stop();
+  });
+
+  it("a follower of a three-voter group sends its batch to the leader alone, and every voter still completes", async () => {
+    vi.useFakeTimers({ toFake: ["setInterval", "Date"] });
+    const { exchanges, notices } = cluster(undefined, () => "hs1");
+    for (const exchange of exchanges.values()) exchange.start();
+    for (const exchange of exchanges.values()) exchange.onCommitAccepted(accepted("trio", 5n), 5);
+    for (let i = 0; i < 5; i++) await turn();
+    // hs1 to hs2 and hs3; hs2 and hs3 to hs1 only.
+    expect(notices.count).toBe(4);
+    for (const id of ids) expect(exchanges.get(id)!.pendingCount(), id).toBe(1);
+    // Complete everywhere: nothing is sent again.
+    vi.advanceTimersByTime(5 * resendIntervalMs);
+    expect(notices.count).toBe(4);
+    for (const exchange of exchanges.values()) exchange.stop();
+  });
+
+  it("followers whose leader never signed complete at the first resend, which goes to every voter", async () => {
+    vi.useFakeTimers({ toFake: ["setInterval", "Date"] });
+    const { exchanges, notices } = cluster(undefined, () => "hs1");
+    for (const exchange of exchanges.values()) exchange.start();
+    // hs1 led, then went away before it applied the commit: hs2 and hs3 send theirs to it alone.
+    for (const id of ["hs2", "hs3"]) exchanges.get(id)!.onCommitAccepted(accepted("orphan", 2n), 2);
+    for (let i = 0; i < 5; i++) await turn();
+    expect(notices.count).toBe(2);
+    expect(exchanges.get("hs2")!.pendingCount()).toBe(0);
+    expect(exchanges.get("hs3")!.pendingCount()).toBe(0);
+    vi.advanceTimersByTime(resendIntervalMs);
+    for (const id of ["hs2", "hs3"]) expect(exchanges.get(id)!.pendingCount(), id).toBe(1);
     for (const exchange of exchanges.values()) exchange.stop();
   });
 
