@@ -9,7 +9,8 @@
  * the channel (CreateChannel: to the new channel's sole member), see
  * channel-access.ts.
  */
-import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, isMessage, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { encodeCommitStreamResult } from "../channel/record-codec.ts";
 import { memberHomeservers, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
 import * as grpc from "@grpc/grpc-js";
 import { requireChannelMember } from "../auth/channel-membership.ts";
@@ -17,6 +18,7 @@ import type { ClientAuthenticator } from "../auth/client-authenticator.ts";
 import { isCertified } from "../channel/certificate.ts";
 import type { ChannelResult } from "../channel/channel-state-machine.ts";
 import {
+  CertificateSchema,
   ChannelService,
   CommitConflictSchema,
   EventKind,
@@ -163,7 +165,16 @@ function serveCommitStream(
       return { requestId: item.requestId, result: await submit(item.commit, call.metadata, Date.now() + remainingMs(call.getDeadline())) };
     },
     refusal: (requestId, error) => ({ requestId, error: commitItemStatus(error) }),
+    encode: encodeCommitItem,
   });
+}
+
+/** An accepted item's answer, by hand (see record-codec.ts); undefined for the rest, which protobuf-es encodes. */
+function encodeCommitItem({ requestId, result, error }: MessageInitShape<typeof SubmitCommitStreamResponseSchema>): Uint8Array | undefined {
+  if (error !== undefined || result === undefined || requestId === undefined || result.epoch === undefined) return undefined;
+  const certificate = result.certificate;
+  if (certificate !== undefined && !isMessage(certificate, CertificateSchema)) return undefined;
+  return encodeCommitStreamResult(requestId, result.epoch, certificate);
 }
 
 /** What ChannelService needs from its homeserver. */

@@ -43,6 +43,16 @@ function limitFor(wireformat: WireformatShortName): number {
 /** Decodes any MLSMessage and reports its framing, with each wire format's own size limit. */
 export function inspectMessage(bytes: Uint8Array): InspectedMessage | Rejection {
   return guardedSync("message", () => {
+    const unfit = checkFramedSize(bytes, maxAnyBytes, "message");
+    if (unfit !== undefined) return unfit;
+    // PrivateMessages (every message of a channel with encrypted handshakes, every application message) by hand.
+    const framing = readPrivateFraming(bytes);
+    if (framing === "undecodable") return undecodable("message");
+    if (framing !== "other-wireformat") {
+      if ("trailingBytes" in framing) return trailingBytes("message", framing.trailingBytes);
+      if (bytes.length > maxMessageBytes) return reject(`message: ${bytes.length} bytes exceeds the private limit of ${maxMessageBytes}`);
+      return { ok: true, wireformat: "private", byteSize: bytes.length, groupId: framing.groupId, epoch: framing.epoch, contentType: framing.contentType };
+    }
     const message = decodeFramed(bytes, maxAnyBytes, "message");
     if ("reason" in message) return message;
     const wireformat = shortWireformat(message);

@@ -15,12 +15,13 @@
  * while the log has not recorded them, so a lost notice or a leader change
  * delays a certificate but does not lose it.
  */
-import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { batchSigningMessage, quorumSize, rememberOwnBatchSignature } from "../channel/certificate.ts";
+import { encodeCertificateRecords, type CertificateRecord } from "../channel/record-codec.ts";
 import type { ChannelResult } from "../channel/channel-state-machine.ts";
 import { buildMerkleTree, maxMerkleLeaves, merkleLeafHash } from "../channel/merkle.ts";
 import type { Certificate } from "../gen/epochd/channel/v1/channel_pb.ts";
-import { ChannelCommandSchema, SignatureBatchSchema, type CommitSignaturesSchema, type SignatureBatch } from "../gen/epochd/state/v1/channel_state_pb.ts";
+import { ChannelCommandSchema, SignatureBatchSchema, type SignatureBatch } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import type { LogIndex } from "../raft/types.ts";
 import type { AppliedCommit, BatchRefusal, CertificateCollector } from "./certificate-collector.ts";
 import { encodeChannelCommand } from "../channel/channel-command.ts";
@@ -121,7 +122,7 @@ const noBytes = new Uint8Array(0);
  * rebuilds the rest from the commit), each with the key it was checked with
  * here, which apply verifies it against (see CommitSignatures.signer_keys).
  */
-function signaturesOf(certificate: Certificate, signingKeyOf: (homeserverId: string) => Uint8Array | undefined): MessageInitShape<typeof CommitSignaturesSchema> {
+function signaturesOf(certificate: Certificate, signingKeyOf: (homeserverId: string) => Uint8Array | undefined): CertificateRecord {
   const signerKeys = certificate.signatures.map((s) => signingKeyOf(s.homeserverId) ?? noBytes);
   return { channelId: certificate.channelId, epoch: certificate.epoch, signatures: certificate.signatures, signerKeys };
 }
@@ -240,7 +241,7 @@ export class CertificateExchange {
     }
     if (due.length === 0) return noBytes;
     markProposed(due, Date.now() + leaderReproposeMs);
-    return toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { certificates: due.map(({ certificate }) => signaturesOf(certificate, this.options.collector.signingKeyOf)) }));
+    return encodeCertificateRecords(due.map(({ certificate }) => signaturesOf(certificate, this.options.collector.signingKeyOf)));
   }
 
   /** Complete certificates waiting for the log to record them (for metrics and tests). */

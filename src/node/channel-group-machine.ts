@@ -10,9 +10,8 @@
  * applying; those writes go to the cluster group's key space (where the
  * inboxes live) in the same RocksDB batch as the apply.
  */
-import { fromBinary } from "@bufbuild/protobuf";
 import { readStoredChannels, type ChannelResult, type ChannelStateMachine, type StoredChannels } from "../channel/channel-state-machine.ts";
-import { ChannelCommandSchema, type ChannelCommand } from "../gen/epochd/state/v1/channel_state_pb.ts";
+import type { ChannelCommand } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
 import { ApplyBatch } from "../multiraft/apply-batch.ts";
 import { entryBody } from "../multiraft/entry-payload.ts";
@@ -22,6 +21,7 @@ import { applyConfChange, confMembers, decodeConfChange } from "../raft/conf-cha
 import { emptyConfState, EntryType, type ConfState, type Entry, type LogIndex } from "../raft/types.ts";
 import type { GroupReader, GroupStore, KvWrite } from "../storage/storage-engine.ts";
 import { channelCommandOp } from "../channel/channel-command.ts";
+import { decodeChannelCommand } from "../channel/command-decoder.ts";
 
 /** Namespace of the channel's records in its group's key space (see channel-keys.ts). */
 export const channelNamespace = 0x43; // "C"
@@ -139,7 +139,7 @@ export class ChannelGroupMachine implements StateMachine {
       if (body === undefined) continue;
       let command: ChannelCommand;
       try {
-        command = fromBinary(ChannelCommandSchema, body);
+        command = decodeChannelCommand(body);
       } catch {
         results.set(entry.index, { ok: false, code: "invalid", reason: "malformed channel command" } satisfies ChannelResult);
         continue;

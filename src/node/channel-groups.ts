@@ -27,10 +27,12 @@
  * membership change that removes it.
  */
 import { randomBytes } from "node:crypto";
-import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, isMessage, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import type { ChannelMembers } from "../auth/channel-membership.ts";
 import { channelCommandOp, encodeChannelCommand } from "../channel/channel-command.ts";
+import { SubmitCommitRequestSchema } from "../gen/epochd/channel/v1/channel_pb.ts";
+import { encodeSubmitCommitCommand } from "../channel/record-codec.ts";
 import { isValidChannelId } from "../channel/channel-keys.ts";
 import { orderingHomeservers, type ChannelResult, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
 import { believesLeaveNotice, lostCopyAction, membershipSettled, nextMembershipStep, type LeaveNotice } from "../channel/group-membership.ts";
@@ -366,7 +368,9 @@ export class ChannelGroups implements HostedChannels {
     // A group loaded without a leader (its leader's homeserver went away while it hibernated) is electing one now.
     await this.waitForLeaderKnown(groupId, Date.now() + Math.min(waitMs, leaderWaitMsMax));
     const requestId = randomBytes(16);
-    const data = encodeChannelCommand(toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command, requestId })));
+    const submitCommit = command.case === "submitCommit" && isMessage(command.value, SubmitCommitRequestSchema) ? command.value : undefined;
+    const body = submitCommit !== undefined ? encodeSubmitCommitCommand(submitCommit, requestId) : toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command, requestId }));
+    const data = encodeChannelCommand(body);
     // Leader balancing hands groups over all the time: order the command wherever the group is led
     // once the hand-over is done (bounded by the election timeout; see leader-change-retry.ts).
     return retryWhileLeaderChanges(

@@ -8,10 +8,29 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { encodeCertificate, encodeChannelEvent, encodeChannelRecord, encodeEpochRecord, encodeInboxEntry, handEncodedFields, writesEveryField } from "../../src/channel/record-codec.ts";
+import {
+  encodeCertificate,
+  encodeCertificateRecords,
+  encodeChannelEvent,
+  encodeChannelRecord,
+  encodeCommitStreamResult,
+  encodeEpochRecord,
+  encodeInboxEntry,
+  encodeSubmitCommitCommand,
+  handEncodedFields,
+  writesEveryField,
+} from "../../src/channel/record-codec.ts";
 import { InboxEntrySchema } from "../../src/gen/epochd/inbox/v1/inbox_pb.ts";
-import { CertificateSchema, ChannelEventSchema, MemberSchema, SignatureSchema } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
-import { ChannelRecordSchema, EpochRecordSchema } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";
+import {
+  CertificateSchema,
+  ChannelEventSchema,
+  MemberSchema,
+  SignatureSchema,
+  SubmitCommitRequestSchema,
+  SubmitCommitResponseSchema,
+  SubmitCommitStreamResponseSchema,
+} from "../../src/gen/epochd/channel/v1/channel_pb.ts";
+import { ChannelCommandSchema, ChannelRecordSchema, CommitSignaturesSchema, EpochRecordSchema } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";
 
 const seed = process.env["FC_SEED"] === undefined ? Date.now() % 2 ** 31 : Number(process.env["FC_SEED"]);
 console.log(`record codec property tests: FC_SEED=${seed}`);
@@ -68,7 +87,13 @@ const inboxEntry = fc
   })
   .map(({ certificate: c, ...rest }) => create(InboxEntrySchema, { ...rest, ...(c === undefined ? {} : { certificate: c }) }));
 
+const submitCommit = fc
+  .record({ channelId: text, epoch: uint64, commit: bytes(64), nextGroupInfo: bytes(64), welcome: bytes(16) })
+  .map((init) => create(SubmitCommitRequestSchema, init));
+const certificateRecord = fc.record({ channelId: text, epoch: uint64, signatures: fc.array(signature, { maxLength: 3 }), signerKeys: fc.array(bytes(32), { maxLength: 3 }) });
+
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+const safeMax = 2n ** 53n - 1n;
 
 describe("hand-written record encoders", () => {
   it("write exactly toBinary's bytes for any certificate, epoch record, event, channel record and inbox entry", () => {
@@ -77,6 +102,36 @@ describe("hand-written record encoders", () => {
     fc.assert(fc.property(event, (e) => hex(encodeChannelEvent(e)) === hex(toBinary(ChannelEventSchema, e))), { seed, numRuns: 500 });
     fc.assert(fc.property(channelRecord, (r) => hex(encodeChannelRecord(r)) === hex(toBinary(ChannelRecordSchema, r))), { seed, numRuns: 500 });
     fc.assert(fc.property(inboxEntry, (e) => hex(encodeInboxEntry(e)) === hex(toBinary(InboxEntrySchema, e))), { seed, numRuns: 500 });
+  });
+
+  it("write exactly toBinary's bytes for a SubmitCommit's entry, the certificates a command takes along and a commit stream's answer", () => {
+    fc.assert(
+      fc.property(submitCommit, bytes(16), (request, requestId) => {
+        const expected = toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command: { case: "submitCommit", value: request }, requestId }));
+        return hex(encodeSubmitCommitCommand(request, requestId)) === hex(expected);
+      }),
+      { seed, numRuns: 500 },
+    );
+    fc.assert(
+      fc.property(fc.array(certificateRecord, { maxLength: 3 }), (certificates) => {
+        const expected = toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { certificates }));
+        return hex(encodeCertificateRecords(certificates)) === hex(expected);
+      }),
+      { seed, numRuns: 500 },
+    );
+    let byHand = 0;
+    fc.assert(
+      fc.property(uint64, uint64, fc.option(certificate, { nil: undefined }), (requestId, epoch, c) => {
+        const encoded = encodeCommitStreamResult(requestId, epoch, c);
+        const fits = requestId <= safeMax && epoch <= safeMax && (c === undefined || (c.epoch <= safeMax && c.logIndex <= safeMax));
+        if (encoded === undefined) return !fits;
+        byHand++;
+        const expected = toBinary(SubmitCommitStreamResponseSchema, create(SubmitCommitStreamResponseSchema, { requestId, result: { epoch, ...(c === undefined ? {} : { certificate: c }) } }));
+        return hex(encoded) === hex(expected);
+      }),
+      { seed, numRuns: 500 },
+    );
+    expect(byHand).toBeGreaterThan(250);
   });
 
   it("keep the unknown fields of a record read from a newer version, as toBinary does", () => {
@@ -88,12 +143,13 @@ describe("hand-written record encoders", () => {
   });
 
   it("write every field of their messages: a field added to the proto and not to an encoder is caught here", () => {
-    const schemas = [SignatureSchema, CertificateSchema, EpochRecordSchema, ChannelEventSchema, MemberSchema, ChannelRecordSchema, InboxEntrySchema];
+    const schemas = [SignatureSchema, CertificateSchema, EpochRecordSchema, ChannelEventSchema, MemberSchema, ChannelRecordSchema, InboxEntrySchema, SubmitCommitRequestSchema, CommitSignaturesSchema, SubmitCommitResponseSchema];
     const numbers = (list: readonly number[]) => [...list].sort((a, b) => a - b);
     for (const schema of schemas) expect(numbers(handEncodedFields.get(schema.typeName) ?? []), schema.typeName).toEqual(numbers(schema.fields.map((f) => f.number)));
     expect(writesEveryField(...schemas)).toBe(true);
     // The same schema with one more field: its records would go to toBinary.
     const grown = { ...CertificateSchema, fields: [...CertificateSchema.fields, { ...CertificateSchema.fields[0]!, number: 8 }] };
     expect(writesEveryField(grown)).toBe(false);
+
   });
 });

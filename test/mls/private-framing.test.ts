@@ -9,6 +9,9 @@ import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { decodeMlsMessage } from "ts-mls/message.js";
 import { readPrivateFraming } from "../../src/mls/private-framing.ts";
+import { inspectMessage } from "../../src/mls/inspect.ts";
+import { decodeFramed, shortWireformat } from "../../src/mls/decode.ts";
+import { maxMessageBytes } from "../../src/mls/limits.ts";
 import { buildGroup, makeApplicationMessage, makeCommit, makeProposal, memberOf } from "../fixtures/mls-group.ts";
 
 const seed = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : Math.floor(Math.random() * 2 ** 31);
@@ -100,6 +103,26 @@ describe("readPrivateFraming", () => {
 
   it("reads real private commits and application messages as the full decode does", () => {
     expect(samples.map(agree)).toEqual(["private", "private", "private", "other-wireformat", "other-wireformat"]);
+  });
+
+  /** inspectMessage as it was before PrivateMessages were read by hand: the full decode, then the wire format's limit. */
+  function inspectByFullDecode(bytes: Uint8Array): unknown {
+    const message = decodeFramed(bytes, 1 << 30, "message");
+    if ("reason" in message) return message;
+    if (message.wireformat !== "mls_private_message") return "other";
+    if (bytes.length > maxMessageBytes) return { ok: false, reason: `message: ${bytes.length} bytes exceeds the private limit of ${maxMessageBytes}` };
+    const m = message.privateMessage;
+    return { ok: true, wireformat: shortWireformat(message), byteSize: bytes.length, groupId: m.groupId, epoch: m.epoch, contentType: m.contentType };
+  }
+
+  it("inspectMessage answers a PrivateMessage as the full decode did (property)", () => {
+    fc.assert(
+      fc.property(fc.oneof(headerArb, fc.nat().map((i) => samples[i % 3]!)), (bytes) => {
+        const before = inspectByFullDecode(bytes);
+        if (before !== "other") expect(inspectMessage(bytes)).toEqual(before);
+      }),
+      { seed, numRuns: 1000 },
+    );
   });
 
   it("agrees with the full decode on fuzzed real messages, built headers and random bytes, and never throws (property)", () => {
