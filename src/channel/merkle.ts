@@ -20,15 +20,7 @@ export const maxMerkleLeaves = 1 << 16;
 
 function sha256(...parts: Uint8Array[]): Uint8Array {
   // One-shot over the parts joined: for inputs this small, about twice as fast as a Hash object.
-  let length = 0;
-  for (const part of parts) length += part.byteLength;
-  const joined = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    joined.set(part, at);
-    at += part.byteLength;
-  }
-  return new Uint8Array(hash("sha256", joined, "buffer"));
+  return new Uint8Array(hash("sha256", Buffer.concat(parts), "buffer"));
 }
 
 const leafPrefix = Uint8Array.of(0);
