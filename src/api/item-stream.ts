@@ -34,9 +34,9 @@ export interface ItemStreamOptions<I extends DescMessage, O extends DescMessage>
 export function serveItemStream<I extends DescMessage, O extends DescMessage>(call: grpc.ServerDuplexStream<Buffer, Buffer>, options: ItemStreamOptions<I, O>): void {
   let inflight = 0;
   let ended = false;
-  const respond = (message: MessageInitShape<O>) => {
+  const respond = (message: MessageInitShape<O>, byHand = true) => {
     if (call.writableEnded || call.destroyed) return;
-    const bytes = options.encode?.(message);
+    const bytes = byHand ? options.encode?.(message) : undefined;
     const encoded = bytes === undefined ? encodeMessage(options.response, message) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     if (!call.write(encoded) && !call.isPaused()) {
       call.pause();
@@ -47,7 +47,15 @@ export function serveItemStream<I extends DescMessage, O extends DescMessage>(ca
     try {
       respond(options.refusal(requestId, error));
     } catch {
-      respond(options.refusal(requestId, new ApiError(grpc.status.INTERNAL, "the item's status could not be encoded")));
+      respond(options.refusal(requestId, new ApiError(grpc.status.INTERNAL, "the item's status could not be encoded")), false);
+    }
+  };
+  /** An item's answer; one that cannot be encoded becomes INTERNAL (a throw here would go unhandled and stop the process). */
+  const answer = (requestId: bigint, message: MessageInitShape<O>) => {
+    try {
+      respond(message);
+    } catch {
+      refuse(requestId, new ApiError(grpc.status.INTERNAL, "the item's answer could not be encoded"));
     }
   };
   const finishIfDone = () => {
@@ -62,7 +70,10 @@ export function serveItemStream<I extends DescMessage, O extends DescMessage>(ca
       inflight++;
       options
         .handle(item)
-        .then(respond, (error: unknown) => refuse(requestId, error))
+        .then(
+          (message) => answer(requestId, message),
+          (error: unknown) => refuse(requestId, error),
+        )
         .finally(() => {
           inflight--;
           finishIfDone();
