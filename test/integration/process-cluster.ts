@@ -180,8 +180,12 @@ export class ProcessCluster {
       if (leaders.length === 1 && statuses.every((s) => s.status?.groups[0]?.leaderId === leaders[0])) return leaders[0]!;
       await new Promise((r) => setTimeout(r, 25));
     }
-    const tails = among.map((id) => `--- ${id}\n${this.log(id).split("\n").slice(-8).join("\n")}`).join("\n");
-    throw new Error(`no single leader among ${among.join(", ")} within ${timeoutMs} ms\n${tails}`);
+    throw new Error(`no single leader among ${among.join(", ")} within ${timeoutMs} ms\n${this.logTails(among, 8)}`);
+  }
+
+  /** The last `lines` lines of each of `ids`' logs, headed by its id: for a failure's message. */
+  logTails(ids: readonly string[], lines: number): string {
+    return ids.map((id) => `--- ${id}\n${this.log(id).split("\n").slice(-lines).join("\n")}`).join("\n");
   }
 
   /**
