@@ -43,8 +43,9 @@ export const handEncodedFields: ReadonlyMap<string, readonly number[]> = new Map
   [SubmitCommitRequestSchema.typeName, [1, 2, 3, 4, 5]],
   [CommitSignaturesSchema.typeName, [1, 2, 3, 4]],
   [SubmitCommitResponseSchema.typeName, [1, 2]],
+  // Field 3 (an item's error) is never set on the answers written by hand (encodeCommitStreamResult).
+  [SubmitCommitStreamResponseSchema.typeName, [1, 2, 3]],
 ]);
-
 
 /** Whether the encoders write every field of each of `schemas` (else their records go to toBinary). */
 export function writesEveryField(...schemas: DescMessage[]): boolean {
@@ -62,7 +63,7 @@ const channelRecordByHand = writesEveryField(ChannelRecordSchema, MemberSchema);
 const inboxEntryByHand = writesEveryField(InboxEntrySchema);
 const submitCommitByHand = writesEveryField(SubmitCommitRequestSchema);
 const commitSignaturesByHand = writesEveryField(CommitSignaturesSchema, SignatureSchema);
-const commitResponseByHand = writesEveryField(SubmitCommitResponseSchema) && certificateByHand;
+const commitResponseByHand = writesEveryField(SubmitCommitStreamResponseSchema, SubmitCommitResponseSchema) && certificateByHand;
 
 /** What `writer` wrote, as a plain Uint8Array (as toBinary returns; a Buffer would differ when read back). */
 function bytesOf(writer: WireWriter): Uint8Array {

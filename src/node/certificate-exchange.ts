@@ -85,6 +85,8 @@ interface SentBatch {
    * commit (of `keys`, in order; undefined for one sent to every voter); cleared once it went to all.
    */
   narrowTo: readonly (string | undefined)[] | undefined;
+  /** The peers it went to so far (all of `peers` once widened). */
+  readonly sentTo: Set<string>;
   /** `channel/epoch` of every commit in the batch. */
   readonly keys: readonly string[];
   sentAtMs: number;
@@ -101,7 +103,7 @@ export interface CertificateExchangeOptions {
   readonly propose: (channelId: string, data: Uint8Array) => boolean;
   /** Whether this homeserver leads the channel's group. */
   readonly isLeader: (channelId: string) => boolean;
-  /** The leader of the channel's group as known here, if any (see {@link firstPeersOf}). */
+  /** The leader of the channel's group as known here, if any (see {@link CertificateExchange.leaderToSendTo}). */
   readonly leaderOf?: (channelId: string) => string | undefined;
   /**
    * Whether a complete certificate must be recorded at once rather than
@@ -150,6 +152,8 @@ export class CertificateExchange {
   /** Complete certificates the log has not recorded yet, by channel (to go in its commands' entries), then by key. */
   private readonly toRecord = new Map<string, Map<string, PendingRecord>>();
   private readonly sent: SentBatch[] = [];
+  /** Own batches that went to leaders alone, by `channel/epoch` of their commits (see {@link answerWidened}). */
+  private readonly narrowByKey = new Map<string, SentBatch>();
   private flushScheduled = false;
   private timer: NodeJS.Timeout | undefined;
 
@@ -266,6 +270,7 @@ export class CertificateExchange {
     }
     const refusal = this.options.collector.addBatch(batch);
     if (refusal !== undefined) this.options.onRefused?.(from, refusal);
+    this.answerWidened(from, batch);
   }
 
   private schedule(): void {
@@ -301,10 +306,40 @@ export class CertificateExchange {
         else for (const voter of c.voters) if (voter !== this.options.selfId) firstPeers.add(voter);
       });
       const narrowTo = firstPeers.size < peers.length ? leaders : undefined;
-      const sent: SentBatch = { payload: toBinary(SignatureBatchSchema, batch), peers, narrowTo, keys: commits.map((c) => keyOf(c.channelId, c.epoch)), sentAtMs: Date.now() };
+      const keys = commits.map((c) => keyOf(c.channelId, c.epoch));
+      const sent: SentBatch = { payload: toBinary(SignatureBatchSchema, batch), peers, narrowTo, sentTo: firstPeers, keys, sentAtMs: Date.now() };
       for (const peer of firstPeers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
+      if (narrowTo !== undefined) for (const key of keys) this.narrowByKey.set(key, sent);
       if (peers.length > 0) this.sent.push(sent);
-      if (this.sent.length > sentBatchesMax) this.sent.shift();
+      if (this.sent.length > sentBatchesMax) this.unindex(this.sent.shift()!);
+    }
+  }
+
+  /** Drops `sent` from {@link narrowByKey}: it went to every peer, or is done with. */
+  private unindex(sent: SentBatch): void {
+    if (sent.narrowTo === undefined) return;
+    sent.narrowTo = undefined;
+    for (const key of sent.keys) if (this.narrowByKey.get(key) === sent) this.narrowByKey.delete(key);
+  }
+
+  /**
+   * A batch from `from` over commits whose own batch went to leaders alone,
+   * and not to `from`: `from` sends to this homeserver only when it widened
+   * (it has not counted its leader's signature: a notice from the leader to it
+   * was lost, or it took another homeserver for the leader), so it may lack
+   * this one's too. It gets it now, once, rather than at the 15 s resend.
+   */
+  private answerWidened(from: string, batch: SignatureBatch): void {
+    if (this.narrowByKey.size === 0) return;
+    const owed = new Set<SentBatch>();
+    for (const s of batch.statements) {
+      const sent = this.narrowByKey.get(keyOf(s.channelId, s.epoch));
+      if (sent !== undefined && !sent.sentTo.has(from) && sent.peers.includes(from)) owed.add(sent);
+    }
+    for (const sent of owed) {
+      this.options.sendNotice(from, signatureBatchTopic, sent.payload);
+      sent.sentTo.add(from);
+      if (sent.sentTo.size === sent.peers.length) this.unindex(sent);
     }
   }
 
@@ -367,7 +402,7 @@ export class CertificateExchange {
       const sent = this.sent[i]!;
       const open = sent.keys.filter((key) => collector.isCollecting(key));
       if (open.length === 0) {
-        this.sent.splice(i, 1);
+        this.unindex(this.sent.splice(i, 1)[0]!);
         continue;
       }
       // Sent to a leader alone: the others need it if this homeserver has not counted that leader's signature.
@@ -375,9 +410,10 @@ export class CertificateExchange {
       const withoutLeader = narrowTo?.some((leader, i) => leader !== undefined && collector.isCollecting(sent.keys[i]!) && !collector.hasSignatureOf(sent.keys[i]!, leader)) === true;
       const intervalMs = withoutLeader || open.some((key) => !collector.isComplete(key)) ? resendIntervalMs : completeResendIntervalMs;
       if (now - sent.sentAtMs < intervalMs) continue;
-      sent.narrowTo = undefined;
+      this.unindex(sent);
       sent.sentAtMs = now;
       for (const peer of sent.peers) this.options.sendNotice(peer, signatureBatchTopic, sent.payload);
+      for (const peer of sent.peers) sent.sentTo.add(peer);
     }
     const due: PendingRecord[] = [];
     for (const pending of this.toRecord.values()) for (const record of pending.values()) if (record.dueAtMs <= now) due.push(record);

@@ -33,7 +33,11 @@ function expectSignerKeysLogged(items: readonly CommitSignatures[]): void {
 }
 
 /** hs1's exchange wired to a collector, with hs2's and hs3's exchanges feeding it their batches. */
-function cluster(recordAtOnce?: (channelId: string) => boolean, leaderOf?: (channelId: string) => string | undefined) {
+function cluster(
+  recordAtOnce?: (channelId: string) => boolean,
+  leaderOf?: (self: string, channelId: string) => string | undefined,
+  dropped: (from: string, to: string) => boolean = () => false,
+) {
   const proposed: Array<{ channelId: string; epochs: bigint[] }> = [];
   /** What hs2 and hs3 forwarded to the leader. */
   const forwarded: string[] = [];
@@ -49,7 +53,7 @@ function cluster(recordAtOnce?: (channelId: string) => boolean, leaderOf?: (chan
       sendNotice: (to, topic, payload) => {
         expect(topic).toBe(signatureBatchTopic);
         notices.count += 1;
-        exchanges.get(to)!.onNotice(id, payload);
+        if (!dropped(id, to)) exchanges.get(to)!.onNotice(id, payload);
       },
       propose: (channelId, data) => {
         if (id !== "hs1") {
@@ -63,7 +67,7 @@ function cluster(recordAtOnce?: (channelId: string) => boolean, leaderOf?: (chan
         return true;
       },
       isLeader: () => id === "hs1",
-      ...(leaderOf === undefined ? {} : { leaderOf }),
+      ...(leaderOf === undefined ? {} : { leaderOf: (channelId: string) => leaderOf(id, channelId) }),
       ...(recordAtOnce === undefined ? {} : { recordAtOnce: (c: { channelId: string }) => recordAtOnce(c.channelId) }),
     });
     exchanges.set(id, exchange);
@@ -182,6 +186,34 @@ describe("CertificateExchange", () => {
     expect(exchanges.get("hs3")!.pendingCount()).toBe(0);
     vi.advanceTimersByTime(resendIntervalMs);
     for (const id of ["hs2", "hs3"]) expect(exchanges.get(id)!.pendingCount(), id).toBe(1);
+    for (const exchange of exchanges.values()) exchange.stop();
+  });
+
+  it("a follower that lost its leader's batch completes at the first resend: the other follower answers its widened batch", async () => {
+    vi.useFakeTimers({ toFake: ["setInterval", "Date"] });
+    // hs1's batch to hs3 is lost (a link reconnecting, say): hs1 and hs2 complete at once, hs3 does not.
+    const { exchanges } = cluster(undefined, () => "hs1", (from, to) => from === "hs1" && to === "hs3");
+    for (const exchange of exchanges.values()) exchange.start();
+    for (const exchange of exchanges.values()) exchange.onCommitAccepted(accepted("lossy", 7n), 7);
+    for (let i = 0; i < 5; i++) await turn();
+    expect(exchanges.get("hs2")!.pendingCount()).toBe(1);
+    expect(exchanges.get("hs3")!.pendingCount()).toBe(0);
+    // hs3 widens at its first resend; hs2, whose own batch went to hs1 alone, sends it to hs3 on receipt.
+    vi.advanceTimersByTime(resendIntervalMs);
+    expect(exchanges.get("hs3")!.pendingCount()).toBe(1);
+    for (const exchange of exchanges.values()) exchange.stop();
+  });
+
+  it("followers that take different homeservers for the leader all complete: a batch one did not expect is answered", async () => {
+    vi.useFakeTimers({ toFake: ["setInterval", "Date"] });
+    // A transfer from hs1 to hs2 under way: hs2 still takes hs1 for the leader, hs1 already takes hs2, hs3 takes hs1.
+    const views: Record<string, string> = { hs1: "hs2", hs2: "hs1", hs3: "hs1" };
+    const { exchanges } = cluster(undefined, (self) => views[self]);
+    for (const exchange of exchanges.values()) exchange.start();
+    for (const exchange of exchanges.values()) exchange.onCommitAccepted(accepted("crossed", 8n), 8);
+    for (let i = 0; i < 5; i++) await turn();
+    // hs1 and hs2 sent to each other alone; hs3 sent to hs1, which had not sent to hs3 and answers with its own.
+    for (const id of ids) expect(exchanges.get(id)!.pendingCount(), id).toBe(1);
     for (const exchange of exchanges.values()) exchange.stop();
   });
 

@@ -143,13 +143,12 @@ describe("hand-written record encoders", () => {
   });
 
   it("write every field of their messages: a field added to the proto and not to an encoder is caught here", () => {
-    const schemas = [SignatureSchema, CertificateSchema, EpochRecordSchema, ChannelEventSchema, MemberSchema, ChannelRecordSchema, InboxEntrySchema, SubmitCommitRequestSchema, CommitSignaturesSchema, SubmitCommitResponseSchema];
+    const schemas = [SignatureSchema, CertificateSchema, EpochRecordSchema, ChannelEventSchema, MemberSchema, ChannelRecordSchema, InboxEntrySchema, SubmitCommitRequestSchema, CommitSignaturesSchema, SubmitCommitResponseSchema, SubmitCommitStreamResponseSchema];
     const numbers = (list: readonly number[]) => [...list].sort((a, b) => a - b);
     for (const schema of schemas) expect(numbers(handEncodedFields.get(schema.typeName) ?? []), schema.typeName).toEqual(numbers(schema.fields.map((f) => f.number)));
     expect(writesEveryField(...schemas)).toBe(true);
     // The same schema with one more field: its records would go to toBinary.
     const grown = { ...CertificateSchema, fields: [...CertificateSchema.fields, { ...CertificateSchema.fields[0]!, number: 8 }] };
     expect(writesEveryField(grown)).toBe(false);
-
   });
 });
