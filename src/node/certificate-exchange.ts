@@ -407,7 +407,7 @@ export class CertificateExchange {
       }
       // Sent to a leader alone: the others need it if this homeserver has not counted that leader's signature.
       const narrowTo = sent.narrowTo;
-      const withoutLeader = narrowTo?.some((leader, i) => leader !== undefined && collector.isCollecting(sent.keys[i]!) && !collector.hasSignatureOf(sent.keys[i]!, leader)) === true;
+      const withoutLeader = narrowTo?.some((leader, at) => leader !== undefined && collector.isCollecting(sent.keys[at]!) && !collector.hasSignatureOf(sent.keys[at]!, leader)) === true;
       const intervalMs = withoutLeader || open.some((key) => !collector.isComplete(key)) ? resendIntervalMs : completeResendIntervalMs;
       if (now - sent.sentAtMs < intervalMs) continue;
       this.unindex(sent);
