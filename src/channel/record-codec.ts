@@ -329,7 +329,7 @@ export function encodeCertificateRecords(certificates: readonly CertificateRecor
  */
 export function encodeCommitStreamResult(requestId: bigint, epoch: bigint, certificate: Certificate | undefined): Uint8Array | undefined {
   if (!commitResponseByHand || requestId < 0n || requestId > safeMax || epoch < 0n || epoch > safeMax) return undefined;
-  if (certificate !== undefined && (certificate.$typeName !== CertificateSchema.typeName || !plainCertificate(certificate))) return undefined;
+  if (certificate !== undefined && !plainCertificate(certificate)) return undefined;
   const certificateBytes = certificate === undefined ? 0 : certificateSize(certificate);
   const resultSize = varintFieldSize(Number(epoch)) + (certificate === undefined ? 0 : delimitedSize(certificateBytes));
   const writer = new WireWriter(varintFieldSize(Number(requestId)) + delimitedSize(resultSize));

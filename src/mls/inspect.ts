@@ -4,7 +4,7 @@
  */
 import type { ContentTypeName } from "ts-mls";
 import { bytesEqual, checkFramedSize, decodeFramed, sha256, shortWireformat, toHex, trailingBytes, undecodable, type WireformatShortName } from "./decode.ts";
-import { readPrivateFraming } from "./private-framing.ts";
+import { readPrivateFraming, type PrivateFraming } from "./private-framing.ts";
 import { channelCipherSuite } from "./identity.ts";
 import { maxGroupInfoBytes, maxKeyPackageBytes, maxMessageBytes, maxWelcomeBytes, maxWelcomeRecipients } from "./limits.ts";
 import type { PublicGroupView } from "./group-view.ts";
@@ -43,21 +43,17 @@ function limitFor(wireformat: WireformatShortName): number {
 /** Decodes any MLSMessage and reports its framing, with each wire format's own size limit. */
 export function inspectMessage(bytes: Uint8Array): InspectedMessage | Rejection {
   return guardedSync("message", () => {
-    const unfit = checkFramedSize(bytes, maxAnyBytes, "message");
-    if (unfit !== undefined) return unfit;
     // PrivateMessages (every message of a channel with encrypted handshakes, every application message) by hand.
-    const framing = readPrivateFraming(bytes);
-    if (framing === "undecodable") return undecodable("message");
+    const framing = readPrivate(bytes, maxAnyBytes, "message");
     if (framing !== "other-wireformat") {
-      if ("trailingBytes" in framing) return trailingBytes("message", framing.trailingBytes);
-      if (bytes.length > maxMessageBytes) return reject(`message: ${bytes.length} bytes exceeds the private limit of ${maxMessageBytes}`);
-      return { ok: true, wireformat: "private", byteSize: bytes.length, groupId: framing.groupId, epoch: framing.epoch, contentType: framing.contentType };
+      if ("reason" in framing) return framing;
+      return overLimit("private", bytes) ?? { ok: true, wireformat: "private", byteSize: bytes.length, groupId: framing.groupId, epoch: framing.epoch, contentType: framing.contentType };
     }
     const message = decodeFramed(bytes, maxAnyBytes, "message");
     if ("reason" in message) return message;
     const wireformat = shortWireformat(message);
-    const limit = limitFor(wireformat);
-    if (bytes.length > limit) return reject(`message: ${bytes.length} bytes exceeds the ${wireformat} limit of ${limit}`);
+    const tooLarge = overLimit(wireformat, bytes);
+    if (tooLarge !== undefined) return tooLarge;
     const base = { ok: true as const, wireformat, byteSize: bytes.length };
     if (message.wireformat === "mls_private_message") {
       const m = message.privateMessage;
@@ -76,13 +72,30 @@ export function inspectMessage(bytes: Uint8Array): InspectedMessage | Rejection 
   });
 }
 
-function inspectPrivate(groupId: Uint8Array, bytes: Uint8Array, contentType: "commit" | "application", what: string): { epoch: bigint } | Rejection {
-  const unfit = checkFramedSize(bytes, maxMessageBytes, what);
+/** `bytes`' wire format's size limit, if it exceeds it. */
+function overLimit(wireformat: WireformatShortName, bytes: Uint8Array): Rejection | undefined {
+  const limit = limitFor(wireformat);
+  return bytes.length > limit ? reject(`message: ${bytes.length} bytes exceeds the ${wireformat} limit of ${limit}`) : undefined;
+}
+
+/**
+ * The framing of `bytes` if they are one PrivateMessage of at most
+ * `maxBytes`, as decodeFramed would refuse them if they are not, or
+ * "other-wireformat" for another wire format (left to decodeFramed).
+ */
+function readPrivate(bytes: Uint8Array, maxBytes: number, what: string): PrivateFraming | Rejection | "other-wireformat" {
+  const unfit = checkFramedSize(bytes, maxBytes, what);
   if (unfit !== undefined) return unfit;
   const framing = readPrivateFraming(bytes);
-  if (framing === "other-wireformat") return refuseOtherWireformat(bytes, what);
   if (framing === "undecodable") return undecodable(what);
-  if ("trailingBytes" in framing) return trailingBytes(what, framing.trailingBytes);
+  if (framing !== "other-wireformat" && "trailingBytes" in framing) return trailingBytes(what, framing.trailingBytes);
+  return framing;
+}
+
+function inspectPrivate(groupId: Uint8Array, bytes: Uint8Array, contentType: "commit" | "application", what: string): { epoch: bigint } | Rejection {
+  const framing = readPrivate(bytes, maxMessageBytes, what);
+  if (framing === "other-wireformat") return refuseOtherWireformat(bytes, what);
+  if ("reason" in framing) return framing;
   if (!bytesEqual(framing.groupId, groupId)) return reject(`${what}: addressed to another group`);
   if (framing.contentType !== contentType) return reject(`${what}: content type is ${framing.contentType}, expected ${contentType}`);
   return { epoch: framing.epoch };

@@ -774,11 +774,7 @@ export class RaftDriver {
   /** Stops ticking and waits for the Ready loop to finish; pending callers get UNAVAILABLE. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.ticker !== undefined) clearInterval(this.ticker);
-    if (this.balancer !== undefined) clearInterval(this.balancer);
-    if (this.hibernator !== undefined) clearInterval(this.hibernator);
-    if (this.leaderWatch !== undefined) clearInterval(this.leaderWatch);
-    if (this.commitNoticeTimer !== undefined) clearTimeout(this.commitNoticeTimer);
+    this.clearTimers();
     await this.loopRunning;
     await Promise.all([...this.dormant.values()].map((d) => d.loading));
     // Restores under way stop after their current chunk; the storage may close once they have.
@@ -1092,14 +1088,19 @@ export class RaftDriver {
     }
   }
 
+  /** Stops every timer the driver runs (clearing an unset one is a no-op). */
+  private clearTimers(): void {
+    clearInterval(this.ticker);
+    clearInterval(this.balancer);
+    clearInterval(this.hibernator);
+    clearInterval(this.leaderWatch);
+    clearTimeout(this.commitNoticeTimer);
+  }
+
   private failFatally(error: unknown): void {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.ticker !== undefined) clearInterval(this.ticker);
-    if (this.balancer !== undefined) clearInterval(this.balancer);
-    if (this.hibernator !== undefined) clearInterval(this.hibernator);
-    if (this.leaderWatch !== undefined) clearInterval(this.leaderWatch);
-    if (this.commitNoticeTimer !== undefined) clearTimeout(this.commitNoticeTimer);
+    this.clearTimers();
     this.options.onFatal(error);
   }
 
