@@ -78,7 +78,28 @@ export interface ChannelDirectory {
   votersOf?(channelId: string): readonly string[] | undefined;
 }
 
-const invalid = (reason: string): ChannelResult => ({ ok: false, code: "invalid", reason });
+/** A command's rejection (see {@link ChannelResult}). */
+type Rejection = Extract<ChannelResult, { ok: false }>;
+
+const invalid = (reason: string): Rejection => ({ ok: false, code: "invalid", reason });
+
+/** A commit's accepted outcome: what the channel becomes, and who certifies it. */
+interface CommitDecision {
+  readonly ok: true;
+  readonly commitHash: Uint8Array;
+  readonly nextMembers: readonly MlsMember[];
+  readonly nextGroupInfo: Uint8Array;
+  readonly voters: string[];
+}
+
+/** A commit a channel accepts (or would accept) at `logIndex`: what its certificate states. */
+export interface AcceptedCommit {
+  readonly channelId: string;
+  readonly epoch: bigint;
+  readonly commitHash: Uint8Array;
+  readonly logIndex: bigint;
+  readonly voters: readonly string[];
+}
 
 /**
  * The channel state machine: orders each channel's MLS commits by epoch.
@@ -215,7 +236,7 @@ export class ChannelStateMachine {
     return { ok: true, kind: "created", channelId: request.channelId };
   }
 
-  private conflict(record: ChannelRecord, builtOn: bigint): ChannelResult {
+  private conflict(record: ChannelRecord, builtOn: bigint): Rejection {
     const reason = builtOn < record.epoch ? `epoch ${builtOn} already has its commit` : `epoch ${builtOn} is ahead of the channel's epoch ${record.epoch}`;
     return { ok: false, code: "conflict", channelId: record.channelId, currentEpoch: record.epoch, builtOn, reason };
   }
@@ -223,41 +244,9 @@ export class ChannelStateMachine {
   private async commit(request: SubmitCommitRequest, logIndex: bigint, batch: ApplyBatch): Promise<ChannelResult> {
     const record = this.channels.get(request.channelId);
     if (record === undefined) return { ok: false, code: "not-found", reason: `no channel ${request.channelId}` };
-    const busy = this.busy(record);
-    if (busy !== undefined) return busy;
-    if (request.epoch !== record.epoch) return this.conflict(record, request.epoch);
-    const view = { groupId: record.groupId, epoch: record.epoch, groupInfo: record.groupInfo };
-    let commitHash: Uint8Array;
-    let nextMembers: readonly MlsMember[];
-    let nextGroupInfo: Uint8Array;
-    let nextWitnesses: readonly string[];
-    if (record.handshakeMode === HandshakeMode.ENCRYPTED) {
-      const framed = inspectPrivateCommit(view, request.commit);
-      if (!framed.ok) return invalid(framed.reason);
-      // The signature cannot be checked against a commit the homeservers cannot read: the outline is enough.
-      const next = outlineGroupInfoMessage(request.nextGroupInfo);
-      if ("reason" in next) return invalid(next.reason);
-      if (next.epoch !== record.epoch + 1n) return invalid(`next GroupInfo is for epoch ${next.epoch}, expected ${record.epoch + 1n}`);
-      if (Buffer.compare(next.groupId, record.groupId) !== 0) return invalid("next GroupInfo is for another group");
-      commitHash = framed.commitHash;
-      nextMembers = next.members;
-      nextGroupInfo = request.nextGroupInfo;
-      nextWitnesses = next.witnesses;
-    } else {
-      const verified = await verifyPublicCommit(view, request.commit, record.pendingProposals);
-      if (!verified.ok) return invalid(verified.reason);
-      const denied = this.checkRole(record, verified.sender.deviceId, verified.adds, verified.removes.map((m) => m.deviceId));
-      if (denied !== undefined) return invalid(denied);
-      const next = await verifyNextGroupInfo(view, verified, request.nextGroupInfo);
-      if (!next.ok) return invalid(next.reason);
-      commitHash = verified.commitHash;
-      nextMembers = next.members;
-      nextGroupInfo = next.view.groupInfo;
-      const decoded = decodeGroupInfoMessage(nextGroupInfo);
-      nextWitnesses = "reason" in decoded ? [] : decoded.witnesses;
-    }
-    if (!sameList(nextWitnesses, record.witnesses)) return invalid(`a commit may not change the channel's witnesses [${record.witnesses.join(", ")}]`);
-    const voters = this.voters(record);
+    const decision = await this.decideCommit(record, request);
+    if (!decision.ok) return decision;
+    const { commitHash, nextMembers, nextGroupInfo, voters } = decision;
     const epochRecord = create(EpochRecordSchema, {
       epoch: record.epoch,
       commit: request.commit,
@@ -278,6 +267,74 @@ export class ChannelStateMachine {
     record.pendingProposedRemoves = [];
     this.save(record, batch);
     return { ok: true, kind: "commit-accepted", channelId: record.channelId, epoch: builtOn, commitHash, sequence: epochRecord.sequence, voters };
+  }
+
+  /**
+   * What a commit would decide on `record`: accepted (with what the channel
+   * becomes) or the rejection. Changes nothing, so {@link previewCommit} can
+   * run it on a shallow copy while apply moves the channel on (apply replaces
+   * a record's fields, never changes a field's value in place).
+   */
+  private async decideCommit(record: ChannelRecord, request: SubmitCommitRequest): Promise<CommitDecision | Rejection> {
+    const busy = this.busy(record);
+    if (busy !== undefined) return busy;
+    if (request.epoch !== record.epoch) return this.conflict(record, request.epoch);
+    const view = { groupId: record.groupId, epoch: record.epoch, groupInfo: record.groupInfo };
+    // Before any await: a preview runs while apply may change the group's voters.
+    const voters = this.voters(record);
+    if (record.handshakeMode === HandshakeMode.ENCRYPTED) return this.decideEncryptedCommit(record, request, voters);
+    const verified = await verifyPublicCommit(view, request.commit, record.pendingProposals);
+    if (!verified.ok) return invalid(verified.reason);
+    const denied = this.checkRole(record, verified.sender.deviceId, verified.adds, verified.removes.map((m) => m.deviceId));
+    if (denied !== undefined) return invalid(denied);
+    const next = await verifyNextGroupInfo(view, verified, request.nextGroupInfo);
+    if (!next.ok) return invalid(next.reason);
+    const decoded = decodeGroupInfoMessage(next.view.groupInfo);
+    const nextWitnesses = "reason" in decoded ? [] : decoded.witnesses;
+    if (!sameList(nextWitnesses, record.witnesses)) return invalid(witnessesChanged(record));
+    return { ok: true, commitHash: verified.commitHash, nextMembers: next.members, nextGroupInfo: next.view.groupInfo, voters };
+  }
+
+  /**
+   * {@link decideCommit} for a channel with encrypted handshakes, whose
+   * checks need no await: its framing, and the outline of the next GroupInfo.
+   */
+  private decideEncryptedCommit(record: ChannelRecord, request: SubmitCommitRequest, voters: string[]): CommitDecision | Rejection {
+    const framed = inspectPrivateCommit({ groupId: record.groupId, epoch: record.epoch, groupInfo: record.groupInfo }, request.commit);
+    if (!framed.ok) return invalid(framed.reason);
+    // The signature cannot be checked against a commit the homeservers cannot read: the outline is enough.
+    const next = outlineGroupInfoMessage(request.nextGroupInfo);
+    if ("reason" in next) return invalid(next.reason);
+    if (next.epoch !== record.epoch + 1n) return invalid(`next GroupInfo is for epoch ${next.epoch}, expected ${record.epoch + 1n}`);
+    if (Buffer.compare(next.groupId, record.groupId) !== 0) return invalid("next GroupInfo is for another group");
+    if (!sameList(next.witnesses, record.witnesses)) return invalid(witnessesChanged(record));
+    return { ok: true, commitHash: framed.commitHash, nextMembers: next.members, nextGroupInfo: request.nextGroupInfo, voters };
+  }
+
+  /**
+   * What applying `request` at `logIndex` would decide if it were applied
+   * now, on the channel as applied so far: the statement a certificate of it
+   * would sign, or undefined if it would not be accepted (or the channel is
+   * not held whole here). A homeserver that stored the commit's entry right
+   * after everything it applied signs this ahead of the commit (see
+   * docs/ARCHITECTURE.md, "Signing at store time"). At once for a channel
+   * with encrypted handshakes, later for a public one. Never throws.
+   */
+  previewCommit(request: SubmitCommitRequest, logIndex: bigint): AcceptedCommit | undefined | Promise<AcceptedCommit | undefined> {
+    const record = this.channels.get(request.channelId);
+    if (record === undefined || this.slimmed.has(request.channelId)) return undefined;
+    // A copy: apply replaces the record's fields while a public commit's checks are awaited.
+    const copy = { ...record };
+    const accepted = (decision: CommitDecision | Rejection): AcceptedCommit | undefined =>
+      decision.ok ? { channelId: copy.channelId, epoch: copy.epoch, commitHash: decision.commitHash, logIndex, voters: decision.voters } : undefined;
+    try {
+      if (copy.handshakeMode !== HandshakeMode.ENCRYPTED) return this.decideCommit(copy, request).then(accepted, () => undefined);
+      // Without an await, so that the signature can leave with the store's acknowledgement.
+      if (this.busy(copy) !== undefined || request.epoch !== copy.epoch) return undefined;
+      return accepted(this.decideEncryptedCommit(copy, request, this.voters(copy)));
+    } catch {
+      return undefined;
+    }
   }
 
   /**
@@ -311,7 +368,7 @@ export class ChannelStateMachine {
    * following it): its certificates would not match its tree, and a
    * homeserver losing its last member must see no new channel content.
    */
-  private busy(record: ChannelRecord): ChannelResult | undefined {
+  private busy(record: ChannelRecord): Rejection | undefined {
     const groupVoters = this.directory.votersOf?.(record.channelId);
     if (groupVoters === undefined) return undefined;
     const wanted = orderingHomeservers(record);
@@ -495,6 +552,10 @@ export function memberHomeservers(record: ChannelRecord): string[] {
  */
 export function orderingHomeservers(record: ChannelRecord): string[] {
   return [...new Set([...record.members.map((m) => m.homeserverId), ...record.witnesses])].sort();
+}
+
+function witnessesChanged(record: ChannelRecord): string {
+  return `a commit may not change the channel's witnesses [${record.witnesses.join(", ")}]`;
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {

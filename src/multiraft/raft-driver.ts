@@ -7,6 +7,7 @@ import type { AppliedWrites, GroupStore, LocalWrites, StorageEngine } from "../s
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
 import { planLeaderTransfers } from "./leader-balancer.ts";
 import type { SnapshotChunks, StateMachine } from "./state-machine.ts";
+import { storedNextIndex, type StoredLogView } from "./stored-next.ts";
 
 /** Timing and limits of every group a driver hosts. */
 export type GroupRaftSettings = Pick<
@@ -117,6 +118,13 @@ export interface RaftDriverOptions {
   readonly observer?: DriverObserver;
   /** Called when the node can no longer run safely (a storage failure); the process must stop. */
   readonly onFatal: (error: unknown) => void;
+  /**
+   * Called after a round handed its groups' state machines the entries they
+   * stored (`StateMachine.storedNext`) and before the round's answers to
+   * leaders leave: what they queued (signatures) can go first, on the same
+   * peer streams.
+   */
+  readonly afterStoredNext?: () => void;
   /**
    * How often to look at leadership of the groups added with
    * `balanceLeadership` and hand some over when this homeserver leads more
@@ -252,6 +260,10 @@ interface HostedGroup {
   lastInputMs: number;
   /** How long this group must be quiet before it is unloaded (see {@link nextHibernateDelayMs}). */
   hibernateDelayMs: number;
+  /** The index and term of the last entry handed to `StateMachine.storedNext` (see {@link RaftDriver.offerStoredNext}). */
+  offeredNext: { index: LogIndex; term: Term };
+  /** Its stable log and core as `storedNextIndex` reads them. */
+  readonly storedView: StoredLogView;
 }
 
 /** A hosted group unloaded from memory (see {@link GroupHibernation}): what is needed to answer for it and reload it. */
@@ -428,6 +440,15 @@ export class RaftDriver {
       options,
       lastInputMs: Date.now(),
       hibernateDelayMs,
+      offeredNext: { index: 0, term: 0 },
+      storedView: {
+        firstIndex: () => store.log.firstIndex(),
+        lastIndex: () => store.log.lastIndex(),
+        term: (index) => store.log.term(index),
+        storedTerm: () => store.log.getHardState().term,
+        nodeTerm: () => node.term(),
+        leader: () => node.leader(),
+      },
     };
     this.groups.set(groupId, group);
     return group;
@@ -1135,7 +1156,10 @@ export class RaftDriver {
     } else if (toPersist.length > 0) {
       await this.options.engine.persistReadies(toPersist.map(({ group, ready }) => ({ group: group.store, ready })));
     }
-    // 2. Only now may messages that depend on that state leave.
+    // 2. Only now may messages that depend on that state leave; work on entries stored in their own
+    //    term goes first (a follower's signatures on the commits they make), so that the leader has it
+    //    with their acknowledgement.
+    if (!merged && toPersist.length > 0) this.offerStored(toPersist);
     if (late.length > 0) this.options.transport.send(late);
     // A group given a leader's snapshot (stored now) restores its state machine from it off this loop: a
     // large one takes a minute, and the homeserver's other groups must go on meanwhile. Its Ready (which
@@ -1170,11 +1194,38 @@ export class RaftDriver {
     for (const { group, ready } of items) {
       this.trackReads(group, ready);
       group.node.advance();
+      this.offerStoredNext(group);
       this.options.observer?.onApplyLag?.(group.groupId, group.node.status().commit - group.appliedIndex);
       this.maybeSnapshot(group);
       if (group.node.commitNoticePending()) this.commitNoticesDue.add(group);
     }
     if (this.commitNoticesDue.size > 0) this.armCommitNotices();
+  }
+
+  /**
+   * Hands each group's state machine the entry right after the last one
+   * applied, once, when this node stored it in its own term
+   * (`storedNextIndex`, see `StateMachine.storedNext`), and then tells the
+   * homeserver ({@link RaftDriverOptions.afterStoredNext}).
+   */
+  private offerStored(items: ReadonlyArray<{ group: HostedGroup }>): void {
+    let offered = false;
+    for (const { group } of items) offered = this.offerStoredNext(group) || offered;
+    if (offered) this.options.afterStoredNext?.();
+  }
+
+  /** See {@link offerStored}; true if it handed an entry over. */
+  private offerStoredNext(group: HostedGroup): boolean {
+    const storedNext = group.stateMachine.storedNext;
+    if (storedNext === undefined || group.restoring !== undefined) return false;
+    const log = group.store.log;
+    const index = storedNextIndex(group.storedView, group.appliedIndex);
+    if (index === undefined) return false;
+    const term = log.term(index);
+    if (group.offeredNext.index === index && group.offeredNext.term === term) return false;
+    group.offeredNext = { index, term };
+    storedNext.call(group.stateMachine, log.entries(index, index + 1, Number.MAX_SAFE_INTEGER)[0]!);
+    return true;
   }
 
   /**

@@ -51,6 +51,15 @@ export interface StateMachine {
    * between two rounds, as apply does.
    */
   afterRestore(index: LogIndex): Promise<void>;
+  /**
+   * Optional: `entry`, the one right after the last entry applied, is now
+   * stored durably here, in the term this node is in, which is the entry's
+   * (this node leads the group or follows its leader). For work that may start before
+   * the entry commits: a channel group's follower signs the commit the entry
+   * will make the channel accept (docs/ARCHITECTURE.md, "Signing at store
+   * time"). Called at most once per index and term; must not throw.
+   */
+  storedNext?(entry: Entry): void;
 }
 
 /** Snapshot data as a stream of byte chunks (their boundaries carry no meaning). */

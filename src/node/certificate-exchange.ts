@@ -18,7 +18,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { batchSigningMessage, quorumSize, rememberOwnBatchSignature } from "../channel/certificate.ts";
 import { encodeCertificateRecords, type CertificateRecord } from "../channel/record-codec.ts";
-import type { ChannelResult } from "../channel/channel-state-machine.ts";
+import type { AcceptedCommit, ChannelResult } from "../channel/channel-state-machine.ts";
 import { buildMerkleTree, maxMerkleLeaves, merkleLeafHash } from "../channel/merkle.ts";
 import type { Certificate } from "../gen/epochd/channel/v1/channel_pb.ts";
 import { ChannelCommandSchema, SignatureBatchSchema, type SignatureBatch } from "../gen/epochd/state/v1/channel_state_pb.ts";
@@ -117,6 +117,11 @@ export interface CertificateExchangeOptions {
 }
 
 const keyOf = (channelId: string, epoch: bigint) => `${channelId}/${epoch}`;
+
+/** Whether two commits' certificates state the same: the same commit at the same log index. */
+function sameStatement(a: AppliedCommit, b: AppliedCommit): boolean {
+  return a.logIndex === b.logIndex && Buffer.compare(a.commitHash, b.commitHash) === 0;
+}
 const noBytes = new Uint8Array(0);
 
 /**
@@ -154,6 +159,11 @@ export class CertificateExchange {
   private readonly sent: SentBatch[] = [];
   /** Own batches that went to leaders alone, by `channel/epoch` of their commits (see {@link answerWidened}). */
   private readonly narrowByKey = new Map<string, SentBatch>();
+  /**
+   * Commits signed at store time (see {@link onCommitStored}), by
+   * `channel/epoch`, until applied: apply signs only what these did not.
+   */
+  private readonly signedAhead = new Map<string, AppliedCommit>();
   private flushScheduled = false;
   private timer: NodeJS.Timeout | undefined;
 
@@ -177,10 +187,36 @@ export class CertificateExchange {
   onCommitAccepted(result: Extract<ChannelResult, { kind: "commit-accepted" }>, index: LogIndex): void {
     const commit: AppliedCommit = { channelId: result.channelId, epoch: result.epoch, commitHash: result.commitHash, logIndex: BigInt(index), voters: result.voters };
     this.options.collector.applied(commit);
+    const key = keyOf(commit.channelId, commit.epoch);
+    const ahead = this.signedAhead.get(key);
+    this.signedAhead.delete(key);
+    if (ahead !== undefined && sameStatement(ahead, commit)) return;
     if (result.voters.includes(this.options.selfId)) {
       this.toSign.push(commit);
       this.schedule();
     }
+  }
+
+  /**
+   * Co-signs a commit before it commits: its entry is stored here in its own
+   * term, from that term's leader, right after everything applied here, and
+   * `commit` is what applying it will accept (ChannelGroupMachine.storedNext).
+   * A signature made so counts toward the certificate like the
+   * acknowledgement that left with the store counts toward the commit: a
+   * quorum of them means a quorum stored the entry in its term, which Raft
+   * then commits. The leader, which signs when it applies, has the
+   * followers' signatures by then, and answers the client without waiting
+   * for them to learn the commit, apply and sign (docs/ARCHITECTURE.md,
+   * "Signing at store time").
+   */
+  onCommitStored(commit: AcceptedCommit): void {
+    if (!commit.voters.includes(this.options.selfId)) return;
+    const key = keyOf(commit.channelId, commit.epoch);
+    if (this.signedAhead.has(key)) return;
+    this.signedAhead.set(key, commit);
+    if (this.signedAhead.size > sentBatchesMax) this.signedAhead.delete(this.signedAhead.keys().next().value!);
+    this.toSign.push(commit);
+    this.schedule();
   }
 
   /** Reacts to an applied channel command (called in log order, after the apply is written): certificates the log recorded. */
@@ -271,6 +307,16 @@ export class CertificateExchange {
     const refusal = this.options.collector.addBatch(batch);
     if (refusal !== undefined) this.options.onRefused?.(from, refusal);
     this.answerWidened(from, batch);
+  }
+
+  /**
+   * Signs now what waits to be signed, instead of at the end of this turn of
+   * the event loop: the Ready loop calls it (RaftDriverOptions.afterStoredNext)
+   * before a round's acknowledgements leave, so that a follower's signatures
+   * on the commits it just stored reach the leader with them.
+   */
+  signNow(): void {
+    if (this.toSign.length > 0) this.signApplied();
   }
 
   private schedule(): void {

@@ -10,7 +10,7 @@
  * applying; those writes go to the cluster group's key space (where the
  * inboxes live) in the same RocksDB batch as the apply.
  */
-import { readStoredChannels, type ChannelResult, type ChannelStateMachine, type StoredChannels } from "../channel/channel-state-machine.ts";
+import { readStoredChannels, type AcceptedCommit, type ChannelResult, type ChannelStateMachine, type StoredChannels } from "../channel/channel-state-machine.ts";
 import type { ChannelCommand } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import type { InboxFanout } from "../inbox/inbox-fanout.ts";
 import { ApplyBatch } from "../multiraft/apply-batch.ts";
@@ -49,6 +49,13 @@ export interface ChannelGroupListener {
   onMembersApplied(channelId: string): void;
   /** A commit was accepted at `index`: called during apply, before the batch is written (co-signing starts at once). */
   onCommitAccepted(result: Extract<ChannelResult, { kind: "commit-accepted" }>, index: LogIndex): void;
+  /**
+   * The commit an entry stored here but not yet committed will make the
+   * channel accept, if it commits: the entry follows everything applied
+   * here and was stored in its own term, from that term's leader (see
+   * {@link ChannelGroupMachine.storedNext}).
+   */
+  onCommitStored(commit: AcceptedCommit): void;
 }
 
 /** The shared parts every channel group's machine uses. */
@@ -168,6 +175,31 @@ export class ChannelGroupMachine implements StateMachine {
       for (const [result, index] of announced) this.context.listener.onChannelResult(result, index);
     };
     return { writes, results, localWrites, afterWrite };
+  }
+
+  /**
+   * A commit's entry, stored right after everything applied here, in its
+   * own term (see `StateMachine.storedNext`): what it will make the channel
+   * accept is decided by the log up to it, all applied here, and the entry
+   * itself, so the listener may sign it before it commits. Not while the
+   * group's membership is joint: a certificate counts a majority of one set
+   * of voters, the Raft core then two.
+   */
+  storedNext(entry: Entry): void {
+    if (entry.type !== EntryType.Normal || this.membership.conf.votersOutgoing.length > 0) return;
+    const body = entryBody(entry.data, channelCommandOp);
+    if (body === undefined) return;
+    let command: ChannelCommand;
+    try {
+      command = decodeChannelCommand(body);
+    } catch {
+      return;
+    }
+    if (command.command.case !== "submitCommit" || command.command.value.channelId !== this.channelId) return;
+    const preview = this.context.channels.previewCommit(command.command.value, BigInt(entry.index));
+    const listener = this.context.listener;
+    if (preview instanceof Promise) void preview.then((commit) => commit !== undefined && listener.onCommitStored(commit));
+    else if (preview !== undefined) listener.onCommitStored(preview);
   }
 
   /** Follows a conf-change entry exactly as the Raft core does (the same pure function); true if it changed. */

@@ -34,7 +34,7 @@ import { channelCommandOp, encodeChannelCommand } from "../channel/channel-comma
 import { SubmitCommitRequestSchema } from "../gen/epochd/channel/v1/channel_pb.ts";
 import { encodeSubmitCommitCommand } from "../channel/record-codec.ts";
 import { isValidChannelId } from "../channel/channel-keys.ts";
-import { orderingHomeservers, type ChannelResult, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
+import { orderingHomeservers, type AcceptedCommit, type ChannelResult, type ChannelStateMachine } from "../channel/channel-state-machine.ts";
 import { believesLeaveNotice, lostCopyAction, membershipSettled, nextMembershipStep, type LeaveNotice } from "../channel/group-membership.ts";
 import type { ChannelRecord } from "../gen/epochd/state/v1/channel_state_pb.ts";
 import { ChannelCommandSchema } from "../gen/epochd/state/v1/channel_state_pb.ts";
@@ -145,6 +145,8 @@ export interface ChannelGroupsOptions {
   readonly onChannelResult: (result: ChannelResult) => void;
   /** A commit was accepted, told during apply before the batch is written (see ChannelGroupListener.onCommitAccepted). */
   readonly onCommitAccepted: (result: Extract<ChannelResult, { kind: "commit-accepted" }>, index: LogIndex) => void;
+  /** A commit stored here ahead of its commit, as the channel will accept it (see ChannelGroupListener.onCommitStored). */
+  readonly onCommitStored?: (commit: AcceptedCommit) => void;
   /**
    * Asked just before this homeserver, the channel's leader, appends a
    * command to its log (its own or a forwarded one, not one held back while
@@ -197,6 +199,7 @@ export class ChannelGroups implements HostedChannels {
     onChannelResult: (result) => this.options.onChannelResult(result),
     onMembersApplied: (channelId) => this.refreshSettled(channelId),
     onCommitAccepted: (result, index) => this.options.onCommitAccepted(result, index),
+    onCommitStored: (commit) => this.options.onCommitStored?.(commit),
     onMembership: (channelId) => {
       // A copy does not drop itself on applying its own removal: one catching up replays old removals
       // before its latest addition, and the others may still need its vote to learn the removal

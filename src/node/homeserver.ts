@@ -182,6 +182,8 @@ export class Homeserver {
       clientAddressOf: (id) => clientAddresses.get(id) ?? "",
       observer: metrics.observer(),
       onFatal,
+      // A follower's signatures on commits it just stored leave before its acknowledgements (see CertificateExchange.signNow).
+      afterStoredNext: () => exchange?.signNow(),
       // Groups added with balanceLeadership (channel and test groups) that are loaded: hand some over when
       // leading more than a share. Hibernating groups cost nothing whoever leads them and are left alone.
       balanceLeadersEveryMs: config.balanceLeadersEveryMs,
@@ -280,6 +282,7 @@ export class Homeserver {
         certificates.onChannelResult(result);
       },
       onCommitAccepted: (result, index) => exchange?.onCommitAccepted(result, index),
+      onCommitStored: (commit) => exchange?.onCommitStored(commit),
       alongside: (channelId) => exchange?.takeAlongside(channelId),
       logger: logger.child({ component: "channels" }),
     });

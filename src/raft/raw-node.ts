@@ -224,6 +224,11 @@ export class RawNode {
     return this.raft.quietState();
   }
 
+  /** The term this node is in: cheaper than `status()`. */
+  term(): Term {
+    return this.raft.term;
+  }
+
   /** The leader this node knows of, or "": cheaper than `status()`. */
   leader(): NodeId {
     return this.raft.lead;

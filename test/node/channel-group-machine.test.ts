@@ -80,6 +80,7 @@ describe("ChannelGroupMachine", () => {
           onMembership: () => {},
           onMembersApplied: () => {},
           onCommitAccepted: () => {},
+          onCommitStored: () => {},
         },
       });
       let index = 1;
@@ -155,7 +156,7 @@ describe("ChannelGroupMachine", () => {
       const [cluster, store] = await Promise.all([engine.openGroup("cluster", ["hs1"]), engine.openGroup("channel/c1", ["hs1"])]);
       const inboxes = new InboxStore({ scan: (p, l, f) => cluster.scan(p, l, f), write: localWriter(engine, cluster) }, defaultInboxLimits);
       const channels = new ChannelStateMachine({ clusterId, signingKeyOf: (id) => signers.get(id)?.publicKeyRaw });
-      const listener = { onCommandApplied: () => {}, onChannelResult: () => {}, onMembership: () => {}, onMembersApplied: () => {}, onCommitAccepted: () => {} };
+      const listener = { onCommandApplied: () => {}, onChannelResult: () => {}, onMembership: () => {}, onMembersApplied: () => {}, onCommitAccepted: () => {}, onCommitStored: () => {} };
       const machine = new ChannelGroupMachine("c1", store, { channels, inbox: new InboxFanout("hs1", inboxes, channels), inboxStore: cluster, listener });
       const group = await buildGroup(["alice@hs1"]);
       const creation = toBinary(ChannelCommandSchema, create(ChannelCommandSchema, { command: { case: "createChannel", value: { channelId: "c1", groupInfo: group.initialGroupInfo, contentType: "text/plain" } } }));

@@ -1,0 +1,39 @@
+/**
+ * Which stored entry a node may act on before it commits (see
+ * `StateMachine.storedNext`): the entry right after the last one applied,
+ * stored durably in the term the node is in, which must be the entry's own,
+ * while the node knows that term's leader (itself or another).
+ *
+ * Why this is as strong as an acknowledgement: an entry of term T that a
+ * quorum stored while in term T is committed by Raft (every later leader
+ * holds it: each of those nodes stored it before it could vote in a later
+ * term, and votes only for logs at least as up to date). And what applying
+ * it decides follows from the log before it, all applied here, and the entry
+ * itself. So a quorum of signatures made on such entries certifies what the
+ * log will decide. Shared by the runtime's driver and the multi-group
+ * simulator, which checks it.
+ */
+import type { LogIndex, NodeId, Term } from "../raft/types.ts";
+
+/** What {@link storedNextIndex} looks at: the node's stable log and its core. */
+export interface StoredLogView {
+  firstIndex(): LogIndex;
+  lastIndex(): LogIndex;
+  term(index: LogIndex): Term;
+  /** The term of the stored hard state. */
+  storedTerm(): Term;
+  /** The term the core is in (it may be ahead of the stored one until the next write). */
+  nodeTerm(): Term;
+  /** The leader the core knows, or "". */
+  leader(): NodeId;
+}
+
+/** The index of the entry the node may act on ahead of its commit, or undefined (see the module comment). */
+export function storedNextIndex(view: StoredLogView, appliedIndex: LogIndex): LogIndex | undefined {
+  if (view.leader() === "") return undefined;
+  const index = appliedIndex + 1;
+  if (index > view.lastIndex() || index < view.firstIndex()) return undefined;
+  const term = view.storedTerm();
+  if (view.term(index) !== term || view.nodeTerm() !== term) return undefined;
+  return index;
+}
