@@ -50,6 +50,18 @@ export class ChannelModel {
   readonly former = new Set<NodeId>();
   appliedIndex: LogIndex = 0;
 
+  /**
+   * What applying `entry` next would accept, without applying it: the epoch
+   * and voters of the commit's certificate, or undefined when it is no
+   * accepted commit (the runtime's ChannelStateMachine.previewCommit).
+   */
+  preview(entry: Entry): { readonly epoch: number; readonly voters: readonly NodeId[] } | undefined {
+    if (entry.type !== EntryType.Normal || entry.data.byteLength === 0 || !this.created) return undefined;
+    const command = JSON.parse(decoder.decode(entry.data)) as ChannelModelCommand;
+    if (command.t !== "commit" || command.epoch !== this.epoch || !followsMembers(this.conf.voters, homeserversOf(this.members))) return undefined;
+    return { epoch: this.epoch, voters: [...this.conf.voters].sort() };
+  }
+
   /** Applies one committed entry; returns the result of a command entry (undefined for others). */
   apply(entry: Entry): ChannelModelResult | undefined {
     this.appliedIndex = entry.index;

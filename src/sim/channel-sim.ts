@@ -26,6 +26,8 @@ import { isConfMember } from "../raft/conf-change.ts";
 import { MemoryStorage } from "../raft/memory-storage.ts";
 import { ConfChangeType, EntryType, MessageType, noCatchUpFloor, type CatchUpFloor, type ConfState, type Entry, type GroupId, type LogIndex, type Message, type NodeId } from "../raft/types.ts";
 import { ChannelModel, encodeModelCommand, homeserversOf, type ChannelModelCommand, type ChannelModelResult } from "./channel-model.ts";
+import { storedNextIndex } from "../multiraft/stored-next.ts";
+import { quorumSize } from "../channel/certificate.ts";
 import { Prng } from "./prng.ts";
 
 /** Settings of one multi-group run. */
@@ -46,9 +48,12 @@ export interface ChannelSimOptions {
    * "admit-unsettled" (the leader admits commands while the group does not
    * follow its members), "no-busy" (and apply accepts them then too),
    * "no-catch-up-floor" (copies made anew get no catch-up floor; with
-   * `lostDisks`).
+   * `lostDisks`), "sign-stored-any-term" (a homeserver signs a stored
+   * commit right after what it applied whatever term it was stored in),
+   * "sign-past-applied" (it signs its last stored commit as if everything
+   * before it were applied).
    */
-  readonly broken?: "admit-unsettled" | "no-busy" | "no-catch-up-floor";
+  readonly broken?: "admit-unsettled" | "no-busy" | "no-catch-up-floor" | "sign-stored-any-term" | "sign-past-applied";
   /**
    * A crashed homeserver sometimes comes back with an empty disk, every copy
    * lost (only while no other is recovering from one, and never the only
@@ -95,6 +100,8 @@ export interface ChannelSimResult {
   readonly lostDisksDuringChanges: number;
   /** Voters removed from a group because they held no copy, to be added back with a new one. */
   readonly lostCopies: number;
+  /** Co-signatures made when a commit's entry was stored, before it committed (see storedNextIndex). */
+  readonly signaturesAhead: number;
   readonly violations: readonly ChannelSimViolation[];
 }
 
@@ -110,6 +117,8 @@ interface Replica {
   readonly hostedAt: number;
   /** The leader's commit index and last term when it asked for this copy (durable, as the homeserver keeps it; see Raft.catchUpFloor). */
   readonly catchUpFloor: CatchUpFloor;
+  /** `index/term` of the last entry this copy looked at to sign at store time (each once, as the driver does). */
+  signedAhead: string;
 }
 
 interface Homeserver {
@@ -174,6 +183,18 @@ class ChannelSimulator {
   private readonly appendedAt = new Map<string, number>();
   /** Whether each liveness probe commit was accepted, once applied. */
   private readonly probeOutcomes = new Map<string, boolean>();
+  /**
+   * Co-signatures, by group/epoch, then by statement (`index:command id`):
+   * the voters it names and who signed it, at store time or at apply. A
+   * homeserver that lost its disk signs with a new key: its earlier
+   * signatures no longer count (they are dropped).
+   */
+  private readonly signatures = new Map<string, Map<string, { readonly index: LogIndex; readonly voters: readonly NodeId[]; readonly signers: Set<NodeId> }>>();
+  /** What the log decided at each group/index, once first applied: `epoch:command id` of an accepted commit, else "-". */
+  private readonly decided = new Map<string, string>();
+  /** Statements a quorum signed, by group/index. */
+  private readonly certified = new Map<string, Set<string>>();
+  private signaturesAhead = 0;
 
   private readonly faultScale: number;
 
@@ -199,7 +220,7 @@ class ChannelSimulator {
       this.workload();
     }
     if (this.violations.length === 0) this.liveness();
-    return { seed: this.options.seed, ticks: this.tickNow, channels: this.channelIds.length, ...this.counts, violations: this.violations };
+    return { seed: this.options.seed, ticks: this.tickNow, channels: this.channelIds.length, ...this.counts, signaturesAhead: this.signaturesAhead, violations: this.violations };
   }
 
   // ---- time ---------------------------------------------------------------------------------------
@@ -262,7 +283,7 @@ class ChannelSimulator {
   }
 
   private newReplica(hs: Homeserver, groupId: GroupId, storage: MemoryStorage, catchUpFloor: CatchUpFloor = noCatchUpFloor): Replica {
-    const replica: Replica = { groupId, storage, model: new ChannelModel(), raw: undefined, wasMember: false, termStart: 0, hostedAt: this.tickNow, catchUpFloor };
+    const replica: Replica = { groupId, storage, model: new ChannelModel(), raw: undefined, wasMember: false, termStart: 0, hostedAt: this.tickNow, catchUpFloor, signedAhead: "" };
     this.startReplica(hs, replica);
     return replica;
   }
@@ -295,13 +316,69 @@ class ChannelSimulator {
       if (ready.snapshot !== null) throw new Error("channel sim: snapshots are not taken here");
       replica.storage.append(ready.entries);
       if (ready.hardState !== null) replica.storage.setHardState(ready.hardState);
+      // Stored (storage is synchronous here): a commit right after what this copy applied is signed now.
+      this.signStored(hs, replica);
       for (const m of ready.messages) this.send({ kind: "raft", from: hs.id, to: m.to, message: m }, true);
       for (const entry of ready.committedEntries) {
         this.apply(hs, replica, entry);
         if (!hs.groups.has(replica.groupId)) return; // dropped: it was removed from the group
       }
       raw.advance();
+      this.signStored(hs, replica);
     }
+  }
+
+  /**
+   * The runtime's signing at store time (RaftDriver.offerStoredNext,
+   * ChannelGroupMachine.storedNext): the entry `storedNextIndex` names, if the
+   * model would accept it as a commit next and this homeserver votes on it.
+   */
+  private signStored(hs: Homeserver, replica: Replica): void {
+    const raw = replica.raw;
+    const model = replica.model;
+    if (raw === undefined || model.conf.votersOutgoing.length > 0) return;
+    const storage = replica.storage;
+    let index: LogIndex | undefined;
+    if (this.options.broken === "sign-stored-any-term") {
+      index = raw.leader() !== "" && model.appliedIndex < storage.lastIndex() && model.appliedIndex >= storage.firstIndex() - 1 ? model.appliedIndex + 1 : undefined;
+    } else if (this.options.broken === "sign-past-applied") {
+      const last = storage.lastIndex();
+      index = raw.leader() !== "" && last > model.appliedIndex && storage.term(last) === storage.getHardState().term ? last : undefined;
+    } else {
+      index = storedNextIndex({ firstIndex: () => storage.firstIndex(), lastIndex: () => storage.lastIndex(), term: (i) => storage.term(i), storedTerm: () => storage.getHardState().term, nodeTerm: () => raw.term(), leader: () => raw.leader() }, model.appliedIndex);
+    }
+    if (index === undefined || replica.signedAhead === `${index}/${storage.term(index)}`) return;
+    replica.signedAhead = `${index}/${storage.term(index)}`;
+    const entry = storage.entries(index, index + 1, Number.MAX_SAFE_INTEGER)[0]!;
+    const preview = model.preview(entry);
+    if (preview === undefined || !preview.voters.includes(hs.id)) return;
+    this.signaturesAhead++;
+    this.sign(hs.id, replica.groupId, entry, preview.epoch, preview.voters);
+  }
+
+  /** `signer` co-signs the commit `entry` as accepted at `epoch`; a quorum of its voters makes a certificate, which must state what the log decides. */
+  private sign(signer: NodeId, groupId: GroupId, entry: Entry, epoch: number, voters: readonly NodeId[]): void {
+    const id = (JSON.parse(new TextDecoder().decode(entry.data)) as ChannelModelCommand).id;
+    const statement = `${epoch}:${id}`;
+    const byStatement = this.signatures.get(`${groupId}/${epoch}`) ?? new Map<string, { index: LogIndex; voters: readonly NodeId[]; signers: Set<NodeId> }>();
+    this.signatures.set(`${groupId}/${epoch}`, byStatement);
+    const key = `${entry.index}:${id}`;
+    const tally = byStatement.get(key) ?? { index: entry.index, voters, signers: new Set<NodeId>() };
+    byStatement.set(key, tally);
+    tally.signers.add(signer);
+    if ([...tally.signers].filter((s) => tally.voters.includes(s)).length < quorumSize(tally.voters.length)) return;
+    const at = `${groupId}/${entry.index}`;
+    const certified = this.certified.get(at) ?? new Set<string>();
+    this.certified.set(at, certified);
+    if (certified.has(statement)) return;
+    certified.add(statement);
+    const decided = this.decided.get(at);
+    if (decided !== undefined && decided !== statement) this.violate("false-certificate", `${groupId} index ${entry.index}: a quorum of [${tally.voters}] signed ${statement}, but the log decided ${decided}`);
+  }
+
+  /** A homeserver that lost its disk signs under a new key: what it signed before counts no more. */
+  private forgetSignaturesOf(signer: NodeId): void {
+    for (const byStatement of this.signatures.values()) for (const tally of byStatement.values()) tally.signers.delete(signer);
   }
 
   private apply(hs: Homeserver, replica: Replica, entry: Entry): void {
@@ -326,6 +403,7 @@ class ChannelSimulator {
     } else if (first !== fingerprint) {
       this.violate("state-machine-safety", `${replica.groupId} index ${entry.index}: ${hs.id} applied ${fingerprint.slice(0, 120)}, another replica ${first.slice(0, 120)}`);
     }
+    if (result?.ok === true && result.kind === "commit" && result.voters.includes(hs.id)) this.sign(hs.id, replica.groupId, entry, result.epoch, result.voters);
     if (entry.type !== EntryType.ConfChange) return;
     // A copy does not drop itself on applying its own removal: a copy catching up replays old removals
     // before its latest addition, and the others may still need its vote to learn the removal committed.
@@ -336,6 +414,7 @@ class ChannelSimulator {
 
   /** The checks made once per entry, at its first application anywhere. */
   private firstApplication(replica: Replica, entry: Entry, result: ChannelModelResult | undefined): void {
+    this.checkCertified(replica.groupId, entry, result);
     const history = this.confHistory.get(replica.groupId) ?? [];
     this.confHistory.set(replica.groupId, history);
     if (entry.type === EntryType.ConfChange) {
@@ -362,6 +441,16 @@ class ChannelSimulator {
     for (const gone of result.before.filter((id) => !result.after.includes(id))) {
       this.removedAt.set(`${replica.groupId}/${gone}`, this.tickNow);
       this.counts.removals++;
+    }
+  }
+
+  /** Records what the log decided at `entry`; every certificate a quorum signed for its index must state it. */
+  private checkCertified(groupId: GroupId, entry: Entry, result: ChannelModelResult | undefined): void {
+    const at = `${groupId}/${entry.index}`;
+    const decided = result?.ok === true && result.kind === "commit" ? `${result.epoch}:${(JSON.parse(new TextDecoder().decode(entry.data)) as ChannelModelCommand).id}` : "-";
+    this.decided.set(at, decided);
+    for (const statement of this.certified.get(at) ?? []) {
+      if (statement !== decided) this.violate("false-certificate", `${groupId} index ${entry.index}: a quorum signed ${statement}, but the log decided ${decided}`);
     }
   }
 
@@ -543,6 +632,7 @@ class ChannelSimulator {
       const loss = this.options.lostDisks === true && this.rng.chance(0.3) ? this.diskLoss(hs) : "no";
       if (loss !== "no") {
         hs.groups.clear();
+        this.forgetSignaturesOf(hs.id);
         hs.recovering = true;
         this.counts.lostDisks++;
         if (loss === "during-change") this.counts.lostDisksDuringChanges++;

@@ -10,7 +10,7 @@ import { ApplyBatch } from "../../src/multiraft/apply-batch.ts";
 import { batchSigningMessage, statementBytes } from "../../src/channel/certificate.ts";
 import { buildMerkleTree, merkleLeafHash } from "../../src/channel/merkle.ts";
 import { ChannelStateMachine, type ChannelResult } from "../../src/channel/channel-state-machine.ts";
-import { HandshakeMode, SignatureSchema, type Signature } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
+import { HandshakeMode, SignatureSchema, SubmitCommitRequestSchema, type Signature } from "../../src/gen/epochd/channel/v1/channel_pb.ts";
 import { ChannelCommandSchema, type ChannelCommand } from "../../src/gen/epochd/state/v1/channel_state_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import {
@@ -78,8 +78,24 @@ class Harness {
     });
   }
 
+  /**
+   * Applies a commit, previewed first (what a homeserver that stored its entry signs, see
+   * ChannelStateMachine.previewCommit): the preview changes nothing and decides exactly what apply does.
+   */
   async commit(channelId: string, epoch: bigint, pending: PendingCommit): Promise<ChannelResult> {
-    return this.apply({ case: "submitCommit", value: { channelId, epoch, commit: pending.commit, nextGroupInfo: pending.nextGroupInfo, welcome: pending.welcome ?? new Uint8Array(0) } });
+    const request = create(SubmitCommitRequestSchema, { channelId, epoch, commit: pending.commit, nextGroupInfo: pending.nextGroupInfo, welcome: pending.welcome ?? new Uint8Array(0) });
+    const stored = new Map(this.stored);
+    const record = structuredClone(this.machine.channel(channelId));
+    const preview = await this.machine.previewCommit(request, BigInt(this.index + 1));
+    expect(this.stored).toEqual(stored);
+    expect(this.machine.channel(channelId)).toEqual(record);
+    // A second preview runs while the commit is applied, as on a homeserver: it still decides on the state before.
+    const during = this.machine.previewCommit(request, BigInt(this.index + 1));
+    const result = await this.apply({ case: "submitCommit", value: request });
+    const accepted = result.ok && result.kind === "commit-accepted" ? { channelId, epoch: result.epoch, commitHash: result.commitHash, logIndex: BigInt(this.index), voters: result.voters } : undefined;
+    expect(preview, `the preview of a commit at ${this.index} decides as its apply: ${JSON.stringify(result, (_, v: unknown) => (typeof v === "bigint" ? String(v) : v))}`).toEqual(accepted);
+    expect(await during).toEqual(accepted);
+    return result;
   }
 
   /** `signer`'s signature over the commit, as the second leaf of a batch of two (so the proof is used). */

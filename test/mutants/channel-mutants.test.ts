@@ -27,6 +27,12 @@ const channelMachine = "src/channel/channel-state-machine.ts";
 /** Broken variants of the channel state machine and its certificates. */
 export const channelMutants: readonly ChannelMutant[] = [
   {
+    name: "preview-ignores-busy",
+    file: channelMachine,
+    search: "      if (this.busy(copy) !== undefined || request.epoch !== copy.epoch) return undefined;\n",
+    replace: "      if (request.epoch !== copy.epoch) return undefined;\n",
+  },
+  {
     name: "commit-on-any-epoch",
     file: channelMachine,
     search: "    if (request.epoch !== record.epoch) return this.conflict(record, request.epoch);\n    const view",
@@ -83,7 +89,7 @@ export const channelMutants: readonly ChannelMutant[] = [
   {
     name: "encrypted-next-groupinfo-of-any-group",
     file: channelMachine,
-    search: "      if (Buffer.compare(next.groupId, record.groupId) !== 0) return invalid(\"next GroupInfo is for another group\");\n",
+    search: "    if (Buffer.compare(next.groupId, record.groupId) !== 0) return invalid(\"next GroupInfo is for another group\");\n",
     replace: "",
   },
   {

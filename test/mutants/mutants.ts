@@ -47,6 +47,22 @@ export interface Mutant {
 /** The mutants the simulator must catch. */
 export const mutants: readonly Mutant[] = [
   {
+    name: "stored-next-any-term",
+    file: "src/multiraft/stored-next.ts",
+    search: "  if (view.term(index) !== term || view.nodeTerm() !== term) return undefined;",
+    replace: "  if (view.nodeTerm() !== term) return undefined;",
+    description: "a homeserver signs a commit stored in a later term than the entry's own: a quorum of such stores does not commit it (Raft's figure 8), so a certificate can name a commit the log overwrites",
+    caughtByTest: { file: "test/multiraft/stored-next.test.ts", name: "a quorum that stored an entry in a later term than the entry's is not offered it" },
+  },
+  {
+    name: "stored-next-past-applied",
+    file: "src/multiraft/stored-next.ts",
+    search: "  const index = appliedIndex + 1;",
+    replace: "  const index = view.lastIndex();",
+    description: "a homeserver signs its last stored commit with the channel as applied so far, though entries before it are not applied: two commits for one epoch both get certificates",
+    caughtByTest: { file: "test/multiraft/stored-next.test.ts", name: "in the multi-group simulator, every certificate a quorum signed" },
+  },
+  {
     name: "vote-without-log-check",
     file: "src/raft/raft.ts",
     search: "const grantable = canVote && this.log.isUpToDate(m.index, m.logTerm);",
