@@ -230,4 +230,38 @@ describe("CertificateExchange", () => {
     expect(notices.count).toBe(first + 3 * 2);
     for (const exchange of exchanges.values()) exchange.stop();
   });
+
+  it("signing at store time: the certificate is complete when the leader applies the commit, and nobody signs it again", async () => {
+    const { exchanges, notices } = cluster(undefined, () => "hs1");
+    const commit = { channelId: "c1", epoch: 4n, commitHash: new Uint8Array(32).fill(4), logIndex: 7n, voters: ids };
+    // Every voter stored the entry in its term right after what it applied, and signed it at once.
+    for (const exchange of exchanges.values()) {
+      exchange.onCommitStored(commit);
+      exchange.signNow();
+    }
+    const signed = notices.count;
+    // Followers send to the leader alone (a quorum with its signature); the leader to both.
+    expect(signed).toBe(4);
+    // The leader applies it: complete at once, in the same turn, with no batch to wait for.
+    exchanges.get("hs1")!.onCommitAccepted(accepted("c1", 4n), 7);
+    expect(exchanges.get("hs1")!.pendingCount()).toBe(1);
+    for (const id of ["hs2", "hs3"]) exchanges.get(id)!.onCommitAccepted(accepted("c1", 4n), 7);
+    for (let i = 0; i < 5; i++) await turn();
+    for (const id of ids) expect(exchanges.get(id)!.pendingCount(), id).toBe(1);
+    expect(notices.count).toBe(signed);
+  });
+
+  it("signing at store time: a commit applied otherwise than it was signed (another index) is signed again when applied", async () => {
+    const { exchanges, notices } = cluster(undefined, () => "hs1");
+    // hs2 signed the commit at index 7 when it stored it; the log then decided it at index 8 (the entry was replaced).
+    exchanges.get("hs2")!.onCommitStored({ channelId: "c1", epoch: 4n, commitHash: new Uint8Array(32).fill(4), logIndex: 7n, voters: ids });
+    exchanges.get("hs2")!.signNow();
+    const before = notices.count;
+    for (const exchange of exchanges.values()) exchange.onCommitAccepted(accepted("c1", 4n), 8);
+    for (let i = 0; i < 5; i++) await turn();
+    // hs2 signed again, over index 8 (the leader's batch to two, each follower's to the leader): every
+    // voter completes the certificate of what the log decided.
+    expect(notices.count).toBe(before + 2 + 1 + 1);
+    for (const id of ids) expect(exchanges.get(id)!.pendingCount(), id).toBe(1);
+  });
 });
