@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import { boundedInteger } from "./args.ts";
 import { runChannelSimulation, type ChannelSimOptions, type ChannelSimResult, type ChannelSimViolation } from "../sim/channel-sim.ts";
 
-const brokenVariants = ["admit-unsettled", "no-busy", "no-catch-up-floor"] as const;
+const brokenVariants = ["admit-unsettled", "no-busy", "no-catch-up-floor", "sign-stored-any-term", "sign-past-applied"] as const;
 type BrokenVariant = (typeof brokenVariants)[number];
 
 const usage = `usage: epochd channel-sim [options]
