@@ -166,9 +166,9 @@ export class InboxStore {
   append(deviceId: string, init: NewEntry, writes: KvWrite[]): AppendOutcome {
     const queue = this.queue(deviceId);
     const isChannelEvent = init.kind !== EntryKind.DIRECT && init.kind !== EntryKind.GAP && (init.channelId ?? "") !== "";
-    const bytes = this.encode(queue.last + 1n, init).byteLength;
-    const fits = queue.entries + 1 <= this.limits.entriesMax && queue.bytes + bytes <= this.limits.bytesMax;
-    if (fits) return { queued: true, sequence: this.put(deviceId, queue, init, writes) };
+    const value = this.encode(queue.last + 1n, init);
+    const fits = queue.entries + 1 <= this.limits.entriesMax && queue.bytes + value.byteLength <= this.limits.bytesMax;
+    if (fits) return { queued: true, sequence: this.put(deviceId, queue, init, writes, value) };
     this.observer.onFull?.(isChannelEvent ? "channel" : "direct");
     if (!isChannelEvent) return { queued: false, reason: "full" };
     const channelId = init.channelId!;
@@ -190,9 +190,9 @@ export class InboxStore {
     return encodeInboxEntry(create(InboxEntrySchema, { ...init, sequence }));
   }
 
-  private put(deviceId: string, queue: DeviceQueue, init: NewEntry, writes: KvWrite[]): bigint {
+  /** Queues `init` as the device's next entry; `value`: its encoding at that sequence, if made already. */
+  private put(deviceId: string, queue: DeviceQueue, init: NewEntry, writes: KvWrite[], value = this.encode(queue.last + 1n, init)): bigint {
     const sequence = queue.last + 1n;
-    const value = this.encode(sequence, init);
     writes.push({ key: inboxEntryKey(deviceId, sequence), value });
     this.remember(queue, { sequence, value, gapChannelId: init.kind === EntryKind.GAP ? (init.channelId ?? "") : undefined });
     queue.last = sequence;

@@ -27,11 +27,26 @@ interface Collecting {
   readonly signatures: Map<string, Signature>;
   /** Signatures that arrived before the local apply, with the statement each covers and the key that verified it. */
   readonly early: Map<string, { statement: Uint8Array; signature: Signature; key: Uint8Array }>;
+  /**
+   * Batches left unverified because, when they came, enough other signers had signed this commit
+   * already (see {@link CertificateCollector.addBatch}); verified at the apply only if still needed.
+   */
+  deferred: SignatureBatch[] | undefined;
   complete: Certificate | undefined;
 }
 
+/**
+ * Early signers a commit must have before a peer's batch over it is left
+ * unverified until the apply: two make a quorum of the three voters most
+ * channels have (this homeserver's own store-time signature and one peer's).
+ */
+const deferAfterEarlySigners = 2;
+
 /** Why a signature batch from a peer was refused. */
 export type BatchRefusal = "unknown-signer" | "empty" | "too-large" | "bad-signature";
+
+/** Most batches left unverified per commit (see {@link CertificateCollector.addBatch}); more are verified on arrival. */
+export const deferredPerCommitMax = 8;
 
 /** Most batches, and most statements in them, kept per signer after a refusal for want of its current key (the oldest go first). */
 export const refusedBatchesPerSignerMax = 16;
@@ -96,7 +111,7 @@ export class CertificateCollector {
     let entry = this.entries.get(key);
     if (entry === undefined) {
       if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
-      entry = { applied: undefined, signatures: new Map(), early: new Map(), complete: undefined };
+      entry = { applied: undefined, signatures: new Map(), early: new Map(), deferred: undefined, complete: undefined };
       this.entries.set(key, entry);
     }
     return entry;
@@ -110,6 +125,10 @@ export class CertificateCollector {
     entry.applied = { ...commit, statement: this.statementOf(commit) };
     for (const [signer, early] of entry.early) if (bytesEqual(early.statement, entry.applied.statement)) this.count(entry, signer, early.signature, early.key);
     entry.early.clear();
+    const deferred = entry.deferred;
+    entry.deferred = undefined;
+    // Not enough without them: checked now, like any batch (a refused one is kept as addBatch keeps it).
+    if (deferred !== undefined && entry.complete === undefined) for (const batch of deferred) this.addBatch(batch, false);
   }
 
   /**
@@ -117,7 +136,7 @@ export class CertificateCollector {
    * is verified once; then each statement's signature (with its inclusion
    * proof) counts toward that commit's certificate.
    */
-  addBatch(batch: SignatureBatch): BatchRefusal | undefined {
+  addBatch(batch: SignatureBatch, mayDefer = true): BatchRefusal | undefined {
     const signer = batch.homeserverId;
     if (batch.statements.length === 0) return "empty";
     if (batch.statements.length > maxMerkleLeaves) return "too-large";
@@ -126,6 +145,9 @@ export class CertificateCollector {
     // With 3 voters, the second peer's batch usually finds every certificate complete: nothing to
     // verify it for (an Ed25519 verification and a Merkle tree per batch on every homeserver).
     if (this.addsNothing(batch)) return undefined;
+    // With signatures made at store time, both peers' batches often come before the apply: the second
+    // is checked only if the first two signers turn out not to be a quorum of the commit's voters.
+    if (mayDefer && this.defer(batch)) return undefined;
     const statements = batch.statements.map((s) => statementBytes(s.clusterId, s.channelId, s.epoch, s.commitHash, s.logIndex));
     const tree = buildMerkleTree(statements.map(merkleLeafHash));
     if (!verifyBatchSignature(key, tree.root, batch.signature)) return this.refuse(batch, key, "bad-signature");
@@ -204,6 +226,24 @@ export class CertificateCollector {
       if (entry.applied === undefined) entry.early.set(signer, { statement: statements[i]!, signature, key: signerKey });
       else if (bytesEqual(entry.applied.statement, statements[i]!)) this.count(entry, signer, signature, signerKey);
     });
+  }
+
+  /**
+   * Leaves `batch` unverified, with each commit it covers, when every one of
+   * them is not applied here yet and has {@link deferAfterEarlySigners}
+   * other signers already; true if it did. Its signatures count only once
+   * verified, at the apply, if a commit then still lacks a quorum.
+   */
+  private defer(batch: SignatureBatch): boolean {
+    const entries: Collecting[] = [];
+    for (const s of batch.statements) {
+      const entry = s.clusterId === this.clusterId ? this.entries.get(keyOf(s.channelId, s.epoch)) : undefined;
+      if (entry === undefined || entry.applied !== undefined || entry.early.has(batch.homeserverId)) return false;
+      if (entry.early.size < deferAfterEarlySigners || (entry.deferred?.length ?? 0) >= deferredPerCommitMax) return false;
+      entries.push(entry);
+    }
+    for (const entry of entries) (entry.deferred ??= []).push(batch);
+    return true;
   }
 
   /** Whether every statement of `batch` is of this cluster and for a certificate already complete here. */

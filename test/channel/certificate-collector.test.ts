@@ -57,6 +57,29 @@ describe("CertificateCollector", () => {
     for (const s of certificate.signatures) expect(verifyCommitSignature(keys.get(s.homeserverId)!.raw, statement, s)).toBe(true);
   });
 
+  it("leaves a peer's batch unverified while two others signed the commits before the apply, and checks it at the apply only if they are no quorum", () => {
+    const { collector: c, completed } = collector();
+    const three = commit("a", 1n, 10n);
+    c.addBatch(batchBy("hs1", [three]));
+    c.addBatch(batchBy("hs2", [three]));
+    // A forged batch (hs3's name, hs4's key) is left unverified: it adds nothing a quorum needs.
+    expect(c.addBatch(batchBy("hs3", [three], keys.get("hs4")!.privateKey))).toBeUndefined();
+    c.applied(three);
+    expect(completed.map((x) => x.signatures.map((s) => s.homeserverId))).toEqual([["hs1", "hs2"]]);
+    expect(c.refusedCount()).toBe(0);
+    // Of four voters (a quorum of three), the deferred batches are checked at the apply: the genuine one counts,
+    // the forged one is refused.
+    const four = commit("b", 2n, 11n, ["hs1", "hs2", "hs3", "hs4"]);
+    c.addBatch(batchBy("hs1", [four]));
+    c.addBatch(batchBy("hs2", [four]));
+    c.addBatch(batchBy("hs4", [four], keys.get("hs1")!.privateKey));
+    c.addBatch(batchBy("hs3", [four]));
+    expect(c.refusedCount()).toBe(0);
+    c.applied(four);
+    expect(completed.map((x) => x.signatures.map((s) => s.homeserverId))).toEqual([["hs1", "hs2"], ["hs1", "hs2", "hs3"]]);
+    expect(c.refusedCount()).toBe(1);
+  });
+
   it("does not verify a batch that adds nothing: every certificate in it is complete already", () => {
     const { collector: c, completed } = collector();
     const commits = [commit("a", 1n, 10n), commit("b", 2n, 11n)];
