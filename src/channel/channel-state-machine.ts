@@ -92,6 +92,27 @@ interface CommitDecision {
   readonly voters: string[];
 }
 
+/** What a commit's decision reads of its channel's record: each replaced, never changed in place, when the channel changes. */
+type DecisionInputs = Pick<ChannelRecord, "epoch" | "groupId" | "groupInfo" | "handshakeMode" | "members" | "witnesses" | "pendingProposals" | "pendingProposedAdds" | "pendingProposedRemoves">;
+
+function inputsOf(record: ChannelRecord): DecisionInputs {
+  const { epoch, groupId, groupInfo, handshakeMode, members, witnesses, pendingProposals, pendingProposedAdds, pendingProposedRemoves } = record;
+  return { epoch, groupId, groupInfo, handshakeMode, members, witnesses, pendingProposals, pendingProposedAdds, pendingProposedRemoves };
+}
+
+/** A preview's decision, with its inputs: the request (the very object apply decodes, see ChannelGroupMachine), the record's fields and the voters. */
+interface DecidedCommit extends DecisionInputs {
+  readonly request: SubmitCommitRequest;
+  readonly voters: readonly string[];
+  readonly decision: CommitDecision | Rejection;
+}
+
+/** Whether `record` and `voters` are what `memo` was decided on: the same field objects, the same epoch and voters. */
+function sameInputs(memo: DecidedCommit, record: ChannelRecord, voters: readonly string[]): boolean {
+  const now = inputsOf(record);
+  return (Object.keys(now) as Array<keyof DecisionInputs>).every((key) => memo[key] === now[key]) && sameList(memo.voters, voters);
+}
+
 /** A commit a channel accepts (or would accept) at `logIndex`: what its certificate states. */
 export interface AcceptedCommit {
   readonly channelId: string;
@@ -118,6 +139,12 @@ export class ChannelStateMachine {
   private readonly uncertified = new Map<string, Certificate>();
   /** Channels whose record in memory is slimmed (see {@link slim}). */
   private readonly slimmed = new Set<string>();
+  /**
+   * The last commit decided per channel by a preview (see {@link previewCommit}),
+   * with everything the decision read, so that the apply of the same request
+   * on the same state takes it instead of checking the commit again.
+   */
+  private readonly decided = new Map<string, DecidedCommit>();
 
   constructor(private readonly directory: ChannelDirectory) {}
 
@@ -162,6 +189,7 @@ export class ChannelStateMachine {
   /** Drops a channel from memory (its group left this homeserver, or is about to be reloaded). */
   forget(channelId: string): void {
     this.channels.delete(channelId);
+    this.decided.delete(channelId);
     this.slimmed.delete(channelId);
     const prefix = `${channelId}/`;
     for (const key of this.uncertified.keys()) if (key.startsWith(prefix)) this.uncertified.delete(key);
@@ -245,6 +273,7 @@ export class ChannelStateMachine {
     const record = this.channels.get(request.channelId);
     if (record === undefined) return { ok: false, code: "not-found", reason: `no channel ${request.channelId}` };
     const decision = await this.decideCommit(record, request);
+    this.decided.delete(record.channelId);
     if (!decision.ok) return decision;
     const { commitHash, nextMembers, nextGroupInfo, voters } = decision;
     const epochRecord = create(EpochRecordSchema, {
@@ -270,19 +299,50 @@ export class ChannelStateMachine {
   }
 
   /**
-   * What a commit would decide on `record`: accepted (with what the channel
-   * becomes) or the rejection. Changes nothing, so {@link previewCommit} can
-   * run it on a shallow copy while apply moves the channel on (apply replaces
-   * a record's fields, never changes a field's value in place).
+   * What a commit decides on `record` when applied: the decision a preview
+   * of the same request made on the same state (see {@link previewCommit}),
+   * else {@link checkCommit}'s.
    */
   private async decideCommit(record: ChannelRecord, request: SubmitCommitRequest): Promise<CommitDecision | Rejection> {
+    const memo = this.decided.get(record.channelId);
+    if (memo !== undefined && memo.request === request && sameInputs(memo, record, this.voters(record))) return memo.decision;
+    return this.checkCommit(record, request);
+  }
+
+  /**
+   * What a commit decides on `record`: accepted (with what the channel
+   * becomes) or the rejection. At once for encrypted handshakes (framing and
+   * the next GroupInfo's outline); a promise for public ones, whose
+   * signatures are checked. Changes nothing, so {@link previewCommit} can run
+   * it on a shallow copy while apply moves the channel on (apply replaces a
+   * record's fields, never changes a field's value in place).
+   */
+  private checkCommit(record: ChannelRecord, request: SubmitCommitRequest): CommitDecision | Rejection | Promise<CommitDecision | Rejection> {
     const busy = this.busy(record);
     if (busy !== undefined) return busy;
     if (request.epoch !== record.epoch) return this.conflict(record, request.epoch);
-    const view = { groupId: record.groupId, epoch: record.epoch, groupInfo: record.groupInfo };
     // Before any await: a preview runs while apply may change the group's voters.
     const voters = this.voters(record);
-    if (record.handshakeMode === HandshakeMode.ENCRYPTED) return this.decideEncryptedCommit(record, request, voters);
+    if (record.handshakeMode === HandshakeMode.ENCRYPTED) return this.checkEncryptedCommit(record, request, voters);
+    return this.checkPublicCommit(record, request, voters);
+  }
+
+  /** {@link checkCommit} of a channel with encrypted handshakes: its framing, and the outline of the next GroupInfo. */
+  private checkEncryptedCommit(record: ChannelRecord, request: SubmitCommitRequest, voters: string[]): CommitDecision | Rejection {
+    const framed = inspectPrivateCommit({ groupId: record.groupId, epoch: record.epoch, groupInfo: record.groupInfo }, request.commit);
+    if (!framed.ok) return invalid(framed.reason);
+    // The signature cannot be checked against a commit the homeservers cannot read: the outline is enough.
+    const next = outlineGroupInfoMessage(request.nextGroupInfo);
+    if ("reason" in next) return invalid(next.reason);
+    if (next.epoch !== record.epoch + 1n) return invalid(`next GroupInfo is for epoch ${next.epoch}, expected ${record.epoch + 1n}`);
+    if (Buffer.compare(next.groupId, record.groupId) !== 0) return invalid("next GroupInfo is for another group");
+    if (!sameList(next.witnesses, record.witnesses)) return invalid(witnessesChanged(record));
+    return { ok: true, commitHash: framed.commitHash, nextMembers: next.members, nextGroupInfo: request.nextGroupInfo, voters };
+  }
+
+  /** {@link checkCommit} of a channel with public handshakes: the commit against the tree, the sender's role, the next GroupInfo. */
+  private async checkPublicCommit(record: ChannelRecord, request: SubmitCommitRequest, voters: string[]): Promise<CommitDecision | Rejection> {
+    const view = { groupId: record.groupId, epoch: record.epoch, groupInfo: record.groupInfo };
     const verified = await verifyPublicCommit(view, request.commit, record.pendingProposals);
     if (!verified.ok) return invalid(verified.reason);
     const denied = this.checkRole(record, verified.sender.deviceId, verified.adds, verified.removes.map((m) => m.deviceId));
@@ -296,42 +356,29 @@ export class ChannelStateMachine {
   }
 
   /**
-   * {@link decideCommit} for a channel with encrypted handshakes, whose
-   * checks need no await: its framing, and the outline of the next GroupInfo.
-   */
-  private decideEncryptedCommit(record: ChannelRecord, request: SubmitCommitRequest, voters: string[]): CommitDecision | Rejection {
-    const framed = inspectPrivateCommit({ groupId: record.groupId, epoch: record.epoch, groupInfo: record.groupInfo }, request.commit);
-    if (!framed.ok) return invalid(framed.reason);
-    // The signature cannot be checked against a commit the homeservers cannot read: the outline is enough.
-    const next = outlineGroupInfoMessage(request.nextGroupInfo);
-    if ("reason" in next) return invalid(next.reason);
-    if (next.epoch !== record.epoch + 1n) return invalid(`next GroupInfo is for epoch ${next.epoch}, expected ${record.epoch + 1n}`);
-    if (Buffer.compare(next.groupId, record.groupId) !== 0) return invalid("next GroupInfo is for another group");
-    if (!sameList(next.witnesses, record.witnesses)) return invalid(witnessesChanged(record));
-    return { ok: true, commitHash: framed.commitHash, nextMembers: next.members, nextGroupInfo: request.nextGroupInfo, voters };
-  }
-
-  /**
    * What applying `request` at `logIndex` would decide if it were applied
    * now, on the channel as applied so far: the statement a certificate of it
    * would sign, or undefined if it would not be accepted (or the channel is
    * not held whole here). A homeserver that stored the commit's entry right
    * after everything it applied signs this ahead of the commit (see
    * docs/ARCHITECTURE.md, "Signing at store time"). At once for a channel
-   * with encrypted handshakes, later for a public one. Never throws.
+   * with encrypted handshakes, later for a public one. The decision is kept
+   * for the apply of the same request object on the same state, which takes
+   * it instead of checking the commit again. Never throws.
    */
   previewCommit(request: SubmitCommitRequest, logIndex: bigint): AcceptedCommit | undefined | Promise<AcceptedCommit | undefined> {
     const record = this.channels.get(request.channelId);
     if (record === undefined || this.slimmed.has(request.channelId)) return undefined;
     // A copy: apply replaces the record's fields while a public commit's checks are awaited.
     const copy = { ...record };
-    const accepted = (decision: CommitDecision | Rejection): AcceptedCommit | undefined =>
-      decision.ok ? { channelId: copy.channelId, epoch: copy.epoch, commitHash: decision.commitHash, logIndex, voters: decision.voters } : undefined;
+    const voters = this.voters(copy);
+    const accepted = (decision: CommitDecision | Rejection): AcceptedCommit | undefined => {
+      this.decided.set(copy.channelId, { request, decision, voters, ...inputsOf(copy) });
+      return decision.ok ? { channelId: copy.channelId, epoch: copy.epoch, commitHash: decision.commitHash, logIndex, voters: decision.voters } : undefined;
+    };
     try {
-      if (copy.handshakeMode !== HandshakeMode.ENCRYPTED) return this.decideCommit(copy, request).then(accepted, () => undefined);
-      // Without an await, so that the signature can leave with the store's acknowledgement.
-      if (this.busy(copy) !== undefined || request.epoch !== copy.epoch) return undefined;
-      return accepted(this.decideEncryptedCommit(copy, request, this.voters(copy)));
+      const decision = this.checkCommit(copy, request);
+      return decision instanceof Promise ? decision.then(accepted, () => undefined) : accepted(decision);
     } catch {
       return undefined;
     }

@@ -93,6 +93,12 @@ function decodeMembership(bytes: Uint8Array | undefined): AppliedMembership {
 /** See the module comment. */
 export class ChannelGroupMachine implements StateMachine {
   private membership: AppliedMembership = noMembership;
+  /**
+   * Commands {@link storedNext} decoded, by their entry (the log hands apply
+   * the same entry object): apply takes the command from here, and with it
+   * the decision the preview made (ChannelStateMachine.previewCommit).
+   */
+  private readonly decodedAhead = new WeakMap<Entry, ChannelCommand>();
 
   constructor(
     readonly channelId: string,
@@ -146,7 +152,7 @@ export class ChannelGroupMachine implements StateMachine {
       if (body === undefined) continue;
       let command: ChannelCommand;
       try {
-        command = decodeChannelCommand(body);
+        command = this.decodedAhead.get(entry) ?? decodeChannelCommand(body);
       } catch {
         results.set(entry.index, { ok: false, code: "invalid", reason: "malformed channel command" } satisfies ChannelResult);
         continue;
@@ -196,6 +202,7 @@ export class ChannelGroupMachine implements StateMachine {
       return;
     }
     if (command.command.case !== "submitCommit" || command.command.value.channelId !== this.channelId) return;
+    this.decodedAhead.set(entry, command);
     const preview = this.context.channels.previewCommit(command.command.value, BigInt(entry.index));
     const listener = this.context.listener;
     if (preview instanceof Promise) void preview.then((commit) => commit !== undefined && listener.onCommitStored(commit));

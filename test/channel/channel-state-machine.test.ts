@@ -91,7 +91,8 @@ class Harness {
     expect(this.machine.channel(channelId)).toEqual(record);
     // A second preview runs while the commit is applied, as on a homeserver: it still decides on the state before.
     const during = this.machine.previewCommit(request, BigInt(this.index + 1));
-    const result = await this.apply({ case: "submitCommit", value: request });
+    // Applied as another homeserver that did not preview it decodes it: its own object, checked anew.
+    const result = await this.apply({ case: "submitCommit", value: create(SubmitCommitRequestSchema, request) });
     const accepted = result.ok && result.kind === "commit-accepted" ? { channelId, epoch: result.epoch, commitHash: result.commitHash, logIndex: BigInt(this.index), voters: result.voters } : undefined;
     expect(preview, `the preview of a commit at ${this.index} decides as its apply: ${JSON.stringify(result, (_, v: unknown) => (typeof v === "bigint" ? String(v) : v))}`).toEqual(accepted);
     expect(await during).toEqual(accepted);
@@ -244,6 +245,29 @@ describe("the channel state machine", () => {
     expect(await record([byHs1, byHs3], [hs1!.publicKeyRaw])).toMatchObject({ ok: true, certified: [] });
     // With it, hs3's signature counts here as on every homeserver that knows hs3.
     expect(await record([byHs3], [hs3!.publicKeyRaw])).toMatchObject({ ok: true, certified: [{ channelId: "c9", epoch: 1n }] });
+  });
+
+  it("an apply takes a preview's decision only for the same request on the same channel state", async () => {
+    const h = new Harness(servers, true);
+    h.groupVoters.set("p1", ["hs1"]);
+    const group = await buildGroup(["alice@hs1"]);
+    expect(await h.apply({ case: "createChannel", value: { channelId: "p1", groupInfo: group.initialGroupInfo, contentType: "text/plain", handshakeMode: HandshakeMode.ENCRYPTED } })).toMatchObject({ ok: true });
+    const alice = memberOf(group, "alice@hs1").state;
+    const [first, second] = [await makeCommit(alice, { publicMessage: false }), await makeCommit(alice, { publicMessage: false })];
+    const request = (c: PendingCommit) => create(SubmitCommitRequestSchema, { channelId: "p1", epoch: 0n, commit: c.commit, nextGroupInfo: c.nextGroupInfo });
+    const [a, b] = [request(first), request(second)];
+    // Previewed while the group's voters are the members' homeservers: it would be accepted.
+    expect(await h.machine.previewCommit(a, BigInt(h.index + 1))).toMatchObject({ epoch: 0n, voters: ["hs1"] });
+    // The group's voters change before it is applied (a membership entry in between): the preview's decision
+    // was made on other voters, and the same request object is now refused as busy, as everywhere.
+    h.groupVoters.set("p1", ["hs1", "hs2"]);
+    expect(await h.apply({ case: "submitCommit", value: a })).toMatchObject({ ok: false, code: "busy" });
+    h.groupVoters.set("p1", ["hs1"]);
+    // Both previewed on epoch 0 (b last); a is applied first and wins, and b then loses as a conflict.
+    expect(await h.machine.previewCommit(a, BigInt(h.index + 1))).toMatchObject({ epoch: 0n });
+    expect(await h.machine.previewCommit(b, BigInt(h.index + 2))).toMatchObject({ epoch: 0n });
+    expect(await h.apply({ case: "submitCommit", value: a })).toMatchObject({ ok: true, kind: "commit-accepted", epoch: 0n });
+    expect(await h.apply({ case: "submitCommit", value: b })).toMatchObject({ ok: false, code: "conflict", currentEpoch: 1n });
   });
 
   it("orders encrypted-handshake commits by framing and the next GroupInfo's outline: epoch, group, members", async () => {

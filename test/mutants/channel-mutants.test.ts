@@ -27,16 +27,16 @@ const channelMachine = "src/channel/channel-state-machine.ts";
 /** Broken variants of the channel state machine and its certificates. */
 export const channelMutants: readonly ChannelMutant[] = [
   {
-    name: "preview-ignores-busy",
+    name: "preview-decision-reused-on-another-state",
     file: channelMachine,
-    search: "      if (this.busy(copy) !== undefined || request.epoch !== copy.epoch) return undefined;\n",
-    replace: "      if (request.epoch !== copy.epoch) return undefined;\n",
+    search: "  return (Object.keys(now) as Array<keyof DecisionInputs>).every((key) => memo[key] === now[key]) && sameList(memo.voters, voters);",
+    replace: "  return true;",
   },
   {
     name: "commit-on-any-epoch",
     file: channelMachine,
-    search: "    if (request.epoch !== record.epoch) return this.conflict(record, request.epoch);\n    const view",
-    replace: "    const view",
+    search: "    if (request.epoch !== record.epoch) return this.conflict(record, request.epoch);\n    // Before any await",
+    replace: "    // Before any await",
   },
   {
     name: "no-role-check-on-commit",
