@@ -289,6 +289,16 @@ const noProgress: RaftStatus["progress"] = new Map();
 /** Most messages queued for one unloaded group while it loads; Raft copes with the rest being lost. */
 const dormantPendingMax = 1024;
 
+/**
+ * Most groups a Ready round may handle for their stored entries to go to
+ * `StateMachine.storedNext` (signed ahead of their commit). Under load a
+ * round stores entries of dozens of groups: acting on them first would hold
+ * the round's acknowledgements back and split a homeserver's signatures
+ * into more batches, for a hop that is small next to the queueing; they are
+ * signed when applied instead.
+ */
+const storedNextRoundGroupsMax = 4;
+
 /** A group back within this many of its quiet times after unloading was unloaded too early. */
 const reloadedSoonFactor = 4;
 /** A restore from a leader's snapshot under way: its state is written off the Ready loop, then taken up in it. */
@@ -1194,7 +1204,7 @@ export class RaftDriver {
     for (const { group, ready } of items) {
       this.trackReads(group, ready);
       group.node.advance();
-      this.offerStoredNext(group);
+      if (items.length <= storedNextRoundGroupsMax) this.offerStoredNext(group);
       this.options.observer?.onApplyLag?.(group.groupId, group.node.status().commit - group.appliedIndex);
       this.maybeSnapshot(group);
       if (group.node.commitNoticePending()) this.commitNoticesDue.add(group);
@@ -1209,6 +1219,7 @@ export class RaftDriver {
    * homeserver ({@link RaftDriverOptions.afterStoredNext}).
    */
   private offerStored(items: ReadonlyArray<{ group: HostedGroup }>): void {
+    if (items.length > storedNextRoundGroupsMax) return;
     let offered = false;
     for (const { group } of items) offered = this.offerStoredNext(group) || offered;
     if (offered) this.options.afterStoredNext?.();
