@@ -371,12 +371,12 @@ export class ChannelStateMachine {
     if (record === undefined || this.slimmed.has(request.channelId)) return undefined;
     // A copy: apply replaces the record's fields while a public commit's checks are awaited.
     const copy = { ...record };
-    const voters = this.voters(copy);
-    const accepted = (decision: CommitDecision | Rejection): AcceptedCommit | undefined => {
-      this.decided.set(copy.channelId, { request, decision, voters, ...inputsOf(copy) });
-      return decision.ok ? { channelId: copy.channelId, epoch: copy.epoch, commitHash: decision.commitHash, logIndex, voters: decision.voters } : undefined;
-    };
     try {
+      const voters = this.voters(copy);
+      const accepted = (decision: CommitDecision | Rejection): AcceptedCommit | undefined => {
+        this.decided.set(copy.channelId, { request, decision, voters, ...inputsOf(copy) });
+        return decision.ok ? { channelId: copy.channelId, epoch: copy.epoch, commitHash: decision.commitHash, logIndex, voters: decision.voters } : undefined;
+      };
       const decision = this.checkCommit(copy, request);
       return decision instanceof Promise ? decision.then(accepted, () => undefined) : accepted(decision);
     } catch {

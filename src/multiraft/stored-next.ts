@@ -10,8 +10,19 @@
  * term, and votes only for logs at least as up to date). And what applying
  * it decides follows from the log before it, all applied here, and the entry
  * itself. So a quorum of signatures made on such entries certifies what the
- * log will decide. Shared by the runtime's driver and the multi-group
- * simulator, which checks it.
+ * log will decide.
+ *
+ * The entry before it must be of the same term too. A signed statement
+ * names a commit and an index, not a term, and a client may resend the same
+ * commit to a later leader, which can put it at the same index in another
+ * term: signatures of two different entries would then make one
+ * certificate (helper-28's review found the schedule, with five voters and
+ * three leaders). With the entry before of term T, which every signer
+ * applied and so is the one committed entry there, every signer at this
+ * index stored the one entry the leader of term T put after it. (Every
+ * leader's first entry is empty, so no command is refused by this.)
+ * Shared by the runtime's driver and the multi-group simulator, which
+ * checks it.
  */
 import type { LogIndex, NodeId, Term } from "../raft/types.ts";
 
@@ -35,5 +46,6 @@ export function storedNextIndex(view: StoredLogView, appliedIndex: LogIndex): Lo
   if (index > view.lastIndex() || index < view.firstIndex()) return undefined;
   const term = view.storedTerm();
   if (view.term(index) !== term || view.nodeTerm() !== term) return undefined;
+  if (view.term(index - 1) !== term) return undefined;
   return index;
 }

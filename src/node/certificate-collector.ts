@@ -286,6 +286,11 @@ export class CertificateCollector {
     if (this.recorded.size > this.maxEntries) this.recorded.delete(this.recorded.values().next().value!);
   }
 
+  /** Whether this homeserver applied the commit `channel/epoch` (or the log recorded its certificate). */
+  isApplied(key: string): boolean {
+    return this.recorded.has(key) || this.entries.get(key)?.applied !== undefined;
+  }
+
   /** Whether the commit `channel/epoch` is still collected (its certificate not yet recorded in the log). */
   isCollecting(key: string): boolean {
     return this.entries.has(key);

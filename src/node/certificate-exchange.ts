@@ -212,7 +212,8 @@ export class CertificateExchange {
   onCommitStored(commit: AcceptedCommit): void {
     if (!commit.voters.includes(this.options.selfId)) return;
     const key = keyOf(commit.channelId, commit.epoch);
-    if (this.signedAhead.has(key)) return;
+    // A public commit's preview may end after its apply, which signed it already.
+    if (this.signedAhead.has(key) || this.options.collector.isApplied(key)) return;
     this.signedAhead.set(key, commit);
     if (this.signedAhead.size > sentBatchesMax) this.signedAhead.delete(this.signedAhead.keys().next().value!);
     this.toSign.push(commit);

@@ -205,7 +205,7 @@ export class ChannelGroupMachine implements StateMachine {
     this.decodedAhead.set(entry, command);
     const preview = this.context.channels.previewCommit(command.command.value, BigInt(entry.index));
     const listener = this.context.listener;
-    if (preview instanceof Promise) void preview.then((commit) => commit !== undefined && listener.onCommitStored(commit));
+    if (preview instanceof Promise) void preview.then((commit) => commit !== undefined && listener.onCommitStored(commit), () => undefined);
     else if (preview !== undefined) listener.onCommitStored(preview);
   }
 

@@ -185,9 +185,10 @@ class ChannelSimulator {
   private readonly probeOutcomes = new Map<string, boolean>();
   /**
    * Co-signatures, by group/epoch, then by statement (`index:command id`):
-   * the voters it names and who signed it, at store time or at apply. A
-   * homeserver that lost its disk signs with a new key: its earlier
-   * signatures no longer count (they are dropped).
+   * the voters it names and who signed it, at store time or at apply. Those
+   * of a homeserver that lost its disk count on: it signs with a new key
+   * afterwards, but a client that has not looked the key up again still
+   * takes the old one.
    */
   private readonly signatures = new Map<string, Map<string, { readonly index: LogIndex; readonly voters: readonly NodeId[]; readonly signers: Set<NodeId> }>>();
   /** What the log decided at each group/index, once first applied: `epoch:command id` of an accepted commit, else "-". */
@@ -376,10 +377,6 @@ class ChannelSimulator {
     if (decided !== undefined && decided !== statement) this.violate("false-certificate", `${groupId} index ${entry.index}: a quorum of [${tally.voters}] signed ${statement}, but the log decided ${decided}`);
   }
 
-  /** A homeserver that lost its disk signs under a new key: what it signed before counts no more. */
-  private forgetSignaturesOf(signer: NodeId): void {
-    for (const byStatement of this.signatures.values()) for (const tally of byStatement.values()) tally.signers.delete(signer);
-  }
 
   private apply(hs: Homeserver, replica: Replica, entry: Entry): void {
     const model = replica.model;
@@ -559,6 +556,8 @@ class ChannelSimulator {
 
   /** Commands waiting for their channel's leader to admit them. */
   private readonly pending: Array<{ groupId: GroupId; command: ChannelModelCommand }> = [];
+  /** Commits proposed lately, the newest last: a client whose answer was lost sends one again, the same bytes, to whoever leads then. */
+  private readonly recentCommits: Array<{ groupId: GroupId; command: ChannelModelCommand }> = [];
 
   private newDevice(homeserver: NodeId): string {
     return `d${this.deviceCounter++}@${homeserver}`;
@@ -595,6 +594,11 @@ class ChannelSimulator {
       if (oldest < 0) break;
       this.pending.splice(oldest, 1);
     }
+    if (this.recentCommits.length > 0 && this.rng.chance(0.05)) {
+      const again = this.rng.pick(this.recentCommits);
+      const leader = this.leaderOf(again.groupId);
+      if (leader !== undefined && this.admits(leader.replica)) this.propose(leader, again.command);
+    }
     if (this.channelIds.length === 0 || !this.rng.chance(0.5)) return;
     const groupId = `channel/${this.rng.pick(this.channelIds)}`;
     const leader = this.leaderOf(groupId);
@@ -619,6 +623,10 @@ class ChannelSimulator {
 
   private propose(leader: { hs: Homeserver; replica: Replica }, command: ChannelModelCommand): void {
     const raw = leader.replica.raw!;
+    if (command.t === "commit" && command.id.startsWith("x") && !this.recentCommits.some((c) => c.command === command)) {
+      this.recentCommits.push({ groupId: leader.replica.groupId, command });
+      if (this.recentCommits.length > 20) this.recentCommits.shift();
+    }
     const outcome = raw.propose(encodeModelCommand(command));
     if (outcome.ok) this.appendedAt.set(`${leader.replica.groupId}/${outcome.term}/${outcome.index}`, this.tickNow);
   }
@@ -632,7 +640,6 @@ class ChannelSimulator {
       const loss = this.options.lostDisks === true && this.rng.chance(0.3) ? this.diskLoss(hs) : "no";
       if (loss !== "no") {
         hs.groups.clear();
-        this.forgetSignaturesOf(hs.id);
         hs.recovering = true;
         this.counts.lostDisks++;
         if (loss === "during-change") this.counts.lostDisksDuringChanges++;

@@ -92,6 +92,22 @@ describe("acting on an entry before it commits", () => {
     }
   });
 
+  it("an entry right after one of an earlier term is not offered: only a leader's own run of entries is", () => {
+    // Terms by index (index 0 is the snapshot's): a leader of term 3 put its empty entry at 3 and a command at 4.
+    const terms = [1, 1, 2, 3, 3];
+    const view = (storedTerm: number) => ({ firstIndex: () => 1, lastIndex: () => terms.length - 1, term: (i: number) => terms[i]!, storedTerm: () => storedTerm, nodeTerm: () => storedTerm, leader: () => "b" });
+    // Index 3 is the leader's first entry of term 3, after an entry of term 2: not offered. A signed statement
+    // names an index, not a term, so without this, signatures of different entries at one index (the same commit
+    // resent to another leader) could add up to a quorum (helper-28's five-voter schedule); with it, every signer
+    // at an index stored the one entry that follows the committed entry of the same term before it.
+    expect(storedNextIndex(view(3), 2)).toBeUndefined();
+    expect(storedNextIndex(view(3), 3)).toBe(4);
+    // Not in another term than the entry's, nor without a leader, nor past the last entry.
+    expect(storedNextIndex(view(4), 3)).toBeUndefined();
+    expect(storedNextIndex({ ...view(3), leader: () => "" }, 3)).toBeUndefined();
+    expect(storedNextIndex(view(3), 4)).toBeUndefined();
+  });
+
   const base = Number(process.env.CHANNEL_SIM_SEED ?? Math.floor(Math.random() * 1_000_000));
 
   it("in the multi-group simulator, every certificate a quorum signed at store time or at apply states what the log decided", () => {

@@ -55,6 +55,14 @@ export const mutants: readonly Mutant[] = [
     caughtByTest: { file: "test/multiraft/stored-next.test.ts", name: "a quorum that stored an entry in a later term than the entry's is not offered it" },
   },
   {
+    name: "stored-next-after-another-term",
+    file: "src/multiraft/stored-next.ts",
+    search: "  if (view.term(index - 1) !== term) return undefined;\n",
+    replace: "",
+    description: "a homeserver signs a commit that is the first entry of its term at its index: signatures of different entries at one index (the same commit resent to another leader) can add up to a quorum",
+    caughtByTest: { file: "test/multiraft/stored-next.test.ts", name: "an entry right after one of an earlier term is not offered" },
+  },
+  {
     name: "stored-next-past-applied",
     file: "src/multiraft/stored-next.ts",
     search: "  const index = appliedIndex + 1;",
