@@ -45,7 +45,7 @@ export function storedNextIndex(view: StoredLogView, appliedIndex: LogIndex): Lo
   const index = appliedIndex + 1;
   if (index > view.lastIndex() || index < view.firstIndex()) return undefined;
   const term = view.storedTerm();
-  if (view.term(index) !== term || view.nodeTerm() !== term) return undefined;
-  if (view.term(index - 1) !== term) return undefined;
+  // The entry before of the term this node is in makes this one of it too (terms never fall along a log).
+  if (view.nodeTerm() !== term || view.term(index - 1) !== term) return undefined;
   return index;
 }
