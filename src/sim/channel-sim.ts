@@ -556,8 +556,6 @@ class ChannelSimulator {
 
   /** Commands waiting for their channel's leader to admit them. */
   private readonly pending: Array<{ groupId: GroupId; command: ChannelModelCommand }> = [];
-  /** Commits proposed lately, the newest last: a client whose answer was lost sends one again, the same bytes, to whoever leads then. */
-  private readonly recentCommits: Array<{ groupId: GroupId; command: ChannelModelCommand }> = [];
 
   private newDevice(homeserver: NodeId): string {
     return `d${this.deviceCounter++}@${homeserver}`;
@@ -594,11 +592,6 @@ class ChannelSimulator {
       if (oldest < 0) break;
       this.pending.splice(oldest, 1);
     }
-    if (this.recentCommits.length > 0 && this.rng.chance(0.05)) {
-      const again = this.rng.pick(this.recentCommits);
-      const leader = this.leaderOf(again.groupId);
-      if (leader !== undefined && this.admits(leader.replica)) this.propose(leader, again.command);
-    }
     if (this.channelIds.length === 0 || !this.rng.chance(0.5)) return;
     const groupId = `channel/${this.rng.pick(this.channelIds)}`;
     const leader = this.leaderOf(groupId);
@@ -623,10 +616,6 @@ class ChannelSimulator {
 
   private propose(leader: { hs: Homeserver; replica: Replica }, command: ChannelModelCommand): void {
     const raw = leader.replica.raw!;
-    if (command.t === "commit" && command.id.startsWith("x") && !this.recentCommits.some((c) => c.command === command)) {
-      this.recentCommits.push({ groupId: leader.replica.groupId, command });
-      if (this.recentCommits.length > 20) this.recentCommits.shift();
-    }
     const outcome = raw.propose(encodeModelCommand(command));
     if (outcome.ok) this.appendedAt.set(`${leader.replica.groupId}/${outcome.term}/${outcome.index}`, this.tickNow);
   }

