@@ -93,11 +93,13 @@ interface CommitDecision {
 }
 
 /** What a commit's decision reads of its channel's record: each replaced, never changed in place, when the channel changes. */
-type DecisionInputs = Pick<ChannelRecord, "epoch" | "groupId" | "groupInfo" | "handshakeMode" | "members" | "witnesses" | "pendingProposals" | "pendingProposedAdds" | "pendingProposedRemoves">;
+const decisionInputKeys = ["epoch", "groupId", "groupInfo", "handshakeMode", "members", "witnesses", "pendingProposals", "pendingProposedAdds", "pendingProposedRemoves"] as const;
+type DecisionInputs = Pick<ChannelRecord, (typeof decisionInputKeys)[number]>;
 
 function inputsOf(record: ChannelRecord): DecisionInputs {
-  const { epoch, groupId, groupInfo, handshakeMode, members, witnesses, pendingProposals, pendingProposedAdds, pendingProposedRemoves } = record;
-  return { epoch, groupId, groupInfo, handshakeMode, members, witnesses, pendingProposals, pendingProposedAdds, pendingProposedRemoves };
+  const inputs: Partial<Record<keyof DecisionInputs, unknown>> = {};
+  for (const key of decisionInputKeys) inputs[key] = record[key];
+  return inputs as DecisionInputs;
 }
 
 /** A preview's decision, with its inputs: the request (the very object apply decodes, see ChannelGroupMachine), the record's fields and the voters. */
@@ -109,8 +111,7 @@ interface DecidedCommit extends DecisionInputs {
 
 /** Whether `record` and `voters` are what `memo` was decided on: the same field objects, the same epoch and voters. */
 function sameInputs(memo: DecidedCommit, record: ChannelRecord, voters: readonly string[]): boolean {
-  const now = inputsOf(record);
-  return (Object.keys(now) as Array<keyof DecisionInputs>).every((key) => memo[key] === now[key]) && sameList(memo.voters, voters);
+  return decisionInputKeys.every((key) => memo[key] === record[key]) && sameList(memo.voters, voters);
 }
 
 /** A commit a channel accepts (or would accept) at `logIndex`: what its certificate states. */

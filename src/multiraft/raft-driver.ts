@@ -7,7 +7,7 @@ import type { AppliedWrites, GroupStore, LocalWrites, StorageEngine } from "../s
 import { NotLeaderError, OutcomeUnknownError, ProposalDroppedError, ProposalRefusedError, UnknownGroupError } from "./errors.ts";
 import { planLeaderTransfers } from "./leader-balancer.ts";
 import type { SnapshotChunks, StateMachine } from "./state-machine.ts";
-import { storedNextIndex, type StoredLogView } from "./stored-next.ts";
+import { storedLogView, storedNextIndex, type StoredLogView } from "./stored-next.ts";
 
 /** Timing and limits of every group a driver hosts. */
 export type GroupRaftSettings = Pick<
@@ -451,14 +451,7 @@ export class RaftDriver {
       lastInputMs: Date.now(),
       hibernateDelayMs,
       offeredNext: { index: 0, term: 0 },
-      storedView: {
-        firstIndex: () => store.log.firstIndex(),
-        lastIndex: () => store.log.lastIndex(),
-        term: (index) => store.log.term(index),
-        storedTerm: () => store.log.getHardState().term,
-        nodeTerm: () => node.term(),
-        leader: () => node.leader(),
-      },
+      storedView: storedLogView(store.log, node),
     };
     this.groups.set(groupId, group);
     return group;
@@ -1204,12 +1197,13 @@ export class RaftDriver {
     for (const { group, ready } of items) {
       this.trackReads(group, ready);
       group.node.advance();
-      if (items.length <= storedNextRoundGroupsMax) this.offerStoredNext(group);
       this.options.observer?.onApplyLag?.(group.groupId, group.node.status().commit - group.appliedIndex);
       this.maybeSnapshot(group);
       if (group.node.commitNoticePending()) this.commitNoticesDue.add(group);
     }
     if (this.commitNoticesDue.size > 0) this.armCommitNotices();
+    // Entries stored by earlier rounds may now follow everything applied.
+    this.offerStored(items);
   }
 
   /**

@@ -39,6 +39,21 @@ export interface StoredLogView {
   leader(): NodeId;
 }
 
+/** The view of a stable log mirror and the core over it (the driver's, the simulator's, the tests'). */
+export function storedLogView(
+  log: { firstIndex(): LogIndex; lastIndex(): LogIndex; term(index: LogIndex): Term; getHardState(): { readonly term: Term } },
+  node: { term(): Term; leader(): NodeId },
+): StoredLogView {
+  return {
+    firstIndex: () => log.firstIndex(),
+    lastIndex: () => log.lastIndex(),
+    term: (index) => log.term(index),
+    storedTerm: () => log.getHardState().term,
+    nodeTerm: () => node.term(),
+    leader: () => node.leader(),
+  };
+}
+
 /** The index of the entry the node may act on ahead of its commit, or undefined (see the module comment). */
 export function storedNextIndex(view: StoredLogView, appliedIndex: LogIndex): LogIndex | undefined {
   if (view.leader() === "") return undefined;

@@ -118,10 +118,6 @@ export interface CertificateExchangeOptions {
 
 const keyOf = (channelId: string, epoch: bigint) => `${channelId}/${epoch}`;
 
-/** Whether two commits' certificates state the same: the same commit at the same log index. */
-function sameStatement(a: AppliedCommit, b: AppliedCommit): boolean {
-  return a.logIndex === b.logIndex && Buffer.compare(a.commitHash, b.commitHash) === 0;
-}
 const noBytes = new Uint8Array(0);
 
 /**
@@ -159,11 +155,6 @@ export class CertificateExchange {
   private readonly sent: SentBatch[] = [];
   /** Own batches that went to leaders alone, by `channel/epoch` of their commits (see {@link answerWidened}). */
   private readonly narrowByKey = new Map<string, SentBatch>();
-  /**
-   * Commits signed at store time (see {@link onCommitStored}), by
-   * `channel/epoch`, until applied: apply signs only what these did not.
-   */
-  private readonly signedAhead = new Map<string, AppliedCommit>();
   private flushScheduled = false;
   private timer: NodeJS.Timeout | undefined;
 
@@ -187,10 +178,8 @@ export class CertificateExchange {
   onCommitAccepted(result: Extract<ChannelResult, { kind: "commit-accepted" }>, index: LogIndex): void {
     const commit: AppliedCommit = { channelId: result.channelId, epoch: result.epoch, commitHash: result.commitHash, logIndex: BigInt(index), voters: result.voters };
     this.options.collector.applied(commit);
-    const key = keyOf(commit.channelId, commit.epoch);
-    const ahead = this.signedAhead.get(key);
-    this.signedAhead.delete(key);
-    if (ahead !== undefined && sameStatement(ahead, commit)) return;
+    // Signed when stored, over this very statement: the collector counted that signature just now.
+    if (this.options.collector.hasSignatureOf(keyOf(commit.channelId, commit.epoch), this.options.selfId)) return;
     if (result.voters.includes(this.options.selfId)) {
       this.toSign.push(commit);
       this.schedule();
@@ -204,18 +193,16 @@ export class CertificateExchange {
    * A signature made so counts toward the certificate like the
    * acknowledgement that left with the store counts toward the commit: a
    * quorum of them means a quorum stored the entry in its term, which Raft
-   * then commits. The leader, which signs when it applies, has the
-   * followers' signatures by then, and answers the client without waiting
-   * for them to learn the commit, apply and sign (docs/ARCHITECTURE.md,
-   * "Signing at store time").
+   * then commits. The leader, which usually signed its own store before the
+   * followers' answers came, then has a quorum when it applies the commit,
+   * and answers the client without waiting for them to learn the commit,
+   * apply and sign (docs/ARCHITECTURE.md, "Signing at store time"). The
+   * driver offers each stored entry once, so nothing here repeats it.
    */
   onCommitStored(commit: AcceptedCommit): void {
     if (!commit.voters.includes(this.options.selfId)) return;
-    const key = keyOf(commit.channelId, commit.epoch);
     // A public commit's preview may end after its apply, which signed it already.
-    if (this.signedAhead.has(key) || this.options.collector.isApplied(key)) return;
-    this.signedAhead.set(key, commit);
-    if (this.signedAhead.size > sentBatchesMax) this.signedAhead.delete(this.signedAhead.keys().next().value!);
+    if (this.options.collector.isApplied(keyOf(commit.channelId, commit.epoch))) return;
     this.toSign.push(commit);
     this.schedule();
   }

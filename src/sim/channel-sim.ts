@@ -26,7 +26,7 @@ import { isConfMember } from "../raft/conf-change.ts";
 import { MemoryStorage } from "../raft/memory-storage.ts";
 import { ConfChangeType, EntryType, MessageType, noCatchUpFloor, type CatchUpFloor, type ConfState, type Entry, type GroupId, type LogIndex, type Message, type NodeId } from "../raft/types.ts";
 import { ChannelModel, encodeModelCommand, homeserversOf, type ChannelModelCommand, type ChannelModelResult } from "./channel-model.ts";
-import { storedNextIndex } from "../multiraft/stored-next.ts";
+import { storedLogView, storedNextIndex } from "../multiraft/stored-next.ts";
 import { quorumSize } from "../channel/certificate.ts";
 import { Prng } from "./prng.ts";
 
@@ -346,7 +346,7 @@ class ChannelSimulator {
       const last = storage.lastIndex();
       index = raw.leader() !== "" && last > model.appliedIndex && storage.term(last) === storage.getHardState().term ? last : undefined;
     } else {
-      index = storedNextIndex({ firstIndex: () => storage.firstIndex(), lastIndex: () => storage.lastIndex(), term: (i) => storage.term(i), storedTerm: () => storage.getHardState().term, nodeTerm: () => raw.term(), leader: () => raw.leader() }, model.appliedIndex);
+      index = storedNextIndex(storedLogView(storage, raw), model.appliedIndex);
     }
     if (index === undefined || replica.signedAhead === `${index}/${storage.term(index)}`) return;
     replica.signedAhead = `${index}/${storage.term(index)}`;

@@ -8,7 +8,7 @@
  * what the log decided.
  */
 import { describe, expect, it } from "vitest";
-import { storedNextIndex } from "../../src/multiraft/stored-next.ts";
+import { storedLogView, storedNextIndex } from "../../src/multiraft/stored-next.ts";
 import { type Entry, type NodeId } from "../../src/raft/types.ts";
 import { runChannelSimulation } from "../../src/sim/channel-sim.ts";
 import { TestCluster, text, type TestNode } from "../raft/harness.ts";
@@ -16,10 +16,8 @@ import { TestCluster, text, type TestNode } from "../raft/harness.ts";
 /** The entry `storedNextIndex` lets `t` act on now, if any. */
 function offered(t: TestNode): Entry | undefined {
   const applied = t.applied[t.applied.length - 1]?.index ?? 0;
-  const storage = t.storage;
-  const node = t.node;
-  const index = storedNextIndex({ firstIndex: () => storage.firstIndex(), lastIndex: () => storage.lastIndex(), term: (i) => storage.term(i), storedTerm: () => storage.getHardState().term, nodeTerm: () => node.term(), leader: () => node.leader() }, applied);
-  return index === undefined ? undefined : storage.entries(index, index + 1, Number.MAX_SAFE_INTEGER)[0];
+  const index = storedNextIndex(storedLogView(t.storage, t.node), applied);
+  return index === undefined ? undefined : t.storage.entries(index, index + 1, Number.MAX_SAFE_INTEGER)[0];
 }
 
 const payload = (e: Entry) => new TextDecoder().decode(e.data);

@@ -29,7 +29,7 @@ export const channelMutants: readonly ChannelMutant[] = [
   {
     name: "preview-decision-reused-on-another-state",
     file: channelMachine,
-    search: "  return (Object.keys(now) as Array<keyof DecisionInputs>).every((key) => memo[key] === now[key]) && sameList(memo.voters, voters);",
+    search: "  return decisionInputKeys.every((key) => memo[key] === record[key]) && sameList(memo.voters, voters);",
     replace: "  return true;",
   },
   {
